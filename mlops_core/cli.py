@@ -1,0 +1,324 @@
+"""The `mlops` command line (Typer). An entry point only: it loads the configuration, calls
+`mlops_core` functions and prints their results. Commands that need Prefect import `flows` inside
+the command, so `import mlops_core` stays light."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from mlops_core.errors import MlopsError
+
+app = typer.Typer(
+    name="mlops", no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
+    help="Continuous training for tabular models: ingest and validate data batches, train, "
+         "gate, promote, monitor and retrain. Every command reads [bold]mlops.yaml[/] "
+         "(--config, or $MLOPS_CONFIG).",
+)
+quarantine_app = typer.Typer(no_args_is_help=True, help="Inspect and replay quarantined batches.")
+app.add_typer(quarantine_app, name="quarantine")
+
+def _console(stderr: bool = False) -> Console:
+    c = Console(stderr=stderr)
+    return c if c.is_terminal else Console(stderr=stderr, width=140)  # logs, CI: no wrapping
+
+
+out = _console()
+err = _console(stderr=True)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="MLOPS_CONFIG",
+                                         help="Project configuration file.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document on stdout.")]
+STATUS_STYLE = {"accepted": "green", "quarantined": "red", "duplicate": "dim",
+                "released": "cyan"}
+
+
+def _settings(config: Path) -> Any:
+    from mlops_core.config import load_config
+
+    return load_config(config)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/] {escape(message)}")
+    raise typer.Exit(code)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v",
+                                               help="Log what happens.")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def _when(ts: Any) -> str:
+    return f"{ts:%Y-%m-%d %H:%M}" if ts is not None else "-"
+
+
+def _outcome_row(table: Table, o: Any) -> None:
+    style = STATUS_STYLE.get(o.status, "")
+    table.add_row(o.id, f"[{style}]{o.status}[/]", f"{o.rows:,}",
+                  f"{_when(o.start_time)} → {_when(o.end_time)}" if o.start_time else "-",
+                  escape(Path(o.origin).name if "://" not in o.origin else o.origin),
+                  escape(o.reason if o.status != "accepted" or o.findings else ""))
+
+
+def _batch_table(title: str) -> Table:
+    t = Table(title=title, title_justify="left", expand=False)
+    for col, kw in [("batch", {"no_wrap": True}), ("status", {}), ("rows", {"justify": "right"}),
+                    ("time range", {"no_wrap": True}), ("from", {}),
+                    ("findings", {"overflow": "fold", "max_width": 70})]:
+        t.add_column(col, **kw)
+    return t
+
+
+def run_ingest(settings: Any, paths: list[Path] | None, as_json: bool) -> dict[str, Any]:
+    """Ingest with a progress bar on stderr; returns the report as a dict."""
+    from mlops_core.ingest import IngestReport, iter_ingest
+
+    report = IngestReport()
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                        DownloadColumn(), TimeRemainingColumn(), console=err, transient=True)
+    tasks: dict[str, Any] = {}
+
+    def on_progress(origin: str, done: int, total: int | None, unit: str) -> None:
+        if origin not in tasks:
+            tasks[origin] = progress.add_task(Path(origin).name[:40], total=total)
+        progress.update(tasks[origin], completed=done, total=total)
+
+    with progress:
+        for o in iter_ingest(settings, paths or None, progress=on_progress):
+            report.outcomes.append(o)
+            if not as_json:
+                note = o.reason if o.status != "accepted" or o.findings else ""
+                progress.console.print(
+                    f"[{STATUS_STYLE.get(o.status, '')}]{o.status:>11}[/] {o.id}  "
+                    f"{o.rows:>9,} rows  {escape(Path(o.origin).name)}"
+                    + (f"  [dim]{escape(note[:160])}[/]" if note else ""))
+    if not as_json:
+        summary = report.to_dict()
+        out.print(f"[green]{summary['accepted']} accepted[/] ({summary['rows_accepted']:,} rows), "
+                  f"[red]{summary['quarantined']} quarantined[/], "
+                  f"{summary['duplicate']} already ingested.")
+        if summary["quarantined"]:
+            out.print("See why with [bold]mlops quarantine show ID[/]; fix the data or the "
+                      "contract, then [bold]mlops quarantine release ID[/].")
+    return report.to_dict()
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Files or folders to ingest. Default: the configured data.source.")] = None,
+    config: ConfigOpt = Path("mlops.yaml"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest new data: split it into batches, validate each, store or quarantine it.
+
+    Re-ingesting the same data is a no-op: batch ids come from content hashes."""
+    try:
+        settings = _settings(config)
+        result = run_ingest(settings, paths, as_json)
+    except MlopsError as e:
+        _fail(str(e))
+        return
+    if as_json:
+        _print_json(result)
+
+
+@app.command()
+def init(
+    data: Annotated[Path, typer.Option("--data", help="A CSV, Parquet or JSON sample of the data.",
+                                       exists=True, dir_okay=False)],
+    target: Annotated[str, typer.Option("--target", help="The column to predict.")],
+    time: Annotated[str | None, typer.Option("--time", help="The event time column.")] = None,
+    id_col: Annotated[str | None, typer.Option("--id", help="The row id column.")] = None,
+    config: ConfigOpt = Path("mlops.yaml"),
+    project: Annotated[str | None, typer.Option(help="Project name (default: from the file).")
+                       ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented mlops.yaml, inferring the task and feature kinds from a sample."""
+    from mlops_core.scaffold import init_project
+
+    try:
+        path, schema = init_project(data, target, time=time, id_col=id_col, out=config,
+                                    project=project, force=force)
+    except MlopsError as e:
+        _fail(str(e))
+        return
+    out.print(f"Wrote [bold]{path}[/]: task [bold]{schema.task}[/], "
+              f"{len(schema.numeric)} numeric, {len(schema.categorical)} categorical, "
+              f"{len(schema.boolean)} boolean feature(s).")
+    for col, why in schema.left_out.items():
+        out.print(f"  left out [yellow]{escape(col)}[/]: {escape(why)}")
+    out.print(f"Review it, then: [bold]mlops ingest --config {path}[/]")
+
+
+@app.command()
+def batches(
+    config: ConfigOpt = Path("mlops.yaml"),
+    status: Annotated[str | None, typer.Option(
+        help="Only batches with this status: accepted, quarantined or released.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the batches in the store, oldest first."""
+    from mlops_core.store import MetadataStore
+
+    try:
+        recs = MetadataStore(_settings(config).db_url).list_batches(status)
+    except MlopsError as e:
+        _fail(str(e))
+        return
+    if as_json:
+        _print_json({"batches": [r.to_dict() for r in recs]})
+        return
+    t = _batch_table(f"{len(recs)} batch(es)")
+    for r in recs:
+        _outcome_row(t, r)
+    out.print(t)
+
+
+@quarantine_app.command("list")
+def quarantine_list(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False,
+                    all_: Annotated[bool, typer.Option("--all", help="Include released ones.")
+                                    ] = False) -> None:
+    """Quarantined batches and why."""
+    from mlops_core.store import MetadataStore
+
+    try:
+        recs = MetadataStore(_settings(config).db_url).list_batches(
+            ["quarantined", "released"] if all_ else "quarantined")
+    except MlopsError as e:
+        _fail(str(e))
+        return
+    if as_json:
+        _print_json({"quarantined": [r.to_dict() for r in recs]})
+        return
+    if not recs:
+        out.print("Nothing in quarantine.")
+        return
+    t = _batch_table(f"{len(recs)} quarantined batch(es)")
+    for r in recs:
+        _outcome_row(t, r)
+    out.print(t)
+
+
+@quarantine_app.command("show")
+def quarantine_show(batch_id: Annotated[str, typer.Argument(help="Batch id (a prefix will do).")],
+                    config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False) -> None:
+    """Every finding of one quarantined batch, and where its data is kept."""
+    from mlops_core.store import MetadataStore
+
+    try:
+        settings = _settings(config)
+        rec = MetadataStore(settings.db_url).get_batch(batch_id)
+    except (MlopsError, LookupError) as e:
+        _fail(str(e))
+        return
+    if as_json:
+        _print_json(rec.to_dict())
+        return
+    folder = settings.workspace / rec.path
+    out.print(f"[bold]{rec.id}[/]  [{STATUS_STYLE.get(rec.status, '')}]{rec.status}[/]  "
+              f"{rec.rows:,} rows  from {escape(rec.origin)}")
+    for f in rec.findings:
+        color = "red" if f["severity"] == "fatal" else "yellow"
+        out.print(f"  [{color}]{f['severity']:>7}[/] {f['rule']}: {escape(f['message'])}")
+    out.print(f"Kept at {folder}")
+    if rec.released_as:
+        out.print(f"Released as {', '.join(rec.released_as)}")
+
+
+@quarantine_app.command("release")
+def quarantine_release(
+    batch_id: Annotated[str, typer.Argument(help="Batch id (a prefix will do).")],
+    config: ConfigOpt = Path("mlops.yaml"),
+    force: Annotated[bool, typer.Option(
+        "--force", help="Accept the rows despite their findings (recorded with the batch).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replay a quarantined batch after fixing its data (in the quarantine folder) or the
+    contract (contract.yaml in the workspace)."""
+    from mlops_core.ingest import release_batch
+
+    try:
+        res = release_batch(_settings(config), batch_id, force=force)
+    except (MlopsError, LookupError) as e:
+        _fail(str(e))
+        return
+    if as_json:
+        _print_json({"id": res.quarantined_id, "released": res.released, "message": res.message,
+                     "batches": [o.to_dict() for o in res.outcomes]})
+    else:
+        color = "green" if res.released else "red"
+        out.print(f"[{color}]{res.quarantined_id}: {escape(res.message)}[/]")
+    if not res.released:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Option("--dir", help="Where to create the demo project.")
+                         ] = Path("demo-project"),
+    rows: Annotated[int, typer.Option(help="Rows in the generated stream.", min=1000)] = 100_000,
+    days: Annotated[int, typer.Option(help="Days the stream covers.", min=28)] = 364,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Delete an existing demo project first.")
+                     ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate a demo project (loan applications with drift, dropped weekly into a landing
+    folder, a few of them faulty) and ingest it batch by batch."""
+    from mlops_core.config import load_config
+    from mlops_core.scaffold import InferredSchema, render_config
+    from mlops_core.simulate import ID, TARGET, TIME, generate_stream, write_landing
+
+    if fresh and directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg_path = directory / "mlops.yaml"
+    stream = generate_stream(rows, days=days, seed=seed)
+    if not (directory / "landing").exists():
+        files = write_landing(stream, directory / "landing")
+        (directory / "drift_points.json").write_text(stream.drift_json(), encoding="utf-8")
+        if not as_json:
+            faults = [f for f in files if f.fault]
+            out.print(f"Generated {rows:,} loan applications over {days} days into "
+                      f"{len(files)} weekly files in [bold]{directory / 'landing'}[/] "
+                      f"({len(faults)} spoiled on purpose: "
+                      f"{', '.join(sorted({f.fault or '' for f in faults}))}).")
+            for p in stream.drift_points:
+                out.print(f"  true drift: [bold]{p.kind}[/] {p.start:%Y-%m-%d}"
+                          + (f" → {p.end:%Y-%m-%d}" if p.end != p.start else "")
+                          + f": {p.description}")
+    if not cfg_path.exists():
+        schema = InferredSchema(task="binary", **stream.features)
+        text = render_config(project="loans-demo", data=Path("landing"), target=TARGET,
+                             time=TIME, id_col=ID, schema=schema, source_kind="folder")
+        cfg_path.write_text(text, encoding="utf-8")
+    settings = load_config(cfg_path)
+    result = run_ingest(settings, None, as_json)
+    if as_json:
+        _print_json(result | {"project": str(cfg_path.resolve())})
+    else:
+        out.print(f"Project: [bold]{cfg_path}[/]. Try: mlops quarantine list -c {cfg_path}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,304 @@
+"""The typed project configuration, loaded from ``mlops.yaml``.
+
+One :class:`Settings` object is loaded once at an entry point (:func:`load_config`) and passed
+down. Environment variables override any key: ``MLOPS_STORAGE__MLFLOW_URI`` overrides
+``storage.mlflow_uri`` (sections joined by a double underscore), which is how secrets and URLs
+stay out of committed files. Unknown keys and wrong types are errors naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mlops_core.errors import ConfigError
+
+ENV_PREFIX = "MLOPS_"
+DEFAULT_CONFIG = Path("mlops.yaml")
+
+Severity = Literal["fatal", "warning", "off"]
+Task = Literal["binary", "multiclass", "regression"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CsvOptions(_Section):
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    encoding: str = "utf-8"
+
+
+class SourceConfig(_Section):
+    """Where new data comes from. ``kind`` picks the reader; the other keys are its settings."""
+
+    kind: Literal["file", "folder", "sql", "http"]
+    path: Path | None = None  # file or folder
+    pattern: str = "*"  # folder: which files count (csv, parquet, json by extension)
+    url: str | None = None  # sql: SQLAlchemy URL; http: endpoint
+    query: str | None = None  # sql: the SELECT whose rows are ingested
+    watermark: str | None = None  # sql/http: column that only grows (incremental reads)
+    headers: dict[str, str] = Field(default_factory=dict)  # http: e.g. Authorization from env
+    format: Literal["auto", "csv", "parquet", "json"] = "auto"
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+    timeout_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> SourceConfig:
+        need = {"file": ["path"], "folder": ["path"], "sql": ["url", "query", "watermark"],
+                "http": ["url"]}[self.kind]
+        missing = [k for k in need if getattr(self, k) in (None, "")]
+        if missing:
+            raise ValueError(f"source kind '{self.kind}' needs {', '.join(missing)}")
+        return self
+
+
+class FeatureColumns(_Section):
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    boolean: list[str] = Field(default_factory=list)
+
+    def all(self) -> list[str]:
+        return [*self.numeric, *self.categorical, *self.boolean]
+
+    def kind_of(self, column: str) -> str | None:
+        for kind in ("numeric", "categorical", "boolean"):
+            if column in getattr(self, kind):
+                return kind
+        return None
+
+
+class BatchConfig(_Section):
+    """How incoming rows are cut into batches: by time period (``7D``, ``1D``, ``W``, ``MS``) or by
+    row count. With neither, each file or read is one batch."""
+
+    period: str | None = None
+    size: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> BatchConfig:
+        if self.period and self.size:
+            raise ValueError("set batch.period or batch.size, not both")
+        if self.period:
+            from mlops_core.batching import check_period  # local: keeps pandas off config import
+
+            check_period(self.period)
+        return self
+
+
+class LimitsConfig(_Section):
+    max_file_mb: float = Field(2048, gt=0)
+    max_columns: int = Field(1000, gt=0)
+    chunk_rows: int = Field(200_000, gt=0)
+
+
+class DataConfig(_Section):
+    source: SourceConfig | None = None  # None: `mlops ingest FILE ...` only
+    id_column: str | None = None
+    time_column: str | None = None
+    time_format: str | None = None  # strftime format; None = infer (ISO, epoch, year)
+    target: str | None = None
+    features: FeatureColumns = Field(default_factory=FeatureColumns)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    def columns(self) -> list[str]:
+        """Every column the contract covers, in a stable order."""
+        out = [c for c in (self.id_column, self.time_column) if c]
+        out += [c for c in self.features.all() if c not in out]
+        if self.target and self.target not in out:
+            out.append(self.target)
+        return out
+
+
+RULES: dict[str, Severity] = {
+    # file level: the file cannot be read into rows; always quarantined whole
+    "empty_file": "fatal",
+    "file_too_large": "fatal",
+    "too_many_columns": "fatal",
+    "corrupt_file": "fatal",
+    "encoding": "fatal",
+    "wrong_delimiter": "fatal",
+    # schema contract
+    "missing_columns": "fatal",
+    "extra_columns": "warning",
+    "renamed_columns": "fatal",
+    "column_order": "warning",
+    "dtype_mismatch": "fatal",
+    "mixed_types": "fatal",
+    # quality
+    "all_null_feature": "fatal",
+    "constant_feature": "warning",
+    "null_rate_spike": "warning",
+    "infinite_values": "fatal",
+    "out_of_range": "warning",
+    "unseen_categories": "warning",
+    "missing_target": "warning",
+    "null_labels": "warning",
+    "single_class_labels": "warning",
+    "duplicate_ids": "fatal",
+    "duplicate_rows": "warning",
+    "timestamp_unparseable": "fatal",
+    "timestamp_out_of_order": "warning",
+    "timestamp_in_future": "fatal",
+}
+
+
+class ValidationConfig(_Section):
+    """Which checks quarantine a batch (``fatal``), which only record a finding (``warning``), and
+    which are ``off``. Unlisted rules keep their defaults (see ``RULES``)."""
+
+    rules: dict[str, Severity] = Field(default_factory=dict)
+    null_rate_increase: float = Field(0.3, ge=0, le=1)  # absolute rise over the contract's rate
+    range_tolerance: float = Field(0.5, ge=0)  # allowed overshoot, as a share of the range
+    max_categories: int = Field(1000, gt=0)  # above this a column is free text: no unseen check
+    future_tolerance: str = "1h"  # timestamps later than now + this are "in the future"
+
+    @model_validator(mode="after")
+    def _known_rules(self) -> ValidationConfig:
+        unknown = sorted(set(self.rules) - set(RULES))
+        if unknown:
+            raise ValueError(f"unknown rule(s) {unknown}; known rules: {sorted(RULES)}")
+        return self
+
+    def severity(self, rule: str) -> Severity:
+        return self.rules.get(rule, RULES[rule])
+
+
+class StorageConfig(_Section):
+    workspace: Path = Path(".mlops")
+    db_url: str | None = None  # default: SQLite file in the workspace
+    mlflow_uri: str | None = None  # default: a local MLflow server over the workspace
+
+
+class ModelConfig(_Section):
+    """Filled by the training issue."""
+
+    type: Literal["xgboost", "linear", "forest"] = "xgboost"
+
+
+class GateConfig(_Section):
+    """Filled by the training issue."""
+
+    min_score: float | None = None
+    min_improvement: float = 0.0
+
+
+class MonitoringConfig(_Section):
+    """Filled by the monitoring issue."""
+
+    schedule: str | None = None
+
+
+class RetrainingConfig(_Section):
+    """Filled by the monitoring issue."""
+
+    schedule: str | None = None
+
+
+class PromotionConfig(_Section):
+    mode: Literal["manual", "auto"] = "manual"
+
+
+class Settings(_Section):
+    project: str = Field("project", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    task: Task = "binary"
+    data: DataConfig = Field(default_factory=DataConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    retraining: RetrainingConfig = Field(default_factory=RetrainingConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+
+    # where the file was read from; relative paths in it are relative to its folder
+    config_path: Path | None = Field(None, exclude=True)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.config_path.parent if self.config_path else Path.cwd()
+
+    def resolve(self, path: Path | str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    @property
+    def workspace(self) -> Path:
+        return self.resolve(self.storage.workspace)
+
+    @property
+    def db_url(self) -> str:
+        return self.storage.db_url or f"sqlite:///{self.workspace / 'metadata.db'}"
+
+
+_TOP_LEVEL_ENV = ("PROJECT", "TASK")
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
+    """Merge ``MLOPS_A__B=value`` variables into ``raw``; returns {dotted key: variable name}."""
+    applied: dict[str, str] = {}
+    for name, value in sorted(environ.items()):
+        rest = name[len(ENV_PREFIX):]
+        if not name.startswith(ENV_PREFIX) or ("__" not in rest and rest not in _TOP_LEVEL_ENV):
+            continue
+        keys = [k.lower() for k in rest.split("__")]
+        node = raw
+        for k in keys[:-1]:
+            child = node.get(k)
+            if not isinstance(child, dict):
+                child = {}
+                node[k] = child
+            node = child
+        node[keys[-1]] = yaml.safe_load(value) if value.strip() else None
+        applied[".".join(keys)] = name
+    return applied
+
+
+def _format_errors(err: ValidationError, where: str, from_env: dict[str, str]) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        origin = f" (from ${from_env[key]})" if key in from_env else ""
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif "input" in e and not isinstance(e["input"], dict | list):
+            msg += f" (got {e['input']!r})"
+        lines.append(f"  {key}{origin}: {msg}")
+    return f"{where}: invalid configuration\n" + "\n".join(lines)
+
+
+def parse_config(raw: Mapping[str, Any] | None, *, source: str = "<config>",
+                 config_path: Path | None = None,
+                 environ: Mapping[str, str] | None = None) -> Settings:
+    """Validate a configuration mapping (plus environment overrides) into :class:`Settings`."""
+    data: dict[str, Any] = dict(raw or {})
+    from_env = _apply_env(data, os.environ if environ is None else environ)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source, from_env)) from None
+    settings.config_path = config_path
+    return settings
+
+
+def load_config(path: Path | str = DEFAULT_CONFIG, *,
+                environ: Mapping[str, str] | None = None) -> Settings:
+    """Read ``mlops.yaml`` (or ``path``) into typed settings; raises :class:`ConfigError`."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"{path}: no configuration file here; create one with "
+                          f"`mlops init --data FILE --target COLUMN`")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return parse_config(raw, source=str(path), config_path=path, environ=environ)

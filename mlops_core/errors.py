@@ -1,0 +1,36 @@
+"""Our exceptions, in one place.
+
+Each inherits from the builtin it resembles (as scikit-learn's exceptions do), so a caller's
+``except ValueError`` still works. Bad *data* is not an exception: validation returns a report.
+"""
+
+from __future__ import annotations
+
+
+class MlopsError(Exception):
+    """Base class of every error raised on purpose by mlops_core."""
+
+
+class ConfigError(MlopsError, ValueError):
+    """The configuration file is missing, unreadable, or does not match the schema."""
+
+
+class SourceError(MlopsError, OSError):
+    """A source could not be read at all (unreachable server, missing file, bad query)."""
+
+
+class FileRejected(MlopsError, ValueError):
+    """A file cannot be turned into rows: empty, corrupt, wrong encoding, too large...
+
+    ``rule`` names the validation rule so that the file is quarantined with a reason a person
+    can act on; the file itself is kept whole.
+    """
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.message = message
+
+
+class NotFoundError(MlopsError, LookupError):
+    """A batch, quarantine record or other stored object does not exist."""

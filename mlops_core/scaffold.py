@@ -1,0 +1,173 @@
+"""`mlops init`: infer a project configuration from a sample of a data file and write it as a
+commented ``mlops.yaml`` that people edit."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from mlops_core.config import parse_config
+from mlops_core.errors import ConfigError, FileRejected
+from mlops_core.sources import detect_format
+
+SAMPLE_ROWS = 20_000
+
+
+@dataclass
+class InferredSchema:
+    task: str
+    numeric: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+    boolean: list[str] = field(default_factory=list)
+    left_out: dict[str, str] = field(default_factory=dict)  # column -> why
+
+
+def read_sample(path: Path, rows: int = SAMPLE_ROWS) -> pd.DataFrame:
+    """The first ``rows`` rows of a CSV, Parquet or JSON file."""
+    fmt = detect_format(path)
+    if fmt == "parquet":
+        pf = pq.ParquetFile(path)
+        batch = next(pf.iter_batches(batch_size=rows), None)
+        if batch is None:
+            raise FileRejected("empty_file", f"{path.name} has no rows")
+        return batch.to_pandas()
+    if fmt == "csv":
+        return pd.read_csv(path, nrows=rows)
+    return pd.read_json(path, lines=path.suffix in (".jsonl", ".ndjson")).head(rows)
+
+
+def infer_task(y: pd.Series) -> str:
+    values = y.dropna()
+    n_unique = values.nunique()
+    if n_unique <= 2:
+        return "binary"
+    if pd.api.types.is_float_dtype(values) and not (values % 1 == 0).all():
+        return "regression"
+    if pd.api.types.is_numeric_dtype(values) and n_unique > 20:
+        return "regression"
+    return "multiclass"
+
+
+def infer_schema(df: pd.DataFrame, target: str, time: str | None, id_col: str | None
+                 ) -> InferredSchema:
+    missing = [c for c in (target, time, id_col) if c and c not in df.columns]
+    if missing:
+        raise ConfigError(f"column(s) not in the data: {', '.join(missing)}; "
+                          f"the columns are: {', '.join(map(str, df.columns))}")
+    out = InferredSchema(task=infer_task(df[target]))
+    n = len(df)
+    for c in df.columns:
+        if c in (target, time, id_col):
+            continue
+        s = df[c]
+        if s.isna().all():
+            out.left_out[c] = "every value is missing in the sample"
+        elif pd.api.types.is_bool_dtype(s):
+            out.boolean.append(c)
+        elif pd.api.types.is_datetime64_any_dtype(s):
+            out.left_out[c] = "a timestamp; derive features from it before ingestion"
+        elif pd.api.types.is_numeric_dtype(s):
+            out.numeric.append(c)
+        else:
+            distinct = s.nunique(dropna=True)
+            if n >= 50 and distinct > 0.5 * n:
+                out.left_out[c] = f"text with {distinct:,} distinct values in {n:,} rows " \
+                                  "(an id or free text?)"
+            else:
+                out.categorical.append(c)
+    return out
+
+
+def _yaml_list(items: list[str]) -> str:
+    if not items:
+        return "[]"
+    import yaml
+
+    return yaml.safe_dump(items, default_flow_style=True, width=88, allow_unicode=True).strip()
+
+
+def render_config(*, project: str, data: Path, target: str, time: str | None, id_col: str | None,
+                  schema: InferredSchema, workspace: str = ".mlops",
+                  source_kind: str = "file") -> str:
+    """The text of a commented ``mlops.yaml``."""
+    left = "".join(f"\n    #   {c}: {why}" for c, why in schema.left_out.items())
+    batch = "    period: W          # one batch per calendar week of the time column ('1D', " \
+        "'7D', 'MS')" \
+        if time else "    size: 10000        # rows per batch (no time column was given)"
+    return f"""\
+# mlops.yaml: the one configuration of this project. Written by `mlops init`; edit freely.
+# Environment variables override any key: MLOPS_STORAGE__DB_URL=postgresql://... sets
+# storage.db_url (sections joined by a double underscore). Keep secrets there, not here.
+
+project: {project}
+task: {schema.task}            # binary | multiclass | regression (inferred from '{target}')
+
+data:
+  source:
+    kind: {source_kind}          # file | folder | sql | http
+    path: {data}
+    # folder:  path: landing/   pattern: "*.csv"      (each new file is ingested once)
+    # sql:     url: postgresql://user@host/db   query: SELECT * FROM events   watermark: updated_at
+    # http:    url: https://feed.example/records  (CSV or JSON records)  watermark: updated_at
+  id_column: {id_col or 'null'}
+  time_column: {time or 'null'}
+  target: {target}
+  features:             # inferred from a sample of {SAMPLE_ROWS:,} rows{left or ''}
+    numeric: {_yaml_list(schema.numeric)}
+    categorical: {_yaml_list(schema.categorical)}
+    boolean: {_yaml_list(schema.boolean)}
+  batch:
+{batch}
+  limits:
+    max_file_mb: 2048     # larger files are quarantined
+    max_columns: 1000
+    chunk_rows: 200000    # rows read at a time: bounds memory
+
+validation:
+  # Which findings quarantine a batch (fatal), are only recorded (warning), or are off.
+  # Defaults: `mlops_core.config.RULES`. For example:
+  rules:
+    unseen_categories: warning
+    out_of_range: warning
+    duplicate_ids: fatal
+  null_rate_increase: 0.3   # warn when a column's missing share rises by more than this
+  range_tolerance: 0.5      # numbers may overshoot the contract's range by this share of it
+
+storage:
+  workspace: {workspace}      # batches, quarantine, contract, reports, metadata DB
+  db_url: null            # default: SQLite in the workspace; any SQLAlchemy URL works
+  mlflow_uri: null        # default: a local MLflow server over the workspace
+
+promotion:
+  mode: manual            # manual: a person approves each new champion; auto: the gate decides
+"""
+
+
+def init_project(data: Path, target: str, *, time: str | None = None, id_col: str | None = None,
+                 out: Path = Path("mlops.yaml"), project: str | None = None,
+                 force: bool = False) -> tuple[Path, InferredSchema]:
+    """Write ``out`` from a sample of ``data``; refuses to overwrite unless ``force``."""
+    if out.exists() and not force:
+        raise ConfigError(f"{out} exists; pass --force to overwrite it")
+    if not data.is_file():
+        raise ConfigError(f"{data}: no such file")
+    sample = read_sample(data)
+    schema = infer_schema(sample, target, time, id_col)
+    name = project or "".join(ch if ch.isalnum() or ch in "-_" else "-"
+                              for ch in data.stem).strip("-") or "project"
+    try:
+        rel = Path(os.path.relpath(data.resolve(), out.resolve().parent))
+    except ValueError:
+        rel = data.resolve()
+    text = render_config(project=name, data=rel, target=target, time=time, id_col=id_col,
+                         schema=schema)
+    import yaml
+
+    parse_config(yaml.safe_load(text), source=str(out), environ={})  # we never write a bad one
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    return out, schema

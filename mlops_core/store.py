@@ -1,0 +1,254 @@
+"""The metadata DB (SQLAlchemy) and the batch store (Parquet files under the workspace).
+
+SQLite is the default and runs in WAL mode with a busy timeout, and every write transaction starts
+with ``BEGIN IMMEDIATE`` so that concurrent writers queue instead of failing; any other SQLAlchemy
+URL (Postgres) works unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from mlops_core.errors import NotFoundError
+
+log = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+
+batches = sa.Table(
+    "batches", metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False, index=True),  # accepted|quarantined|released
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("origin", sa.Text, nullable=False),  # file path, URL or query it came from
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("start_time", sa.DateTime, nullable=True, index=True),
+    sa.Column("end_time", sa.DateTime, nullable=True),
+    sa.Column("content_sha256", sa.String(64), nullable=False),
+    sa.Column("has_labels", sa.Boolean, nullable=False, default=False),
+    sa.Column("path", sa.Text, nullable=False),  # relative to the workspace
+    sa.Column("created_at", sa.DateTime, nullable=False, index=True),
+    sa.Column("findings", sa.Text, nullable=False, default="[]"),  # JSON list of findings
+    sa.Column("reason", sa.Text, nullable=False, default=""),  # one line for people
+    sa.Column("released_as", sa.Text, nullable=True),  # JSON list of batch ids after release
+)
+
+source_state = sa.Table(
+    "source_state", metadata,
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+
+def utcnow() -> datetime:
+    """Naive UTC now, the convention of every timestamp we store."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine for ``url``, with the SQLite settings that make concurrent writers safe."""
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            # IMMEDIATE takes the write lock up front, so a writer waits (busy_timeout) instead
+            # of failing later when a read transaction tries to upgrade
+            immediate = conn.get_execution_options().get("immediate", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    id: str
+    status: str
+    source: str
+    origin: str
+    rows: int
+    start_time: datetime | None
+    end_time: datetime | None
+    content_sha256: str
+    has_labels: bool
+    path: str
+    created_at: datetime
+    findings: list[dict[str, Any]]
+    reason: str
+    released_as: list[str] | None = None
+
+    @classmethod
+    def from_row(cls, row: sa.Row[Any]) -> BatchRecord:
+        m = dict(row._mapping)
+        m["findings"] = json.loads(m["findings"] or "[]")
+        m["released_as"] = json.loads(m["released_as"]) if m["released_as"] else None
+        return cls(**m)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.__dict__.copy()
+        for k in ("start_time", "end_time", "created_at"):
+            d[k] = d[k].isoformat() if d[k] else None
+        return d
+
+
+class MetadataStore:
+    """Batches, their validation findings and the sources' incremental state."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_db_engine(url)
+        metadata.create_all(self.engine)
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        with self.engine.connect().execution_options(immediate=True) as conn, conn.begin():
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # batches -----------------------------------------------------------------------------
+    def add_batch(self, record: BatchRecord) -> bool:
+        """Insert ``record``; False (and nothing written) if a batch with its id exists."""
+        values = record.__dict__ | {
+            "findings": json.dumps(record.findings, default=str),
+            "released_as": json.dumps(record.released_as) if record.released_as else None,
+        }
+        with self.write() as conn:
+            exists = conn.execute(sa.select(batches.c.id).where(batches.c.id == record.id)).first()
+            if exists:
+                return False
+            conn.execute(batches.insert().values(**values))
+        return True
+
+    def get_batch(self, batch_id: str) -> BatchRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(batches).where(batches.c.id == batch_id)).first()
+            if row is None:  # allow unique prefixes, as git does
+                rows = conn.execute(sa.select(batches).where(
+                    batches.c.id.startswith(batch_id, autoescape=True)).limit(2)).all()
+                row = rows[0] if len(rows) == 1 else None
+        if row is None:
+            raise NotFoundError(f"no batch with id '{batch_id}'")
+        return BatchRecord.from_row(row)
+
+    def list_batches(self, status: str | Sequence[str] | None = None,
+                     limit: int | None = None) -> list[BatchRecord]:
+        q = sa.select(batches).order_by(batches.c.start_time, batches.c.created_at)
+        if status:
+            q = q.where(batches.c.status.in_([status] if isinstance(status, str) else status))
+        if limit:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            return [BatchRecord.from_row(r) for r in conn.execute(q)]
+
+    def count_accepted(self) -> int:
+        with self.engine.connect() as conn:
+            q = sa.select(sa.func.count()).select_from(batches).where(
+                batches.c.status == "accepted")
+            return int(conn.execute(q).scalar_one())
+
+    def mark_released(self, batch_id: str, new_ids: list[str]) -> None:
+        with self.write() as conn:
+            conn.execute(batches.update().where(batches.c.id == batch_id).values(
+                status="released", released_as=json.dumps(new_ids)))
+
+    # sources' incremental state ----------------------------------------------------------
+    def get_state(self, key: str, default: Any = None) -> Any:
+        with self.engine.connect() as conn:
+            v = conn.execute(sa.select(source_state.c.value).where(
+                source_state.c.key == key)).scalar_one_or_none()
+        return json.loads(v) if v is not None else default
+
+    def set_state(self, key: str, value: Any) -> None:
+        payload = json.dumps(value, default=str)
+        with self.write() as conn:
+            updated = conn.execute(source_state.update().where(source_state.c.key == key).values(
+                value=payload, updated_at=utcnow())).rowcount
+            if not updated:
+                conn.execute(source_state.insert().values(key=key, value=payload,
+                                                          updated_at=utcnow()))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
+    """Write ``df`` so that readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class BatchStore:
+    """Accepted batches as Parquet, quarantined ones kept whole with a reason file."""
+
+    def __init__(self, workspace: Path) -> None:
+        self.root = workspace
+        self.batches_dir = workspace / "batches"
+        self.quarantine_dir = workspace / "quarantine"
+
+    def batch_path(self, batch_id: str) -> Path:
+        return self.batches_dir / f"{batch_id}.parquet"
+
+    def quarantine_path(self, batch_id: str) -> Path:
+        return self.quarantine_dir / batch_id
+
+    def relative(self, path: Path) -> str:
+        return str(path.relative_to(self.root))
+
+    def read(self, record: BatchRecord, columns: list[str] | None = None) -> pd.DataFrame:
+        path = self.root / record.path
+        if path.is_dir():  # quarantined rows kept as Parquet beside the reason
+            path = path / "data.parquet"
+        return pd.read_parquet(path, columns=columns)
+
+    def read_accepted(self, meta: MetadataStore, *, labelled_only: bool = False,
+                      columns: list[str] | None = None) -> pd.DataFrame:
+        """All accepted batches in time order, as one frame (for training and monitoring)."""
+        recs = [r for r in meta.list_batches("accepted") if r.has_labels or not labelled_only]
+        if not recs:
+            return pd.DataFrame(columns=columns)
+        return pd.concat([self.read(r, columns) for r in recs], ignore_index=True)

@@ -1,0 +1,440 @@
+"""Schema contract and quality checks for a batch.
+
+The first accepted batch freezes a :class:`SchemaContract` (columns, kinds, dtypes, categories,
+numeric ranges, null rates), kept as YAML in the workspace so people can read and edit it. Every
+later batch is checked against it and against quality rules; :func:`validate_batch` returns one
+:class:`ValidationReport` listing every finding (never raising on the first), each with the
+severity the configuration gives its rule. What to do about the findings is the caller's job.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+from mlops_core.batching import parse_times
+from mlops_core.config import Settings
+
+Kind = Literal["numeric", "categorical", "boolean", "datetime"]
+_TRUE = {"true", "t", "yes", "y", "1"}
+_FALSE = {"false", "f", "no", "n", "0"}
+_MIN_ROWS_FOR_CONSTANT = 30  # below this a constant column is likely chance, not a fault
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    severity: str  # fatal | warning
+    message: str
+    column: str | None = None
+    count: int | None = None  # rows (or values) affected, where that means something
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ValidationReport:
+    """Everything a check of one batch found, and the batch made ready for the store."""
+
+    findings: list[Finding] = field(default_factory=list)
+    frame: pd.DataFrame | None = None  # the conformed batch (typed columns, parsed times)
+    has_labels: bool = False
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+    @property
+    def fatal(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "fatal"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warning"]
+
+    @property
+    def is_accepted(self) -> bool:
+        return not self.fatal
+
+    @property
+    def reason(self) -> str:
+        """One line for people: the fatal findings, else the warnings, else 'ok'."""
+        shown = self.fatal or self.warnings
+        return "; ".join(f.message for f in shown) if shown else "ok"
+
+
+class ColumnContract(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    role: Literal["id", "time", "feature", "target"]
+    kind: Kind
+    dtype: str
+    null_rate: float
+    min: float | None = None
+    max: float | None = None
+    categories: list[str] | None = None  # None: too many to list (free text); no unseen check
+
+
+class SchemaContract(BaseModel):
+    """What a batch must look like. Frozen from the first accepted batch; edit the YAML to
+    widen it (add a category, a range), then `mlops quarantine release` the batches it refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = 1
+    frozen_at: datetime
+    from_batch: str
+    columns: list[ColumnContract]
+
+    def column(self, name: str) -> ColumnContract | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+CONTRACT_FILE = "contract.yaml"
+
+
+def load_contract(workspace: Path) -> SchemaContract | None:
+    path = workspace / CONTRACT_FILE
+    if not path.exists():
+        return None
+    return SchemaContract.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+def save_contract(contract: SchemaContract, workspace: Path, *, exclusive: bool = True) -> bool:
+    """Write the contract; with ``exclusive`` only if none exists yet (first writer wins).
+    Returns whether this call wrote it."""
+    path = workspace / CONTRACT_FILE
+    workspace.mkdir(parents=True, exist_ok=True)
+    body = ("# Schema contract: frozen from the first accepted batch. Edit it to widen it\n"
+            "# (categories, ranges, null rates), then replay refused batches with\n"
+            "# `mlops quarantine release ID`.\n"
+            + yaml.safe_dump(contract.model_dump(mode="json", exclude_none=True),
+                             sort_keys=False, allow_unicode=True))
+    if not exclusive:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(body, encoding="utf-8")
+        os.replace(tmp, path)
+        return True
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(body)
+    return True
+
+
+def content_hash(df: pd.DataFrame) -> str:
+    """sha256 of a frame's content: column names, dtypes and values, not its file encoding."""
+    h = hashlib.sha256()
+    h.update("\x1f".join(f"{c}:{df[c].dtype}" for c in df.columns).encode())
+    try:
+        values = pd.util.hash_pandas_object(df, index=False, categorize=False).to_numpy()
+    except TypeError:  # unhashable objects (lists, dicts) in a column
+        values = pd.util.hash_pandas_object(df.astype(str), index=False).to_numpy()
+    h.update(np.ascontiguousarray(values).tobytes())
+    return h.hexdigest()
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _example(values: pd.Series, k: int = 3) -> str:
+    ex = pd.unique(values.dropna().astype(str))[:k]
+    return ", ".join(repr(v) for v in ex)
+
+
+def _infer_kind(s: pd.Series) -> Kind:
+    if pd.api.types.is_bool_dtype(s):
+        return "boolean"
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return "datetime"
+    if pd.api.types.is_numeric_dtype(s):
+        return "numeric"
+    return "categorical"
+
+
+def _expected_kinds(settings: Settings, df: pd.DataFrame, contract: SchemaContract | None
+                    ) -> dict[str, tuple[str, Kind]]:
+    """{column: (role, kind)} that the batch should have."""
+    if contract is not None:
+        return {c.name: (c.role, c.kind) for c in contract.columns}
+    d = settings.data
+    out: dict[str, tuple[str, Kind]] = {}
+    if d.id_column:
+        out[d.id_column] = ("id", _infer_kind(df[d.id_column]) if d.id_column in df else
+                            "categorical")
+    if d.time_column:
+        out[d.time_column] = ("time", "datetime")
+    features = d.features.all()
+    if not features:  # nothing declared: every other column of the first batch is a feature
+        features = [c for c in df.columns if c not in (d.id_column, d.time_column, d.target)]
+    for c in features:
+        kind = d.features.kind_of(c) or (_infer_kind(df[c]) if c in df else "numeric")
+        out[c] = ("feature", kind)  # type: ignore[assignment]
+    if d.target:
+        tkind: Kind = "numeric" if settings.task == "regression" else (
+            _infer_kind(df[d.target]) if d.target in df else "categorical")
+        out[d.target] = ("target", tkind)
+    return out
+
+
+def _to_numeric(s: pd.Series) -> tuple[pd.Series, int, int]:
+    """(numbers, values that were not numbers, non-null values)."""
+    if pd.api.types.is_bool_dtype(s):
+        return s.astype("float64"), 0, int(s.notna().sum())
+    if pd.api.types.is_numeric_dtype(s):
+        return s, 0, int(s.notna().sum())
+    out = pd.to_numeric(s, errors="coerce")
+    nonnull = int(s.notna().sum())
+    return out, int(nonnull - out.notna().sum()), nonnull
+
+
+def _to_boolean(s: pd.Series) -> tuple[pd.Series, int]:
+    if pd.api.types.is_bool_dtype(s):
+        return s, 0
+    text = s.astype(str).str.strip().str.lower().where(s.notna())
+    out = pd.Series(np.where(text.isin(_TRUE), True, np.where(text.isin(_FALSE), False, None)),
+                    index=s.index, dtype=object)
+    bad = int((s.notna() & out.isna()).sum())
+    return out, bad
+
+
+def _to_category(s: pd.Series) -> pd.Series:
+    if s.dtype == object:
+        return s
+    if pd.api.types.is_float_dtype(s) and (s.dropna() % 1 == 0).all():
+        s = s.astype("Int64")
+    return s.astype(object).where(s.notna(), None).map(lambda v: v if v is None else str(v))
+
+
+def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContract | None,
+                   now: datetime) -> ValidationReport:
+    """Check one batch; every failed check is a finding with its configured severity."""
+    vcfg = settings.validation
+    d = settings.data
+    report = ValidationReport()
+
+    def add(rule: str, message: str, column: str | None = None, count: int | None = None
+            ) -> None:
+        severity = vcfg.severity(rule)
+        if severity != "off":
+            report.findings.append(Finding(rule, severity, message, column, count))
+
+    if df.empty:
+        add("empty_file", "the batch has no rows")
+        return report
+    expected = _expected_kinds(settings, df, contract)
+    present = list(df.columns)
+    dupes = sorted({c for c in present if present.count(c) > 1})
+    if dupes:
+        add("extra_columns", f"columns appear twice: {dupes}")
+        df = df.loc[:, ~df.columns.duplicated()]
+        present = list(df.columns)
+
+    # columns: missing, extra, renamed, order ----------------------------------------------
+    target = d.target if d.target in expected else None
+    missing = [c for c in expected if c not in df.columns and c != target]
+    extra = [c for c in present if c not in expected]
+    for m in list(missing):
+        match = next((e for e in extra if _norm(e) == _norm(m)), None) or next(
+            iter(difflib.get_close_matches(m, extra, n=1, cutoff=0.8)), None)
+        if match:
+            add("renamed_columns", f"column '{m}' looks renamed to '{match}'", m)
+            missing.remove(m)
+            extra.remove(match)
+    if missing:
+        add("missing_columns", f"missing column(s): {', '.join(missing)}", count=len(missing))
+    if extra:
+        add("extra_columns", f"unexpected column(s): {', '.join(extra)}", count=len(extra))
+    order = [c for c in present if c in expected]
+    if contract is not None and order != [c for c in expected if c in order]:
+        add("column_order", "columns are in a different order than the contract")
+
+    # types, conformed copy -----------------------------------------------------------------
+    out: dict[str, pd.Series] = {}
+    for col, (role, kind) in expected.items():
+        if col not in df.columns:
+            continue
+        s = df[col]
+        if role == "time":
+            t = parse_times(s, d.time_format)
+            bad = int((s.notna() & t.isna()).sum())
+            if bad:
+                add("timestamp_unparseable", f"{col}: {bad:,} value(s) are not readable times "
+                    f"(e.g. {_example(s[s.notna() & t.isna()])})", col, bad)
+            out[col] = t
+            continue
+        if s.dtype == object and kind != "categorical":
+            inferred = pd.api.types.infer_dtype(s, skipna=True)
+            if inferred in ("mixed", "mixed-integer"):
+                add("mixed_types", f"{col}: values of mixed types "
+                    f"(e.g. {_example(s)})", col)
+        if kind == "numeric":
+            num, bad, nonnull = _to_numeric(s)
+            if bad and bad == nonnull:
+                add("dtype_mismatch", f"{col}: expected numbers, got text (e.g. "
+                    f"{_example(s)})", col, bad)
+            elif bad:
+                add("mixed_types", f"{col}: {bad:,} of {nonnull:,} values are not numbers "
+                    f"(e.g. {_example(s[num.isna() & s.notna()])})", col, bad)
+            out[col] = num
+        elif kind == "boolean":
+            b, bad = _to_boolean(s)
+            if bad:
+                add("dtype_mismatch", f"{col}: expected true/false, got "
+                    f"{_example(s[b.isna() & s.notna()])}", col, bad)
+            out[col] = b
+        elif kind == "datetime":
+            out[col] = parse_times(s)
+        else:
+            if s.dtype == object:
+                inferred = pd.api.types.infer_dtype(s, skipna=True)
+                if inferred in ("mixed", "mixed-integer"):
+                    add("mixed_types", f"{col}: values of mixed types (e.g. {_example(s)})", col)
+            elif pd.api.types.is_datetime64_any_dtype(s):
+                add("dtype_mismatch", f"{col}: expected categories, got timestamps", col)
+            out[col] = _to_category(s)
+    for col in extra:  # kept as they came; a warning says they are not part of the contract
+        out[col] = df[col]
+    conformed = pd.DataFrame(out, index=df.index)
+    n = len(conformed)
+
+    # quality of features ---------------------------------------------------------------------
+    for col, (role, kind) in expected.items():
+        if col not in conformed.columns or role not in ("feature",):
+            continue
+        s = conformed[col]
+        nulls = int(s.isna().sum())
+        cc = contract.column(col) if contract else None
+        if nulls == n:
+            add("all_null_feature", f"{col}: every value is missing", col, n)
+            continue
+        if cc is not None and nulls / n > cc.null_rate + vcfg.null_rate_increase:
+            add("null_rate_spike", f"{col}: {nulls / n:.0%} missing, was {cc.null_rate:.0%}",
+                col, nulls)
+        if kind == "numeric":
+            v = s.to_numpy(dtype="float64", na_value=np.nan)
+            inf = int(np.isinf(v).sum())
+            if inf:
+                add("infinite_values", f"{col}: {inf:,} infinite value(s)", col, inf)
+            finite = v[np.isfinite(v)]
+            if len(finite):
+                lo, hi = float(finite.min()), float(finite.max())
+                if n >= _MIN_ROWS_FOR_CONSTANT and lo == hi and not (
+                        cc and cc.min is not None and cc.min == cc.max):
+                    add("constant_feature", f"{col}: every value is {lo:g}", col, n)
+                if cc and cc.min is not None and cc.max is not None:
+                    slack = vcfg.range_tolerance * max(cc.max - cc.min, abs(cc.max) * 1e-9, 1e-12)
+                    outside = int(((finite < cc.min - slack) | (finite > cc.max + slack)).sum())
+                    if outside:
+                        add("out_of_range", f"{col}: {outside:,} value(s) outside "
+                            f"[{cc.min:g}, {cc.max:g}] (seen {lo:g} to {hi:g})", col, outside)
+        else:
+            values = pd.unique(s.dropna())
+            if n >= _MIN_ROWS_FOR_CONSTANT and len(values) == 1 and not (
+                    cc and cc.categories is not None and len(cc.categories) == 1):
+                add("constant_feature", f"{col}: every value is {values[0]!r}", col, n)
+            if kind == "categorical" and cc and cc.categories is not None:
+                new = [v for v in values if str(v) not in set(cc.categories)]
+                if new:
+                    rows = int(s.isin(new).sum())
+                    shown = ", ".join(repr(v) for v in new[:5]) + (" ..." if len(new) > 5 else "")
+                    add("unseen_categories", f"{col}: {len(new)} unseen categor"
+                        f"{'y' if len(new) == 1 else 'ies'} in {rows:,} row(s): {shown}", col, rows)
+
+    # labels ---------------------------------------------------------------------------------
+    if d.target:
+        if d.target not in conformed.columns:
+            add("missing_target", f"no target column '{d.target}': usable for scoring and "
+                "monitoring, not for training")
+        else:
+            y = conformed[d.target]
+            unlabelled = int(y.isna().sum())
+            report.has_labels = unlabelled < n
+            if unlabelled:
+                add("null_labels", f"{d.target}: {unlabelled:,} of {n:,} labels missing",
+                    d.target, unlabelled)
+            if settings.task != "regression" and report.has_labels and \
+                    n >= _MIN_ROWS_FOR_CONSTANT and y.nunique(dropna=True) == 1:
+                add("single_class_labels", f"{d.target}: every label is {y.dropna().iloc[0]!r}",
+                    d.target, n)
+            if settings.task == "regression" and report.has_labels:
+                yv = y.to_numpy(dtype="float64", na_value=np.nan)
+                if np.isinf(yv).any():
+                    add("infinite_values", f"{d.target}: infinite labels", d.target)
+
+    # ids and duplicates -----------------------------------------------------------------------
+    if d.id_column and d.id_column in conformed.columns:
+        dup = int(conformed[d.id_column].duplicated().sum())
+        if dup:
+            add("duplicate_ids", f"{d.id_column}: {dup:,} duplicate id(s) (e.g. "
+                f"{_example(conformed.loc[conformed[d.id_column].duplicated(), d.id_column])})",
+                d.id_column, dup)
+    else:
+        try:
+            dup = int(conformed.duplicated().sum())
+        except TypeError:
+            dup = 0
+        if dup:
+            add("duplicate_rows", f"{dup:,} duplicate row(s)", count=dup)
+
+    # time -----------------------------------------------------------------------------------
+    if d.time_column and d.time_column in conformed.columns:
+        t = conformed[d.time_column]
+        tv = t.dropna()
+        if len(tv):
+            report.start_time = tv.min().to_pydatetime()
+            report.end_time = tv.max().to_pydatetime()
+            back = int((tv.diff().dt.total_seconds() < 0).sum())
+            if back:
+                add("timestamp_out_of_order", f"{d.time_column}: {back:,} row(s) earlier than "
+                    "the row before", d.time_column, back)
+            limit = pd.Timestamp(now) + pd.Timedelta(vcfg.future_tolerance)
+            future = int((tv > limit).sum())
+            if future:
+                add("timestamp_in_future", f"{d.time_column}: {future:,} time(s) in the future "
+                    f"(latest {tv.max()})", d.time_column, future)
+    report.frame = conformed
+    return report
+
+
+def freeze_contract(frame: pd.DataFrame, settings: Settings, batch_id: str, now: datetime
+                    ) -> SchemaContract:
+    """A contract describing ``frame`` (a conformed, accepted batch)."""
+    expected = _expected_kinds(settings, frame, None)
+    cols = []
+    for name in frame.columns:  # the batch's own column order becomes the contract's
+        if name not in expected:
+            continue
+        role, kind = expected[name]
+        s = frame[name]
+        cc: dict[str, Any] = {"name": name, "role": role, "kind": kind, "dtype": str(s.dtype),
+                              "null_rate": round(float(s.isna().mean()), 6)}
+        if kind == "numeric" and role != "target":
+            v = s.to_numpy(dtype="float64", na_value=np.nan)
+            v = v[np.isfinite(v)]
+            if len(v):
+                cc["min"], cc["max"] = float(v.min()), float(v.max())
+        elif kind == "categorical" and role in ("feature", "target"):
+            cats = pd.unique(s.dropna().astype(str))
+            if len(cats) <= settings.validation.max_categories:
+                cc["categories"] = sorted(cats.tolist())
+        cols.append(ColumnContract(**cc))
+    return SchemaContract(frozen_at=now, from_batch=batch_id, columns=cols)
