@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mlops_core.errors import ConfigError
 
@@ -159,12 +166,13 @@ class ValidationConfig(_Section):
     max_categories: int = Field(1000, gt=0)  # above this a column is free text: no unseen check
     future_tolerance: str = "1h"  # timestamps later than now + this are "in the future"
 
-    @model_validator(mode="after")
-    def _known_rules(self) -> ValidationConfig:
-        unknown = sorted(set(self.rules) - set(RULES))
+    @field_validator("rules")
+    @classmethod
+    def _known_rules(cls, rules: dict[str, Severity]) -> dict[str, Severity]:
+        unknown = sorted(set(rules) - set(RULES))
         if unknown:
             raise ValueError(f"unknown rule(s) {unknown}; known rules: {sorted(RULES)}")
-        return self
+        return rules
 
     def severity(self, rule: str) -> Severity:
         return self.rules.get(rule, RULES[rule])

@@ -229,8 +229,10 @@ class Ingestor:
                 self._contract_unsaved = True
         else:
             path = self.store.quarantine_path(bid)
-            _write_frame(frame, path / "data.parquet")
-            written = [path]
+            written = []
+            if bid != skip_id:  # a release that still fails leaves the kept batch as it was
+                _write_frame(frame, path / "data.parquet")
+                written = [path]
         reason = report.reason if not (force and report.fatal) else \
             "released by force despite: " + report.reason
         rec = BatchRecord(id=bid, status="accepted" if accepted else "quarantined",
@@ -239,7 +241,7 @@ class Ingestor:
                           content_sha256=digest, has_labels=report.has_labels and accepted,
                           path=self.store.relative(path), created_at=self.now,
                           findings=[f.to_dict() for f in report.findings], reason=reason)
-        if not accepted:
+        if not accepted and bid != skip_id:
             self._write_quarantine_notes(path, rec, report)
         out = BatchOutcome(id=bid, status=rec.status, rows=rows, origin=unit.origin,
                            start_time=report.start_time, end_time=report.end_time,

@@ -373,8 +373,13 @@ def http_unit(cfg: SourceConfig, data: DataConfig, meta: MetadataStore) -> Sourc
     def chunks(progress: ProgressFn | None) -> Iterator[pd.DataFrame]:
         if not body.strip() or body.strip() in (b"[]", b"{}"):
             return  # nothing new: not an error for an incremental feed
-        df = (_read_csv_bytes(body, cfg.url or "", data, cfg.csv) if fmt == "csv"
-              else _read_json_bytes(body, cfg.url or ""))
+        try:
+            df = (_read_csv_bytes(body, cfg.url or "", data, cfg.csv) if fmt == "csv"
+                  else _read_json_bytes(body, cfg.url or ""))
+        except FileRejected as e:
+            if e.rule == "empty_file":  # a header-only CSV or {"records": []}: nothing new
+                return
+            raise
         if cfg.watermark and cfg.watermark in df.columns and len(df):
             seen["wm"] = _watermark_value(df[cfg.watermark])
         if progress:
