@@ -104,7 +104,9 @@ def run_ingest(settings: Any, paths: list[Path] | None, as_json: bool) -> dict[s
         for o in iter_ingest(settings, paths or None, progress=on_progress):
             report.outcomes.append(o)
             if not as_json:
-                note = o.reason if o.status != "accepted" or o.findings else ""
+                note = o.reason if o.status != "accepted" else (
+                    "warnings: " + ", ".join(sorted({f.rule for f in o.findings}))
+                    if o.findings else "")
                 progress.console.print(
                     f"[{STATUS_STYLE.get(o.status, '')}]{o.status:>11}[/] {o.id}  "
                     f"{o.rows:>9,} rows  {escape(Path(o.origin).name)}"
