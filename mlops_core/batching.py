@@ -10,12 +10,16 @@ from itertools import pairwise
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 from pandas.tseries.frequencies import to_offset
 from pandas.tseries.offsets import Tick
 
 # calendar offsets (not fixed length) and the pandas period that matches them
 _CALENDAR_PERIODS = {"W": "W", "MS": "M", "M": "M", "ME": "M", "QS": "Q", "Q": "Q", "QE": "Q",
                      "YS": "Y", "Y": "Y", "YE": "Y", "AS": "Y", "A": "Y"}
+
+
+_MAX_EPOCH_S = 9.2e9  # epoch seconds that datetime64[ns] can hold
 
 
 def check_period(period: str) -> None:
@@ -58,10 +62,20 @@ def parse_times(values: pd.Series, time_format: str | None = None) -> pd.Series:
         v = values.astype("float64")
         finite = v[np.isfinite(v)]
         if len(finite) and finite.between(1000, 9999).all() and (finite % 1 == 0).all():
-            out = pd.to_datetime(v.astype("Int64").astype("string"), format="%Y",
-                                 errors="coerce", utc=True)
+            a = v.to_numpy()
+            ok = np.isfinite(a)
+            years = np.full(len(a), np.datetime64("NaT"), dtype="datetime64[ns]")
+            years[ok] = (a[ok] - 1970).astype("int64").astype("datetime64[Y]")
+            out = pd.Series(years, index=v.index, name=values.name)
         else:
-            out = pd.to_datetime(v, unit="s", errors="coerce", utc=True)
+            # only finite values datetime64[ns] can hold (years 1677-2262) are converted: the
+            # rest are NaT. pandas' float conversion overflows on huge values and, given NaN,
+            # can raise FloatingPointError from uninitialised memory.
+            ok = v.abs() < _MAX_EPOCH_S
+            out = pd.Series(pd.NaT, index=v.index, dtype="datetime64[ns, UTC]",
+                            name=values.name)
+            if ok.any():
+                out[ok] = pd.to_datetime(v[ok], unit="s", utc=True)
     else:
         s = values.astype("string")
         out = pd.to_datetime(s, errors="coerce", utc=True, format="ISO8601")
@@ -94,9 +108,15 @@ class Batcher:
         self._open_period: pd.Timestamp | None = None
 
     def _take(self) -> pd.DataFrame:
-        df = pd.concat(self._parts, ignore_index=True) if len(self._parts) > 1 else \
-            self._parts[0].reset_index(drop=True)
+        parts = self._parts
         self._parts, self._rows = [], 0
+        if len(parts) == 1:
+            return parts[0].reset_index(drop=True)
+        df = pd.concat(parts, ignore_index=True)
+        for c in df.columns:  # chunks' categories differ: unite them instead of going to text
+            if df[c].dtype == object and all(isinstance(p[c].dtype, pd.CategoricalDtype)
+                                             for p in parts):
+                df[c] = union_categoricals([p[c] for p in parts], ignore_order=True)
         return df
 
     def add(self, chunk: pd.DataFrame) -> Iterator[pd.DataFrame]:

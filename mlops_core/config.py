@@ -8,6 +8,7 @@ stay out of committed files. Unknown keys and wrong types are errors naming the 
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -114,6 +115,23 @@ class DataConfig(_Section):
     batch: BatchConfig = Field(default_factory=BatchConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
+    @model_validator(mode="after")
+    def _one_role_each(self) -> DataConfig:
+        f = self.features
+        roles = [("id_column", self.id_column), ("time_column", self.time_column),
+                 ("target", self.target), *((f"features.{kind}", c) for kind in
+                                            ("numeric", "categorical", "boolean")
+                                            for c in getattr(f, kind))]
+        seen: dict[str, str] = {}
+        for role, col in roles:
+            if col is None:
+                continue
+            if col in seen:
+                raise ValueError(f"column '{col}' is given two roles ({seen[col]} and {role}); "
+                                 "each column has one")
+            seen[col] = role
+        return self
+
     def columns(self) -> list[str]:
         """Every column the contract covers, in a stable order."""
         out = [c for c in (self.id_column, self.time_column) if c]
@@ -166,6 +184,14 @@ class ValidationConfig(_Section):
     max_categories: int = Field(1000, gt=0)  # above this a column is free text: no unseen check
     future_tolerance: str = "1h"  # timestamps later than now + this are "in the future"
 
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _bare_off(cls, rules: Any) -> Any:
+        # YAML reads a bare `off` as false: `constant_feature: off` means the rule is off
+        if isinstance(rules, dict):
+            return {k: "off" if v is False else v for k, v in rules.items()}
+        return rules
+
     @field_validator("rules")
     @classmethod
     def _known_rules(cls, rules: dict[str, Severity]) -> dict[str, Severity]:
@@ -173,6 +199,17 @@ class ValidationConfig(_Section):
         if unknown:
             raise ValueError(f"unknown rule(s) {unknown}; known rules: {sorted(RULES)}")
         return rules
+
+    @field_validator("future_tolerance")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        import pandas as pd  # local: keeps pandas off config import
+
+        try:
+            pd.Timedelta(value)
+        except ValueError:
+            raise ValueError(f"'{value}' is not a duration such as '1h' or '30min'") from None
+        return value
 
     def severity(self, rule: str) -> Severity:
         return self.rules.get(rule, RULES[rule])
@@ -184,17 +221,58 @@ class StorageConfig(_Section):
     mlflow_uri: str | None = None  # default: a local MLflow server over the workspace
 
 
+class WindowConfig(_Section):
+    """Which labelled rows a training run uses: the newest ``rows``, or those of the last
+    ``period`` (e.g. ``90D``); with neither, every labelled row."""
+
+    rows: int | None = Field(None, gt=0)
+    period: str | None = None
+
+    @model_validator(mode="after")
+    def _period(self) -> WindowConfig:
+        if self.period:
+            import pandas as pd
+
+            try:
+                pd.Timedelta(self.period)
+            except ValueError:
+                raise ValueError(f"window period '{self.period}' is not a duration such as "
+                                 "'90D' or '12h'") from None
+        return self
+
+
+class SearchConfig(_Section):
+    """Hyper-parameter search budget: whichever of trials and seconds runs out first."""
+
+    trials: int = Field(10, ge=1)
+    timeout_s: float | None = Field(300, gt=0)
+
+
 class ModelConfig(_Section):
-    """Filled by the training issue."""
+    """How models are trained."""
 
     type: Literal["xgboost", "linear", "forest"] = "xgboost"
+    window: WindowConfig = Field(default_factory=WindowConfig)
+    holdout: float = Field(0.2, gt=0, lt=0.5)  # latest share of rows: hold-out for the gate
+    validation: float = Field(0.2, gt=0, lt=0.5)  # share of the rest: early stopping, search
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    params: dict[str, Any] = Field(default_factory=dict)  # fixed hyper-parameters
+    min_rows: int = Field(200, ge=10)
+    leak_threshold: float = Field(0.99, gt=0.5, le=1.0)  # single-feature score = a leak
+    reference_rows: int = Field(5000, ge=100)  # training sample kept for drift monitoring
+    seed: int = 42
 
 
 class GateConfig(_Section):
-    """Filled by the training issue."""
+    """The promotion gate: every check must pass for a version to become pending (or, in auto
+    mode, champion)."""
 
+    metric: str | None = None  # default by task: roc_auc, f1_macro, rmse
     min_score: float | None = None
-    min_improvement: float = 0.0
+    min_improvement: float = 0.0  # over the champion on the same recent rows
+    max_slice_regression: float | None = 0.05  # worst allowed drop on any slice
+    slice_columns: list[str] = Field(default_factory=list)  # categorical columns to slice by
+    smoke_test: bool = True  # load and predict the packaged model in a fresh process
 
 
 class MonitoringConfig(_Section):
@@ -263,9 +341,25 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str
                 child = {}
                 node[k] = child
             node = child
-        node[keys[-1]] = yaml.safe_load(value) if value.strip() else None
+        node[keys[-1]] = _env_value(value)
         applied[".".join(keys)] = name
     return applied
+
+
+def _env_value(value: str) -> Any:
+    """A variable's value: YAML for a list (``[a, b]``), a mapping (``{k: v}``) or null (empty,
+    ``null``, ``~``); otherwise the text as it is, every character kept (a password may hold
+    ``#``, ``%`` or ``: ``, a token may be all digits). Numbers and booleans are read from the
+    text by the settings' types."""
+    text = value.strip()
+    if text in ("", "null", "~"):
+        return None
+    if text[0] in "[{":
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return value
+    return value
 
 
 def _format_errors(err: ValidationError, where: str, from_env: dict[str, str]) -> str:
@@ -286,7 +380,7 @@ def parse_config(raw: Mapping[str, Any] | None, *, source: str = "<config>",
                  config_path: Path | None = None,
                  environ: Mapping[str, str] | None = None) -> Settings:
     """Validate a configuration mapping (plus environment overrides) into :class:`Settings`."""
-    data: dict[str, Any] = dict(raw or {})
+    data: dict[str, Any] = copy.deepcopy(dict(raw or {}))  # env overrides: not the caller's
     from_env = _apply_env(data, os.environ if environ is None else environ)
     try:
         settings = Settings.model_validate(data)

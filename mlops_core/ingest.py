@@ -24,7 +24,7 @@ import pyarrow as pa
 from mlops_core.batching import Batcher
 from mlops_core.config import Settings
 from mlops_core.errors import FileRejected, MlopsError
-from mlops_core.sources import ProgressFn, SourceUnit, file_unit, source_units
+from mlops_core.sources import ProgressFn, SourceUnit, file_unit, is_candidate, source_units
 from mlops_core.store import (
     BatchRecord,
     BatchStore,
@@ -225,7 +225,10 @@ class Ingestor:
             _write_frame(report.frame, path)
             written = [path]
             if self.contract is None:
-                self.contract = freeze_contract(report.frame, self.settings, bid, self.now)
+                # the contract keeps the columns in the order the data has them (the conformed
+                # frame puts id and time first), or every later batch warns of column_order
+                own = [c for c in dict.fromkeys(frame.columns) if c in report.frame.columns]
+                self.contract = freeze_contract(report.frame[own], self.settings, bid, self.now)
                 self._contract_unsaved = True
         else:
             path = self.store.quarantine_path(bid)
@@ -301,7 +304,7 @@ def _units_for_paths(settings: Settings, paths: Iterable[Path]) -> Iterator[Sour
     for p in paths:
         p = settings.resolve(p)
         if p.is_dir():
-            files = sorted(q for q in p.iterdir() if q.is_file() and not q.name.startswith("."))
+            files = sorted(q for q in p.iterdir() if is_candidate(q))
             for q in files:
                 yield file_unit(q, settings.data, settings.data.source)
         else:

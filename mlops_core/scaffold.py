@@ -90,6 +90,15 @@ def _yaml_list(items: list[str]) -> str:
     return yaml.safe_dump(items, default_flow_style=True, width=88, allow_unicode=True).strip()
 
 
+def _yaml_scalar(value: object) -> str:
+    """``value`` as one YAML scalar: quoted where YAML would read it otherwise (``yes``,
+    ``null``, ``1``, ``a: b``, ``#x``)."""
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6, allow_unicode=True)
+    return text.removesuffix("...\n").strip()
+
+
 def render_config(*, project: str, data: Path, target: str, time: str | None, id_col: str | None,
                   schema: InferredSchema, workspace: str = ".mlops",
                   source_kind: str = "file") -> str:
@@ -103,19 +112,19 @@ def render_config(*, project: str, data: Path, target: str, time: str | None, id
 # Environment variables override any key: MLOPS_STORAGE__DB_URL=postgresql://... sets
 # storage.db_url (sections joined by a double underscore). Keep secrets there, not here.
 
-project: {project}
+project: {_yaml_scalar(project)}
 task: {schema.task}            # binary | multiclass | regression (inferred from '{target}')
 
 data:
   source:
     kind: {source_kind}          # file | folder | sql | http
-    path: {data}
+    path: {_yaml_scalar(str(data))}
     # folder:  path: landing/   pattern: "*.csv"      (each new file is ingested once)
     # sql:     url: postgresql://user@host/db   query: SELECT * FROM events   watermark: updated_at
     # http:    url: https://feed.example/records  (CSV or JSON records)  watermark: updated_at
-  id_column: {id_col or 'null'}
-  time_column: {time or 'null'}
-  target: {target}
+  id_column: {_yaml_scalar(id_col)}
+  time_column: {_yaml_scalar(time)}
+  target: {_yaml_scalar(target)}
   features:             # inferred from a sample of {SAMPLE_ROWS:,} rows{left or ''}
     numeric: {_yaml_list(schema.numeric)}
     categorical: {_yaml_list(schema.categorical)}

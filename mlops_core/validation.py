@@ -13,6 +13,7 @@ import difflib
 import hashlib
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -139,15 +140,38 @@ def save_contract(contract: SchemaContract, workspace: Path, *, exclusive: bool 
     return True
 
 
+def _column_bytes(s: pd.Series) -> Iterator[bytes]:
+    """Bytes that identify a column's values (not their file encoding), computed fast:
+    fixed-width values as raw memory, everything else as codes over its distinct values."""
+    dtype = s.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "biu":  # bool, int, uint
+        yield np.ascontiguousarray(s.to_numpy()).tobytes()
+    elif pd.api.types.is_float_dtype(dtype) and isinstance(dtype, np.dtype):
+        a = s.to_numpy(dtype="float64", copy=True)
+        a[np.isnan(a)] = np.nan  # one NaN bit pattern
+        yield a.tobytes()
+    elif pd.api.types.is_datetime64_any_dtype(dtype):
+        yield np.ascontiguousarray(s.to_numpy(dtype="datetime64[ns]").view("int64")).tobytes()
+    else:  # text, categories, mixed objects, nullable extension types
+        try:
+            codes, uniques = pd.factorize(s, use_na_sentinel=True)
+        except TypeError:  # unhashable values (lists, dicts): by their text
+            codes, uniques = pd.factorize(s.map(repr), use_na_sentinel=True)
+        yield np.ascontiguousarray(codes.astype(np.int64)).tobytes()
+        yield "\x1e".join(f"{type(v).__name__}:{v!r}" for v in uniques).encode(
+            "utf-8", "surrogatepass")
+
+
 def content_hash(df: pd.DataFrame) -> str:
-    """sha256 of a frame's content: column names, dtypes and values, not its file encoding."""
+    """sha256 of a frame's content (column names, dtypes and values), independent of the index
+    and of how the data was stored."""
     h = hashlib.sha256()
-    h.update("\x1f".join(f"{c}:{df[c].dtype}" for c in df.columns).encode())
-    try:
-        values = pd.util.hash_pandas_object(df, index=False, categorize=False).to_numpy()
-    except TypeError:  # unhashable objects (lists, dicts) in a column
-        values = pd.util.hash_pandas_object(df.astype(str), index=False).to_numpy()
-    h.update(np.ascontiguousarray(values).tobytes())
+    h.update("\x1f".join(f"{c}:{df[c].dtype}" for c in df.columns).encode("utf-8",
+                                                                           "surrogatepass"))
+    for i in range(df.shape[1]):
+        h.update(b"\x1d")
+        for chunk in _column_bytes(df.iloc[:, i]):
+            h.update(chunk)
     return h.hexdigest()
 
 
@@ -173,9 +197,13 @@ def _infer_kind(s: pd.Series) -> Kind:
 def _expected_kinds(settings: Settings, df: pd.DataFrame, contract: SchemaContract | None
                     ) -> dict[str, tuple[str, Kind]]:
     """{column: (role, kind)} that the batch should have."""
-    if contract is not None:
-        return {c.name: (c.role, c.kind) for c in contract.columns}
     d = settings.data
+    if contract is not None:
+        known = {c.name: (c.role, c.kind) for c in contract.columns}
+        if d.target and d.target not in known and d.target in df:
+            # frozen from a batch without labels: the target is typed as in a first batch
+            known[d.target] = ("target", _target_kind(settings, df))
+        return known
     out: dict[str, tuple[str, Kind]] = {}
     if d.id_column:
         out[d.id_column] = ("id", _infer_kind(df[d.id_column]) if d.id_column in df else
@@ -189,10 +217,15 @@ def _expected_kinds(settings: Settings, df: pd.DataFrame, contract: SchemaContra
         kind = d.features.kind_of(c) or (_infer_kind(df[c]) if c in df else "numeric")
         out[c] = ("feature", kind)  # type: ignore[assignment]
     if d.target:
-        tkind: Kind = "numeric" if settings.task == "regression" else (
-            _infer_kind(df[d.target]) if d.target in df else "categorical")
-        out[d.target] = ("target", tkind)
+        out[d.target] = ("target", _target_kind(settings, df))
     return out
+
+
+def _target_kind(settings: Settings, df: pd.DataFrame) -> Kind:
+    target = settings.data.target
+    if settings.task == "regression":
+        return "numeric"
+    return _infer_kind(df[target]) if target in df else "categorical"
 
 
 def _to_numeric(s: pd.Series) -> tuple[pd.Series, int, int]:
@@ -216,12 +249,37 @@ def _to_boolean(s: pd.Series) -> tuple[pd.Series, int]:
     return out, bad
 
 
+def _text(s: pd.Series) -> pd.Series:
+    """Values as strings (missing kept missing); whole floats read '3', not '3.0'."""
+    text = s.astype(object).where(s.notna(), None).map(lambda v: v if v is None else str(v))
+    if pd.api.types.is_float_dtype(s):
+        whole = (s % 1 == 0) & (s.abs() < 2**53)
+        text[whole] = s[whole].astype("int64").astype(str)
+    return text
+
+
 def _to_category(s: pd.Series) -> pd.Series:
-    if s.dtype == object:
-        return s
-    if pd.api.types.is_float_dtype(s) and (s.dropna() % 1 == 0).all():
-        s = s.astype("Int64")
-    return s.astype(object).where(s.notna(), None).map(lambda v: v if v is None else str(v))
+    """A categorical feature as a pandas ``category`` of strings (compact, fast to check and
+    to store)."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        cats = s.cat.categories
+        if cats.dtype == object and pd.api.types.infer_dtype(cats) == "string":
+            return s
+        names = _text(pd.Series(cats))
+        if names.is_unique:
+            return s.cat.rename_categories(names.tolist())
+        s = s.astype(object)
+    if s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) in ("string", "empty"):
+        return s.astype("category")
+    return _text(s).astype("category")
+
+
+def _present(s: pd.Series) -> np.ndarray:
+    """The distinct non-missing values of a column (fast for categories)."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        codes = s.cat.codes.to_numpy()
+        return np.asarray(s.cat.categories[np.unique(codes[codes >= 0])], dtype=object)
+    return pd.unique(s.dropna())
 
 
 def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContract | None,
@@ -240,13 +298,13 @@ def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContrac
     if df.empty:
         add("empty_file", "the batch has no rows")
         return report
-    expected = _expected_kinds(settings, df, contract)
     present = list(df.columns)
     dupes = sorted({c for c in present if present.count(c) > 1})
     if dupes:
         add("extra_columns", f"columns appear twice: {dupes}")
         df = df.loc[:, ~df.columns.duplicated()]
         present = list(df.columns)
+    expected = _expected_kinds(settings, df, contract)
 
     # columns: missing, extra, renamed, order ----------------------------------------------
     target = d.target if d.target in expected else None
@@ -269,6 +327,7 @@ def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContrac
 
     # types, conformed copy -----------------------------------------------------------------
     out: dict[str, pd.Series] = {}
+    mismatched: set[str] = set()  # wrong type: not also reported as "all missing"
     for col, (role, kind) in expected.items():
         if col not in df.columns:
             continue
@@ -281,6 +340,8 @@ def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContrac
                     f"(e.g. {_example(s[s.notna() & t.isna()])})", col, bad)
             out[col] = t
             continue
+        if isinstance(s.dtype, pd.CategoricalDtype) and kind != "categorical":
+            s = s.astype(object)
         if s.dtype == object and kind != "categorical":
             inferred = pd.api.types.infer_dtype(s, skipna=True)
             if inferred in ("mixed", "mixed-integer"):
@@ -289,6 +350,7 @@ def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContrac
         if kind == "numeric":
             num, bad, nonnull = _to_numeric(s)
             if bad and bad == nonnull:
+                mismatched.add(col)
                 add("dtype_mismatch", f"{col}: expected numbers, got text (e.g. "
                     f"{_example(s)})", col, bad)
             elif bad:
@@ -310,7 +372,10 @@ def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContrac
                     add("mixed_types", f"{col}: values of mixed types (e.g. {_example(s)})", col)
             elif pd.api.types.is_datetime64_any_dtype(s):
                 add("dtype_mismatch", f"{col}: expected categories, got timestamps", col)
-            out[col] = _to_category(s)
+            if role == "feature":
+                out[col] = _to_category(s)
+            else:  # ids and class labels stay plain text
+                out[col] = s if s.dtype == object else _text(s)
     for col in extra:  # kept as they came; a warning says they are not part of the contract
         out[col] = df[col]
     conformed = pd.DataFrame(out, index=df.index)
@@ -318,7 +383,7 @@ def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContrac
 
     # quality of features ---------------------------------------------------------------------
     for col, (role, kind) in expected.items():
-        if col not in conformed.columns or role not in ("feature",):
+        if col not in conformed.columns or role != "feature" or col in mismatched:
             continue
         s = conformed[col]
         nulls = int(s.isna().sum())
@@ -347,12 +412,13 @@ def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContrac
                         add("out_of_range", f"{col}: {outside:,} value(s) outside "
                             f"[{cc.min:g}, {cc.max:g}] (seen {lo:g} to {hi:g})", col, outside)
         else:
-            values = pd.unique(s.dropna())
+            values = _present(s)
             if n >= _MIN_ROWS_FOR_CONSTANT and len(values) == 1 and not (
                     cc and cc.categories is not None and len(cc.categories) == 1):
                 add("constant_feature", f"{col}: every value is {values[0]!r}", col, n)
             if kind == "categorical" and cc and cc.categories is not None:
-                new = [v for v in values if str(v) not in set(cc.categories)]
+                known = set(cc.categories)
+                new = [v for v in values if str(v) not in known]
                 if new:
                     rows = int(s.isin(new).sum())
                     shown = ", ".join(repr(v) for v in new[:5]) + (" ..." if len(new) > 5 else "")
@@ -402,7 +468,8 @@ def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContrac
         if len(tv):
             report.start_time = tv.min().to_pydatetime()
             report.end_time = tv.max().to_pydatetime()
-            back = int((tv.diff().dt.total_seconds() < 0).sum())
+            tn = tv.to_numpy()
+            back = int((tn[1:] < tn[:-1]).sum())  # not diff(): it overflows over 292 years
             if back:
                 add("timestamp_out_of_order", f"{d.time_column}: {back:,} row(s) earlier than "
                     "the row before", d.time_column, back)
@@ -433,8 +500,8 @@ def freeze_contract(frame: pd.DataFrame, settings: Settings, batch_id: str, now:
             if len(v):
                 cc["min"], cc["max"] = float(v.min()), float(v.max())
         elif kind == "categorical" and role in ("feature", "target"):
-            cats = pd.unique(s.dropna().astype(str))
+            cats = {str(v) for v in _present(s)}
             if len(cats) <= settings.validation.max_categories:
-                cc["categories"] = sorted(cats.tolist())
+                cc["categories"] = sorted(cats)
         cols.append(ColumnContract(**cc))
     return SchemaContract(frozen_at=now, from_batch=batch_id, columns=cols)
