@@ -274,6 +274,189 @@ def quarantine_release(
         raise typer.Exit(1)
 
 
+def _registry(config: Path) -> Any:
+    from mlops_core.registry import Registry
+
+    return Registry(_settings(config))
+
+
+def _print_decision(res: Any, as_json: bool) -> None:
+    if as_json:
+        _print_json(res.to_dict())
+    else:
+        color = {"applied": "green", "noop": "yellow"}.get(res.outcome, "red")
+        out.print(f"[{color}]{res.outcome}[/]: {escape(res.message)}  "
+                  f"[dim](request {res.request_id})[/]")
+    if res.outcome == "refused":
+        raise typer.Exit(1)
+
+
+ByOpt = Annotated[str, typer.Option("--by", help="Who decides (recorded in the audit log).")]
+RequestOpt = Annotated[str | None, typer.Option(
+    "--request-id", help="Idempotency key: the same request twice is done once.")]
+
+
+@app.command()
+def train(
+    config: ConfigOpt = Path("mlops.yaml"),
+    trigger: Annotated[str, typer.Option("--trigger", help="Why: manual, schedule, drift, "
+                                         "performance... (recorded with the version).")
+                       ] = "manual",
+    as_json: JsonOpt = False,
+) -> None:
+    """Train on the configured window of labelled batches, gate against the champion, and
+    register the new version (pending approval, or champion in auto mode)."""
+    from mlops_core.pipeline import train_and_register
+
+    try:
+        settings = _settings(config)
+        with err.status("Training: search, hold-out evaluation, packaging, smoke test, gate..."):
+            res = train_and_register(settings, trigger=trigger)
+    except MlopsError as e:
+        _fail(str(e))
+        return
+    if as_json:
+        _print_json(res.to_dict())
+        return
+    color = {"pending_approval": "yellow", "approved": "green"}.get(res.status, "red")
+    out.print(f"Version [bold]{res.version}[/] ({settings.model.type}, {res.rows:,} rows, "
+              f"{res.batches} batches, {res.trials} trials): [{color}]{res.status}[/]")
+    for k, v in res.metrics.items():
+        champ = res.champion_metrics.get(k) if res.champion_metrics else None
+        out.print(f"  {k:>18} {v:8.4f}" + (f"   champion v{res.champion_version}: {champ:.4f}"
+                                            if champ is not None else ""))
+    for r in res.gate.reasons:
+        out.print(f"  [{'green' if r.startswith('PASS') else 'red'}]{escape(r)}[/]")
+    if res.status == "pending_approval":
+        out.print(f"Approve with: [bold]mlops approve {res.version} --by NAME[/]")
+
+
+@app.command()
+def models(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False) -> None:
+    """All versions with their status, aliases, trigger and hold-out metrics."""
+    try:
+        reg = _registry(config)
+        versions = reg.versions()
+    except MlopsError as e:
+        _fail(str(e))
+        return
+    if as_json:
+        _print_json({"versions": [v.to_dict() for v in versions]})
+        return
+    t = Table(title=f"{reg.name}: {len(versions)} version(s)", title_justify="left")
+    for c in ("version", "status", "aliases", "trigger", "created", "metrics"):
+        t.add_column(c)
+    for v in versions:
+        t.add_row(v.version, v.status, ", ".join(v.aliases), v.trigger,
+                  f"{v.created:%Y-%m-%d %H:%M}",
+                  "  ".join(f"{k}={x:.3f}" for k, x in list(v.metrics.items())[:4]))
+    out.print(t)
+
+
+@app.command()
+def approve(
+    version: Annotated[str, typer.Argument(help="The pending version to make champion.")],
+    by: ByOpt,
+    comment: Annotated[str, typer.Option(help="Why (kept in the audit log).")] = "",
+    expect_champion: Annotated[str | None, typer.Option(
+        "--expect-champion", help="The champion you saw ('none' if there was none); refused "
+        "if it changed meanwhile. Default: the champion now.")] = None,
+    request_id: RequestOpt = None,
+    config: ConfigOpt = Path("mlops.yaml"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Approve a pending version: it becomes champion (audited first, then the alias moves)."""
+    try:
+        expected: Any = ... if expect_champion is None else (
+            None if expect_champion.lower() == "none" else expect_champion)
+        res = _registry(config).approve(version, by=by, comment=comment,
+                                        expected_champion=expected, request_id=request_id)
+    except (MlopsError, LookupError) as e:
+        _fail(str(e))
+        return
+    _print_decision(res, as_json)
+
+
+@app.command()
+def reject(
+    version: Annotated[str, typer.Argument(help="The pending version to reject.")],
+    by: ByOpt,
+    comment: Annotated[str, typer.Option(help="Why (required; kept in the audit log).")],
+    request_id: RequestOpt = None,
+    config: ConfigOpt = Path("mlops.yaml"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Reject a pending version."""
+    try:
+        res = _registry(config).reject(version, by=by, comment=comment, request_id=request_id)
+    except (MlopsError, LookupError) as e:
+        _fail(str(e))
+        return
+    _print_decision(res, as_json)
+
+
+@app.command()
+def rollback(
+    by: ByOpt,
+    comment: Annotated[str, typer.Option(help="Why (required; kept in the audit log).")],
+    to: Annotated[str | None, typer.Option("--to", help="Version to restore (default: the "
+                                           "champion before the current one).")] = None,
+    request_id: RequestOpt = None,
+    config: ConfigOpt = Path("mlops.yaml"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Make a previously approved version champion again. One action."""
+    try:
+        res = _registry(config).rollback(by=by, comment=comment, to=to, request_id=request_id)
+    except (MlopsError, LookupError) as e:
+        _fail(str(e))
+        return
+    _print_decision(res, as_json)
+
+
+@app.command()
+def audit(
+    config: ConfigOpt = Path("mlops.yaml"),
+    limit: Annotated[int, typer.Option(help="Newest records to show.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """The audit log: every approval, rejection, promotion and rollback, newest first."""
+    try:
+        recs = _registry(config).audit(limit=limit)
+    except MlopsError as e:
+        _fail(str(e))
+        return
+    if as_json:
+        _print_json({"audit": [r.to_dict() for r in recs]})
+        return
+    t = Table(title="Audit log", title_justify="left")
+    for c in ("at", "actor", "action", "version", "previous", "outcome", "reason"):
+        t.add_column(c, overflow="fold")
+    for r in recs:
+        t.add_row(f"{r.at:%Y-%m-%d %H:%M:%S}", r.actor, r.action, r.version or "",
+                  r.previous_champion or "", r.outcome, escape(r.reason))
+    out.print(t)
+
+
+@app.command()
+def package(
+    version: Annotated[str, typer.Argument(help="Version to package.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write.")],
+    config: ConfigOpt = Path("mlops.yaml"),
+) -> None:
+    """Write a self-contained folder: the MLflow model and a Dockerfile that serves it."""
+    from mlops_core.packaging import package_version
+
+    try:
+        folder = package_version(_registry(config), version, out_dir)
+    except (MlopsError, LookupError) as e:
+        _fail(str(e))
+        return
+    out.print(f"Wrote {folder}. Build and run where Docker runs:\n"
+              f"  docker build -t {folder.name} {folder}\n"
+              f"  docker run -p 8080:8080 {folder.name}")
+
+
 @app.command()
 def demo(
     directory: Annotated[Path, typer.Option("--dir", help="Where to create the demo project.")

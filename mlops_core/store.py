@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,9 +56,51 @@ source_state = sa.Table(
 )
 
 
+# the registry's state in the metadata DB: who is champion (compare-and-set under a write
+# lock) and the append-only audit log of every approval, rejection, promotion and rollback
+champion_state = sa.Table(
+    "champion_state", metadata,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("version", sa.String(20), nullable=True),
+    sa.Column("generation", sa.Integer, nullable=False, default=0),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+audit_log = sa.Table(
+    "audit_log", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime, nullable=False, index=True),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(40), nullable=False),  # approve|reject|rollback|register...
+    sa.Column("model", sa.String(200), nullable=False, index=True),
+    sa.Column("version", sa.String(20), nullable=True),
+    sa.Column("previous_champion", sa.String(20), nullable=True),
+    sa.Column("outcome", sa.String(20), nullable=False),  # applied | refused | recorded
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("evidence", sa.Text, nullable=True),
+    sa.Column("request_id", sa.String(100), nullable=True, unique=True),
+    sa.Column("alias_moved_at", sa.DateTime, nullable=True),  # set once MLflow reflects it
+)
+
+
 def utcnow() -> datetime:
     """Naive UTC now, the convention of every timestamp we store."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _enable_wal(cur: Any, timeout_s: float = 60.0) -> None:
+    """Switch the SQLite file to WAL (a no-op once it is). Switching a new file needs an
+    exclusive lock, and SQLite answers "database is locked" at once, without waiting out the
+    busy timeout, while another process opening the same new file holds one: so retry."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def create_db_engine(url: str) -> Engine:
@@ -71,8 +115,8 @@ def create_db_engine(url: str) -> Engine:
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=60000")
+            _enable_wal(cur)
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
@@ -124,7 +168,10 @@ class MetadataStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_db_engine(url)
-        metadata.create_all(self.engine)
+        # in a write transaction: two processes opening a new SQLite file at once queue up here
+        # instead of one failing with "database is locked" (a read upgraded to a write)
+        with self.write() as conn:
+            metadata.create_all(conn)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

@@ -1,0 +1,269 @@
+"""One training pass: window → checks → search → hold-out metrics → champion on the same rows →
+package → smoke test → gate → register (pending, rejected, or champion in auto mode).
+
+The CLI (`mlops train`), the Prefect train flow and the backtester all call
+:func:`train_and_register`; nothing is registered unless every step before it succeeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from mlflow.exceptions import MlflowException
+
+import mlops_core
+from mlops_core.config import Settings
+from mlops_core.evaluation import GateResult, compute_metrics, decide_gate, slice_metrics
+from mlops_core.monitoring import performance_report
+from mlops_core.registry import Registry, file_sha256, smoke_test
+from mlops_core.store import MetadataStore
+from mlops_core.training import (
+    TrainingInputError,
+    check_training_input,
+    detect_leaks,
+    feature_spec,
+    load_training_data,
+    search,
+    time_split,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingOutcome:
+    version: str | None
+    status: str
+    trigger: str
+    gate: GateResult
+    metrics: dict[str, float]
+    champion_version: str | None
+    champion_metrics: dict[str, float] | None
+    run_id: str
+    rows: int
+    window: tuple[str | None, str | None]
+    batches: int
+    best_params: dict[str, Any]
+    trials: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    promotion: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "status": self.status, "trigger": self.trigger,
+                "gate": self.gate.to_dict(), "metrics": self.metrics,
+                "champion_version": self.champion_version,
+                "champion_metrics": self.champion_metrics, "run_id": self.run_id,
+                "rows": self.rows, "window": list(self.window), "batches": self.batches,
+                "best_params": self.best_params, "trials": self.trials, "seconds": self.seconds,
+                "promotion": self.promotion}
+
+
+def config_hash(settings: Settings) -> str:
+    payload = settings.model_dump_json(exclude={"config_path"})
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def code_version() -> str:
+    here = Path(mlops_core.__file__).parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here,
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        sha = ""
+    return f"mlops-ct {mlops_core.__version__}" + (f" ({sha})" if sha else "")
+
+
+def _model_card(*, name: str, version_hint: str, trigger: str, spec: dict[str, Any],
+                kind: str, rows: int, window: tuple[str | None, str | None], batches: int,
+                metrics: dict[str, float], champion: str | None,
+                champion_metrics: dict[str, float] | None, gate: GateResult,
+                params: dict[str, Any], sha: str, importances: dict[str, float]) -> str:
+    lines = [f"# Model card: {name} ({version_hint})", "",
+             f"- Model: {kind} for a {spec['task']} task", f"- Trigger: {trigger}",
+             f"- Data window: {window[0]} → {window[1]} ({rows:,} labelled rows from {batches} "
+             "batches; lineage in `lineage/lineage.json`)",
+             f"- Model file sha256: `{sha}`", f"- Code: {code_version()}", "",
+             "## Hold-out metrics (latest rows, unseen in training)", "",
+             "| metric | this model | champion" + (f" v{champion}" if champion else "") + " |",
+             "| --- | --- | --- |"]
+    for k, v in metrics.items():
+        c = champion_metrics.get(k) if champion_metrics else None
+        lines.append(f"| {k} | {v:.4f} | {'' if c is None else f'{c:.4f}'} |")
+    lines += ["", f"## Gate: {'PASSED' if gate.passed else 'FAILED'}", ""]
+    lines += [f"- {r}" for r in gate.reasons]
+    lines += ["", "## Features", ""]
+    for c in spec["feature_order"]:
+        lines.append(f"- `{c}` ({spec['kinds'][c]}): importance {importances.get(c, 0):.3f}")
+    lines += ["", "## Hyper-parameters", "", "```json", json.dumps(params, indent=2,
+                                                                   default=str), "```", ""]
+    return "\n".join(lines)
+
+
+def train_and_register(settings: Settings, *, trigger: str = "manual",
+                       meta: MetadataStore | None = None, registry: Registry | None = None
+                       ) -> TrainingOutcome:
+    """Train a challenger, gate it against the champion and register it.
+
+    Raises :class:`TrainingInputError` (nothing registered) when the data cannot make a
+    trustworthy model."""
+    t_start = time.perf_counter()
+    meta = meta or MetadataStore(settings.db_url)
+    mcfg, gcfg, task = settings.model, settings.gate, settings.task
+    target = settings.data.target
+    data = load_training_data(settings, meta)
+    df = data.frame
+    y = df[target] if target in df.columns else pd.Series(dtype=float)
+    classes = None if task == "regression" else sorted(pd.unique(y.dropna()).tolist())
+    spec = feature_spec(settings, df, mcfg.type, classes)
+    X = df[spec["feature_order"]]
+    check_training_input(X, y, task, mcfg.min_rows)
+    leaks = detect_leaks(X, y, spec, task, mcfg.leak_threshold, seed=mcfg.seed)
+    if leaks:
+        raise TrainingInputError(
+            "cannot train: feature(s) predict the target almost perfectly on their own, which "
+            "usually means they are derived from it or recorded after it: "
+            + ", ".join(f"{c} (score {s})" for c, s in leaks)
+            + "; remove them from data.features")
+    tr, va, ho = time_split(len(df), mcfg.holdout, mcfg.validation)
+    if task != "regression" and y.iloc[tr].nunique() < 2:
+        raise TrainingInputError("cannot train: the training part of the window has one class")
+    t0 = time.perf_counter()
+    found = search(mcfg.type, task, spec, X.iloc[tr], y.iloc[tr], X.iloc[va], y.iloc[va],
+                   trials=mcfg.search.trials, timeout_s=mcfg.search.timeout_s, seed=mcfg.seed,
+                   fixed=mcfg.params)
+    t_search = time.perf_counter() - t0
+    model = found.model
+    X_ho, y_ho = X.iloc[ho], y.iloc[ho]
+    pred_ho = model.predict_frame(X_ho)
+    metrics = compute_metrics(task, y_ho, pred_ho, classes)
+    slices = slice_metrics(task, df.iloc[ho], y_ho, pred_ho, gcfg.slice_columns, classes)
+
+    reg = registry or Registry(settings, meta)
+    reg.ensure_registered_model()
+    champion = reg.champion()
+    champ_metrics = champ_slices = None
+    champ_pred = None
+    if champion:
+        try:
+            champ_pred = reg.load(champion).predict(df.iloc[ho])
+            champ_metrics = compute_metrics(task, y_ho, champ_pred, classes)
+            champ_slices = slice_metrics(task, df.iloc[ho], y_ho, champ_pred,
+                                         gcfg.slice_columns, classes)
+        except (MlflowException, KeyError, ValueError, TypeError) as e:
+            # the champion may not read today's schema: the gate then has no comparison
+            log.warning("champion v%s could not score the hold-out: %s", champion, e)
+
+    with tempfile.TemporaryDirectory(prefix="mlops-train-") as tmp:
+        root = Path(tmp)
+        artifacts = model.save(root / "model")
+        sha = file_sha256(artifacts["model"])
+        importances = model.feature_importances()
+        ref_rows = df.iloc[: ho.start]
+        ref = ref_rows.sample(min(len(ref_rows), mcfg.reference_rows), random_state=mcfg.seed
+                              ).sort_index()
+        (root / "reference").mkdir()
+        ref.to_parquet(root / "reference" / "reference.parquet", index=False)
+        (root / "lineage").mkdir()
+        (root / "lineage" / "lineage.json").write_text(json.dumps(
+            {"batches": data.lineage, "rows": len(df), "start": str(data.start),
+             "end": str(data.end), "dropped_unlabelled": data.dropped_unlabelled}, indent=2))
+        (root / "training").mkdir()
+        (root / "training" / "feature_importance.json").write_text(json.dumps(importances,
+                                                                              indent=2))
+        (root / "training" / "search.json").write_text(json.dumps(found.history, indent=1,
+                                                                  default=str))
+        example = X_ho.head(5)
+        params = {"model_type": mcfg.type, "task": task, "trigger": trigger,
+                  "rows": len(df), "train_rows": tr.stop - tr.start,
+                  "validation_rows": va.stop - va.start, "holdout_rows": ho.stop - ho.start,
+                  "window_start": str(data.start), "window_end": str(data.end),
+                  "batches": len(data.lineage), "search_trials": found.trials,
+                  **{f"hp_{k}": v for k, v in found.best_params.items()}}
+        tags = {"trigger": trigger, "config_hash": config_hash(settings),
+                "code_version": code_version(), "model_sha256": sha,
+                "lineage_batches": ",".join(b["id"] for b in data.lineage)[:5000]}
+        t1 = time.perf_counter()
+        run_id, model_uri = reg.log_candidate(
+            model_dir=root / "model", artifacts=artifacts,
+            run_name=f"train-{trigger.split(',')[0][:30]}-{time.strftime('%Y%m%d-%H%M%S')}",
+            params=params, metrics={f"holdout_{k}": v for k, v in metrics.items()}
+            | {"validation_score": found.best_score, "search_seconds": found.seconds},
+            tags=tags, files={"lineage": root / "lineage", "reference": root / "reference",
+                              "training": root / "training"},
+            input_example=example, signature_output=model.predict_frame(example))
+        t_log = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        smoke_ok: bool | None = None
+        smoke_detail = ""
+        if gcfg.smoke_test:
+            smoke_ok, smoke_detail, preds = smoke_test(model_uri, example.to_json(orient="split",
+                                                                                  date_format="iso"),
+                                                       reg.uri)
+            expected = [str(v) for v in model.predict_frame(example)["prediction"]]
+            if smoke_ok and preds is not None and [str(p) for p in preds] != expected and \
+                    task != "regression":
+                smoke_ok, smoke_detail = False, "predictions differ from the trained model's"
+        t_smoke = time.perf_counter() - t2
+        gate = decide_gate(task=task, challenger=metrics, champion=champ_metrics,
+                           challenger_slices=slices, champion_slices=champ_slices,
+                           smoke_ok=smoke_ok, smoke_detail=smoke_detail, metric=gcfg.metric,
+                           min_score=gcfg.min_score, min_improvement=gcfg.min_improvement,
+                           max_slice_regression=gcfg.max_slice_regression)
+        evidence = root / "evidence"
+        evidence.mkdir()
+        (evidence / "comparison.json").write_text(json.dumps({
+            "metric": gate.metric, "challenger": metrics, "champion": champ_metrics,
+            "champion_version": champion, "slices": {"challenger": slices,
+                                                     "champion": champ_slices},
+            "gate": gate.to_dict(), "holdout_rows": ho.stop - ho.start}, indent=2,
+            default=str))
+        try:
+            performance_report(task, y_ho, pred_ho, evidence, classes=classes,
+                               y_reference=y_ho if champ_pred is not None else None,
+                               pred_reference=champ_pred, name="performance")
+        except (ValueError, TypeError, KeyError) as e:  # evidence is best effort
+            log.warning("Evidently performance report failed: %s", e)
+        card = root / "card"
+        card.mkdir()
+        (card / "model_card.md").write_text(_model_card(
+            name=reg.name, version_hint=f"run {run_id[:8]}", trigger=trigger, spec=spec,
+            kind=mcfg.type, rows=len(df), window=(str(data.start), str(data.end)),
+            batches=len(data.lineage), metrics=metrics, champion=champion,
+            champion_metrics=champ_metrics, gate=gate, params=found.best_params, sha=sha,
+            importances=importances))
+        reg.log_run_files(run_id, {"evidence": evidence, "card": card})
+
+    status = "pending_approval" if gate.passed else "rejected"
+    version = reg.register(model_uri, run_id, tags | {
+        "status": status, "gate_passed": str(gate.passed).lower(),
+        "gate_reasons": json.dumps(gate.reasons)[:5000], "metrics": json.dumps(metrics),
+        "model_type": mcfg.type, "rows": str(len(df)),
+        "data_window": f"{data.start} → {data.end}"})
+    promotion = None
+    if gate.passed:
+        if settings.promotion.mode == "auto":
+            promotion = reg.auto_promote(version, comment="auto: the gate passed: "
+                                         + "; ".join(gate.reasons)).to_dict()
+            status = "approved" if promotion["outcome"] == "applied" else status
+        else:
+            reg.set_challenger(version)
+    else:
+        reg._audit("gate", "gate_reject", version, champion, "applied",
+                   "; ".join(gate.failed), f"runs:/{run_id}")
+    total = time.perf_counter() - t_start
+    return TrainingOutcome(
+        version=version, status=status, trigger=trigger, gate=gate, metrics=metrics,
+        champion_version=champion, champion_metrics=champ_metrics, run_id=run_id, rows=len(df),
+        window=(str(data.start), str(data.end)), batches=len(data.lineage),
+        best_params=found.best_params, trials=found.trials,
+        seconds={"total": total, "search": t_search, "log": t_log, "smoke": t_smoke},
+        promotion=promotion)

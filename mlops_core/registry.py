@@ -1,0 +1,556 @@
+"""The model registry: the only module that talks to MLflow.
+
+Versions are MLflow model versions; their status lives on the ``status`` tag (``candidate`` →
+``pending_approval`` → ``approved`` / ``rejected``; ``retired``) and the ``champion`` and
+``challenger`` aliases are the only pointers serving follows. Who is champion is decided in the
+metadata DB first, by compare-and-set under its write lock, with an append-only audit record;
+then the MLflow alias is moved. A crash between the two is repaired by :meth:`Registry.reconcile`,
+which every operation runs first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from mlops_core.config import Settings
+from mlops_core.errors import MlopsError, NotFoundError
+from mlops_core.services import mlflow_paths, tracking_uri
+from mlops_core.store import MetadataStore, audit_log, champion_state, utcnow
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+STATUSES = ("candidate", "pending_approval", "approved", "rejected", "retired")
+MODEL_CODE = Path(__file__).parent / "pyfunc" / "tabular_model.py"
+SYSTEM = "system"
+
+
+class RegistryError(MlopsError, RuntimeError):
+    """A registry operation was refused (wrong status, failed gate, changed champion...)."""
+
+
+@dataclass
+class VersionInfo:
+    version: str
+    status: str
+    aliases: list[str]
+    metrics: dict[str, float]
+    trigger: str
+    created: datetime
+    run_id: str | None = None
+    gate_passed: bool | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "status": self.status, "aliases": self.aliases,
+                "metrics": self.metrics, "trigger": self.trigger,
+                "created": self.created.isoformat(), "run_id": self.run_id,
+                "gate_passed": self.gate_passed}
+
+
+@dataclass
+class DecisionResult:
+    """What an approve / reject / rollback did."""
+
+    outcome: str  # applied | refused | noop (a repeated request)
+    action: str
+    version: str | None
+    champion: str | None  # after the operation
+    previous_champion: str | None
+    message: str
+    request_id: str
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("applied", "noop")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class AuditRecord:
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    model: str
+    version: str | None
+    previous_champion: str | None
+    outcome: str
+    reason: str
+    evidence: str | None
+    request_id: str | None
+    alias_moved_at: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("at", "alias_moved_at"):
+            d[k] = d[k].isoformat() if d[k] else None
+        return d
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def pip_requirements() -> list[str]:
+    """Exact pins of what the packaged model imports. One xgboost line only: MLflow's own
+    inference writes both ``xgboost-cpu`` and ``xgboost``, which install the same module."""
+    from importlib import metadata
+
+    reqs = []
+    for dist in ("mlflow", "pandas", "numpy", "scikit-learn", "scipy", "joblib", "pyarrow"):
+        reqs.append(f"{dist}=={metadata.version(dist)}")
+    for dist in ("xgboost-cpu", "xgboost"):
+        try:
+            reqs.append(f"{dist}=={metadata.version(dist)}")
+            break
+        except metadata.PackageNotFoundError:
+            continue
+    return reqs
+
+
+class Registry:
+    """Registered model ``settings.project`` in the configured MLflow."""
+
+    def __init__(self, settings: Settings, meta: MetadataStore | None = None,
+                 uri: str | None = None) -> None:
+        import mlflow
+        from mlflow import MlflowClient
+
+        self.settings = settings
+        self.name = settings.project
+        self.uri = uri or tracking_uri(settings)
+        self.meta = meta or MetadataStore(settings.db_url)
+        self._mlflow = mlflow
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        self.client = MlflowClient(self.uri, registry_uri=self.uri)
+
+    # experiments and runs ----------------------------------------------------------------
+    @property
+    def is_local(self) -> bool:
+        return self.settings.storage.mlflow_uri is None
+
+    def experiment_id(self) -> str:
+        from mlflow.exceptions import MlflowException
+
+        exp = self.client.get_experiment_by_name(self.name)
+        if exp is not None:
+            return str(exp.experiment_id)
+        location = mlflow_paths(self.settings.workspace)[1].as_uri() if self.is_local else None
+        try:
+            return str(self.client.create_experiment(self.name, artifact_location=location))
+        except MlflowException as e:  # created concurrently: read theirs
+            exp = self.client.get_experiment_by_name(self.name)
+            if exp is None:
+                raise RegistryError(f"cannot create MLflow experiment '{self.name}': {e}") from e
+            return str(exp.experiment_id)
+
+    def log_candidate(self, *, model_dir: Path, artifacts: dict[str, Path], run_name: str,
+                      params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str],
+                      files: dict[str, Path], input_example: Any, signature_output: Any
+                      ) -> tuple[str, str]:
+        """Log a run with its model (not yet registered) and files. Returns (run_id, model_uri).
+
+        ``files`` maps an artifact sub-folder to a local file or folder to upload."""
+        mlflow = self._mlflow
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(input_example, signature_output)
+        with mlflow.start_run(experiment_id=self.experiment_id(), run_name=run_name) as run:
+            mlflow.log_params({k: _param(v) for k, v in params.items()})
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if _finite(v)})
+            mlflow.set_tags(tags)
+            for sub, path in files.items():
+                if path.is_dir():
+                    mlflow.log_artifacts(str(path), artifact_path=sub)
+                else:
+                    mlflow.log_artifact(str(path), artifact_path=sub)
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=str(MODEL_CODE),
+                artifacts={k: str(v) for k, v in artifacts.items()},
+                pip_requirements=pip_requirements(), signature=signature,
+                input_example=input_example)
+            return run.info.run_id, info.model_uri
+
+    def log_run_files(self, run_id: str, files: dict[str, Path]) -> None:
+        for sub, path in files.items():
+            if path.is_dir():
+                self.client.log_artifacts(run_id, str(path), artifact_path=sub)
+            else:
+                self.client.log_artifact(run_id, str(path), artifact_path=sub)
+
+    def register(self, model_uri: str, run_id: str, tags: dict[str, str]) -> str:
+        """Register a logged model as a new version, with its tags set in the same call."""
+        mv = self.client.create_model_version(
+            self.name, source=model_uri, run_id=run_id, tags=tags,
+            model_id=model_uri.removeprefix("models:/") if model_uri.startswith(
+                "models:/m-") else None)
+        version = str(mv.version)
+        self._audit(SYSTEM, "register", version, None, "recorded",
+                    f"registered with status {tags.get('status')}", f"runs:/{run_id}")
+        return version
+
+    def ensure_registered_model(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(self.name)
+        except MlflowException:
+            with contextlib.suppress(MlflowException):  # created concurrently
+                self.client.create_registered_model(self.name)
+
+    # reading -------------------------------------------------------------------------------
+    def aliases(self) -> dict[str, str]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            rm = self.client.get_registered_model(self.name)
+        except MlflowException:
+            return {}
+        return {k: str(v) for k, v in (rm.aliases or {}).items()}
+
+    def champion(self) -> str | None:
+        self.reconcile()
+        return self._db_champion()[0]
+
+    def version(self, version: str) -> VersionInfo:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version(self.name, str(version))
+        except MlflowException:
+            raise NotFoundError(f"model '{self.name}' has no version {version}") from None
+        return self._info(mv, self.aliases())
+
+    def versions(self) -> list[VersionInfo]:
+        aliases = self.aliases()
+        mvs = self.client.search_model_versions(f"name='{self.name}'")
+        return sorted((self._info(mv, aliases) for mv in mvs), key=lambda v: int(v.version))
+
+    def _info(self, mv: Any, aliases: dict[str, str]) -> VersionInfo:
+        tags = dict(mv.tags or {})
+        metrics = json.loads(tags.get("metrics", "{}"))
+        gp = tags.get("gate_passed")
+        return VersionInfo(version=str(mv.version), status=tags.get("status", "candidate"),
+                           aliases=sorted(a for a, v in aliases.items() if v == str(mv.version)),
+                           metrics=metrics, trigger=tags.get("trigger", ""),
+                           created=datetime.fromtimestamp(mv.creation_timestamp / 1000),
+                           run_id=mv.run_id, gate_passed=None if gp is None else gp == "true",
+                           tags=tags)
+
+    def model_uri(self, version: str) -> str:
+        return f"models:/{self.name}/{version}"
+
+    def load(self, version: str) -> Any:
+        """The packaged model (pyfunc) of ``version``."""
+        return self._mlflow.pyfunc.load_model(self.model_uri(version))
+
+    def download(self, version: str, dst: Path) -> Path:
+        return Path(self._mlflow.artifacts.download_artifacts(
+            artifact_uri=self.model_uri(version), dst_path=str(dst)))
+
+    def artifact_hash(self, version: str) -> str:
+        """sha256 of the version's model file, as stored now."""
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self.download(version, Path(tmp))
+            files = [p for p in (local / "artifacts").rglob("*")
+                     if p.is_file() and p.name.startswith("model.")]
+            if not files:
+                raise RegistryError(f"version {version} has no model file")
+            return file_sha256(files[0])
+
+    def set_status(self, version: str, status: str) -> None:
+        assert status in STATUSES
+        self.client.set_model_version_tag(self.name, version, "status", status)
+
+    def set_tags(self, version: str, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_model_version_tag(self.name, version, k, v)
+
+    def set_challenger(self, version: str | None) -> None:
+        from mlflow.exceptions import MlflowException
+
+        if version is None:
+            with contextlib.suppress(MlflowException):
+                self.client.delete_registered_model_alias(self.name, CHALLENGER)
+        else:
+            self.client.set_registered_model_alias(self.name, CHALLENGER, version)
+
+    # audit ---------------------------------------------------------------------------------
+    def _audit(self, actor: str, action: str, version: str | None, previous: str | None,
+               outcome: str, reason: str, evidence: str | None = None,
+               request_id: str | None = None, conn: sa.Connection | None = None) -> int:
+        values = dict(at=utcnow(), actor=actor, action=action, model=self.name, version=version,
+                      previous_champion=previous, outcome=outcome, reason=reason,
+                      evidence=evidence, request_id=request_id)
+        if conn is not None:
+            return int(conn.execute(audit_log.insert().values(**values)).inserted_primary_key[0])
+        with self.meta.write() as c:
+            return int(c.execute(audit_log.insert().values(**values)).inserted_primary_key[0])
+
+    def audit(self, *, limit: int | None = None, action: str | None = None,
+              actor: str | None = None, version: str | None = None) -> list[AuditRecord]:
+        q = sa.select(audit_log).where(audit_log.c.model == self.name).order_by(
+            audit_log.c.id.desc())
+        if action:
+            q = q.where(audit_log.c.action == action)
+        if actor:
+            q = q.where(audit_log.c.actor == actor)
+        if version:
+            q = q.where(audit_log.c.version == str(version))
+        if limit:
+            q = q.limit(limit)
+        with self.meta.engine.connect() as conn:
+            return [AuditRecord(**dict(r._mapping)) for r in conn.execute(q)]
+
+    def _find_request(self, request_id: str) -> AuditRecord | None:
+        with self.meta.engine.connect() as conn:
+            row = conn.execute(sa.select(audit_log).where(
+                audit_log.c.request_id == request_id)).first()
+        return AuditRecord(**dict(row._mapping)) if row else None
+
+    def _db_champion(self, conn: sa.Connection | None = None) -> tuple[str | None, int]:
+        q = sa.select(champion_state.c.version, champion_state.c.generation).where(
+            champion_state.c.model == self.name)
+        if conn is None:
+            with self.meta.engine.connect() as c:
+                row = c.execute(q).first()
+        else:
+            row = conn.execute(q).first()
+        return (row[0], int(row[1])) if row else (None, 0)
+
+    # the champion: decide in the DB, then move the alias ------------------------------------
+    def reconcile(self) -> list[str]:
+        """Make MLflow match the metadata DB (the record of intent). Returns what it repaired."""
+        repaired = []
+        want, _ = self._db_champion()
+        have = self.aliases().get(CHAMPION)
+        if want is None and have is not None:
+            # an alias set outside this tool (MLflow UI): adopt it, and say so in the audit
+            with self.meta.write() as conn:
+                if self._db_champion(conn)[0] is None:
+                    self._set_db_champion(conn, have, None)
+                    self._audit(SYSTEM, "adopt", have, None, "applied",
+                                "champion alias found in MLflow without a record; adopted",
+                                conn=conn)
+            return [f"adopted champion v{have} from MLflow"]
+        if want != have:
+            self._move_alias(want, have)
+            repaired.append(f"champion alias moved v{have} -> v{want}")
+        with self.meta.write() as conn:
+            conn.execute(audit_log.update().where(
+                audit_log.c.model == self.name, audit_log.c.outcome == "applied",
+                audit_log.c.alias_moved_at.is_(None),
+                audit_log.c.action.in_(["approve", "rollback", "auto_promote"])
+            ).values(alias_moved_at=utcnow()))
+        if repaired:
+            log.warning("registry reconcile: %s", "; ".join(repaired))
+        return repaired
+
+    def _set_db_champion(self, conn: sa.Connection, version: str | None,
+                         expected: str | None) -> bool:
+        """Compare-and-set: only if the champion is still ``expected``."""
+        cur, gen = self._db_champion(conn)
+        if cur != expected:
+            return False
+        if gen == 0 and cur is None and conn.execute(sa.select(champion_state.c.model).where(
+                champion_state.c.model == self.name)).first() is None:
+            conn.execute(champion_state.insert().values(model=self.name, version=version,
+                                                        generation=1, updated_at=utcnow()))
+        else:
+            conn.execute(champion_state.update().where(
+                champion_state.c.model == self.name, champion_state.c.generation == gen
+            ).values(version=version, generation=gen + 1, updated_at=utcnow()))
+        return True
+
+    def _move_alias(self, version: str | None, previous: str | None) -> None:
+        """Point ``champion`` at ``version`` and update status tags (idempotent)."""
+        from mlflow.exceptions import MlflowException
+
+        if version is None:
+            with contextlib.suppress(MlflowException):
+                self.client.delete_registered_model_alias(self.name, CHAMPION)
+            return
+        self.client.set_registered_model_alias(self.name, CHAMPION, version)
+        self.set_status(version, "approved")
+        if previous and previous != version:
+            self.set_status(previous, "retired")
+        if self.aliases().get(CHALLENGER) == version:
+            self.set_challenger(None)
+
+    def _verify_promotable(self, version: str) -> None:
+        info = self.version(version)
+        if info.gate_passed is not True:
+            raise RegistryError(f"version {version} did not pass the promotion gate")
+        want = info.tags.get("model_sha256")
+        have = self.artifact_hash(version)
+        if not want or want != have:
+            raise RegistryError(f"version {version}: the model file's sha256 no longer matches "
+                                f"the one recorded at training ({want} != {have})")
+
+    def _decide(self, action: str, version: str, by: str, comment: str,
+                expected: str | type[Ellipsis] | None, request_id: str | None,
+                allowed: tuple[str, ...]) -> DecisionResult:
+        self.reconcile()
+        rid = request_id or uuid.uuid4().hex
+        prior = self._find_request(rid)
+        if prior is not None:
+            return DecisionResult("noop", prior.action, prior.version, self._db_champion()[0],
+                                  prior.previous_champion,
+                                  f"request {rid} was already handled ({prior.outcome})", rid)
+        info = self.version(version)
+        current = self._db_champion()[0]
+        if expected is Ellipsis:
+            expected = current
+        refusal = None
+        if info.status not in allowed:
+            refusal = f"version {version} is {info.status}; {action} needs {' or '.join(allowed)}"
+        elif version == current:
+            refusal = f"version {version} is already the champion"
+        else:
+            try:
+                self._verify_promotable(version)
+            except RegistryError as e:
+                refusal = str(e)
+        evidence = f"runs:/{info.run_id}" if info.run_id else None
+        with self.meta.write() as conn:  # the write lock: one decision at a time
+            if refusal is None and not self._set_db_champion(conn, version, expected):  # type: ignore[arg-type]
+                now = self._db_champion(conn)[0]
+                refusal = (f"the champion changed while you decided: expected "
+                           f"{'v' + str(expected) if expected else 'none'}, now "
+                           f"{'v' + now if now else 'none'}; nothing was changed")
+            outcome = "refused" if refusal else "applied"
+            try:
+                self._audit(by, action, version, current, outcome,
+                            comment if not refusal else f"{refusal} (comment: {comment})",
+                            evidence, rid, conn=conn)
+            except sa.exc.IntegrityError:  # the same request raced itself
+                conn.rollback()
+                return DecisionResult("noop", action, version, current, current,
+                                      f"request {rid} was already handled", rid)
+        if refusal:
+            return DecisionResult("refused", action, version, current, current, refusal, rid)
+        self._move_alias(version, current)  # a crash here is repaired by reconcile()
+        self.reconcile()
+        return DecisionResult("applied", action, version, version, current,
+                              f"v{version} is champion (was "
+                              f"{'v' + current if current else 'none'})", rid)
+
+    def approve(self, version: str, *, by: str, comment: str = "",
+                expected_champion: str | type[Ellipsis] | None = Ellipsis,
+                request_id: str | None = None) -> DecisionResult:
+        """Make a pending version champion. ``expected_champion`` is the champion the approver
+        saw; if it changed meanwhile the approval is refused (and audited)."""
+        return self._decide("approve", str(version), by, comment, expected_champion,
+                            request_id, ("pending_approval",))
+
+    def auto_promote(self, version: str, *, comment: str) -> DecisionResult:
+        return self._decide("auto_promote", str(version), SYSTEM, comment, Ellipsis, None,
+                            ("pending_approval", "candidate"))
+
+    def rollback(self, *, by: str, comment: str, to: str | None = None,
+                 request_id: str | None = None,
+                 expected_champion: str | type[Ellipsis] | None = Ellipsis) -> DecisionResult:
+        """Make a previously approved version champion again (default: the one before)."""
+        if to is None:
+            current = self.champion()
+            previous = [r.previous_champion for r in self.audit()
+                        if r.outcome == "applied" and r.version == current
+                        and r.action in ("approve", "rollback", "auto_promote")
+                        and r.previous_champion]
+            if not previous:
+                raise RegistryError("no earlier champion to roll back to; use --to VERSION")
+            to = previous[0]
+        return self._decide("rollback", str(to), by, comment, expected_champion, request_id,
+                            ("approved", "retired"))
+
+    def reject(self, version: str, *, by: str, comment: str,
+               request_id: str | None = None) -> DecisionResult:
+        self.reconcile()
+        rid = request_id or uuid.uuid4().hex
+        prior = self._find_request(rid)
+        if prior is not None:
+            return DecisionResult("noop", prior.action, prior.version, self._db_champion()[0],
+                                  prior.previous_champion,
+                                  f"request {rid} was already handled ({prior.outcome})", rid)
+        info = self.version(version)
+        current = self._db_champion()[0]
+        if not comment.strip():
+            raise RegistryError("a rejection needs a comment saying why")
+        refusal = None if info.status in ("pending_approval", "candidate") else \
+            f"version {version} is {info.status}; only a pending version can be rejected"
+        with self.meta.write() as conn:
+            self._audit(by, "reject", str(version), current,
+                        "refused" if refusal else "applied",
+                        comment if not refusal else f"{refusal} (comment: {comment})",
+                        f"runs:/{info.run_id}" if info.run_id else None, rid, conn=conn)
+        if refusal:
+            return DecisionResult("refused", "reject", str(version), current, current, refusal,
+                                  rid)
+        self.set_status(str(version), "rejected")
+        if self.aliases().get(CHALLENGER) == str(version):
+            self.set_challenger(None)
+        return DecisionResult("applied", "reject", str(version), current, current,
+                              f"v{version} rejected", rid)
+
+
+def smoke_test(model_uri: str, example_json: str, tracking: str, timeout_s: float = 180
+               ) -> tuple[bool, str, list[Any] | None]:
+    """Load ``model_uri`` in a fresh Python process and predict ``example_json`` (records).
+    Returns (ok, detail, predictions)."""
+    code = (
+        "import sys, json, mlflow, pandas as pd\n"
+        "mlflow.set_tracking_uri(sys.argv[1]); mlflow.set_registry_uri(sys.argv[1])\n"
+        "m = mlflow.pyfunc.load_model(sys.argv[2])\n"
+        "df = pd.read_json(sys.stdin, orient='split')\n"
+        "out = m.predict(df)\n"
+        "print(json.dumps(out['prediction'].tolist(), default=str))\n"
+    )
+    try:
+        res = subprocess.run([sys.executable, "-c", code, tracking, model_uri],
+                             input=example_json, capture_output=True, text=True,
+                             timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return False, f"timed out after {timeout_s:.0f} s", None
+    if res.returncode != 0:
+        tail = (res.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return False, f"failed: {tail}", None
+    try:
+        preds = json.loads(res.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return False, f"unreadable output: {res.stdout[-200:]}", None
+    return True, f"{len(preds)} predictions", preds
+
+
+def _finite(v: Any) -> bool:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return False
+    return f == f and f not in (float("inf"), float("-inf"))
+
+
+def _param(v: Any) -> str:
+    s = v if isinstance(v, str) else json.dumps(v, default=str)
+    return s[:6000]

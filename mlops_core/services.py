@@ -1,0 +1,214 @@
+"""Start, health-check and stop the local services of a project (the MLflow tracking server now;
+the Prefect server, worker, dashboard and serving API use the same machinery).
+
+Each service runs as its own process group, bound to 127.0.0.1 on a free port, logging to
+``<workspace>/logs/<name>.log``; its pid, port and URL are kept in ``<workspace>/run/<name>.json``
+so another command (``mlops down``) can find and stop it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from mlops_core.config import Settings
+from mlops_core.errors import MlopsError
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+
+
+class ServiceError(MlopsError, RuntimeError):
+    """A service did not start, or did not become healthy in time."""
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    name: str
+    pid: int
+    port: int
+    url: str
+    health_url: str
+    log_file: str
+    started_at: float
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def _run_dir(workspace: Path) -> Path:
+    return workspace / "run"
+
+
+def _bin(name: str) -> str:
+    """An executable of this environment (the venv's bin), whatever PATH says."""
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else name
+
+
+def _env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    env.setdefault("DO_NOT_TRACK", "1")
+    env.update(extra or {})
+    return env
+
+
+def is_healthy(url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_service(workspace: Path, name: str) -> ServiceInfo | None:
+    """The recorded service, if its process is still alive."""
+    path = _run_dir(workspace) / f"{name}.json"
+    if not path.exists():
+        return None
+    info = ServiceInfo(**json.loads(path.read_text()))
+    if not _alive(info.pid):
+        path.unlink(missing_ok=True)
+        return None
+    return info
+
+
+def start_service(workspace: Path, name: str, argv: Sequence[str], *, port: int,
+                  health_path: str, env: Mapping[str, str] | None = None,
+                  timeout_s: float = 120.0, cwd: Path | None = None) -> ServiceInfo:
+    """Start ``argv`` in its own process group and wait until ``health_path`` answers 200."""
+    existing = read_service(workspace, name)
+    if existing and is_healthy(existing.health_url):
+        return existing
+    logs = workspace / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    _run_dir(workspace).mkdir(parents=True, exist_ok=True)
+    log_file = logs / f"{name}.log"
+    url = f"http://{HOST}:{port}"
+    with open(log_file, "ab") as fh:
+        proc = subprocess.Popen(list(argv), stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=_env(env), cwd=cwd,
+                                start_new_session=True)
+    info = ServiceInfo(name=name, pid=proc.pid, port=port, url=url,
+                       health_url=url + health_path, log_file=str(log_file),
+                       started_at=time.time())
+    (_run_dir(workspace) / f"{name}.json").write_text(json.dumps(asdict(info)))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            (_run_dir(workspace) / f"{name}.json").unlink(missing_ok=True)
+            raise ServiceError(f"{name} exited with code {proc.returncode} while starting; "
+                               f"last lines of {log_file}:\n{_tail(log_file)}")
+        if is_healthy(info.health_url):
+            log.info("%s is up at %s (pid %s)", name, url, proc.pid)
+            return info
+        time.sleep(0.3)
+    stop_service(workspace, name)
+    raise ServiceError(f"{name} did not answer {info.health_url} within {timeout_s:.0f} s; "
+                       f"last lines of {log_file}:\n{_tail(log_file)}")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def stop_service(workspace: Path, name: str, timeout_s: float = 15.0) -> bool:
+    """SIGTERM the service's process group, then SIGKILL after ``timeout_s``. True if it ran."""
+    path = _run_dir(workspace) / f"{name}.json"
+    if not path.exists():
+        return False
+    info = ServiceInfo(**json.loads(path.read_text()))
+    path.unlink(missing_ok=True)
+    if not _alive(info.pid):
+        return False
+    try:
+        os.killpg(info.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(info.pid, os.WNOHANG)  # reap it if it is our child
+        if not _alive(info.pid):
+            return True
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(info.pid, signal.SIGKILL)
+    return True
+
+
+# MLflow ------------------------------------------------------------------------------------
+MLFLOW = "mlflow"
+
+
+def mlflow_paths(workspace: Path) -> tuple[Path, Path]:
+    """(backend SQLite file, artifact folder) of the project's local MLflow."""
+    root = workspace / "mlflow"
+    return root / "mlflow.db", root / "artifacts"
+
+
+def local_mlflow_uri(workspace: Path) -> str:
+    """The store the local server serves, addressed directly (no server needed)."""
+    db, _ = mlflow_paths(workspace)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{db}"
+
+
+def start_mlflow(workspace: Path, port: int | None = None, timeout_s: float = 120.0
+                 ) -> ServiceInfo:
+    """Start (or find running) the project's MLflow tracking server over the workspace.
+
+    Artifacts live in a plain folder (``--default-artifact-root``, not proxied), so that
+    clients addressing the SQLite store directly and clients of the server see the same
+    artifact locations."""
+    db, artifacts = mlflow_paths(workspace)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    argv = [_bin("mlflow"), "server", "--host", HOST, "--port", str(port),
+            "--backend-store-uri", f"sqlite:///{db}",
+            "--default-artifact-root", artifacts.as_uri(), "--no-serve-artifacts",
+            "--workers", "1"]
+    return start_service(workspace, MLFLOW, argv, port=port, health_path="/health",
+                         timeout_s=timeout_s)
+
+
+def tracking_uri(settings: Settings) -> str:
+    """Where MLflow is: the configured URI as is; else the project's local server if it runs;
+    else the same local store addressed directly."""
+    if settings.storage.mlflow_uri:
+        return settings.storage.mlflow_uri
+    running = read_service(settings.workspace, MLFLOW)
+    if running and is_healthy(running.health_url):
+        return running.url
+    return local_mlflow_uri(settings.workspace)

@@ -1,0 +1,402 @@
+"""Training: the data window, input checks, model pipelines, a time-aware hyper-parameter search.
+
+No MLflow here (the registry module logs and registers); the result of :func:`train_model` is a
+:class:`TrainedModel` that can predict, save its artifacts and describe itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops_core.config import Settings
+from mlops_core.errors import MlopsError
+from mlops_core.evaluation import HIGHER_IS_BETTER, PRIMARY, compute_metrics
+from mlops_core.pyfunc.tabular_model import output_frame, prepare_features
+from mlops_core.store import BatchStore, MetadataStore
+
+log = logging.getLogger(__name__)
+
+
+class TrainingInputError(MlopsError, ValueError):
+    """The training data cannot make a trustworthy model; nothing is registered."""
+
+
+@dataclass
+class TrainingData:
+    frame: pd.DataFrame  # labelled rows of the window, in time order
+    lineage: list[dict[str, Any]]  # batches used: id, sha256, rows, time range
+    start: datetime | None
+    end: datetime | None
+    dropped_unlabelled: int = 0
+
+
+def load_training_data(settings: Settings, meta: MetadataStore | None = None) -> TrainingData:
+    """Accepted, labelled batches of the configured window (newest first until it is full)."""
+    meta = meta or MetadataStore(settings.db_url)
+    store = BatchStore(settings.workspace)
+    target = settings.data.target
+    if not target:
+        raise TrainingInputError("data.target is not set in the configuration")
+    recs = [r for r in meta.list_batches("accepted") if r.has_labels]
+    if not recs:
+        raise TrainingInputError("no accepted batches with labels yet: ingest data first "
+                                 "(`mlops ingest`)")
+    recs.sort(key=lambda r: (r.end_time or r.created_at, r.created_at))
+    window = settings.model.window
+    chosen = []
+    rows = 0
+    newest = recs[-1].end_time
+    for r in reversed(recs):
+        if window.rows and rows >= window.rows:
+            break
+        if window.period and newest is not None and r.end_time is not None and \
+                r.end_time < newest - pd.Timedelta(window.period):
+            break
+        chosen.append(r)
+        rows += r.rows
+    chosen.reverse()
+    frames = [store.read(r) for r in chosen]
+    df = pd.concat(frames, ignore_index=True)
+    tcol = settings.data.time_column
+    if tcol and tcol in df.columns:
+        df = df.sort_values(tcol, kind="stable", ignore_index=True)
+        if window.period:
+            df = df[df[tcol] >= df[tcol].max() - pd.Timedelta(window.period)]
+    if window.rows and len(df) > window.rows:
+        df = df.iloc[-window.rows:]
+    labelled = df[target].notna()
+    dropped = int((~labelled).sum())
+    df = df[labelled].reset_index(drop=True)
+    lineage = [{"id": r.id, "sha256": r.content_sha256, "rows": r.rows,
+                "start": r.start_time.isoformat() if r.start_time else None,
+                "end": r.end_time.isoformat() if r.end_time else None} for r in chosen]
+    start = df[tcol].min().to_pydatetime() if tcol in df and len(df) else None
+    end = df[tcol].max().to_pydatetime() if tcol in df and len(df) else None
+    return TrainingData(df, lineage, start, end, dropped)
+
+
+# feature spec ------------------------------------------------------------------------------
+def feature_spec(settings: Settings, frame: pd.DataFrame, kind: str,
+                 classes: list[Any] | None) -> dict[str, Any]:
+    """What the packaged model needs to prepare its input (JSON-serialisable)."""
+    d = settings.data
+    feats = d.features
+    kinds: dict[str, str] = {}
+    if feats.all():
+        for k in ("numeric", "categorical", "boolean"):
+            for c in getattr(feats, k):
+                kinds[c] = k
+    else:  # not declared: everything but id/time/target, by dtype
+        for c in frame.columns:
+            if c in (d.id_column, d.time_column, d.target):
+                continue
+            s = frame[c]
+            kinds[c] = ("boolean" if pd.api.types.is_bool_dtype(s) else
+                        "numeric" if pd.api.types.is_numeric_dtype(s) else "categorical")
+    missing = [c for c in kinds if c not in frame.columns]
+    if missing:
+        raise TrainingInputError(f"feature(s) not in the training data: {missing}")
+    categories = {c: sorted(pd.unique(frame[c].dropna().astype(str)).tolist())
+                  for c, k in kinds.items() if k == "categorical"}
+    return {"kind": kind, "task": settings.task, "feature_order": list(kinds), "kinds": kinds,
+            "categories": categories,
+            "classes": [_plain(c) for c in classes] if classes is not None else None}
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+# input checks ------------------------------------------------------------------------------
+def check_training_input(X: pd.DataFrame, y: pd.Series, task: str, min_rows: int) -> None:
+    """Raise :class:`TrainingInputError` with every problem that makes training pointless."""
+    problems = []
+    if len(X) < min_rows:
+        problems.append(f"too few rows: {len(X):,} labelled rows, need at least {min_rows:,} "
+                        "(model.min_rows)")
+    nan = int(y.isna().sum())
+    if nan:
+        problems.append(f"the target has {nan:,} missing value(s)")
+    if task != "regression" and y.nunique(dropna=True) < 2:
+        problems.append(f"a single class in the target ({y.dropna().unique()[:1].tolist()}): "
+                        "nothing to learn")
+    if task == "regression" and not pd.api.types.is_numeric_dtype(y):
+        problems.append("task is regression but the target is not numeric")
+    if not X.shape[1]:
+        problems.append("no features")
+    if problems:
+        raise TrainingInputError("cannot train: " + "; ".join(problems))
+
+
+def detect_leaks(X: pd.DataFrame, y: pd.Series, spec: dict[str, Any], task: str,
+                 threshold: float = 0.99, sample: int = 20_000, seed: int = 0
+                 ) -> list[tuple[str, float]]:
+    """Features that alone predict the target almost perfectly on later data (a leak: the
+    feature is computed from the label, or recorded after it). A depth-limited tree per
+    feature, fit on the first 70% of the rows in time order and scored on the rest."""
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    n = len(X)
+    if n < 50:
+        return []
+    idx = np.sort(np.random.default_rng(seed).choice(n, min(n, sample), replace=False))
+    Xs, ys = X.iloc[idx], y.iloc[idx]
+    cut = int(len(Xs) * 0.7)
+    leaks = []
+    for col in spec["feature_order"]:
+        s = Xs[col]
+        if spec["kinds"][col] == "categorical":
+            codes = pd.Categorical(s.astype(str), categories=spec["categories"][col]).codes
+            v = codes.astype("float64").reshape(-1, 1)
+        else:
+            v = s.to_numpy(dtype="float64", na_value=np.nan).reshape(-1, 1)
+        v = np.nan_to_num(v, nan=-1e12)
+        if task == "regression":
+            tree = DecisionTreeRegressor(max_depth=8, random_state=0).fit(v[:cut], ys[:cut])
+            score = float(tree.score(v[cut:], ys[cut:]))
+        else:
+            tree = DecisionTreeClassifier(max_depth=8, random_state=0).fit(v[:cut],
+                                                                            ys[:cut].astype(str))
+            yt = ys[cut:].astype(str).to_numpy()
+            if task == "binary" and len(set(yt)) == 2:
+                from sklearn.metrics import roc_auc_score
+
+                pos = tree.classes_[-1]
+                score = float(roc_auc_score(yt == pos, tree.predict_proba(v[cut:])[:, -1]))
+            else:
+                score = float((tree.predict(v[cut:]) == yt).mean())
+        if score >= threshold:
+            leaks.append((col, round(score, 4)))
+    return leaks
+
+
+# models ------------------------------------------------------------------------------------
+@dataclass
+class TrainedModel:
+    kind: str  # xgboost | linear | forest
+    task: str
+    spec: dict[str, Any]
+    estimator: Any  # xgboost sklearn wrapper, or sklearn Pipeline
+    params: dict[str, Any]
+    best_iteration: int | None = None
+
+    @property
+    def classes(self) -> list[Any] | None:
+        return self.spec.get("classes")
+
+    def predict_frame(self, X: pd.DataFrame) -> pd.DataFrame:
+        if self.kind == "xgboost":
+            Xp = prepare_features(X, self.spec, for_xgboost=True)
+            raw = (self.estimator.predict(Xp) if self.task == "regression"
+                   else self.estimator.predict_proba(Xp))
+            if self.task == "binary":
+                raw = raw[:, 1]
+        else:
+            Xp = prepare_features(X, self.spec, for_xgboost=False)
+            raw = (self.estimator.predict(Xp) if self.task == "regression"
+                   else self.estimator.predict_proba(Xp))
+        return output_frame(self.task, self.classes, raw, X.index)
+
+    def save(self, folder: Path) -> dict[str, Path]:
+        """Write the artifacts of the packaged model: ``{"spec": path, "model": path}``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        spec_path = folder / "spec.json"
+        spec_path.write_text(json.dumps(self.spec, indent=2, default=str), encoding="utf-8")
+        if self.kind == "xgboost":
+            booster = self.estimator.get_booster()
+            if self.best_iteration is not None:
+                booster = booster[: self.best_iteration + 1]
+            path = folder / "model.ubj"
+            booster.save_model(str(path))
+        else:
+            import joblib
+
+            path = folder / "model.joblib"
+            joblib.dump(self.estimator, path)
+        return {"spec": spec_path, "model": path}
+
+    def feature_importances(self) -> dict[str, float]:
+        names = self.spec["feature_order"]
+        if self.kind == "xgboost":
+            gain = self.estimator.get_booster().get_score(importance_type="total_gain")
+            total = sum(gain.values()) or 1.0
+            return {c: float(gain.get(c, 0.0)) / total for c in names}
+        est = self.estimator[-1]
+        pre = self.estimator[0]
+        out_names = list(pre.get_feature_names_out())
+        raw = (np.abs(est.coef_).reshape(-1, len(out_names)).sum(axis=0)
+               if hasattr(est, "coef_") else est.feature_importances_)
+        imp = dict.fromkeys(names, 0.0)
+        for name, v in zip(out_names, raw, strict=True):
+            base = name.split("__", 1)[1]
+            col = next((c for c in sorted(names, key=len, reverse=True)
+                        if base == c or base.startswith(c + "_")), None)
+            if col is not None:
+                imp[col] += float(v)
+        total = sum(imp.values()) or 1.0
+        return {c: v / total for c, v in imp.items()}
+
+
+def _encode_y(y: pd.Series, classes: list[Any] | None) -> np.ndarray:
+    if classes is None:
+        return y.to_numpy(dtype="float64")
+    lookup = {c: i for i, c in enumerate(classes)}
+    return y.map(lookup).to_numpy(dtype="int64")
+
+
+def _sklearn_pipeline(kind: str, task: str, spec: dict[str, Any], params: dict[str, Any],
+                      seed: int) -> Any:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+    kinds = spec["kinds"]
+    num = [c for c, k in kinds.items() if k in ("numeric", "boolean")]
+    cat = [c for c, k in kinds.items() if k == "categorical"]
+    if kind == "linear":
+        num_pipe = make_pipeline(SimpleImputer(strategy="median", add_indicator=True),
+                                 StandardScaler())
+        cat_pipe = make_pipeline(SimpleImputer(strategy="constant", fill_value="<missing>"),
+                                 OneHotEncoder(handle_unknown="infrequent_if_exist",
+                                               min_frequency=10, sparse_output=True))
+        model = (Ridge(alpha=params.get("alpha", 1.0)) if task == "regression" else
+                 LogisticRegression(C=params.get("C", 1.0), max_iter=2000, random_state=seed))
+    else:
+        num_pipe = SimpleImputer(strategy="median")
+        cat_pipe = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
+                                  encoded_missing_value=-2)
+        rf = RandomForestRegressor if task == "regression" else RandomForestClassifier
+        model = rf(n_estimators=params.get("n_estimators", 200),
+                   max_depth=params.get("max_depth"),
+                   min_samples_leaf=params.get("min_samples_leaf", 5),
+                   max_features=params.get("max_features", "sqrt"),
+                   n_jobs=-1, random_state=seed)
+    pre = ColumnTransformer([("num", num_pipe, num), ("cat", cat_pipe, cat)],
+                            remainder="drop", sparse_threshold=0.3 if kind == "linear" else 0)
+    return Pipeline([("prepare", pre), ("model", model)])
+
+
+def fit_model(kind: str, task: str, spec: dict[str, Any], params: dict[str, Any],
+              X_tr: pd.DataFrame, y_tr: pd.Series, X_val: pd.DataFrame, y_val: pd.Series,
+              seed: int = 42) -> TrainedModel:
+    """Fit one model; XGBoost stops early on the (later) validation rows."""
+    classes = spec.get("classes")
+    if kind == "xgboost":
+        import xgboost as xgb
+
+        common = dict(tree_method="hist", enable_categorical=True, max_cat_to_onehot=8,
+                      n_estimators=params.get("n_estimators", 2000),
+                      early_stopping_rounds=params.get("early_stopping_rounds", 50),
+                      random_state=seed, n_jobs=0)
+        hp = {k: v for k, v in params.items() if k not in ("n_estimators",
+                                                           "early_stopping_rounds")}
+        if task == "regression":
+            est = xgb.XGBRegressor(**common, **hp)
+        else:
+            est = xgb.XGBClassifier(**common, **hp, eval_metric="logloss" if task == "binary"
+                                    else "mlogloss")
+        Xt = prepare_features(X_tr, spec, for_xgboost=True)
+        Xv = prepare_features(X_val, spec, for_xgboost=True)
+        est.fit(Xt, _encode_y(y_tr, classes), eval_set=[(Xv, _encode_y(y_val, classes))],
+                verbose=False)
+        best = getattr(est, "best_iteration", None)
+        return TrainedModel(kind, task, spec, est, params, best)
+    pipe = _sklearn_pipeline(kind, task, spec, params, seed)
+    Xt = prepare_features(X_tr, spec, for_xgboost=False)
+    pipe.fit(Xt, y_tr.to_numpy())
+    return TrainedModel(kind, task, spec, pipe, params)
+
+
+def suggest_params(trial: Any, kind: str, task: str) -> dict[str, Any]:
+    if kind == "xgboost":
+        return {"max_depth": trial.suggest_int("max_depth", 3, 10),
+                "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
+                "min_child_weight": trial.suggest_float("min_child_weight", 1, 30, log=True),
+                "subsample": trial.suggest_float("subsample", 0.6, 1.0),
+                "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
+                "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10, log=True)}
+    if kind == "linear":
+        if task == "regression":
+            return {"alpha": trial.suggest_float("alpha", 1e-3, 1e3, log=True)}
+        return {"C": trial.suggest_float("C", 1e-3, 1e2, log=True)}
+    return {"n_estimators": trial.suggest_int("n_estimators", 100, 400, step=50),
+            "max_depth": trial.suggest_int("max_depth", 4, 24),
+            "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 50, log=True),
+            "max_features": trial.suggest_float("max_features", 0.2, 0.9)}
+
+
+@dataclass
+class SearchResult:
+    model: TrainedModel
+    best_params: dict[str, Any]
+    best_score: float
+    trials: int
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def search(kind: str, task: str, spec: dict[str, Any], X_tr: pd.DataFrame, y_tr: pd.Series,
+           X_val: pd.DataFrame, y_val: pd.Series, *, trials: int, timeout_s: float | None,
+           seed: int, fixed: dict[str, Any] | None = None) -> SearchResult:
+    """Optuna TPE search (seeded) within a budget of trials and seconds. Every trial trains on
+    the earlier rows and is scored on the later validation rows: no future leaks into a fit."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    metric = PRIMARY[task]
+    direction = "maximize" if HIGHER_IS_BETTER[metric] else "minimize"
+    best: dict[str, Any] = {}
+    history: list[dict[str, Any]] = []
+
+    def objective(trial: Any) -> float:
+        params = suggest_params(trial, kind, task) | (fixed or {})
+        m = fit_model(kind, task, spec, params, X_tr, y_tr, X_val, y_val, seed)
+        score = compute_metrics(task, y_val, m.predict_frame(X_val), spec.get("classes"))[metric]
+        if math.isnan(score):
+            score = -math.inf if direction == "maximize" else math.inf
+        history.append({"trial": trial.number, "score": score, **params})
+        better = (not best or (score > best["score"] if direction == "maximize"
+                               else score < best["score"]))
+        if better:
+            best.update(score=score, model=m, params=params)
+        return score
+
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, max(trials, 1)))
+    study = optuna.create_study(direction=direction, sampler=sampler)
+    # the first trial is a sensible default, so a budget of one trial still gives a good model
+    study.enqueue_trial(_defaults(kind, task))
+    t0 = time.perf_counter()
+    study.optimize(objective, n_trials=max(trials, 1), timeout=timeout_s)
+    return SearchResult(best["model"], best["params"], best["score"], len(study.trials),
+                        time.perf_counter() - t0, history)
+
+
+def _defaults(kind: str, task: str) -> dict[str, Any]:
+    if kind == "xgboost":
+        return {"max_depth": 6, "learning_rate": 0.1, "min_child_weight": 1.0, "subsample": 1.0,
+                "colsample_bytree": 1.0, "reg_lambda": 1.0}
+    if kind == "linear":
+        return {"alpha": 1.0} if task == "regression" else {"C": 1.0}
+    return {"n_estimators": 200, "max_depth": 16, "min_samples_leaf": 5, "max_features": 0.5}
+
+
+def time_split(n: int, holdout: float, validation: float) -> tuple[slice, slice, slice]:
+    """(train, validation, hold-out) slices of ``n`` time-ordered rows: the latest rows are the
+    hold-out, the ones before them the validation rows."""
+    n_hold = max(1, round(n * holdout))
+    rest = n - n_hold
+    n_val = max(1, round(rest * validation))
+    return slice(0, rest - n_val), slice(rest - n_val, rest), slice(rest, n)
