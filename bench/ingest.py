@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Any
 
 # the parent process stays light (no pandas): it only spawns jobs and prints figures
-EMPLOYMENT = Path(os.environ.get("MLOPS_BENCH_EMPLOYMENT",
-                                 "/work/shared/data/employment_ma.parquet"))
+EMPLOYMENT = Path(os.environ.get(
+    "MLOPS_BENCH_EMPLOYMENT",
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "employment_ma.parquet"))
 CHUNK_ROWS = 100_000
 DEMO_BATCH_ROWS = 100_000
 DEMO_ROW_GROUP = 1_000_000  # row groups as pyarrow writes them by default (about 1M rows)

@@ -30,18 +30,9 @@ from mlops_core.ingest import ingest, release_batch
 from mlops_core.store import BatchStore, MetadataStore
 from mlops_core.validation import CONTRACT_FILE, content_hash
 
-SHARED_DATA = Path("/work/shared/data")
-
 DATA: dict[str, Any] = {"id_column": "id", "time_column": "ts", "target": "y",
                         "features": {"numeric": ["x"], "categorical": ["color"]},
                         "batch": {"period": "1D"}}
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not (SHARED_DATA / "car_loan.parquet").exists():
-        pytest.skip(f"shared data sets not found in {SHARED_DATA}")
-    return SHARED_DATA
 
 
 def _settings(tmp_path: Path, ws: str = "ws", *, rules: dict[str, str] | None = None,

@@ -1,0 +1,31 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def find_shared_data() -> Path | None:
+    """``shared/data`` beside the checkout (as CI lays it out), or $MLOPS_SHARED_DATA."""
+    for p in (os.environ.get("MLOPS_SHARED_DATA"), REPO.parent / "shared" / "data",
+              Path("/work/shared/data")):
+        if p and (Path(p) / "car_loan.parquet").exists():
+            return Path(p)
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder with car_loan.parquet and employment_ma.parquet. Missing data fails in CI
+    (where it is always laid beside the checkout) and skips elsewhere."""
+    path = find_shared_data()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("shared data sets not found beside the checkout (../shared/data)")
+        pytest.skip("shared data sets not found (set MLOPS_SHARED_DATA)")
+    return path
