@@ -34,6 +34,7 @@ from mlops_core.training import (
     load_training_data,
     search,
     time_split,
+    to_plain,
 )
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def train_and_register(settings: Settings, *, trigger: str = "manual",
     champ_pred = None
     if champion:
         try:
-            champ_pred = reg.load(champion).predict(df.iloc[ho])
+            champ_pred = reg.predict(champion, df.iloc[ho])
             champ_metrics = compute_metrics(task, y_ho, champ_pred, classes)
             champ_slices = slice_metrics(task, df.iloc[ho], y_ho, champ_pred,
                                          gcfg.slice_columns, classes)
@@ -181,7 +182,8 @@ def train_and_register(settings: Settings, *, trigger: str = "manual",
                                                                               indent=2))
         (root / "training" / "search.json").write_text(json.dumps(found.history, indent=1,
                                                                   default=str))
-        example = X_ho.head(5)
+        example = to_plain(X_ho.head(5)).astype(  # numbers as float: missing values allowed
+            {c: "float64" for c, k in spec["kinds"].items() if k == "numeric"})
         params = {"model_type": mcfg.type, "task": task, "trigger": trigger,
                   "rows": len(df), "train_rows": tr.stop - tr.start,
                   "validation_rows": va.stop - va.start, "holdout_rows": ho.stop - ho.start,
@@ -205,12 +207,9 @@ def train_and_register(settings: Settings, *, trigger: str = "manual",
         smoke_ok: bool | None = None
         smoke_detail = ""
         if gcfg.smoke_test:
-            smoke_ok, smoke_detail, preds = smoke_test(model_uri, example.to_json(orient="split",
-                                                                                  date_format="iso"),
-                                                       reg.uri)
+            smoke_ok, smoke_detail, preds = smoke_test(model_uri, example, reg.uri)
             expected = [str(v) for v in model.predict_frame(example)["prediction"]]
-            if smoke_ok and preds is not None and [str(p) for p in preds] != expected and \
-                    task != "regression":
+            if smoke_ok and task != "regression" and preds != expected:
                 smoke_ok, smoke_detail = False, "predictions differ from the trained model's"
         t_smoke = time.perf_counter() - t2
         gate = decide_gate(task=task, challenger=metrics, champion=champ_metrics,

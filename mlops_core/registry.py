@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import sqlalchemy as sa
 
 from mlops_core.config import Settings
@@ -176,7 +177,15 @@ class Registry:
         mlflow = self._mlflow
         from mlflow.models import infer_signature
 
-        signature = infer_signature(input_example, signature_output)
+        from mlflow.models import ModelSignature
+        from mlflow.types.schema import ColSpec, Schema
+
+        inferred = infer_signature(input_example, signature_output)
+        # every input column may be missing in a request: the model handles missing values
+        signature = ModelSignature(
+            inputs=Schema([ColSpec(c.type, c.name, required=False)
+                           for c in inferred.inputs.inputs]),
+            outputs=inferred.outputs)
         with mlflow.start_run(experiment_id=self.experiment_id(), run_name=run_name) as run:
             mlflow.log_params({k: _param(v) for k, v in params.items()})
             mlflow.log_metrics({k: float(v) for k, v in metrics.items() if _finite(v)})
@@ -266,6 +275,12 @@ class Registry:
         """The packaged model (pyfunc) of ``version``."""
         return self._mlflow.pyfunc.load_model(self.model_uri(version))
 
+    def predict(self, version: str, frame: pd.DataFrame) -> pd.DataFrame:
+        """Predictions of ``version`` for ``frame``, its columns first cast to the types in the
+        model's signature (MLflow refuses even int → double)."""
+        model = self.load(version)
+        return model.predict(conform_to_signature(frame, model.metadata.get_input_schema()))
+
     def download(self, version: str, dst: Path) -> Path:
         return Path(self._mlflow.artifacts.download_artifacts(
             artifact_uri=self.model_uri(version), dst_path=str(dst)))
@@ -327,7 +342,7 @@ class Registry:
     def _find_request(self, request_id: str) -> AuditRecord | None:
         with self.meta.engine.connect() as conn:
             row = conn.execute(sa.select(audit_log).where(
-                audit_log.c.request_id == request_id)).first()
+                audit_log.c.model == self.name, audit_log.c.request_id == request_id)).first()
         return AuditRecord(**dict(row._mapping)) if row else None
 
     def _db_champion(self, conn: sa.Connection | None = None) -> tuple[str | None, int]:
@@ -515,32 +530,55 @@ class Registry:
                               f"v{version} rejected", rid)
 
 
-def smoke_test(model_uri: str, example_json: str, tracking: str, timeout_s: float = 180
+def smoke_test(model_uri: str, example: pd.DataFrame, tracking: str, timeout_s: float = 180
                ) -> tuple[bool, str, list[Any] | None]:
-    """Load ``model_uri`` in a fresh Python process and predict ``example_json`` (records).
-    Returns (ok, detail, predictions)."""
+    """Load ``model_uri`` in a fresh Python process and predict ``example`` (passed as Parquet,
+    so types survive). Returns (ok, detail, predictions as text)."""
     code = (
         "import sys, json, mlflow, pandas as pd\n"
         "mlflow.set_tracking_uri(sys.argv[1]); mlflow.set_registry_uri(sys.argv[1])\n"
         "m = mlflow.pyfunc.load_model(sys.argv[2])\n"
-        "df = pd.read_json(sys.stdin, orient='split')\n"
-        "out = m.predict(df)\n"
-        "print(json.dumps(out['prediction'].tolist(), default=str))\n"
+        "out = m.predict(pd.read_parquet(sys.argv[3]))\n"
+        "print(json.dumps([str(v) for v in out['prediction']]))\n"
     )
-    try:
-        res = subprocess.run([sys.executable, "-c", code, tracking, model_uri],
-                             input=example_json, capture_output=True, text=True,
-                             timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return False, f"timed out after {timeout_s:.0f} s", None
+    with tempfile.TemporaryDirectory(prefix="mlops-smoke-") as tmp:
+        path = Path(tmp) / "example.parquet"
+        example.to_parquet(path, index=False)
+        try:
+            res = subprocess.run([sys.executable, "-c", code, tracking, model_uri, str(path)],
+                                 capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return False, f"timed out after {timeout_s:.0f} s", None
     if res.returncode != 0:
         tail = (res.stderr.strip().splitlines() or ["(no output)"])[-1]
-        return False, f"failed: {tail}", None
+        return False, f"failed: {tail[-400:]}", None
     try:
         preds = json.loads(res.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         return False, f"unreadable output: {res.stdout[-200:]}", None
     return True, f"{len(preds)} predictions", preds
+
+
+def conform_to_signature(frame: pd.DataFrame, schema: Any) -> pd.DataFrame:
+    """The columns a signature names, cast to its types; missing columns come as missing."""
+    if schema is None:
+        return frame
+    out = {}
+    for spec in schema.inputs:
+        s = frame[spec.name] if spec.name in frame.columns else pd.Series(None, index=frame.index,
+                                                                          dtype=object)
+        kind = str(spec.type).lower()
+        if kind in ("double", "float", "datatype.double", "datatype.float"):
+            out[spec.name] = pd.to_numeric(s, errors="coerce").astype("float64")
+        elif kind in ("long", "integer", "datatype.long", "datatype.integer"):
+            out[spec.name] = pd.to_numeric(s, errors="coerce")
+        elif kind in ("string", "datatype.string"):
+            out[spec.name] = s.astype(object).where(s.notna(), None).map(
+                lambda v: v if v is None else str(v))
+        else:
+            out[spec.name] = s.astype(object).where(s.notna(), None) if isinstance(
+                s.dtype, pd.CategoricalDtype) else s
+    return pd.DataFrame(out, index=frame.index)
 
 
 def _finite(v: Any) -> bool:

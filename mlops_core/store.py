@@ -78,8 +78,9 @@ audit_log = sa.Table(
     sa.Column("outcome", sa.String(20), nullable=False),  # applied | refused | recorded
     sa.Column("reason", sa.Text, nullable=False, default=""),
     sa.Column("evidence", sa.Text, nullable=True),
-    sa.Column("request_id", sa.String(100), nullable=True, unique=True),
+    sa.Column("request_id", sa.String(100), nullable=True),  # idempotency key
     sa.Column("alias_moved_at", sa.DateTime, nullable=True),  # set once MLflow reflects it
+    sa.UniqueConstraint("model", "request_id", name="uq_audit_request"),
 )
 
 

@@ -85,6 +85,17 @@ def load_training_data(settings: Settings, meta: MetadataStore | None = None) ->
     return TrainingData(df, lineage, start, end, dropped)
 
 
+def to_plain(df: pd.DataFrame) -> pd.DataFrame:
+    """Categorical columns as plain text, the types a packaged model's signature expects."""
+    cats = [c for c in df.columns if isinstance(df[c].dtype, pd.CategoricalDtype)]
+    if not cats:
+        return df
+    out = df.copy()
+    for c in cats:
+        out[c] = out[c].astype(object).where(out[c].notna(), None)
+    return out
+
+
 # feature spec ------------------------------------------------------------------------------
 def feature_spec(settings: Settings, frame: pd.DataFrame, kind: str,
                  classes: list[Any] | None) -> dict[str, Any]:
@@ -298,9 +309,9 @@ def fit_model(kind: str, task: str, spec: dict[str, Any], params: dict[str, Any]
         import xgboost as xgb
 
         common = dict(tree_method="hist", enable_categorical=True, max_cat_to_onehot=8,
-                      n_estimators=params.get("n_estimators", 2000),
+                      n_estimators=params.get("n_estimators", 1000),
                       early_stopping_rounds=params.get("early_stopping_rounds", 50),
-                      random_state=seed, n_jobs=0)
+                      random_state=seed, n_jobs=None)
         hp = {k: v for k, v in params.items() if k not in ("n_estimators",
                                                            "early_stopping_rounds")}
         if task == "regression":
@@ -323,7 +334,7 @@ def fit_model(kind: str, task: str, spec: dict[str, Any], params: dict[str, Any]
 def suggest_params(trial: Any, kind: str, task: str) -> dict[str, Any]:
     if kind == "xgboost":
         return {"max_depth": trial.suggest_int("max_depth", 3, 10),
-                "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
+                "learning_rate": trial.suggest_float("learning_rate", 0.03, 0.3, log=True),
                 "min_child_weight": trial.suggest_float("min_child_weight", 1, 30, log=True),
                 "subsample": trial.suggest_float("subsample", 0.6, 1.0),
                 "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
