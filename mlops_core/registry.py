@@ -175,9 +175,7 @@ class Registry:
 
         ``files`` maps an artifact sub-folder to a local file or folder to upload."""
         mlflow = self._mlflow
-        from mlflow.models import infer_signature
-
-        from mlflow.models import ModelSignature
+        from mlflow.models import ModelSignature, infer_signature
         from mlflow.types.schema import ColSpec, Schema
 
         inferred = infer_signature(input_example, signature_output)

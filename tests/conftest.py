@@ -29,3 +29,18 @@ def shared_data() -> Path:
             pytest.fail("shared data sets not found beside the checkout (../shared/data)")
         pytest.skip("shared data sets not found (set MLOPS_SHARED_DATA)")
     return path
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A real MLflow tracking server (SQLite backend, local artifacts) for the whole session,
+    started and stopped by mlops_core.services. Tests give their settings
+    ``storage.mlflow_uri = mlflow_server.url`` and their own project (registered model) name."""
+    from mlops_core.services import MLFLOW, start_mlflow, stop_service
+
+    workspace = tmp_path_factory.mktemp("mlflow-server")
+    info = start_mlflow(workspace)
+    try:
+        yield info
+    finally:
+        stop_service(workspace, MLFLOW)
