@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -59,6 +60,8 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v",
                                                help="Log what happens.")] = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # XGBoost's OpenMP threads otherwise spin while waiting, starving the services beside them
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _print_json(payload: Any) -> None:

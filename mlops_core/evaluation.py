@@ -72,10 +72,13 @@ def slice_metrics(task: str, frame: pd.DataFrame, y_true: pd.Series, pred: pd.Da
                   ) -> dict[str, dict[str, dict[str, float]]]:
     """{column: {value: metrics + rows}} for each configured categorical column."""
     out: dict[str, dict[str, dict[str, float]]] = {}
+    if classes is None and task != "regression":  # the hold-out's classes, not each slice's
+        classes = sorted(pd.unique(np.asarray(y_true)).tolist())
     for col in columns:
         if col not in frame.columns:
             continue
-        keys = frame[col].astype(str).fillna("<missing>").to_numpy()
+        s = frame[col]
+        keys = s.astype(object).where(s.notna(), "<missing>").astype(str).to_numpy()
         out[col] = {}
         for value in sorted(set(keys.tolist())):
             m = keys == value
@@ -136,6 +139,9 @@ def decide_gate(*, task: str, challenger: dict[str, float], champion: dict[str, 
                   f"data: {'+' if gain >= 0 else ''}{gain:.4f} (needs ≥ {min_improvement:+.4f})")
     elif champion is None:
         res.reasons.append(f"PASS no champion yet: {metric} {score:.4f}")
+    else:
+        res.reasons.append(f"PASS no comparison: the champion has no {metric} on the same "
+                           f"recent data (challenger {score:.4f})")
     if max_slice_regression is not None and challenger_slices and champion_slices:
         worst: tuple[float, str] | None = None
         for col, values in challenger_slices.items():
@@ -152,6 +158,9 @@ def decide_gate(*, task: str, challenger: dict[str, float], champion: dict[str, 
             ok = worst[0] <= max_slice_regression
             check(ok, f"worst slice {worst[1]}: {metric} regresses by {worst[0]:.4f} "
                       f"(allowed {max_slice_regression:.4f})")
+        else:
+            res.reasons.append(f"PASS no slice to compare: none has {MIN_SLICE_ROWS} rows and "
+                               f"a {metric} for both models")
     if smoke_ok is not None:
         check(smoke_ok, "packaged model loads and predicts in a fresh process"
               + (f" ({smoke_detail})" if smoke_detail else ""))

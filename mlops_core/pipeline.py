@@ -252,7 +252,10 @@ def train_and_register(settings: Settings, *, trigger: str = "manual",
         if settings.promotion.mode == "auto":
             promotion = reg.auto_promote(version, comment="auto: the gate passed: "
                                          + "; ".join(gate.reasons)).to_dict()
-            status = "approved" if promotion["outcome"] == "applied" else status
+            if promotion["outcome"] == "applied":
+                status = "approved"
+            else:  # refused (e.g. the champion changed meanwhile): it awaits a person
+                reg.set_challenger(version)
         else:
             reg.set_challenger(version)
     else:

@@ -184,7 +184,10 @@ class Registry:
             inputs=Schema([ColSpec(c.type, c.name, required=False)
                            for c in inferred.inputs.inputs]),
             outputs=inferred.outputs)
-        with mlflow.start_run(experiment_id=self.experiment_id(), run_name=run_name) as run:
+        # MLflow prints the run's URL on stdout when a run ends: keep stdout for the output of
+        # our commands (`mlops train --json`)
+        with contextlib.redirect_stdout(sys.stderr), \
+                mlflow.start_run(experiment_id=self.experiment_id(), run_name=run_name) as run:
             mlflow.log_params({k: _param(v) for k, v in params.items()})
             mlflow.log_metrics({k: float(v) for k, v in metrics.items() if _finite(v)})
             mlflow.set_tags(tags)
@@ -251,6 +254,7 @@ class Registry:
         return self._info(mv, self.aliases())
 
     def versions(self) -> list[VersionInfo]:
+        self.reconcile()  # a listing must not show an alias a crash left behind
         aliases = self.aliases()
         mvs = self.client.search_model_versions(f"name='{self.name}'")
         return sorted((self._info(mv, aliases) for mv in mvs), key=lambda v: int(v.version))

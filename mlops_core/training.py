@@ -53,8 +53,8 @@ def load_training_data(settings: Settings, meta: MetadataStore | None = None) ->
                                  "(`mlops ingest`)")
     recs.sort(key=lambda r: (r.end_time or r.created_at, r.created_at))
     window = settings.model.window
-    chosen = []
-    rows = 0
+    chosen, frames = [], []
+    rows = 0  # labelled rows so far: the window counts labelled rows
     newest = recs[-1].end_time
     for r in reversed(recs):
         if window.rows and rows >= window.rows:
@@ -63,18 +63,20 @@ def load_training_data(settings: Settings, meta: MetadataStore | None = None) ->
                 r.end_time < newest - pd.Timedelta(window.period):
             break
         chosen.append(r)
-        rows += r.rows
+        frames.append(store.read(r))
+        rows += int(frames[-1][target].notna().sum())
     chosen.reverse()
-    frames = [store.read(r) for r in chosen]
+    frames.reverse()
     df = pd.concat(frames, ignore_index=True)
     tcol = settings.data.time_column
     if tcol and tcol in df.columns:
         df = df.sort_values(tcol, kind="stable", ignore_index=True)
         if window.period:
             df = df[df[tcol] >= df[tcol].max() - pd.Timedelta(window.period)]
-    if window.rows and len(df) > window.rows:
-        df = df.iloc[-window.rows:]
     labelled = df[target].notna()
+    if window.rows and labelled.sum() > window.rows:  # from the oldest labelled row kept on
+        first = int(np.flatnonzero(labelled.to_numpy())[-window.rows])
+        df, labelled = df.iloc[first:], labelled.iloc[first:]
     dropped = int((~labelled).sum())
     df = df[labelled].reset_index(drop=True)
     lineage = [{"id": r.id, "sha256": r.content_sha256, "rows": r.rows,
@@ -143,6 +145,9 @@ def check_training_input(X: pd.DataFrame, y: pd.Series, task: str, min_rows: int
                         "nothing to learn")
     if task == "regression" and not pd.api.types.is_numeric_dtype(y):
         problems.append("task is regression but the target is not numeric")
+    elif task == "regression" and y.nunique(dropna=True) < 2:
+        problems.append(f"the target is constant ({y.dropna().unique()[:1].tolist()}): "
+                        "nothing to learn")
     if not X.shape[1]:
         problems.append("no features")
     if problems:
@@ -173,19 +178,25 @@ def detect_leaks(X: pd.DataFrame, y: pd.Series, spec: dict[str, Any], task: str,
             v = s.to_numpy(dtype="float64", na_value=np.nan).reshape(-1, 1)
         v = np.nan_to_num(v, nan=-1e12)
         if task == "regression":
+            if ys[cut:].nunique() < 2:  # constant later rows: R² says nothing
+                continue
             tree = DecisionTreeRegressor(max_depth=8, random_state=0).fit(v[:cut], ys[:cut])
             score = float(tree.score(v[cut:], ys[cut:]))
         else:
             tree = DecisionTreeClassifier(max_depth=8, random_state=0).fit(v[:cut],
                                                                             ys[:cut].astype(str))
             yt = ys[cut:].astype(str).to_numpy()
-            if task == "binary" and len(set(yt)) == 2:
+            present = np.unique(yt)
+            if len(present) < 2:  # one class in the later rows: no evidence either way
+                continue
+            if task == "binary":
                 from sklearn.metrics import roc_auc_score
 
                 pos = tree.classes_[-1]
                 score = float(roc_auc_score(yt == pos, tree.predict_proba(v[cut:])[:, -1]))
-            else:
-                score = float((tree.predict(v[cut:]) == yt).mean())
+            else:  # balanced accuracy: a constant guess scores 1/k, however rare the classes
+                guess = tree.predict(v[cut:])
+                score = float(np.mean([(guess[yt == c] == c).mean() for c in present]))
         if score >= threshold:
             leaks.append((col, round(score, 4)))
     return leaks
@@ -249,7 +260,8 @@ class TrainedModel:
                if hasattr(est, "coef_") else est.feature_importances_)
         imp = dict.fromkeys(names, 0.0)
         for name, v in zip(out_names, raw, strict=True):
-            base = name.split("__", 1)[1]
+            # a missing-value indicator counts for its column
+            base = name.split("__", 1)[1].removeprefix("missingindicator_")
             col = next((c for c in sorted(names, key=len, reverse=True)
                         if base == c or base.startswith(c + "_")), None)
             if col is not None:
@@ -305,6 +317,14 @@ def fit_model(kind: str, task: str, spec: dict[str, Any], params: dict[str, Any]
               seed: int = 42) -> TrainedModel:
     """Fit one model; XGBoost stops early on the (later) validation rows."""
     classes = spec.get("classes")
+    if classes is not None:
+        seen = set(pd.unique(y_tr).tolist())
+        unseen = [c for c in classes if c not in seen]
+        if unseen:
+            raise TrainingInputError(
+                f"cannot train: class(es) {unseen} of the target occur only in the latest rows "
+                "(validation or hold-out), never in the training rows; widen the window or "
+                "wait for more labelled data")
     if kind == "xgboost":
         import xgboost as xgb
 
@@ -390,7 +410,10 @@ def search(kind: str, task: str, spec: dict[str, Any], X_tr: pd.DataFrame, y_tr:
     # the first trial is a sensible default, so a budget of one trial still gives a good model
     study.enqueue_trial(_defaults(kind, task))
     t0 = time.perf_counter()
-    study.optimize(objective, n_trials=max(trials, 1), timeout=timeout_s)
+    study.optimize(objective, n_trials=1)  # always, however small the time budget
+    left = None if timeout_s is None else timeout_s - (time.perf_counter() - t0)
+    if trials > 1 and (left is None or left > 0):
+        study.optimize(objective, n_trials=trials - 1, timeout=left)
     return SearchResult(best["model"], best["params"], best["score"], len(study.trials),
                         time.perf_counter() - t0, history)
 

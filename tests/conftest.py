@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+# XGBoost's OpenMP threads spin while they wait; on a shared 2-core machine that starves the
+# servers the tests start. Passive waiting costs nothing when the cores are free.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 
@@ -32,7 +38,7 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real MLflow tracking server (SQLite backend, local artifacts) for the whole session,
     started and stopped by mlops_core.services. Tests give their settings
     ``storage.mlflow_uri = mlflow_server.url`` and their own project (registered model) name."""

@@ -38,13 +38,27 @@ def prepare_features(df: pd.DataFrame, spec: dict[str, Any], *, for_xgboost: boo
             out[col] = np.where(s.isna(), np.nan, np.where(
                 text.isin(["true", "t", "yes", "1", "1.0"]), 1.0, 0.0)).astype("float64")
         else:
-            strings = s.astype(object).where(s.notna(), None).map(
-                lambda v: v if v is None else str(v))
-            if for_xgboost:
-                out[col] = pd.Categorical(strings, categories=spec["categories"][col])
-            else:
-                out[col] = strings.astype(object)
+            out[col] = _categories(s, spec["categories"][col], for_xgboost)
     return pd.DataFrame(out, index=df.index)
+
+
+def _as_text(s: pd.Series) -> pd.Series:
+    """Values as str, missing as None."""
+    if s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) in ("string", "empty"):
+        return s.where(s.notna(), None)
+    return s.astype(object).where(s.notna(), None).map(lambda v: v if v is None else str(v))
+
+
+def _categories(s: pd.Series, known: list[str], for_xgboost: bool) -> Any:
+    if isinstance(s.dtype, pd.CategoricalDtype):  # fast: work on the categories, not values
+        names = [str(c) for c in s.cat.categories]
+        if len(set(names)) == len(names):
+            s = s.cat.rename_categories(names)
+            return s.cat.set_categories(known) if for_xgboost else _as_text(
+                s.astype(object))
+        s = s.astype(object)
+    text = _as_text(s)
+    return pd.Categorical(text, categories=known) if for_xgboost else text
 
 
 def output_frame(task: str, classes: list[Any] | None, raw: np.ndarray,
