@@ -1,6 +1,6 @@
 """What tracking, packaging and gating add to training, against a plain XGBoost fit.
 
-    .venv/bin/python bench/train.py                  # employment_ma.parquet, 5 trials
+    .venv/bin/python bench/train.py             # employment_ma.parquet, 10 trials (the default)
     .venv/bin/python bench/train.py --trials 3 --keep
 
 Setup (not measured): employment_ma.parquet (277,677 rows, 16 features) is ingested into a
@@ -138,7 +138,8 @@ def run_child(*args: str) -> tuple[dict[str, Any], float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--trials", type=int, default=5, help="search budget in trials (both jobs)")
+    ap.add_argument("--trials", type=int, default=10,
+                    help="search budget in trials (both jobs); 10 is model.search.trials' default")
     ap.add_argument("--keep", action="store_true", help="keep the temp workspace")
     ap.add_argument("--job", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()

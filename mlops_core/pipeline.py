@@ -8,10 +8,12 @@ The CLI (`mlops train`), the Prefect train flow and the backtester all call
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ import mlops_core
 from mlops_core.config import Settings
 from mlops_core.evaluation import GateResult, compute_metrics, decide_gate, slice_metrics
 from mlops_core.monitoring import performance_report
-from mlops_core.registry import Registry, file_sha256, smoke_test
+from mlops_core.registry import Registry, SmokeTest, file_sha256
 from mlops_core.store import MetadataStore
 from mlops_core.training import (
     TrainingInputError,
@@ -117,6 +119,30 @@ def train_and_register(settings: Settings, *, trigger: str = "manual",
     Raises :class:`TrainingInputError` (nothing registered) when the data cannot make a
     trustworthy model."""
     t_start = time.perf_counter()
+    # libraries needed after the search load on the other core meanwhile (the search is native
+    # code), and the smoke test's fresh process imports its own. What the search imports is
+    # imported first, here, so the two threads never import the same modules at once.
+    for name in ("xgboost", "optuna", "sklearn.tree", "sklearn.metrics", "sklearn.ensemble",
+                 "sklearn.linear_model", "sklearn.compose"):
+        importlib.import_module(name)
+    warm = threading.Thread(target=_import_late_libraries, daemon=True)
+    warm.start()
+    smoke = SmokeTest() if settings.gate.smoke_test else None
+    try:
+        return _train_and_register(settings, trigger, meta, registry, smoke, t_start)
+    finally:
+        if smoke is not None:
+            smoke.close()
+
+
+def _import_late_libraries() -> None:
+    for name in ("mlflow.pyfunc", "evidently", "evidently.presets"):
+        importlib.import_module(name)
+
+
+def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | None,
+                        registry: Registry | None, smoke: SmokeTest | None, t_start: float
+                        ) -> TrainingOutcome:
     meta = meta or MetadataStore(settings.db_url)
     mcfg, gcfg, task = settings.model, settings.gate, settings.task
     target = settings.data.target
@@ -203,11 +229,21 @@ def train_and_register(settings: Settings, *, trigger: str = "manual",
                               "training": root / "training"},
             input_example=example, signature_output=model.predict_frame(example))
         t_log = time.perf_counter() - t1
+        if smoke is not None:  # it loads and predicts while the evidence is computed here
+            smoke.submit(model_uri, example, reg.uri)
+        evidence = root / "evidence"
+        evidence.mkdir()
+        try:
+            performance_report(task, y_ho, pred_ho, evidence, classes=classes,
+                               y_reference=y_ho if champ_pred is not None else None,
+                               pred_reference=champ_pred, name="performance")
+        except (ValueError, TypeError, KeyError) as e:  # evidence is best effort
+            log.warning("Evidently performance report failed: %s", e)
         t2 = time.perf_counter()
         smoke_ok: bool | None = None
         smoke_detail = ""
-        if gcfg.smoke_test:
-            smoke_ok, smoke_detail, preds = smoke_test(model_uri, example, reg.uri)
+        if smoke is not None:
+            smoke_ok, smoke_detail, preds = smoke.result()
             expected = [str(v) for v in model.predict_frame(example)["prediction"]]
             if smoke_ok and task != "regression" and preds != expected:
                 smoke_ok, smoke_detail = False, "predictions differ from the trained model's"
@@ -217,28 +253,21 @@ def train_and_register(settings: Settings, *, trigger: str = "manual",
                            smoke_ok=smoke_ok, smoke_detail=smoke_detail, metric=gcfg.metric,
                            min_score=gcfg.min_score, min_improvement=gcfg.min_improvement,
                            max_slice_regression=gcfg.max_slice_regression)
-        evidence = root / "evidence"
-        evidence.mkdir()
         (evidence / "comparison.json").write_text(json.dumps({
             "metric": gate.metric, "challenger": metrics, "champion": champ_metrics,
             "champion_version": champion, "slices": {"challenger": slices,
                                                      "champion": champ_slices},
             "gate": gate.to_dict(), "holdout_rows": ho.stop - ho.start}, indent=2,
             default=str))
-        try:
-            performance_report(task, y_ho, pred_ho, evidence, classes=classes,
-                               y_reference=y_ho if champ_pred is not None else None,
-                               pred_reference=champ_pred, name="performance")
-        except (ValueError, TypeError, KeyError) as e:  # evidence is best effort
-            log.warning("Evidently performance report failed: %s", e)
         card = root / "card"
         card.mkdir()
-        (card / "model_card.md").write_text(_model_card(
+        card_text = _model_card(
             name=reg.name, version_hint=f"run {run_id[:8]}", trigger=trigger, spec=spec,
             kind=mcfg.type, rows=len(df), window=(str(data.start), str(data.end)),
             batches=len(data.lineage), metrics=metrics, champion=champion,
             champion_metrics=champ_metrics, gate=gate, params=found.best_params, sha=sha,
-            importances=importances))
+            importances=importances)
+        (card / "model_card.md").write_text(card_text)
         reg.log_run_files(run_id, {"evidence": evidence, "card": card})
 
     status = "pending_approval" if gate.passed else "rejected"
@@ -246,7 +275,7 @@ def train_and_register(settings: Settings, *, trigger: str = "manual",
         "status": status, "gate_passed": str(gate.passed).lower(),
         "gate_reasons": json.dumps(gate.reasons)[:5000], "metrics": json.dumps(metrics),
         "model_type": mcfg.type, "rows": str(len(df)),
-        "data_window": f"{data.start} → {data.end}"})
+        "data_window": f"{data.start} → {data.end}"}, description=card_text)
     promotion = None
     if gate.passed:
         if settings.promotion.mode == "auto":
