@@ -62,6 +62,9 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v",
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # XGBoost's OpenMP threads otherwise spin while waiting, starving the services beside them
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if not verbose:
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
 def _print_json(payload: Any) -> None:
@@ -321,6 +324,10 @@ def train(
     if as_json:
         _print_json(res.to_dict())
         return
+    _print_training(res, settings)
+
+
+def _print_training(res: Any, settings: Any) -> None:
     color = {"pending_approval": "yellow", "approved": "green"}.get(res.status, "red")
     out.print(f"Version [bold]{res.version}[/] ({settings.model.type}, {res.rows:,} rows, "
               f"{res.batches} batches, {res.trials} trials): [{color}]{res.status}[/]")
@@ -469,10 +476,12 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     fresh: Annotated[bool, typer.Option("--fresh", help="Delete an existing demo project first.")
                      ] = False,
+    train: Annotated[bool, typer.Option("--train/--no-train", help="Also train a first model "
+                                        "and leave it awaiting approval.")] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate a demo project (loan applications with drift, dropped weekly into a landing
-    folder, a few of them faulty) and ingest it batch by batch."""
+    folder, a few of them faulty), ingest it batch by batch, and train a first model."""
     from mlops_core.config import load_config
     from mlops_core.scaffold import InferredSchema, render_config
     from mlops_core.simulate import ID, TARGET, TIME, generate_stream, write_landing
@@ -498,14 +507,28 @@ def demo(
     if not cfg_path.exists():
         schema = InferredSchema(task="binary", **stream.features)
         text = render_config(project="loans-demo", data=Path("landing"), target=TARGET,
-                             time=TIME, id_col=ID, schema=schema, source_kind="folder")
+                             time=TIME, id_col=ID, schema=schema, source_kind="folder",
+                             trials=5)
         cfg_path.write_text(text, encoding="utf-8")
     settings = load_config(cfg_path)
     result = run_ingest(settings, None, as_json)
+    trained = None
+    if train:
+        from mlops_core.pipeline import train_and_register
+
+        if not as_json:
+            out.print("\nTraining a first model on the labelled batches (search, hold-out, "
+                      "smoke test, gate)...")
+        with err.status("Training..."):
+            trained = train_and_register(settings, trigger="demo")
+        if not as_json:
+            _print_training(trained, settings)
     if as_json:
-        _print_json(result | {"project": str(cfg_path.resolve())})
+        _print_json(result | {"project": str(cfg_path.resolve()),
+                              "training": trained.to_dict() if trained else None})
     else:
-        out.print(f"Project: [bold]{cfg_path}[/]. Try: mlops quarantine list -c {cfg_path}")
+        out.print(f"\nProject: [bold]{cfg_path}[/]. Next: mlops quarantine list -c {cfg_path}"
+                  + (f"; mlops models -c {cfg_path}" if trained else ""))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,7 +15,7 @@ PRIMARY = {"binary": "roc_auc", "multiclass": "f1_macro", "regression": "rmse"}
 HIGHER_IS_BETTER = {"roc_auc": True, "pr_auc": True, "accuracy": True, "f1": True,
                     "f1_macro": True, "log_loss": False, "calibration_error": False,
                     "rmse": False, "mae": False, "r2": True}
-MIN_SLICE_ROWS = 30  # smaller slices are reported but do not decide anything
+MIN_SLICE_ROWS = 200  # smaller slices are reported but too noisy to decide anything
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:

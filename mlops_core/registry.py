@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -178,7 +179,9 @@ class Registry:
         from mlflow.models import ModelSignature, infer_signature
         from mlflow.types.schema import ColSpec, Schema
 
-        inferred = infer_signature(input_example, signature_output)
+        with warnings.catch_warnings():  # class labels are integers on purpose
+            warnings.filterwarnings("ignore", message=".*Inferred schema contains integer")
+            inferred = infer_signature(input_example, signature_output)
         # every input column may be missing in a request: the model handles missing values
         signature = ModelSignature(
             inputs=Schema([ColSpec(c.type, c.name, required=False)

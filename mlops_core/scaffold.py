@@ -101,9 +101,10 @@ def _yaml_scalar(value: object) -> str:
 
 def render_config(*, project: str, data: Path, target: str, time: str | None, id_col: str | None,
                   schema: InferredSchema, workspace: str = ".mlops",
-                  source_kind: str = "file") -> str:
+                  source_kind: str = "file", trials: int = 10) -> str:
     """The text of a commented ``mlops.yaml``."""
     left = "".join(f"\n    #   {c}: {why}" for c, why in schema.left_out.items())
+    cands = _yaml_list(schema.categorical[:2])
     batch = "    period: W          # one batch per calendar week of the time column ('1D', " \
         "'7D', 'MS')" \
         if time else "    size: 10000        # rows per batch (no time column was given)"
@@ -150,6 +151,25 @@ storage:
   workspace: {workspace}      # batches, quarantine, contract, reports, metadata DB
   db_url: null            # default: SQLite in the workspace; any SQLAlchemy URL works
   mlflow_uri: null        # default: a local MLflow server over the workspace
+
+model:
+  type: xgboost           # xgboost | linear | forest
+  window:                 # which labelled rows train a model (newest first); neither = all
+    rows: null            #   e.g. 200000
+    period: null          #   e.g. 180D
+  holdout: 0.2            # newest share of the window, kept unseen for the gate
+  search:
+    trials: {trials}             # hyper-parameter search budget: trials and/or seconds
+    timeout_s: 300
+  min_rows: 200
+
+gate:                     # every check must pass for a version to await approval
+  metric: null            # default by task: roc_auc, f1_macro or rmse
+  min_score: null         # e.g. 0.7
+  min_improvement: 0.0    # over the champion, on the same newest rows
+  max_slice_regression: 0.05
+  slice_columns: []       # categorical columns whose slices must not regress, e.g. {cands}
+  smoke_test: true        # load and predict the packaged model in a fresh process
 
 promotion:
   mode: manual            # manual: a person approves each new champion; auto: the gate decides

@@ -304,8 +304,8 @@ def _slices(values: dict[str, tuple[float, float]], metric: str = "roc_auc"
 
 
 def test_slice_regression_names_the_worst_slice() -> None:
-    champ = _slices({"north": (0.80, 100), "south": (0.80, 100), "east": (0.80, 100)})
-    chall = _slices({"north": (0.85, 100), "south": (0.70, 100), "east": (0.77, 100)})
+    champ = _slices({"north": (0.80, 300), "south": (0.80, 300), "east": (0.80, 300)})
+    chall = _slices({"north": (0.85, 300), "south": (0.70, 300), "east": (0.77, 300)})
 
     res = _gate(challenger={"roc_auc": 0.82}, champion={"roc_auc": 0.80},
                 challenger_slices=chall, champion_slices=champ, max_slice_regression=0.05)
@@ -319,8 +319,8 @@ def test_slice_regression_names_the_worst_slice() -> None:
 
 
 def test_slice_regression_within_the_allowance_passes() -> None:
-    champ = _slices({"north": (0.80, 100), "south": (0.80, 100)})
-    chall = _slices({"north": (0.78, 100), "south": (0.81, 100)})
+    champ = _slices({"north": (0.80, 300), "south": (0.80, 300)})
+    chall = _slices({"north": (0.78, 300), "south": (0.81, 300)})
 
     res = _gate(champion={"roc_auc": 0.79}, challenger_slices=chall, champion_slices=champ,
                 max_slice_regression=0.05)
@@ -331,8 +331,8 @@ def test_slice_regression_within_the_allowance_passes() -> None:
 
 
 def test_slice_regression_lower_is_better() -> None:
-    champ = _slices({"a": (1.0, 50), "b": (1.0, 50)}, "rmse")
-    chall = _slices({"a": (0.9, 50), "b": (1.3, 50)}, "rmse")
+    champ = _slices({"a": (1.0, 300), "b": (1.0, 300)}, "rmse")
+    chall = _slices({"a": (0.9, 300), "b": (1.3, 300)}, "rmse")
 
     res = decide_gate(task="regression", challenger={"rmse": 0.95}, champion={"rmse": 1.0},
                       challenger_slices=chall, champion_slices=champ, max_slice_regression=0.1)
@@ -410,8 +410,8 @@ def test_champion_without_a_comparable_score_is_a_listed_reason(champion: dict) 
 
 
 def test_every_reason_is_listed_passed_and_failed() -> None:
-    champ = _slices({"north": (0.80, 100), "south": (0.80, 100)})
-    chall = _slices({"north": (0.60, 100), "south": (0.80, 100)})
+    champ = _slices({"north": (0.80, 300), "south": (0.80, 300)})
+    chall = _slices({"north": (0.60, 300), "south": (0.80, 300)})
 
     res = _gate(challenger={"roc_auc": 0.70}, champion={"roc_auc": 0.80}, min_score=0.6,
                 challenger_slices=chall, champion_slices=champ, max_slice_regression=0.05,
@@ -445,7 +445,7 @@ def _gate_inputs(draw: st.DrawFn) -> dict[str, Any]:
         return draw(st.one_of(st.none(), st.dictionaries(
             st.sampled_from(["region", "channel"]),
             st.dictionaries(st.sampled_from(["a", "b", "c"]),
-                            st.fixed_dictionaries({"rows": st.integers(0, 100).map(float)},
+                            st.fixed_dictionaries({"rows": st.integers(0, 400).map(float)},
                                                   optional={n: _scores for n in names}),
                             max_size=3),
             max_size=2)))
