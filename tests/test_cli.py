@@ -199,16 +199,20 @@ def test_demo_generates_and_ingests_a_faulty_stream(tmp_path: Path, runner: CliR
     assert dup["origin"].endswith("_resent.parquet")
     assert any(b["id"] == dup["id"] and b["status"] == "accepted" for b in report["batches"])
     assert (demo / "drift_points.json").exists()
+    # and a first model awaits approval
+    assert report["training"]["version"] == "1"
+    assert report["training"]["status"] == "pending_approval"
 
     # the landing folder is a folder source: a second run finds nothing new
     again = _json(_run(runner, "demo", "--dir", str(demo), "--rows", "20000", "--days", "70",
-                       "--json"))
-    assert again["batches"] == []
+                       "--no-train", "--json"))
+    assert again["batches"] == [] and again["training"] is None
 
 
 @pytest.mark.parametrize("args", [
     [], ["init"], ["ingest"], ["batches"], ["demo"], ["quarantine"], ["quarantine", "list"],
-    ["quarantine", "show"], ["quarantine", "release"],
+    ["quarantine", "show"], ["quarantine", "release"], ["train"], ["models"], ["approve"],
+    ["reject"], ["rollback"], ["audit"], ["package"],
 ], ids=lambda a: " ".join(a) or "mlops")
 def test_help_of_every_command(runner: CliRunner, args: list[str]) -> None:
     res = _run(runner, *args, "--help")
