@@ -468,6 +468,85 @@ def package(
 
 
 @app.command()
+def monitor(
+    batch: Annotated[list[str] | None, typer.Option(
+        "--batch", help="Batch id to monitor (repeatable). Default: the batches accepted since "
+        "the last monitoring run.")] = None,
+    retrain: Annotated[bool, typer.Option(
+        "--retrain", help="If the policy decides to retrain, train now (as `mlops train "
+        "--trigger REASONS`).")] = False,
+    report: Annotated[bool | None, typer.Option(
+        "--report/--no-report", help="Write the Evidently HTML report (default: on a drift, "
+        "per monitoring.report).")] = None,
+    config: ConfigOpt = Path("mlops.yaml"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare new batches with the champion's reference: data drift (Evidently), realised and
+    estimated performance, concept-drift detectors; then the retraining policy decides."""
+    from mlops_core.supervision import monitor as run_monitor
+    from mlops_core.supervision import record_action
+
+    try:
+        settings = _settings(config)
+        with err.status("Monitoring..."):
+            res = run_monitor(settings, batch, report=report)
+        trained = None
+        if retrain and res.decision and res.decision.retrain:
+            from mlops_core.pipeline import train_and_register
+
+            with err.status(f"Retraining ({res.decision.trigger})..."):
+                trained = train_and_register(settings, trigger=res.decision.trigger)
+            record_action(_metadata(settings), res.id, trained.to_dict())
+    except (MlopsError, LookupError) as e:
+        _fail(str(e))
+        return
+    if as_json:
+        _print_json(res.to_dict() | {"training": trained.to_dict() if trained else None})
+        return
+    d = res.drift
+    color = {"ok": "green", "drift": "red"}.get(d.status, "yellow")
+    out.print(f"Monitoring run [bold]{res.id}[/]: champion v{res.champion_version}, "
+              f"{len(res.batch_ids)} batch(es), {res.rows:,} rows ({res.labelled_rows:,} "
+              f"labelled)")
+    out.print(f"  data drift: [{color}]{d.status}[/] {escape(d.message)}")
+    for c in d.columns:
+        if c.drifted or c.status in ("all_missing", "constant"):
+            detail = (f"{c.method} {c.score:.3f} (threshold {c.threshold:g})"
+                      if c.score is not None else c.status)
+            out.print(f"    {'[red]drift[/]' if c.drifted else '[yellow]skipped[/]'} "
+                      f"{escape(c.column)}: {detail}")
+    m = res.metric
+    if res.performance:
+        out.print(f"  realised {m}: {res.performance.get(m, float('nan')):.4f} "
+                  f"(champion at training {res.baseline.get(m, float('nan')):.4f})")
+    if m in res.estimated:
+        e = res.estimated[m]
+        out.print(f"  estimated {m} without labels: {e['value']:.4f} "
+                  f"[{e['low']:.4f}, {e['high']:.4f}]")
+    for det in res.detectors:
+        out.print(f"  detector {det.name}: {'[red]fired[/]' if det.fired else 'quiet'} "
+                  f"on {det.rows:,} rows")
+    dec = res.decision
+    if dec:
+        verdict = "[red]retrain[/]" if dec.retrain else "no retrain"
+        out.print(f"  decision: {verdict}")
+        for r in dec.reasons:
+            out.print(f"    signal: {escape(r)}")
+        for h in dec.held_back:
+            out.print(f"    held back: {escape(h)}")
+    if res.report:
+        out.print(f"  report: {settings.workspace / res.report}")
+    if trained:
+        _print_training(trained, settings)
+
+
+def _metadata(settings: Any) -> Any:
+    from mlops_core.store import MetadataStore
+
+    return MetadataStore(settings.db_url)
+
+
+@app.command()
 def demo(
     directory: Annotated[Path, typer.Option("--dir", help="Where to create the demo project.")
                          ] = Path("demo-project"),

@@ -276,15 +276,47 @@ class GateConfig(_Section):
 
 
 class MonitoringConfig(_Section):
-    """Filled by the monitoring issue."""
+    """How new data is compared with the champion's reference sample."""
 
-    schedule: str | None = None
+    schedule: str | None = None  # cron of the monitoring deployment, e.g. "0 * * * *"
+    sample_rows: int = Field(50_000, ge=1_000)  # seeded sample per side for the statistics
+    min_rows: int = Field(100, ge=10)  # fewer rows: "not enough data", no verdict
+    method: str | None = None  # None: Evidently's default per column (it depends on size)
+    threshold: float | None = None  # None: the method's default
+    drift_share: float = Field(0.5, gt=0, le=1)  # share of drifted columns = dataset drift
+    weight_by_importance: bool = True  # also report drift weighted by feature importance
+    report: Literal["on_drift", "always", "never"] = "on_drift"  # the HTML report
+    seed: int = 0
 
 
 class RetrainingConfig(_Section):
-    """Filled by the monitoring issue."""
+    """The retraining policy: which signals count, and the brakes on retraining."""
 
-    schedule: str | None = None
+    schedule: str | None = None  # cron of the training deployment, e.g. "0 3 * * 1"
+    max_model_age: str | None = "30D"  # retrain when the champion was trained longer ago
+    performance_drop: float | None = Field(0.05, ge=0)  # realised metric below the champion's
+    estimated_drop: float | None = Field(0.05, ge=0)  # label-free estimate below it
+    drift_share: float | None = Field(0.5, gt=0, le=1)  # drifted share (weighted if enabled)
+    detectors: list[Literal["adwin", "page_hinkley", "ddm"]] = Field(
+        default_factory=lambda: ["adwin", "ddm"])
+    cooldown: str = "1D"  # no retrain sooner than this after the last one
+    max_retrains: int = Field(3, ge=1)  # at most this many retrains ...
+    per: str = "7D"  # ... per this period
+    min_new_labels: int = Field(500, ge=0)  # labelled rows since the last training
+
+    @model_validator(mode="after")
+    def _durations(self) -> RetrainingConfig:
+        import pandas as pd
+
+        for key in ("max_model_age", "cooldown", "per"):
+            value = getattr(self, key)
+            if value is not None:
+                try:
+                    pd.Timedelta(value)
+                except ValueError:
+                    raise ValueError(f"{key} '{value}' is not a duration such as '1D' or "
+                                     "'12h'") from None
+        return self
 
 
 class PromotionConfig(_Section):

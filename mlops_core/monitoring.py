@@ -74,3 +74,182 @@ def performance_report(task: str, y_current: pd.Series, pred_current: pd.DataFra
     js.write_text(json.dumps(payload, indent=1), encoding="utf-8")
     values = {m["metric_name"]: m["value"] for m in payload.get("metrics", [])}
     return ReportFiles(html, js, values)
+
+
+# data drift ----------------------------------------------------------------------------------
+EVIDENTLY_KIND = {"numeric": "num", "categorical": "cat", "boolean": "cat"}
+
+
+@dataclass
+class ColumnDrift:
+    column: str
+    kind: str  # numeric | categorical | boolean
+    status: str  # ok | drift | all_missing | constant
+    method: str | None = None
+    score: float | None = None
+    threshold: float | None = None
+    drifted: bool | None = None
+    importance: float | None = None
+
+
+@dataclass
+class DriftSummary:
+    """Our own result of a data-drift check (no Evidently objects)."""
+
+    status: str  # ok | drift | not_enough_data
+    rows_reference: int
+    rows_current: int
+    sampled_rows: int  # per side, for the statistics
+    columns: list[ColumnDrift]
+    drift_share: float | None  # among the columns that could be tested
+    weighted_drift_share: float | None  # the same, weighted by feature importance
+    share_threshold: float
+    message: str = ""
+
+    @property
+    def dataset_drift(self) -> bool:
+        return self.status == "drift"
+
+    @property
+    def drifted_columns(self) -> list[str]:
+        return [c.column for c in self.columns if c.drifted]
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self) | {"dataset_drift": self.dataset_drift,
+                               "drifted_columns": self.drifted_columns}
+
+
+def sample_rows(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """A seeded sample of ``n`` rows in their original order (all rows if fewer)."""
+    import numpy as np
+
+    if len(frame) <= n:
+        return frame
+    idx = np.sort(np.random.default_rng(seed).choice(len(frame), n, replace=False))
+    return frame.iloc[idx]
+
+
+def _clean(s: pd.Series, kind: str) -> pd.Series:
+    """Values Evidently's tests can take: no NaN or ±inf, categories as text."""
+    import numpy as np
+
+    if kind == "numeric":
+        v = pd.to_numeric(s, errors="coerce").astype("float64")
+        return v[np.isfinite(v.to_numpy())]
+    s = s.dropna()
+    return s.astype(str) if s.dtype != object or isinstance(s.dtype, pd.CategoricalDtype) \
+        else s.map(str)
+
+
+def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[str, str], *,
+                  importances: dict[str, float] | None = None, sample_size: int = 50_000,
+                  min_rows: int = 100, method: str | None = None,
+                  threshold: float | None = None, drift_share: float = 0.5, seed: int = 0
+                  ) -> DriftSummary:
+    """Per-column drift of ``current`` against ``reference`` with Evidently's own stattests
+    (the same default test per column as ``DataDriftPreset``: it depends on the reference
+    size), on a seeded sample of at most ``sample_size`` rows per side.
+
+    Columns all missing or constant on either side are reported and left out of the share;
+    fewer than ``min_rows`` rows on either side give ``not_enough_data`` and no verdict."""
+    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    ref = sample_rows(reference, sample_size, seed)
+    cur = sample_rows(current, sample_size, seed + 1)
+    summary = DriftSummary(status="ok", rows_reference=len(reference), rows_current=len(current),
+                           sampled_rows=max(len(ref), len(cur)), columns=[], drift_share=None,
+                           weighted_drift_share=None, share_threshold=drift_share)
+    if len(ref) < min_rows or len(cur) < min_rows:
+        summary.status = "not_enough_data"
+        summary.message = (f"not enough data: {len(cur):,} current and {len(ref):,} reference "
+                           f"rows (need {min_rows:,} each)")
+        return summary
+    for col, kind in kinds.items():
+        imp = (importances or {}).get(col)
+        if col not in ref.columns or col not in cur.columns:
+            continue
+        r, c = _clean(ref[col], kind), _clean(cur[col], kind)
+        if r.empty or c.empty:
+            summary.columns.append(ColumnDrift(col, kind, "all_missing", importance=imp))
+            continue
+        if r.nunique() <= 1 or c.nunique() <= 1:
+            summary.columns.append(ColumnDrift(col, kind, "constant", importance=imp))
+            continue
+        ftype = ColumnType.Numerical if kind == "numeric" else ColumnType.Categorical
+        test = get_stattest(r, c, ftype, method)
+        res = test(r, c, ftype, threshold)
+        drifted = bool(res.drifted)
+        summary.columns.append(ColumnDrift(col, kind, "drift" if drifted else "ok",
+                                           test.name, float(res.drift_score),
+                                           float(res.actual_threshold), drifted, imp))
+    tested = [c for c in summary.columns if c.drifted is not None]
+    if not tested:
+        summary.status = "not_enough_data"
+        summary.message = "no column could be tested (all missing or constant)"
+        return summary
+    summary.drift_share = sum(c.drifted for c in tested) / len(tested)  # type: ignore[misc]
+    if importances:
+        total = sum(c.importance or 0.0 for c in tested)
+        if total > 0:
+            summary.weighted_drift_share = sum(c.importance or 0.0 for c in tested
+                                               if c.drifted) / total
+    summary.status = "drift" if summary.drift_share >= drift_share else "ok"
+    n_drift = sum(bool(c.drifted) for c in tested)
+    summary.message = (f"{n_drift} of {len(tested)} columns drifted "
+                       f"({summary.drift_share:.0%}" + (
+                           f", {summary.weighted_drift_share:.0%} by importance"
+                           if summary.weighted_drift_share is not None else "") + ")")
+    return summary
+
+
+def drift_report(reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[str, str],
+                 out_dir: Path, *, method: str | None = None, threshold: float | None = None,
+                 drift_share: float = 0.5, name: str = "drift") -> ReportFiles:
+    """The full Evidently report (``DataDriftPreset`` and ``DataSummaryPreset``) as HTML and
+    JSON, for people. Pass the samples :func:`compute_drift` used: the same data gives the
+    same verdicts."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset, DataSummaryPreset
+
+    cols = [c for c in kinds if c in reference.columns and c in current.columns]
+    num = [c for c in cols if kinds[c] == "numeric"]
+    cat = [c for c in cols if kinds[c] != "numeric"]
+
+    def prepared(df: pd.DataFrame) -> pd.DataFrame:
+        out = df[cols].copy()
+        for c in cat:
+            out[c] = out[c].astype(object).where(out[c].notna(), None).map(
+                lambda v: v if v is None else str(v))
+        for c in num:
+            out[c] = pd.to_numeric(out[c], errors="coerce").astype("float64")
+        return out
+
+    dd = DataDefinition(numerical_columns=num, categorical_columns=cat)
+    preset = DataDriftPreset(method=method, threshold=threshold, drift_share=drift_share) \
+        if method or threshold else DataDriftPreset(drift_share=drift_share)
+    snap = Report([preset, DataSummaryPreset()]).run(
+        Dataset.from_pandas(prepared(current), data_definition=dd),
+        Dataset.from_pandas(prepared(reference), data_definition=dd))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    html, js = out_dir / f"{name}.html", out_dir / f"{name}.json"
+    snap.save_html(str(html))
+    payload = json.loads(snap.json())
+    js.write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    values = {m["metric_name"]: m["value"] for m in payload.get("metrics", [])}
+    return ReportFiles(html, js, values)
+
+
+def report_verdicts(report_json: dict[str, Any]) -> dict[str, bool]:
+    """{column: drifted} from an Evidently drift report's JSON (its per-column tests)."""
+    out: dict[str, bool] = {}
+    for m in report_json.get("metrics", []):
+        cfg = m.get("config", {})
+        if cfg.get("type") == "evidently:metric_v2:ValueDrift":
+            value, thr = float(m["value"]), float(cfg["threshold"])
+            method = str(cfg.get("method", "")).lower()
+            p_value = "p_value" in method or method.endswith("test")
+            out[cfg["column"]] = value < thr if p_value else value >= thr
+    return out

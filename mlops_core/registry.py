@@ -288,6 +288,21 @@ class Registry:
         model = self.load(version)
         return model.predict(conform_to_signature(frame, model.metadata.get_input_schema()))
 
+    def run_file(self, version: str, path: str, cache_dir: Path) -> Path:
+        """A file of the version's training run (e.g. ``reference/reference.parquet``), kept
+        in ``cache_dir`` once downloaded: artifacts of a version never change."""
+        target = cache_dir / f"{self.name}-v{version}" / path
+        if not target.exists():
+            info = self.version(version)
+            if not info.run_id:
+                raise NotFoundError(f"version {version} has no training run")
+            tmp = Path(self._mlflow.artifacts.download_artifacts(
+                run_id=info.run_id, artifact_path=path,
+                dst_path=str(cache_dir / f".download-{uuid.uuid4().hex}")))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp.replace(target)
+        return target
+
     def download(self, version: str, dst: Path) -> Path:
         return Path(self._mlflow.artifacts.download_artifacts(
             artifact_uri=self.model_uri(version), dst_path=str(dst)))

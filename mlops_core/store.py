@@ -84,6 +84,34 @@ audit_log = sa.Table(
 )
 
 
+monitoring_runs = sa.Table(
+    "monitoring_runs", metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("at", sa.DateTime, nullable=False, index=True),
+    sa.Column("model", sa.String(200), nullable=False, index=True),
+    sa.Column("champion_version", sa.String(20), nullable=True),
+    sa.Column("batch_ids", sa.Text, nullable=False),  # JSON list
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # ok | drift | not_enough_data
+    sa.Column("drift_share", sa.Float, nullable=True),
+    sa.Column("weighted_drift_share", sa.Float, nullable=True),
+    sa.Column("summary", sa.Text, nullable=False),  # JSON: the whole typed result
+    sa.Column("report_path", sa.Text, nullable=True),  # relative to the workspace
+)
+
+decisions = sa.Table(
+    "decisions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime, nullable=False, index=True),
+    sa.Column("model", sa.String(200), nullable=False, index=True),
+    sa.Column("monitoring_run", sa.String(40), nullable=True),
+    sa.Column("retrain", sa.Boolean, nullable=False),
+    sa.Column("reasons", sa.Text, nullable=False),  # JSON list
+    sa.Column("held_back", sa.Text, nullable=False),  # JSON list
+    sa.Column("acted", sa.Text, nullable=True),  # what was done: the training outcome
+)
+
+
 def utcnow() -> datetime:
     """Naive UTC now, the convention of every timestamp we store."""
     return datetime.now(UTC).replace(tzinfo=None)

@@ -249,7 +249,7 @@ def _to_boolean(s: pd.Series) -> tuple[pd.Series, int]:
     return out, bad
 
 
-def _text(s: pd.Series) -> pd.Series:
+def as_text(s: pd.Series) -> pd.Series:
     """Values as strings (missing kept missing); whole floats read '3', not '3.0'."""
     text = s.astype(object).where(s.notna(), None).map(lambda v: v if v is None else str(v))
     if pd.api.types.is_float_dtype(s):
@@ -265,13 +265,13 @@ def _to_category(s: pd.Series) -> pd.Series:
         cats = s.cat.categories
         if cats.dtype == object and pd.api.types.infer_dtype(cats) == "string":
             return s
-        names = _text(pd.Series(cats))
+        names = as_text(pd.Series(cats))
         if names.is_unique:
             return s.cat.rename_categories(names.tolist())
         s = s.astype(object)
     if s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) in ("string", "empty"):
         return s.astype("category")
-    return _text(s).astype("category")
+    return as_text(s).astype("category")
 
 
 def _present(s: pd.Series) -> np.ndarray:
@@ -375,7 +375,7 @@ def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContrac
             if role == "feature":
                 out[col] = _to_category(s)
             else:  # ids and class labels stay plain text
-                out[col] = s if s.dtype == object else _text(s)
+                out[col] = s if s.dtype == object else as_text(s)
     for col in extra:  # kept as they came; a warning says they are not part of the contract
         out[col] = df[col]
     conformed = pd.DataFrame(out, index=df.index)

@@ -1,0 +1,261 @@
+"""One monitoring pass: new batches against the champion → data drift, realised performance,
+a label-free estimate, concept-drift detectors → the retraining policy's decision, recorded.
+
+The CLI (`mlops monitor`), the Prefect monitor flow and the dashboard call :func:`monitor`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from mlops_core.config import Settings
+from mlops_core.detectors import DetectorResult, run_detectors
+from mlops_core.errors import MlopsError
+from mlops_core.evaluation import (
+    HIGHER_IS_BETTER,
+    PRIMARY,
+    compute_metrics,
+    estimate_performance,
+)
+from mlops_core.monitoring import DriftSummary, compute_drift, drift_report, performance_report
+from mlops_core.monitoring import sample_rows as _sample
+from mlops_core.registry import Registry
+from mlops_core.store import (
+    BatchRecord,
+    BatchStore,
+    MetadataStore,
+    audit_log,
+    decisions,
+    monitoring_runs,
+    utcnow,
+)
+from mlops_core.triggers import Decision, PolicyState, Signals, decide
+from mlops_core.validation import as_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MonitoringResult:
+    id: str
+    at: datetime
+    model: str
+    champion_version: str
+    batch_ids: list[str]
+    rows: int
+    labelled_rows: int
+    drift: DriftSummary
+    performance: dict[str, float] | None  # realised, on the labelled rows
+    baseline: dict[str, float]  # the champion's hold-out metrics at training
+    estimated: dict[str, dict[str, float]] = field(default_factory=dict)  # label-free
+    detectors: list[DetectorResult] = field(default_factory=list)
+    decision: Decision | None = None
+    report: str | None = None  # HTML report, relative to the workspace
+    metric: str = ""
+
+    @property
+    def status(self) -> str:
+        return self.drift.status
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "at": self.at.isoformat(), "model": self.model,
+                "champion_version": self.champion_version, "batch_ids": self.batch_ids,
+                "rows": self.rows, "labelled_rows": self.labelled_rows, "status": self.status,
+                "metric": self.metric, "drift": self.drift.to_dict(),
+                "performance": self.performance, "baseline": self.baseline,
+                "estimated": self.estimated,
+                "detectors": [d.to_dict() for d in self.detectors],
+                "decision": self.decision.to_dict() if self.decision else None,
+                "report": self.report}
+
+
+def _kinds(settings: Settings, frame: pd.DataFrame) -> dict[str, str]:
+    feats = settings.data.features
+    if feats.all():
+        return {c: feats.kind_of(c) or "numeric" for c in feats.all()}
+    d = settings.data
+    return {c: ("numeric" if pd.api.types.is_numeric_dtype(frame[c])
+                and not pd.api.types.is_bool_dtype(frame[c]) else "categorical")
+            for c in frame.columns if c not in (d.id_column, d.time_column, d.target)}
+
+
+def _last_run_at(meta: MetadataStore, model: str) -> datetime | None:
+    with meta.engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.max(monitoring_runs.c.at)).where(
+            monitoring_runs.c.model == model)).scalar_one_or_none()
+
+
+def select_batches(meta: MetadataStore, model: str, batch_ids: list[str] | None,
+                   trained_on: set[str] | None = None) -> list[BatchRecord]:
+    """The given batches; else those accepted since the last monitoring run that did not
+    train the champion; else the newest batch."""
+    if batch_ids:
+        return [meta.get_batch(b) for b in batch_ids]
+    accepted = meta.list_batches("accepted")
+    if not accepted:
+        raise MlopsError("no accepted batches to monitor: ingest data first")
+    since = _last_run_at(meta, model)
+    new = [r for r in accepted if (since is None or r.created_at > since)
+           and r.id not in (trained_on or set())]
+    return new or [max(accepted, key=lambda r: (r.end_time or r.created_at, r.created_at))]
+
+
+def _policy_state(meta: MetadataStore, model: str) -> PolicyState:
+    with meta.engine.connect() as conn:
+        times = [r[0] for r in conn.execute(
+            sa.select(audit_log.c.at).where(audit_log.c.model == model,
+                                            audit_log.c.action == "register"))]
+    return PolicyState(last_retrain=max(times) if times else None,
+                       recent_retrains=tuple(times))
+
+
+def monitor(settings: Settings, batch_ids: list[str] | None = None, *,
+            report: bool | None = None, meta: MetadataStore | None = None,
+            registry: Registry | None = None, now: datetime | None = None) -> MonitoringResult:
+    """Monitor new batches against the champion, decide about retraining, record both."""
+    now = now or utcnow()
+    meta = meta or MetadataStore(settings.db_url)
+    reg = registry or Registry(settings, meta)
+    mcfg = settings.monitoring
+    champion = reg.champion()
+    if champion is None:
+        raise MlopsError(f"model '{reg.name}' has no champion yet: train and approve one "
+                         "(`mlops train`, `mlops approve VERSION --by NAME`)")
+    info = reg.version(champion)
+    cache = settings.workspace / "monitoring" / "cache"
+    reference = pd.read_parquet(reg.run_file(champion, "reference/reference.parquet", cache))
+    try:
+        importances = json.loads(reg.run_file(champion, "training/feature_importance.json",
+                                              cache).read_text())
+    except (MlopsError, OSError, ValueError):
+        importances = None
+    lineage = set(filter(None, info.tags.get("lineage_batches", "").split(",")))
+    recs = select_batches(meta, reg.name, batch_ids, lineage)
+    store = BatchStore(settings.workspace)
+    current = pd.concat([store.read(r) for r in recs], ignore_index=True)
+    kinds = _kinds(settings, reference)
+    drift = compute_drift(reference, current, kinds,
+                          importances=importances if mcfg.weight_by_importance else None,
+                          sample_size=mcfg.sample_rows, min_rows=mcfg.min_rows,
+                          method=mcfg.method, threshold=mcfg.threshold,
+                          drift_share=mcfg.drift_share, seed=mcfg.seed)
+    task = settings.task
+    metric = settings.gate.metric or PRIMARY[task]
+    baseline = info.metrics
+    target = settings.data.target
+    result = MonitoringResult(id=f"m-{uuid.uuid4().hex[:12]}", at=now, model=reg.name,
+                              champion_version=champion, batch_ids=[r.id for r in recs],
+                              rows=len(current), labelled_rows=0, drift=drift, performance=None,
+                              baseline=baseline, metric=metric)
+    classes = None
+    preds = None
+    if len(current):
+        preds = reg.predict(champion, current)
+        proba_cols = [c for c in preds.columns if c.startswith("proba_")]
+        if task != "regression" and proba_cols:
+            classes = [c.removeprefix("proba_") for c in proba_cols]
+            est = estimate_performance(task, preds[proba_cols].to_numpy(), classes,
+                                       seed=mcfg.seed)
+            result.estimated = {k: v.to_dict() for k, v in est.items()}
+    labelled = current[target].notna() if target and target in current.columns else \
+        pd.Series(False, index=current.index)
+    result.labelled_rows = int(labelled.sum())
+    if preds is not None and result.labelled_rows >= mcfg.min_rows:
+        y = current.loc[labelled, target]
+        p = preds.loc[labelled]
+        if classes is not None:  # labels as the model saw them (class names are text here)
+            y = as_text(y)
+            p = p.assign(prediction=as_text(p["prediction"]))
+        result.performance = compute_metrics(task, y, p, classes)
+        result.detectors = run_detectors(settings.retraining.detectors, task, y,
+                                         p["prediction"])
+    result.decision = decide(_signals(result, metric, info.created, new_labels=int(
+        labelled.sum())), _policy_state(meta, reg.name), settings.retraining, now)
+    want_report = report if report is not None else (
+        mcfg.report == "always" or (mcfg.report == "on_drift" and drift.dataset_drift))
+    if want_report and drift.status != "not_enough_data":
+        out_dir = settings.workspace / "reports" / result.id
+        drift_report(_sample(reference, mcfg.sample_rows, mcfg.seed),
+                     _sample(current, mcfg.sample_rows, mcfg.seed + 1), kinds, out_dir,
+                     method=mcfg.method, threshold=mcfg.threshold, drift_share=mcfg.drift_share)
+        if result.performance is not None and preds is not None:
+            y_all = current.loc[labelled, target]
+            p_all = preds.loc[labelled]
+            if classes is not None:
+                y_all, p_all = as_text(y_all), p_all.assign(prediction=as_text(
+                    p_all["prediction"]))
+            performance_report(task, y_all, p_all, out_dir, classes=classes)
+        result.report = str((out_dir / "drift.html").relative_to(settings.workspace))
+    record(meta, result)
+    return result
+
+
+def _signals(result: MonitoringResult, metric: str, trained_at: datetime, new_labels: int
+             ) -> Signals:
+    def drop(value: float | None) -> float | None:
+        base = result.baseline.get(metric)
+        if value is None or base is None or np.isnan(value) or np.isnan(base):
+            return None
+        return (base - value) if HIGHER_IS_BETTER.get(metric, True) else (value - base)
+
+    realised = result.performance.get(metric) if result.performance else None
+    estimated = result.estimated.get(metric, {}).get("value") if result.estimated else None
+    return Signals(performance_drop=drop(realised), estimated_drop=drop(estimated),
+                   drift_share=result.drift.drift_share,
+                   weighted_drift_share=result.drift.weighted_drift_share,
+                   detectors_fired=tuple(d.name for d in result.detectors if d.fired),
+                   model_trained_at=trained_at, new_labels=new_labels, metric=metric)
+
+
+def record(meta: MetadataStore, result: MonitoringResult) -> None:
+    """Store the run and the decision (retrain or not, and why)."""
+    d = result.decision
+    with meta.write() as conn:
+        conn.execute(monitoring_runs.insert().values(
+            id=result.id, at=result.at, model=result.model,
+            champion_version=result.champion_version, batch_ids=json.dumps(result.batch_ids),
+            rows=result.rows, status=result.status, drift_share=result.drift.drift_share,
+            weighted_drift_share=result.drift.weighted_drift_share,
+            summary=json.dumps(result.to_dict(), default=str), report_path=result.report))
+        if d is not None:
+            conn.execute(decisions.insert().values(
+                at=result.at, model=result.model, monitoring_run=result.id,
+                retrain=d.retrain, reasons=json.dumps(d.reasons),
+                held_back=json.dumps(d.held_back)))
+
+
+def record_action(meta: MetadataStore, monitoring_run: str, acted: dict[str, Any]) -> None:
+    """Say what was done about a decision (the training it started)."""
+    with meta.write() as conn:
+        conn.execute(decisions.update().where(decisions.c.monitoring_run == monitoring_run)
+                     .values(acted=json.dumps(acted, default=str)))
+
+
+def list_runs(meta: MetadataStore, model: str, limit: int = 50) -> list[dict[str, Any]]:
+    with meta.engine.connect() as conn:
+        rows = conn.execute(sa.select(monitoring_runs.c.summary).where(
+            monitoring_runs.c.model == model).order_by(monitoring_runs.c.at.desc())
+            .limit(limit)).all()
+    return [json.loads(r[0]) for r in rows]
+
+
+def list_decisions(meta: MetadataStore, model: str, limit: int = 50) -> list[dict[str, Any]]:
+    with meta.engine.connect() as conn:
+        rows = conn.execute(sa.select(decisions).where(decisions.c.model == model).order_by(
+            decisions.c.id.desc()).limit(limit)).all()
+    return [dict(r._mapping) | {"reasons": json.loads(r.reasons),
+                                "held_back": json.loads(r.held_back)} for r in rows]
+
+
+def reports_dir(settings: Settings, run_id: str) -> Path:
+    return settings.workspace / "reports" / run_id
