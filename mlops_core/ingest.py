@@ -30,6 +30,7 @@ from mlops_core.store import (
     BatchStore,
     MetadataStore,
     atomic_write_bytes,
+    file_sha256,
     utcnow,
     write_parquet_atomic,
 )
@@ -116,14 +117,6 @@ def _reason_text(rec: BatchRecord, findings: Iterable[Finding]) -> str:
               "To replay it after fixing the data (edit the file here) or the contract",
               f"(contract.yaml in the workspace):  mlops quarantine release {rec.id}"]
     return "\n".join(lines) + "\n"
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Ingestor:
@@ -263,7 +256,7 @@ class Ingestor:
     def _quarantine_unit(self, unit: SourceUnit, err: FileRejected) -> BatchOutcome:
         """Keep an unreadable unit whole (the file itself) beside its reason."""
         if unit.raw_file is not None and unit.raw_file.exists():
-            digest = _file_sha256(unit.raw_file)
+            digest = file_sha256(unit.raw_file)
         else:
             digest = hashlib.sha256(unit.raw_bytes or unit.origin.encode()).hexdigest()
         bid = "q-" + digest[:ID_CHARS]

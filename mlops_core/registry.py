@@ -11,7 +11,6 @@ which every operation runs first.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import subprocess
@@ -30,7 +29,7 @@ import sqlalchemy as sa
 from mlops_core.config import Settings
 from mlops_core.errors import MlopsError, NotFoundError
 from mlops_core.services import mlflow_paths, tracking_uri
-from mlops_core.store import MetadataStore, audit_log, champion_state, utcnow
+from mlops_core.store import MetadataStore, audit_log, champion_state, file_sha256, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +103,6 @@ class AuditRecord:
         for k in ("at", "alias_moved_at"):
             d[k] = d[k].isoformat() if d[k] else None
         return d
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def pip_requirements() -> list[str]:
@@ -446,16 +437,23 @@ class Registry:
             raise RegistryError(f"version {version}: the model file's sha256 no longer matches "
                                 f"the one recorded at training ({want} != {have})")
 
+    def _already_handled(self, rid: str) -> DecisionResult | None:
+        """The no-op answer to a request id seen before (a retry, a double click)."""
+        prior = self._find_request(rid)
+        if prior is None:
+            return None
+        return DecisionResult("noop", prior.action, prior.version, self._db_champion()[0],
+                              prior.previous_champion,
+                              f"request {rid} was already handled ({prior.outcome})", rid)
+
     def _decide(self, action: str, version: str, by: str, comment: str,
                 expected: str | type[Ellipsis] | None, request_id: str | None,
                 allowed: tuple[str, ...]) -> DecisionResult:
         self.reconcile()
         rid = request_id or uuid.uuid4().hex
-        prior = self._find_request(rid)
-        if prior is not None:
-            return DecisionResult("noop", prior.action, prior.version, self._db_champion()[0],
-                                  prior.previous_champion,
-                                  f"request {rid} was already handled ({prior.outcome})", rid)
+        done = self._already_handled(rid)
+        if done is not None:
+            return done
         info = self.version(version)
         current = self._db_champion()[0]
         if expected is Ellipsis:
@@ -526,11 +524,9 @@ class Registry:
                request_id: str | None = None) -> DecisionResult:
         self.reconcile()
         rid = request_id or uuid.uuid4().hex
-        prior = self._find_request(rid)
-        if prior is not None:
-            return DecisionResult("noop", prior.action, prior.version, self._db_champion()[0],
-                                  prior.previous_champion,
-                                  f"request {rid} was already handled ({prior.outcome})", rid)
+        done = self._already_handled(rid)
+        if done is not None:
+            return done
         info = self.version(version)
         current = self._db_champion()[0]
         if not comment.strip():

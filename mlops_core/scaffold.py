@@ -171,6 +171,25 @@ gate:                     # every check must pass for a version to await approva
   slice_columns: []       # categorical columns whose slices must not regress, e.g. {cands}
   smoke_test: true        # load and predict the packaged model in a fresh process
 
+monitoring:               # new batches against the champion's reference sample
+  sample_rows: 50000      # seeded sample per side for the drift statistics (fast on big data)
+  min_rows: 100           # fewer rows: "not enough data", no verdict
+  method: null            # null: Evidently's default test per column; or psi, wasserstein...
+  drift_share: 0.5        # share of drifted columns that makes a dataset drift
+  weight_by_importance: true   # also weigh each column's drift by the champion's importance
+  report: on_drift        # the Evidently HTML report: on_drift | always | never
+
+retraining:               # the policy: which signals ask for a retrain, and the brakes
+  max_model_age: 30D      # schedule: retrain a champion older than this
+  performance_drop: 0.05  # realised metric below the champion's by more than this
+  estimated_drop: 0.05    # label-free estimate below it by more than this
+  drift_share: 0.5        # drift share (importance-weighted when known) at or above this
+  detectors: [adwin, ddm] # concept-drift detectors on the error stream (adwin, ddm, page_hinkley)
+  cooldown: 1D            # no retrain sooner than this after the last one
+  max_retrains: 3         # at most this many retrains...
+  per: 7D                 # ...per this period
+  min_new_labels: 500     # labelled rows since the last training
+
 promotion:
   mode: manual            # manual: a person approves each new champion; auto: the gate decides
 """

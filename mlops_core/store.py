@@ -7,6 +7,7 @@ URL (Postgres) works unchanged.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -271,6 +272,14 @@ class MetadataStore:
             if not updated:
                 conn.execute(source_state.insert().values(key=key, value=payload,
                                                           updated_at=utcnow()))
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
