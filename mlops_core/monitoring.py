@@ -24,6 +24,17 @@ class ReportFiles:
     metrics: dict[str, Any]  # metric name -> value, as Evidently computed it
 
 
+def _save(snap: Any, out_dir: Path, name: str) -> ReportFiles:
+    """An Evidently snapshot as ``<name>.html`` and ``<name>.json`` in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    html, js = out_dir / f"{name}.html", out_dir / f"{name}.json"
+    snap.save_html(str(html))
+    payload = json.loads(snap.json())
+    js.write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    values = {m["metric_name"]: m["value"] for m in payload.get("metrics", [])}
+    return ReportFiles(html, js, values)
+
+
 def _definition(task: str, classes: list[Any] | None, proba_cols: list[str]) -> Any:
     from evidently import BinaryClassification, DataDefinition, MulticlassClassification, Regression
 
@@ -67,13 +78,7 @@ def performance_report(task: str, y_current: pd.Series, pred_current: pd.DataFra
                                   data_definition=dd)
     preset = RegressionPreset() if task == "regression" else ClassificationPreset()
     snap = Report([preset]).run(cur, ref)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    html, js = out_dir / f"{name}.html", out_dir / f"{name}.json"
-    snap.save_html(str(html))
-    payload = json.loads(snap.json())
-    js.write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    values = {m["metric_name"]: m["value"] for m in payload.get("metrics", [])}
-    return ReportFiles(html, js, values)
+    return _save(snap, out_dir, name)
 
 
 # data drift ----------------------------------------------------------------------------------
@@ -152,8 +157,10 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[st
     (the same default test per column as ``DataDriftPreset``: it depends on the reference
     size), on a seeded sample of at most ``sample_size`` rows per side.
 
-    Columns all missing or constant on either side are reported and left out of the share;
-    fewer than ``min_rows`` rows on either side give ``not_enough_data`` and no verdict."""
+    Columns all missing on either side, or holding one and the same value on both sides, are
+    reported and left out of the share (a column constant on one side only, or at a new value,
+    is tested: a stuck feature is drift); fewer than ``min_rows`` rows on either side give
+    ``not_enough_data`` and no verdict."""
     from evidently.legacy.calculations.stattests.registry import get_stattest
     from evidently.legacy.core import ColumnType
 
@@ -175,7 +182,7 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[st
         if r.empty or c.empty:
             summary.columns.append(ColumnDrift(col, kind, "all_missing", importance=imp))
             continue
-        if r.nunique() <= 1 or c.nunique() <= 1:
+        if r.nunique() <= 1 and c.nunique() <= 1 and r.iloc[0] == c.iloc[0]:
             summary.columns.append(ColumnDrift(col, kind, "constant", importance=imp))
             continue
         ftype = ColumnType.Numerical if kind == "numeric" else ColumnType.Categorical
@@ -214,7 +221,10 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[str
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset, DataSummaryPreset
 
-    cols = [c for c in kinds if c in reference.columns and c in current.columns]
+    # Evidently raises on a column empty on either side (after NaN/inf removal): leave it out,
+    # as compute_drift does
+    cols = [c for c in kinds if c in reference.columns and c in current.columns
+            and not _clean(reference[c], kinds[c]).empty and not _clean(current[c], kinds[c]).empty]
     num = [c for c in cols if kinds[c] == "numeric"]
     cat = [c for c in cols if kinds[c] != "numeric"]
 
@@ -233,13 +243,7 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[str
     snap = Report([preset, DataSummaryPreset()]).run(
         Dataset.from_pandas(prepared(current), data_definition=dd),
         Dataset.from_pandas(prepared(reference), data_definition=dd))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    html, js = out_dir / f"{name}.html", out_dir / f"{name}.json"
-    snap.save_html(str(html))
-    payload = json.loads(snap.json())
-    js.write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    values = {m["metric_name"]: m["value"] for m in payload.get("metrics", [])}
-    return ReportFiles(html, js, values)
+    return _save(snap, out_dir, name)
 
 
 def report_verdicts(report_json: dict[str, Any]) -> dict[str, bool]:

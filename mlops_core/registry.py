@@ -19,7 +19,7 @@ import tempfile
 import uuid
 import warnings
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +262,8 @@ class Registry:
         return VersionInfo(version=str(mv.version), status=tags.get("status", "candidate"),
                            aliases=sorted(a for a, v in aliases.items() if v == str(mv.version)),
                            metrics=metrics, trigger=tags.get("trigger", ""),
-                           created=datetime.fromtimestamp(mv.creation_timestamp / 1000),
+                           created=datetime.fromtimestamp(  # naive UTC, as all our times
+                               mv.creation_timestamp / 1000, UTC).replace(tzinfo=None),
                            run_id=mv.run_id, gate_passed=None if gp is None else gp == "true",
                            tags=tags)
 

@@ -184,7 +184,7 @@ retraining:               # the policy: which signals ask for a retrain, and the
   performance_drop: 0.05  # realised metric below the champion's by more than this
   estimated_drop: 0.05    # label-free estimate below it by more than this
   drift_share: 0.5        # drift share (importance-weighted when known) at or above this
-  detectors: [adwin, ddm] # concept-drift detectors on the error stream (adwin, ddm, page_hinkley)
+  detectors: [adwin]      # concept-drift detectors on the error stream (adwin, ddm, page_hinkley)
   cooldown: 1D            # no retrain sooner than this after the last one
   max_retrains: 3         # at most this many retrains...
   per: 7D                 # ...per this period

@@ -97,10 +97,17 @@ def _last_run_at(meta: MetadataStore, model: str) -> datetime | None:
 
 def select_batches(meta: MetadataStore, model: str, batch_ids: list[str] | None,
                    trained_on: set[str] | None = None) -> list[BatchRecord]:
-    """The given batches; else those accepted since the last monitoring run that did not
-    train the champion; else the newest batch."""
+    """The given batches (accepted ones only); else those accepted since the last monitoring
+    run that did not train the champion; else the newest batch."""
     if batch_ids:
-        return [meta.get_batch(b) for b in batch_ids]
+        recs = [meta.get_batch(b) for b in batch_ids]
+        refused = [f"{r.id} ({r.status}" + (f", released as {', '.join(r.released_as)}"
+                                           if r.released_as else "") + ")"
+                   for r in recs if r.status != "accepted"]
+        if refused:  # quarantined data failed validation: the champion may not even score it
+            raise MlopsError("only accepted batches can be monitored, not: "
+                             + ", ".join(refused))
+        return recs
     accepted = meta.list_batches("accepted")
     if not accepted:
         raise MlopsError("no accepted batches to monitor: ingest data first")
@@ -119,6 +126,32 @@ def _policy_state(meta: MetadataStore, model: str) -> PolicyState:
                        recent_retrains=tuple(times))
 
 
+def _lineage(settings: Settings, reg: Registry, version: str) -> set[str]:
+    """Ids of the batches ``version`` was trained on (its run's lineage file, cached)."""
+    path = reg.run_file(version, "lineage/lineage.json", _cache(settings))
+    return {b["id"] for b in json.loads(path.read_text())["batches"]}
+
+
+def _cache(settings: Settings) -> Path:
+    return settings.workspace / "monitoring" / "cache"
+
+
+def _new_labels(settings: Settings, meta: MetadataStore, reg: Registry, store: BatchStore
+                ) -> int:
+    """Labelled rows accepted since the last training (of any version, approved or not):
+    in batches outside its lineage, ingested after the newest batch it trained on."""
+    target = settings.data.target
+    versions = reg.versions()
+    if not target or not versions:
+        return 0
+    lineage = _lineage(settings, reg, versions[-1].version)
+    accepted = meta.list_batches("accepted")
+    trained = [r.created_at for r in accepted if r.id in lineage]
+    since = max(trained) if trained else None
+    return sum(int(store.read(r, [target])[target].notna().sum()) for r in accepted
+               if r.has_labels and r.id not in lineage and (since is None or r.created_at > since))
+
+
 def monitor(settings: Settings, batch_ids: list[str] | None = None, *,
             report: bool | None = None, meta: MetadataStore | None = None,
             registry: Registry | None = None, now: datetime | None = None) -> MonitoringResult:
@@ -132,15 +165,14 @@ def monitor(settings: Settings, batch_ids: list[str] | None = None, *,
         raise MlopsError(f"model '{reg.name}' has no champion yet: train and approve one "
                          "(`mlops train`, `mlops approve VERSION --by NAME`)")
     info = reg.version(champion)
-    cache = settings.workspace / "monitoring" / "cache"
+    cache = _cache(settings)
     reference = pd.read_parquet(reg.run_file(champion, "reference/reference.parquet", cache))
     try:
         importances = json.loads(reg.run_file(champion, "training/feature_importance.json",
                                               cache).read_text())
     except (MlopsError, OSError, ValueError):
         importances = None
-    lineage = set(filter(None, info.tags.get("lineage_batches", "").split(",")))
-    recs = select_batches(meta, reg.name, batch_ids, lineage)
+    recs = select_batches(meta, reg.name, batch_ids, _lineage(settings, reg, champion))
     store = BatchStore(settings.workspace)
     current = pd.concat([store.read(r) for r in recs], ignore_index=True)
     kinds = _kinds(settings, reference)
@@ -164,9 +196,10 @@ def monitor(settings: Settings, batch_ids: list[str] | None = None, *,
         proba_cols = [c for c in preds.columns if c.startswith("proba_")]
         if task != "regression" and proba_cols:
             classes = [c.removeprefix("proba_") for c in proba_cols]
-            est = estimate_performance(task, preds[proba_cols].to_numpy(), classes,
-                                       seed=mcfg.seed)
-            result.estimated = {k: v.to_dict() for k, v in est.items()}
+            if len(current) >= mcfg.min_rows:  # too few rows: no estimate to decide from
+                est = estimate_performance(task, preds[proba_cols].to_numpy(), classes,
+                                           seed=mcfg.seed)
+                result.estimated = {k: v.to_dict() for k, v in est.items()}
     labelled = current[target].notna() if target and target in current.columns else \
         pd.Series(False, index=current.index)
     result.labelled_rows = int(labelled.sum())
@@ -179,8 +212,8 @@ def monitor(settings: Settings, batch_ids: list[str] | None = None, *,
         result.performance = compute_metrics(task, y, p, classes)
         result.detectors = run_detectors(settings.retraining.detectors, task, y,
                                          p["prediction"])
-    result.decision = decide(_signals(result, metric, info.created, new_labels=int(
-        labelled.sum())), _policy_state(meta, reg.name), settings.retraining, now)
+    result.decision = decide(_signals(result, metric, info.created, new_labels=_new_labels(
+        settings, meta, reg, store)), _policy_state(meta, reg.name), settings.retraining, now)
     want_report = report if report is not None else (
         mcfg.report == "always" or (mcfg.report == "on_drift" and drift.dataset_drift))
     if want_report and drift.status != "not_enough_data":
@@ -254,7 +287,8 @@ def list_decisions(meta: MetadataStore, model: str, limit: int = 50) -> list[dic
         rows = conn.execute(sa.select(decisions).where(decisions.c.model == model).order_by(
             decisions.c.id.desc()).limit(limit)).all()
     return [dict(r._mapping) | {"reasons": json.loads(r.reasons),
-                                "held_back": json.loads(r.held_back)} for r in rows]
+                                "held_back": json.loads(r.held_back),
+                                "acted": json.loads(r.acted) if r.acted else None} for r in rows]
 
 
 def reports_dir(settings: Settings, run_id: str) -> Path:
