@@ -523,6 +523,10 @@ def monitor(
         e = res.estimated[m]
         out.print(f"  estimated {m} without labels: {e['value']:.4f} "
                   f"[{e['low']:.4f}, {e['high']:.4f}]")
+    for r in res.reconciled:
+        out.print(f"  labels arrived for run {r['run']}: realised {r['metric']} "
+                  f"{r['realised']:.4f} vs estimated {r['estimated']:.4f} "
+                  f"[{r['low']:.4f}, {r['high']:.4f}] on {r['rows']:,} rows")
     for det in res.detectors:
         out.print(f"  detector {det.name}: {'[red]fired[/]' if det.fired else 'quiet'} "
                   f"on {det.rows:,} rows")

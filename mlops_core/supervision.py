@@ -62,6 +62,8 @@ class MonitoringResult:
     decision: Decision | None = None
     report: str | None = None  # HTML report, relative to the workspace
     metric: str = ""
+    # earlier label-free estimates checked against the labels that have arrived since
+    reconciled: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -76,7 +78,7 @@ class MonitoringResult:
                 "estimated": self.estimated,
                 "detectors": [d.to_dict() for d in self.detectors],
                 "decision": self.decision.to_dict() if self.decision else None,
-                "report": self.report}
+                "report": self.report, "reconciled": self.reconciled}
 
 
 def _kinds(settings: Settings, frame: pd.DataFrame) -> dict[str, str]:
@@ -212,6 +214,7 @@ def monitor(settings: Settings, batch_ids: list[str] | None = None, *,
         result.performance = compute_metrics(task, y, p, classes)
         result.detectors = run_detectors(settings.retraining.detectors, task, y,
                                          p["prediction"])
+    result.reconciled = reconcile_estimates(settings, meta, reg, store)
     result.decision = decide(_signals(result, metric, info.created, new_labels=_new_labels(
         settings, meta, reg, store)), _policy_state(meta, reg.name), settings.retraining, now)
     want_report = report if report is not None else (
@@ -248,6 +251,58 @@ def _signals(result: MonitoringResult, metric: str, trained_at: datetime, new_la
                    weighted_drift_share=result.drift.weighted_drift_share,
                    detectors_fired=tuple(d.name for d in result.detectors if d.fired),
                    model_trained_at=trained_at, new_labels=new_labels, metric=metric)
+
+
+def reconcile_estimates(settings: Settings, meta: MetadataStore, reg: Registry,
+                        store: BatchStore, limit: int = 20) -> list[dict[str, Any]]:
+    """Check earlier label-free estimates now that labels arrived for their rows.
+
+    A run that estimated performance without (enough) labels is reconciled once other
+    accepted batches hold labels for at least ``monitoring.min_rows`` of its rows,
+    matched by ``data.id_column``: the champion of that run scores those rows, and the
+    realised metric is recorded beside the estimate and its interval (in that run's record)."""
+    d, mcfg = settings.data, settings.monitoring
+    if not d.id_column or not d.target or settings.task == "regression":
+        return []
+    with meta.engine.connect() as conn:
+        rows = conn.execute(sa.select(monitoring_runs.c.id, monitoring_runs.c.summary).where(
+            monitoring_runs.c.model == reg.name).order_by(monitoring_runs.c.at.desc())
+            .limit(limit)).all()
+    done = []
+    for run_id, text in rows:
+        summary = json.loads(text)
+        metric = summary.get("metric")
+        est = summary.get("estimated", {}).get(metric)
+        if summary.get("reconciled_with") or not est or \
+                summary.get("labelled_rows", 0) >= mcfg.min_rows:
+            continue
+        scored = pd.concat([store.read(meta.get_batch(b)) for b in summary["batch_ids"]],
+                           ignore_index=True)
+        later = [r for r in meta.list_batches("accepted")
+                 if r.has_labels and r.id not in summary["batch_ids"]]
+        if not later:
+            continue
+        labels = pd.concat([store.read(r, [d.id_column, d.target]) for r in later],
+                           ignore_index=True).dropna().drop_duplicates(d.id_column, keep="last")
+        rows_now = scored.drop(columns=[d.target], errors="ignore").merge(labels,
+                                                                         on=d.id_column)
+        if len(rows_now) < mcfg.min_rows:
+            continue
+        preds = reg.predict(summary["champion_version"], rows_now)
+        classes = [c.removeprefix("proba_") for c in preds.columns if c.startswith("proba_")]
+        realised = compute_metrics(settings.task, as_text(rows_now[d.target]), preds.assign(
+            prediction=as_text(preds["prediction"])), classes).get(metric)
+        if realised is None or np.isnan(realised):
+            continue
+        check = {"run": run_id, "metric": metric, "rows": len(rows_now),
+                 "estimated": est["value"], "low": est["low"], "high": est["high"],
+                 "realised": realised, "error": realised - est["value"],
+                 "within_interval": est["low"] <= realised <= est["high"]}
+        with meta.write() as conn:
+            conn.execute(monitoring_runs.update().where(monitoring_runs.c.id == run_id).values(
+                summary=json.dumps(summary | {"reconciled_with": check}, default=str)))
+        done.append(check)
+    return done
 
 
 def record(meta: MetadataStore, result: MonitoringResult) -> None:

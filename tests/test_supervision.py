@@ -327,6 +327,30 @@ def test_a_batch_without_labels_is_estimated_but_not_measured(
     assert _report_files(s, res) == {"drift.html", "drift.json"}  # no performance report
 
 
+def test_an_estimate_is_reconciled_when_the_labels_arrive(
+        early: Project, stream: DemoStream, tmp_path: Path) -> None:
+    s = _isolated(early, tmp_path, **NO_COOLDOWN)
+    rows = _weeks(stream, 20, 22)  # covariate shift only, P(y|x) unchanged: CBPE holds
+    first = _ingest(s, rows.drop(columns=[TARGET]), tmp_path / "landing", "unlabelled")
+    estimated = monitor(s, first, report=False, now=utcnow() + LATER)
+    assert estimated.labelled_rows == 0 and estimated.reconciled == []
+    est = estimated.estimated[estimated.metric]
+
+    # the labels arrive later, as a label feed: the same ids with their outcome
+    _ingest(s, rows, tmp_path / "landing", "labels")
+    later = monitor(s, report=False, now=utcnow() + LATER)
+
+    [check] = later.reconciled
+    assert check["run"] == estimated.id and check["rows"] == len(rows)
+    assert check["estimated"] == est["value"] and check["metric"] == estimated.metric
+    assert abs(check["error"]) < 0.05  # calibrated champion, stationary data
+    # recorded with the earlier run, and done once
+    stored = next(r for r in list_runs(MetadataStore(s.db_url), s.project)
+                  if r["id"] == estimated.id)
+    assert stored["reconciled_with"]["realised"] == check["realised"]
+    assert monitor(s, report=False, now=utcnow() + LATER).reconciled == []
+
+
 def test_an_all_missing_column_is_reported_and_left_out_of_the_share(
         early: Project, stream: DemoStream, tmp_path: Path) -> None:
     s = _isolated(early, tmp_path)
