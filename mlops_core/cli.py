@@ -551,6 +551,43 @@ def _metadata(settings: Any) -> Any:
 
 
 @app.command()
+def decisions(
+    config: ConfigOpt = Path("mlops.yaml"),
+    limit: Annotated[int, typer.Option(help="Newest decisions to show.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Why the system did or did not retrain: every monitoring run's decision, newest first."""
+    from mlops_core.supervision import list_decisions, list_runs
+
+    try:
+        settings = _settings(config)
+        meta = _metadata(settings)
+        decided = list_decisions(meta, settings.project, limit)
+        runs = {r["id"]: r for r in list_runs(meta, settings.project, limit * 2)}
+    except MlopsError as e:
+        _fail(str(e))
+        return
+    if as_json:
+        _print_json({"decisions": decided})
+        return
+    if not decided:
+        out.print("No monitoring decisions yet: run [bold]mlops monitor[/].")
+        return
+    t = Table(title="Retraining decisions", title_justify="left")
+    for c in ("at", "run", "drift", "retrain", "signals", "held back", "acted"):
+        t.add_column(c, overflow="fold")
+    for d in decided:
+        run = runs.get(d["monitoring_run"] or "", {})
+        acted = d.get("acted") or {}
+        t.add_row(f"{d['at']:%Y-%m-%d %H:%M}", d["monitoring_run"] or "",
+                  str(run.get("status", "")), "[red]yes[/]" if d["retrain"] else "no",
+                  escape("\n".join(d["reasons"]) or "-"), escape("\n".join(d["held_back"])),
+                  f"v{acted['version']} {acted.get('status', '')}" if acted.get("version")
+                  else "")
+    out.print(t)
+
+
+@app.command()
 def demo(
     directory: Annotated[Path, typer.Option("--dir", help="Where to create the demo project.")
                          ] = Path("demo-project"),

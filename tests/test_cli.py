@@ -212,7 +212,7 @@ def test_demo_generates_and_ingests_a_faulty_stream(tmp_path: Path, runner: CliR
 @pytest.mark.parametrize("args", [
     [], ["init"], ["ingest"], ["batches"], ["demo"], ["quarantine"], ["quarantine", "list"],
     ["quarantine", "show"], ["quarantine", "release"], ["train"], ["models"], ["approve"],
-    ["reject"], ["rollback"], ["audit"], ["package"],
+    ["reject"], ["rollback"], ["audit"], ["package"], ["monitor"], ["decisions"],
 ], ids=lambda a: " ".join(a) or "mlops")
 def test_help_of_every_command(runner: CliRunner, args: list[str]) -> None:
     res = _run(runner, *args, "--help")

@@ -586,6 +586,16 @@ def test_mlops_monitor_json(early: Project, tmp_path: Path) -> None:
     table = _cli(config, "--batch", ids[0])
     assert table.exit_code == 0, table.output
     assert "data drift: ok" in table.stdout and "decision: no retrain" in table.stdout
+    # and later, why it did not retrain
+    runner = CliRunner()
+    listed = runner.invoke(app, ["decisions", "--config", str(config), "--json"])
+    assert listed.exit_code == 0, listed.output
+    [second, first] = json.loads(listed.stdout)["decisions"]
+    assert first["monitoring_run"] == doc["id"] and first["retrain"] is False
+    assert first["reasons"] == doc["decision"]["reasons"]
+    assert second["monitoring_run"] != doc["id"]
+    shown = runner.invoke(app, ["decisions", "--config", str(config)])
+    assert shown.exit_code == 0 and doc["id"] in shown.stdout
 
 
 def test_mlops_monitor_retrain_trains_with_the_decisions_trigger(early: Project,
