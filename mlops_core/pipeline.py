@@ -288,8 +288,7 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
         else:
             reg.set_challenger(version)
     else:
-        reg._audit("gate", "gate_reject", version, champion, "applied",
-                   "; ".join(gate.failed), f"runs:/{run_id}")
+        reg.record_gate_rejection(version, champion, gate.failed, run_id)
     total = time.perf_counter() - t_start
     return TrainingOutcome(
         version=version, status=status, trigger=trigger, gate=gate, metrics=metrics,

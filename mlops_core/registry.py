@@ -327,6 +327,12 @@ class Registry:
             self.client.set_registered_model_alias(self.name, CHALLENGER, version)
 
     # audit ---------------------------------------------------------------------------------
+    def record_gate_rejection(self, version: str, champion: str | None, reasons: list[str],
+                              run_id: str) -> None:
+        """Audit that the gate refused ``version`` (its status tag already says rejected)."""
+        self._audit("gate", "gate_reject", version, champion, "applied", "; ".join(reasons),
+                    f"runs:/{run_id}")
+
     def _audit(self, actor: str, action: str, version: str | None, previous: str | None,
                outcome: str, reason: str, evidence: str | None = None,
                request_id: str | None = None, conn: sa.Connection | None = None) -> int:
@@ -438,21 +444,22 @@ class Registry:
             raise RegistryError(f"version {version}: the model file's sha256 no longer matches "
                                 f"the one recorded at training ({want} != {have})")
 
-    def _already_handled(self, rid: str) -> DecisionResult | None:
-        """The no-op answer to a request id seen before (a retry, a double click)."""
+    def _begin(self, request_id: str | None) -> tuple[str, DecisionResult | None]:
+        """Start a decision: repair MLflow from the DB, then (request id, the no-op answer if
+        that request was seen before: a retry, a double click)."""
+        self.reconcile()
+        rid = request_id or uuid.uuid4().hex
         prior = self._find_request(rid)
         if prior is None:
-            return None
-        return DecisionResult("noop", prior.action, prior.version, self._db_champion()[0],
-                              prior.previous_champion,
-                              f"request {rid} was already handled ({prior.outcome})", rid)
+            return rid, None
+        return rid, DecisionResult("noop", prior.action, prior.version,
+                                   self._db_champion()[0], prior.previous_champion,
+                                   f"request {rid} was already handled ({prior.outcome})", rid)
 
     def _decide(self, action: str, version: str, by: str, comment: str,
                 expected: str | type[Ellipsis] | None, request_id: str | None,
                 allowed: tuple[str, ...]) -> DecisionResult:
-        self.reconcile()
-        rid = request_id or uuid.uuid4().hex
-        done = self._already_handled(rid)
+        rid, done = self._begin(request_id)
         if done is not None:
             return done
         info = self.version(version)
@@ -523,9 +530,7 @@ class Registry:
 
     def reject(self, version: str, *, by: str, comment: str,
                request_id: str | None = None) -> DecisionResult:
-        self.reconcile()
-        rid = request_id or uuid.uuid4().hex
-        done = self._already_handled(rid)
+        rid, done = self._begin(request_id)
         if done is not None:
             return done
         info = self.version(version)

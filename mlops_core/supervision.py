@@ -269,6 +269,7 @@ def reconcile_estimates(settings: Settings, meta: MetadataStore, reg: Registry,
             monitoring_runs.c.model == reg.name).order_by(monitoring_runs.c.at.desc())
             .limit(limit)).all()
     done = []
+    all_labels: pd.DataFrame | None = None
     for run_id, text in rows:
         summary = json.loads(text)
         metric = summary.get("metric")
@@ -276,14 +277,14 @@ def reconcile_estimates(settings: Settings, meta: MetadataStore, reg: Registry,
         if summary.get("reconciled_with") or not est or \
                 summary.get("labelled_rows", 0) >= mcfg.min_rows:
             continue
+        if all_labels is None:  # read once per call, only when a run needs it
+            all_labels = _labels_by_batch(settings, meta, store)
+        labels = all_labels[~all_labels["_batch"].isin(summary["batch_ids"])].drop(
+            columns="_batch").drop_duplicates(d.id_column, keep="last")
+        if len(labels) < mcfg.min_rows:
+            continue
         scored = pd.concat([store.read(meta.get_batch(b)) for b in summary["batch_ids"]],
                            ignore_index=True)
-        later = [r for r in meta.list_batches("accepted")
-                 if r.has_labels and r.id not in summary["batch_ids"]]
-        if not later:
-            continue
-        labels = pd.concat([store.read(r, [d.id_column, d.target]) for r in later],
-                           ignore_index=True).dropna().drop_duplicates(d.id_column, keep="last")
         rows_now = scored.drop(columns=[d.target], errors="ignore").merge(labels,
                                                                          on=d.id_column)
         if len(rows_now) < mcfg.min_rows:
@@ -303,6 +304,17 @@ def reconcile_estimates(settings: Settings, meta: MetadataStore, reg: Registry,
                 summary=json.dumps(summary | {"reconciled_with": check}, default=str)))
         done.append(check)
     return done
+
+
+def _labels_by_batch(settings: Settings, meta: MetadataStore, store: BatchStore
+                     ) -> pd.DataFrame:
+    """(id, label, batch id) of every labelled row in the accepted batches."""
+    d = settings.data
+    assert d.id_column and d.target
+    frames = [store.read(r, [d.id_column, d.target]).dropna().assign(_batch=r.id)
+              for r in meta.list_batches("accepted") if r.has_labels]
+    return pd.concat(frames, ignore_index=True) if frames else \
+        pd.DataFrame(columns=[d.id_column, d.target, "_batch"])
 
 
 def record(meta: MetadataStore, result: MonitoringResult) -> None:
