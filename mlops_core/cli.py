@@ -495,7 +495,8 @@ def monitor(
             from mlops_core.pipeline import train_and_register
 
             with err.status(f"Retraining ({res.decision.trigger})..."):
-                trained = train_and_register(settings, trigger=res.decision.trigger)
+                trained = train_and_register(settings, trigger=res.decision.trigger,
+                                             since=res.decision.since)  # type: ignore[arg-type]
             record_action(_metadata(settings), res.id, trained.to_dict())
     except (MlopsError, LookupError) as e:
         _fail(str(e))
@@ -538,6 +539,8 @@ def monitor(
             out.print(f"    signal: {escape(r)}")
         for h in dec.held_back:
             out.print(f"    held back: {escape(h)}")
+        if dec.retrain and dec.since is not None:
+            out.print(f"    window: from the change at {_when(dec.since)} on")
     if res.report:
         out.print(f"  report: {settings.workspace / res.report}")
     if trained:
@@ -585,6 +588,97 @@ def decisions(
                   f"v{acted['version']} {acted.get('status', '')}" if acted.get("version")
                   else "")
     out.print(t)
+
+
+@app.command()
+def backtest(
+    data: Annotated[Path, typer.Option("--data", help="Historical data: a Parquet, CSV or JSON "
+                                       "file with labels.")],
+    target: Annotated[str | None, typer.Option("--target", help="Label column (default: "
+                                               "data.target of the config).")] = None,
+    time_col: Annotated[str | None, typer.Option(
+        "--time", help="Time column; rows are replayed in its order. Without it, the file's "
+        "order, and batch i counts as day i for the policy's durations.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1,
+                                                   help="Rows per batch.")] = None,
+    batch_period: Annotated[str | None, typer.Option(
+        "--batch-period", help="One batch per period of the time column, e.g. 7D or W.")
+    ] = None,
+    initial_batches: Annotated[int, typer.Option(
+        "--initial-batches", min=1, help="Batches that train the first model.")] = 5,
+    window: Annotated[str | None, typer.Option(
+        "--window", help="Training window: newest ROWS, or a PERIOD such as 180D (default: "
+        "model.window of the config; neither = all labelled rows).")] = None,
+    label_delay: Annotated[int, typer.Option(
+        "--label-delay", min=0, help="Batches until a batch's labels arrive.")] = 0,
+    strategies: Annotated[str, typer.Option(
+        "--strategies", help="Comma-separated: static, periodic:P, every-batch, performance, "
+        "drift, detector:adwin|page-hinkley|ddm, estimated, online, policy.")
+    ] = ",".join(("static", "every-batch", "periodic:10", "performance", "drift",
+                  "detector:adwin", "estimated", "policy")),
+    metric: Annotated[str | None, typer.Option(
+        "--metric", help="Metric to compare on (default: accuracy; rmse for regression).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", envvar="MLOPS_CONFIG", help="Configuration whose model, monitoring "
+        "and retraining policy to replay (default: ./mlops.yaml if present, else defaults).")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result here "
+                                                  "(JSON; docs/backtest.md).")] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="Write an HTML page with "
+                                                  "the charts here.")] = None,
+) -> None:
+    """Replay a labelled history batch by batch and compare retraining strategies on quality
+    against retraining cost, with the same training, monitoring and policy code as production.
+
+    Example: [bold]mlops backtest --data history.parquet --target y --time ts --batch-period 7D
+    --json bt.json --html bt.html[/]"""
+    from mlops_core.backtest import load_replay, run_backtest, write_html, write_json
+
+    try:
+        cfg = config if config is not None else (Path("mlops.yaml") if Path(
+            "mlops.yaml").is_file() else None)
+        settings = _settings(cfg) if cfg is not None else None
+        replay = load_replay(data, target=target, time_column=time_col, batch_size=batch_size,
+                             batch_period=batch_period, initial_batches=initial_batches,
+                             window=window, label_delay=label_delay, settings=settings)
+        names = [s.strip() for s in strategies.split(",") if s.strip()]
+        for note in replay.notes:
+            err.print(f"[dim]note: {escape(note)}[/]")
+        progress = Progress(TextColumn("[bold]{task.description:<22}"), BarColumn(),
+                            TextColumn("{task.completed}/{task.total} batches"),
+                            TimeRemainingColumn(), console=err, transient=False)
+        tasks: dict[str, Any] = {}
+
+        def on_progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=total)
+            progress.update(tasks[name], completed=done)
+
+        with progress:
+            result = run_backtest(replay, names, metric=metric, progress=on_progress)
+    except (MlopsError, FileNotFoundError) as e:
+        _fail(str(e))
+        return
+    m = result.metric_name
+    table = Table(title=f"Backtest of {result.dataset}: {result.batches} batches scored "
+                        f"({replay.n_batches} in all, {replay.initial_batches} to start)",
+                  title_justify="left")
+    for col in ("strategy", f"mean {m}", "retrains", "train CPU s", "monitor CPU s",
+                "detection delay", "false triggers"):
+        table.add_column(col, justify="left" if col == "strategy" else "right")
+    for s in result.strategies:
+        delays = ", ".join("-" if d is None else str(d) for d in s.detection_delays) or "n/a"
+        table.add_row(s.name, "n/a" if s.mean_metric is None else f"{s.mean_metric:.4f}",
+                      f"{s.retrains} "
+                      f"({s.retrains / max(result.batches, 1):.0%})", f"{s.train_cpu_s:.1f}",
+                      f"{s.monitor_cpu_s:.1f}", delays,
+                      "n/a" if s.false_triggers is None else str(s.false_triggers))
+    out.print(table)
+    if json_out:
+        out.print(f"JSON: {write_json(result, json_out)}")
+    if html_out:
+        out.print(f"HTML: {write_html(result, html_out)}")
 
 
 @app.command()

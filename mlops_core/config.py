@@ -293,7 +293,8 @@ class RetrainingConfig(_Section):
     """The retraining policy: which signals count, and the brakes on retraining."""
 
     schedule: str | None = None  # cron of the training deployment, e.g. "0 3 * * 1"
-    max_model_age: str | None = "30D"  # retrain when the champion was trained longer ago
+    # retrain when the champion was trained longer ago: a backstop when no signal speaks
+    max_model_age: str | None = "90D"
     performance_drop: float | None = Field(0.05, ge=0)  # realised metric below the champion's
     estimated_drop: float | None = Field(0.05, ge=0)  # label-free estimate below it
     drift_share: float | None = Field(0.5, gt=0, le=1)  # drifted share (weighted if enabled)
@@ -305,6 +306,10 @@ class RetrainingConfig(_Section):
     max_retrains: int = Field(3, ge=1)  # at most this many retrains ...
     per: str = "7D"  # ... per this period
     min_new_labels: int = Field(500, ge=0)  # labelled rows since the last training
+    # retrain when the training window holds this many times the labelled rows the model was
+    # trained on: a young project's data, or the rows since a located change, where a retrain
+    # after the error rose starts its window (null: neither; the window is model.window)
+    window_growth: float | None = Field(2.0, gt=1)
 
     @model_validator(mode="after")
     def _durations(self) -> RetrainingConfig:

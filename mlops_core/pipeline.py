@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +113,10 @@ def _model_card(*, name: str, version_hint: str, trigger: str, spec: dict[str, A
 
 
 def train_and_register(settings: Settings, *, trigger: str = "manual",
-                       meta: MetadataStore | None = None, registry: Registry | None = None
-                       ) -> TrainingOutcome:
-    """Train a challenger, gate it against the champion and register it.
+                       meta: MetadataStore | None = None, registry: Registry | None = None,
+                       since: datetime | None = None) -> TrainingOutcome:
+    """Train a challenger, gate it against the champion and register it. ``since``: train on
+    rows from then on only (the policy's decision after a detector located a change).
 
     Raises :class:`TrainingInputError` (nothing registered) when the data cannot make a
     trustworthy model."""
@@ -129,7 +131,7 @@ def train_and_register(settings: Settings, *, trigger: str = "manual",
     warm.start()
     smoke = SmokeTest() if settings.gate.smoke_test else None
     try:
-        return _train_and_register(settings, trigger, meta, registry, smoke, t_start)
+        return _train_and_register(settings, trigger, meta, registry, smoke, t_start, since)
     finally:
         if smoke is not None:
             smoke.close()
@@ -141,12 +143,12 @@ def _import_late_libraries() -> None:
 
 
 def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | None,
-                        registry: Registry | None, smoke: SmokeTest | None, t_start: float
-                        ) -> TrainingOutcome:
+                        registry: Registry | None, smoke: SmokeTest | None, t_start: float,
+                        since: datetime | None = None) -> TrainingOutcome:
     meta = meta or MetadataStore(settings.db_url)
     mcfg, gcfg, task = settings.model, settings.gate, settings.task
     target = settings.data.target
-    data = load_training_data(settings, meta)
+    data = load_training_data(settings, meta, since=since)
     df = data.frame
     y = df[target] if target in df.columns else pd.Series(dtype=float)
     classes = None if task == "regression" else sorted(pd.unique(y.dropna()).tolist())
@@ -275,7 +277,9 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
         "status": status, "gate_passed": str(gate.passed).lower(),
         "gate_reasons": json.dumps(gate.reasons)[:5000], "metrics": json.dumps(metrics),
         "model_type": mcfg.type, "rows": str(len(df)),
-        "data_window": f"{data.start} → {data.end}"}, description=card_text)
+        "data_window": f"{data.start} → {data.end}"} | (
+        {"change_at": since.isoformat()} if since else {}),
+        description=card_text)
     promotion = None
     if gate.passed:
         if settings.promotion.mode == "auto":

@@ -180,7 +180,7 @@ monitoring:               # new batches against the champion's reference sample
   report: on_drift        # the Evidently HTML report: on_drift | always | never
 
 retraining:               # the policy: which signals ask for a retrain, and the brakes
-  max_model_age: 30D      # schedule: retrain a champion older than this
+  max_model_age: 90D      # schedule: retrain a champion older than this (a backstop)
   performance_drop: 0.05  # realised metric below the champion's by more than this
   estimated_drop: 0.05    # label-free estimate below it by more than this
   drift_share: 0.5        # drift share (importance-weighted when known) at or above this
@@ -189,6 +189,7 @@ retraining:               # the policy: which signals ask for a retrain, and the
   max_retrains: 3         # at most this many retrains...
   per: 7D                 # ...per this period
   min_new_labels: 500     # labelled rows since the last training
+  window_growth: 2        # retrain when the training window holds 2x the rows the model had
 
 promotion:
   mode: manual            # manual: a person approves each new champion; auto: the gate decides

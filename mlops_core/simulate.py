@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -196,3 +197,55 @@ def _write(df: pd.DataFrame, path: Path) -> None:
         df.to_csv(path, index=False)
     else:
         df.to_parquet(path, index=False)
+
+
+# River's synthetic concept-drift benchmarks -----------------------------------------------------
+SYNTHETIC = ("sea", "agrawal", "hyperplane")
+
+
+def synthetic_stream(name: str, n_rows: int = 100_000, *, drift: str = "abrupt",
+                     changes: int = 2, width: int | None = None, noise: float = 0.1,
+                     seed: int = 42) -> tuple[pd.DataFrame, list[int]]:
+    """A seeded River benchmark stream (``sea``, ``agrawal``, ``hyperplane``) with ``changes``
+    concept changes at evenly spaced rows: ``abrupt`` switches at once, ``gradual`` blends
+    the two concepts over ``width`` rows (default a tenth of the stream) with a sigmoid, as
+    River's ``ConceptDriftStream`` does. Returns the frame (features, ``y``) and the rows where
+    each change is centred. Each concept draws its own rows, so only the concept changes."""
+    from itertools import islice
+
+    from river.datasets import synth
+
+    if name not in SYNTHETIC:
+        raise ValueError(f"unknown stream '{name}'; known: {', '.join(SYNTHETIC)}")
+    if drift not in ("abrupt", "gradual"):
+        raise ValueError("drift is 'abrupt' or 'gradual'")
+
+    def concept(k: int) -> Any:
+        s = seed * 100 + k
+        if name == "sea":
+            return synth.SEA(variant=[0, 3, 1, 2][k % 4], noise=noise, seed=s)
+        if name == "agrawal":
+            return synth.Agrawal(classification_function=[0, 2, 5, 8][k % 4], seed=s,
+                                 perturbation=noise / 2)
+        return synth.Hyperplane(seed=s, n_features=10, noise_percentage=noise / 2)
+
+    frames = []
+    for k in range(changes + 1):
+        rows = list(islice(concept(k), n_rows))
+        frames.append(pd.DataFrame([x | {"y": y} for x, y in rows]))
+    points = [round(n_rows * (k + 1) / (changes + 1)) for k in range(changes)]
+    width = width or (max(n_rows // 10, 1) if drift == "gradual" else 1)
+    rng = np.random.default_rng(seed)
+    which = np.zeros(n_rows, dtype=int)
+    idx = np.arange(n_rows)
+    for p in points:  # past each change point, move to the next concept (sigmoid for gradual)
+        prob = 1 / (1 + np.exp(np.clip(-4 * (idx - p) / width, -50, 50))) if width > 1 \
+            else (idx >= p).astype(float)
+        which += (rng.uniform(size=n_rows) < prob).astype(int)
+    out = frames[0].copy()
+    for k in range(1, changes + 1):
+        sel = which == k
+        out.loc[sel] = frames[k].loc[sel].to_numpy()
+    out = out.astype(frames[0].dtypes.to_dict())
+    out.columns = [str(c) for c in out.columns]
+    return out, points

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from mlops_core.config import Settings
-from mlops_core.detectors import DetectorResult, run_detectors
+from mlops_core.detectors import DetectorResult, error_stream, locate_rise, run_detectors
 from mlops_core.errors import MlopsError
 from mlops_core.evaluation import (
     HIGHER_IS_BETTER,
@@ -29,7 +29,7 @@ from mlops_core.evaluation import (
 )
 from mlops_core.monitoring import DriftSummary, compute_drift, drift_report, performance_report
 from mlops_core.monitoring import sample_rows as _sample
-from mlops_core.registry import Registry
+from mlops_core.registry import Registry, VersionInfo
 from mlops_core.store import (
     BatchRecord,
     BatchStore,
@@ -64,6 +64,7 @@ class MonitoringResult:
     metric: str = ""
     # earlier label-free estimates checked against the labels that have arrived since
     reconciled: list[dict[str, Any]] = field(default_factory=list)
+    change_at: datetime | None = None  # where a detector that fired places the change
 
     @property
     def status(self) -> str:
@@ -78,7 +79,8 @@ class MonitoringResult:
                 "estimated": self.estimated,
                 "detectors": [d.to_dict() for d in self.detectors],
                 "decision": self.decision.to_dict() if self.decision else None,
-                "report": self.report, "reconciled": self.reconciled}
+                "report": self.report, "reconciled": self.reconciled,
+                "change_at": self.change_at.isoformat() if self.change_at else None}
 
 
 def _kinds(settings: Settings, frame: pd.DataFrame) -> dict[str, str]:
@@ -119,13 +121,55 @@ def select_batches(meta: MetadataStore, model: str, batch_ids: list[str] | None,
     return new or [max(accepted, key=lambda r: (r.end_time or r.created_at, r.created_at))]
 
 
-def _policy_state(meta: MetadataStore, model: str) -> PolicyState:
+def _policy_state(meta: MetadataStore, model: str, newest: VersionInfo | None = None
+                  ) -> PolicyState:
     with meta.engine.connect() as conn:
         times = [r[0] for r in conn.execute(
             sa.select(audit_log.c.at).where(audit_log.c.model == model,
                                             audit_log.c.action == "register"))]
+    tags = newest.tags if newest is not None else {}
     return PolicyState(last_retrain=max(times) if times else None,
-                       recent_retrains=tuple(times))
+                       recent_retrains=tuple(times),
+                       change_at=datetime.fromisoformat(tags["change_at"])
+                       if tags.get("change_at") else None,
+                       trained_rows=int(tags["rows"]) if tags.get("rows") else None)
+
+
+def window_rows(settings: Settings, meta: MetadataStore, store: BatchStore,
+                change_at: datetime | None) -> tuple[int, datetime | None]:
+    """Labelled rows a training run now would use, as :func:`load_training_data` picks them
+    (newest batches first until ``model.window`` is full), from ``change_at`` on; and
+    ``change_at`` itself, or ``None`` once the window no longer reaches back to it."""
+    target, tcol = settings.data.target, settings.data.time_column
+    recs = sorted((r for r in meta.list_batches("accepted") if r.has_labels),
+                  key=lambda r: (r.end_time or r.created_at, r.created_at))
+    if not target or not recs:
+        return 0, change_at
+    window = settings.model.window
+    newest = recs[-1].end_time
+    times: list[pd.Series] = []
+    rows = 0
+    for r in reversed(recs):
+        if window.rows and rows >= window.rows:
+            break
+        if window.period and newest is not None and r.end_time is not None and \
+                r.end_time < newest - pd.Timedelta(window.period):
+            break
+        df = store.read(r, [target] + ([tcol] if tcol else []))
+        df = df[df[target].notna()]
+        rows += len(df)
+        if tcol:
+            times.append(df[tcol])
+    if not tcol or change_at is None:
+        return min(rows, window.rows or rows), None
+    t = pd.concat(times).sort_values(ignore_index=True)
+    if window.period and newest is not None:
+        t = t[t >= newest - pd.Timedelta(window.period)]
+    if window.rows:
+        t = t.iloc[-window.rows:]
+    if t.empty or t.iloc[0] >= pd.Timestamp(change_at):
+        return len(t), None  # the window is past the change
+    return max(int((t >= pd.Timestamp(change_at)).sum()), settings.model.min_rows), change_at
 
 
 def _lineage(settings: Settings, reg: Registry, version: str) -> set[str]:
@@ -214,9 +258,23 @@ def monitor(settings: Settings, batch_ids: list[str] | None = None, *,
         result.performance = compute_metrics(task, y, p, classes)
         result.detectors = run_detectors(settings.retraining.detectors, task, y,
                                          p["prediction"])
+        tcol = settings.data.time_column
+        starts = [d.change_starts[0] for d in result.detectors if d.change_starts]
+        if not starts:  # no detector fired: where did the error rise? (no rise: it was high
+            # from the first of these rows on, so the change came at or before them)
+            rise = locate_rise(error_stream(task, y, p["prediction"]))
+            starts = [rise if rise is not None else 0]
+        if starts and tcol and tcol in current.columns:  # where the error rose, as a time
+            change_at = current.loc[labelled, tcol].iloc[min(starts)]
+            result.change_at = pd.Timestamp(change_at).to_pydatetime()
     result.reconciled = reconcile_estimates(settings, meta, reg, store)
-    result.decision = decide(_signals(result, metric, info.created, new_labels=_new_labels(
-        settings, meta, reg, store)), _policy_state(meta, reg.name), settings.retraining, now)
+    versions = reg.versions()
+    state = _policy_state(meta, reg.name, versions[-1] if versions else None)
+    rows, change_at = window_rows(settings, meta, store, state.change_at)
+    state = replace(state, change_at=change_at)
+    signals = _signals(result, metric, info.created, new_labels=_new_labels(
+        settings, meta, reg, store), window_rows=rows)
+    result.decision = decide(signals, state, settings.retraining, now)
     want_report = report if report is not None else (
         mcfg.report == "always" or (mcfg.report == "on_drift" and drift.dataset_drift))
     if want_report and drift.status != "not_enough_data":
@@ -236,8 +294,8 @@ def monitor(settings: Settings, batch_ids: list[str] | None = None, *,
     return result
 
 
-def _signals(result: MonitoringResult, metric: str, trained_at: datetime, new_labels: int
-             ) -> Signals:
+def _signals(result: MonitoringResult, metric: str, trained_at: datetime, new_labels: int,
+             window_rows: int | None = None) -> Signals:
     def drop(value: float | None) -> float | None:
         base = result.baseline.get(metric)
         if value is None or base is None or np.isnan(value) or np.isnan(base):
@@ -250,7 +308,8 @@ def _signals(result: MonitoringResult, metric: str, trained_at: datetime, new_la
                    drift_share=result.drift.drift_share,
                    weighted_drift_share=result.drift.weighted_drift_share,
                    detectors_fired=tuple(d.name for d in result.detectors if d.fired),
-                   model_trained_at=trained_at, new_labels=new_labels, metric=metric)
+                   model_trained_at=trained_at, new_labels=new_labels, metric=metric,
+                   window_rows=window_rows, change_at=result.change_at)
 
 
 def reconcile_estimates(settings: Settings, meta: MetadataStore, reg: Registry,

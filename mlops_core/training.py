@@ -40,8 +40,11 @@ class TrainingData:
     dropped_unlabelled: int = 0
 
 
-def load_training_data(settings: Settings, meta: MetadataStore | None = None) -> TrainingData:
-    """Accepted, labelled batches of the configured window (newest first until it is full)."""
+def load_training_data(settings: Settings, meta: MetadataStore | None = None, *,
+                       since: datetime | None = None) -> TrainingData:
+    """Accepted, labelled batches of the configured window (newest first until it is full);
+    with ``since`` (a change a detector located), only rows from then on, but never fewer than
+    ``model.min_rows``."""
     meta = meta or MetadataStore(settings.db_url)
     store = BatchStore(settings.workspace)
     target = settings.data.target
@@ -79,6 +82,10 @@ def load_training_data(settings: Settings, meta: MetadataStore | None = None) ->
         df, labelled = df.iloc[first:], labelled.iloc[first:]
     dropped = int((~labelled).sum())
     df = df[labelled].reset_index(drop=True)
+    if since is not None and tcol and tcol in df.columns:
+        first = min(int(np.searchsorted(df[tcol].to_numpy(), np.datetime64(since))),
+                    max(0, len(df) - settings.model.min_rows))
+        df = df.iloc[first:].reset_index(drop=True)
     lineage = [{"id": r.id, "sha256": r.content_sha256, "rows": r.rows,
                 "start": r.start_time.isoformat() if r.start_time else None,
                 "end": r.end_time.isoformat() if r.end_time else None} for r in chosen]

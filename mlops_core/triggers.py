@@ -3,9 +3,20 @@
 Signals that can ask for a retrain: the champion is older than ``max_model_age`` (the schedule),
 realised performance below the champion's by more than ``performance_drop``, the label-free
 estimate below it by more than ``estimated_drop``, a data-drift share (weighted by importance
-where known) at or above ``drift_share``, and a concept-drift detector firing. Brakes: a
-cooldown after the last retrain, a cap on retrains per period, and a minimum of new labelled
-rows. Simultaneous signals become one request carrying all their reasons.
+where known) at or above ``drift_share``, a concept-drift detector firing, and growth: the
+training window now holds ``window_growth`` times the labelled rows the model was trained on.
+Brakes: a cooldown after the last retrain, a cap on retrains per period, and a minimum of new
+labelled rows. Simultaneous signals become one request carrying all their reasons.
+
+Growth and the window's start avoid a trap: right after a concept change the training window
+is mostly old data, so a model retrained once is still poor, becomes the new baseline, and no
+second signal comes. When the error rose (a detector fired, or the realised metric dropped) and
+the caller located where (``Signals.change_at``), the retrain's window starts there
+(``Decision.since``), and later retrains keep starting there (``PolicyState.change_at``) until
+the configured window no longer reaches back to it (the caller then clears it). The model then
+learns from few rows, and growth retrains it each time the rows since the change have doubled.
+Growth also retrains a young project's first models as labels accumulate; once the window is
+full (``model.window``), it holds as many rows as the model had and growth stays quiet.
 """
 
 from __future__ import annotations
@@ -31,6 +42,14 @@ class Signals:
     model_trained_at: datetime | None = None
     new_labels: int = 0  # labelled rows since the last training
     metric: str = ""
+    # labelled rows the training window would hold now (from ``PolicyState.change_at`` on,
+    # while that is set)
+    window_rows: int | None = None
+    # where the champion's error rose (where a detector that fired places the change, else
+    # :func:`mlops_core.detectors.locate_rise`, else the first row of the evidence): a time in
+    # production, a row number in the backtester. Used when a detector or the realised metric
+    # asks for the retrain
+    change_at: datetime | int | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +58,9 @@ class PolicyState:
 
     last_retrain: datetime | None = None
     recent_retrains: tuple[datetime, ...] = ()  # times of retrains (any age; filtered here)
+    # the change the model's window started at, while the configured window reaches back to it
+    change_at: datetime | int | None = None
+    trained_rows: int | None = None  # labelled rows the model was trained on
 
 
 @dataclass
@@ -47,6 +69,9 @@ class Decision:
     reasons: list[str] = field(default_factory=list)  # the signals that ask for it
     held_back: list[str] = field(default_factory=list)  # why it is not done now (brakes)
     at: datetime | None = None
+    # train on rows from here on: where the error rose, located now, else the change the
+    # model's window already starts at; None: the configured window
+    since: datetime | int | None = None
 
     @property
     def trigger(self) -> str:
@@ -82,6 +107,10 @@ def decide(signals: Signals, state: PolicyState, policy: RetrainingConfig,
     fired = [d for d in signals.detectors_fired if d in policy.detectors]
     if fired:
         reasons.append(f"concept: detector(s) fired on the error stream: {', '.join(fired)}")
+    grown, trained = signals.window_rows, state.trained_rows
+    if policy.window_growth and grown and trained and grown >= policy.window_growth * trained:
+        reasons.append(f"growth: the training window holds {grown:,} labelled rows, "
+                       f"{grown / trained:.1f}x the {trained:,} the model was trained on")
     decision = Decision(retrain=False, reasons=reasons, at=now)
     if not reasons:
         return decision
@@ -98,4 +127,9 @@ def decide(signals: Signals, state: PolicyState, policy: RetrainingConfig,
         decision.held_back.append(f"labels: {signals.new_labels:,} new labelled rows since the "
                                   f"last training (need {policy.min_new_labels:,})")
     decision.retrain = not decision.held_back
+    if decision.retrain and policy.window_growth:  # (a cut window that never grows: a trap)
+        # the error rose: the rows before the change belong to the old concept
+        erred = bool(fired) or any(r.startswith("performance") for r in reasons)
+        located = signals.change_at if erred else None
+        decision.since = located if located is not None else state.change_at
     return decision

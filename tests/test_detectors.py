@@ -31,6 +31,8 @@ from mlops_core.detectors import (
     DetectorResult,
     ErrorStreamDetector,
     error_stream,
+    locate_change,
+    locate_rise,
     run_detectors,
 )
 from mlops_core.evaluation import estimate_performance
@@ -325,3 +327,34 @@ def test_no_estimate_for_regression_or_no_rows() -> None:
 def test_one_row_gives_accuracy_without_auc() -> None:
     est = estimate_performance("binary", np.array([0.9]), [0, 1], seed=0)
     assert set(est) == {"accuracy"} and est["accuracy"].value == pytest.approx(0.9, abs=0.06)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_detection_locates_where_the_error_rose(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    errors = np.concatenate([rng.uniform(size=3000) < 0.1, rng.uniform(size=2000) < 0.3])
+    result = ErrorStreamDetector("adwin").update(errors.astype(float)).result
+    assert result.fired and len(result.change_starts) == len(result.detections)
+    assert abs(result.change_starts[0] - 3000) <= 150, result.change_starts
+    assert result.change_starts[0] <= result.detections[0]
+
+
+def test_locate_change_edge_cases() -> None:
+    assert locate_change([]) == 0 and locate_change([1.0]) == 0
+    assert locate_change([0, 0, 0, 1, 1, 1]) == 3
+    assert locate_change([1, 1, 1, 0, 0, 0]) == 5  # no rise: where it was detected
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_locate_rise_is_quiet_on_a_stationary_stream(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    assert locate_rise((rng.uniform(size=5000) < 0.2).astype(float)) is None
+
+
+def test_locate_rise_finds_a_clear_rise_and_ignores_a_fall() -> None:
+    rng = np.random.default_rng(0)
+    rise = np.concatenate([rng.uniform(size=2000) < 0.1, rng.uniform(size=1000) < 0.25])
+    at = locate_rise(rise.astype(float))
+    assert at is not None and abs(at - 2000) <= 150
+    assert locate_rise(rise[::-1].astype(float)) is None
+    assert locate_rise([0.0] * 100) is None and locate_rise([1.0, 0.0]) is None

@@ -37,13 +37,15 @@ from mlops_core.pipeline import train_and_register
 from mlops_core.registry import Registry
 from mlops_core.services import ServiceInfo
 from mlops_core.simulate import TARGET, TIME, DemoStream, generate_stream
-from mlops_core.store import MetadataStore, utcnow
+from mlops_core.store import BatchStore, MetadataStore, utcnow
 from mlops_core.supervision import (
     MonitoringResult,
+    _policy_state,
     list_decisions,
     list_runs,
     monitor,
     select_batches,
+    window_rows,
 )
 
 # every test needs the MLflow server and a trained champion
@@ -645,3 +647,44 @@ def test_without_a_champion_monitoring_refuses(mlflow_server: ServiceInfo, strea
     assert result.exit_code == 1
     assert "no champion yet" in result.output and result.stdout == ""
     assert list_runs(MetadataStore(s.db_url), s.project) == []
+
+
+def test_a_retrain_after_a_located_change_trains_from_the_change_on(concept: Project,
+                                                                    tmp_path: Path) -> None:
+    s = _own_model(concept, tmp_path, "sv-concept-since", retraining={
+        "cooldown": "0s", "detectors": ["adwin"], "drift_share": None, "window_growth": 2.0})
+    config = write_config(s, tmp_path / "mlops.yaml")
+    before, after = concept.groups["before"], concept.groups["after"]
+    change = _weeks_start(concept, after)
+
+    result = _cli(config, *[a for b in before + after for a in ("--batch", b)], "--retrain",
+                  "--json")
+
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    decision = doc["decision"]
+    assert decision["retrain"] is True and "concept" in decision["trigger"].split(","), decision
+    # ADWIN places the change within the batches after it, not before it
+    since = pd.Timestamp(decision["since"])
+    assert change <= since <= change + 2 * WEEK, (since, change)
+    assert pd.Timestamp(doc["change_at"]) == since
+    info = Registry(s).version(doc["training"]["version"])
+    assert pd.Timestamp(info.tags["change_at"]) == since
+    assert int(info.tags["rows"]) == doc["training"]["rows"]
+    # it trained on rows from the change on only
+    assert pd.Timestamp(doc["training"]["window"][0]) >= since
+    # the policy now knows the change (the window still reaches back to it) and the rows
+    meta = MetadataStore(s.db_url)
+    state = _policy_state(meta, s.project, Registry(s).versions()[-1])
+    assert state.change_at == since.to_pydatetime()
+    assert state.trained_rows == doc["training"]["rows"]
+    rows, change_at = window_rows(s, meta, BatchStore(s.workspace), state.change_at)
+    assert change_at == state.change_at and rows == doc["training"]["rows"]
+    # a window of fewer rows than those since the change no longer reaches back to it
+    short = with_changes(s, model={"window": {"rows": 500}})
+    assert window_rows(short, meta, BatchStore(s.workspace), state.change_at) == (500, None)
+
+
+def _weeks_start(project: Project, batch_ids: list[str]) -> pd.Timestamp:
+    meta = MetadataStore(project.settings.db_url)
+    return min(pd.Timestamp(meta.get_batch(b).start_time) for b in batch_ids)

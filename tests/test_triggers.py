@@ -20,7 +20,7 @@ from mlops_core.config import RetrainingConfig
 from mlops_core.triggers import Decision, PolicyState, Signals, decide
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
-POLICY = RetrainingConfig()  # 30D age, 0.05 drops, 0.5 share, adwin+ddm, 1D cooldown, 3 per 7D
+POLICY = RetrainingConfig()  # 90D age, 0.05 drops, 0.5 share, adwin, 1D cooldown, 3 per 7D
 FRESH = NOW - timedelta(days=2)  # a champion trained recently: no schedule reason
 
 
@@ -45,7 +45,7 @@ def test_no_signal_no_retrain() -> None:
 
 
 @pytest.mark.parametrize(("kw", "label", "text"), [
-    ({"model_trained_at": NOW - timedelta(days=31)}, "schedule", "31 days old (max 30D)"),
+    ({"model_trained_at": NOW - timedelta(days=91)}, "schedule", "91 days old (max 90D)"),
     ({"performance_drop": 0.06}, "performance", "roc_auc 0.060 below"),
     ({"estimated_drop": 0.2}, "estimated", "estimate 0.200 below"),
     ({"drift_share": 0.75}, "drift", "drift share 75% ≥ 50%"),
@@ -63,8 +63,8 @@ def test_each_signal_alone_triggers_with_its_reason(kw: dict[str, Any], label: s
 
 
 @pytest.mark.parametrize(("kw", "asks"), [
-    ({"model_trained_at": NOW - timedelta(days=30)}, True),  # age ≥ max_model_age
-    ({"model_trained_at": NOW - timedelta(days=30) + timedelta(seconds=1)}, False),
+    ({"model_trained_at": NOW - timedelta(days=90)}, True),  # age ≥ max_model_age
+    ({"model_trained_at": NOW - timedelta(days=90) + timedelta(seconds=1)}, False),
     ({"model_trained_at": NOW + timedelta(days=1)}, False),  # a clock ahead: not overdue
     ({"performance_drop": 0.05}, False),  # "more than" the allowed drop
     ({"performance_drop": 0.0501}, True),
@@ -107,25 +107,26 @@ def test_only_the_detectors_the_policy_lists_count() -> None:
 
 def test_a_signal_switched_off_in_the_policy_asks_for_nothing() -> None:
     everything = signals(model_trained_at=NOW - timedelta(days=400), performance_drop=0.5,
-                         estimated_drop=0.5, drift_share=1.0, detectors_fired=("adwin",))
+                         estimated_drop=0.5, drift_share=1.0, detectors_fired=("adwin",),
+                         window_rows=10_000)
     off = policy(max_model_age=None, performance_drop=None, estimated_drop=None,
-                 drift_share=None, detectors=[])
+                 drift_share=None, detectors=[], window_growth=None)
 
-    d = decide(everything, PolicyState(), off, NOW)
+    d = decide(everything, PolicyState(trained_rows=1_000), off, NOW)
 
     assert not d.retrain and d.reasons == [] and d.held_back == []
 
 
 def test_simultaneous_signals_merge_into_one_decision() -> None:
-    d = decide(signals(model_trained_at=NOW - timedelta(days=60), performance_drop=0.1,
+    d = decide(signals(model_trained_at=NOW - timedelta(days=100), performance_drop=0.1,
                        estimated_drop=0.08, drift_share=0.6, weighted_drift_share=0.8,
-                       detectors_fired=("adwin", "ddm")), PolicyState(),
-               policy(detectors=["adwin", "ddm"]), NOW)
+                       detectors_fired=("adwin", "ddm"), window_rows=3_000),
+               PolicyState(trained_rows=1_000), policy(detectors=["adwin", "ddm"]), NOW)
 
     assert d.retrain and d.held_back == []
-    assert len(d.reasons) == 5
-    assert d.trigger == "schedule,performance,estimated,drift,concept"
-    assert "adwin, ddm" in d.reasons[-1]
+    assert len(d.reasons) == 6
+    assert d.trigger == "schedule,performance,estimated,drift,concept,growth"
+    assert "adwin, ddm" in d.reasons[-2]
 
 
 # brakes ---------------------------------------------------------------------------------------
@@ -298,3 +299,60 @@ def test_decide_never_crashes_and_brakes_never_change_the_reasons(
     assert free.retrain == (bool(free.reasons) and sig.new_labels >= policy_.min_new_labels)
     assert decide(sig, state, policy_, now) == d  # pure
     json.dumps(d.to_dict(), default=str)
+
+
+# growth, and the window's start after the error rose ---------------------------------------------
+def test_a_located_change_sets_where_the_window_starts() -> None:
+    at = NOW - timedelta(days=3)
+    d = decide(signals(detectors_fired=("adwin",), change_at=at), PolicyState(), POLICY, NOW)
+    assert d.retrain and d.since == at
+
+
+def test_a_performance_drop_at_a_located_change_cuts_the_window_too() -> None:
+    at = NOW - timedelta(days=3)
+    d = decide(signals(performance_drop=0.2, change_at=at), PolicyState(), POLICY, NOW)
+    assert d.retrain and d.since == at
+
+
+def test_without_growth_the_window_is_never_cut() -> None:
+    d = decide(signals(detectors_fired=("adwin",), change_at=NOW - timedelta(days=3)),
+               PolicyState(), policy(window_growth=None), NOW)
+    assert d.retrain and d.since is None
+
+
+def test_a_retrain_for_another_reason_does_not_cut_at_a_new_point() -> None:
+    d = decide(signals(drift_share=0.9, change_at=NOW - timedelta(days=3)), PolicyState(),
+               POLICY, NOW)
+    assert d.retrain and d.since is None
+
+
+@pytest.mark.parametrize(("grown", "trained", "asks"), [
+    (1_000, 1_000, False), (1_999, 1_000, False), (2_000, 1_000, True), (9_000, 1_000, True)])
+def test_growth_when_the_window_holds_twice_the_rows(grown: int, trained: int,
+                                                     asks: bool) -> None:
+    change = NOW - timedelta(days=10)
+    state = PolicyState(change_at=change, trained_rows=trained)
+    d = decide(signals(window_rows=grown), state, POLICY, NOW)
+    assert d.retrain is asks
+    if asks:
+        assert d.trigger == "growth" and f"{grown:,}" in d.reasons[0]
+        assert d.since == change  # the window keeps starting at the change
+
+
+def test_growth_is_off_when_configured_so() -> None:
+    state = PolicyState(trained_rows=1_000)
+    assert not decide(signals(window_rows=10_000), state, policy(window_growth=None),
+                      NOW).retrain
+
+
+def test_after_the_window_is_past_the_change_the_window_is_the_configured_one() -> None:
+    state = PolicyState(change_at=None, trained_rows=1_000)  # the caller cleared it
+    d = decide(signals(window_rows=5_000), state, POLICY, NOW)
+    assert d.retrain and d.trigger == "growth" and d.since is None
+
+
+def test_growth_obeys_the_brakes() -> None:
+    state = PolicyState(last_retrain=NOW - timedelta(hours=2), change_at=NOW - timedelta(days=1),
+                        trained_rows=1_000)
+    d = decide(signals(window_rows=5_000), state, POLICY, NOW)
+    assert not d.retrain and d.reasons and d.held_back[0].startswith("cooldown")

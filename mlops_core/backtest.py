@@ -1,0 +1,851 @@
+"""Backtesting retraining strategies: replay a history batch by batch, compare when to retrain.
+
+The replay runs the production code in process: :func:`mlops_core.training.fit_model` trains,
+:func:`mlops_core.monitoring.compute_drift` checks data drift, River's detectors watch the error
+stream (:mod:`mlops_core.detectors`), :func:`mlops_core.evaluation.estimate_performance` estimates
+without labels, and :func:`mlops_core.triggers.decide` is the policy. The "registry" is the
+current model in memory.
+
+Protocol, for every batch ``t`` after the first ``initial_batches`` (which train the first
+model): the current model predicts batch ``t`` and the batch metric is recorded; then the labels
+of batch ``t - label_delay`` arrive, and the strategy may retrain on the window of labelled rows
+(or, for an online learner, learn them). A model retrained at step ``t`` predicts from ``t + 1``.
+No strategy can read a label before its batch's delay has passed: a strategy only gets labels
+through :meth:`Step.arrived` and :meth:`Replay.window`, both bounded by ``labelled_through``.
+
+A new strategy subclasses :class:`Strategy` (``decide`` returns a :class:`Retrain` or ``None``)
+or :class:`OnlineStrategy` (``predict`` and ``learn``), and is registered in ``STRATEGIES``.
+
+The result (``BacktestResult.to_dict``; ``mlops backtest --json``) is documented in
+``docs/backtest.md``; the dashboard reads it.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops_core.config import RetrainingConfig, Settings
+from mlops_core.detectors import ErrorStreamDetector, error_stream, locate_rise
+from mlops_core.errors import MlopsError
+from mlops_core.evaluation import HIGHER_IS_BETTER, PRIMARY, compute_metrics, estimate_performance
+from mlops_core.monitoring import compute_drift, sample_rows
+from mlops_core.training import TrainedModel, _defaults, feature_spec, fit_model
+from mlops_core.triggers import PolicyState, Signals, decide
+
+SCHEMA_VERSION = 1
+# without a time column, batch i is dated EPOCH + i days: policy durations count batches as days
+EPOCH = pd.Timestamp("2000-01-01")
+
+ProgressFn = Callable[[str, int, int], None]  # (strategy, batches done, batches in all)
+
+
+class BacktestError(MlopsError, ValueError):
+    """The backtest cannot run as asked (bad data, columns or options)."""
+
+
+# the history -----------------------------------------------------------------------------------
+@dataclass
+class Replay:
+    """A labelled history split into time-ordered batches."""
+
+    frame: pd.DataFrame  # sorted by time, index 0..n-1
+    settings: Settings  # data.target / time_column / features, model, monitoring, retraining
+    kinds: dict[str, str]  # feature -> numeric | categorical | boolean
+    bounds: np.ndarray  # row where batch i starts is bounds[i]; bounds[-1] == len(frame)
+    times: list[pd.Timestamp]  # the time each batch is complete (its newest row)
+    initial_batches: int
+    label_delay: int
+    window_rows: int | None = None
+    window_period: str | None = None
+    drift_batches: list[int] = field(default_factory=list)  # true drift points, as batches
+    dataset: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def task(self) -> str:
+        return self.settings.task
+
+    @property
+    def target(self) -> str:
+        return self.settings.data.target or ""
+
+    @property
+    def n_batches(self) -> int:
+        return len(self.bounds) - 1
+
+    @functools.cached_property
+    def classes(self) -> list[Any] | None:
+        if self.task == "regression":
+            return None
+        return sorted(pd.unique(self.frame[self.target].dropna()).tolist())
+
+    def batch(self, i: int) -> pd.DataFrame:
+        return self.frame.iloc[self.bounds[i]:self.bounds[i + 1]]
+
+    def features(self, i: int) -> pd.DataFrame:
+        return self.batch(i)[list(self.kinds)]
+
+    def window(self, labelled_through: int, start_row: int | None = None,
+               min_rows: int = 0) -> pd.DataFrame:
+        """Labelled rows of batches ``0..labelled_through`` within the training window, from
+        ``start_row`` on where given (a detected change), but never fewer than ``min_rows``."""
+        end = int(self.bounds[labelled_through + 1])
+        first = 0
+        if self.window_rows:
+            first = max(first, end - self.window_rows)
+        if self.window_period:
+            t = self.times[labelled_through] - pd.Timedelta(self.window_period)
+            first = max(first, self._row_at(t))
+        if start_row is not None:
+            first = max(first, min(start_row, max(0, end - min_rows)))
+        return self.frame.iloc[first:end]
+
+    def _row_at(self, t: pd.Timestamp) -> int:
+        tcol = self.settings.data.time_column
+        if tcol:
+            return int(np.searchsorted(self.frame[tcol].to_numpy(), np.datetime64(t)))
+        # synthetic times: batch i is EPOCH + i days
+        i = math.ceil((t - EPOCH) / pd.Timedelta("1D"))
+        return int(self.bounds[min(max(i, 0), self.n_batches)])
+
+
+def _read(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    if suffix in (".csv", ".gz", ".txt"):
+        return pd.read_csv(path)
+    if suffix in (".json", ".jsonl", ".ndjson"):
+        return pd.read_json(path, lines=suffix != ".json")
+    raise BacktestError(f"{path}: unknown file type '{suffix}' (parquet, csv or json)")
+
+
+def _row_id_columns(df: pd.DataFrame, exclude: Iterable[str]) -> list[str]:
+    """Integer columns that are unique and increasing: row ids, not features (a feature that
+    counts rows would let a model tell time)."""
+    out = []
+    for c in df.columns:
+        if c in exclude or not pd.api.types.is_integer_dtype(df[c]):
+            continue
+        s = df[c]
+        if s.is_unique and s.is_monotonic_increasing and len(s) > 100:
+            out.append(c)
+    return out
+
+
+def load_replay(data: Path, *, target: str | None = None, time_column: str | None = None,
+                batch_size: int | None = None, batch_period: str | None = None,
+                initial_batches: int = 5, window: str | None = None, label_delay: int = 0,
+                settings: Settings | None = None, drift_points: list[Any] | None = None
+                ) -> Replay:
+    """Read ``data`` and split it into batches of ``batch_size`` rows or of ``batch_period``.
+
+    ``window`` is a row count (``"20000"``) or a period (``"90D"``); default: the config's
+    ``model.window``. ``drift_points`` (times, or row numbers without a time column) default to
+    a ``<data>.drift.json`` file beside the data, as :mod:`mlops_core.simulate` writes it."""
+    from mlops_core.batching import parse_times, period_start
+    from mlops_core.scaffold import infer_task
+
+    if (batch_size is None) == (batch_period is None):
+        raise BacktestError("give exactly one of --batch-size and --batch-period")
+    if not data.is_file():
+        raise BacktestError(f"{data}: no such file")
+    settings = (settings or Settings()).model_copy(deep=True)
+    d = settings.data
+    d.target = target or d.target
+    d.time_column = time_column if time_column is not None else d.time_column
+    if not d.target:
+        raise BacktestError("no target: pass --target or set data.target in the config")
+    df = _read(data)
+    missing = [c for c in (d.target, d.time_column) if c and c not in df.columns]
+    if missing:
+        raise BacktestError(f"column(s) not in {data.name}: {', '.join(missing)}; the columns "
+                            f"are: {', '.join(map(str, df.columns))}")
+    notes: list[str] = []
+    unlabelled = int(df[d.target].isna().sum())
+    if unlabelled:
+        df = df[df[d.target].notna()]
+        notes.append(f"{unlabelled:,} rows without a label left out")
+    if target or not settings.config_path:
+        settings.task = infer_task(df[d.target])
+    if d.time_column:
+        df = df.assign(**{d.time_column: parse_times(df[d.time_column], d.time_format)})
+        bad = int(df[d.time_column].isna().sum())
+        if bad:
+            raise BacktestError(f"{bad:,} values of {d.time_column} are not times")
+        df = df.sort_values(d.time_column, kind="stable")
+    df = df.reset_index(drop=True)
+    if not d.features.all():
+        ids = _row_id_columns(df, (d.target, d.time_column or ""))
+        if d.id_column and d.id_column in df.columns:
+            ids = [c for c in ids if c != d.id_column] + [d.id_column]
+        if ids:
+            d.id_column = ids[-1]
+            df = df.drop(columns=[c for c in ids if c != d.id_column])
+            notes.append(f"left out as row ids: {', '.join(ids)}")
+    spec = feature_spec(settings, df, "replay", None)
+    kinds = spec["kinds"]
+    for c, k in kinds.items():  # categories once, as pandas categories (fast to slice)
+        if k == "categorical" and not isinstance(df[c].dtype, pd.CategoricalDtype):
+            df[c] = df[c].astype("string").astype("category")
+    n = len(df)
+    if batch_size is not None:
+        if batch_size < 1:
+            raise BacktestError("--batch-size must be positive")
+        bounds = np.append(np.arange(0, n, batch_size), n)
+    else:
+        if not d.time_column:
+            raise BacktestError("--batch-period needs a time column (--time)")
+        starts = period_start(df[d.time_column], batch_period or "").to_numpy()
+        change = np.flatnonzero(starts[1:] != starts[:-1]) + 1
+        bounds = np.concatenate([[0], change, [n]])
+    if d.time_column:
+        tv = df[d.time_column]
+        times = [pd.Timestamp(tv.iloc[b - 1]) for b in bounds[1:]]
+    else:
+        times = [EPOCH + pd.Timedelta(days=i) for i in range(len(bounds) - 1)]
+    if len(bounds) - 1 <= initial_batches:
+        raise BacktestError(f"{len(bounds) - 1} batches: need more than --initial-batches "
+                            f"({initial_batches}); use smaller batches")
+    rows, period = _window(window, settings)
+    replay = Replay(df, settings, kinds, bounds, times, initial_batches, label_delay,
+                    rows, period, dataset=data.name, notes=notes)
+    points = drift_points if drift_points is not None else _sidecar_drift(data)
+    replay.drift_batches = _drift_batches(replay, points)
+    return replay
+
+
+def _window(window: str | None, settings: Settings) -> tuple[int | None, str | None]:
+    if window is None:
+        return settings.model.window.rows, settings.model.window.period
+    if window.isdigit():
+        if int(window) == 0:
+            raise BacktestError("--window must be a positive row count or a duration")
+        return int(window), None
+    try:
+        pd.Timedelta(window)
+    except ValueError:
+        raise BacktestError(f"--window '{window}' is neither a row count nor a duration such "
+                            "as '90D'") from None
+    return None, window
+
+
+def _sidecar_drift(data: Path) -> list[Any]:
+    side = data.with_name(data.stem + ".drift.json")
+    if not side.is_file():
+        return []
+    raw = json.loads(side.read_text(encoding="utf-8"))
+    return [p.get("start", p.get("row")) for p in raw.get("drift_points", [])]
+
+
+def _drift_batches(replay: Replay, points: list[Any]) -> list[int]:
+    out = []
+    tcol = replay.settings.data.time_column
+    for p in points:
+        if isinstance(p, (int, float, np.integer, np.floating)) and not isinstance(p, bool):
+            row = int(p)  # a row number (JSON may write it as 6000.0)
+        elif tcol:
+            row = int(np.searchsorted(replay.frame[tcol].to_numpy(),
+                                      np.datetime64(pd.Timestamp(p).tz_localize(None))))
+        else:
+            continue
+        b = int(np.searchsorted(replay.bounds, row, side="right")) - 1
+        if 0 <= b < replay.n_batches:
+            out.append(b)
+    return sorted(set(out))
+
+
+# models ----------------------------------------------------------------------------------------
+@dataclass
+class Fitted:
+    """The model a batch strategy serves, with what monitoring needs about it."""
+
+    model: TrainedModel
+    baseline: dict[str, float]  # metrics on its validation rows (the newest of its window)
+    reference: pd.DataFrame  # sample of its training features, for data drift
+    importances: dict[str, float]
+    trained_through: int  # newest labelled batch in its window
+    first_row: int  # oldest row of its window
+    rows: int
+    at: pd.Timestamp
+
+
+class Trainer:
+    """Fits the configured model type on a window, as ``mlops train`` does without the search
+    (fixed hyper-parameters: the search's first trial, overridden by ``model.params``)."""
+
+    def __init__(self, replay: Replay) -> None:
+        self.replay = replay
+        m = replay.settings.model
+        self.kind = m.type
+        self.params = _defaults(m.type, replay.task) | m.params
+        self.seed = m.seed
+        self.validation = m.validation
+        self.spec = feature_spec(replay.settings, replay.frame, m.type, replay.classes)
+
+    def fit(self, through: int, start_row: int | None = None) -> Fitted:
+        r = self.replay
+        min_rows = max(r.settings.model.min_rows, 1)
+        win = r.window(through, start_row, min_rows=min_rows)
+        X, y = win[list(r.kinds)], win[r.target]
+        n_val = max(1, round(len(win) * self.validation))
+        tr, va = slice(0, len(win) - n_val), slice(len(win) - n_val, len(win))
+        classes = r.classes
+        if classes is not None:  # a window may miss a class for a while: fit on those it has
+            seen = set(pd.unique(y.iloc[tr]).tolist())
+            if seen != set(classes):
+                keep = y.isin(seen).to_numpy()
+                X, y = X[keep], y[keep]
+                n_val = max(1, round(len(X) * self.validation))
+                tr, va = slice(0, len(X) - n_val), slice(len(X) - n_val, len(X))
+        model = fit_model(self.kind, r.task, self.spec, self.params, X.iloc[tr], y.iloc[tr],
+                          X.iloc[va], y.iloc[va], self.seed)
+        baseline = compute_metrics(r.task, y.iloc[va], model.predict_frame(X.iloc[va]),
+                                   classes)
+        ref = sample_rows(X, r.settings.model.reference_rows, self.seed)
+        return Fitted(model, baseline, ref, model.feature_importances(), through,
+                      int(win.index[0]), len(win), r.times[through])
+
+
+# what a strategy sees ----------------------------------------------------------------------------
+@dataclass
+class Arrival:
+    """Labels of one batch, arrived now, with the prediction made when the batch came in."""
+
+    batch: int
+    y: pd.Series
+    prediction: pd.DataFrame
+
+
+@dataclass
+class Step:
+    index: int  # the batch just predicted
+    time: pd.Timestamp
+    X: pd.DataFrame  # its features (no labels)
+    prediction: pd.DataFrame
+    arrived: list[Arrival]
+    labelled_through: int  # newest batch whose labels are known
+
+
+@dataclass
+class Retrain:
+    reasons: list[str]
+    start_row: int | None = None  # train from this row on (a detected change); None: the window
+
+
+class Strategy:
+    """A batch strategy: one served model, retrained when :meth:`decide` says so."""
+
+    name = "strategy"
+
+    def start(self, replay: Replay, fitted: Fitted) -> None:
+        self.replay = replay
+
+    def retrained(self, fitted: Fitted, step: Step, action: Retrain) -> None:
+        """Called after a retrain (re-baseline detectors, brakes...)."""
+
+    def decide(self, step: Step, fitted: Fitted) -> Retrain | None:
+        raise NotImplementedError
+
+
+class OnlineStrategy:
+    """An incremental learner: predicts each batch, learns each batch of labels as it arrives."""
+
+    name = "online"
+
+    def start(self, replay: Replay, initial: pd.DataFrame) -> None:
+        raise NotImplementedError
+
+    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def learn(self, X: pd.DataFrame, y: pd.Series) -> None:
+        raise NotImplementedError
+
+
+class Static(Strategy):
+    name = "static"
+
+    def decide(self, step: Step, fitted: Fitted) -> Retrain | None:
+        return None
+
+
+class Periodic(Strategy):
+    def __init__(self, every: int) -> None:
+        if every < 1:
+            raise BacktestError("periodic:P needs P ≥ 1")
+        self.every = every
+        self.name = "every-batch" if every == 1 else f"periodic:{every}"
+
+    def decide(self, step: Step, fitted: Fitted) -> Retrain | None:
+        if step.labelled_through - fitted.trained_through >= self.every:
+            return Retrain([f"periodic: {self.every} batch(es) of new labels"])
+        return None
+
+
+class PolicyStrategy(Strategy):
+    """Production's policy (:func:`mlops_core.triggers.decide`) on the signals monitoring would
+    compute at this step. Single-signal strategies are this with one signal and no brakes."""
+
+    def __init__(self, name: str, policy: RetrainingConfig) -> None:
+        self.name = name
+        self.policy = policy
+
+    def start(self, replay: Replay, fitted: Fitted) -> None:
+        super().start(replay, fitted)
+        self.state = PolicyState()
+        self.metric = replay.settings.gate.metric or PRIMARY[replay.task]
+        self.change_row: int | None = None  # where the change the window starts at began
+        self._reset(fitted)
+
+    def _reset(self, fitted: Fitted) -> None:
+        self.detectors = {d: ErrorStreamDetector(d) for d in self.policy.detectors
+                          if not (d == "ddm" and self.replay.task == "regression")}
+        self.fed = 0  # errors seen since the model was trained
+        self.fed_first_row: list[tuple[int, int]] = []  # (errors before, first row) per batch
+        self.errors: list[np.ndarray] = []
+
+    def retrained(self, fitted: Fitted, step: Step, action: Retrain) -> None:
+        at = step.time.to_pydatetime()
+        self.change_row = action.start_row
+        self.state = PolicyState(last_retrain=at,
+                                 recent_retrains=(*self.state.recent_retrains, at))
+        self._reset(fitted)
+
+    def _window_rows(self, labelled_through: int) -> int:
+        """Labelled rows a retrain now would train on (from the change on, while the window
+        reaches back to it)."""
+        r = self.replay
+        if self.change_row is not None and \
+                int(r.window(labelled_through).index[0]) >= self.change_row:
+            self.change_row = None  # the window is past the change: back to normal
+        return len(r.window(labelled_through, self.change_row, r.settings.model.min_rows))
+
+    def _drop(self, value: float | None, fitted: Fitted) -> float | None:
+        base = fitted.baseline.get(self.metric)
+        if value is None or base is None or np.isnan(value) or np.isnan(base):
+            return None
+        return (base - value) if HIGHER_IS_BETTER.get(self.metric, True) else (value - base)
+
+    def decide(self, step: Step, fitted: Fitted) -> Retrain | None:
+        r, p = self.replay, self.policy
+        mcfg = r.settings.monitoring
+        perf = est = None
+        share = wshare = None
+        fired: list[str] = []
+        change_rows: list[int] = []
+        if step.arrived and p.performance_drop is not None:
+            y = pd.concat([a.y for a in step.arrived])
+            pred = pd.concat([a.prediction for a in step.arrived])
+            perf = self._drop(compute_metrics(r.task, y, pred, r.classes).get(self.metric),
+                              fitted)
+        for a in step.arrived:
+            errors = error_stream(r.task, a.y, a.prediction["prediction"])
+            self.fed_first_row.append((self.fed, int(a.y.index[0])))
+            self.errors.append(errors)
+            for name, det in self.detectors.items():
+                before = len(det.result.detections)
+                det.update(errors)
+                starts = det.result.change_starts[before:]
+                if starts:
+                    fired.append(name)
+                    change_rows.append(self._row(starts[0]))
+            self.fed += len(errors)
+        if not change_rows and perf is not None and self.errors:
+            # where the error rose since the model was trained; no rise: it was poor from its
+            # first unseen row on, so the change came at or before it
+            rise = locate_rise(np.concatenate(self.errors))
+            change_rows.append(self._row(rise if rise is not None else 0))
+        if p.estimated_drop is not None and r.task != "regression":
+            proba = step.prediction[[f"proba_{c}" for c in r.classes or []]].to_numpy()
+            if len(proba) >= mcfg.min_rows:
+                e = estimate_performance(r.task, proba, r.classes or [], simulations=50,
+                                         seed=mcfg.seed + step.index)
+                if self.metric in e:
+                    est = self._drop(e[self.metric].value, fitted)
+        if p.drift_share is not None:
+            drift = compute_drift(fitted.reference, step.X, r.kinds,
+                                  importances=fitted.importances if mcfg.weight_by_importance
+                                  else None, sample_size=mcfg.sample_rows,
+                                  min_rows=mcfg.min_rows, method=mcfg.method,
+                                  threshold=mcfg.threshold, drift_share=mcfg.drift_share,
+                                  seed=mcfg.seed)
+            share, wshare = drift.drift_share, drift.weighted_drift_share
+        new_labels = int(r.bounds[step.labelled_through + 1] - r.bounds[fitted.trained_through
+                                                                          + 1])
+        signals = Signals(performance_drop=perf, estimated_drop=est, drift_share=share,
+                          weighted_drift_share=wshare, detectors_fired=tuple(dict.fromkeys(
+                              fired)), model_trained_at=fitted.at.to_pydatetime(),
+                          new_labels=new_labels, metric=self.metric,
+                          window_rows=self._window_rows(step.labelled_through),
+                          change_at=min(change_rows) if change_rows else None)
+        state = replace(self.state, change_at=self.change_row, trained_rows=fitted.rows)
+        decision = decide(signals, state, p, step.time.to_pydatetime())
+        if not decision.retrain:
+            return None
+        return Retrain(decision.reasons, decision.since)  # type: ignore[arg-type]
+
+    def _row(self, pos: int) -> int:
+        """The frame row of position ``pos`` in the error stream fed since the last retrain."""
+        first = 0
+        for fed_before, row in self.fed_first_row:
+            if fed_before <= pos:
+                first = row + (pos - fed_before)
+        return first
+
+
+class RiverOnline(OnlineStrategy):
+    """River's adaptive random forest (ARF), learning each batch's labels as they arrive."""
+
+    name = "online"
+
+    def __init__(self, seed: int = 42) -> None:
+        self.seed = seed
+
+    def start(self, replay: Replay, initial: pd.DataFrame) -> None:
+        from river import forest
+
+        self.replay = replay
+        self.model = (forest.ARFRegressor(seed=self.seed) if replay.task == "regression"
+                      else forest.ARFClassifier(seed=self.seed))
+        self.fill = {c: float(pd.to_numeric(initial[c], errors="coerce").median())
+                     for c, k in replay.kinds.items() if k != "categorical"}
+        self.learn(initial[list(replay.kinds)], initial[replay.target])
+
+    def _rows(self, X: pd.DataFrame) -> list[dict[str, Any]]:
+        cols = {}
+        for c, k in self.replay.kinds.items():
+            s = X[c]
+            if k == "categorical":
+                cols[c] = s.astype(object).where(s.notna(), "<missing>").astype(str).tolist()
+            else:
+                cols[c] = pd.to_numeric(s, errors="coerce").astype(float).fillna(
+                    self.fill[c]).tolist()
+        names = list(cols)
+        return [dict(zip(names, vals, strict=True)) for vals in zip(*cols.values(),
+                                                                     strict=True)]
+
+    def learn(self, X: pd.DataFrame, y: pd.Series) -> None:
+        for x, t in zip(self._rows(X), y.tolist(), strict=True):
+            self.model.learn_one(x, t)
+
+    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
+        from mlops_core.pyfunc.tabular_model import output_frame
+
+        rows = self._rows(X)
+        if self.replay.task == "regression":
+            raw = np.array([self.model.predict_one(x) or 0.0 for x in rows], dtype=float)
+            return output_frame("regression", None, raw, X.index)
+        classes = self.replay.classes or []
+        proba = np.zeros((len(rows), len(classes)))
+        for i, x in enumerate(rows):
+            p = self.model.predict_proba_one(x)
+            for j, c in enumerate(classes):
+                proba[i, j] = p.get(c, 0.0)
+        proba_sum = proba.sum(axis=1, keepdims=True)
+        proba = np.where(proba_sum > 0, proba / np.where(proba_sum > 0, proba_sum, 1),
+                         1 / max(len(classes), 1))
+        raw = proba[:, 1] if self.replay.task == "binary" else proba
+        return output_frame(self.replay.task, classes, raw, X.index)
+
+
+# strategies by name -------------------------------------------------------------------------
+def _single(policy: RetrainingConfig, **signal: Any) -> RetrainingConfig:
+    """A policy with just one signal and no brakes: what a single-signal strategy does."""
+    off = dict(max_model_age=None, performance_drop=None, estimated_drop=None, drift_share=None,
+               detectors=[], cooldown="0s", max_retrains=10**9, per="1D", min_new_labels=0,
+               window_growth=None)
+    return policy.model_copy(update=off | signal)
+
+
+DETECTOR_NAMES = {"adwin": "adwin", "page-hinkley": "page_hinkley", "ddm": "ddm"}
+STRATEGIES = ("static", "periodic:P", "every-batch", "performance", "drift",
+              "detector:adwin", "detector:page-hinkley", "detector:ddm", "estimated", "online",
+              "policy")
+DEFAULT_STRATEGIES = ("static", "every-batch", "periodic:10", "performance", "drift",
+                      "detector:adwin", "estimated", "policy")
+
+
+def make_strategy(spec: str, settings: Settings) -> Strategy | OnlineStrategy:
+    """A strategy from its name in ``--strategies`` (see ``STRATEGIES``)."""
+    p = settings.retraining
+    name, _, arg = spec.strip().partition(":")
+    if name == "static":
+        return Static()
+    if name == "every-batch":
+        return Periodic(1)
+    if name == "periodic":
+        if not arg.isdigit():
+            raise BacktestError(f"'{spec}': write periodic:P with P a number of batches")
+        return Periodic(int(arg))
+    if name == "performance":
+        return PolicyStrategy(spec, _single(p, performance_drop=p.performance_drop or 0.05))
+    if name == "estimated":
+        return PolicyStrategy(spec, _single(p, estimated_drop=p.estimated_drop or 0.05))
+    if name == "drift":
+        return PolicyStrategy(spec, _single(p, drift_share=p.drift_share or 0.5))
+    if name == "detector":
+        if arg not in DETECTOR_NAMES:
+            raise BacktestError(f"'{spec}': known detectors are "
+                                f"{', '.join('detector:' + d for d in DETECTOR_NAMES)}")
+        return PolicyStrategy(spec, _single(p, detectors=[DETECTOR_NAMES[arg]]))
+    if name == "online":
+        return RiverOnline(settings.model.seed)
+    if name == "policy":
+        return PolicyStrategy("policy", p)
+    raise BacktestError(f"unknown strategy '{spec}'; known: {', '.join(STRATEGIES)}")
+
+
+# running ---------------------------------------------------------------------------------------
+@dataclass
+class StrategyResult:
+    name: str
+    metric_name: str
+    mean_metric: float | None  # None: no batch had the metric defined
+    retrains: int
+    train_cpu_s: float
+    monitor_cpu_s: float
+    per_batch: list[dict[str, Any]]  # {"batch", "time", "rows", "<metric>"..., "retrained"}
+    triggers: list[dict[str, Any]]  # {"batch", "time", "reasons", "start_row"}
+    detection_delays: list[int | None] = field(default_factory=list)  # per true drift point
+    false_triggers: int | None = None
+    wall_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class BacktestResult:
+    dataset: str
+    task: str
+    batches: int  # batches scored (after the initial ones)
+    metric_name: str
+    strategies: list[StrategyResult]
+    settings: dict[str, Any]
+    drift_batches: list[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA_VERSION, "dataset": self.dataset, "task": self.task,
+                "batches": self.batches, "metric_name": self.metric_name,
+                "drift_batches": self.drift_batches, "settings": self.settings,
+                "strategies": [s.to_dict() for s in self.strategies]}
+
+    def table(self) -> list[dict[str, Any]]:
+        return [{"strategy": s.name, s.metric_name: s.mean_metric, "retrains": s.retrains,
+                 "retrain_share": s.retrains / max(self.batches, 1),
+                 "train_cpu_s": s.train_cpu_s, "monitor_cpu_s": s.monitor_cpu_s,
+                 "false_triggers": s.false_triggers,
+                 "detection_delays": s.detection_delays} for s in self.strategies]
+
+
+def headline_metric(task: str, metric: str | None = None) -> str:
+    """The metric a backtest compares on: accuracy for classification, RMSE for regression."""
+    return metric or ("rmse" if task == "regression" else "accuracy")
+
+
+def run_strategy(replay: Replay, strategy: Strategy | OnlineStrategy, *,
+                 metric: str | None = None, progress: ProgressFn | None = None
+                 ) -> StrategyResult:
+    r = replay
+    metric = headline_metric(r.task, metric)
+    K = r.initial_batches
+    t_wall = time.perf_counter()
+    train_cpu = monitor_cpu = 0.0
+    preds: dict[int, pd.DataFrame] = {}
+    per_batch: list[dict[str, Any]] = []
+    triggers: list[dict[str, Any]] = []
+    online = isinstance(strategy, OnlineStrategy)
+    c0 = time.process_time()
+    if online:
+        initial = r.frame.iloc[:r.bounds[K]]
+        strategy.start(r, initial)
+        fitted = None
+    else:
+        fitted = Trainer(r).fit(K - 1)
+        strategy.start(r, fitted)
+    train_cpu += time.process_time() - c0
+    trainer = Trainer(r) if not online else None
+    for t in range(K, r.n_batches):
+        batch = r.batch(t)
+        X = batch[list(r.kinds)]
+        c0 = time.process_time()
+        pred = strategy.predict(X) if online else fitted.model.predict_frame(X)  # type: ignore
+        if online:
+            train_cpu += time.process_time() - c0
+        preds[t] = pred
+        y = batch[r.target]
+        scores = compute_metrics(r.task, y, pred, r.classes)
+        row = {"batch": t, "time": r.times[t].isoformat(), "rows": len(batch),
+               **{k: _num(v) for k, v in scores.items() if k in _KEPT}, "retrained": False}
+        per_batch.append(row)
+        labelled_through = max(K - 1, t - r.label_delay)
+        arrived_ids = [t - r.label_delay] if t - r.label_delay >= K else []
+        arrived = [Arrival(b, r.batch(b)[r.target], preds.pop(b)) for b in arrived_ids]
+        if online:
+            c0 = time.process_time()
+            for a in arrived:
+                strategy.learn(r.features(a.batch), a.y)
+            train_cpu += time.process_time() - c0
+        else:
+            step = Step(t, r.times[t], X, pred, arrived, labelled_through)
+            c0 = time.process_time()
+            action = strategy.decide(step, fitted)  # type: ignore[union-attr]
+            monitor_cpu += time.process_time() - c0
+            if action is not None:
+                c0 = time.process_time()
+                fitted = trainer.fit(labelled_through, action.start_row)  # type: ignore
+                train_cpu += time.process_time() - c0
+                strategy.retrained(fitted, step, action)  # type: ignore[union-attr]
+                row["retrained"] = True
+                triggers.append({"batch": t, "time": r.times[t].isoformat(),
+                                 "reasons": action.reasons, "start_row": action.start_row,
+                                 "window_rows": fitted.rows})
+        if progress:
+            progress(strategy.name, t - K + 1, r.n_batches - K)
+    values = [b[metric] for b in per_batch if b.get(metric) is not None]
+    delays, false = _detection(r, [tr["batch"] for tr in triggers], signalled=[
+        tr["batch"] for tr in triggers
+        if not all(x.startswith("growth") for x in tr["reasons"])] or None)
+    return StrategyResult(strategy.name, metric, float(np.mean(values)) if values else None,
+                          len(triggers), round(train_cpu, 3), round(monitor_cpu, 3), per_batch,
+                          triggers, delays, false, round(time.perf_counter() - t_wall, 3))
+
+
+_KEPT = ("accuracy", "roc_auc", "f1_macro", "rmse", "mae")
+
+
+def _num(v: float) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(v, 6)
+
+
+def _detection(r: Replay, trigger_batches: list[int], horizon: int | None = None,
+               signalled: list[int] | None = None) -> tuple[list[int | None], int | None]:
+    """Per true drift point, batches until the first trigger after it (None: never, before the
+    next point); false triggers: those (of ``signalled``, the triggers a signal asked for, not
+    a planned growth retrain) before the first point or more than ``horizon`` batches (default: a
+    tenth of the batches, at least 5) after the latest point."""
+    if not r.drift_batches:
+        return [], None
+    horizon = horizon or max(5, r.n_batches // 10)
+    points = r.drift_batches
+    delays: list[int | None] = []
+    for i, p in enumerate(points):
+        nxt = points[i + 1] if i + 1 < len(points) else math.inf
+        hits = [b for b in trigger_batches if p <= b < nxt]
+        delays.append(hits[0] - p if hits else None)
+    false = 0
+    for b in signalled or trigger_batches:
+        before = [p for p in points if p <= b]
+        if not before or b - before[-1] > horizon:
+            false += 1
+    return delays, false
+
+
+def run_backtest(replay: Replay, strategies: Iterable[str], *, metric: str | None = None,
+                 progress: ProgressFn | None = None,
+                 extra: dict[str, Strategy | OnlineStrategy] | None = None) -> BacktestResult:
+    """Run each strategy (by name, see :func:`make_strategy`; ``extra`` adds custom ones)."""
+    chosen: list[Strategy | OnlineStrategy] = [make_strategy(s, replay.settings)
+                                               for s in strategies]
+    for name, strategy in (extra or {}).items():
+        strategy.name = name
+        chosen.append(strategy)
+    metric = headline_metric(replay.task, metric)
+    results = [run_strategy(replay, s, metric=metric, progress=progress) for s in chosen]
+    s = replay.settings
+    settings = {"initial_batches": replay.initial_batches, "label_delay": replay.label_delay,
+                "window_rows": replay.window_rows, "window_period": replay.window_period,
+                "model": s.model.type, "target": replay.target,
+                "time_column": s.data.time_column, "rows": len(replay.frame),
+                "policy": s.retraining.model_dump(mode="json"), "notes": replay.notes}
+    return BacktestResult(replay.dataset, replay.task, replay.n_batches - replay.initial_batches,
+                          metric, results, settings, replay.drift_batches)
+
+
+def write_json(result: BacktestResult, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result.to_dict(), indent=2, default=str), encoding="utf-8")
+    return path
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(raw, dict) or "strategies" not in raw:
+        raise BacktestError(f"{path}: not a backtest result")
+    return raw
+
+
+def figures(result: dict[str, Any]) -> dict[str, Any]:
+    """Plotly figures of a result (as :meth:`BacktestResult.to_dict` writes it): the metric
+    over time for every strategy with retrain marks, and quality against retraining cost."""
+    import plotly.graph_objects as go
+
+    metric = result["metric_name"]
+    over = go.Figure()
+    for s in result["strategies"]:
+        xs = [pd.Timestamp(b["time"]) for b in s["per_batch"]]
+        ys = [b.get(metric) for b in s["per_batch"]]
+        over.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=s["name"],
+                                  legendgroup=s["name"]))
+        marks = [i for i, b in enumerate(s["per_batch"]) if b.get("retrained")]
+        if marks:
+            over.add_trace(go.Scatter(x=[xs[i] for i in marks], y=[ys[i] for i in marks],
+                                      mode="markers", marker_symbol="triangle-up",
+                                      marker_size=9, name=f"{s['name']} retrains",
+                                      legendgroup=s["name"], showlegend=False,
+                                      hovertext=[", ".join(t["reasons"]) for t in s["triggers"]]))
+    first = result["strategies"][0]["per_batch"] if result["strategies"] else []
+    by_batch = {b["batch"]: pd.Timestamp(b["time"]) for b in first}
+    for d in result.get("drift_batches", []):
+        if d in by_batch:
+            over.add_vline(x=by_batch[d], line_dash="dot", line_color="grey")
+    over.update_layout(title=f"{metric} per batch ({result['dataset']})", xaxis_title="batch time",
+                       yaxis_title=metric, hovermode="x unified", template="plotly_white")
+    cost = go.Figure()
+    for s in result["strategies"]:
+        cost.add_trace(go.Scatter(x=[s["train_cpu_s"] + s["monitor_cpu_s"]],
+                                  y=[s["mean_metric"]], mode="markers+text", text=[s["name"]],
+                                  textposition="top center", marker_size=12, name=s["name"],
+                                  hovertext=f"{s['retrains']} retrains"))
+    cost.update_layout(title="quality against cost", xaxis_title="CPU seconds (train + monitor)",
+                       yaxis_title=f"mean {metric}", template="plotly_white", showlegend=False)
+    return {"over_time": over, "cost": cost}
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def write_html(result: BacktestResult | dict[str, Any], path: Path) -> Path:
+    raw = result.to_dict() if isinstance(result, BacktestResult) else result
+    figs = figures(raw)
+    rows = "".join(
+        f"<tr><td>{html.escape(s['name'])}</td><td>{_fmt(s['mean_metric'])}</td>"
+        f"<td>{s['retrains']}</td>"
+        f"<td>{s['train_cpu_s']:.1f}</td><td>{s['monitor_cpu_s']:.1f}</td></tr>"
+        for s in raw["strategies"])
+    table = (f"<table><tr><th>strategy</th><th>mean {raw['metric_name']}</th><th>retrains</th>"
+             f"<th>train CPU s</th><th>monitor CPU s</th></tr>{rows}</table>")
+    body = (figs["over_time"].to_html(full_html=False, include_plotlyjs=True)
+            + figs["cost"].to_html(full_html=False, include_plotlyjs=False))
+    name = html.escape(raw["dataset"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Backtest: {name}"
+        "</title><style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 12px;"
+        "text-align:right}td:first-child,th:first-child{text-align:left}</style></head><body>"
+        f"<h1>Backtest: {name}</h1><p>{raw['batches']} batches scored, task "
+        f"{raw['task']}.</p>{table}{body}</body></html>", encoding="utf-8")
+    return path
