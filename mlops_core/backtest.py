@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_core.config import RetrainingConfig, Settings
-from mlops_core.detectors import ErrorStreamDetector, error_stream, locate_rise
+from mlops_core.detectors import ErrorStreamDetector, error_stream, where_error_rose
 from mlops_core.errors import MlopsError
 from mlops_core.evaluation import HIGHER_IS_BETTER, PRIMARY, compute_metrics, estimate_performance
 from mlops_core.monitoring import compute_drift, sample_rows
@@ -279,6 +279,7 @@ class Fitted:
     first_row: int  # oldest row of its window
     rows: int
     at: pd.Timestamp
+    validation_errors: np.ndarray | None = None  # its errors on its validation rows
 
 
 class Trainer:
@@ -311,11 +312,12 @@ class Trainer:
                 tr, va = slice(0, len(X) - n_val), slice(len(X) - n_val, len(X))
         model = fit_model(self.kind, r.task, self.spec, self.params, X.iloc[tr], y.iloc[tr],
                           X.iloc[va], y.iloc[va], self.seed)
-        baseline = compute_metrics(r.task, y.iloc[va], model.predict_frame(X.iloc[va]),
-                                   classes)
+        pred_va = model.predict_frame(X.iloc[va])
+        baseline = compute_metrics(r.task, y.iloc[va], pred_va, classes)
         ref = sample_rows(X, r.settings.model.reference_rows, self.seed)
         return Fitted(model, baseline, ref, model.feature_importances(), through,
-                      int(win.index[0]), len(win), r.times[through])
+                      int(win.index[0]), len(win), r.times[through],
+                      error_stream(r.task, y.iloc[va], pred_va["prediction"]))
 
 
 # what a strategy sees ----------------------------------------------------------------------------
@@ -463,10 +465,10 @@ class PolicyStrategy(Strategy):
                     change_rows.append(self._row(starts[0]))
             self.fed += len(errors)
         if not change_rows and perf is not None and self.errors:
-            # where the error rose since the model was trained; no rise: it was poor from its
-            # first unseen row on, so the change came at or before it
-            rise = locate_rise(np.concatenate(self.errors))
-            change_rows.append(self._row(rise if rise is not None else 0))
+            # where the error rose since the model was trained, against its validation errors
+            rise = where_error_rose(fitted.validation_errors, np.concatenate(self.errors))
+            if rise is not None:
+                change_rows.append(self._row(rise))
         if p.estimated_drop is not None and r.task != "regression":
             proba = step.prediction[[f"proba_{c}" for c in r.classes or []]].to_numpy()
             if len(proba) >= mcfg.min_rows:
@@ -791,33 +793,39 @@ def figures(result: dict[str, Any]) -> dict[str, Any]:
     """Plotly figures of a result (as :meth:`BacktestResult.to_dict` writes it): the metric
     over time for every strategy with retrain marks, and quality against retraining cost."""
     import plotly.graph_objects as go
+    from plotly.colors import qualitative
 
     metric = result["metric_name"]
+    palette = qualitative.Plotly
+    colour = {s["name"]: palette[i % len(palette)] for i, s in enumerate(result["strategies"])}
     over = go.Figure()
     for s in result["strategies"]:
         xs = [pd.Timestamp(b["time"]) for b in s["per_batch"]]
         ys = [b.get(metric) for b in s["per_batch"]]
         over.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=s["name"],
-                                  legendgroup=s["name"]))
+                                  legendgroup=s["name"], line_color=colour[s["name"]]))
         marks = [i for i, b in enumerate(s["per_batch"]) if b.get("retrained")]
         if marks:
             over.add_trace(go.Scatter(x=[xs[i] for i in marks], y=[ys[i] for i in marks],
                                       mode="markers", marker_symbol="triangle-up",
-                                      marker_size=9, name=f"{s['name']} retrains",
-                                      legendgroup=s["name"], showlegend=False,
+                                      marker_size=9, marker_color=colour[s["name"]],
+                                      name=f"{s['name']} retrains", legendgroup=s["name"],
+                                      showlegend=False,
                                       hovertext=[", ".join(t["reasons"]) for t in s["triggers"]]))
     first = result["strategies"][0]["per_batch"] if result["strategies"] else []
     by_batch = {b["batch"]: pd.Timestamp(b["time"]) for b in first}
     for d in result.get("drift_batches", []):
         if d in by_batch:
             over.add_vline(x=by_batch[d], line_dash="dot", line_color="grey")
-    over.update_layout(title=f"{metric} per batch ({result['dataset']})", xaxis_title="batch time",
+    over.update_layout(title=f"{metric} per batch ({result['dataset']}); ▲ retrain, "
+                             "dotted: true drift point", xaxis_title="batch time",
                        yaxis_title=metric, hovermode="x unified", template="plotly_white")
     cost = go.Figure()
     for s in result["strategies"]:
         cost.add_trace(go.Scatter(x=[s["train_cpu_s"] + s["monitor_cpu_s"]],
                                   y=[s["mean_metric"]], mode="markers+text", text=[s["name"]],
                                   textposition="top center", marker_size=12, name=s["name"],
+                                  marker_color=colour[s["name"]],
                                   hovertext=f"{s['retrains']} retrains"))
     cost.update_layout(title="quality against cost", xaxis_title="CPU seconds (train + monitor)",
                        yaxis_title=f"mean {metric}", template="plotly_white", showlegend=False)

@@ -106,6 +106,18 @@ def locate_rise(errors: Iterable[float], min_z: float = 4.0) -> int | None:
     return at if z >= min_z else None
 
 
+def where_error_rose(baseline: Iterable[float] | None, errors: Iterable[float],
+                     min_z: float = 6.0) -> int | None:
+    """Where in ``errors`` (a model's errors on new rows, in time order) the error rose
+    clearly, judged against ``baseline``, the same model's errors on its own hold-out rows just
+    before: a rise between the two means the model was poor from its first unseen row on (0);
+    a noisy baseline does not, nor a one-batch dip (``min_z`` 6: a concept change that costs a
+    few points of accuracy over a few hundred rows passes it). ``None``: no clear rise."""
+    before = np.asarray(list(baseline) if baseline is not None else [], dtype=float)
+    at = locate_rise(np.concatenate([before, np.asarray(list(errors), dtype=float)]), min_z)
+    return None if at is None else max(0, at - len(before))
+
+
 def error_stream(task: str, y_true: Any, prediction: Any) -> np.ndarray:
     """Per-row errors in the order given: 1/0 misclassification, or absolute error."""
     y = np.asarray(y_true)

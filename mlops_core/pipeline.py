@@ -20,11 +20,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
 import mlops_core
 from mlops_core.config import Settings
+from mlops_core.detectors import error_stream
 from mlops_core.evaluation import GateResult, compute_metrics, decide_gate, slice_metrics
 from mlops_core.monitoring import performance_report
 from mlops_core.registry import Registry, SmokeTest, file_sha256
@@ -210,6 +212,9 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
                                                                               indent=2))
         (root / "training" / "search.json").write_text(json.dumps(found.history, indent=1,
                                                                   default=str))
+        # the baseline monitoring judges a later rise of the error against (where it rose)
+        np.save(root / "training" / "holdout_errors.npy",
+                error_stream(task, y_ho, pred_ho["prediction"]))
         example = to_plain(X_ho.head(5)).astype(  # numbers as float: missing values allowed
             {c: "float64" for c, k in spec["kinds"].items() if k == "numeric"})
         params = {"model_type": mcfg.type, "task": task, "trigger": trigger,

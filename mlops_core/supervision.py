@@ -19,7 +19,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from mlops_core.config import Settings
-from mlops_core.detectors import DetectorResult, error_stream, locate_rise, run_detectors
+from mlops_core.detectors import DetectorResult, error_stream, run_detectors, where_error_rose
 from mlops_core.errors import MlopsError
 from mlops_core.evaluation import (
     HIGHER_IS_BETTER,
@@ -172,6 +172,17 @@ def window_rows(settings: Settings, meta: MetadataStore, store: BatchStore,
     return max(int((t >= pd.Timestamp(change_at)).sum()), settings.model.min_rows), change_at
 
 
+def _holdout_errors(settings: Settings, reg: Registry, version: str) -> np.ndarray | None:
+    """The version's errors on its hold-out rows (None for versions trained before they were
+    kept)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return np.load(reg.run_file(version, "training/holdout_errors.npy", _cache(settings)))
+    except (MlopsError, MlflowException, OSError, ValueError):
+        return None
+
+
 def _lineage(settings: Settings, reg: Registry, version: str) -> set[str]:
     """Ids of the batches ``version`` was trained on (its run's lineage file, cached)."""
     path = reg.run_file(version, "lineage/lineage.json", _cache(settings))
@@ -260,10 +271,10 @@ def monitor(settings: Settings, batch_ids: list[str] | None = None, *,
                                          p["prediction"])
         tcol = settings.data.time_column
         starts = [d.change_starts[0] for d in result.detectors if d.change_starts]
-        if not starts:  # no detector fired: where did the error rise? (no rise: it was high
-            # from the first of these rows on, so the change came at or before them)
-            rise = locate_rise(error_stream(task, y, p["prediction"]))
-            starts = [rise if rise is not None else 0]
+        if not starts:  # no detector fired: did the error rise clearly, and where?
+            rise = where_error_rose(_holdout_errors(settings, reg, champion),
+                                    error_stream(task, y, p["prediction"]))
+            starts = [rise] if rise is not None else []
         if starts and tcol and tcol in current.columns:  # where the error rose, as a time
             change_at = current.loc[labelled, tcol].iloc[min(starts)]
             result.change_at = pd.Timestamp(change_at).to_pydatetime()

@@ -33,6 +33,7 @@ from mlops_core.detectors import (
     error_stream,
     locate_change,
     locate_rise,
+    where_error_rose,
     run_detectors,
 )
 from mlops_core.evaluation import estimate_performance
@@ -358,3 +359,20 @@ def test_locate_rise_finds_a_clear_rise_and_ignores_a_fall() -> None:
     assert at is not None and abs(at - 2000) <= 150
     assert locate_rise(rise[::-1].astype(float)) is None
     assert locate_rise([0.0] * 100) is None and locate_rise([1.0, 0.0]) is None
+
+
+def test_where_error_rose_against_the_holdout_baseline() -> None:
+    rng = np.random.default_rng(1)
+    baseline = (rng.uniform(size=2000) < 0.1).astype(float)
+    # poor from the first new row on: the change came at or before it
+    assert where_error_rose(baseline, (rng.uniform(size=1000) < 0.3).astype(float)) == 0
+    # a rise inside the new rows is placed there
+    new = np.concatenate([rng.uniform(size=1000) < 0.1, rng.uniform(size=1000) < 0.3])
+    at = where_error_rose(baseline, new.astype(float))
+    assert at is not None and abs(at - 1000) <= 150
+    # as good as on the hold-out, or a noisy baseline: no rise
+    assert where_error_rose(baseline, (rng.uniform(size=1000) < 0.1).astype(float)) is None
+    assert where_error_rose(None, (rng.uniform(size=1000) < 0.1).astype(float)) is None
+    # a one-batch dip of a few points is not a change
+    dip = np.concatenate([rng.uniform(size=1500) < 0.1, rng.uniform(size=500) < 0.15])
+    assert where_error_rose(baseline, dip.astype(float)) is None

@@ -251,3 +251,12 @@ def test_with_the_shared_car_loan_data(shared_data: Path, tmp_path: Path) -> Non
     assert schema.left_out == {}
     assert s.resolve(s.data.source.path) == data.resolve()  # type: ignore[union-attr]
     assert yaml.safe_load(out.read_text(encoding="utf-8"))["data"]["target"] == "repaid"
+
+
+def test_init_writes_the_default_policy_the_backtests_measured(tmp_path: Path) -> None:
+    from mlops_core.config import RetrainingConfig
+
+    data = tmp_path / "d.csv"
+    pd.DataFrame({"a": range(100), "y": [0, 1] * 50}).to_csv(data, index=False)
+    out, _ = init_project(data, "y", out=tmp_path / "mlops.yaml")
+    assert load_config(out).retraining == RetrainingConfig()

@@ -102,7 +102,7 @@ def _ingest(settings: Settings, frame: pd.DataFrame, folder: Path, name: str) ->
 
 def _project(stream: DemoStream, root: Path, url: str, name: str, train: tuple[int, int],
              groups: dict[str, tuple[int, int]]) -> Project:
-    s = demo_settings(root, url, name, gate=FAST_GATE, retraining={"detectors": DETECTORS},
+    s = demo_settings(root, url, name, gate=FAST_GATE, retraining={"detectors": DETECTORS, "window_growth": None},
                       validation={"rules": {"all_null_feature": "warning"}})
     lineage = _ingest(s, _weeks(stream, *train), root / "landing", "train")
     out = train_and_register(s, trigger="manual")
@@ -579,7 +579,7 @@ def test_mlops_monitor_json(early: Project, tmp_path: Path) -> None:
     assert set(columns["income"]) >= {"kind", "status", "method", "score", "threshold",
                                       "drifted", "importance"}
     assert doc["drift"]["drifted_columns"] == [] and doc["drift"]["dataset_drift"] is False
-    assert set(doc["decision"]) == {"retrain", "reasons", "held_back", "at", "trigger"}
+    assert set(doc["decision"]) == {"retrain", "reasons", "held_back", "at", "trigger", "since"}
     assert doc["decision"]["retrain"] is False and doc["training"] is None
     assert [d["name"] for d in doc["detectors"]] == DETECTORS
     assert doc["estimated"]["roc_auc"]["low"] <= doc["estimated"]["roc_auc"]["high"]
