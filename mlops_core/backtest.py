@@ -280,14 +280,31 @@ class Fitted:
     rows: int
     at: pd.Timestamp
     validation_errors: np.ndarray | None = None  # its errors on its validation rows
+    cpu_s: float = 0.0  # CPU seconds its training took
+    # its predictions and their metrics by batch: strategies that serve the same model share them
+    _seen: dict[int, tuple[pd.DataFrame, dict[str, float]]] = field(default_factory=dict,
+                                                                   repr=False)
+
+    def score(self, replay: Replay, t: int) -> tuple[pd.DataFrame, dict[str, float]]:
+        """Predictions for batch ``t`` and their metrics (computed once per model)."""
+        if t not in self._seen:
+            batch = replay.batch(t)
+            pred = self.model.predict_frame(batch[list(replay.kinds)])
+            self._seen[t] = (pred, compute_metrics(replay.task, batch[replay.target], pred,
+                                                   replay.classes))
+        return self._seen[t]
 
 
 class Trainer:
     """Fits the configured model type on a window, as ``mlops train`` does without the search
-    (fixed hyper-parameters: the search's first trial, overridden by ``model.params``)."""
+    (fixed hyper-parameters: the search's first trial, overridden by ``model.params``).
+
+    Training is seeded, so one window always gives the same model: fits are kept by window and
+    shared between strategies (each is still charged the CPU seconds of the fit)."""
 
     def __init__(self, replay: Replay) -> None:
         self.replay = replay
+        self._fits: dict[tuple[int, int], Fitted] = {}
         m = replay.settings.model
         self.kind = m.type
         self.params = _defaults(m.type, replay.task) | m.params
@@ -299,6 +316,16 @@ class Trainer:
         r = self.replay
         min_rows = max(r.settings.model.min_rows, 1)
         win = r.window(through, start_row, min_rows=min_rows)
+        key = (int(win.index[0]), int(win.index[-1]))
+        if key not in self._fits:
+            c0 = time.process_time()
+            fitted = self._fit(win, through)
+            fitted.cpu_s = time.process_time() - c0
+            self._fits[key] = fitted
+        return self._fits[key]
+
+    def _fit(self, win: pd.DataFrame, through: int) -> Fitted:
+        r = self.replay
         X, y = win[list(r.kinds)], win[r.target]
         n_val = max(1, round(len(win) * self.validation))
         tr, va = slice(0, len(win) - n_val), slice(len(win) - n_val, len(win))
@@ -658,8 +685,8 @@ def headline_metric(task: str, metric: str | None = None) -> str:
 
 
 def run_strategy(replay: Replay, strategy: Strategy | OnlineStrategy, *,
-                 metric: str | None = None, progress: ProgressFn | None = None
-                 ) -> StrategyResult:
+                 metric: str | None = None, progress: ProgressFn | None = None,
+                 trainer: Trainer | None = None) -> StrategyResult:
     r = replay
     metric = headline_metric(r.task, metric)
     K = r.initial_batches
@@ -668,48 +695,49 @@ def run_strategy(replay: Replay, strategy: Strategy | OnlineStrategy, *,
     preds: dict[int, pd.DataFrame] = {}
     per_batch: list[dict[str, Any]] = []
     triggers: list[dict[str, Any]] = []
-    online = isinstance(strategy, OnlineStrategy)
-    c0 = time.process_time()
-    if online:
-        initial = r.frame.iloc[:r.bounds[K]]
-        strategy.start(r, initial)
-        fitted = None
+    trainer = trainer or Trainer(r)
+    fitted: Fitted | None = None
+    if isinstance(strategy, OnlineStrategy):
+        c0 = time.process_time()
+        strategy.start(r, r.frame.iloc[:r.bounds[K]])
+        train_cpu += time.process_time() - c0
     else:
-        fitted = Trainer(r).fit(K - 1)
+        fitted = trainer.fit(K - 1)
+        train_cpu += fitted.cpu_s
         strategy.start(r, fitted)
-    train_cpu += time.process_time() - c0
-    trainer = Trainer(r) if not online else None
     for t in range(K, r.n_batches):
         batch = r.batch(t)
         X = batch[list(r.kinds)]
-        c0 = time.process_time()
-        pred = strategy.predict(X) if online else fitted.model.predict_frame(X)  # type: ignore
-        if online:
+        if isinstance(strategy, OnlineStrategy):
+            c0 = time.process_time()
+            pred = strategy.predict(X)
             train_cpu += time.process_time() - c0
+            scores = compute_metrics(r.task, batch[r.target], pred, r.classes)
+        else:
+            assert fitted is not None
+            pred, scores = fitted.score(r, t)
         preds[t] = pred
-        y = batch[r.target]
-        scores = compute_metrics(r.task, y, pred, r.classes)
         row = {"batch": t, "time": r.times[t].isoformat(), "rows": len(batch),
                **{k: _num(v) for k, v in scores.items() if k in _KEPT}, "retrained": False}
         per_batch.append(row)
         labelled_through = max(K - 1, t - r.label_delay)
         arrived_ids = [t - r.label_delay] if t - r.label_delay >= K else []
         arrived = [Arrival(b, r.batch(b)[r.target], preds.pop(b)) for b in arrived_ids]
-        if online:
+        if isinstance(strategy, OnlineStrategy):
             c0 = time.process_time()
             for a in arrived:
                 strategy.learn(r.features(a.batch), a.y)
             train_cpu += time.process_time() - c0
         else:
+            assert fitted is not None
             step = Step(t, r.times[t], X, pred, arrived, labelled_through)
             c0 = time.process_time()
-            action = strategy.decide(step, fitted)  # type: ignore[union-attr]
+            action = strategy.decide(step, fitted)
             monitor_cpu += time.process_time() - c0
             if action is not None:
-                c0 = time.process_time()
-                fitted = trainer.fit(labelled_through, action.start_row)  # type: ignore
-                train_cpu += time.process_time() - c0
-                strategy.retrained(fitted, step, action)  # type: ignore[union-attr]
+                fitted = trainer.fit(labelled_through, action.start_row)
+                train_cpu += fitted.cpu_s
+                strategy.retrained(fitted, step, action)
                 row["retrained"] = True
                 triggers.append({"batch": t, "time": r.times[t].isoformat(),
                                  "reasons": action.reasons, "start_row": action.start_row,
@@ -765,7 +793,9 @@ def run_backtest(replay: Replay, strategies: Iterable[str], *, metric: str | Non
         strategy.name = name
         chosen.append(strategy)
     metric = headline_metric(replay.task, metric)
-    results = [run_strategy(replay, s, metric=metric, progress=progress) for s in chosen]
+    trainer = Trainer(replay)  # one cache of fits for all the strategies
+    results = [run_strategy(replay, s, metric=metric, progress=progress, trainer=trainer)
+               for s in chosen]
     s = replay.settings
     settings = {"initial_batches": replay.initial_batches, "label_delay": replay.label_delay,
                 "window_rows": replay.window_rows, "window_period": replay.window_period,
