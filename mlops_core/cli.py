@@ -745,5 +745,230 @@ def demo(
                   + (f"; mlops models -c {cfg_path}" if trained else ""))
 
 
+# Orchestration: Prefect server, work pool and worker, deployments ------------------------------
+def _prefect_env_for(settings: Any) -> str | None:
+    """Point this process at the project's Prefect server (if it runs); returns its API URL.
+    A PREFECT_API_URL already set (another server) wins."""
+    from mlops_core.services import prefect_api_url, prefect_env
+
+    api = os.environ.get("PREFECT_API_URL") or prefect_api_url(settings.workspace)
+    if api:
+        for k, v in prefect_env(settings.workspace, api).items():
+            os.environ.setdefault(k, v)
+    return api
+
+
+def _deploy(settings: Any, config: Path, out_file: Path | None, api: str | None) -> Path:
+    from flows.deploy import apply, config_parameter, render_prefect_yaml
+    from mlops_core.services import prefect_env, prefect_home
+
+    text = render_prefect_yaml(settings, config_parameter(config))
+    target = out_file or prefect_home(settings.workspace) / "prefect.yaml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    if api:
+        apply(target, api, prefect_env(settings.workspace, api))
+    return target
+
+
+@app.command()
+def deploy(
+    config: ConfigOpt = Path("mlops.yaml"),
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", help="Write prefect.yaml here (default: print it; with --apply, "
+        "<workspace>/prefect/prefect.yaml).")] = None,
+    do_apply: Annotated[bool, typer.Option(
+        "--apply", help="Create or update the deployments on the project's running Prefect "
+        "server (`mlops up` starts it).")] = False,
+) -> None:
+    """Render prefect.yaml from mlops.yaml (schedules, event triggers), and optionally apply
+    it: ingestion and monitoring on monitoring.schedule, training on retraining.schedule and on
+    mlops.retrain.requested, promotion on mlops.model.approved."""
+    try:
+        settings = _settings(config)
+        if not do_apply:
+            from flows.deploy import config_parameter, render_prefect_yaml
+
+            text = render_prefect_yaml(settings, config_parameter(config))
+            if out_file is None:
+                sys.stdout.write(text)
+            else:
+                out_file.write_text(text, encoding="utf-8")
+                out.print(f"Wrote {out_file}")
+            return
+        api = _prefect_env_for(settings)
+    except MlopsError as e:
+        _fail(str(e))
+        return
+    if not api:
+        _fail("the project's Prefect server is not running: start it with `mlops up`")
+        return
+    try:
+        with err.status("Applying the deployments (prefect deploy --all)..."):
+            target = _deploy(settings, config, out_file, api)
+    except (MlopsError, RuntimeError, OSError) as e:
+        _fail(str(e))
+        return
+    out.print(f"Applied {target} to {api}")
+
+
+@app.command()
+def up(
+    config: ConfigOpt = Path("mlops.yaml"),
+    with_deploy: Annotated[bool, typer.Option("--deploy/--no-deploy",
+                                              help="Create the deployments.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each health check.")
+                       ] = 180.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start the project's services on 127.0.0.1, state under the workspace: the Prefect server
+    (SQLite), a process work pool and worker, the MLflow server; create the deployments; wait
+    for every health check; print the URLs. Running services are kept."""
+    import time
+
+    from mlops_core.services import start_mlflow, start_prefect
+
+    try:
+        settings = _settings(config)
+        ws = settings.workspace
+        t0 = time.perf_counter()
+        with err.status("Starting the Prefect server, work pool and worker..."):
+            server, worker = start_prefect(ws, timeout_s=timeout)
+        with err.status("Starting the MLflow server..."):
+            mlflow_info = start_mlflow(ws, timeout_s=timeout) if not \
+                settings.storage.mlflow_uri else None
+        api = f"{server.url}/api"
+        deployed = None
+        if with_deploy:
+            for k, v in {"PREFECT_API_URL": api, "PREFECT_HOME": str(ws / "prefect")}.items():
+                os.environ[k] = v
+            with err.status("Creating the deployments..."):
+                deployed = _deploy(settings, config, None, api)
+        seconds = time.perf_counter() - t0
+    except (MlopsError, RuntimeError, OSError) as e:
+        _fail(str(e))
+        return
+    urls = {"prefect": server.url, "prefect_api": api, "worker_health": worker.health_url,
+            "mlflow": mlflow_info.url if mlflow_info else settings.storage.mlflow_uri}
+    if as_json:
+        _print_json({"services": urls, "prefect_yaml": str(deployed) if deployed else None,
+                     "seconds": round(seconds, 1)})
+        return
+    out.print(f"Up in {seconds:.0f} s:")
+    out.print(f"  Prefect UI and API  {server.url}  (api {api})")
+    out.print(f"  Prefect worker      pool 'mlops', health {worker.health_url}")
+    out.print(f"  MLflow              {urls['mlflow']}")
+    if deployed:
+        out.print(f"  deployments         {deployed}")
+    out.print(f"Point Prefect's CLI at it: [bold]export PREFECT_API_URL={api}[/]. "
+              "See [bold]mlops status[/]; stop with [bold]mlops down[/].")
+
+
+@app.command()
+def status(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False) -> None:
+    """Each service's health, the deployments and their next runs, the champion, versions
+    awaiting approval and the last retraining decisions."""
+    from flows.deploy import deployments_status
+    from mlops_core.services import SERVICES, is_healthy, prefect_api_url, read_service
+    from mlops_core.supervision import list_decisions
+
+    try:
+        settings = _settings(config)
+        ws = settings.workspace
+        services = []
+        for name in SERVICES:
+            info = read_service(ws, name)
+            services.append({"name": name, "running": info is not None,
+                             "healthy": bool(info and is_healthy(info.health_url)),
+                             "url": info.url if info else None,
+                             "pid": info.pid if info else None})
+        api = prefect_api_url(ws)
+        deps: list[dict[str, Any]] = []
+        if api:
+            import httpx
+
+            try:
+                deps = deployments_status(api, settings.project)
+            except httpx.HTTPError as e:
+                err.print(f"[yellow]cannot read the deployments from {api}: {escape(str(e))}[/]")
+        reg = _registry(config)
+        versions = reg.versions()
+        champion = reg.champion()
+        pending = [v.to_dict() for v in versions if v.status == "pending_approval"]
+        decided = list_decisions(_metadata(settings), settings.project, 5)
+    except (MlopsError, RuntimeError) as e:
+        _fail(str(e))
+        return
+    if as_json:
+        _print_json({"services": services, "deployments": deps, "champion": champion,
+                     "pending": pending, "decisions": decided})
+        return
+    t = Table(title="Services", title_justify="left")
+    for c in ("service", "health", "url", "pid"):
+        t.add_column(c)
+    for s in services:
+        health = "[green]healthy[/]" if s["healthy"] else (
+            "[red]unhealthy[/]" if s["running"] else "[dim]stopped[/]")
+        t.add_row(s["name"], health, s["url"] or "", str(s["pid"] or ""))
+    out.print(t)
+    if deps:
+        t = Table(title="Deployments", title_justify="left")
+        for c in ("deployment", "schedules", "triggers", "next runs", "last run"):
+            t.add_column(c, overflow="fold")
+        for d in deps:
+            t.add_row(d["name"], "\n".join(d["schedules"]) or "-",
+                      "\n".join(d["triggers"]) or "-",
+                      "\n".join(d["next_runs"][:3]) or "-", d["last_run"] or "-")
+        out.print(t)
+    elif api:
+        out.print("No deployments: run [bold]mlops deploy --apply[/].")
+    out.print(f"Champion: {'v' + champion if champion else 'none'}")
+    for p in pending:
+        out.print(f"  awaiting approval: v{p['version']} (trigger {p['trigger']}): "
+                  f"[bold]mlops approve {p['version']} --by NAME[/]")
+    for d in decided:
+        verdict = "[red]retrain[/]" if d["retrain"] else "no retrain"
+        out.print(f"  {d['at']:%Y-%m-%d %H:%M} {verdict} "
+                  f"{escape('; '.join(d['reasons']) or '-')}")
+
+
+@app.command()
+def down(config: ConfigOpt = Path("mlops.yaml")) -> None:
+    """Stop the services `mlops up` started, by process id: the worker before the server."""
+    from mlops_core.services import stop_all
+
+    try:
+        stopped = stop_all(_settings(config).workspace)
+    except MlopsError as e:
+        _fail(str(e))
+        return
+    out.print("Stopped " + (", ".join(stopped) if stopped else "nothing (none was running)"))
+
+
+@app.command()
+def publish(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False) -> None:
+    """Send the approvals, rejections and rollbacks recorded since the last publication as
+    Prefect events now (mlops.model.approved / mlops.model.rejected); the publish-events
+    deployment does it every two minutes anyway."""
+    try:
+        settings = _settings(config)
+        if not _prefect_env_for(settings):
+            _fail("no Prefect server: start it with `mlops up` (or set PREFECT_API_URL)")
+            return
+        from flows.events import publish_decisions
+
+        sent = publish_decisions(settings)
+    except MlopsError as e:
+        _fail(str(e))
+        return
+    if as_json:
+        _print_json({"sent": sent})
+        return
+    for s in sent:
+        out.print(f"sent {s['event']} ({s['action']} v{s['version']})")
+    if not sent:
+        out.print("Nothing new to publish.")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -1,5 +1,6 @@
-"""Start, health-check and stop the local services of a project (the MLflow tracking server now;
-the Prefect server, worker, dashboard and serving API use the same machinery).
+"""Start, health-check and stop the local services of a project: the MLflow tracking server, the
+Prefect server, its process work pool and a worker (the dashboard and serving API will use the
+same machinery).
 
 Each service runs as its own process group, bound to 127.0.0.1 on a free port, logging to
 ``<workspace>/logs/<name>.log``; its pid, port and URL are kept in ``<workspace>/run/<name>.json``
@@ -67,6 +68,9 @@ def _env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     env.setdefault("DO_NOT_TRACK", "1")
+    # XGBoost's OpenMP threads spin while they wait, starving the services beside them (the
+    # worker's flow runs train)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env.update(extra or {})
     return env
 
@@ -212,3 +216,155 @@ def tracking_uri(settings: Settings) -> str:
     if running and is_healthy(running.health_url):
         return running.url
     return local_mlflow_uri(settings.workspace)
+
+
+# Prefect -----------------------------------------------------------------------------------
+# The project's own Prefect server (SQLite under <workspace>/prefect), a process work pool and
+# one worker. No Prefect import here: the server and worker are commands, the pool is created
+# through the server's HTTP API.
+PREFECT_SERVER = "prefect-server"
+PREFECT_WORKER = "prefect-worker"
+WORK_POOL = "mlops"
+
+
+def prefect_home(workspace: Path) -> Path:
+    return workspace / "prefect"
+
+
+def prefect_env(workspace: Path, api_url: str | None = None) -> dict[str, str]:
+    """The environment every Prefect process of the project runs with (server, worker, CLI);
+    the worker passes it on to the flow runs it starts."""
+    env = {"PREFECT_HOME": str(prefect_home(workspace)),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return env
+
+
+def prefect_api_url(workspace: Path) -> str | None:
+    """``http://127.0.0.1:PORT/api`` of the project's running Prefect server, else None."""
+    info = read_service(workspace, PREFECT_SERVER)
+    return f"{info.url}/api" if info else None
+
+
+def start_prefect_server(workspace: Path, port: int | None = None, timeout_s: float = 120.0
+                         ) -> ServiceInfo:
+    """Start (or find running) the project's Prefect server on 127.0.0.1 (SQLite in
+    ``<workspace>/prefect``)."""
+    prefect_home(workspace).mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    argv = [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(port)]
+    return start_service(workspace, PREFECT_SERVER, argv, port=port, health_path="/api/health",
+                         env=prefect_env(workspace), timeout_s=timeout_s)
+
+
+def ensure_work_pool(api_url: str, name: str = WORK_POOL, pool_type: str = "process",
+                     timeout: float = 30.0) -> bool:
+    """Create the work pool unless it exists. True if it was created. The worker fills in the
+    pool's default job template when it first connects."""
+    base = api_url.rstrip("/")
+    try:
+        for attempt in range(6):  # 503: the server's SQLite is busy; retry as Prefect's client
+            got = httpx.get(f"{base}/work_pools/{name}", timeout=timeout)
+            if got.status_code == 200:
+                return False
+            res = httpx.post(f"{base}/work_pools/", json={"name": name, "type": pool_type},
+                             timeout=timeout)
+            if res.status_code != 503:
+                break
+            time.sleep(0.5 * 2 ** attempt)
+    except httpx.HTTPError as e:
+        raise ServiceError(f"cannot reach the Prefect API at {base}: {e}") from e
+    if res.status_code == 409:  # created meanwhile
+        return False
+    if res.status_code >= 400:
+        raise ServiceError(f"cannot create work pool '{name}': HTTP {res.status_code} "
+                           f"{res.text[:300]}")
+    return True
+
+
+CRASH_AUTOMATION = "mlops: mark flow runs crashed when their heartbeats stop"
+HEARTBEAT_S = 30  # flow runs of the worker emit prefect.flow-run.heartbeat this often
+
+
+def ensure_crash_automation(api_url: str, within_s: int = 3 * HEARTBEAT_S,
+                            timeout: float = 30.0) -> bool:
+    """Create (unless it exists) the automation that marks a flow run Crashed when its
+    heartbeats stop for ``within_s`` seconds (a worker or flow-run process killed), so nothing
+    stays Running forever. True if it was created."""
+    base = api_url.rstrip("/")
+    body = {
+        "name": CRASH_AUTOMATION, "enabled": True,
+        "description": "Created by mlops up: a flow run whose heartbeats stopped is crashed.",
+        "trigger": {
+            "type": "event", "posture": "Proactive",
+            "after": ["prefect.flow-run.heartbeat"],
+            "expect": ["prefect.flow-run.heartbeat", "prefect.flow-run.Completed",
+                       "prefect.flow-run.Failed", "prefect.flow-run.Cancelled",
+                       "prefect.flow-run.Crashed"],
+            "match": {"prefect.resource.id": ["prefect.flow-run.*"]},
+            "for_each": ["prefect.resource.id"], "threshold": 1, "within": within_s},
+        "actions": [{"type": "change-flow-run-state", "state": "CRASHED",
+                     "message": f"no heartbeat for {within_s} s: the worker or the flow run's "
+                                "process died"}]}
+    try:
+        for attempt in range(6):  # 503: the server's SQLite is busy
+            got = httpx.post(f"{base}/automations/filter", json={}, timeout=timeout)
+            if got.status_code == 200:
+                if any(a.get("name") == CRASH_AUTOMATION for a in got.json()):
+                    return False
+                res = httpx.post(f"{base}/automations/", json=body, timeout=timeout)
+                if res.status_code != 503:
+                    break
+            time.sleep(0.5 * 2 ** attempt)
+        else:
+            raise ServiceError(f"the Prefect API at {base} stayed busy (HTTP 503)")
+    except httpx.HTTPError as e:
+        raise ServiceError(f"cannot reach the Prefect API at {base}: {e}") from e
+    if res.status_code >= 400:
+        raise ServiceError(f"cannot create the crash automation: HTTP {res.status_code} "
+                           f"{res.text[:300]}")
+    return True
+
+
+def start_prefect_worker(workspace: Path, api_url: str, pool: str = WORK_POOL, *,
+                         port: int | None = None, env: Mapping[str, str] | None = None,
+                         timeout_s: float = 120.0) -> ServiceInfo:
+    """Start (or find running) a process worker on ``pool``, with its health check server on
+    127.0.0.1 (``/health`` answers 200 while the worker polls). ``env`` adds variables (e.g.
+    ``PREFECT_WORKER_QUERY_SECONDS``), passed on to the flow runs."""
+    port = port or free_port()
+    argv = [_bin("prefect"), "worker", "start", "--pool", pool, "--type", "process",
+            "--with-healthcheck"]
+    extra = prefect_env(workspace, api_url) | {
+        "PREFECT_WORKER_WEBSERVER_HOST": HOST, "PREFECT_WORKER_WEBSERVER_PORT": str(port),
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)} | dict(env or {})
+    return start_service(workspace, PREFECT_WORKER, argv, port=port, health_path="/health",
+                         env=extra, timeout_s=timeout_s)
+
+
+def start_prefect(workspace: Path, *, pool: str = WORK_POOL,
+                  worker_env: Mapping[str, str] | None = None, timeout_s: float = 120.0
+                  ) -> tuple[ServiceInfo, ServiceInfo]:
+    """Server, then pool and crash automation, then worker: (server, worker)."""
+    server = start_prefect_server(workspace, timeout_s=timeout_s)
+    api = f"{server.url}/api"
+    ensure_work_pool(api, pool)
+    ensure_crash_automation(api)
+    worker = start_prefect_worker(workspace, api, pool, env=worker_env, timeout_s=timeout_s)
+    return server, worker
+
+
+def stop_prefect(workspace: Path) -> list[str]:
+    """Stop the worker, then the server (a worker whose server went first does not exit).
+    Returns the names of those that were running."""
+    return [name for name in (PREFECT_WORKER, PREFECT_SERVER) if stop_service(workspace, name)]
+
+
+SERVICES = (PREFECT_SERVER, PREFECT_WORKER, MLFLOW)
+
+
+def stop_all(workspace: Path) -> list[str]:
+    """Stop every service of the project, the worker before the server."""
+    stopped = stop_prefect(workspace)
+    return stopped + ([MLFLOW] if stop_service(workspace, MLFLOW) else [])

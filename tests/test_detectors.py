@@ -33,8 +33,8 @@ from mlops_core.detectors import (
     error_stream,
     locate_change,
     locate_rise,
-    where_error_rose,
     run_detectors,
+    where_error_rose,
 )
 from mlops_core.evaluation import estimate_performance
 from mlops_core.monitoring import compute_drift

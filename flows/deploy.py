@@ -1,0 +1,202 @@
+"""``prefect.yaml`` rendered from ``mlops.yaml`` (``mlops deploy``), so that the schedules in
+the two never disagree, and applied to the project's Prefect server (``mlops deploy --apply``).
+
+Deployments, one per flow, each named after the project (``train/<project>``):
+
+| flow | when |
+| --- | --- |
+| ``ingest`` | cron ``monitoring.schedule`` (default hourly); by hand without ``data.source`` |
+| ``monitor`` | the same cron: it monitors what was accepted since its last run |
+| ``train`` | cron ``retraining.schedule`` (default Mon 03:00 UTC), ``mlops.retrain.requested`` |
+| ``promote`` | on ``mlops.model.approved`` |
+| ``publish-events`` | every two minutes: approvals made in the CLI or dashboard → events |
+| ``continuous-training`` | by hand (``prefect deployment run``), for a manual pass or a backfill |
+
+Event triggers match the project's resource (``mlops.project.<project>``), so several projects
+can share a server. Entry points are paths relative to the folder that holds ``flows/`` (the
+code root): ``prefect deploy`` runs there, and with no ``pull`` section Prefect records that
+folder as each deployment's working directory. The ``config`` parameter is relative to it when
+``mlops.yaml`` lies under it, else absolute.
+
+This module imports neither Prefect nor ``mlops_core`` at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flows import events
+
+DEFAULT_INGEST_CRON = "0 * * * *"
+DEFAULT_TRAIN_CRON = "0 3 * * 1"
+PUBLISH_INTERVAL_S = 120
+ENTRY = "flows/lifecycle.py"
+PREFECT_VERSION = "3.9.1"
+
+
+def code_root() -> Path:
+    """The folder that holds the ``flows`` package: where ``prefect deploy`` runs."""
+    return Path(__file__).resolve().parent.parent
+
+
+def config_parameter(config_path: Path, root: Path | None = None) -> str:
+    """How the flows find ``mlops.yaml``: relative to the code root when under it."""
+    path = Path(config_path).resolve()
+    try:
+        return str(path.relative_to((root or code_root()).resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _trigger(project: str, event: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "event", "enabled": True,
+            "match": {"prefect.resource.id": events.resource_id(project)},
+            "expect": [event], "parameters": parameters}
+
+
+def render_deployments(settings: Any, config: str, *, pool: str = "mlops",
+                       timezone: str = "UTC") -> dict[str, Any]:
+    """The ``prefect.yaml`` document (a dict) for ``settings``; ``config`` is the path the
+    flows get as their ``config`` parameter."""
+    project = settings.project
+    watch_cron = settings.monitoring.schedule or DEFAULT_INGEST_CRON
+    train_cron = settings.retraining.schedule or DEFAULT_TRAIN_CRON
+    params = {"config": config}
+    tags = ["mlops", f"project:{project}"]
+
+    def deployment(flow: str, function: str, description: str, **extra: Any) -> dict[str, Any]:
+        return {"name": project, "entrypoint": f"{ENTRY}:{function}",
+                "description": description, "tags": list(tags), "work_pool": {"name": pool},
+                "parameters": dict(params), **extra}
+
+    return {
+        "name": "mlops-ct",
+        "prefect-version": PREFECT_VERSION,
+        "deployments": [
+            deployment("ingest", "ingest", "Ingest what the source has ready.",
+                       # without data.source there is nothing to pull: by hand, with paths
+                       **({"schedules": [{"cron": watch_cron, "timezone": timezone}]}
+                          if settings.data.source is not None else {})),
+            deployment("monitor", "monitor", "Drift, performance and detectors against the "
+                       "champion; the retraining policy decides.",
+                       schedules=[{"cron": watch_cron, "timezone": timezone}]),
+            deployment("train", "train", "Train, gate and register a version: weekly, and "
+                       "when monitoring requests a retrain.",
+                       schedules=[{"cron": train_cron, "timezone": timezone}],
+                       concurrency_limit=1,
+                       triggers=[_trigger(project, events.RETRAIN_REQUESTED, {
+                           "config": config,
+                           "trigger": "{{ event.payload.trigger }}",
+                           "since": "{{ event.payload.since }}",
+                           "monitoring_run": "{{ event.payload.monitoring_run }}"})]),
+            deployment("promote", "promote", "Side effects of an approval.",
+                       triggers=[_trigger(project, events.MODEL_APPROVED, {
+                           "config": config,
+                           "version": "{{ event.payload.version }}",
+                           "action": "{{ event.payload.action }}"})]),
+            deployment("publish-events", "publish_events", "Approvals and rejections "
+                       "recorded in the CLI or dashboard, as events.",
+                       schedules=[{"interval": PUBLISH_INTERVAL_S, "timezone": timezone}]),
+            deployment("continuous-training", "continuous_training", "One pass of the loop "
+                       "(ingest, monitor, train if needed), by hand or for a backfill."),
+        ],
+    }
+
+
+HEADER = """\
+# Prefect deployments of project '{project}', rendered by `mlops deploy` from
+# {config}. Change the schedules there (monitoring.schedule, retraining.schedule), then
+# render again.
+# Apply with `mlops deploy --apply` (or `prefect --no-prompt deploy --all` from this folder
+# against the project's server). No pull section: Prefect records the folder deployed from
+# (the one holding flows/) as the working directory of every run.
+"""
+
+
+def render_prefect_yaml(settings: Any, config: str, *, pool: str = "mlops") -> str:
+    """The text of ``prefect.yaml`` for ``settings`` (see :func:`render_deployments`)."""
+    doc = render_deployments(settings, config, pool=pool)
+    return HEADER.format(project=settings.project, config=config) + yaml.safe_dump(
+        doc, sort_keys=False, width=100)
+
+
+def apply(prefect_file: Path, api_url: str, env: dict[str, str] | None = None,
+          timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+    """``prefect --no-prompt deploy --all`` of ``prefect_file`` against ``api_url``, from the
+    code root. Raises ``RuntimeError`` with Prefect's output when it fails."""
+    prefect = Path(sys.executable).parent / "prefect"
+    full_env = dict(os.environ) | dict(env or {}) | {"PREFECT_API_URL": api_url}
+    res = subprocess.run([str(prefect) if prefect.exists() else "prefect", "--no-prompt",
+                          "deploy", "--all", "--prefect-file", str(Path(prefect_file).resolve())],
+                         cwd=code_root(), env=full_env, capture_output=True, text=True,
+                         timeout=timeout_s)
+    if res.returncode != 0:
+        raise RuntimeError(f"prefect deploy failed (exit {res.returncode}):\n"
+                           f"{(res.stdout + res.stderr)[-3000:]}")
+    return res
+
+
+def _when(iso: str | None) -> str:
+    """An API timestamp as ``YYYY-MM-DD HH:MM UTC``."""
+    return f"{iso[:10]} {iso[11:16]} UTC" if iso else ""
+
+
+def _post(http: Any, path: str, body: dict[str, Any]) -> Any:
+    """POST to the Prefect API; a 503 (its SQLite busy) is retried as Prefect's client does."""
+    import time
+
+    for attempt in range(6):
+        res = http.post(path, json=body)
+        if res.status_code != 503:
+            break
+        time.sleep(0.5 * 2 ** attempt)
+    return res.raise_for_status().json()
+
+
+def deployments_status(api_url: str, project: str, timeout: float = 10.0
+                       ) -> list[dict[str, Any]]:
+    """The project's deployments on the server (by name), with their schedules, triggers, next
+    scheduled runs and last run, read from Prefect's HTTP API (no Prefect import)."""
+    import httpx
+
+    base = api_url.rstrip("/")
+    with httpx.Client(base_url=base, timeout=timeout) as http:
+        deps = _post(http, "/deployments/filter", {
+            "deployments": {"name": {"any_": [project]}}})
+        if not deps:
+            return []
+        flows = {f["id"]: f["name"] for f in _post(http, "/flows/filter", {
+            "flows": {"id": {"any_": list({d["flow_id"] for d in deps})}}})}
+        automations = _post(http, "/automations/filter", {})
+        out = []
+        for d in sorted(deps, key=lambda d: flows.get(d["flow_id"], "")):
+            runs = _post(http, "/flow_runs/filter", {
+                "deployments": {"id": {"any_": [d["id"]]}},
+                "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
+                "sort": "EXPECTED_START_TIME_ASC", "limit": 3})
+            last = _post(http, "/flow_runs/filter", {
+                "deployments": {"id": {"any_": [d["id"]]}},
+                "flow_runs": {"state": {"type": {"not_any_": ["SCHEDULED"]}}},
+                "sort": "START_TIME_DESC", "limit": 1})
+            scheds = []
+            for s in d.get("schedules") or []:
+                sch = s.get("schedule") or {}
+                scheds.append(f"cron {sch['cron']}" if "cron" in sch else
+                              f"every {float(sch['interval']):g} s" if "interval" in sch
+                              else str(sch))
+            trig = [", ".join(a.get("trigger", {}).get("expect") or [])
+                    for a in automations
+                    if any(act.get("deployment_id") == d["id"] for act in a.get("actions", []))]
+            out.append({
+                "name": f"{flows.get(d['flow_id'], '?')}/{d['name']}", "id": d["id"],
+                "schedules": scheds, "triggers": [t for t in trig if t],
+                "next_runs": [_when(r.get("expected_start_time")) for r in runs],
+                "last_run": (f"{last[0]['state_name']} {_when(last[0].get('start_time'))}"
+                             if last else None)})
+    return out

@@ -1,0 +1,105 @@
+"""The project's Prefect events: names, the project resource, emitting, and the audit outbox.
+
+Every event has the project as its resource (``mlops.project.<project>``), so a user's own
+automation can match one project or all (``mlops.project.*``).
+
+Approvals, rejections and rollbacks are made outside Prefect (the CLI, the dashboard), through
+``mlops_core.registry``, which appends them to the audit log before it moves an alias. The audit
+log is the outbox: :func:`publish_decisions` turns the records not yet published into
+``mlops.model.approved`` / ``mlops.model.rejected`` events and moves a watermark in the metadata
+DB. It runs at the end of the train and monitor flows, every two minutes as the
+``publish-events`` deployment, and on demand (``mlops publish``). So the CLI and the dashboard
+never need Prefect, and an approval made while Prefect is down is published when it comes back.
+The watermark moves before the events are sent; two publishers running at the same instant may
+both send a record, which is harmless: the promote flow is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+BATCH_ACCEPTED = "mlops.batch.accepted"
+BATCH_QUARANTINED = "mlops.batch.quarantined"
+DRIFT_DETECTED = "mlops.drift.detected"
+RETRAIN_REQUESTED = "mlops.retrain.requested"
+MODEL_REGISTERED = "mlops.model.registered"
+MODEL_APPROVED = "mlops.model.approved"
+MODEL_REJECTED = "mlops.model.rejected"
+EVENTS = (BATCH_ACCEPTED, BATCH_QUARANTINED, DRIFT_DETECTED, RETRAIN_REQUESTED,
+          MODEL_REGISTERED, MODEL_APPROVED, MODEL_REJECTED)
+
+# audit actions → event (only applied decisions are published)
+AUDIT_EVENTS = {"approve": MODEL_APPROVED, "auto_promote": MODEL_APPROVED,
+                "rollback": MODEL_APPROVED, "reject": MODEL_REJECTED,
+                "gate_reject": MODEL_REJECTED}
+WATERMARK_KEY = "prefect.events.audit_published"
+
+
+def resource_id(project: str) -> str:
+    return f"mlops.project.{project}"
+
+
+def resource(project: str) -> dict[str, str]:
+    return {"prefect.resource.id": resource_id(project), "prefect.resource.name": project}
+
+
+def emit(event: str, project: str, payload: dict[str, Any] | None = None,
+         related: list[dict[str, str]] | None = None) -> Any:
+    """Send one event about ``project`` (a no-op, logged, when no Prefect API is configured)."""
+    from prefect.events import emit_event
+
+    sent = emit_event(event=event, resource=resource(project), payload=payload or {},
+                      related=related)
+    if sent is None:
+        log.info("event %s not sent (no Prefect API configured)", event)
+    return sent
+
+
+def since_text(since: datetime | int | None) -> str:
+    """``Decision.since`` as an event payload field: ISO time, or "" when unset."""
+    if since is None:
+        return ""
+    return since.isoformat() if isinstance(since, datetime) else str(since)
+
+
+def emit_decision(project: str, action: str, version: str | None, *, actor: str = "",
+                  reason: str = "", previous_champion: str | None = None,
+                  audit_id: int | None = None) -> Any:
+    """Emit the event of one approval / rejection / rollback (``action`` as in the audit log).
+    Returns None for an action that has no event."""
+    event = AUDIT_EVENTS.get(action)
+    if event is None:
+        return None
+    return emit(event, project, {"version": version, "action": action, "actor": actor,
+                                 "reason": reason, "previous_champion": previous_champion,
+                                 "audit_id": audit_id})
+
+
+def emit_approved(project: str, version: str, *, actor: str = "", reason: str = "") -> Any:
+    return emit_decision(project, "approve", version, actor=actor, reason=reason)
+
+
+def publish_decisions(settings: Any, limit: int = 200) -> list[dict[str, Any]]:
+    """Publish the audit records made since the last call (the outbox); returns what was sent."""
+    from mlops_core.registry import Registry
+    from mlops_core.store import MetadataStore
+
+    meta = MetadataStore(settings.db_url)
+    reg = Registry(settings, meta)
+    mark = int(meta.get_state(WATERMARK_KEY, 0) or 0)
+    new = [r for r in reg.audit(limit=limit) if r.id > mark]
+    if new:  # moved before sending: a crash in between loses events rather than repeat them
+        meta.set_state(WATERMARK_KEY, max(r.id for r in new))
+    sent = []
+    for r in sorted(new, key=lambda r: r.id):
+        if r.outcome != "applied" or r.action not in AUDIT_EVENTS:
+            continue
+        emit_decision(settings.project, r.action, r.version, actor=r.actor, reason=r.reason,
+                      previous_champion=r.previous_champion, audit_id=r.id)
+        sent.append({"event": AUDIT_EVENTS[r.action], "action": r.action,
+                     "version": r.version, "audit_id": r.id})
+    return sent
