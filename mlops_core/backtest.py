@@ -449,7 +449,8 @@ class PolicyStrategy(Strategy):
         at = step.time.to_pydatetime()
         self.change_row = action.start_row
         self.state = PolicyState(last_retrain=at,
-                                 recent_retrains=(*self.state.recent_retrains, at))
+                                 recent_retrains=(*self.state.recent_retrains, at),
+                                 trained_for=tuple(r.split(":")[0] for r in action.reasons))
         self._reset(fitted)
 
     def _window_rows(self, labelled_through: int) -> int:
@@ -511,6 +512,11 @@ class PolicyStrategy(Strategy):
                                   threshold=mcfg.threshold, drift_share=mcfg.drift_share,
                                   seed=mcfg.seed)
             share, wshare = drift.drift_share, drift.weighted_drift_share
+            now_share = wshare if wshare is not None else share
+            if now_share is not None and now_share < p.drift_share and \
+                    "drift" in self.state.trained_for:  # that drift is over: a new one may ask
+                self.state = replace(self.state, trained_for=tuple(
+                    x for x in self.state.trained_for if x != "drift"))
         new_labels = int(r.bounds[step.labelled_through + 1] - r.bounds[fitted.trained_through
                                                                           + 1])
         signals = Signals(performance_drop=perf, estimated_drop=est, drift_share=share,

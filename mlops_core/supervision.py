@@ -132,7 +132,8 @@ def _policy_state(meta: MetadataStore, model: str, newest: VersionInfo | None = 
                        recent_retrains=tuple(times),
                        change_at=datetime.fromisoformat(tags["change_at"])
                        if tags.get("change_at") else None,
-                       trained_rows=int(tags["rows"]) if tags.get("rows") else None)
+                       trained_rows=int(tags["rows"]) if tags.get("rows") else None,
+                       trained_for=tuple(newest.trigger.split(",")) if newest else ())
 
 
 def window_rows(settings: Settings, meta: MetadataStore, store: BatchStore,

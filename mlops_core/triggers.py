@@ -6,7 +6,8 @@ estimate below it by more than ``estimated_drop``, a data-drift share (weighted 
 where known) at or above ``drift_share``, a concept-drift detector firing, and growth: the
 training window now holds ``window_growth`` times the labelled rows the model was trained on.
 Brakes: a cooldown after the last retrain, a cap on retrains per period, and a minimum of new
-labelled rows. Simultaneous signals become one request carrying all their reasons.
+labelled rows. Simultaneous signals become one request carrying all their reasons. Data drift
+asks once per model: a model trained for a drift is not retrained for the same drift again.
 
 Growth and the window's start avoid a trap: right after a concept change the training window
 is mostly old data, so a model retrained once is still poor, becomes the new baseline, and no
@@ -61,6 +62,7 @@ class PolicyState:
     # the change the model's window started at, while the configured window reaches back to it
     change_at: datetime | int | None = None
     trained_rows: int | None = None  # labelled rows the model was trained on
+    trained_for: tuple[str, ...] = ()  # the signals the newest model was trained for
 
 
 @dataclass
@@ -101,7 +103,11 @@ def decide(signals: Signals, state: PolicyState, policy: RetrainingConfig,
                        f"(allowed {policy.estimated_drop:.3f})")
     share = signals.weighted_drift_share if signals.weighted_drift_share is not None \
         else signals.drift_share
-    if policy.drift_share is not None and share is not None and share >= policy.drift_share:
+    # once per model: a model retrained for a drift has seen the drifted data; the drift that
+    # persists against its (older) reference sample is expected, and retraining again would
+    # add a batch, not a new view (that storm is what this stops)
+    if policy.drift_share is not None and share is not None and share >= policy.drift_share \
+            and "drift" not in state.trained_for:
         kind = "importance-weighted " if signals.weighted_drift_share is not None else ""
         reasons.append(f"drift: {kind}drift share {share:.0%} ≥ {policy.drift_share:.0%}")
     fired = [d for d in signals.detectors_fired if d in policy.detectors]

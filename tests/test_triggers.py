@@ -356,3 +356,15 @@ def test_growth_obeys_the_brakes() -> None:
                         trained_rows=1_000)
     d = decide(signals(window_rows=5_000), state, POLICY, NOW)
     assert not d.retrain and d.reasons and d.held_back[0].startswith("cooldown")
+
+
+def test_drift_asks_once_per_model() -> None:
+    drifted = signals(drift_share=0.9)
+    assert decide(drifted, PolicyState(), POLICY, NOW).trigger == "drift"
+    # the model was trained for this drift: the same drift does not ask again...
+    again = decide(drifted, PolicyState(trained_for=("drift",)), POLICY, NOW)
+    assert not again.retrain and again.reasons == []
+    # ... but other signals still do
+    both = decide(signals(drift_share=0.9, performance_drop=0.2),
+                  PolicyState(trained_for=("drift", "schedule")), POLICY, NOW)
+    assert both.retrain and both.trigger == "performance"
