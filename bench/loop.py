@@ -47,15 +47,9 @@ FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
 def _call(method: str, url: str, **kw: Any) -> Any:
-    import httpx
+    from mlops_core.services import prefect_request
 
-    for attempt in range(8):
-        res = httpx.request(method, url, timeout=30, **kw)
-        if res.status_code != 503:
-            break
-        time.sleep(0.5 * 2 ** min(attempt, 3))
-    res.raise_for_status()
-    return res.json()
+    return prefect_request(method, url, attempts=8, **kw).raise_for_status().json()
 
 
 def _ts(iso: str) -> float:

@@ -148,15 +148,9 @@ def _when(iso: str | None) -> str:
 
 
 def _post(http: Any, path: str, body: dict[str, Any]) -> Any:
-    """POST to the Prefect API; a 503 (its SQLite busy) is retried as Prefect's client does."""
-    import time
+    from mlops_core.services import prefect_request
 
-    for attempt in range(6):
-        res = http.post(path, json=body)
-        if res.status_code != 503:
-            break
-        time.sleep(0.5 * 2 ** attempt)
-    return res.raise_for_status().json()
+    return prefect_request("POST", path, client=http, json=body).raise_for_status().json()
 
 
 def deployments_status(api_url: str, project: str, timeout: float = 10.0

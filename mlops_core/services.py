@@ -264,15 +264,11 @@ def ensure_work_pool(api_url: str, name: str = WORK_POOL, pool_type: str = "proc
     pool's default job template when it first connects."""
     base = api_url.rstrip("/")
     try:
-        for attempt in range(6):  # 503: the server's SQLite is busy; retry as Prefect's client
-            got = httpx.get(f"{base}/work_pools/{name}", timeout=timeout)
-            if got.status_code == 200:
-                return False
-            res = httpx.post(f"{base}/work_pools/", json={"name": name, "type": pool_type},
-                             timeout=timeout)
-            if res.status_code != 503:
-                break
-            time.sleep(0.5 * 2 ** attempt)
+        got = prefect_request("GET", f"{base}/work_pools/{name}", timeout=timeout)
+        if got.status_code == 200:
+            return False
+        res = prefect_request("POST", f"{base}/work_pools/", timeout=timeout,
+                              json={"name": name, "type": pool_type})
     except httpx.HTTPError as e:
         raise ServiceError(f"cannot reach the Prefect API at {base}: {e}") from e
     if res.status_code == 409:  # created meanwhile
@@ -281,6 +277,20 @@ def ensure_work_pool(api_url: str, name: str = WORK_POOL, pool_type: str = "proc
         raise ServiceError(f"cannot create work pool '{name}': HTTP {res.status_code} "
                            f"{res.text[:300]}")
     return True
+
+
+def prefect_request(method: str, url: str, *, client: httpx.Client | None = None,
+                    attempts: int = 6, timeout: float = 30.0, **kw: object) -> httpx.Response:
+    """One call to the Prefect API (through ``client`` if given, ``url`` then relative to its
+    base); a 503 (the server's SQLite busy under load) is retried with backoff, as Prefect's
+    own client does. The last response is returned as it is."""
+    for attempt in range(attempts):
+        res = (client.request(method, url, **kw) if client is not None  # type: ignore[arg-type]
+               else httpx.request(method, url, timeout=timeout, **kw))  # type: ignore[arg-type]
+        if res.status_code != 503:
+            break
+        time.sleep(0.5 * 2 ** min(attempt, 3))
+    return res
 
 
 CRASH_AUTOMATION = "mlops: mark flow runs crashed when their heartbeats stop"
@@ -308,17 +318,11 @@ def ensure_crash_automation(api_url: str, within_s: int = 3 * HEARTBEAT_S,
                      "message": f"no heartbeat for {within_s} s: the worker or the flow run's "
                                 "process died"}]}
     try:
-        for attempt in range(6):  # 503: the server's SQLite is busy
-            got = httpx.post(f"{base}/automations/filter", json={}, timeout=timeout)
-            if got.status_code == 200:
-                if any(a.get("name") == CRASH_AUTOMATION for a in got.json()):
-                    return False
-                res = httpx.post(f"{base}/automations/", json=body, timeout=timeout)
-                if res.status_code != 503:
-                    break
-            time.sleep(0.5 * 2 ** attempt)
-        else:
-            raise ServiceError(f"the Prefect API at {base} stayed busy (HTTP 503)")
+        got = prefect_request("POST", f"{base}/automations/filter", timeout=timeout, json={})
+        got.raise_for_status()
+        if any(a.get("name") == CRASH_AUTOMATION for a in got.json()):
+            return False
+        res = prefect_request("POST", f"{base}/automations/", timeout=timeout, json=body)
     except httpx.HTTPError as e:
         raise ServiceError(f"cannot reach the Prefect API at {base}: {e}") from e
     if res.status_code >= 400:

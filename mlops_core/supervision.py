@@ -39,6 +39,7 @@ from mlops_core.store import (
     monitoring_runs,
     utcnow,
 )
+from mlops_core.training import window_batches
 from mlops_core.triggers import Decision, PolicyState, Signals, decide
 from mlops_core.validation import as_text
 
@@ -142,28 +143,17 @@ def window_rows(settings: Settings, meta: MetadataStore, store: BatchStore,
     (newest batches first until ``model.window`` is full), from ``change_at`` on; and
     ``change_at`` itself, or ``None`` once the window no longer reaches back to it."""
     target, tcol = settings.data.target, settings.data.time_column
-    recs = sorted((r for r in meta.list_batches("accepted") if r.has_labels),
-                  key=lambda r: (r.end_time or r.created_at, r.created_at))
+    recs = [r for r in meta.list_batches("accepted") if r.has_labels]
     if not target or not recs:
         return 0, change_at
     window = settings.model.window
-    newest = recs[-1].end_time
-    times: list[pd.Series] = []
-    rows = 0
-    for r in reversed(recs):
-        if window.rows and rows >= window.rows:
-            break
-        if window.period and newest is not None and r.end_time is not None and \
-                r.end_time < newest - pd.Timedelta(window.period):
-            break
-        df = store.read(r, [target] + ([tcol] if tcol else []))
-        df = df[df[target].notna()]
-        rows += len(df)
-        if tcol:
-            times.append(df[tcol])
+    newest = max((r.end_time for r in recs if r.end_time is not None), default=None)
+    frames = [df[df[target].notna()] for _, df in window_batches(
+        settings, recs, store, [target] + ([tcol] if tcol else []))]
+    rows = sum(len(df) for df in frames)
     if not tcol or change_at is None:
         return min(rows, window.rows or rows), None
-    t = pd.concat(times).sort_values(ignore_index=True)
+    t = pd.concat([df[tcol] for df in frames]).sort_values(ignore_index=True)
     if window.period and newest is not None:
         t = t[t >= newest - pd.Timedelta(window.period)]
     if window.rows:

@@ -22,7 +22,7 @@ from mlops_core.config import Settings
 from mlops_core.errors import MlopsError
 from mlops_core.evaluation import HIGHER_IS_BETTER, PRIMARY, compute_metrics
 from mlops_core.pyfunc.tabular_model import output_frame, prepare_features
-from mlops_core.store import BatchStore, MetadataStore
+from mlops_core.store import BatchRecord, BatchStore, MetadataStore
 
 log = logging.getLogger(__name__)
 
@@ -54,22 +54,9 @@ def load_training_data(settings: Settings, meta: MetadataStore | None = None, *,
     if not recs:
         raise TrainingInputError("no accepted batches with labels yet: ingest data first "
                                  "(`mlops ingest`)")
-    recs.sort(key=lambda r: (r.end_time or r.created_at, r.created_at))
     window = settings.model.window
-    chosen, frames = [], []
-    rows = 0  # labelled rows so far: the window counts labelled rows
-    newest = recs[-1].end_time
-    for r in reversed(recs):
-        if window.rows and rows >= window.rows:
-            break
-        if window.period and newest is not None and r.end_time is not None and \
-                r.end_time < newest - pd.Timedelta(window.period):
-            break
-        chosen.append(r)
-        frames.append(store.read(r))
-        rows += int(frames[-1][target].notna().sum())
-    chosen.reverse()
-    frames.reverse()
+    picked = window_batches(settings, recs, store)
+    chosen, frames = [r for r, _ in picked], [f for _, f in picked]
     df = pd.concat(frames, ignore_index=True)
     tcol = settings.data.time_column
     if tcol and tcol in df.columns:
@@ -92,6 +79,29 @@ def load_training_data(settings: Settings, meta: MetadataStore | None = None, *,
     start = df[tcol].min().to_pydatetime() if tcol in df and len(df) else None
     end = df[tcol].max().to_pydatetime() if tcol in df and len(df) else None
     return TrainingData(df, lineage, start, end, dropped)
+
+
+def window_batches(settings: Settings, recs: list[BatchRecord], store: BatchStore,
+                   columns: list[str] | None = None) -> list[tuple[BatchRecord, pd.DataFrame]]:
+    """The labelled batches of ``recs`` the training window takes, oldest first, each with its
+    frame (``columns`` only, if given): the newest batches until ``model.window`` holds enough
+    labelled rows or its period is covered. The caller trims rows at the window's edges."""
+    target = settings.data.target or ""
+    recs = sorted(recs, key=lambda r: (r.end_time or r.created_at, r.created_at))
+    window = settings.model.window
+    newest = recs[-1].end_time if recs else None
+    out: list[tuple[BatchRecord, pd.DataFrame]] = []
+    rows = 0  # labelled rows so far: the window counts labelled rows
+    for r in reversed(recs):
+        if window.rows and rows >= window.rows:
+            break
+        if window.period and newest is not None and r.end_time is not None and \
+                r.end_time < newest - pd.Timedelta(window.period):
+            break
+        frame = store.read(r, columns)
+        out.append((r, frame))
+        rows += int(frame[target].notna().sum())
+    return out[::-1]
 
 
 def to_plain(df: pd.DataFrame) -> pd.DataFrame:

@@ -42,6 +42,7 @@ from mlops_core.services import (
     PREFECT_WORKER,
     ServiceInfo,
     ensure_work_pool,
+    prefect_request,
     read_service,
     start_prefect_worker,
 )
@@ -99,15 +100,8 @@ def stack(mlflow_server: ServiceInfo, tmp_path_factory: pytest.TempPathFactory
 
 # the Prefect API, read with httpx -----------------------------------------------------------
 def _call(method: str, url: str, **kw: Any) -> httpx.Response:
-    """One API call; a 503 (the server's SQLite busy under load) is retried, as Prefect's own
-    client does."""
-    for attempt in range(8):
-        res = httpx.request(method, url, timeout=30, **kw)
-        if res.status_code != 503:
-            break
-        time.sleep(0.5 * 2 ** min(attempt, 3))
-    res.raise_for_status()
-    return res
+    """One API call (a 503, the server's SQLite busy, is retried); an error status raises."""
+    return prefect_request(method, url, attempts=8, **kw).raise_for_status()
 
 
 def _deployment_id(api: str, flow: str, name: str) -> str:
