@@ -8,7 +8,7 @@ DEMO_DIR ?= demo-project
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install up test test-fast lint format bench clean
+.PHONY: help install up down test test-fast lint format bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,8 +22,11 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP) ## Create .venv if missing and install the pinned requirements and this package
 
-up: $(STAMP) ## Install, then run the main job: a demo project ingested batch by batch
-	$(BIN)/mlops demo --dir $(DEMO_DIR)
+up: $(STAMP) ## Install, bring the system up (Prefect, MLflow, dashboard) and replay the demo stream through it
+	$(BIN)/mlops demo --dir $(DEMO_DIR) --replay
+
+down: ## Stop the demo project's services (worker before server)
+	@test -f $(DEMO_DIR)/mlops.yaml && test -x $(BIN)/mlops && $(BIN)/mlops down --config $(DEMO_DIR)/mlops.yaml || true
 
 test: $(STAMP) ## Install, then run the whole test suite (slow end-to-end tests included)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -37,5 +40,5 @@ lint: $(STAMP) ## Lint and check formatting with ruff
 bench: $(STAMP) ## Run the benchmarks in bench/ (minutes; each prints key=value figures last)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-clean: ## Remove the demo project, caches and the virtual environment
+clean: down ## Stop the demo's services; remove the demo project, caches and the virtual environment
 	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache test-artifacts $(VENV)

@@ -36,49 +36,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 MLOPS = str(Path(sys.executable).parent / "mlops")
-FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
-
-
-def _call(method: str, url: str, **kw: Any) -> Any:
-    from mlops_core.services import prefect_request
-
-    return prefect_request(method, url, attempts=8, **kw).raise_for_status().json()
-
-
-def _ts(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-
-
-def _run(api: str, flow: str, project: str, wait_s: float = 900) -> dict[str, Any]:
-    dep = _call("GET", f"{api}/deployments/name/{flow}/{project}")
-    rid = _call("POST", f"{api}/deployments/{dep['id']}/create_flow_run", json={})["id"]
-    return _wait(api, rid, wait_s)
-
-
-def _wait(api: str, run_id: str, wait_s: float) -> dict[str, Any]:
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        run = _call("GET", f"{api}/flow_runs/{run_id}")
-        if run["state_type"] in FINAL:
-            if run["state_type"] != "COMPLETED":
-                raise SystemExit(f"flow run {run['name']} ended {run['state_type']}: "
-                                 f"{run['state'].get('message')}")
-            return dict(run)
-        time.sleep(0.5)
-    raise SystemExit(f"flow run {run_id} did not finish in {wait_s} s")
-
-
-def _task_seconds(api: str, run_id: str, prefix: str) -> float:
-    tasks = _call("POST", f"{api}/task_runs/filter", json={
-        "flow_runs": {"id": {"any_": [run_id]}}})
-    return sum(t["total_run_time"] for t in tasks if t["name"].startswith(prefix))
 
 
 def main() -> int:
@@ -96,6 +59,15 @@ def main() -> int:
 
     from mlops_core.config import load_config
     from mlops_core.ingest import ingest
+    from mlops_core.orchestration import (
+        FlowRunError,
+        deployment_id,
+        parse_time,
+        recent_runs,
+        start_run,
+        task_seconds,
+        wait_run,
+    )
     from mlops_core.pipeline import train_and_register
     from mlops_core.registry import Registry
     from mlops_core.simulate import ID, TARGET, TIME, generate_stream
@@ -143,34 +115,40 @@ def main() -> int:
         # the clock starts: a batch lands
         weeks(30, 40).to_parquet(landing / "shifted.parquet", index=False)
         start = time.time()
-        ing = _run(api, "ingest", settings.project)
-        mon = _run(api, "monitor", settings.project)
+        try:
+            ing = wait_run(api, start_run(api, "ingest", settings.project))
+            mon = wait_run(api, start_run(api, "monitor", settings.project))
+        except FlowRunError as e:
+            raise SystemExit(str(e)) from None
         (decision,) = list_decisions(MetadataStore(settings.db_url), settings.project, 1)
         if not decision["retrain"]:
             raise SystemExit(f"the policy did not ask for a retrain: {decision}")
-        train_dep = _call("GET", f"{api}/deployments/name/train/{settings.project}")
+        train_dep = deployment_id(api, "train", settings.project)
         deadline = time.monotonic() + 900
         runs: list[dict[str, Any]] = []
         while time.monotonic() < deadline and not runs:
-            runs = [r for r in _call("POST", f"{api}/flow_runs/filter", json={
-                "deployments": {"id": {"any_": [train_dep["id"]]}}})
-                if not r["auto_scheduled"]]  # not the weekly cron's runs
+            runs = [r for r in recent_runs(api, deployment=train_dep)
+                    if not r["auto_scheduled"]]  # not the weekly cron's runs
             time.sleep(0.5)
         if not runs:
             raise SystemExit("the retrain event started no training run")
-        train = _wait(api, runs[0]["id"], 900)
-        end = _ts(train["end_time"])
+        try:
+            train = wait_run(api, runs[0]["id"], 900)
+        except FlowRunError as e:
+            raise SystemExit(str(e)) from None
+        end = parse_time(train["end_time"]).timestamp()
         pending = [v for v in Registry(settings).versions() if v.status == "pending_approval"]
         (acted,) = list_decisions(MetadataStore(settings.db_url), settings.project, 1)
         seconds = (acted.get("acted") or {}).get("seconds", {})
 
         total = end - start
-        validation = _task_seconds(api, ing["id"], "ingest")
-        monitoring = _task_seconds(api, mon["id"], "monitor")
-        train_task = _task_seconds(api, train["id"], "train-")
+        validation = task_seconds(api, ing["id"], "ingest")
+        monitoring = task_seconds(api, mon["id"], "monitor")
+        train_task = task_seconds(api, train["id"], "train-")
         gating = float(seconds.get("smoke", 0.0))
         training = train_task - gating
-        event_s = _ts(train["expected_start_time"]) - _ts(mon["end_time"])
+        event_s = (parse_time(train["expected_start_time"])
+                   - parse_time(mon["end_time"])).total_seconds()
         figures = {
             "rows_landed": len(weeks(30, 40)), "total_s": round(total, 1),
             "validation_s": round(validation, 1), "monitoring_s": round(monitoring, 1),

@@ -9,7 +9,7 @@ Deployments, one per flow, each named after the project (``train/<project>``):
 | ``monitor`` | the same cron: it monitors what was accepted since its last run |
 | ``train`` | cron ``retraining.schedule`` (default Mon 03:00 UTC), ``mlops.retrain.requested`` |
 | ``promote`` | on ``mlops.model.approved`` |
-| ``publish-events`` | every two minutes: approvals made in the CLI or dashboard → events |
+| ``publish-events`` | every two minutes: approvals, retrain requests (CLI, dashboard) → events |
 | ``continuous-training`` | by hand (``prefect deployment run``), for a manual pass or a backfill |
 
 Event triggers match the project's resource (``mlops.project.<project>``), so several projects
@@ -60,11 +60,13 @@ def _trigger(project: str, event: str, parameters: dict[str, Any]) -> dict[str, 
             "expect": [event], "parameters": parameters}
 
 
-def render_deployments(settings: Any, config: str, *, pool: str = "mlops",
+def render_deployments(settings: Any, config: str, *, pool: str | None = None,
                        timezone: str = "UTC") -> dict[str, Any]:
     """The ``prefect.yaml`` document (a dict) for ``settings``; ``config`` is the path the
-    flows get as their ``config`` parameter."""
+    flows get as their ``config`` parameter. Every deployment goes to work pool ``pool``
+    (default ``orchestration.work_pool``)."""
     project = settings.project
+    pool = pool or settings.orchestration.work_pool
     watch_cron = settings.monitoring.schedule or DEFAULT_INGEST_CRON
     train_cron = settings.retraining.schedule or DEFAULT_TRAIN_CRON
     params = {"config": config}
@@ -94,7 +96,9 @@ def render_deployments(settings: Any, config: str, *, pool: str = "mlops",
                            "config": config,
                            "trigger": "{{ event.payload.trigger }}",
                            "since": "{{ event.payload.since }}",
-                           "monitoring_run": "{{ event.payload.monitoring_run }}"})]),
+                           "monitoring_run": "{{ event.payload.monitoring_run }}",
+                           # default(''): an event from before the key existed still renders
+                           "requested_by": "{{ event.payload.requested_by | default('') }}"})]),
             deployment("promote", "promote", "Side effects of an approval.",
                        triggers=[_trigger(project, events.MODEL_APPROVED, {
                            "config": config,
@@ -119,7 +123,7 @@ HEADER = """\
 """
 
 
-def render_prefect_yaml(settings: Any, config: str, *, pool: str = "mlops") -> str:
+def render_prefect_yaml(settings: Any, config: str, *, pool: str | None = None) -> str:
     """The text of ``prefect.yaml`` for ``settings`` (see :func:`render_deployments`)."""
     doc = render_deployments(settings, config, pool=pool)
     return HEADER.format(project=settings.project, config=config) + yaml.safe_dump(
@@ -140,57 +144,3 @@ def apply(prefect_file: Path, api_url: str, env: dict[str, str] | None = None,
         raise RuntimeError(f"prefect deploy failed (exit {res.returncode}):\n"
                            f"{(res.stdout + res.stderr)[-3000:]}")
     return res
-
-
-def _when(iso: str | None) -> str:
-    """An API timestamp as ``YYYY-MM-DD HH:MM UTC``."""
-    return f"{iso[:10]} {iso[11:16]} UTC" if iso else ""
-
-
-def _post(http: Any, path: str, body: dict[str, Any]) -> Any:
-    from mlops_core.services import prefect_request
-
-    return prefect_request("POST", path, client=http, json=body).raise_for_status().json()
-
-
-def deployments_status(api_url: str, project: str, timeout: float = 10.0
-                       ) -> list[dict[str, Any]]:
-    """The project's deployments on the server (by name), with their schedules, triggers, next
-    scheduled runs and last run, read from Prefect's HTTP API (no Prefect import)."""
-    import httpx
-
-    base = api_url.rstrip("/")
-    with httpx.Client(base_url=base, timeout=timeout) as http:
-        deps = _post(http, "/deployments/filter", {
-            "deployments": {"name": {"any_": [project]}}})
-        if not deps:
-            return []
-        flows = {f["id"]: f["name"] for f in _post(http, "/flows/filter", {
-            "flows": {"id": {"any_": list({d["flow_id"] for d in deps})}}})}
-        automations = _post(http, "/automations/filter", {})
-        out = []
-        for d in sorted(deps, key=lambda d: flows.get(d["flow_id"], "")):
-            runs = _post(http, "/flow_runs/filter", {
-                "deployments": {"id": {"any_": [d["id"]]}},
-                "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
-                "sort": "EXPECTED_START_TIME_ASC", "limit": 3})
-            last = _post(http, "/flow_runs/filter", {
-                "deployments": {"id": {"any_": [d["id"]]}},
-                "flow_runs": {"state": {"type": {"not_any_": ["SCHEDULED"]}}},
-                "sort": "START_TIME_DESC", "limit": 1})
-            scheds = []
-            for s in d.get("schedules") or []:
-                sch = s.get("schedule") or {}
-                scheds.append(f"cron {sch['cron']}" if "cron" in sch else
-                              f"every {float(sch['interval']):g} s" if "interval" in sch
-                              else str(sch))
-            trig = [", ".join(a.get("trigger", {}).get("expect") or [])
-                    for a in automations
-                    if any(act.get("deployment_id") == d["id"] for act in a.get("actions", []))]
-            out.append({
-                "name": f"{flows.get(d['flow_id'], '?')}/{d['name']}", "id": d["id"],
-                "schedules": scheds, "triggers": [t for t in trig if t],
-                "next_runs": [_when(r.get("expected_start_time")) for r in runs],
-                "last_run": (f"{last[0]['state_name']} {_when(last[0].get('start_time'))}"
-                             if last else None)})
-    return out

@@ -3,13 +3,14 @@
 Every event has the project as its resource (``mlops.project.<project>``), so a user's own
 automation can match one project or all (``mlops.project.*``).
 
-Approvals, rejections and rollbacks are made outside Prefect (the CLI, the dashboard), through
-``mlops_core.registry``, which appends them to the audit log before it moves an alias. The audit
-log is the outbox: :func:`publish_decisions` turns the records not yet published into
-``mlops.model.approved`` / ``mlops.model.rejected`` events and moves a watermark in the metadata
-DB. It runs at the end of the train and monitor flows, every two minutes as the
-``publish-events`` deployment, and on demand (``mlops publish``). So the CLI and the dashboard
-never need Prefect, and an approval made while Prefect is down is published when it comes back.
+Approvals, rejections, rollbacks and retrain requests are made outside Prefect (the CLI, the
+dashboard), through ``mlops_core.actions``, which appends them to the audit log (approvals before
+an alias moves). The audit log is the outbox: :func:`publish_decisions` turns the records not yet
+published into ``mlops.model.approved`` / ``mlops.model.rejected`` / ``mlops.retrain.requested``
+events and moves a watermark in the metadata DB. It runs at the end of the train and monitor
+flows, every two minutes as the ``publish-events`` deployment, and on demand (``mlops publish``).
+So the CLI and the dashboard never need Prefect, and an approval made while Prefect is down is
+published when it comes back.
 The watermark moves before the events are sent; two publishers running at the same instant may
 both send a record, which is harmless: the promote flow is idempotent.
 """
@@ -32,10 +33,12 @@ MODEL_REJECTED = "mlops.model.rejected"
 EVENTS = (BATCH_ACCEPTED, BATCH_QUARANTINED, DRIFT_DETECTED, RETRAIN_REQUESTED,
           MODEL_REGISTERED, MODEL_APPROVED, MODEL_REJECTED)
 
-# audit actions → event (only applied decisions are published)
+# audit actions → event (only applied decisions and requests are published)
 AUDIT_EVENTS = {"approve": MODEL_APPROVED, "auto_promote": MODEL_APPROVED,
                 "rollback": MODEL_APPROVED, "reject": MODEL_REJECTED,
-                "gate_reject": MODEL_REJECTED}
+                "gate_reject": MODEL_REJECTED, "request_retrain": RETRAIN_REQUESTED}
+# who asked for a retrain the monitoring policy decided (``requested_by`` of the event)
+POLICY = "policy"
 WATERMARK_KEY = "prefect.events.audit_published"
 
 
@@ -66,17 +69,38 @@ def since_text(since: datetime | int | None) -> str:
     return since.isoformat() if isinstance(since, datetime) else str(since)
 
 
+def retrain_payload(*, trigger: str, reasons: list[str], since: str = "",
+                    monitoring_run: str = "", requested_by: str = "",
+                    **extra: Any) -> dict[str, Any]:
+    """The payload of ``mlops.retrain.requested``. Every key the training deployment's trigger
+    templates (``flows.deploy``) is always present: Prefect fails to render a missing one."""
+    return {"trigger": trigger, "reasons": list(reasons), "since": since,
+            "monitoring_run": monitoring_run, "requested_by": requested_by, **extra}
+
+
+def audit_payload(action: str, version: str | None, *, actor: str = "", reason: str = "",
+                  previous_champion: str | None = None, audit_id: int | None = None,
+                  request_id: str | None = None) -> dict[str, Any]:
+    """The payload of the event of one audit record (``action`` as in the audit log)."""
+    if action == "request_retrain":  # a person asked: the train flow's parameters
+        return retrain_payload(trigger="manual", reasons=[reason], requested_by=actor,
+                               champion_version=previous_champion, audit_id=audit_id,
+                               request_id=request_id)
+    return {"version": version, "action": action, "actor": actor, "reason": reason,
+            "previous_champion": previous_champion, "audit_id": audit_id}
+
+
 def emit_decision(project: str, action: str, version: str | None, *, actor: str = "",
                   reason: str = "", previous_champion: str | None = None,
-                  audit_id: int | None = None) -> Any:
-    """Emit the event of one approval / rejection / rollback (``action`` as in the audit log).
-    Returns None for an action that has no event."""
+                  audit_id: int | None = None, request_id: str | None = None) -> Any:
+    """Emit the event of one approval / rejection / rollback / retrain request (``action`` as
+    in the audit log). Returns None for an action that has no event."""
     event = AUDIT_EVENTS.get(action)
     if event is None:
         return None
-    return emit(event, project, {"version": version, "action": action, "actor": actor,
-                                 "reason": reason, "previous_champion": previous_champion,
-                                 "audit_id": audit_id})
+    return emit(event, project, audit_payload(
+        action, version, actor=actor, reason=reason, previous_champion=previous_champion,
+        audit_id=audit_id, request_id=request_id))
 
 
 def emit_approved(project: str, version: str, *, actor: str = "", reason: str = "") -> Any:
@@ -84,22 +108,25 @@ def emit_approved(project: str, version: str, *, actor: str = "", reason: str = 
 
 
 def publish_decisions(settings: Any, limit: int = 200) -> list[dict[str, Any]]:
-    """Publish the audit records made since the last call (the outbox); returns what was sent."""
+    """Publish the audit records made since the last call (the outbox), oldest first, at most
+    ``limit`` records a call (the rest the next call: refused attempts cannot crowd one out);
+    returns what was sent."""
     from mlops_core.registry import Registry
     from mlops_core.store import MetadataStore
 
     meta = MetadataStore(settings.db_url)
     reg = Registry(settings, meta)
     mark = int(meta.get_state(WATERMARK_KEY, 0) or 0)
-    new = [r for r in reg.audit(limit=limit) if r.id > mark]
+    new = reg.audit(after_id=mark, limit=limit)
     if new:  # moved before sending: a crash in between loses events rather than repeat them
         meta.set_state(WATERMARK_KEY, max(r.id for r in new))
     sent = []
-    for r in sorted(new, key=lambda r: r.id):
+    for r in new:
         if r.outcome != "applied" or r.action not in AUDIT_EVENTS:
             continue
         emit_decision(settings.project, r.action, r.version, actor=r.actor, reason=r.reason,
-                      previous_champion=r.previous_champion, audit_id=r.id)
+                      previous_champion=r.previous_champion, audit_id=r.id,
+                      request_id=r.request_id)
         sent.append({"event": AUDIT_EVENTS[r.action], "action": r.action,
-                     "version": r.version, "audit_id": r.id})
+                     "version": r.version, "actor": r.actor, "audit_id": r.id})
     return sent

@@ -9,7 +9,8 @@
   same data and configuration returns the earlier result (cache keyed by the content hashes of
   the labelled batches).
 - ``promote``: the side effects of an approval (``mlops.model.approved``).
-- ``publish_events``: approvals and rejections made in the CLI or dashboard → events.
+- ``publish_events``: approvals, rejections and retrain requests made in the CLI or dashboard →
+  events (a person's retrain request becomes ``mlops.retrain.requested``, so it trains here).
 - ``continuous_training``: one pass of the loop in one run, for a manual run or a backfill.
 
 Every flow takes the path of ``mlops.yaml`` (``config``), relative to the working directory.
@@ -132,13 +133,15 @@ def _training_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> 
 @task(retries=RETRIES, retry_delay_seconds=BACKOFF, retry_condition_fn=is_transient,
       cache_key_fn=_training_cache_key, cache_expiration=timedelta(days=7),
       persist_result=True, task_run_name="train-{trigger}")
-def train_task(config: str, trigger: str, since: str = "") -> dict[str, Any]:
+def train_task(config: str, trigger: str, since: str = "", requested_by: str = ""
+               ) -> dict[str, Any]:
     """Train, gate and register. Registration is the last step, so a retry after a failure
     registers at most one version."""
     from mlops_core.pipeline import train_and_register
 
     when = datetime.fromisoformat(since) if since else None
-    return train_and_register(settings_for(config), trigger=trigger, since=when).to_dict()
+    return train_and_register(settings_for(config), trigger=trigger, since=when,
+                              requested_by=requested_by or None).to_dict()
 
 
 @task(retries=RETRIES, retry_delay_seconds=BACKOFF, retry_condition_fn=is_transient,
@@ -212,10 +215,10 @@ def monitor(config: str = "mlops.yaml", batch_ids: list[str] | None = None,
             "batch_ids": res["batch_ids"], "report": res.get("report")})
     decision = res.get("decision") or {}
     if decision.get("retrain") and request_retrain:
-        events.emit(events.RETRAIN_REQUESTED, project, {
-            "reasons": decision.get("reasons", []), "trigger": res["trigger"],
-            "since": res["since"], "monitoring_run": res["id"],
-            "champion_version": res["champion_version"]})
+        events.emit(events.RETRAIN_REQUESTED, project, events.retrain_payload(
+            trigger=res["trigger"], reasons=decision.get("reasons", []), since=res["since"],
+            monitoring_run=res["id"], requested_by=events.POLICY,
+            champion_version=res["champion_version"]))
     logger.info("monitoring run %s: %s; retrain: %s %s", res["id"], res["status"],
                 bool(decision.get("retrain")), decision.get("reasons", []))
     return res
@@ -223,10 +226,11 @@ def monitor(config: str = "mlops.yaml", batch_ids: list[str] | None = None,
 
 @flow(name="train")
 def train(config: str = "mlops.yaml", trigger: str = "schedule", since: str = "",
-          monitoring_run: str = "") -> dict[str, Any]:
+          monitoring_run: str = "", requested_by: str = "") -> dict[str, Any]:
     """Train, gate and register one version; at most one at a time per project.
     ``since``: ISO time the window starts at (``Decision.since``); ``monitoring_run``: the run
-    whose decision asked for it (what was done is recorded there)."""
+    whose decision asked for it (what was done is recorded there); ``requested_by``: who asked
+    (a person's retrain request, or ``policy``), tagged on the version for the four-eyes rule."""
     from prefect.concurrency.sync import concurrency
 
     logger = get_run_logger()
@@ -235,7 +239,8 @@ def train(config: str = "mlops.yaml", trigger: str = "schedule", since: str = ""
     # the slot's lease is renewed while the training runs; a run whose process was killed
     # frees it when the lease lapses (a minute), so the re-run does not wait long
     with concurrency(limit, occupy=1, strict=True, lease_duration=LEASE_S):
-        state = train_task(config, trigger or "manual", since, return_state=True)
+        state = train_task(config, trigger or "manual", since, requested_by,
+                           return_state=True)
     outcome = state.result()
     if monitoring_run:
         record_action_task(config, monitoring_run, outcome)
@@ -247,7 +252,8 @@ def train(config: str = "mlops.yaml", trigger: str = "schedule", since: str = ""
         "version": outcome["version"], "status": outcome["status"],
         "trigger": outcome["trigger"], "gate_passed": outcome["gate"].get("passed"),
         "gate_reasons": outcome["gate"].get("reasons", []), "metrics": outcome["metrics"],
-        "since": since, "monitoring_run": monitoring_run, "run_id": outcome["run_id"]})
+        "since": since, "monitoring_run": monitoring_run, "requested_by": requested_by,
+        "run_id": outcome["run_id"]})
     publish_task(config)  # auto-promotion or a gate rejection: their events now
     logger.info("version %s: %s (trigger %s)", outcome["version"], outcome["status"],
                 outcome["trigger"])
@@ -271,7 +277,8 @@ def promote(config: str = "mlops.yaml", version: str = "", action: str = "approv
 
 @flow(name="publish-events")
 def publish_events(config: str = "mlops.yaml") -> list[dict[str, Any]]:
-    """Approvals, rejections and rollbacks recorded since the last call → events."""
+    """Approvals, rejections, rollbacks and retrain requests recorded since the last call →
+    events."""
     return publish_task(config)
 
 
@@ -293,5 +300,5 @@ def continuous_training(config: str = "mlops.yaml", train_now: bool = True
     decision = (res or {}).get("decision") or {}
     if train_now and decision.get("retrain"):
         result["training"] = train(config, trigger=res["trigger"], since=res["since"],
-                                   monitoring_run=res["id"])
+                                   monitoring_run=res["id"], requested_by=events.POLICY)
     return result

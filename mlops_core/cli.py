@@ -4,6 +4,7 @@ the command, so `import mlops_core` stays light."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,6 +29,9 @@ app = typer.Typer(
 )
 quarantine_app = typer.Typer(no_args_is_help=True, help="Inspect and replay quarantined batches.")
 app.add_typer(quarantine_app, name="quarantine")
+users_app = typer.Typer(no_args_is_help=True, help="Dashboard users (dashboard.auth: password): "
+                        "names, roles and password hashes in a file outside the repository.")
+app.add_typer(users_app, name="users")
 
 def _console(stderr: bool = False) -> Console:
     c = Console(stderr=stderr)
@@ -259,14 +263,21 @@ def quarantine_release(
     force: Annotated[bool, typer.Option(
         "--force", help="Accept the rows despite their findings (recorded with the batch).")
     ] = False,
+    by: Annotated[str | None, typer.Option(
+        "--by", help="Who releases (recorded in the audit log; default: your login name).")
+    ] = None,
+    comment: Annotated[str, typer.Option(help="Why (kept in the audit log).")] = "",
+    request_id: Annotated[str | None, typer.Option(
+        "--request-id", help="Idempotency key: the same request twice is done once.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay a quarantined batch after fixing its data (in the quarantine folder) or the
-    contract (contract.yaml in the workspace)."""
-    from mlops_core.ingest import release_batch
+    contract (contract.yaml in the workspace). Audited."""
+    from mlops_core.actions import release
 
     try:
-        res = release_batch(_settings(config), batch_id, force=force)
+        res = release(_settings(config), _cli_principal(by or _login_name()), batch_id,
+                      comment=comment, request_id=request_id, force=force)
     except (MlopsError, LookupError) as e:
         _fail(str(e))
         return
@@ -286,6 +297,24 @@ def _registry(config: Path) -> Any:
     return Registry(_settings(config))
 
 
+def _login_name() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user without a passwd entry
+        return "cli"
+
+
+def _cli_principal(name: str) -> Any:
+    """Whoever runs the CLI, as an approver: they can read and write the workspace, the metadata
+    DB and the users file anyway, so a role would protect nothing here. Their writes still go
+    through mlops_core.actions (comments, request ids, the four-eyes rule, the audit log)."""
+    from mlops_core.auth import Principal
+
+    return Principal(name=name, role="approver", via="cli")
+
+
 def _print_decision(res: Any, as_json: bool) -> None:
     if as_json:
         _print_json(res.to_dict())
@@ -300,6 +329,16 @@ def _print_decision(res: Any, as_json: bool) -> None:
 ByOpt = Annotated[str, typer.Option("--by", help="Who decides (recorded in the audit log).")]
 RequestOpt = Annotated[str | None, typer.Option(
     "--request-id", help="Idempotency key: the same request twice is done once.")]
+ExpectOpt = Annotated[str | None, typer.Option(
+    "--expect-champion", help="The champion you saw ('none' if there was none); refused if it "
+    "changed meanwhile. Default: the champion now.")]
+
+
+def _expected(expect_champion: str | None) -> Any:
+    """--expect-champion as the registry takes it: ... (whatever it is now), None or a version."""
+    if expect_champion is None:
+        return ...
+    return None if expect_champion.lower() == "none" else expect_champion
 
 
 @app.command()
@@ -338,7 +377,8 @@ def _print_training(res: Any, settings: Any) -> None:
     for r in res.gate.reasons:
         out.print(f"  [{'green' if r.startswith('PASS') else 'red'}]{escape(r)}[/]")
     if res.status == "pending_approval":
-        out.print(f"Approve with: [bold]mlops approve {res.version} --by NAME[/]")
+        out.print(f"Approve with: [bold]mlops approve {res.version} --by NAME "
+                  f"--comment WHY[/]")
 
 
 @app.command()
@@ -367,20 +407,19 @@ def models(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False) -> 
 def approve(
     version: Annotated[str, typer.Argument(help="The pending version to make champion.")],
     by: ByOpt,
-    comment: Annotated[str, typer.Option(help="Why (kept in the audit log).")] = "",
-    expect_champion: Annotated[str | None, typer.Option(
-        "--expect-champion", help="The champion you saw ('none' if there was none); refused "
-        "if it changed meanwhile. Default: the champion now.")] = None,
+    comment: Annotated[str, typer.Option(help="Why (required; kept in the audit log).")],
+    expect_champion: ExpectOpt = None,
     request_id: RequestOpt = None,
     config: ConfigOpt = Path("mlops.yaml"),
     as_json: JsonOpt = False,
 ) -> None:
     """Approve a pending version: it becomes champion (audited first, then the alias moves)."""
+    from mlops_core.actions import approve as approve_version
+
     try:
-        expected: Any = ... if expect_champion is None else (
-            None if expect_champion.lower() == "none" else expect_champion)
-        res = _registry(config).approve(version, by=by, comment=comment,
-                                        expected_champion=expected, request_id=request_id)
+        res = approve_version(_settings(config), _cli_principal(by), version, comment=comment,
+                              expected_champion=_expected(expect_champion),
+                              request_id=request_id)
     except (MlopsError, LookupError) as e:
         _fail(str(e))
         return
@@ -397,8 +436,11 @@ def reject(
     as_json: JsonOpt = False,
 ) -> None:
     """Reject a pending version."""
+    from mlops_core.actions import reject as reject_version
+
     try:
-        res = _registry(config).reject(version, by=by, comment=comment, request_id=request_id)
+        res = reject_version(_settings(config), _cli_principal(by), version, comment=comment,
+                             request_id=request_id)
     except (MlopsError, LookupError) as e:
         _fail(str(e))
         return
@@ -411,17 +453,126 @@ def rollback(
     comment: Annotated[str, typer.Option(help="Why (required; kept in the audit log).")],
     to: Annotated[str | None, typer.Option("--to", help="Version to restore (default: the "
                                            "champion before the current one).")] = None,
+    expect_champion: ExpectOpt = None,
     request_id: RequestOpt = None,
     config: ConfigOpt = Path("mlops.yaml"),
     as_json: JsonOpt = False,
 ) -> None:
     """Make a previously approved version champion again. One action."""
+    from mlops_core.actions import rollback as rollback_version
+
     try:
-        res = _registry(config).rollback(by=by, comment=comment, to=to, request_id=request_id)
+        res = rollback_version(_settings(config), _cli_principal(by), to=to, comment=comment,
+                               expected_champion=_expected(expect_champion),
+                               request_id=request_id)
     except (MlopsError, LookupError) as e:
         _fail(str(e))
         return
     _print_decision(res, as_json)
+
+
+@app.command()
+def retrain(
+    by: Annotated[str, typer.Option("--by", help="Who asks (recorded in the audit log and "
+                                    "tagged on the version it trains).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (required; kept in the audit "
+                                        "log, and the reason of the event).")],
+    request_id: RequestOpt = None,
+    config: ConfigOpt = Path("mlops.yaml"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Request a retraining now. The request is recorded in the audit log and published as
+    mlops.retrain.requested (by the publish-events deployment, or [bold]mlops publish[/]) when
+    Prefect runs; the training deployment trains on that event. With dashboard.four_eyes, the
+    version it trains must be approved by someone else."""
+    from mlops_core.actions import request_retrain
+
+    try:
+        res = request_retrain(_settings(config), _cli_principal(by), reason=reason,
+                              request_id=request_id)
+    except (MlopsError, LookupError) as e:
+        _fail(str(e))
+        return
+    if as_json:
+        _print_json(res.to_dict())
+        return
+    color = "green" if res.outcome == "applied" else "yellow"
+    out.print(f"[{color}]{res.outcome}[/]: {escape(res.message)}  "
+              f"[dim](request {res.request_id})[/]")
+
+
+def _users_file(config: Path, file: Path | None) -> Path:
+    """--file, or the project's users file; either way outside the project's repository."""
+    from mlops_core.auth import check_outside_repository, users_path
+
+    if file is not None:
+        base = _settings(config).base_dir if config.is_file() else Path.cwd()
+        return check_outside_repository(file, base)
+    return users_path(_settings(config))
+
+
+UsersFileOpt = Annotated[Path | None, typer.Option(
+    "--file", help="The users file (default: dashboard.users_file of the config, else "
+    "~/.config/mlops/<project>/users.yaml).")]
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="User name (letters, digits, _ . @ + -).")],
+    role: Annotated[str, typer.Option("--role", help="viewer (reads) or approver (also "
+                                      "approves, rejects, rolls back, releases, retrains).")],
+    file: UsersFileOpt = None,
+    password_stdin: Annotated[bool, typer.Option(
+        "--password-stdin", help="Read the password from the first line of stdin (scripts) "
+        "instead of prompting.")] = False,
+    config: ConfigOpt = Path("mlops.yaml"),
+) -> None:
+    """Add a dashboard user, or change one's role and password. The password is prompted twice,
+    hidden; only its scrypt hash is stored, in a file of mode 0600."""
+    from mlops_core.auth import ROLES, add_user
+
+    if role not in ROLES:
+        _fail(f"unknown role '{role}'; roles: {', '.join(ROLES)}")
+        return
+    try:
+        path = _users_file(config, file)
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = typer.prompt(f"Password for {name}", hide_input=True,
+                                    confirmation_prompt=True, err=True)
+        add_user(path, name, password, role)
+    except MlopsError as e:
+        _fail(str(e))
+        return
+    out.print(f"{escape(name)} is a dashboard {role} ({path})")
+
+
+@users_app.command("list")
+def users_list(file: UsersFileOpt = None, config: ConfigOpt = Path("mlops.yaml"),
+               as_json: JsonOpt = False) -> None:
+    """Dashboard users and their roles (never the hashes)."""
+    from mlops_core.auth import load_users
+
+    try:
+        path = _users_file(config, file)
+        users = load_users(path)
+    except MlopsError as e:
+        _fail(str(e))
+        return
+    if as_json:
+        _print_json({"file": str(path), "users": [u.to_dict() for u in users.values()]})
+        return
+    if not users:
+        out.print(f"No users in {path}: add one with [bold]mlops users add NAME --role "
+                  "approver[/].")
+        return
+    t = Table(title=f"{len(users)} user(s) in {path}", title_justify="left")
+    for c in ("user", "role"):
+        t.add_column(c)
+    for u in users.values():
+        t.add_row(escape(u.name), u.role)
+    out.print(t)
 
 
 @app.command()
@@ -692,26 +843,43 @@ def demo(
                      ] = False,
     train: Annotated[bool, typer.Option("--train/--no-train", help="Also train a first model "
                                         "and leave it awaiting approval.")] = True,
+    replay: Annotated[bool, typer.Option(
+        "--replay", help="Bring the system up (`mlops up`: Prefect, worker, MLflow, dashboard) "
+        "and replay the stream through the real deployments, a few weeks at a time: ingest and "
+        "monitor runs, drift, a retrain started by the mlops.retrain.requested event, a "
+        "candidate awaiting approval (a few minutes). `make up` runs this.")] = False,
+    per_step: Annotated[int, typer.Option(help="With --replay: weekly files landing per step.",
+                                          min=1)] = 6,
+    initial: Annotated[int, typer.Option(help="With --replay: weeks the first model trains on.",
+                                         min=2)] = 16,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate a demo project (loan applications with drift, dropped weekly into a landing
-    folder, a few of them faulty), ingest it batch by batch, and train a first model."""
+    folder, a few of them faulty), ingest it batch by batch, and train a first model; with
+    --replay, the same through the running system's deployments."""
     from mlops_core.config import load_config
     from mlops_core.scaffold import InferredSchema, render_config
     from mlops_core.simulate import ID, TARGET, TIME, generate_stream, write_landing
 
     if fresh and directory.exists():
+        from mlops_core.services import stop_all
+
+        if (directory / "mlops.yaml").exists():
+            with contextlib.suppress(MlopsError):
+                stop_all(load_config(directory / "mlops.yaml").workspace)
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
     cfg_path = directory / "mlops.yaml"
     stream = generate_stream(rows, days=days, seed=seed)
-    if not (directory / "landing").exists():
-        files = write_landing(stream, directory / "landing")
+    # with --replay the weekly files wait in incoming/ and land during the replay
+    drop = directory / ("incoming" if replay else "landing")
+    if not (directory / "landing").exists() and not drop.exists():
+        files = write_landing(stream, drop)
         (directory / "drift_points.json").write_text(stream.drift_json(), encoding="utf-8")
         if not as_json:
             faults = [f for f in files if f.fault]
             out.print(f"Generated {rows:,} loan applications over {days} days into "
-                      f"{len(files)} weekly files in [bold]{directory / 'landing'}[/] "
+                      f"{len(files)} weekly files in [bold]{drop}[/] "
                       f"({len(faults)} spoiled on purpose: "
                       f"{', '.join(sorted({f.fault or '' for f in faults}))}).")
             for p in stream.drift_points:
@@ -722,9 +890,12 @@ def demo(
         schema = InferredSchema(task="binary", **stream.features)
         text = render_config(project="loans-demo", data=Path("landing"), target=TARGET,
                              time=TIME, id_col=ID, schema=schema, source_kind="folder",
-                             trials=5)
+                             trials=5, cooldown="1min" if replay else "1D")
         cfg_path.write_text(text, encoding="utf-8")
     settings = load_config(cfg_path)
+    if replay:
+        _replay_demo(settings, cfg_path, directory, initial, per_step, as_json)
+        return
     result = run_ingest(settings, None, as_json)
     trained = None
     if train:
@@ -743,6 +914,85 @@ def demo(
     else:
         out.print(f"\nProject: [bold]{cfg_path}[/]. Next: mlops quarantine list -c {cfg_path}"
                   + (f"; mlops models -c {cfg_path}" if trained else ""))
+
+
+def _replay_demo(settings: Any, cfg_path: Path, directory: Path, initial: int, per_step: int,
+                 as_json: bool) -> None:
+    """`mlops demo --replay`: up, then the stream through the deployments."""
+    from mlops_core.actions import approve
+    from mlops_core.auth import Principal
+    from mlops_core.replay import DEMO_ACTOR, Tick, incoming_files, replay
+
+    incoming, landing = directory / "incoming", settings.resolve(settings.data.source.path)
+    if not incoming_files(incoming):
+        out.print(f"The stream was replayed already ({landing} holds it). Start over with "
+                  f"[bold]mlops demo --replay --fresh --dir {directory}[/], or see "
+                  f"[bold]mlops status -c {cfg_path}[/].")
+        return
+    try:
+        # the worker polls every 2 s (Prefect's default is 10): the demo is a few minutes
+        urls = _bring_up(settings, cfg_path, worker_env={"PREFECT_WORKER_QUERY_SECONDS": "2"})
+    except (MlopsError, RuntimeError, OSError) as e:
+        _fail(str(e))
+        return
+    if not as_json:
+        _print_up(urls)
+        out.print(f"\nReplaying {len(incoming_files(incoming))} weekly files through the "
+                  f"deployments, {per_step} weeks per step (cooldown 1min: a year in minutes)."
+                  f" Watch the runs in Prefect ({urls['prefect']}) and the dashboard.\n")
+    demo = Principal(name=DEMO_ACTOR, role="approver", via="cli")
+
+    def approve_first(version: str) -> None:
+        approve(settings, demo, version, comment="the demo approves its first model so that "
+                "monitoring has a champion to compare new data with")
+
+    def show(t: Tick) -> None:
+        if as_json:
+            return
+        out.print(f"[bold]step {t.number}[/]: {len(t.files)} files landed → "
+                  f"{t.accepted} batches accepted ({t.rows:,} rows)"
+                  + (f", {t.nothing_new} held nothing new" if t.nothing_new else ""))
+        for q in t.quarantined:
+            out.print(f"  [red]quarantined[/] {escape(q['origin'])}: {escape(q['reason'])}")
+        m = t.monitoring
+        if m:
+            drift = m.get("weighted_drift_share") or m.get("drift_share") or 0.0
+            out.print(f"  monitor: {m['status']}, drift share {drift:.0%}"
+                      + (f" ({', '.join(m['drifted'][:5])})" if m["drifted"] else "")
+                      + (f", detectors fired: {', '.join(m['detectors'])}"
+                         if m["detectors"] else ""))
+            if m["retrain"]:
+                out.print("  decision: [red]retrain[/] — " + escape("; ".join(m["reasons"])))
+                out.print(f"  mlops.retrain.requested → train run "
+                          f"[bold]{t.training_run or '(not seen yet)'}[/]")
+            elif m["held_back"]:
+                out.print("  decision: held back — " + escape("; ".join(m["held_back"])))
+            else:
+                out.print("  decision: no retrain"
+                          + (f" ({escape('; '.join(m['reasons']))})" if m["reasons"] else ""))
+
+    try:
+        with err.status("Replaying...") if not as_json else contextlib.nullcontext():
+            res = replay(settings, urls["prefect_api"], incoming, landing, initial=initial,
+                         per_tick=per_step, approve_first=approve_first, on_tick=show,
+                         say=(lambda _m: None) if as_json else
+                         (lambda m: out.print(f"[dim]{escape(m)}[/]")))
+    except (MlopsError, RuntimeError, OSError) as e:
+        _fail(f"the replay stopped: {e}")
+        return
+    if as_json:
+        _print_json(res.to_dict() | {"services": urls, "project": str(cfg_path.resolve())})
+        return
+    out.print(f"\nReplayed in {res.seconds:.0f} s. Champion: v{res.champion}.")
+    for r in res.training_runs:
+        out.print(f"  train run {r['name']} (trigger {r['trigger']}, started by "
+                  f"mlops.retrain.requested): {r['state']}")
+    for p in res.pending:
+        out.print(f"  [bold]v{p['version']}[/] awaits approval (trigger {p['trigger']}): "
+                  f"[bold]mlops approve {p['version']} --by NAME --comment WHY -c {cfg_path}[/]"
+                  + (f" or on the dashboard, {urls['dashboard']}/approvals"
+                     if urls["dashboard"] else ""))
+    out.print(f"Stop everything with [bold]mlops down -c {cfg_path}[/].")
 
 
 # Orchestration: Prefect server, work pool and worker, deployments ------------------------------
@@ -812,6 +1062,85 @@ def deploy(
     out.print(f"Applied {target} to {api}")
 
 
+def _bring_up(settings: Any, config: Path, *, deploy: bool = True, timeout: float = 180.0,
+              worker_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Start (or find running) every service of the project and create the deployments;
+    returns their URLs. Shows a spinner per step."""
+    import time
+
+    from mlops_core.services import (
+        dashboard_app,
+        mlflow_artifact_root,
+        start_dashboard,
+        start_mlflow,
+        start_prefect,
+    )
+
+    ws = settings.workspace
+    t0 = time.perf_counter()
+    pool = settings.orchestration.work_pool
+    with err.status("Starting the Prefect server, work pool and worker..."):
+        # no worker for a docker or kubernetes pool: its workers run where Docker or K8s is
+        server, worker = start_prefect(ws, timeout_s=timeout, worker_env=worker_env, pool=pool,
+                                       db_url=settings.storage.prefect_db_url)
+    mlflow_info = None
+    if not settings.storage.mlflow_uri:
+        with err.status("Starting the MLflow server..."):
+            mlflow_info = start_mlflow(ws, timeout_s=timeout,
+                                       backend_uri=settings.storage.mlflow_backend_uri,
+                                       artifacts=mlflow_artifact_root(settings))
+    dashboard = None
+    if dashboard_app().is_file():
+        with err.status("Starting the dashboard..."):
+            dashboard = start_dashboard(ws, config, port=_dashboard_port(settings),
+                                        timeout_s=timeout)
+    api = f"{server.url}/api"
+    deployed = None
+    if deploy:
+        for k, v in {"PREFECT_API_URL": api, "PREFECT_HOME": str(ws / "prefect")}.items():
+            os.environ[k] = v
+        with err.status("Creating the deployments..."):
+            deployed = _deploy(settings, config, None, api)
+    return {"prefect": server.url, "prefect_api": api, "work_pool": pool,
+            "worker_health": worker.health_url if worker else None,
+            "mlflow": mlflow_info.url if mlflow_info else settings.storage.mlflow_uri,
+            "dashboard": dashboard.url if dashboard else None,
+            "prefect_yaml": str(deployed) if deployed else None,
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _dashboard_port(settings: Any) -> int | None:
+    """The configured dashboard port when it is free (else any free port)."""
+    import socket
+
+    port = settings.dashboard.port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return None
+    return int(port)
+
+
+def _print_up(urls: dict[str, Any]) -> None:
+    out.print(f"Up in {urls['seconds']:.0f} s:")
+    out.print(f"  Prefect UI and API  {urls['prefect']}  (api {urls['prefect_api']})")
+    if urls["worker_health"]:
+        out.print(f"  Prefect worker      pool '{urls['work_pool']}', health "
+                  f"{urls['worker_health']}")
+    else:
+        out.print(f"  work pool           '{urls['work_pool']}' is not a process pool: no worker "
+                  "here; run one where Docker or Kubernetes is: [bold]prefect worker start "
+                  f"--pool {urls['work_pool']}[/] (with PREFECT_API_URL set)")
+    out.print(f"  MLflow              {urls['mlflow']}")
+    if urls["dashboard"]:
+        out.print(f"  dashboard           [bold]{urls['dashboard']}[/]")
+    if urls["prefect_yaml"]:
+        out.print(f"  deployments         {urls['prefect_yaml']}")
+    out.print(f"Point Prefect's CLI at it: [bold]export PREFECT_API_URL={urls['prefect_api']}[/]. "
+              "See [bold]mlops status[/]; stop with [bold]mlops down[/].")
+
+
 @app.command()
 def up(
     config: ConfigOpt = Path("mlops.yaml"),
@@ -822,53 +1151,26 @@ def up(
     as_json: JsonOpt = False,
 ) -> None:
     """Start the project's services on 127.0.0.1, state under the workspace: the Prefect server
-    (SQLite), a process work pool and worker, the MLflow server; create the deployments; wait
-    for every health check; print the URLs. Running services are kept."""
-    import time
-
-    from mlops_core.services import start_mlflow, start_prefect
-
+    (SQLite), a process work pool and worker, the MLflow server and the dashboard; create the
+    deployments; wait for every health check; print the URLs. Running services are kept."""
     try:
-        settings = _settings(config)
-        ws = settings.workspace
-        t0 = time.perf_counter()
-        with err.status("Starting the Prefect server, work pool and worker..."):
-            server, worker = start_prefect(ws, timeout_s=timeout)
-        with err.status("Starting the MLflow server..."):
-            mlflow_info = start_mlflow(ws, timeout_s=timeout) if not \
-                settings.storage.mlflow_uri else None
-        api = f"{server.url}/api"
-        deployed = None
-        if with_deploy:
-            for k, v in {"PREFECT_API_URL": api, "PREFECT_HOME": str(ws / "prefect")}.items():
-                os.environ[k] = v
-            with err.status("Creating the deployments..."):
-                deployed = _deploy(settings, config, None, api)
-        seconds = time.perf_counter() - t0
+        urls = _bring_up(_settings(config), config, deploy=with_deploy, timeout=timeout)
     except (MlopsError, RuntimeError, OSError) as e:
         _fail(str(e))
         return
-    urls = {"prefect": server.url, "prefect_api": api, "worker_health": worker.health_url,
-            "mlflow": mlflow_info.url if mlflow_info else settings.storage.mlflow_uri}
     if as_json:
-        _print_json({"services": urls, "prefect_yaml": str(deployed) if deployed else None,
-                     "seconds": round(seconds, 1)})
+        _print_json({"services": {k: v for k, v in urls.items()
+                                  if k not in ("prefect_yaml", "seconds")},
+                     "prefect_yaml": urls["prefect_yaml"], "seconds": urls["seconds"]})
         return
-    out.print(f"Up in {seconds:.0f} s:")
-    out.print(f"  Prefect UI and API  {server.url}  (api {api})")
-    out.print(f"  Prefect worker      pool 'mlops', health {worker.health_url}")
-    out.print(f"  MLflow              {urls['mlflow']}")
-    if deployed:
-        out.print(f"  deployments         {deployed}")
-    out.print(f"Point Prefect's CLI at it: [bold]export PREFECT_API_URL={api}[/]. "
-              "See [bold]mlops status[/]; stop with [bold]mlops down[/].")
+    _print_up(urls)
 
 
 @app.command()
 def status(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False) -> None:
     """Each service's health, the deployments and their next runs, the champion, versions
     awaiting approval and the last retraining decisions."""
-    from flows.deploy import deployments_status
+    from mlops_core.orchestration import deployments_status
     from mlops_core.services import SERVICES, is_healthy, prefect_api_url, read_service
     from mlops_core.supervision import list_decisions
 
@@ -925,7 +1227,7 @@ def status(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False) -> 
     out.print(f"Champion: {'v' + champion if champion else 'none'}")
     for p in pending:
         out.print(f"  awaiting approval: v{p['version']} (trigger {p['trigger']}): "
-                  f"[bold]mlops approve {p['version']} --by NAME[/]")
+                  f"[bold]mlops approve {p['version']} --by NAME --comment WHY[/]")
     for d in decided:
         verdict = "[red]retrain[/]" if d["retrain"] else "no retrain"
         out.print(f"  {d['at']:%Y-%m-%d %H:%M} {verdict} "
@@ -947,9 +1249,9 @@ def down(config: ConfigOpt = Path("mlops.yaml")) -> None:
 
 @app.command()
 def publish(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False) -> None:
-    """Send the approvals, rejections and rollbacks recorded since the last publication as
-    Prefect events now (mlops.model.approved / mlops.model.rejected); the publish-events
-    deployment does it every two minutes anyway."""
+    """Send the approvals, rejections, rollbacks and retrain requests recorded since the last
+    publication as Prefect events now (mlops.model.approved / mlops.model.rejected /
+    mlops.retrain.requested); the publish-events deployment does it every two minutes anyway."""
     try:
         settings = _settings(config)
         if not _prefect_env_for(settings):
@@ -965,7 +1267,8 @@ def publish(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False) ->
         _print_json({"sent": sent})
         return
     for s in sent:
-        out.print(f"sent {s['event']} ({s['action']} v{s['version']})")
+        out.print(f"sent {s['event']} ({s['action']} "
+                  + (f"v{s['version']})" if s["version"] else f"by {escape(s['actor'])})"))
     if not sent:
         out.print("Nothing new to publish.")
 

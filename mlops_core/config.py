@@ -216,9 +216,52 @@ class ValidationConfig(_Section):
 
 
 class StorageConfig(_Section):
+    """Where the project's state lives. Each default keeps it on this machine, under the
+    workspace; each URL moves one store to a server (see docs/scale-out.md). A URL that holds a
+    password belongs in the environment, not in mlops.yaml: ``MLOPS_STORAGE__DB_URL``,
+    ``MLOPS_STORAGE__MLFLOW_BACKEND_URI``, ``MLOPS_STORAGE__PREFECT_DB_URL`` override the keys."""
+
     workspace: Path = Path(".mlops")
-    db_url: str | None = None  # default: SQLite file in the workspace
-    mlflow_uri: str | None = None  # default: a local MLflow server over the workspace
+    # metadata DB (batches, audit log, decisions): any SQLAlchemy URL, e.g.
+    # postgresql+psycopg://user:pw@host/db; default: SQLite file in the workspace
+    db_url: str | None = None
+    # an MLflow you run (tracking URI, e.g. http://mlflow:5000): `mlops up` then starts none;
+    # default: the MLflow server `mlops up` starts over the two keys below
+    mlflow_uri: str | None = None
+    # backend store of the MLflow server `mlops up` starts (a SQLAlchemy URL, e.g.
+    # postgresql+psycopg://...); default: SQLite file in the workspace
+    mlflow_backend_uri: str | None = None
+    # artifact root of that server: a URI (s3://bucket/prefix, needs boto3 and credentials
+    # wherever models are logged or loaded) or a folder; default: a folder in the workspace
+    mlflow_artifacts: str | None = None
+    # database of the Prefect server `mlops up` starts (its PREFECT_API_DATABASE_CONNECTION_URL,
+    # postgresql+asyncpg://user:pw@host/db); default: SQLite in the workspace
+    prefect_db_url: str | None = None
+
+    @field_validator("prefect_db_url")
+    @classmethod
+    def _async_driver(cls, url: str | None) -> str | None:
+        if url and not url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            raise ValueError("Prefect's server needs an async driver: postgresql+asyncpg://... "
+                             "(or sqlite+aiosqlite:///...)")
+        return url
+
+    @model_validator(mode="after")
+    def _one_mlflow(self) -> StorageConfig:
+        own = [k for k in ("mlflow_backend_uri", "mlflow_artifacts") if getattr(self, k)]
+        if self.mlflow_uri and own:
+            raise ValueError(f"storage.mlflow_uri names an MLflow you run, so `mlops up` starts "
+                             f"none and {', '.join(own)} would be ignored: set one or the other")
+        return self
+
+
+class OrchestrationConfig(_Section):
+    """Where flow runs run. ``mlops up`` creates ``work_pool`` as a process pool and runs a
+    worker on it; a pool of another type created beforehand (``prefect work-pool create NAME
+    --type docker``, or ``kubernetes``) is only deployed to, and its workers run where Docker or
+    Kubernetes is."""
+
+    work_pool: str = Field("mlops", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class WindowConfig(_Section):
@@ -330,17 +373,41 @@ class PromotionConfig(_Section):
     mode: Literal["manual", "auto"] = "manual"
 
 
+class DashboardConfig(_Section):
+    """Who may use the dashboard and how they sign in. ``none``: everyone is an approver (for
+    local use only; the dashboard shows a warning); ``password``: users, password hashes and
+    roles in ``users_file`` (``mlops users add``), kept outside the repository; ``oidc``:
+    Streamlit's ``st.login``, with ``approvers`` (emails) as approvers and everyone else a
+    viewer. Roles are checked by mlops_core at the moment of every write."""
+
+    auth: Literal["none", "password", "oidc"] = "none"
+    users_file: Path | None = None  # default ~/.config/mlops/<project>/users.yaml
+    approvers: list[str] = Field(default_factory=list)  # oidc: emails (or names) of approvers
+    four_eyes: bool = False  # the approver of a version must not be who requested its retrain
+    port: int = Field(8501, ge=1, le=65535)  # where `mlops up` serves the dashboard
+
+    @field_validator("approvers")
+    @classmethod
+    def _no_blank(cls, approvers: list[str]) -> list[str]:
+        names = [a.strip() for a in approvers]
+        if any(not a for a in names):
+            raise ValueError("an approver cannot be blank")
+        return names
+
+
 class Settings(_Section):
     project: str = Field("project", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     task: Task = "binary"
     data: DataConfig = Field(default_factory=DataConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     retraining: RetrainingConfig = Field(default_factory=RetrainingConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
 
     # where the file was read from; relative paths in it are relative to its folder
     config_path: Path | None = Field(None, exclude=True)

@@ -34,3 +34,13 @@ class FileRejected(MlopsError, ValueError):
 
 class NotFoundError(MlopsError, LookupError):
     """A batch, quarantine record or other stored object does not exist."""
+
+
+class InputError(MlopsError, ValueError):
+    """A request is incomplete or malformed: a decision without a comment, a bad user name or
+    role, a password that is too short."""
+
+
+class AuthorizationError(MlopsError, PermissionError):
+    """A write was refused to the person asking: a role they lack, or the four-eyes rule (the
+    approver requested the retrain). Raised at the moment of the write, and audited."""

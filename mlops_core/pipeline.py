@@ -62,6 +62,7 @@ class TrainingOutcome:
     trials: int
     seconds: dict[str, float] = field(default_factory=dict)
     promotion: dict[str, Any] | None = None
+    requested_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "status": self.status, "trigger": self.trigger,
@@ -70,7 +71,7 @@ class TrainingOutcome:
                 "champion_metrics": self.champion_metrics, "run_id": self.run_id,
                 "rows": self.rows, "window": list(self.window), "batches": self.batches,
                 "best_params": self.best_params, "trials": self.trials, "seconds": self.seconds,
-                "promotion": self.promotion}
+                "promotion": self.promotion, "requested_by": self.requested_by}
 
 
 def config_hash(settings: Settings) -> str:
@@ -116,9 +117,12 @@ def _model_card(*, name: str, version_hint: str, trigger: str, spec: dict[str, A
 
 def train_and_register(settings: Settings, *, trigger: str = "manual",
                        meta: MetadataStore | None = None, registry: Registry | None = None,
-                       since: datetime | None = None) -> TrainingOutcome:
+                       since: datetime | None = None, requested_by: str | None = None
+                       ) -> TrainingOutcome:
     """Train a challenger, gate it against the champion and register it. ``since``: train on
-    rows from then on only (the policy's decision after a detector located a change).
+    rows from then on only (the policy's decision after a detector located a change);
+    ``requested_by``: who asked for this training (a person's retrain request, or ``policy``),
+    kept as the version's ``requested_by`` tag, which the four-eyes rule checks.
 
     Raises :class:`TrainingInputError` (nothing registered) when the data cannot make a
     trustworthy model."""
@@ -133,7 +137,8 @@ def train_and_register(settings: Settings, *, trigger: str = "manual",
     warm.start()
     smoke = SmokeTest() if settings.gate.smoke_test else None
     try:
-        return _train_and_register(settings, trigger, meta, registry, smoke, t_start, since)
+        return _train_and_register(settings, trigger, meta, registry, smoke, t_start, since,
+                                   requested_by)
     finally:
         if smoke is not None:
             smoke.close()
@@ -146,7 +151,8 @@ def _import_late_libraries() -> None:
 
 def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | None,
                         registry: Registry | None, smoke: SmokeTest | None, t_start: float,
-                        since: datetime | None = None) -> TrainingOutcome:
+                        since: datetime | None = None, requested_by: str | None = None
+                        ) -> TrainingOutcome:
     meta = meta or MetadataStore(settings.db_url)
     mcfg, gcfg, task = settings.model, settings.gate, settings.task
     target = settings.data.target
@@ -225,7 +231,9 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
                   **{f"hp_{k}": v for k, v in found.best_params.items()}}
         tags = {"trigger": trigger, "config_hash": config_hash(settings),
                 "code_version": code_version(), "model_sha256": sha,
-                "lineage_batches": ",".join(b["id"] for b in data.lineage)[:5000]}
+                "lineage_batches": ",".join(b["id"] for b in data.lineage)[:5000]} | (
+            {"requested_by": requested_by.strip()[:200]} if requested_by and requested_by.strip()
+            else {})
         t1 = time.perf_counter()
         run_id, model_uri = reg.log_candidate(
             model_dir=root / "model", artifacts=artifacts,
@@ -305,4 +313,4 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
         window=(str(data.start), str(data.end)), batches=len(data.lineage),
         best_params=found.best_params, trials=found.trials,
         seconds={"total": total, "search": t_search, "log": t_log, "smoke": t_smoke},
-        promotion=promotion)
+        promotion=promotion, requested_by=tags.get("requested_by"))

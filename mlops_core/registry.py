@@ -21,6 +21,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 import pandas as pd
@@ -28,7 +29,7 @@ import sqlalchemy as sa
 
 from mlops_core.config import Settings
 from mlops_core.errors import MlopsError, NotFoundError
-from mlops_core.services import mlflow_paths, tracking_uri
+from mlops_core.services import mlflow_artifact_root, mlflow_paths, tracking_uri
 from mlops_core.store import MetadataStore, audit_log, champion_state, file_sha256, utcnow
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,8 @@ class Registry:
         exp = self.client.get_experiment_by_name(self.name)
         if exp is not None:
             return str(exp.experiment_id)
-        location = mlflow_paths(self.settings.workspace)[1].as_uri() if self.is_local else None
+        location = (mlflow_artifact_root(self.settings)
+                    or mlflow_paths(self.settings.workspace)[1].as_uri()) if self.is_local else None
         try:
             return str(self.client.create_experiment(self.name, artifact_location=location))
         except MlflowException as e:  # created concurrently: read theirs
@@ -345,9 +347,14 @@ class Registry:
             return int(c.execute(audit_log.insert().values(**values)).inserted_primary_key[0])
 
     def audit(self, *, limit: int | None = None, action: str | None = None,
-              actor: str | None = None, version: str | None = None) -> list[AuditRecord]:
+              actor: str | None = None, version: str | None = None,
+              after_id: int | None = None) -> list[AuditRecord]:
+        """Audit records, newest first; with ``after_id``, those appended after that record,
+        oldest first (how an outbox reads: ``limit`` at a time, none skipped)."""
         q = sa.select(audit_log).where(audit_log.c.model == self.name).order_by(
-            audit_log.c.id.desc())
+            audit_log.c.id.desc() if after_id is None else audit_log.c.id.asc())
+        if after_id is not None:
+            q = q.where(audit_log.c.id > after_id)
         if action:
             q = q.where(audit_log.c.action == action)
         if actor:
@@ -457,7 +464,7 @@ class Registry:
                                    f"request {rid} was already handled ({prior.outcome})", rid)
 
     def _decide(self, action: str, version: str, by: str, comment: str,
-                expected: str | type[Ellipsis] | None, request_id: str | None,
+                expected: str | EllipsisType | None, request_id: str | None,
                 allowed: tuple[str, ...]) -> DecisionResult:
         rid, done = self._begin(request_id)
         if done is not None:
@@ -501,7 +508,7 @@ class Registry:
                               f"{'v' + current if current else 'none'})", rid)
 
     def approve(self, version: str, *, by: str, comment: str = "",
-                expected_champion: str | type[Ellipsis] | None = Ellipsis,
+                expected_champion: str | EllipsisType | None = Ellipsis,
                 request_id: str | None = None) -> DecisionResult:
         """Make a pending version champion. ``expected_champion`` is the champion the approver
         saw; if it changed meanwhile the approval is refused (and audited)."""
@@ -514,7 +521,7 @@ class Registry:
 
     def rollback(self, *, by: str, comment: str, to: str | None = None,
                  request_id: str | None = None,
-                 expected_champion: str | type[Ellipsis] | None = Ellipsis) -> DecisionResult:
+                 expected_champion: str | EllipsisType | None = Ellipsis) -> DecisionResult:
         """Make a previously approved version champion again (default: the one before)."""
         if to is None:
             current = self.champion()

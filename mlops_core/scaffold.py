@@ -101,8 +101,9 @@ def _yaml_scalar(value: object) -> str:
 
 def render_config(*, project: str, data: Path, target: str, time: str | None, id_col: str | None,
                   schema: InferredSchema, workspace: str = ".mlops",
-                  source_kind: str = "file", trials: int = 10) -> str:
-    """The text of a commented ``mlops.yaml``."""
+                  source_kind: str = "file", trials: int = 10, cooldown: str = "1D") -> str:
+    """The text of a commented ``mlops.yaml``. ``cooldown``: the retraining policy's (the demo
+    replays a year in minutes, so its cooldown is minutes)."""
     left = "".join(f"\n    #   {c}: {why}" for c, why in schema.left_out.items())
     cands = _yaml_list(schema.categorical[:2])
     batch = "    period: W          # one batch per calendar week of the time column ('1D', " \
@@ -185,7 +186,7 @@ retraining:               # the policy: which signals ask for a retrain, and the
   estimated_drop: 0.05    # label-free estimate below it by more than this
   drift_share: 0.5        # drift share (importance-weighted when known) at or above this
   detectors: [adwin]      # concept-drift detectors on the error stream (adwin, ddm, page_hinkley)
-  cooldown: 1D            # no retrain sooner than this after the last one
+  cooldown: {cooldown:<14}# no retrain sooner than this after the last one
   max_retrains: 3         # at most this many retrains...
   per: 7D                 # ...per this period
   min_new_labels: 500     # labelled rows since the last training

@@ -188,23 +188,43 @@ def local_mlflow_uri(workspace: Path) -> str:
     return f"sqlite:///{db}"
 
 
-def start_mlflow(workspace: Path, port: int | None = None, timeout_s: float = 120.0
-                 ) -> ServiceInfo:
-    """Start (or find running) the project's MLflow tracking server over the workspace.
+def start_mlflow(workspace: Path, port: int | None = None, timeout_s: float = 120.0, *,
+                 backend_uri: str | None = None, artifacts: str | None = None) -> ServiceInfo:
+    """Start (or find running) the project's MLflow tracking server: backend store
+    ``backend_uri`` (``storage.mlflow_backend_uri``, e.g. Postgres; default SQLite in the
+    workspace), artifact root ``artifacts`` (a URI such as ``s3://bucket/prefix``; default a
+    folder in the workspace).
 
-    Artifacts live in a plain folder (``--default-artifact-root``, not proxied), so that
-    clients addressing the SQLite store directly and clients of the server see the same
-    artifact locations."""
-    db, artifacts = mlflow_paths(workspace)
+    Artifacts are not proxied (``--default-artifact-root``, ``--no-serve-artifacts``), so that
+    clients addressing the backend store directly and clients of the server see the same
+    artifact locations; with ``s3://`` every client that logs or loads a model needs boto3 and
+    the credentials."""
+    db, folder = mlflow_paths(workspace)
     db.parent.mkdir(parents=True, exist_ok=True)
-    artifacts.mkdir(parents=True, exist_ok=True)
+    if artifacts is None:
+        folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     argv = [_bin("mlflow"), "server", "--host", HOST, "--port", str(port),
-            "--backend-store-uri", f"sqlite:///{db}",
-            "--default-artifact-root", artifacts.as_uri(), "--no-serve-artifacts",
+            "--default-artifact-root", artifacts or folder.as_uri(), "--no-serve-artifacts",
             "--workers", "1"]
-    return start_service(workspace, MLFLOW, argv, port=port, health_path="/health",
+    # a configured URL (it may hold a password) goes through the environment, not the command
+    # line that every user of the machine can read
+    env = {}
+    if backend_uri:
+        env["MLFLOW_BACKEND_STORE_URI"] = backend_uri
+    else:
+        argv += ["--backend-store-uri", f"sqlite:///{db}"]
+    return start_service(workspace, MLFLOW, argv, port=port, health_path="/health", env=env,
                          timeout_s=timeout_s)
+
+
+def mlflow_artifact_root(settings: Settings) -> str | None:
+    """``storage.mlflow_artifacts`` as the server's artifact root: a URI as it is, a folder
+    (relative to mlops.yaml) as a ``file://`` URI; None for the default folder."""
+    where = settings.storage.mlflow_artifacts
+    if not where or "://" in where:
+        return where
+    return settings.resolve(where).as_uri()
 
 
 def tracking_uri(settings: Settings) -> str:
@@ -215,7 +235,7 @@ def tracking_uri(settings: Settings) -> str:
     running = read_service(settings.workspace, MLFLOW)
     if running and is_healthy(running.health_url):
         return running.url
-    return local_mlflow_uri(settings.workspace)
+    return settings.storage.mlflow_backend_uri or local_mlflow_uri(settings.workspace)
 
 
 # Prefect -----------------------------------------------------------------------------------
@@ -247,21 +267,28 @@ def prefect_api_url(workspace: Path) -> str | None:
     return f"{info.url}/api" if info else None
 
 
-def start_prefect_server(workspace: Path, port: int | None = None, timeout_s: float = 120.0
-                         ) -> ServiceInfo:
-    """Start (or find running) the project's Prefect server on 127.0.0.1 (SQLite in
-    ``<workspace>/prefect``)."""
+def start_prefect_server(workspace: Path, port: int | None = None, timeout_s: float = 120.0,
+                         *, db_url: str | None = None) -> ServiceInfo:
+    """Start (or find running) the project's Prefect server on 127.0.0.1, its database
+    ``db_url`` (``storage.prefect_db_url``, ``postgresql+asyncpg://...``; default SQLite in
+    ``<workspace>/prefect``). Postgres needs the ``pg_trgm`` extension: the server creates it
+    on its first start, which a database owner may do (it is a trusted extension)."""
     prefect_home(workspace).mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     argv = [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(port)]
+    env = prefect_env(workspace)
+    if db_url:  # both names: the newer one wins over an older one inherited from the shell
+        env |= {"PREFECT_SERVER_DATABASE_CONNECTION_URL": db_url,
+                "PREFECT_API_DATABASE_CONNECTION_URL": db_url}
     return start_service(workspace, PREFECT_SERVER, argv, port=port, health_path="/api/health",
-                         env=prefect_env(workspace), timeout_s=timeout_s)
+                         env=env, timeout_s=timeout_s)
 
 
 def ensure_work_pool(api_url: str, name: str = WORK_POOL, pool_type: str = "process",
                      timeout: float = 30.0) -> bool:
-    """Create the work pool unless it exists. True if it was created. The worker fills in the
-    pool's default job template when it first connects."""
+    """Create the work pool unless it exists (of whatever type: see :func:`work_pool_type`).
+    True if it was created. The worker fills in the pool's default job template when it first
+    connects."""
     base = api_url.rstrip("/")
     try:
         got = prefect_request("GET", f"{base}/work_pools/{name}", timeout=timeout)
@@ -277,6 +304,22 @@ def ensure_work_pool(api_url: str, name: str = WORK_POOL, pool_type: str = "proc
         raise ServiceError(f"cannot create work pool '{name}': HTTP {res.status_code} "
                            f"{res.text[:300]}")
     return True
+
+
+def work_pool_type(api_url: str, name: str, timeout: float = 30.0) -> str | None:
+    """The type of work pool ``name`` (``process``, ``docker``, ``kubernetes``...), None if
+    there is no such pool."""
+    base = api_url.rstrip("/")
+    try:
+        got = prefect_request("GET", f"{base}/work_pools/{name}", timeout=timeout)
+    except httpx.HTTPError as e:
+        raise ServiceError(f"cannot reach the Prefect API at {base}: {e}") from e
+    if got.status_code == 404:
+        return None
+    if got.status_code >= 400:
+        raise ServiceError(f"cannot read work pool '{name}': HTTP {got.status_code} "
+                           f"{got.text[:300]}")
+    return str(got.json()["type"])
 
 
 def prefect_request(method: str, url: str, *, client: httpx.Client | None = None,
@@ -348,13 +391,18 @@ def start_prefect_worker(workspace: Path, api_url: str, pool: str = WORK_POOL, *
 
 
 def start_prefect(workspace: Path, *, pool: str = WORK_POOL,
-                  worker_env: Mapping[str, str] | None = None, timeout_s: float = 120.0
-                  ) -> tuple[ServiceInfo, ServiceInfo]:
-    """Server, then pool and crash automation, then worker: (server, worker)."""
-    server = start_prefect_server(workspace, timeout_s=timeout_s)
+                  worker_env: Mapping[str, str] | None = None, timeout_s: float = 120.0,
+                  db_url: str | None = None) -> tuple[ServiceInfo, ServiceInfo | None]:
+    """Server (its database ``db_url``, default SQLite), then pool and crash automation, then
+    a worker: (server, worker). ``pool`` is created as a process pool unless it exists; a pool
+    of another type (docker, kubernetes: created by the user) gets no worker here, since its
+    workers run where Docker or Kubernetes is: then worker is None."""
+    server = start_prefect_server(workspace, timeout_s=timeout_s, db_url=db_url)
     api = f"{server.url}/api"
     ensure_work_pool(api, pool)
     ensure_crash_automation(api)
+    if work_pool_type(api, pool) != "process":
+        return server, None
     worker = start_prefect_worker(workspace, api, pool, env=worker_env, timeout_s=timeout_s)
     return server, worker
 
@@ -365,10 +413,35 @@ def stop_prefect(workspace: Path) -> list[str]:
     return [name for name in (PREFECT_WORKER, PREFECT_SERVER) if stop_service(workspace, name)]
 
 
-SERVICES = (PREFECT_SERVER, PREFECT_WORKER, MLFLOW)
+# Dashboard ---------------------------------------------------------------------------------
+DASHBOARD = "dashboard"
+
+
+def dashboard_app() -> Path:
+    """The Streamlit entry point (``dashboard/app.py`` beside ``mlops_core``)."""
+    return Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+
+
+def start_dashboard(workspace: Path, config_path: Path, port: int | None = None,
+                    timeout_s: float = 120.0) -> ServiceInfo:
+    """Start (or find running) the project's Streamlit dashboard on 127.0.0.1; the app finds
+    the project through ``MLOPS_CONFIG``."""
+    app = dashboard_app()
+    if not app.is_file():
+        raise ServiceError(f"the dashboard app is missing: {app}")
+    port = port or free_port()
+    argv = [_bin("streamlit"), "run", str(app), "--server.address", HOST,
+            "--server.port", str(port), "--server.headless", "true",
+            "--browser.gatherUsageStats", "false"]
+    return start_service(workspace, DASHBOARD, argv, port=port, health_path="/_stcore/health",
+                         env={"MLOPS_CONFIG": str(Path(config_path).resolve())},
+                         timeout_s=timeout_s, cwd=app.parent.parent)
+
+
+SERVICES = (PREFECT_SERVER, PREFECT_WORKER, MLFLOW, DASHBOARD)
 
 
 def stop_all(workspace: Path) -> list[str]:
     """Stop every service of the project, the worker before the server."""
     stopped = stop_prefect(workspace)
-    return stopped + ([MLFLOW] if stop_service(workspace, MLFLOW) else [])
+    return stopped + [name for name in (MLFLOW, DASHBOARD) if stop_service(workspace, name)]

@@ -56,6 +56,8 @@ def test_rendering_defaults_weekly_training_and_event_triggers(tmp_path: Path) -
     assert trigger["parameters"]["config"] == "proj/mlops.yaml"
     assert trigger["parameters"]["trigger"] == "{{ event.payload.trigger }}"
     assert trigger["parameters"]["since"] == "{{ event.payload.since }}"
+    assert trigger["parameters"]["requested_by"] == \
+        "{{ event.payload.requested_by | default('') }}"
     (ptrigger,) = deps["promote"]["triggers"]
     assert ptrigger["expect"] == ["mlops.model.approved"]
     assert ptrigger["parameters"]["version"] == "{{ event.payload.version }}"
@@ -133,6 +135,44 @@ def test_event_names_and_resource() -> None:
     assert events.AUDIT_EVENTS["reject"] == events.AUDIT_EVENTS["gate_reject"] == \
         "mlops.model.rejected"
     assert events.emit_decision("p", "register", "1") is None  # no event for it
+
+
+def test_the_train_trigger_renders_every_retrain_request(tmp_path: Path) -> None:
+    """Prefect renders the trigger's parameters from the event, and a key missing from the
+    payload fails the whole action (it renders `tojson` of an undefined value). So both kinds of
+    request carry every key, and requested_by has a default for events from before it existed.
+    Checked with Prefect's own rendering, as the server does it."""
+    import copy
+    import inspect
+
+    from prefect.server.events.actions import RunDeployment
+    from prefect.utilities.schema_tools.hydration import HydrationContext, hydrate
+
+    from flows.lifecycle import train
+
+    (trigger,) = _by_flow(deploy.render_deployments(_settings(tmp_path), "m.yaml"))[
+        "train"]["triggers"]
+
+    def render(payload: dict[str, Any]) -> Any:
+        params = copy.deepcopy(trigger["parameters"])
+        RunDeployment._upgrade_v1_templates(params)
+        return hydrate(params, HydrationContext(raise_on_error=True, render_jinja=True,
+                                                jinja_context={"event": {"payload": payload}}))
+
+    policy = events.retrain_payload(trigger="drift", reasons=["drift share 0.6"],
+                                    since="2025-01-06T00:00:00", monitoring_run="m-1",
+                                    requested_by=events.POLICY, champion_version="3")
+    manual = events.audit_payload("request_retrain", None, actor="ana", reason="new season",
+                                  previous_champion="3", audit_id=7, request_id="r-1")
+    assert render(policy) == {"config": "m.yaml", "trigger": "drift",
+                              "since": "2025-01-06T00:00:00", "monitoring_run": "m-1",
+                              "requested_by": "policy"}
+    assert render(manual) == {"config": "m.yaml", "trigger": "manual", "since": "",
+                              "monitoring_run": "", "requested_by": "ana"}
+    assert manual["reasons"] == ["new season"]
+    older = {k: v for k, v in policy.items() if k != "requested_by"}
+    assert render(older)["requested_by"] == ""
+    assert set(render(manual)) <= set(inspect.signature(train.fn).parameters)
 
 
 def test_since_text() -> None:

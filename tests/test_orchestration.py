@@ -244,8 +244,8 @@ def test_drift_requests_a_retrain_the_event_trains_and_approval_promotes(stack: 
         pytest.skip(f"the gate rejected v{pending.version}; promotion not exercised")
     promote_id = _deployment_id(api, "promote", s.project)
     before_promote = {r["id"] for r in _runs(api, promote_id)}
-    res = _mlops("approve", pending.version, "--by", "ana", "--config", str(stack.config),
-                 env=stack.env)
+    res = _mlops("approve", pending.version, "--by", "ana", "--comment", "better on recent data",
+                 "--config", str(stack.config), env=stack.env)
     assert res.returncode == 0, res.stdout + res.stderr
     t2 = time.perf_counter()
     res = _mlops("publish", "--config", str(stack.config), "--json", env=stack.env)

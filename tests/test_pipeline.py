@@ -362,14 +362,15 @@ def test_cli_train_models_approve_reject_rollback_audit_package(
     assert [v["aliases"] for v in listed["versions"]] == [[], [], [CHALLENGER]]
 
     assert "applied" in _ok(cli("approve", "1", "--by", "alice", "--comment", "good")).stdout
-    _ok(cli("approve", v2, "--by", "bob", "--expect-champion", "1"))
-    stale = cli("approve", v3, "--by", "eve", "--expect-champion", "none")
+    _ok(cli("approve", v2, "--by", "bob", "--comment", "better", "--expect-champion", "1"))
+    stale = cli("approve", v3, "--by", "eve", "--comment", "ok", "--expect-champion", "none")
     assert stale.exit_code != 0 and "champion changed" in stale.stdout
     missing = cli("reject", v3, "--by", "dave")  # --comment is required
     assert missing.exit_code != 0
     rejected = _ok(cli("reject", v3, "--by", "dave", "--comment", "not better", "--json"))
     assert json.loads(rejected.stdout)["outcome"] == "applied"
-    again = cli("approve", v3, "--by", "dave")
+    assert cli("approve", v3, "--by", "dave").exit_code != 0  # --comment is required
+    again = cli("approve", v3, "--by", "dave", "--comment", "second thoughts")
     assert again.exit_code == 1 and "refused" in again.stdout
     back = json.loads(_ok(cli("rollback", "--by", "carol", "--comment", "v2 misbehaves",
                               "--json")).stdout)

@@ -1,0 +1,257 @@
+"""Every write a person makes, from the dashboard or the CLI: approve, reject, rollback, release
+a quarantined batch, request a retrain. Each checks the principal's role at the moment of the
+write (not only by hiding buttons), refuses and audits what it may not do, and takes a request
+id so that a double click or a rerun is done once.
+
+- A refusal for lack of a role, or by the four-eyes rule (``dashboard.four_eyes``: the approver
+  must not be whoever requested the retrain that produced the version), is appended to the audit
+  log with outcome ``refused`` and raised as :class:`AuthorizationError`. Appending never
+  changes or removes a record: a second refusal under the same request id is not recorded twice.
+- A request id seen before answers ``noop`` ("already handled"); an approval whose expected
+  champion changed meanwhile answers ``refused`` with the registry's message (a lost race).
+- Approve, reject and rollback need a comment (:class:`InputError`); a retrain request needs a
+  reason. The request is an audit record that ``flows.events`` publishes as
+  ``mlops.retrain.requested`` (the training deployment's trigger).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from types import EllipsisType
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from mlops_core.auth import Principal, authorize
+from mlops_core.config import Settings
+from mlops_core.errors import AuthorizationError, InputError
+from mlops_core.registry import AuditRecord, DecisionResult, Registry, VersionInfo
+from mlops_core.store import MetadataStore, audit_log, champion_state, utcnow
+
+if TYPE_CHECKING:
+    from mlops_core.ingest import ReleaseResult
+
+log = logging.getLogger(__name__)
+
+REQUESTED_BY = "requested_by"  # the version tag naming who asked for the retrain
+REQUEST_RETRAIN = "request_retrain"  # the audit action of a retrain request
+
+
+@dataclass
+class RetrainRequest:
+    """A recorded request to retrain; ``outcome`` is ``applied`` or ``noop`` (seen before)."""
+
+    outcome: str
+    request_id: str
+    requested_by: str
+    reason: str
+    at: datetime | None
+    audit_id: int | None
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("applied", "noop")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["at"] = self.at.isoformat() if self.at else None
+        return d
+
+
+# the audit log, read and appended without MLflow ---------------------------------------------
+def _find_request(meta: MetadataStore, model: str, request_id: str) -> AuditRecord | None:
+    with meta.engine.connect() as conn:
+        row = conn.execute(sa.select(audit_log).where(
+            audit_log.c.model == model, audit_log.c.request_id == request_id)).first()
+    return AuditRecord(**dict(row._mapping)) if row else None
+
+
+def _champion(meta: MetadataStore, model: str) -> str | None:
+    with meta.engine.connect() as conn:
+        return conn.execute(sa.select(champion_state.c.version).where(
+            champion_state.c.model == model)).scalar_one_or_none()
+
+
+def _append(meta: MetadataStore, model: str, *, actor: str, action: str, outcome: str,
+            reason: str, version: str | None = None, previous: str | None = None,
+            evidence: str | None = None, request_id: str | None = None) -> int | None:
+    """Append one audit record (an insert, nothing else); None if its request id is taken."""
+    try:
+        with meta.write() as conn:
+            key = conn.execute(audit_log.insert().values(
+                at=utcnow(), actor=actor, action=action, model=model, version=version,
+                previous_champion=previous, outcome=outcome, reason=reason,
+                evidence=evidence, request_id=request_id)).inserted_primary_key
+            assert key is not None
+            return int(key[0])
+    except sa.exc.IntegrityError:
+        return None
+
+
+def _refuse(meta: MetadataStore, model: str, principal: Principal, action: str, why: str,
+            *, version: str | None = None, comment: str = "", evidence: str | None = None,
+            request_id: str | None = None) -> AuthorizationError:
+    """Audit a refused attempt (who tried what, and why not); the error to raise."""
+    _append(meta, model, actor=principal.name, action=action, outcome="refused",
+            reason=f"{why} (via {principal.via})" + (f" (comment: {comment})" if comment
+                                                      else ""),
+            version=version, previous=_champion(meta, model), evidence=evidence,
+            request_id=request_id)
+    log.warning("refused %s by %s: %s", action, principal.name, why)
+    return AuthorizationError(why)
+
+
+def _authorize(meta: MetadataStore, model: str, principal: Principal, action: str, *,
+               version: str | None = None, comment: str = "", evidence: str | None = None,
+               request_id: str | None = None) -> None:
+    try:
+        authorize(principal, action)
+    except AuthorizationError as e:
+        raise _refuse(meta, model, principal, action, str(e), version=version, comment=comment,
+                      evidence=evidence, request_id=request_id) from None
+
+
+def _require_text(text: str | None, what: str) -> str:
+    if text is None or not str(text).strip():
+        raise InputError(f"{what} is required: say why (it is kept in the audit log)")
+    return str(text).strip()
+
+
+def _registry(settings: Settings, registry: Registry | None) -> Registry:
+    return registry if registry is not None else Registry(settings)
+
+
+# decisions on versions -------------------------------------------------------------------------
+def approve(settings: Settings, principal: Principal, version: str, *, comment: str,
+            request_id: str | None = None,
+            expected_champion: str | EllipsisType | None = Ellipsis,
+            registry: Registry | None = None) -> DecisionResult:
+    """Make a pending version champion. ``expected_champion``: the champion the approver saw
+    (None: there was none; default: whatever it is now); if it changed meanwhile the approval is
+    refused, and says so."""
+    reg = _registry(settings, registry)
+    version = str(version)
+    _authorize(reg.meta, reg.name, principal, "approve", version=version, comment=comment,
+               request_id=request_id)
+    comment = _require_text(comment, "a comment")
+    if settings.dashboard.four_eyes:
+        requested_by = reg.version(version).tags.get(REQUESTED_BY, "").strip()
+        if requested_by and requested_by.casefold() == principal.name.strip().casefold():
+            raise _refuse(reg.meta, reg.name, principal, "approve",
+                          f"four-eyes rule: v{version} was trained at {requested_by}'s request; "
+                          "another approver must approve it",
+                          version=version, comment=comment, request_id=request_id)
+    return reg.approve(version, by=principal.name, comment=comment,
+                       expected_champion=expected_champion, request_id=request_id)
+
+
+def reject(settings: Settings, principal: Principal, version: str, *, comment: str,
+           request_id: str | None = None, registry: Registry | None = None) -> DecisionResult:
+    """Reject a pending version (it never becomes champion)."""
+    reg = _registry(settings, registry)
+    version = str(version)
+    _authorize(reg.meta, reg.name, principal, "reject", version=version, comment=comment,
+               request_id=request_id)
+    comment = _require_text(comment, "a comment")
+    return reg.reject(version, by=principal.name, comment=comment, request_id=request_id)
+
+
+def rollback(settings: Settings, principal: Principal, *, to: str | None = None, comment: str,
+             request_id: str | None = None,
+             expected_champion: str | EllipsisType | None = Ellipsis,
+             registry: Registry | None = None) -> DecisionResult:
+    """Make a previously approved version champion again: ``to``, or by default the champion
+    before the current one (see :func:`rollback_targets`)."""
+    reg = _registry(settings, registry)
+    target = None if to is None else str(to)
+    _authorize(reg.meta, reg.name, principal, "rollback", version=target, comment=comment,
+               request_id=request_id)
+    comment = _require_text(comment, "a comment")
+    if request_id is not None and target is None:
+        # the default target is read from the champion now, which a first click already moved
+        prior = _find_request(reg.meta, reg.name, request_id)
+        if prior is not None:
+            return DecisionResult("noop", prior.action, prior.version, reg.champion(),
+                                  prior.previous_champion, f"request {request_id} was already "
+                                  f"handled ({prior.outcome})", request_id)
+    return reg.rollback(by=principal.name, comment=comment, to=target, request_id=request_id,
+                        expected_champion=expected_champion)
+
+
+def approvable_versions(settings: Settings, registry: Registry | None = None
+                        ) -> list[VersionInfo]:
+    """Versions awaiting a decision (``pending_approval``), newest first."""
+    versions = _registry(settings, registry).versions()
+    return [v for v in reversed(versions) if v.status == "pending_approval"]
+
+
+def rollback_targets(settings: Settings, registry: Registry | None = None
+                     ) -> list[VersionInfo]:
+    """Previously approved versions one can roll back to (approved or retired, the gate passed,
+    not the champion now), newest first."""
+    reg = _registry(settings, registry)
+    versions = reg.versions()
+    champion = reg.champion()
+    return [v for v in reversed(versions) if v.status in ("approved", "retired")
+            and v.version != champion and v.gate_passed is True]
+
+
+# other writes ------------------------------------------------------------------------------------
+def release(settings: Settings, principal: Principal, batch_id: str, *, comment: str = "",
+            request_id: str | None = None, force: bool = False,
+            meta: MetadataStore | None = None) -> ReleaseResult:
+    """Replay a quarantined batch (see :func:`mlops_core.ingest.release_batch`) and audit it
+    (action ``release``: ``applied`` when released, ``refused`` when its rows are still
+    refused). ``force`` accepts readable rows despite their findings."""
+    from mlops_core.ingest import ReleaseResult, release_batch
+
+    meta = meta or MetadataStore(settings.db_url)
+    model = settings.project
+    _authorize(meta, model, principal, "release", comment=comment,
+               evidence=f"batch:{batch_id}", request_id=request_id)
+    rid = request_id or uuid.uuid4().hex
+    prior = _find_request(meta, model, rid)
+    if prior is not None:
+        return ReleaseResult(batch_id, prior.action == "release" and prior.outcome == "applied",
+                             [], f"request {rid} was already handled ({prior.outcome})")
+    res = release_batch(settings, batch_id, force=force, meta=meta)
+    evidence = f"batch:{res.quarantined_id}" + (
+        " -> " + ",".join(o.id for o in res.outcomes) if res.released else "")
+    note = ("forced; " if force else "") + res.message
+    _append(meta, model, actor=principal.name, action="release",
+            outcome="applied" if res.released else "refused",
+            reason=f"{comment.strip()} ({note})" if comment and comment.strip() else note,
+            evidence=evidence[:2000], request_id=rid)
+    return res
+
+
+def request_retrain(settings: Settings, principal: Principal, *, reason: str,
+                    request_id: str | None = None, meta: MetadataStore | None = None
+                    ) -> RetrainRequest:
+    """Record a request to retrain now. It is published as ``mlops.retrain.requested``
+    (trigger ``manual``, ``requested_by`` the principal) by the events outbox, and the version it
+    trains carries the ``requested_by`` tag that the four-eyes rule checks."""
+    meta = meta or MetadataStore(settings.db_url)
+    model = settings.project
+    _authorize(meta, model, principal, REQUEST_RETRAIN, comment=reason or "",
+               request_id=request_id)
+    reason = _require_text(reason, "a reason")
+    rid = request_id or uuid.uuid4().hex
+    prior = _find_request(meta, model, rid)
+    audit_id = None
+    if prior is None:
+        audit_id = _append(meta, model, actor=principal.name, action=REQUEST_RETRAIN,
+                           outcome="applied", reason=reason, previous=_champion(meta, model),
+                           request_id=rid)
+        if audit_id is None:  # the same request, recorded a moment ago by its twin
+            prior = _find_request(meta, model, rid)
+    if prior is not None:
+        return RetrainRequest("noop", rid, prior.actor, prior.reason, prior.at, prior.id,
+                              f"request {rid} was already handled ({prior.outcome})")
+    return RetrainRequest("applied", rid, principal.name, reason, utcnow(), audit_id,
+                          "retraining requested: it starts when the request is published "
+                          "(the publish-events deployment, or `mlops publish`)")

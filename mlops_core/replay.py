@@ -1,0 +1,202 @@
+"""The demo stream replayed through the real deployments at an accelerated pace (``make up``).
+
+A year of weekly files waits in ``incoming/``. The first weeks are moved into the landing folder
+(the project's source), ingested by the ``ingest`` deployment and trained on by the ``train``
+deployment; the demo approves that first version so monitoring has a champion (the approval
+is audited like any other, by ``demo``). Then, a few weeks at a time, files move into the
+landing folder and the ``ingest`` and ``monitor`` deployments run, as their cron schedules would
+run them, only sooner. When the policy asks for a retrain, the ``monitor`` flow emits
+``mlops.retrain.requested`` and the ``train`` deployment runs because of that event; the new
+version waits for a person's approval.
+
+Prefect is reached through its HTTP API (:mod:`mlops_core.orchestration`); what happened is read
+back from the metadata DB and the registry, the same records the CLI and the dashboard show.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mlops_core.config import Settings
+from mlops_core.orchestration import (
+    FINAL,
+    FlowRunError,
+    deployment_id,
+    parse_time,
+    recent_runs,
+    start_run,
+    wait_run,
+)
+from mlops_core.store import MetadataStore, utcnow
+from mlops_core.supervision import list_decisions, list_runs
+
+log = logging.getLogger(__name__)
+
+DEMO_ACTOR = "demo"
+
+
+@dataclass
+class Tick:
+    """One step of the replay: the files that landed and what the deployments made of them."""
+
+    number: int
+    files: list[str]
+    accepted: int = 0
+    rows: int = 0
+    quarantined: list[dict[str, str]] = field(default_factory=list)  # origin, reason
+    nothing_new: int = 0  # files that held no new batch (sent twice)
+    monitoring: dict[str, Any] | None = None  # status, drift share, columns, decision
+    training_run: str | None = None  # the train run the retrain event started
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ReplayResult:
+    ticks: list[Tick]
+    champion: str | None
+    pending: list[dict[str, Any]]  # versions awaiting approval: version, trigger, reasons
+    training_runs: list[dict[str, Any]]  # the event-started train runs: name, state
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ticks": [t.to_dict() for t in self.ticks], "champion": self.champion,
+                "pending": self.pending, "training_runs": self.training_runs,
+                "seconds": round(self.seconds, 1)}
+
+
+def incoming_files(incoming: Path) -> list[Path]:
+    """The files still to land, oldest first (their names start with the week's date)."""
+    return sorted(p for p in incoming.iterdir() if p.is_file()) if incoming.is_dir() else []
+
+
+def land(files: list[Path], landing: Path) -> list[str]:
+    """Move ``files`` into the landing folder, the way an upstream system drops them."""
+    landing.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.move(str(f), landing / f.name)
+    return [f.name for f in files]
+
+
+def _ingested_since(meta: MetadataStore, since: datetime, tick: Tick) -> None:
+    new = [b for b in meta.list_batches() if b.created_at >= since]
+    acc = [b for b in new if b.status == "accepted"]
+    tick.accepted, tick.rows = len(acc), sum(b.rows for b in acc)
+    tick.quarantined = [{"origin": Path(b.origin).name, "reason": b.reason}
+                        for b in new if b.status == "quarantined"]
+    origins = {Path(b.origin).name for b in new}
+    tick.nothing_new = sum(1 for f in tick.files if f not in origins)
+
+
+def _monitoring_since(meta: MetadataStore, project: str, since: datetime
+                      ) -> dict[str, Any] | None:
+    runs = list_runs(meta, project, 1)
+    if not runs or parse_time(str(runs[0]["at"])).replace(tzinfo=None) < since:
+        return None
+    run = runs[0]
+    decided = list_decisions(meta, project, 1)
+    decision = decided[0] if decided and decided[0]["monitoring_run"] == run["id"] else None
+    drift = run.get("drift") or {}
+    return {"id": run["id"], "status": run["status"], "rows": run.get("rows"),
+            "drift_share": drift.get("drift_share"),
+            "weighted_drift_share": drift.get("weighted_drift_share"),
+            "drifted": [c["column"] for c in drift.get("columns", []) if c.get("drifted")],
+            "detectors": [d["name"] for d in run.get("detectors", []) if d.get("fired")],
+            "retrain": bool(decision and decision["retrain"]),
+            "reasons": decision["reasons"] if decision else [],
+            "held_back": decision["held_back"] if decision else []}
+
+
+def _event_runs(api: str, train_dep: str, since: datetime) -> list[dict[str, Any]]:
+    """Train runs started by an event (not the weekly schedule, not by hand) since ``since``."""
+    return [r for r in recent_runs(api, deployment=train_dep, since=since, limit=50)
+            if not r["auto_scheduled"] and r["parameters"].get("trigger") != "initial"]
+
+
+def replay(settings: Settings, api: str, incoming: Path, landing: Path, *,
+           initial: int = 16, per_tick: int = 6,
+           approve_first: Callable[[str], Any] | None = None,
+           on_tick: Callable[[Tick], None] | None = None,
+           say: Callable[[str], None] = log.info, wait_s: float = 900.0) -> ReplayResult:
+    """Replay the files in ``incoming`` through the project's deployments on ``api``.
+
+    ``initial`` files land first and train the first model when there is no champion;
+    ``approve_first(version)`` makes it champion (the caller's audited approval). Then
+    ``per_tick`` files land per step: ingest, then monitor. Returns what happened once the
+    training runs the events started have ended."""
+    from mlops_core.registry import Registry
+
+    t0 = time.perf_counter()
+    started = datetime.now(UTC)
+    meta = MetadataStore(settings.db_url)
+    reg = Registry(settings, meta)
+    project = settings.project
+    train_dep = deployment_id(api, "train", project)
+    ticks: list[Tick] = []
+
+    if reg.champion() is None:
+        first = land(incoming_files(incoming)[:initial], landing)
+        tick = Tick(0, first)
+        since = utcnow()
+        say(f"{len(first)} weekly files land; the ingest deployment runs")
+        wait_run(api, start_run(api, "ingest", project), wait_s)
+        _ingested_since(meta, since, tick)
+        if on_tick:
+            on_tick(tick)
+        ticks.append(tick)
+        if not any(v.status == "pending_approval" for v in reg.versions()):
+            say("the train deployment trains a first model (search, hold-out, gate)")
+            wait_run(api, start_run(api, "train", project, {"trigger": "initial"}), wait_s)
+        pending = [v for v in reg.versions() if v.status == "pending_approval"]
+        if pending and approve_first is not None:
+            approve_first(pending[-1].version)
+            say(f"v{pending[-1].version} approved by '{DEMO_ACTOR}' as the first champion; "
+                "the publish-events deployment sends mlops.model.approved and the promote "
+                "deployment runs on it")
+            start_run(api, "publish-events", project)
+    number = len(ticks)
+    while batch := incoming_files(incoming)[:per_tick]:
+        tick = Tick(number, land(batch, landing))
+        number += 1
+        since = datetime.now(UTC)
+        names = batch[0].name if len(batch) == 1 else f"{batch[0].name} … {batch[-1].name}"
+        say(f"{len(batch)} weekly file(s) land ({names}); the ingest and monitor deployments "
+            "run")
+        wait_run(api, start_run(api, "ingest", project), wait_s)
+        _ingested_since(meta, since.replace(tzinfo=None), tick)
+        wait_run(api, start_run(api, "monitor", project), wait_s)
+        tick.monitoring = _monitoring_since(meta, project, since.replace(tzinfo=None))
+        if tick.monitoring and tick.monitoring["retrain"]:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and tick.training_run is None:
+                runs = _event_runs(api, train_dep, since)
+                tick.training_run = runs[0]["name"] if runs else None
+                time.sleep(1.0)
+        if on_tick:
+            on_tick(tick)
+        ticks.append(tick)
+
+    runs = _event_runs(api, train_dep, started)
+    open_runs = [r for r in runs if r["state_type"] not in FINAL]
+    if open_runs:
+        say(f"waiting for {len(open_runs)} training run(s) started by mlops.retrain.requested")
+    for r in open_runs:
+        try:
+            wait_run(api, r["id"], wait_s)
+        except FlowRunError as e:  # a failed training is reported below, not fatal here
+            log.warning("%s", e)
+    runs = _event_runs(api, train_dep, started)
+    pending = [{"version": v.version, "trigger": v.trigger, "metrics": v.metrics}
+               for v in reg.versions() if v.status == "pending_approval"]
+    return ReplayResult(ticks, reg.champion(), pending,
+                        [{"name": r["name"], "state": r["state"],
+                          "trigger": r["parameters"].get("trigger")} for r in runs],
+                        time.perf_counter() - t0)
