@@ -782,6 +782,10 @@ def backtest(
     """Replay a labelled history batch by batch and compare retraining strategies on quality
     against retraining cost, with the same training, monitoring and policy code as production.
 
+    With a project configuration (--config, $MLOPS_CONFIG or ./mlops.yaml), the result is also
+    saved as JSON under [bold]<workspace>/backtests/[/], where the dashboard's Backtests page
+    shows it.
+
     Example: [bold]mlops backtest --data history.parquet --target y --time ts --batch-period 7D
     --json bt.json --html bt.html[/]"""
     from mlops_core.backtest import load_replay, run_backtest, write_html, write_json
@@ -830,6 +834,13 @@ def backtest(
         out.print(f"JSON: {write_json(result, json_out)}")
     if html_out:
         out.print(f"HTML: {write_html(result, html_out)}")
+    if settings is not None:  # where the dashboard's Backtests page finds it
+        import time
+
+        from mlops_core.views import backtests_dir
+
+        kept = backtests_dir(settings) / f"{data.stem}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        out.print(f"Saved for the dashboard: {write_json(result, kept)}")
 
 
 @app.command()
@@ -1150,9 +1161,11 @@ def up(
                        ] = 180.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start the project's services on 127.0.0.1, state under the workspace: the Prefect server
-    (SQLite), a process work pool and worker, the MLflow server and the dashboard; create the
-    deployments; wait for every health check; print the URLs. Running services are kept."""
+    """Start the project's services on 127.0.0.1, state under the workspace: the Prefect server,
+    a process work pool and worker (orchestration.work_pool), the MLflow server (unless
+    storage.mlflow_uri names yours) and the dashboard; create the deployments; wait for every
+    health check; print the URLs. Databases are SQLite unless storage says otherwise (see
+    docs/scale-out.md). Running services are kept."""
     try:
         urls = _bring_up(_settings(config), config, deploy=with_deploy, timeout=timeout)
     except (MlopsError, RuntimeError, OSError) as e:
