@@ -400,12 +400,15 @@ class Registry:
         if want != have:
             self._move_alias(want, have)
             repaired.append(f"champion alias moved v{have} -> v{want}")
-        with self.meta.write() as conn:
-            conn.execute(audit_log.update().where(
-                audit_log.c.model == self.name, audit_log.c.outcome == "applied",
-                audit_log.c.alias_moved_at.is_(None),
-                audit_log.c.action.in_(["approve", "rollback", "auto_promote"])
-            ).values(alias_moved_at=utcnow()))
+        unmarked = sa.and_(audit_log.c.model == self.name, audit_log.c.outcome == "applied",
+                           audit_log.c.alias_moved_at.is_(None),
+                           audit_log.c.action.in_(["approve", "rollback", "auto_promote"]))
+        with self.meta.engine.connect() as c:  # a read first: most calls have nothing to mark
+            todo = c.execute(sa.select(audit_log.c.id).where(unmarked).limit(1)).first()
+        if todo is not None:
+            with self.meta.write() as conn:
+                conn.execute(audit_log.update().where(unmarked).values(
+                    alias_moved_at=utcnow()))
         if repaired:
             log.warning("registry reconcile: %s", "; ".join(repaired))
         return repaired

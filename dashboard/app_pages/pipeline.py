@@ -1,0 +1,84 @@
+"""Pipeline: the services, Prefect deployments with their schedules and next runs, recent flow
+runs and their states, and a request to retrain now."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import common
+from mlops_core import actions
+
+ctx = common.page_header("Pipeline")
+key = ctx.key
+
+STATE_ICON = {"COMPLETED": "🟢", "RUNNING": "🔵", "PENDING": "⚪", "SCHEDULED": "⚪",
+              "FAILED": "🔴", "CRASHED": "🔴", "CANCELLED": "⚫", "CANCELLING": "⚫",
+              "PAUSED": "🟡"}
+
+
+def _request_retrain() -> None:
+    reason = st.session_state.get("retrain_reason", "")
+    parts = ("request_retrain", reason)
+    res = common.write(parts, lambda who, rid: actions.request_retrain(
+        common.settings(), who, reason=reason, request_id=rid, meta=common.meta()))
+    if res is None:
+        return
+    if res.outcome == "applied":
+        common.flash("success", f"Retraining requested by {res.requested_by}: {res.message}")
+    else:
+        common.flash("info", f"Already requested, nothing repeated: {res.message}")
+
+
+# services --------------------------------------------------------------------------------------
+st.subheader("Services")
+health = common.service_health(key)
+st.dataframe(pd.DataFrame([{
+    "service": s.name,
+    "health": "🟢 healthy" if s.healthy else ("🔴 not answering" if s.running else "⚪ stopped"),
+    "url": s.url or "", "pid": s.pid} for s in health]), hide_index=True, key="pipeline_services")
+if not any(s.running for s in health):
+    st.caption("Nothing runs: start the services with `mlops up`.")
+
+# Prefect ---------------------------------------------------------------------------------------
+st.subheader("Deployments")
+ps = common.pipeline_status(key)
+if ps.api_url is None:
+    st.warning("The project's Prefect server is not running, so there are no schedules or flow "
+               "runs to show: start it with `mlops up`.")
+elif not ps.reachable:
+    st.warning(f"Prefect at {ps.api_url} cannot be reached ({ps.error}); deployments and flow "
+               "runs are not shown. The rest of the dashboard is unaffected.")
+elif not ps.deployments:
+    st.info("No deployments on the Prefect server yet: run `mlops deploy --apply`.")
+else:
+    st.dataframe(pd.DataFrame([{
+        "deployment": d["name"], "schedules": ", ".join(d["schedules"]) or "-",
+        "triggers": ", ".join(d["triggers"]) or "-",
+        "next runs": ", ".join(d["next_runs"]) or "-", "last run": d["last_run"] or "-"}
+        for d in ps.deployments]), hide_index=True, key="pipeline_deployments")
+    st.subheader("Recent flow runs")
+    if not ps.runs:
+        st.info("No flow run yet.")
+    else:
+        runs = pd.DataFrame(ps.runs)
+        runs.insert(2, "", runs["state_type"].map(lambda s: STATE_ICON.get(str(s), "")))
+        st.dataframe(runs.drop(columns=["state_type"]), hide_index=True, key="pipeline_runs",
+                     column_config={"seconds": st.column_config.NumberColumn(format="%.1f")})
+    st.caption(f"From {ps.api_url}.")
+
+# request a retrain -------------------------------------------------------------------------------
+st.subheader("Request retraining")
+if ctx.can("request_retrain"):
+    with st.form("retrain", border=True):
+        st.text_input("Why (required; kept in the audit log)", key="retrain_reason")
+        st.form_submit_button("Request retraining", key="retrain_submit",
+                              on_click=_request_retrain)
+    st.caption("The request is recorded and published as `mlops.retrain.requested`, which "
+               "starts the train deployment; the new version then awaits approval.")
+else:
+    st.caption("Only approvers can request a retrain.")
+requests = common.retrain_requests(key)
+if not requests.empty:
+    st.dataframe(requests[["at", "actor", "outcome", "reason", "request_id"]], hide_index=True,
+                 key="pipeline_requests")

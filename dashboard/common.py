@@ -1,0 +1,396 @@
+"""What every page shares: the project (its settings, read once from ``MLOPS_CONFIG`` by the
+entry point), cached readers over :mod:`mlops_core.views`, the signed-in principal, and small UI
+helpers (messages after an action, request ids, paging, empty states).
+
+The dashboard reads through ``mlops_core`` only and writes through :mod:`mlops_core.actions`
+only. Readers are cached for :data:`TTL` seconds (every write, and the Refresh button, clears
+them), so a page renders from memory while someone works on it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from mlops_core import views
+from mlops_core.auth import Principal
+from mlops_core.config import Settings, load_config
+from mlops_core.errors import AuthorizationError, MlopsError
+from mlops_core.registry import Registry, VersionInfo
+from mlops_core.store import MetadataStore
+
+TTL = 30  # seconds a reader's answer is reused
+SLOW_TTL = 300  # for what changes rarely (backtest files, run files)
+PAGE_SIZE = 25
+
+CONFIG_KEY = "_mlops_config"
+PRINCIPAL_KEY = "principal"
+FLASH_KEY = "_flash"
+REQUESTS_KEY = "_request_ids"
+
+
+# the project ------------------------------------------------------------------------------
+def set_config(path: str) -> None:
+    """Called by the entry point with the configuration path it read from the environment."""
+    st.session_state[CONFIG_KEY] = str(Path(path).expanduser().resolve())
+
+
+def config_key() -> str:
+    key = st.session_state.get(CONFIG_KEY)
+    if not key:
+        raise RuntimeError("the dashboard must be started through dashboard/app.py")
+    return str(key)
+
+
+@st.cache_resource(show_spinner=False)
+def _load_settings(path: str, stamp: float) -> Settings:
+    return load_config(Path(path))
+
+
+def settings(key: str | None = None) -> Settings:
+    """The project's settings (read again when mlops.yaml changes)."""
+    key = key or config_key()
+    return _load_settings(key, Path(key).stat().st_mtime)
+
+
+@st.cache_resource(show_spinner=False)
+def _meta(db_url: str) -> MetadataStore:
+    return MetadataStore(db_url)
+
+
+def meta(key: str | None = None) -> MetadataStore:
+    return _meta(settings(key).db_url)
+
+
+@st.cache_resource(show_spinner=False)
+def _registry(key: str, stamp: float) -> Registry:
+    s = _load_settings(key, stamp)
+    return Registry(s, _meta(s.db_url))
+
+
+def registry(key: str | None = None) -> Registry:
+    key = key or config_key()
+    return _registry(key, Path(key).stat().st_mtime)
+
+
+@dataclass(frozen=True)
+class Context:
+    key: str
+    settings: Settings
+    principal: Principal | None
+
+    @property
+    def project(self) -> str:
+        return self.settings.project
+
+    def can(self, action: str) -> bool:
+        return self.principal is not None and self.principal.can(action)
+
+
+def context() -> Context:
+    key = config_key()
+    return Context(key, settings(key), st.session_state.get(PRINCIPAL_KEY))
+
+
+def os_user() -> str:
+    try:
+        return getpass.getuser() or "local"
+    except (KeyError, OSError):
+        return "local"
+
+
+# cached readers ---------------------------------------------------------------------------
+@st.cache_data(ttl=TTL, show_spinner=False)
+def versions(key: str) -> list[VersionInfo]:
+    return registry(key).versions()
+
+
+def versions_or_error(key: str) -> list[VersionInfo]:
+    """The versions, or none and an error on the page when the registry cannot be read (the
+    rest of the page still renders)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return versions(key)
+    except (MlflowException, OSError) as e:
+        st.error(f"The model registry ({registry(key).uri}) cannot be read: {str(e)[:300]}. "
+                 "Is MLflow running? `mlops up` starts it.")
+        return []
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def champion(key: str) -> views.ChampionView:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        known = versions(key)
+    except (MlflowException, OSError):  # the DB still says who is champion
+        known = []
+    return views.champion_view(settings(key), meta(key), known)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def champion_history(key: str) -> pd.DataFrame:
+    return views.champion_history(settings(key), meta(key))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def metric_series(key: str, start: datetime | None, end: datetime | None) -> pd.DataFrame:
+    return views.metric_series(settings(key), meta(key), start=start, end=end)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def model_events(key: str, start: datetime | None, end: datetime | None) -> pd.DataFrame:
+    return views.model_events(settings(key), meta(key), start=start, end=end)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def latest_drift(key: str) -> views.DriftStatus | None:
+    return views.latest_drift(settings(key), meta(key))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def recent_decisions(key: str, limit: int = 10) -> list[dict[str, Any]]:
+    return views.recent_decisions(settings(key), meta(key), limit)
+
+
+@st.cache_data(ttl=15, show_spinner=False)
+def service_health(key: str) -> list[views.ServiceHealth]:
+    return views.service_health(settings(key))
+
+
+@st.cache_data(ttl=15, show_spinner=False)
+def pipeline_status(key: str) -> views.PipelineStatus:
+    return views.pipeline_status(settings(key))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def monitoring_span(key: str) -> tuple[datetime | None, datetime | None]:
+    return views.monitoring_span(settings(key), meta(key))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def monitoring_runs(key: str, start: datetime | None, end: datetime | None, limit: int,
+                    offset: int) -> pd.DataFrame:
+    return views.monitoring_runs_frame(settings(key), meta(key), start=start, end=end,
+                                       limit=limit, offset=offset)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def count_monitoring_runs(key: str, start: datetime | None, end: datetime | None) -> int:
+    return views.count_monitoring_runs(settings(key), meta(key), start=start, end=end)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def drift_matrix(key: str, start: datetime | None, end: datetime | None, limit: int
+                 ) -> views.DriftMatrix:
+    return views.drift_matrix(settings(key), meta(key), start=start, end=end, limit=limit)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def monitoring_run(key: str, run_id: str) -> views.RunDetail:
+    return views.monitoring_run(settings(key), meta(key), run_id)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def quarantined(key: str, include_released: bool) -> list[Any]:
+    return views.quarantined(settings(key), meta(key), include_released=include_released)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def batch_counts(key: str) -> dict[str, int]:
+    return views.batch_counts(meta(key))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def gate_evidence(key: str, version: str) -> views.GateEvidence:
+    info = next(v for v in versions(key) if v.version == version)
+    return views.gate_evidence(settings(key), registry(key), meta(key), info,
+                               with_reports=False)
+
+
+@st.cache_data(ttl=SLOW_TTL, show_spinner=False)
+def run_file(key: str, version: str, path: str) -> Path | None:
+    """A file of the version's training run, downloaded once (None if it has none)."""
+    return views.run_path(settings(key), registry(key), version, path)
+
+
+@st.cache_data(ttl=SLOW_TTL, show_spinner=False, max_entries=20)
+def compare(key: str, picked: tuple[str, ...], rows: int) -> views.Comparison | None:
+    return views.compare_versions(settings(key), registry(key), meta(key), picked, rows=rows,
+                                  infos=versions(key))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def audit(key: str, actor: str | None, actions: tuple[str, ...], version: str | None,
+          start: datetime | None, end: datetime | None, limit: int | None, offset: int
+          ) -> pd.DataFrame:
+    return views.audit_frame(settings(key), meta(key), actor=actor, actions=actions or None,
+                             version=version, start=start, end=end, limit=limit, offset=offset)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def count_audit(key: str, actor: str | None, actions: tuple[str, ...], version: str | None,
+                start: datetime | None, end: datetime | None) -> int:
+    return views.count_audit(settings(key), meta(key), actor=actor, actions=actions or None,
+                             version=version, start=start, end=end)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def audit_facets(key: str) -> dict[str, list[str]]:
+    return views.audit_facets(settings(key), meta(key))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def retrain_requests(key: str) -> pd.DataFrame:
+    return views.retrain_requests(settings(key), meta(key))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def backtests(key: str) -> list[views.BacktestEntry]:
+    return views.list_backtests(settings(key))
+
+
+@st.cache_data(ttl=SLOW_TTL, show_spinner=False, max_entries=10)
+def backtest_result(path: str, stamp: float) -> dict[str, Any]:
+    from mlops_core.backtest import read_json
+
+    return read_json(Path(path))
+
+
+def refresh() -> None:
+    """Forget every cached answer: the next render reads the project again."""
+    st.cache_data.clear()
+
+
+# writes: request ids and what the person is told -----------------------------------------
+def request_id(*parts: Any) -> str:
+    """One request id per form and what it was about (its version, the champion shown, the
+    comment), kept for the session: a double click or a rerun sends the same id, which
+    mlops_core answers as already handled."""
+    ids = st.session_state.setdefault(REQUESTS_KEY, {})
+    k = json.dumps(parts, default=str)
+    if k not in ids:
+        ids[k] = uuid.uuid4().hex
+    return str(ids[k])
+
+
+def forget_request(*parts: Any) -> None:
+    """After a refusal the same form may be sent again as a new request."""
+    st.session_state.setdefault(REQUESTS_KEY, {}).pop(json.dumps(parts, default=str), None)
+
+
+def flash(level: str, text: str) -> None:
+    """A message shown at the top of the page on the next render (after a callback)."""
+    st.session_state.setdefault(FLASH_KEY, []).append((level, text))
+
+
+def show_flash() -> None:
+    for level, text in st.session_state.pop(FLASH_KEY, []):
+        {"success": st.success, "info": st.info, "warning": st.warning}.get(
+            level, st.error)(text)
+
+
+def write(parts: tuple[Any, ...], call: Callable[[Principal, str], Any]) -> Any | None:
+    """Run a write as the signed-in principal with the form's request id. A refusal by
+    mlops_core (a role, a missing comment, a wrong state) becomes a message, never a traceback;
+    the caches are cleared whatever happened."""
+    principal = st.session_state.get(PRINCIPAL_KEY)
+    if principal is None:
+        flash("error", "Sign in first.")
+        return None
+    rid = request_id(*parts)
+    try:
+        return call(principal, rid)
+    except AuthorizationError as e:
+        forget_request(*parts)
+        flash("error", f"Not allowed: {e}")
+    except (MlopsError, LookupError, ValueError) as e:
+        forget_request(*parts)
+        flash("error", str(e))
+    finally:
+        refresh()
+    return None
+
+
+def decision_message(res: Any, parts: tuple[Any, ...]) -> None:
+    """Tell the person what an approve / reject / rollback did."""
+    if res is None:
+        return
+    if res.outcome == "applied":
+        flash("success", res.message)
+    elif res.outcome == "noop":
+        flash("info", f"Already done, nothing repeated: {res.message}")
+    else:
+        forget_request(*parts)
+        flash("error", f"Refused: {res.message}")
+
+
+# small UI helpers -------------------------------------------------------------------------
+def page_header(title: str, caption: str | None = None) -> Context:
+    ctx = context()
+    st.title(title)
+    if caption:
+        st.caption(caption)
+    show_flash()
+    return ctx
+
+
+def paged(frame: pd.DataFrame, key: str, size: int = PAGE_SIZE) -> pd.DataFrame:
+    """The rows of the page picked in a pagination widget under the table."""
+    pages = max(1, -(-len(frame) // size))
+    page = st.pagination(pages, key=key) if pages > 1 else 1
+    return frame.iloc[(page - 1) * size: page * size]
+
+
+def paged_items(items: list[Any], key: str, size: int = PAGE_SIZE) -> list[Any]:
+    pages = max(1, -(-len(items) // size))
+    page = st.pagination(pages, key=key) if pages > 1 else 1
+    return items[(page - 1) * size: page * size]
+
+
+def page_number(total: int, key: str, size: int = PAGE_SIZE) -> int:
+    """A pagination widget for ``total`` rows; the 0-based offset of the page picked."""
+    pages = max(1, -(-total // size))
+    page = st.pagination(pages, key=key) if pages > 1 else 1
+    return (page - 1) * size
+
+
+def day_range(value: Any) -> tuple[datetime | None, datetime | None]:
+    """A date_input range as naive UTC datetimes covering whole days."""
+    if not value:
+        return None, None
+    if isinstance(value, date) and not isinstance(value, tuple | list):
+        value = (value, value)
+    start = datetime.combine(value[0], time.min) if len(value) > 0 and value[0] else None
+    end = datetime.combine(value[1], time.min) + timedelta(days=1) - timedelta(microseconds=1) \
+        if len(value) > 1 and value[1] else None
+    return start, end
+
+
+def when(ts: Any) -> str:
+    if ts is None or (isinstance(ts, float) and pd.isna(ts)) or ts is pd.NaT:
+        return "-"
+    return f"{pd.Timestamp(ts):%Y-%m-%d %H:%M} UTC"
+
+
+def fmt(v: Any, digits: int = 4) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if f != f else f"{f:.{digits}f}"
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def batches_with_findings(key: str) -> pd.DataFrame:
+    return views.batches_with_findings(settings(key), meta(key))
