@@ -432,7 +432,8 @@ def start_dashboard(workspace: Path, config_path: Path, port: int | None = None,
     port = port or free_port()
     argv = [_bin("streamlit"), "run", str(app), "--server.address", HOST,
             "--server.port", str(port), "--server.headless", "true",
-            "--browser.gatherUsageStats", "false"]
+            "--browser.gatherUsageStats", "false",
+            "--client.toolbarMode", "minimal"]  # no "Deploy" button: this is self-hosted
     return start_service(workspace, DASHBOARD, argv, port=port, health_path="/_stcore/health",
                          env={"MLOPS_CONFIG": str(Path(config_path).resolve())},
                          timeout_s=timeout_s, cwd=app.parent.parent)
