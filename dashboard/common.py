@@ -36,6 +36,8 @@ CONFIG_KEY = "_mlops_config"
 PRINCIPAL_KEY = "principal"
 FLASH_KEY = "_flash"
 REQUESTS_KEY = "_request_ids"
+TIME_FORMAT = "%Y-%m-%d %H:%M"  # every time shown, in tables and text (naive UTC)
+MISSING = "-"  # a missing value in a table
 
 
 # the project ------------------------------------------------------------------------------
@@ -377,10 +379,88 @@ def day_range(value: Any) -> tuple[datetime | None, datetime | None]:
     return start, end
 
 
+def stamp(ts: Any, missing: str | None = MISSING) -> str | None:
+    """A time as every page shows it: ``YYYY-MM-DD HH:MM`` (naive UTC), ``missing`` for none."""
+    if ts is None or ts is pd.NaT or (isinstance(ts, float) and pd.isna(ts)):
+        return missing
+    try:
+        return f"{pd.Timestamp(ts):{TIME_FORMAT}}"
+    except (TypeError, ValueError):
+        return str(ts)
+
+
 def when(ts: Any) -> str:
-    if ts is None or (isinstance(ts, float) and pd.isna(ts)) or ts is pd.NaT:
-        return "-"
-    return f"{pd.Timestamp(ts):%Y-%m-%d %H:%M} UTC"
+    shown = stamp(ts)
+    return MISSING if shown in (None, MISSING) else f"{shown} UTC"
+
+
+def _is_time(col: pd.Series) -> bool:
+    if pd.api.types.is_datetime64_any_dtype(col):
+        return True
+    if col.dtype != object:
+        return False
+    values = col.dropna()
+    return len(values) > 0 and all(isinstance(v, datetime) for v in values)
+
+
+def for_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` as the tables show it: every time column as ``YYYY-MM-DD HH:MM`` (a missing
+    time stays missing: the table shows :data:`MISSING`)."""
+    times = [c for c in frame.columns if _is_time(frame[c])]
+    if not times:
+        return frame
+    return frame.assign(**{c: frame[c].map(lambda t: stamp(t, None)) for c in times})
+
+
+def table(data: pd.DataFrame, *, key: str, hide_index: bool | None = True,
+          **kwargs: Any) -> Any:
+    """``st.dataframe`` as every page uses it: times as ``YYYY-MM-DD HH:MM``, missing values as
+    :data:`MISSING` (never "None")."""
+    return st.dataframe(for_table(data), hide_index=hide_index, key=key, placeholder=MISSING,
+                        **kwargs)
+
+
+def wide() -> Any:
+    """The column config of free text (reasons, findings, comments): a wide column."""
+    return st.column_config.TextColumn(width="large")
+
+
+SERVICE_ICONS = {"healthy": "🟢", "not answering": "🔴", "stopped": "⚪",
+                 "direct store": "🔵"}
+
+
+def service_label(s: views.ServiceHealth) -> str:
+    """The service's health in words, with its icon: healthy, not answering, stopped or direct
+    store; (external) for an MLflow the project does not run."""
+    return f"{SERVICE_ICONS.get(s.state, '')} {s.state}" + (
+        " (external)" if s.where == "external" else "")
+
+
+# Evidently reports -------------------------------------------------------------------------
+REPORT_HEIGHT = 1200  # px; the report scrolls inside
+# Evidently lays its report out for about 1,000 px and cuts off what does not fit (its cards
+# hide their overflow): let its grid shrink to the frame and narrow the tables' cell padding,
+# so that it fits from about 900 px (narrower, its tables scroll sideways)
+REPORT_CSS = ("<style>/* mlops-ct dashboard: fit the frame's width */ .MuiGrid-root "
+              "{min-width: 0 !important; max-width: 100% !important;} .MuiTableCell-root "
+              "{padding-left: 8px !important; padding-right: 8px !important;}</style>")
+
+
+@st.cache_data(ttl=SLOW_TTL, show_spinner=False, max_entries=4)
+def _report_html(path: str, mtime: float) -> str:
+    html = Path(path).read_text(encoding="utf-8", errors="replace")
+    at = html.find("</head>")
+    return html[:at] + REPORT_CSS + html[at:] if at >= 0 else REPORT_CSS + html
+
+
+def report_html(path: Path) -> str:
+    """An Evidently HTML report as embedded (read once per change of the file)."""
+    return _report_html(str(path), path.stat().st_mtime)
+
+
+def show_report(path: Path, alt: str, height: int = REPORT_HEIGHT) -> None:
+    """Embed an Evidently HTML report across the whole width of the container."""
+    st.iframe(report_html(path), width="stretch", height=height, alt=alt)
 
 
 def fmt(v: Any, digits: int = 4) -> str:

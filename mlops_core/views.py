@@ -773,28 +773,79 @@ def audit_csv(frame: pd.DataFrame) -> bytes:
 # services and the pipeline (Prefect's HTTP API; no Prefect import) -------------------------
 @dataclass(frozen=True)
 class ServiceHealth:
+    """One service of the project. ``where``: ``local`` (``mlops up`` runs it), ``external``
+    (``storage.mlflow_uri``, an MLflow server run elsewhere: ``running`` means configured) or
+    ``direct`` (``storage.mlflow_uri`` names a store MLflow opens itself, no server to check).
+    ``url`` never shows a password."""
+
     name: str
     running: bool
     healthy: bool
     url: str | None
     pid: int | None
+    where: str = "local"
+
+    @property
+    def state(self) -> str:
+        """healthy, not answering, stopped or direct store."""
+        if self.where == "direct":
+            return "direct store"
+        if self.healthy:
+            return "healthy"
+        return "not answering" if self.running else "stopped"
+
+    @property
+    def checked(self) -> bool:
+        """Whether it has a health to count (a store addressed directly has none)."""
+        return self.where != "direct"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.netloc.rsplit("@", 1)[1]
+    except ValueError:
+        return url
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def mlflow_health(uri: str, timeout: float = 1.0) -> ServiceHealth:
+    """An MLflow the project uses but does not run (``storage.mlflow_uri``): an http(s) server
+    is healthy when ``<uri>/health`` answers; any other URI is a store MLflow opens directly."""
+    from urllib.parse import urlsplit
+
+    from mlops_core.services import MLFLOW, is_healthy
+
+    shown = redact_url(uri)
+    if urlsplit(uri).scheme.lower() not in ("http", "https"):
+        return ServiceHealth(MLFLOW, False, False, shown, None, "direct")
+    return ServiceHealth(MLFLOW, True, is_healthy(uri.rstrip("/") + "/health", timeout),
+                         shown, None, "external")
 
 
 def service_health(settings: Settings, timeout: float = 1.0) -> list[ServiceHealth]:
-    """Each local service of the project: running (its process is alive) and healthy (its
-    health URL answers), checked in parallel."""
-    from mlops_core.services import SERVICES, is_healthy, read_service
+    """Each service of the project, checked in parallel: the ones ``mlops up`` runs are running
+    when their process is alive and healthy when their health URL answers; an MLflow named by
+    ``storage.mlflow_uri`` is checked at that address (:func:`mlflow_health`)."""
+    from mlops_core.services import MLFLOW, SERVICES, is_healthy, read_service
 
-    infos = [(name, read_service(settings.workspace, name)) for name in SERVICES]
+    external = settings.storage.mlflow_uri
 
-    def check(item: tuple[str, Any]) -> ServiceHealth:
-        name, info = item
+    def check(name: str) -> ServiceHealth:
+        if name == MLFLOW and external:
+            return mlflow_health(external, timeout)
+        info = read_service(settings.workspace, name)
         return ServiceHealth(name, info is not None,
                              bool(info and is_healthy(info.health_url, timeout)),
                              info.url if info else None, info.pid if info else None)
 
-    with ThreadPoolExecutor(max_workers=len(infos)) as pool:
-        return list(pool.map(check, infos))
+    with ThreadPoolExecutor(max_workers=len(SERVICES)) as pool:
+        return list(pool.map(check, SERVICES))
 
 
 @dataclass

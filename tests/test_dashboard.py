@@ -22,12 +22,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 import streamlit as st
 from registry_helpers import add_version, demo_settings, with_changes, write_config
 from streamlit.testing.v1 import AppTest
 
+from dashboard import charts, common
 from mlops_core import actions, views
 from mlops_core.auth import Principal, add_user
 from mlops_core.backtest import load_replay, run_backtest, write_json
@@ -170,6 +172,22 @@ def _charts(at: AppTest) -> set[str]:
     return {c.key for c in at.get("plotly_chart")}
 
 
+def _table_element(at: AppTest, *columns: str) -> Any:
+    """The first table element with these columns (its proto: placeholder, column config)."""
+    return next(d for d in at.dataframe if set(columns) <= set(d.value.columns))
+
+
+def _figure(at: AppTest, key: str) -> Any:
+    """The plotly figure of the chart with this key."""
+    import plotly.io as pio
+
+    [chart] = [c for c in at.get("plotly_chart") if c.key == key]
+    return pio.from_json(chart.proto.spec)
+
+
+STAMP = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}$"  # YYYY-MM-DD HH:MM, as every table shows times
+
+
 def _pending(project: Project) -> str:
     """A new version awaiting approval (the trained one registered again, no training)."""
     reg = Registry(project.settings)
@@ -227,8 +245,98 @@ def test_overview_shows_the_champion_decisions_and_services(project: Project,
     assert "Services healthy" in text
     decided = _table(at, "retrain", "reasons", "held back")
     assert len(decided) >= 1
+    # no "None" in the table, times as YYYY-MM-DD HH:MM, free text in wide columns
+    assert decided[["reasons", "held back", "acted"]].notna().all().all()
+    assert decided["at"].str.match(STAMP).all(), list(decided["at"])
+    table = _table_element(at, "retrain", "reasons", "held back")
+    assert table.proto.placeholder == "-"
+    # reasons wide; held back and acted as wide as their text (no width set: never cut)
+    widths = {c: json.loads(table.proto.columns).get(c, {}).get("width")
+              for c in ("reasons", "held back", "acted")}
+    assert widths == {"reasons": "large", "held back": None, "acted": None}
     hist = _table(at, "since", "until", "version", "by")
     assert project.first in set(hist["version"])
+    assert hist["since"].str.match(STAMP).all(), list(hist["since"])
+    assert (hist["until"].iloc[0] == "now"
+            and hist["until"].iloc[1:].str.match(STAMP).all()), list(hist["until"])
+    # the project's MLflow is storage.mlflow_uri (the tests' server): checked there, healthy
+    [card] = [m for m in at.get("metric") if m.label == "Services healthy"]
+    assert card.value == "1 / 4" and "🟢 mlflow" in _texts(at)
+
+
+def test_an_external_mlflow_is_checked_where_it_is(project: Project, app: Any,
+                                                   tmp_path: Path) -> None:
+    health = {h.name: h for h in views.service_health(project.settings)}
+    assert (health["mlflow"].where, health["mlflow"].state) == ("external", "healthy")
+    assert health["mlflow"].url == project.settings.storage.mlflow_uri
+    assert health["prefect-server"].state == "stopped"
+    assert views.mlflow_health(f"http://127.0.0.1:{free_port()}").state == "not answering"
+    direct = views.mlflow_health(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert direct.state == "direct store" and not direct.checked
+    assert views.mlflow_health("http://u:secret@127.0.0.1:1").url == "http://u:***@127.0.0.1:1"
+    at = _open(app(project.configs["none"]), "pipeline")
+    services = _table(at, "service", "health", "url", "pid").set_index("service")
+    assert services.loc["mlflow", "health"] == "🟢 healthy (external)"
+    assert services.loc["prefect-server", "health"] == "⚪ stopped"
+    assert set(services["pid"]) == {"-"}  # nothing `mlops up` started: no pid, never "None"
+
+
+def test_overview_chart_draws_only_what_has_data(project: Project, app: Any) -> None:
+    # the module's project has one monitoring run: one point per line
+    at = app(project.configs["none"])
+    at.run()
+    fig = _figure(at, "overview_metric")
+    for trace in fig.data:
+        assert [y for y in trace.y if y is not None and y == y], trace.name
+    names = [t.name for t in fig.data]
+    assert "estimate 90% interval" not in names  # a band of one point draws nothing
+    [base] = [t for t in fig.data if t.name == "champion at training"]
+    assert base.mode == "markers"
+    events = [t for t in fig.data if t.yaxis == "y2"]
+    assert {t.name for t in events} >= {"retrains", "promotions"}
+    assert all(y == charts.EVENT_Y for t in events for y in t.y)  # at the top
+    assert len(fig.layout.shapes) == sum(len(t.x) for t in events)
+
+
+def _series(n: int) -> pd.DataFrame:
+    at = pd.date_range("2026-01-01", periods=n, freq="8h")
+    value = pd.Series(np.linspace(0.70, 0.75, n))
+    return pd.DataFrame({
+        "at": at, "run": [f"m-{i}" for i in range(n)], "champion_version": "1",
+        "status": "ok", "drift_share": 0.1, "rows": 100, "labelled_rows": 100,
+        "metric": "roc_auc", "realised": value.where(value.index % 2 == 0),
+        "estimated": value, "estimated_low": value - 0.02, "estimated_high": value + 0.02,
+        "baseline": 0.74})
+
+
+def _events(times: list[Any]) -> pd.DataFrame:
+    kinds = ["retrain", "promotion", "rollback", "rejection"]
+    return pd.DataFrame({"at": times, "kind": [kinds[i % 4] for i in range(len(times))],
+                         "action": "x", "version": "2", "actor": "ana", "reason": "why"})
+
+
+def test_the_live_metric_of_many_runs_is_lines_and_of_one_run_markers() -> None:
+    many = _series(1000)
+    fig = charts.live_metric_figure(many, _events(list(many["at"].iloc[::100])), "roc_auc")
+    modes = {t.name: t.mode for t in fig.data if t.yaxis != "y2"}
+    assert modes == {"estimate 90% interval": "lines", None: "lines",
+                     "estimated roc_auc (no labels)": "lines", "realised roc_auc": "lines",
+                     "champion at training": "lines"}
+    realised = next(t for t in fig.data if t.name == "realised roc_auc")
+    assert len(realised.x) == 500  # runs without labels are left out, not gaps in the line
+    marks = {t.name: t.mode for t in fig.data if t.yaxis == "y2"}
+    assert marks == {"retrains": "markers", "promotions": "markers", "rollbacks": "markers"}
+    assert len(fig.layout.shapes) == 8  # a line per retrain, promotion and rollback
+
+    few = charts.live_metric_figure(_series(10), _events([]), "roc_auc")
+    assert {t.mode for t in few.data if t.name and "realised" in t.name} == {"lines+markers"}
+    assert not few.layout.shapes
+
+    one = charts.live_metric_figure(_series(1), _events([]), "roc_auc")
+    names = [t.name for t in one.data]
+    assert names == ["estimated roc_auc (no labels), 90% interval", "realised roc_auc",
+                     "champion at training"]
+    assert one.data[0].error_y.array == pytest.approx((0.02,))
 
 
 def test_without_a_project_the_app_says_what_to_do(tmp_path: Path, app: Any) -> None:
@@ -263,6 +371,8 @@ def test_approve_with_a_comment_makes_the_version_champion(project: Project,
     v = _pending(project)
     at = _approvals(app, project)
     assert f"v{v}" in _texts(at)
+    # the gate's metrics: the champion's column shows "-" where it has none
+    assert _table_element(at, "challenger", "champion").proto.placeholder == "-"
     at.text_area(key=f"approve_comment_{v}").input("better on recent data")
     at.button(key=f"approve_{v}").click().run()
 
@@ -561,6 +671,17 @@ def test_drift_page_picks_a_run_and_shows_its_report(project: Project, app: Any)
     cols = _table(at, "column", "score", "drifted")
     assert len(cols) == len(project.settings.data.features.all())
     assert "Evidently report" in _texts(at)
+    runs = _table(at, "id", "at", "status")
+    assert runs["at"].str.match(STAMP).all(), list(runs["at"])
+    # the report (megabytes) is not sent until asked for; its file can be downloaded
+    assert at.toggle(key="drift_show_report").value is False
+    assert not at.get("iframe")
+    assert "drift_report_download" in {b.key for b in at.get("download_button")}
+    at.toggle(key="drift_show_report").set_value(True).run()
+    assert not at.exception, at.exception
+    [frame] = at.get("iframe")
+    assert "Dataset Drift" in frame.proto.srcdoc and common.REPORT_CSS in frame.proto.srcdoc
+    assert frame.proto.alt == f"Evidently drift report of run {project.run}"
 
 
 def test_models_compares_versions_on_the_same_rows(project: Project, app: Any) -> None:

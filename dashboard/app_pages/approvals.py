@@ -74,12 +74,12 @@ for info in common.paged_items(pending, "approvals_page", 5):
                 st.markdown(("✅ " if r.startswith("PASS") else "❌ ")
                             + r.removeprefix("PASS ").removeprefix("FAIL "))
         with right:
-            st.dataframe(ev.metrics, key=f"gate_metrics_{v}",
+            common.table(ev.metrics, key=f"gate_metrics_{v}", hide_index=None,
                          column_config={c: st.column_config.NumberColumn(format="%.4f")
                                         for c in ev.metrics.columns})
             if not ev.slices.empty:
                 with st.expander(f"Slices ({ev.metric})"):
-                    st.dataframe(ev.slices, hide_index=True, key=f"gate_slices_{v}")
+                    common.table(ev.slices, key=f"gate_slices_{v}")
         a, b = st.columns(2)
         if a.toggle("Show the performance report (hold-out, champion as reference)",
                     key=f"show_performance_{v}"):
@@ -87,12 +87,12 @@ for info in common.paged_items(pending, "approvals_page", 5):
             if report is None:
                 st.caption("This version has no performance report.")
             else:
-                st.iframe(report, height=900)
+                common.show_report(report, alt=f"Performance report of v{v}")
         if ev.drift_report is not None:
             run, path = ev.drift_report
             if b.toggle(f"Show the drift report at training time (run {run})",
                         key=f"show_drift_{v}"):
-                st.iframe(path, height=900)
+                common.show_report(path, alt=f"Drift report of run {run}")
         else:
             b.caption("No drift report before this version was trained.")
         if can_decide:
@@ -140,8 +140,7 @@ total = common.count_audit(key, *filters)
 offset = common.page_number(total, "audit_page")
 page = common.audit(key, *filters, common.PAGE_SIZE, offset)
 st.caption(f"{total:,} record(s), newest first.")
-st.dataframe(page, hide_index=True, key="audit_table",
-             column_config={"reason": st.column_config.TextColumn(width="large")})
+common.table(page, key="audit_table", column_config={"reason": common.wide()})
 if total:
     everything = common.audit(key, *filters, CSV_ROWS, 0)
     if total > CSV_ROWS:

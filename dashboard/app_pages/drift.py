@@ -4,6 +4,8 @@ Evidently report, the data-quality findings and the quarantine (with release for
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
+from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -63,8 +65,8 @@ else:
         st.subheader("Monitoring runs")
         offset = common.page_number(total, "drift_runs_page")
         runs = common.monitoring_runs(key, start, end, common.PAGE_SIZE, offset)
-        st.dataframe(runs.drop(columns=["report_path"]).assign(
-            report=runs["report_path"].notna()), hide_index=True, key="drift_runs",
+        common.table(runs.drop(columns=["report_path"]).assign(
+            report=runs["report_path"].notna()), key="drift_runs",
             column_config={"drift_share": st.column_config.NumberColumn(format="%.2f"),
                            "weighted_drift_share": st.column_config.NumberColumn(
                                format="%.2f")})
@@ -104,7 +106,7 @@ if picked_run:
     if line:
         st.markdown(" · ".join(line))
     if d.get("columns"):
-        st.dataframe(pd.DataFrame(d["columns"]), hide_index=True, key="drift_columns",
+        common.table(pd.DataFrame(d["columns"]), key="drift_columns",
                      column_config={"score": st.column_config.NumberColumn(format="%.4f")})
     fired = [det for det in s.get("detectors") or [] if det.get("fired")]
     if fired:
@@ -116,8 +118,19 @@ if picked_run:
             + ("; ".join(dec["reasons"]) or "no signal asked for it")
             + (f" · held back: {'; '.join(dec['held_back'])}" if dec["held_back"] else ""))
     if detail.report is not None:
+        report = detail.report
         st.markdown("**Evidently report** (data drift and data summary)")
-        st.iframe(detail.report, height=1000)
+        # off by default: the report is megabytes, sent to the browser on every render
+        show = st.toggle(f"Show the report here ({report.stat().st_size / 1e6:.1f} MB)",
+                         key="drift_show_report")
+        with st.container(horizontal=True, vertical_alignment="center"):
+            st.download_button("Download it to open in a browser tab",
+                               partial(Path.read_bytes, report), file_name=report.name,
+                               mime="text/html", key="drift_report_download",
+                               on_click="ignore", icon=":material/open_in_new:")
+            st.caption(f"`{report}`")
+        if show:
+            common.show_report(report, alt=f"Evidently drift report of run {picked_run}")
     else:
         st.info("This run has no HTML report (written on a drift, per `monitoring.report`). "
                 "To get one: `mlops monitor --batch BATCH --report`.")
@@ -130,7 +143,7 @@ st.caption(" · ".join(f"{n:,} {k}" for k, n in sorted(counts.items())) or "No b
 warned = common.batches_with_findings(key)
 if not warned.empty:
     with st.expander(f"Accepted batches with warnings ({len(warned)})"):
-        st.dataframe(warned, hide_index=True, key="drift_warnings")
+        common.table(warned, key="drift_warnings", column_config={"findings": common.wide()})
 
 st.subheader("Quarantine")
 show_released = st.toggle("Include released batches", key="quarantine_released")
@@ -164,8 +177,8 @@ else:
                        + (f" · released as {', '.join(rec.released_as)}" if rec.released_as
                           else ""))
             if rec.findings:
-                st.dataframe(pd.DataFrame(rec.findings), hide_index=True,
-                             key=f"findings_{rec.id}")
+                common.table(pd.DataFrame(rec.findings), key=f"findings_{rec.id}",
+                             column_config={"message": common.wide()})
             if rec.status != "quarantined":
                 continue
             if can_release:

@@ -6,10 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import common
+from dashboard import charts, common
 from mlops_core.store import utcnow
 
 ctx = common.page_header("Overview")
@@ -55,10 +54,11 @@ with c3, st.container(border=True):
         st.caption("Nothing awaits a decision.")
 with c4, st.container(border=True):
     health = common.service_health(key)
-    up = [s for s in health if s.healthy]
-    st.metric("Services healthy", f"{len(up)} / {len(health)}")
-    st.caption(" · ".join(f"{'🟢' if s.healthy else ('🔴' if s.running else '⚪')} {s.name}"
-                          for s in health))
+    checked = [s for s in health if s.checked]  # a store MLflow opens directly has no health
+    up = [s for s in checked if s.healthy]
+    st.metric("Services healthy", f"{len(up)} / {len(checked)}")
+    st.caption(" · ".join(f"{common.SERVICE_ICONS.get(s.state, '')} {s.name}"
+                          + ("" if s.checked else f" ({s.state})") for s in health))
 
 if champ.version and champ.metrics:
     st.caption("Champion's hold-out metrics at training: " + "  ".join(
@@ -79,69 +79,37 @@ if series.empty:
             "arrive (the monitor deployment does it on its schedule).")
 else:
     m = series["metric"].dropna().iloc[-1] if series["metric"].notna().any() else "metric"
-    fig = go.Figure()
-    if series["estimated"].notna().any():
-        fig.add_trace(go.Scatter(x=series["at"], y=series["estimated_high"], mode="lines",
-                                 line_width=0, showlegend=False, hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=series["at"], y=series["estimated_low"], mode="lines",
-                                 line_width=0, fill="tonexty", fillcolor="rgba(99,110,250,0.15)",
-                                 name="estimate 90% interval", hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=series["at"], y=series["estimated"], mode="lines+markers",
-                                 line_dash="dot", name=f"estimated {m} (no labels)"))
-    if series["realised"].notna().any():
-        fig.add_trace(go.Scatter(x=series["at"], y=series["realised"], mode="lines+markers",
-                                 name=f"realised {m}", line_width=2.5,
-                                 customdata=series[["run", "champion_version"]],
-                                 hovertemplate="%{y:.4f}<br>run %{customdata[0]} · "
-                                               "champion v%{customdata[1]}<extra></extra>"))
-    if series["baseline"].notna().any():
-        fig.add_trace(go.Scatter(x=series["at"], y=series["baseline"], mode="lines",
-                                 line_shape="hv", line_dash="dash", line_color="grey",
-                                 name="champion at training"))
-    values = pd.concat([series[c] for c in ("realised", "estimated", "baseline")]).dropna()
-    low = float(values.min()) if len(values) else 0.0
-    marks = {"retrain": ("triangle-up", "#636efa"), "promotion": ("star", "#00a36c"),
-             "rollback": ("x", "#ef553b")}
-    for kind, (symbol, colour) in marks.items():
-        ev = events[events["kind"] == kind]
-        if ev.empty:
-            continue
-        fig.add_trace(go.Scatter(
-            x=ev["at"], y=[low] * len(ev), mode="markers", name=kind + "s",
-            marker_symbol=symbol, marker_size=12, marker_color=colour,
-            customdata=ev[["version", "actor", "reason"]].astype(str).map(lambda s: s[:120]),
-            hovertemplate=f"{kind} v%{{customdata[0]}} by %{{customdata[1]}}<br>"
-                          "%{customdata[2]}<extra></extra>"))
-    fig.update_layout(height=380, margin=dict(l=10, r=10, t=30, b=10), hovermode="closest",
-                      legend=dict(orientation="h", y=1.12), yaxis_title=m,
-                      template="plotly_white")
+    fig = charts.live_metric_figure(series, events, m)
     st.plotly_chart(fig, key="overview_metric")
     if not series["realised"].notna().any():
         st.caption("No labelled rows in these runs yet: the realised metric appears when labels "
                    "arrive; the estimate needs none.")
 
 # decisions and history -------------------------------------------------------------------------
-left, right = st.columns([3, 2])
-with left:
-    st.subheader("Last policy decisions")
-    decided = common.recent_decisions(key, 10)
-    if not decided:
-        st.info("No retraining decisions yet: each monitoring run records one, with its "
-                "reasons.")
-    else:
-        st.dataframe(pd.DataFrame([{
-            "at": d["at"], "run": d["monitoring_run"],
-            "retrain": "yes" if d["retrain"] else "no",
-            "reasons": "; ".join(d["reasons"]) or "-",
-            "held back": "; ".join(d["held_back"]),
-            "acted": (f"v{d['acted']['version']} {d['acted'].get('status', '')}"
-                      if (d.get("acted") or {}).get("version") else "")} for d in decided]),
-            hide_index=True, key="overview_decisions")
-with right:
-    st.subheader("Champion history")
-    hist = common.champion_history(key)
-    if hist.empty:
-        st.info("No version has been champion yet.")
-    else:
-        st.dataframe(hist.astype({"until": object}).fillna({"until": "now"}), hide_index=True,
-                     key="overview_history")
+# one under the other, each across the page: their reasons are long
+st.subheader("Last policy decisions")
+decided = common.recent_decisions(key, 10)
+if not decided:
+    st.info("No retraining decisions yet: each monitoring run records one, with its "
+            "reasons.")
+else:
+    common.table(pd.DataFrame([{
+        "at": d["at"], "run": d["monitoring_run"],
+        "retrain": "yes" if d["retrain"] else "no",
+        "reasons": "; ".join(d["reasons"]) or common.MISSING,
+        "held back": "; ".join(d["held_back"]) or common.MISSING,
+        "acted": (f"v{d['acted']['version']} {d['acted'].get('status', '')}".strip()
+                  if (d.get("acted") or {}).get("version") else common.MISSING)}
+        for d in decided]),
+        key="overview_decisions",
+        # reasons wide; held back and acted as wide as what they hold
+        column_config={"reasons": common.wide()})
+st.subheader("Champion history")
+hist = common.champion_history(key)
+if hist.empty:
+    st.info("No version has been champion yet.")
+else:
+    hist = common.for_table(hist)
+    common.table(hist.assign(until=hist["until"].fillna("now")), key="overview_history",
+                 column_order=["version", "since", "until", "by", "action", "reason"],
+                 column_config={"reason": common.wide()})

@@ -33,10 +33,10 @@ def _request_retrain() -> None:
 # services --------------------------------------------------------------------------------------
 st.subheader("Services")
 health = common.service_health(key)
-st.dataframe(pd.DataFrame([{
-    "service": s.name,
-    "health": "🟢 healthy" if s.healthy else ("🔴 not answering" if s.running else "⚪ stopped"),
-    "url": s.url or "", "pid": s.pid} for s in health]), hide_index=True, key="pipeline_services")
+common.table(pd.DataFrame([{
+    "service": s.name, "health": common.service_label(s), "url": s.url or common.MISSING,
+    "pid": str(s.pid) if s.pid else common.MISSING} for s in health]), key="pipeline_services",
+    column_config={"url": st.column_config.TextColumn(width="large")})
 if not any(s.running for s in health):
     st.caption("Nothing runs: start the services with `mlops up`.")
 
@@ -52,18 +52,18 @@ elif not ps.reachable:
 elif not ps.deployments:
     st.info("No deployments on the Prefect server yet: run `mlops deploy --apply`.")
 else:
-    st.dataframe(pd.DataFrame([{
+    common.table(pd.DataFrame([{
         "deployment": d["name"], "schedules": ", ".join(d["schedules"]) or "-",
         "triggers": ", ".join(d["triggers"]) or "-",
         "next runs": ", ".join(d["next_runs"]) or "-", "last run": d["last_run"] or "-"}
-        for d in ps.deployments]), hide_index=True, key="pipeline_deployments")
+        for d in ps.deployments]), key="pipeline_deployments")
     st.subheader("Recent flow runs")
     if not ps.runs:
         st.info("No flow run yet.")
     else:
         runs = pd.DataFrame(ps.runs)
         runs.insert(2, "", runs["state_type"].map(lambda s: STATE_ICON.get(str(s), "")))
-        st.dataframe(runs.drop(columns=["state_type"]), hide_index=True, key="pipeline_runs",
+        common.table(runs.drop(columns=["state_type"]), key="pipeline_runs",
                      column_config={"seconds": st.column_config.NumberColumn(format="%.1f")})
     st.caption(f"From {ps.api_url}.")
 
@@ -80,5 +80,5 @@ else:
     st.caption("Only approvers can request a retrain.")
 requests = common.retrain_requests(key)
 if not requests.empty:
-    st.dataframe(requests[["at", "actor", "outcome", "reason", "request_id"]], hide_index=True,
-                 key="pipeline_requests")
+    common.table(requests[["at", "actor", "outcome", "reason", "request_id"]],
+                 key="pipeline_requests", column_config={"reason": common.wide()})
