@@ -1184,19 +1184,16 @@ def status(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False) -> 
     """Each service's health, the deployments and their next runs, the champion, versions
     awaiting approval and the last retraining decisions."""
     from mlops_core.orchestration import deployments_status
-    from mlops_core.services import SERVICES, is_healthy, prefect_api_url, read_service
+    from mlops_core.services import prefect_api_url
     from mlops_core.supervision import list_decisions
+    from mlops_core.views import service_health
 
     try:
         settings = _settings(config)
         ws = settings.workspace
-        services = []
-        for name in SERVICES:
-            info = read_service(ws, name)
-            services.append({"name": name, "running": info is not None,
-                             "healthy": bool(info and is_healthy(info.health_url)),
-                             "url": info.url if info else None,
-                             "pid": info.pid if info else None})
+        services = [{"name": h.name, "running": h.running, "healthy": h.healthy, "url": h.url,
+                     "pid": h.pid, "where": h.where}
+                    for h in service_health(settings, timeout=2.0)]
         api = prefect_api_url(ws)
         deps: list[dict[str, Any]] = []
         if api:
@@ -1222,8 +1219,11 @@ def status(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False) -> 
     for c in ("service", "health", "url", "pid"):
         t.add_column(c)
     for s in services:
-        health = "[green]healthy[/]" if s["healthy"] else (
-            "[red]unhealthy[/]" if s["running"] else "[dim]stopped[/]")
+        health = "[dim]direct store[/]" if s["where"] == "direct" else (
+            "[green]healthy[/]" if s["healthy"] else (
+                "[red]unhealthy[/]" if s["running"] else "[dim]stopped[/]"))
+        if s["where"] == "external":
+            health += " (external)"
         t.add_row(s["name"], health, s["url"] or "", str(s["pid"] or ""))
     out.print(t)
     if deps:
