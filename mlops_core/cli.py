@@ -901,7 +901,7 @@ def demo(
         schema = InferredSchema(task="binary", **stream.features)
         text = render_config(project="loans-demo", data=Path("landing"), target=TARGET,
                              time=TIME, id_col=ID, schema=schema, source_kind="folder",
-                             trials=5, cooldown="1min" if replay else "1D")
+                             trials=5, cooldown="10s" if replay else "1D")
         cfg_path.write_text(text, encoding="utf-8")
     settings = load_config(cfg_path)
     if replay:
@@ -949,7 +949,7 @@ def _replay_demo(settings: Any, cfg_path: Path, directory: Path, initial: int, p
     if not as_json:
         _print_up(urls)
         out.print(f"\nReplaying {len(incoming_files(incoming))} weekly files through the "
-                  f"deployments, {per_step} weeks per step (cooldown 1min: a year in minutes)."
+                  f"deployments, {per_step} weeks per step (cooldown 10 s: a year in minutes)."
                   f" Watch the runs in Prefect ({urls['prefect']}) and the dashboard.\n")
     demo = Principal(name=DEMO_ACTOR, role="approver", via="cli")
 
@@ -1285,6 +1285,20 @@ def publish(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False) ->
     if not sent:
         out.print("Nothing new to publish.")
 
+
+def _short_helps(*apps: typer.Typer) -> None:
+    """The command lists show each command's first sentence on one flowing line (a docstring's
+    own line breaks would otherwise cut the list into ragged pieces); `--help` on a command
+    still shows it whole."""
+    for a in apps:
+        for info in a.registered_commands:
+            doc = info.help or (info.callback.__doc__ if info.callback else None)
+            if doc and not info.short_help:
+                para = " ".join(doc.strip().split("\n\n")[0].split())
+                info.short_help = para.split(". ")[0].rstrip(".") + "."
+
+
+_short_helps(app, quarantine_app, users_app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()
