@@ -34,6 +34,7 @@ from registry_helpers import demo_settings, write_config
 
 from mlops_core.config import Settings
 from mlops_core.ingest import ingest
+from mlops_core.orchestration import deployments_status
 from mlops_core.pipeline import train_and_register
 from mlops_core.registry import Registry
 from mlops_core.services import (
@@ -160,7 +161,12 @@ def test_up_starts_the_services_and_creates_the_deployments(stack: Stack) -> Non
     assert deps["train/orch-demo"]["schedules"] == ["cron 0 3 * * 1"]
     assert deps["train/orch-demo"]["triggers"] == ["mlops.retrain.requested"]
     assert deps["promote/orch-demo"]["triggers"] == ["mlops.model.approved"]
-    assert deps["monitor/orch-demo"]["next_runs"]  # the scheduler made the next runs
+    # the scheduler makes the next runs on its own loop (every 60 s by default): wait for it
+    deadline = time.monotonic() + 150
+    while not deps["monitor/orch-demo"]["next_runs"] and time.monotonic() < deadline:
+        time.sleep(2)
+        deps = {d["name"]: d for d in deployments_status(stack.api, "orch-demo")}
+    assert deps["monitor/orch-demo"]["next_runs"]
     print(f"mlops up: {stack.up['wall_s']:.1f} s")
 
 
