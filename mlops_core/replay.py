@@ -29,7 +29,6 @@ from mlops_core.orchestration import (
     FINAL,
     FlowRunError,
     deployment_id,
-    parse_time,
     recent_runs,
     start_run,
     wait_run,
@@ -99,7 +98,7 @@ def _ingested_since(meta: MetadataStore, since: datetime, tick: Tick) -> None:
 def _monitoring_since(meta: MetadataStore, project: str, since: datetime
                       ) -> dict[str, Any] | None:
     runs = list_runs(meta, project, 1)
-    if not runs or parse_time(str(runs[0]["at"])).replace(tzinfo=None) < since:
+    if not runs or datetime.fromisoformat(str(runs[0]["at"])) < since:  # naive UTC, stored
         return None
     run = runs[0]
     decided = list_decisions(meta, project, 1)

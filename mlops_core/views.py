@@ -711,6 +711,23 @@ AUDIT_COLUMNS = ["id", "at", "actor", "action", "version", "previous_champion", 
                  "reason", "evidence", "request_id"]
 
 
+def _audit_filters(settings: Settings, actor: str | None, actions: Sequence[str] | None,
+                   version: str | None, outcome: str | None, start: datetime | None,
+                   end: datetime | None) -> list[Any]:
+    """The WHERE clauses of an audit-log query (shared by the page and its count)."""
+    t = audit_log
+    where = [t.c.model == settings.project, *_time_filter(t.c.at, start, end)]
+    if actor:
+        where.append(t.c.actor == actor)
+    if actions:
+        where.append(t.c.action.in_(list(actions)))
+    if version:
+        where.append(t.c.version == str(version))
+    if outcome:
+        where.append(t.c.outcome == outcome)
+    return where
+
+
 def audit_frame(settings: Settings, meta: MetadataStore, *, actor: str | None = None,
                 actions: Sequence[str] | None = None, version: str | None = None,
                 outcome: str | None = None, start: datetime | None = None,
@@ -718,16 +735,8 @@ def audit_frame(settings: Settings, meta: MetadataStore, *, actor: str | None = 
                 ) -> pd.DataFrame:
     """The audit log, newest first, filtered in SQL."""
     t = audit_log
-    q = sa.select(*[t.c[c] for c in AUDIT_COLUMNS]).where(
-        t.c.model == settings.project, *_time_filter(t.c.at, start, end))
-    if actor:
-        q = q.where(t.c.actor == actor)
-    if actions:
-        q = q.where(t.c.action.in_(list(actions)))
-    if version:
-        q = q.where(t.c.version == str(version))
-    if outcome:
-        q = q.where(t.c.outcome == outcome)
+    q = sa.select(*[t.c[c] for c in AUDIT_COLUMNS]).where(*_audit_filters(
+        settings, actor, actions, version, outcome, start, end))
     q = q.order_by(t.c.id.desc()).offset(offset)
     if limit:
         q = q.limit(limit)
@@ -740,17 +749,8 @@ def count_audit(settings: Settings, meta: MetadataStore, *, actor: str | None = 
                 actions: Sequence[str] | None = None, version: str | None = None,
                 outcome: str | None = None, start: datetime | None = None,
                 end: datetime | None = None) -> int:
-    t = audit_log
-    q = sa.select(sa.func.count()).select_from(t).where(t.c.model == settings.project,
-                                                        *_time_filter(t.c.at, start, end))
-    if actor:
-        q = q.where(t.c.actor == actor)
-    if actions:
-        q = q.where(t.c.action.in_(list(actions)))
-    if version:
-        q = q.where(t.c.version == str(version))
-    if outcome:
-        q = q.where(t.c.outcome == outcome)
+    q = sa.select(sa.func.count()).select_from(audit_log).where(*_audit_filters(
+        settings, actor, actions, version, outcome, start, end))
     with meta.engine.connect() as conn:
         return int(conn.execute(q).scalar_one())
 
