@@ -425,6 +425,23 @@ def wide() -> Any:
     return st.column_config.TextColumn(width="large")
 
 
+def decision_box(dec: dict[str, Any]) -> None:
+    """A monitoring run's retraining decision: the signals that asked, the brakes that held
+    them back (they stay pending), or for a no the signals nearest their thresholds."""
+    if dec["retrain"]:
+        st.error("Retrain: " + "; ".join(dec["reasons"]))
+    elif dec["held_back"]:
+        st.warning("Held back: " + "; ".join(dec["held_back"]) + ". Asking: "
+                   + "; ".join(dec["reasons"]) + (
+                       f" (pending since {dec['pending_since'][:16]}; asks again at the next "
+                       "run)" if dec.get("pending_since") else ""))
+    else:
+        near = dec.get("nearest") or []
+        st.success("No retrain: no signal reached its threshold. "
+                   + ("Nearest: " + "; ".join(near) if near else
+                      "No signal was measured (no labels, or too few rows)."))
+
+
 SERVICE_ICONS = {"healthy": "🟢", "not answering": "🔴", "stopped": "⚪",
                  "direct store": "🔵"}
 

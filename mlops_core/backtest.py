@@ -29,6 +29,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,23 @@ import pandas as pd
 from mlops_core.config import RetrainingConfig, Settings
 from mlops_core.detectors import ErrorStreamDetector, error_stream, where_error_rose
 from mlops_core.errors import MlopsError
-from mlops_core.evaluation import HIGHER_IS_BETTER, PRIMARY, compute_metrics, estimate_performance
+from mlops_core.evaluation import (
+    HIGHER_IS_BETTER,
+    PRIMARY,
+    Calibration,
+    compute_metrics,
+    estimate_performance,
+    fit_calibration,
+)
 from mlops_core.monitoring import compute_drift, sample_rows
-from mlops_core.training import TrainedModel, _defaults, feature_spec, fit_model
-from mlops_core.triggers import PolicyState, Signals, decide
+from mlops_core.training import (
+    TrainedModel,
+    choose_window,
+    default_params,
+    feature_spec,
+    refit,
+)
+from mlops_core.triggers import PLANNED_REASONS, PolicyState, Reason, compute_signals, decide
 
 SCHEMA_VERSION = 1
 # without a time column, batch i is dated EPOCH + i days: policy durations count batches as days
@@ -92,6 +106,12 @@ class Replay:
 
     def batch(self, i: int) -> pd.DataFrame:
         return self.frame.iloc[self.bounds[i]:self.bounds[i + 1]]
+
+    @functools.cached_property
+    def batch_period(self) -> timedelta | None:
+        """The median time between batches: what "N batches" means to the policy."""
+        gaps = np.diff(np.array(self.times, dtype="datetime64[ns]"))
+        return pd.Timedelta(np.median(gaps)).to_pytimedelta() if len(gaps) else None
 
     def features(self, i: int) -> pd.DataFrame:
         return self.batch(i)[list(self.kinds)]
@@ -242,11 +262,20 @@ def _window(window: str | None, settings: Settings) -> tuple[int | None, str | N
 
 
 def _sidecar_drift(data: Path) -> list[Any]:
+    """True drift points from ``<data>.drift.json``: ``{"drift_points": [...]}`` or a plain
+    list; each point a row number, a time, or ``{"row": ...}`` / ``{"start": ...}``."""
     side = data.with_name(data.stem + ".drift.json")
     if not side.is_file():
         return []
-    raw = json.loads(side.read_text(encoding="utf-8"))
-    return [p.get("start", p.get("row")) for p in raw.get("drift_points", [])]
+    try:
+        raw = json.loads(side.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise BacktestError(f"{side.name}: not JSON ({e})") from None
+    points = raw.get("drift_points") if isinstance(raw, dict) else raw
+    if not isinstance(points, list):
+        raise BacktestError(f"{side.name}: expected {{\"drift_points\": [...]}} or a list of "
+                            "rows or times")
+    return [p.get("start", p.get("row")) if isinstance(p, dict) else p for p in points]
 
 
 def _drift_batches(replay: Replay, points: list[Any]) -> list[int]:
@@ -280,6 +309,10 @@ class Fitted:
     rows: int
     at: pd.Timestamp
     validation_errors: np.ndarray | None = None  # its errors on its validation rows
+    val_rows: tuple[int, int] | None = None  # frame rows [from, to) it was validated on
+    val_pred: pd.DataFrame | None = None  # its predictions there, before the refit
+    window_rows: int = 0  # rows of the window it chose from (``rows``: those it kept)
+    calibration: Calibration | None = None  # for its label-free estimates (validation rows)
     cpu_s: float = 0.0  # CPU seconds its training took
     # its predictions and their metrics by batch: strategies that serve the same model share them
     _seen: dict[int, tuple[pd.DataFrame, dict[str, float]]] = field(default_factory=dict,
@@ -307,14 +340,14 @@ class Trainer:
         self._fits: dict[tuple[int, int], Fitted] = {}
         m = replay.settings.model
         self.kind = m.type
-        self.params = _defaults(m.type, replay.task) | m.params
+        self.params = default_params(m.type, replay.task) | m.params
         self.seed = m.seed
         self.validation = m.validation
         self.spec = feature_spec(replay.settings, replay.frame, m.type, replay.classes)
 
     def fit(self, through: int, start_row: int | None = None) -> Fitted:
         r = self.replay
-        min_rows = max(r.settings.model.min_rows, 1)
+        min_rows = max(r.settings.model.min_rows, r.settings.model.window.min_rows)
         win = r.window(through, start_row, min_rows=min_rows)
         key = (int(win.index[0]), int(win.index[-1]))
         if key not in self._fits:
@@ -337,14 +370,28 @@ class Trainer:
                 X, y = X[keep], y[keep]
                 n_val = max(1, round(len(X) * self.validation))
                 tr, va = slice(0, len(X) - n_val), slice(len(X) - n_val, len(X))
-        model = fit_model(self.kind, r.task, self.spec, self.params, X.iloc[tr], y.iloc[tr],
-                          X.iloc[va], y.iloc[va], self.seed)
-        pred_va = model.predict_frame(X.iloc[va])
+        w = r.settings.model.window
+        available = len(X)
+        chosen = choose_window(self.kind, r.task, self.spec, self.params, X.iloc[tr],
+                               y.iloc[tr], X.iloc[va], y.iloc[va], min_rows=w.min_rows,
+                               choose=w.choose, seed=self.seed)
+        pred_va = chosen.model.predict_frame(X.iloc[va])
         baseline = compute_metrics(r.task, y.iloc[va], pred_va, classes)
+        errors = error_stream(r.task, y.iloc[va], pred_va["prediction"])
+        val_rows = (int(X.index[va.start]), int(X.index[-1]) + 1)
+        calibration = None
+        if classes is not None:
+            calibration = fit_calibration(
+                r.task, pred_va[[f"proba_{c}" for c in classes]].to_numpy(),
+                pd.Categorical(y.iloc[va], categories=classes).codes, seed=self.seed)
+        X, y = X.iloc[chosen.start:], y.iloc[chosen.start:]
+        # as `mlops train` does: refit on the whole chosen window, its newest rows too
+        model = refit(chosen.model, X, y, self.seed)
         ref = sample_rows(X, r.settings.model.reference_rows, self.seed)
         return Fitted(model, baseline, ref, model.feature_importances(), through,
-                      int(win.index[0]), len(win), r.times[through],
-                      error_stream(r.task, y.iloc[va], pred_va["prediction"]))
+                      int(X.index[0]), len(X), r.times[through], errors,
+                      val_rows=val_rows, val_pred=pred_va, window_rows=available,
+                      calibration=calibration)
 
 
 # what a strategy sees ----------------------------------------------------------------------------
@@ -371,6 +418,16 @@ class Step:
 class Retrain:
     reasons: list[str]
     start_row: int | None = None  # train from this row on (a detected change); None: the window
+    kinds: tuple[str, ...] = ()  # the signals (a :class:`Reason` value, or "periodic")
+
+    @property
+    def planned(self) -> bool:
+        """No change asked for it (a schedule, periodic or growth retrain): never a false
+        trigger."""
+        return bool(self.kinds) and all(k in PLANNED for k in self.kinds)
+
+
+PLANNED = {r.value for r in PLANNED_REASONS} | {"periodic"}
 
 
 class Strategy:
@@ -381,8 +438,13 @@ class Strategy:
     def start(self, replay: Replay, fitted: Fitted) -> None:
         self.replay = replay
 
+    gated = False  # a challenger worse than the served model on the newest rows is refused
+
     def retrained(self, fitted: Fitted, step: Step, action: Retrain) -> None:
         """Called after a retrain (re-baseline detectors, brakes...)."""
+
+    def refused(self, challenger: Fitted, step: Step, action: Retrain) -> None:
+        """Called when the gate refused the challenger of a retrain (the model stays)."""
 
     def decide(self, step: Step, fitted: Fitted) -> Retrain | None:
         raise NotImplementedError
@@ -419,13 +481,18 @@ class Periodic(Strategy):
 
     def decide(self, step: Step, fitted: Fitted) -> Retrain | None:
         if step.labelled_through - fitted.trained_through >= self.every:
-            return Retrain([f"periodic: {self.every} batch(es) of new labels"])
+            return Retrain([f"periodic: {self.every} batch(es) of new labels"],
+                           kinds=("periodic",))
         return None
 
 
 class PolicyStrategy(Strategy):
-    """Production's policy (:func:`mlops_core.triggers.decide`) on the signals monitoring would
-    compute at this step. Single-signal strategies are this with one signal and no brakes."""
+    """Production's policy on the signals monitoring would compute at this step: the same
+    :func:`mlops_core.triggers.compute_signals` and :func:`mlops_core.triggers.decide`, in data
+    time (the batches' times), with pending signals and the gate. Single-signal strategies are
+    this with one signal and no brakes."""
+
+    gated = True
 
     def __init__(self, name: str, policy: RetrainingConfig) -> None:
         self.name = name
@@ -436,6 +503,10 @@ class PolicyStrategy(Strategy):
         self.state = PolicyState()
         self.metric = replay.settings.gate.metric or PRIMARY[replay.task]
         self.change_row: int | None = None  # where the change the window starts at began
+        # label-free estimates waiting for their batch's labels: batch → (value, low, high)
+        self.estimates: dict[int, tuple[float, float, float]] = {}
+        self.checked: list[dict[str, Any]] = []  # estimates against the realised metric
+        self.drifted = False  # the previous step's drift share reached the threshold
         self._reset(fitted)
 
     def _reset(self, fitted: Fitted) -> None:
@@ -445,13 +516,22 @@ class PolicyStrategy(Strategy):
         self.fed_first_row: list[tuple[int, int]] = []  # (errors before, first row) per batch
         self.errors: list[np.ndarray] = []
 
+    def _served(self, fitted: Fitted, action: Retrain, refused: bool = False) -> None:
+        """A retrain ran: pending signals are served, the cooldown starts; the cap counts it
+        unless the gate refused its challenger (the model did not change)."""
+        at = fitted.at.to_pydatetime()
+        recent = self.state.recent_retrains + (() if refused else (at,))
+        self.state = PolicyState(last_retrain=at, recent_retrains=recent,
+                                 trained_for=tuple(Reason(k) for k in action.kinds
+                                                   if k in Reason.__members__.values()))
+
     def retrained(self, fitted: Fitted, step: Step, action: Retrain) -> None:
-        at = step.time.to_pydatetime()
         self.change_row = action.start_row
-        self.state = PolicyState(last_retrain=at,
-                                 recent_retrains=(*self.state.recent_retrains, at),
-                                 trained_for=tuple(r.split(":")[0] for r in action.reasons))
+        self._served(fitted, action)
         self._reset(fitted)
+
+    def refused(self, challenger: Fitted, step: Step, action: Retrain) -> None:
+        self._served(challenger, action, refused=True)
 
     def _window_rows(self, labelled_through: int) -> int:
         """Labelled rows a retrain now would train on (from the change on, while the window
@@ -460,26 +540,22 @@ class PolicyStrategy(Strategy):
         if self.change_row is not None and \
                 int(r.window(labelled_through).index[0]) >= self.change_row:
             self.change_row = None  # the window is past the change: back to normal
-        return len(r.window(labelled_through, self.change_row, r.settings.model.min_rows))
-
-    def _drop(self, value: float | None, fitted: Fitted) -> float | None:
-        base = fitted.baseline.get(self.metric)
-        if value is None or base is None or np.isnan(value) or np.isnan(base):
-            return None
-        return (base - value) if HIGHER_IS_BETTER.get(self.metric, True) else (value - base)
+        m = r.settings.model
+        return len(r.window(labelled_through, self.change_row,
+                            max(m.min_rows, m.window.min_rows)))
 
     def decide(self, step: Step, fitted: Fitted) -> Retrain | None:
         r, p = self.replay, self.policy
         mcfg = r.settings.monitoring
-        perf = est = None
+        realised: dict[str, float] | None = None
+        est: float | None = None
         share = wshare = None
         fired: list[str] = []
         change_rows: list[int] = []
-        if step.arrived and p.performance_drop is not None:
+        if step.arrived:
             y = pd.concat([a.y for a in step.arrived])
             pred = pd.concat([a.prediction for a in step.arrived])
-            perf = self._drop(compute_metrics(r.task, y, pred, r.classes).get(self.metric),
-                              fitted)
+            realised = compute_metrics(r.task, y, pred, r.classes)
         for a in step.arrived:
             errors = error_stream(r.task, a.y, a.prediction["prediction"])
             self.fed_first_row.append((self.fed, int(a.y.index[0])))
@@ -492,18 +568,21 @@ class PolicyStrategy(Strategy):
                     fired.append(name)
                     change_rows.append(self._row(starts[0]))
             self.fed += len(errors)
-        if not change_rows and perf is not None and self.errors:
+        if not change_rows and realised is not None and self.errors:
             # where the error rose since the model was trained, against its validation errors
             rise = where_error_rose(fitted.validation_errors, np.concatenate(self.errors))
             if rise is not None:
                 change_rows.append(self._row(rise))
-        if p.estimated_drop is not None and r.task != "regression":
+        if r.task != "regression":
             proba = step.prediction[[f"proba_{c}" for c in r.classes or []]].to_numpy()
             if len(proba) >= mcfg.min_rows:
                 e = estimate_performance(r.task, proba, r.classes or [], simulations=50,
-                                         seed=mcfg.seed + step.index)
-                if self.metric in e:
-                    est = self._drop(e[self.metric].value, fitted)
+                                         seed=mcfg.seed + step.index,
+                                         calibration=fitted.calibration).get(self.metric)
+                if e is not None:
+                    est = e.value
+                    self.estimates[step.index] = (e.value, e.low, e.high)
+        self._check_estimates(step.arrived)
         if p.drift_share is not None:
             drift = compute_drift(fitted.reference, step.X, r.kinds,
                                   importances=fitted.importances if mcfg.weight_by_importance
@@ -514,22 +593,47 @@ class PolicyStrategy(Strategy):
             share, wshare = drift.drift_share, drift.weighted_drift_share
             now_share = wshare if wshare is not None else share
             if now_share is not None and now_share < p.drift_share and \
-                    "drift" in self.state.trained_for:  # that drift is over: a new one may ask
+                    Reason.DRIFT in self.state.trained_for:  # that drift is over: a new one asks
                 self.state = replace(self.state, trained_for=tuple(
-                    x for x in self.state.trained_for if x != "drift"))
-        new_labels = int(r.bounds[step.labelled_through + 1] - r.bounds[fitted.trained_through
-                                                                          + 1])
-        signals = Signals(performance_drop=perf, estimated_drop=est, drift_share=share,
-                          weighted_drift_share=wshare, detectors_fired=tuple(dict.fromkeys(
-                              fired)), model_trained_at=fitted.at.to_pydatetime(),
-                          new_labels=new_labels, metric=self.metric,
-                          window_rows=self._window_rows(step.labelled_through),
-                          change_at=min(change_rows) if change_rows else None)
-        state = replace(self.state, change_at=self.change_row, trained_rows=fitted.rows)
-        decision = decide(signals, state, p, step.time.to_pydatetime())
+                    x for x in self.state.trained_for if x != Reason.DRIFT))
+        new_labels = int(r.bounds[step.labelled_through + 1]
+                         - r.bounds[fitted.trained_through + 1])
+        signals = compute_signals(
+            metric=self.metric, baseline=fitted.baseline, realised=realised, estimated=est,
+            drift_share=share, weighted_drift_share=wshare, detectors_fired=fired,
+            model_trained_at=fitted.at.to_pydatetime(), new_labels=new_labels,
+            window_rows=self._window_rows(step.labelled_through),
+            # where the error rose; else the first row of the evidence (the labelled rows seen
+            # since the model was trained), as monitoring does
+            change_at=min(change_rows) if change_rows else (
+                self.fed_first_row[0][1] if self.fed_first_row else None))
+        state = replace(self.state, change_at=self.change_row, trained_rows=fitted.window_rows,
+                        drifted_before=self.drifted)
+        now_share = wshare if wshare is not None else share
+        self.drifted = bool(p.drift_share is not None and now_share is not None
+                            and now_share >= p.drift_share)
+        decision = decide(signals, state, p, step.time.to_pydatetime(), r.batch_period)
         if not decision.retrain:
+            self.state = replace(self.state, pending=tuple(decision.pending),
+                                 pending_change_at=decision.pending_change_at)
             return None
-        return Retrain(decision.reasons, decision.since)  # type: ignore[arg-type]
+        return Retrain([f.text for f in decision.reasons],
+                       decision.since,  # type: ignore[arg-type]
+                       kinds=tuple(k.value for k in decision.kinds))
+
+    def _check_estimates(self, arrived: list[Arrival]) -> None:
+        """Each arrived batch's earlier label-free estimate against its realised metric."""
+        r = self.replay
+        for a in arrived:
+            if a.batch not in self.estimates:
+                continue
+            value, low, high = self.estimates.pop(a.batch)
+            real = compute_metrics(r.task, a.y, a.prediction, r.classes).get(self.metric)
+            if real is None or math.isnan(real):
+                continue
+            self.checked.append({"batch": a.batch, "estimated": value, "low": low,
+                                 "high": high, "realised": real,
+                                 "within": bool(low <= real <= high)})
 
     def _row(self, pos: int) -> int:
         """The frame row of position ``pos`` in the error stream fed since the last retrain."""
@@ -654,8 +758,11 @@ class StrategyResult:
     per_batch: list[dict[str, Any]]  # {"batch", "time", "rows", "<metric>"..., "retrained"}
     triggers: list[dict[str, Any]]  # {"batch", "time", "reasons", "start_row"}
     detection_delays: list[int | None] = field(default_factory=list)  # per true drift point
-    false_triggers: int | None = None
+    false_triggers: int | None = None  # signalled retrains far from any true drift point
     wall_s: float = 0.0
+    refused: int = 0  # retrains whose challenger the gate refused (the model stayed)
+    # label-free estimates against the realised metric: checks, within_interval, mean_error
+    estimate_coverage: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -741,22 +848,73 @@ def run_strategy(replay: Replay, strategy: Strategy | OnlineStrategy, *,
             action = strategy.decide(step, fitted)
             monitor_cpu += time.process_time() - c0
             if action is not None:
-                fitted = trainer.fit(labelled_through, action.start_row)
-                train_cpu += fitted.cpu_s
-                strategy.retrained(fitted, step, action)
-                row["retrained"] = True
+                challenger = trainer.fit(labelled_through, action.start_row)
+                train_cpu += challenger.cpu_s
+                refusal = gate(r, fitted, challenger) if strategy.gated else None
                 triggers.append({"batch": t, "time": r.times[t].isoformat(),
-                                 "reasons": action.reasons, "start_row": action.start_row,
-                                 "window_rows": fitted.rows})
+                                 "reasons": action.reasons, "kinds": list(action.kinds),
+                                 "planned": action.planned, "start_row": action.start_row,
+                                 "window_rows": challenger.rows, "refused": refusal})
+                if refusal:
+                    strategy.refused(challenger, step, action)
+                else:
+                    fitted = challenger
+                    strategy.retrained(fitted, step, action)
+                    row["retrained"] = True
         if progress:
             progress(strategy.name, t - K + 1, r.n_batches - K)
     values = [b[metric] for b in per_batch if b.get(metric) is not None]
-    delays, false = _detection(r, [tr["batch"] for tr in triggers], signalled=[
-        tr["batch"] for tr in triggers
-        if not all(x.startswith("growth") for x in tr["reasons"])] or None)
+    served = [tr for tr in triggers if not tr["refused"]]
+    delays, false = detection_metrics(r, [tr["batch"] for tr in served], signalled=[
+        tr["batch"] for tr in served if not tr["planned"]])
+    checked = getattr(strategy, "checked", [])
     return StrategyResult(strategy.name, metric, float(np.mean(values)) if values else None,
-                          len(triggers), round(train_cpu, 3), round(monitor_cpu, 3), per_batch,
-                          triggers, delays, false, round(time.perf_counter() - t_wall, 3))
+                          len(served), round(train_cpu, 3), round(monitor_cpu, 3), per_batch,
+                          triggers, delays, false, round(time.perf_counter() - t_wall, 3),
+                          refused=len(triggers) - len(served),
+                          estimate_coverage=_coverage(checked))
+
+
+def gate(r: Replay, champion: Fitted, challenger: Fitted) -> str | None:
+    """As the promotion gate does: the challenger (before its refit) against the served model
+    on the challenger's validation rows that the served model has not trained on (when there
+    are at least ``monitoring.min_rows`` of them). Returns why it is refused, or ``None``."""
+    if challenger.val_rows is None or challenger.val_pred is None:
+        return None
+    first = max(challenger.val_rows[0], int(r.bounds[champion.trained_through + 1]))
+    rows = r.frame.iloc[first:challenger.val_rows[1]]
+    if len(rows) < r.settings.monitoring.min_rows:
+        return None
+    metric = r.settings.gate.metric or PRIMARY[r.task]
+    mine = compute_metrics(r.task, rows[r.target], challenger.val_pred.loc[rows.index],
+                           r.classes).get(metric)
+    theirs = compute_metrics(r.task, rows[r.target],
+                             champion.model.predict_frame(rows[list(r.kinds)]),
+                             r.classes).get(metric)
+    if mine is None or theirs is None or math.isnan(mine) or math.isnan(theirs):
+        return None
+    gain = (mine - theirs) if HIGHER_IS_BETTER.get(metric, True) else (theirs - mine)
+    # beyond noise only: right after a change the challenger (before its refit) has not seen
+    # the new concept, and the served model may have; two standard errors of a score in [0, 1]
+    noise = 2 * math.sqrt(max(theirs * (1 - theirs), 0.0) / len(rows)) \
+        if 0 <= theirs <= 1 else 0.0
+    if gain >= r.settings.gate.min_improvement - noise:
+        return None
+    return (f"gate: {metric} {mine:.4f} vs the served model's {theirs:.4f} on the {len(rows):,} "
+            "newest rows it has not trained on")
+
+
+def _coverage(checked: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """How well the label-free estimates matched the realised metric: the share inside their
+    90% interval, and the mean error (estimate minus realised)."""
+    if not checked:
+        return None
+    return {"checks": len(checked),
+            "within_interval": round(float(np.mean([c["within"] for c in checked])), 4),
+            "mean_error": round(float(np.mean([c["estimated"] - c["realised"]
+                                                for c in checked])), 4),
+            "mean_abs_error": round(float(np.mean([abs(c["estimated"] - c["realised"])
+                                                    for c in checked])), 4)}
 
 
 _KEPT = ("accuracy", "roc_auc", "f1_macro", "rmse", "mae")
@@ -766,12 +924,12 @@ def _num(v: float) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(v, 6)
 
 
-def _detection(r: Replay, trigger_batches: list[int], horizon: int | None = None,
+def detection_metrics(r: Replay, trigger_batches: list[int], horizon: int | None = None,
                signalled: list[int] | None = None) -> tuple[list[int | None], int | None]:
     """Per true drift point, batches until the first trigger after it (None: never, before the
     next point); false triggers: those (of ``signalled``, the triggers a signal asked for, not
-    a planned growth retrain) before the first point or more than ``horizon`` batches (default: a
-    tenth of the batches, at least 5) after the latest point."""
+    a planned schedule, periodic or growth retrain) before the first point or more than
+    ``horizon`` batches (default: a tenth of the batches, at least 5) after the latest point."""
     if not r.drift_batches:
         return [], None
     horizon = horizon or max(5, r.n_batches // 10)
@@ -782,7 +940,7 @@ def _detection(r: Replay, trigger_batches: list[int], horizon: int | None = None
         hits = [b for b in trigger_batches if p <= b < nxt]
         delays.append(hits[0] - p if hits else None)
     false = 0
-    for b in signalled or trigger_batches:
+    for b in (signalled if signalled is not None else trigger_batches):
         before = [p for p in points if p <= b]
         if not before or b - before[-1] > horizon:
             false += 1
@@ -806,6 +964,9 @@ def run_backtest(replay: Replay, strategies: Iterable[str], *, metric: str | Non
     settings = {"initial_batches": replay.initial_batches, "label_delay": replay.label_delay,
                 "window_rows": replay.window_rows, "window_period": replay.window_period,
                 "model": s.model.type, "target": replay.target,
+                "model_settings": {"params": trainer.params, "choose": s.model.window.choose,
+                                   "min_rows": s.model.window.min_rows,
+                                   "holdout": s.model.validation},
                 "time_column": s.data.time_column, "rows": len(replay.frame),
                 "policy": s.retraining.model_dump(mode="json"), "notes": replay.notes}
     return BacktestResult(replay.dataset, replay.task, replay.n_batches - replay.initial_batches,
@@ -872,16 +1033,64 @@ def _fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.4f}"
 
 
+def _delays(s: dict[str, Any]) -> str:
+    d = s.get("detection_delays") or []
+    return ", ".join("missed" if x is None else str(x) for x in d) or "n/a"
+
+
+def _coverage_text(s: dict[str, Any]) -> str:
+    c = s.get("estimate_coverage")
+    if not c:
+        return "n/a"
+    return (f"{c['within_interval']:.0%} of {c['checks']} (mean error "
+            f"{c['mean_error']:+.3f})")
+
+
 def write_html(result: BacktestResult | dict[str, Any], path: Path) -> Path:
+    """The result as one HTML page: a table (mean metric, retrains and their share of the
+    batches, refused by the gate, detection delay per true drift point, false triggers,
+    coverage of the label-free estimate, CPU), the settings (model, window, policy), and the
+    charts."""
     raw = result.to_dict() if isinstance(result, BacktestResult) else result
     figs = figures(raw)
+    n = max(raw["batches"], 1)
     rows = "".join(
         f"<tr><td>{html.escape(s['name'])}</td><td>{_fmt(s['mean_metric'])}</td>"
-        f"<td>{s['retrains']}</td>"
+        f"<td>{s['retrains']}</td><td>{s['retrains'] / n:.0%}</td>"
+        f"<td>{s.get('refused', 0)}</td><td>{_delays(s)}</td>"
+        f"<td>{'n/a' if s.get('false_triggers') is None else s['false_triggers']}</td>"
+        f"<td>{_coverage_text(s)}</td>"
         f"<td>{s['train_cpu_s']:.1f}</td><td>{s['monitor_cpu_s']:.1f}</td></tr>"
         for s in raw["strategies"])
     table = (f"<table><tr><th>strategy</th><th>mean {raw['metric_name']}</th><th>retrains</th>"
+             "<th>retrain share</th><th>refused by the gate</th>"
+             "<th>detection delay (batches)</th><th>false triggers</th>"
+             "<th>estimate inside its 90% interval</th>"
              f"<th>train CPU s</th><th>monitor CPU s</th></tr>{rows}</table>")
+    st = raw.get("settings", {})
+    window = (f"{st['window_rows']:,} newest rows" if st.get("window_rows") else
+              st.get("window_period") or "every labelled row")
+    model = st.get("model_settings") or {}
+    policy = st.get("policy") or {}
+    notes = "".join(f"<li>{html.escape(str(x))}</li>" for x in st.get("notes") or [])
+    settings = (
+        "<h2>Settings</h2><ul>"
+        f"<li>model: {html.escape(str(st.get('model', '')))}, hyper-parameters "
+        f"{html.escape(json.dumps(model.get('params', {})))}; refit on the whole window with "
+        "the early-stopped number of trees</li>"
+        f"<li>window: {html.escape(window)}; choose the newest half or quarter when it predicts "
+        f"the newest rows better: {model.get('choose', 'n/a')}; at least "
+        f"{model.get('min_rows', 'n/a')} rows after a located change</li>"
+        f"<li>{st.get('initial_batches')} initial batches, label delay "
+        f"{st.get('label_delay')} batch(es), {st.get('rows', 0):,} rows, target "
+        f"{html.escape(str(st.get('target')))}, time column "
+        f"{html.escape(str(st.get('time_column') or 'none (batch i is day i)'))}</li>"
+        f"<li>policy: {html.escape(', '.join(f'{k}={v}' for k, v in policy.items()))}</li>"
+        f"{notes}</ul>"
+        "<p>Retrain share: retrains over scored batches. Detection delay: batches from each "
+        "true drift point to the first retrain after it. False triggers: retrains a signal "
+        "asked for (not the schedule, a periodic or a growth retrain) before the first drift "
+        "point or long after the last.</p>")
     body = (figs["over_time"].to_html(full_html=False, include_plotlyjs=True)
             + figs["cost"].to_html(full_html=False, include_plotlyjs=False))
     name = html.escape(raw["dataset"])
@@ -891,5 +1100,5 @@ def write_html(result: BacktestResult | dict[str, Any], path: Path) -> Path:
         "</title><style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 12px;"
         "text-align:right}td:first-child,th:first-child{text-align:left}</style></head><body>"
         f"<h1>Backtest: {name}</h1><p>{raw['batches']} batches scored, task "
-        f"{raw['task']}.</p>{table}{body}</body></html>", encoding="utf-8")
+        f"{raw['task']}.</p>{table}{settings}{body}</body></html>", encoding="utf-8")
     return path

@@ -687,9 +687,16 @@ def monitor(
         verdict = "[red]retrain[/]" if dec.retrain else "no retrain"
         out.print(f"  decision: {verdict}")
         for r in dec.reasons:
-            out.print(f"    signal: {escape(r)}")
+            out.print(f"    signal: {escape(r.text)}"
+                      + (f" [dim](pending since {_when(r.since)})[/]"
+                         if r.since and r.since != dec.at else ""))
         for h in dec.held_back:
-            out.print(f"    held back: {escape(h)}")
+            out.print(f"    held back: {escape(h.text)} [dim](stays pending)[/]")
+        if not dec.reasons:
+            for f in dec.nearest:
+                out.print(f"    nearest: {escape(f.text)}")
+            if not dec.nearest:
+                out.print("    nearest: no signal was measured (no labels, too few rows)")
         if dec.retrain and dec.since is not None:
             out.print(f"    window: from the change at {_when(dec.since)} on")
     if res.report:
@@ -728,14 +735,19 @@ def decisions(
         out.print("No monitoring decisions yet: run [bold]mlops monitor[/].")
         return
     t = Table(title="Retraining decisions", title_justify="left")
-    for c in ("at", "run", "drift", "retrain", "signals", "held back", "acted"):
+    for c in ("at", "run", "drift", "retrain", "signals (or the nearest)", "held back",
+              "acted"):
         t.add_column(c, overflow="fold")
     for d in decided:
         run = runs.get(d["monitoring_run"] or "", {})
         acted = d.get("acted") or {}
+        why = "\n".join(d["reasons"]) or "\n".join(f"[dim]{escape(n)}[/]"
+                                                   for n in d.get("nearest") or []) or "-"
+        held = "\n".join(d["held_back"]) + (f"\npending since {d['pending_since']}"
+                                            if d.get("pending_since") else "")
         t.add_row(f"{d['at']:%Y-%m-%d %H:%M}", d["monitoring_run"] or "",
                   str(run.get("status", "")), "[red]yes[/]" if d["retrain"] else "no",
-                  escape("\n".join(d["reasons"]) or "-"), escape("\n".join(d["held_back"])),
+                  why if not d["reasons"] else escape(why), escape(held),
                   f"v{acted['version']} {acted.get('status', '')}" if acted.get("version")
                   else "")
     out.print(t)
@@ -901,7 +913,7 @@ def demo(
         schema = InferredSchema(task="binary", **stream.features)
         text = render_config(project="loans-demo", data=Path("landing"), target=TARGET,
                              time=TIME, id_col=ID, schema=schema, source_kind="folder",
-                             trials=5, cooldown="10s" if replay else "1D")
+                             trials=5)
         cfg_path.write_text(text, encoding="utf-8")
     settings = load_config(cfg_path)
     if replay:
@@ -949,8 +961,9 @@ def _replay_demo(settings: Any, cfg_path: Path, directory: Path, initial: int, p
     if not as_json:
         _print_up(urls)
         out.print(f"\nReplaying {len(incoming_files(incoming))} weekly files through the "
-                  f"deployments, {per_step} weeks per step (cooldown 10 s: a year in minutes)."
-                  f" Watch the runs in Prefect ({urls['prefect']}) and the dashboard.\n")
+                  f"deployments, {per_step} weeks per step (the policy counts in data time: "
+                  f"weeks of data, not seconds of replay). Watch the runs in Prefect "
+                  f"({urls['prefect']}) and the dashboard.\n")
     demo = Principal(name=DEMO_ACTOR, role="approver", via="cli")
 
     def approve_first(version: str) -> None:
@@ -977,10 +990,14 @@ def _replay_demo(settings: Any, cfg_path: Path, directory: Path, initial: int, p
                 out.print(f"  mlops.retrain.requested → train run "
                           f"[bold]{t.training_run or '(not seen yet)'}[/]")
             elif m["held_back"]:
-                out.print("  decision: held back — " + escape("; ".join(m["held_back"])))
+                out.print("  decision: held back — " + escape("; ".join(m["held_back"]))
+                          + " — pending: " + escape("; ".join(m["reasons"]))
+                          + (f" (since {m['pending_since']})" if m.get("pending_since")
+                             else ""))
             else:
                 out.print("  decision: no retrain"
-                          + (f" ({escape('; '.join(m['reasons']))})" if m["reasons"] else ""))
+                          + (f" (nearest: {escape('; '.join(m['nearest']))})"
+                             if m.get("nearest") else ""))
 
     try:
         with err.status("Replaying...") if not as_json else contextlib.nullcontext():

@@ -266,10 +266,18 @@ class OrchestrationConfig(_Section):
 
 class WindowConfig(_Section):
     """Which labelled rows a training run uses: the newest ``rows``, or those of the last
-    ``period`` (e.g. ``90D``); with neither, every labelled row."""
+    ``period`` (e.g. ``90D``); with ``rows: null`` and no period, every labelled row.
 
-    rows: int | None = Field(None, gt=0)
+    ``choose``: also try the newest half and quarter of the window (each of at least
+    ``min_rows``) and keep the one that scores best on the newest rows, which none of them
+    trained on: after a change, older rows teach the old concept; when nothing changed, the
+    whole window wins. ``min_rows``: a window cut at a located change (or chosen) keeps at
+    least this many rows, so that its hold-out is large enough to trust."""
+
+    rows: int | None = Field(50_000, gt=0)
     period: str | None = None
+    choose: bool = True
+    min_rows: int = Field(1000, ge=10)
 
     @model_validator(mode="after")
     def _period(self) -> WindowConfig:
@@ -332,12 +340,34 @@ class MonitoringConfig(_Section):
     seed: int = 0
 
 
+def parse_span(value: str) -> tuple[float, str]:
+    """A policy duration: ``"6 batches"`` → ``(6, "batches")``; ``"12h"``, ``"90D"`` →
+    ``(seconds, "seconds")``. Raises ``ValueError`` naming the accepted forms."""
+    import re
+
+    import pandas as pd
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*batch(?:es)?\s*", str(value))
+    if m:
+        return float(m.group(1)), "batches"
+    try:
+        return pd.Timedelta(value).total_seconds(), "seconds"
+    except ValueError:
+        raise ValueError(f"'{value}' is neither a number of batches ('6 batches') nor a "
+                         "duration ('12h', '90D')") from None
+
+
 class RetrainingConfig(_Section):
-    """The retraining policy: which signals count, and the brakes on retraining."""
+    """The retraining policy: which signals count, and the brakes on retraining.
+
+    Durations (``max_model_age``, ``cooldown``, ``per``) are in data time (the batches' time
+    column; the wall clock without one), either as a duration (``90D``) or as a number of
+    batches (``6 batches``: six times the median batch period), which scales the policy to the
+    cadence of the data: yearly, weekly or hourly batches."""
 
     schedule: str | None = None  # cron of the training deployment, e.g. "0 3 * * 1"
-    # retrain when the champion was trained longer ago: a backstop when no signal speaks
-    max_model_age: str | None = "90D"
+    # retrain when the champion's data is older than this: the backstop when no signal speaks
+    max_model_age: str | None = "8 batches"
     performance_drop: float | None = Field(0.05, ge=0)  # realised metric below the champion's
     estimated_drop: float | None = Field(0.05, ge=0)  # label-free estimate below it
     drift_share: float | None = Field(0.5, gt=0, le=1)  # drifted share (weighted if enabled)
@@ -345,10 +375,12 @@ class RetrainingConfig(_Section):
     # Page-Hinkley on unscaled regression errors) raised false alarms
     detectors: list[Literal["adwin", "page_hinkley", "ddm"]] = Field(
         default_factory=lambda: ["adwin"])
-    cooldown: str = "1D"  # no retrain sooner than this after the last one
+    cooldown: str = "2 batches"  # no retrain sooner than this after the last one
     max_retrains: int = Field(3, ge=1)  # at most this many retrains ...
-    per: str = "7D"  # ... per this period
-    min_new_labels: int = Field(500, ge=0)  # labelled rows since the last training
+    per: str = "10 batches"  # ... per this period
+    # new labelled rows since the last training: a count (500), or below 1 a share of the
+    # rows the champion was trained on (0.1)
+    min_new_labels: float = Field(0.1, ge=0)
     # retrain when the training window holds this many times the labelled rows the model was
     # trained on: a young project's data, or the rows since a located change, where a retrain
     # after the error rose starts its window (null: neither; the window is model.window)
@@ -356,16 +388,15 @@ class RetrainingConfig(_Section):
 
     @model_validator(mode="after")
     def _durations(self) -> RetrainingConfig:
-        import pandas as pd
-
         for key in ("max_model_age", "cooldown", "per"):
             value = getattr(self, key)
             if value is not None:
                 try:
-                    pd.Timedelta(value)
-                except ValueError:
-                    raise ValueError(f"{key} '{value}' is not a duration such as '1D' or "
-                                     "'12h'") from None
+                    parse_span(value)
+                except ValueError as e:
+                    raise ValueError(f"{key}: {e}") from None
+        if self.min_new_labels >= 1 and self.min_new_labels != int(self.min_new_labels):
+            raise ValueError("min_new_labels: a whole number of rows, or a share below 1")
         return self
 
 

@@ -111,9 +111,14 @@ def decide_gate(*, task: str, challenger: dict[str, float], champion: dict[str, 
                 champion_slices: dict[str, dict[str, dict[str, float]]] | None = None,
                 smoke_ok: bool | None = None, smoke_detail: str = "",
                 metric: str | None = None, min_score: float | None = None,
-                min_improvement: float = 0.0, max_slice_regression: float | None = None
+                min_improvement: float = 0.0, max_slice_regression: float | None = None,
+                compared: dict[str, float] | None = None, compared_rows: int | None = None
                 ) -> GateResult:
-    """The promotion gate. Pure: metrics in, decision with every reason out."""
+    """The promotion gate. Pure: metrics in, decision with every reason out.
+
+    ``champion``: the champion's metrics on the newest rows it has not trained on (``compared_
+    rows`` of them), ``compared`` the challenger's on the same rows (default: ``challenger``,
+    its metrics on the whole hold-out)."""
     metric = metric or PRIMARY[task]
     res = GateResult(passed=True, metric=metric, challenger=challenger.get(metric),
                      champion=champion.get(metric) if champion else None)
@@ -131,12 +136,16 @@ def decide_gate(*, task: str, challenger: dict[str, float], champion: dict[str, 
     if min_score is not None:
         ok = _better(metric, score, min_score) >= 0
         check(ok, f"{metric} {score:.4f} {'meets' if ok else 'misses'} the minimum {min_score:.4f}")
+    mine = (compared or challenger).get(metric, math.nan)
     if champion is not None and champion.get(metric) is not None and \
-            not math.isnan(champion[metric]):
-        gain = _better(metric, score, champion[metric])
+            not math.isnan(champion[metric]) and mine is not None and not math.isnan(mine):
+        gain = _better(metric, mine, champion[metric])
         ok = gain >= min_improvement
-        check(ok, f"{metric} {score:.4f} vs champion {champion[metric]:.4f} on the same recent "
-                  f"data: {'+' if gain >= 0 else ''}{gain:.4f} (needs ≥ {min_improvement:+.4f})")
+        where = (f"the {compared_rows:,} newest rows the champion has not trained on"
+                 if compared_rows else "the same recent data")
+        res.challenger, res.champion = mine, champion[metric]
+        check(ok, f"{metric} {mine:.4f} vs champion {champion[metric]:.4f} on {where}: "
+                  f"{'+' if gain >= 0 else ''}{gain:.4f} (needs ≥ {min_improvement:+.4f})")
     elif champion is None:
         res.reasons.append(f"PASS no champion yet: {metric} {score:.4f}")
     else:
@@ -181,21 +190,99 @@ class Estimate:
         return asdict(self)
 
 
-def estimate_performance(task: str, proba: np.ndarray, classes: list[Any], *,
-                         simulations: int = 200, seed: int = 0) -> dict[str, Estimate]:
-    """Confidence-based performance estimation (as NannyML's CBPE): if the champion's
-    probabilities are calibrated, the labels are draws from them. Simulate the labels, score
-    the champion's own predictions against each draw, and report the mean and the 5-95%
-    interval of accuracy and (binary) ROC AUC. Needs no labels; trusts calibration, which the
-    training run measures (``calibration_error``)."""
-    if task == "regression" or len(proba) == 0:
-        return {}
-    rng = np.random.default_rng(seed)
+@dataclass
+class Calibration:
+    """What the label-free estimate learns from a model's hold-out (rows it did not train on):
+    an isotonic map from its confidence to how often it was right, and how far the estimate
+    strayed from the realised metric on chunks of those rows (``spread``, per metric), which
+    widens the interval beyond the sampling noise of the simulation alone."""
+
+    x: list[float]  # confidence (binary: probability of the positive class; else: the top one)
+    y: list[float]  # calibrated
+    spread: dict[str, float] = field(default_factory=dict)
+    binary: bool = True
+
+    def apply(self, p: np.ndarray) -> np.ndarray:
+        p = np.array(p, dtype=float)
+        if self.binary:
+            return np.column_stack([1 - (q := np.interp(p[:, 1], self.x, self.y)), q])
+        top = p.max(axis=1)
+        new_top = np.interp(top, self.x, self.y)
+        rest = np.clip(1 - top, 1e-12, None)
+        scaled = p * ((1 - new_top) / rest)[:, None]
+        scaled[np.arange(len(p)), p.argmax(axis=1)] = new_top
+        return scaled
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Calibration:
+        return cls(**d)
+
+
+def fit_calibration(task: str, proba: np.ndarray, y_index: np.ndarray, *, chunks: int = 5,
+                    seed: int = 0) -> Calibration | None:
+    """A :class:`Calibration` from hold-out probabilities (rows × classes) and the index of
+    each row's true class. ``None`` for regression or fewer than 50 rows."""
+    from sklearn.isotonic import IsotonicRegression
+
+    if task == "regression" or len(proba) < 50:
+        return None
+    p = _as_proba(proba)
+    binary = p.shape[1] == 2
+    if binary:
+        x, target = p[:, 1], (np.asarray(y_index) == 1).astype(float)
+    else:
+        x, target = p.max(axis=1), (p.argmax(axis=1) == np.asarray(y_index)).astype(float)
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(x, target)
+    grid = np.unique(np.concatenate([[0.0, 1.0], iso.X_thresholds_]))
+    cal = Calibration(grid.tolist(), iso.predict(grid).tolist(), {}, binary)
+    # the estimate against the realised metric on contiguous chunks (time-ordered rows)
+    errors: dict[str, list[float]] = {}
+    for part in np.array_split(np.arange(len(p)), chunks):
+        if len(part) < 20:
+            continue
+        est = estimate_performance(task, p[part], list(range(p.shape[1])), simulations=50,
+                                   seed=seed, calibration=cal, widen=False)
+        yi = np.asarray(y_index)[part]
+        real = {"accuracy": float((p[part].argmax(axis=1) == yi).mean())}
+        if binary and 0 < yi.sum() < len(yi):
+            real["roc_auc"] = float(skm.roc_auc_score(yi, p[part][:, 1]))
+        for k, e in est.items():
+            if k in real:
+                errors.setdefault(k, []).append(real[k] - e.value)
+    cal.spread = {k: float(np.sqrt(np.mean(np.square(v)))) for k, v in errors.items() if v}
+    return cal
+
+
+def _as_proba(proba: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(proba, dtype=float), 0, 1)
     if p.ndim == 1:
         p = np.column_stack([1 - p, p])
-    p = p / p.sum(axis=1, keepdims=True)
-    pred = p.argmax(axis=1)
+    return p / np.clip(p.sum(axis=1, keepdims=True), 1e-12, None)
+
+
+def estimate_performance(task: str, proba: np.ndarray, classes: list[Any], *,
+                         simulations: int = 200, seed: int = 0,
+                         calibration: Calibration | None = None,
+                         widen: bool = True) -> dict[str, Estimate]:
+    """Confidence-based performance estimation (as NannyML's CBPE): if the champion's
+    probabilities are calibrated, the labels are draws from them. Simulate the labels, score
+    the champion's own predictions against each draw, and report the mean and the 5-95%
+    interval of accuracy and (binary) ROC AUC. Needs no labels.
+
+    Models are often over-confident on rows they did not train on, which put the raw estimate
+    above the realised metric. With a ``calibration`` (:func:`fit_calibration`, from the model's
+    hold-out), the probabilities are calibrated first, and the interval is widened by how far
+    the estimate strayed on the hold-out (``widen``)."""
+    if task == "regression" or len(proba) == 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    raw = _as_proba(proba)
+    pred = raw.argmax(axis=1)
+    p = calibration.apply(raw) if calibration is not None else raw
+    p = p / np.clip(p.sum(axis=1, keepdims=True), 1e-12, None)
     acc, auc = [], []
     cum = p.cumsum(axis=1)
     for _ in range(simulations):
@@ -203,10 +290,15 @@ def estimate_performance(task: str, proba: np.ndarray, classes: list[Any], *,
         y = (u > cum).sum(axis=1)  # a label drawn from each row's probabilities
         acc.append(float((y == pred).mean()))
         if task == "binary" and 0 < y.sum() < len(y):
-            auc.append(float(skm.roc_auc_score(y, p[:, 1])))
-    out = {"accuracy": Estimate("accuracy", float(np.mean(acc)), *map(float, np.percentile(
-        acc, [5, 95])), rows=len(p))}
-    if auc:
-        out["roc_auc"] = Estimate("roc_auc", float(np.mean(auc)), *map(float, np.percentile(
-            auc, [5, 95])), rows=len(p))
+            auc.append(float(skm.roc_auc_score(y, raw[:, 1])))
+    out = {}
+    for name, values in (("accuracy", acc), ("roc_auc", auc)):
+        if not values:
+            continue
+        mean = float(np.mean(values))
+        low, high = (float(v) for v in np.percentile(values, [5, 95]))
+        extra = (calibration.spread.get(name, 0.0) * 1.645
+                 if calibration is not None and widen else 0.0)
+        out[name] = Estimate(name, mean, max(low - extra, 0.0), min(high + extra, 1.0),
+                             rows=len(p))
     return out

@@ -27,16 +27,26 @@ from mlflow.exceptions import MlflowException
 import mlops_core
 from mlops_core.config import Settings
 from mlops_core.detectors import error_stream
-from mlops_core.evaluation import GateResult, compute_metrics, decide_gate, slice_metrics
+from mlops_core.evaluation import (
+    GateResult,
+    compute_metrics,
+    decide_gate,
+    fit_calibration,
+    slice_metrics,
+)
 from mlops_core.monitoring import performance_report
-from mlops_core.registry import Registry, SmokeTest, file_sha256
+from mlops_core.registry import Registry, SmokeTest, VersionInfo, file_sha256
 from mlops_core.store import MetadataStore
 from mlops_core.training import (
+    NothingNewError,
     TrainingInputError,
     check_training_input,
+    choose_window,
+    default_params,
     detect_leaks,
     feature_spec,
     load_training_data,
+    refit,
     search,
     time_split,
     to_plain,
@@ -115,6 +125,49 @@ def _model_card(*, name: str, version_hint: str, trigger: str, spec: dict[str, A
     return "\n".join(lines)
 
 
+def data_fingerprint(lineage: list[dict[str, Any]], since: datetime | None) -> str:
+    """What a training run learns from: its batches (by content) and its window's start."""
+    text = "\n".join(sorted(f"{b['id']}:{b['sha256']}" for b in lineage))
+    return hashlib.sha256(f"{since}\n{text}".encode()).hexdigest()[:32]
+
+
+def _refuse_copy(reg: Registry, fingerprint: str, config: str) -> None:
+    """The newest version learnt from the same data with the same configuration: training
+    again would register a copy of it (that passes the gate at +0.0000)."""
+    versions = reg.versions()
+    newest = versions[-1] if versions else None
+    if newest is not None and newest.tags.get("data_fingerprint") == fingerprint and \
+            newest.tags.get("config_hash") == config:
+        raise NothingNewError(
+            f"no new data: version {newest.version} was trained on the same batches with the "
+            "same configuration; ingest new labelled data (or change the configuration) first")
+
+
+def _first_trial(kind: str, task: str) -> dict[str, Any]:
+    from mlops_core.training import _defaults
+
+    return _defaults(kind, task)
+
+
+def _trimmed(data: Any, df: pd.DataFrame, tcol: str | None) -> Any:
+    """``data`` with its window's start and lineage cut to the rows of ``df`` (its newest)."""
+    from dataclasses import replace as _replace
+
+    if not tcol or tcol not in df.columns or df.empty:
+        return data
+    start = df[tcol].min()
+    keep = [b for b in data.lineage if not b["end"] or pd.Timestamp(b["end"]) >= start]
+    return _replace(data, frame=df, lineage=keep, start=start.to_pydatetime())
+
+
+def _unseen_by(info: VersionInfo, rows: pd.DataFrame, tcol: str | None) -> pd.Series:
+    """Which of ``rows`` are newer than the version's training data (all, without a time)."""
+    end = info.data_end
+    if not tcol or tcol not in rows.columns or end is None:
+        return pd.Series(True, index=rows.index)
+    return rows[tcol] > pd.Timestamp(end)
+
+
 def train_and_register(settings: Settings, *, trigger: str = "manual",
                        meta: MetadataStore | None = None, registry: Registry | None = None,
                        since: datetime | None = None, requested_by: str | None = None
@@ -170,34 +223,67 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
             "usually means they are derived from it or recorded after it: "
             + ", ".join(f"{c} (score {s})" for c, s in leaks)
             + "; remove them from data.features")
+    reg = registry or Registry(settings, meta)
+    reg.ensure_registered_model()
+    fingerprint = data_fingerprint(data.lineage, since)
+    _refuse_copy(reg, fingerprint, config_hash(settings))
     tr, va, ho = time_split(len(df), mcfg.holdout, mcfg.validation)
     if task != "regression" and y.iloc[tr].nunique() < 2:
         raise TrainingInputError("cannot train: the training part of the window has one class")
     t0 = time.perf_counter()
+    # the window: all of it, or its newest half or quarter, whichever predicts the validation
+    # rows best (after a change, the old concept's rows hurt)
+    chosen = choose_window(mcfg.type, task, spec, default_params(mcfg.type, task) | mcfg.params,
+                           X.iloc[tr], y.iloc[tr], X.iloc[va], y.iloc[va],
+                           min_rows=mcfg.window.min_rows, choose=mcfg.window.choose,
+                           seed=mcfg.seed)
+    window_rows = len(df)
+    if chosen.start:
+        df = df.iloc[chosen.start:].reset_index(drop=True)
+        X, y = df[spec["feature_order"]], df[target]
+        data = _trimmed(data, df, settings.data.time_column)
+        tr, va, ho = (slice(0, tr.stop - chosen.start),
+                      slice(va.start - chosen.start, va.stop - chosen.start),
+                      slice(ho.start - chosen.start, ho.stop - chosen.start))
     found = search(mcfg.type, task, spec, X.iloc[tr], y.iloc[tr], X.iloc[va], y.iloc[va],
                    trials=mcfg.search.trials, timeout_s=mcfg.search.timeout_s, seed=mcfg.seed,
                    fixed=mcfg.params)
     t_search = time.perf_counter() - t0
-    model = found.model
     X_ho, y_ho = X.iloc[ho], y.iloc[ho]
-    pred_ho = model.predict_frame(X_ho)
+    pred_ho = found.model.predict_frame(X_ho)
     metrics = compute_metrics(task, y_ho, pred_ho, classes)
     slices = slice_metrics(task, df.iloc[ho], y_ho, pred_ho, gcfg.slice_columns, classes)
+    # the model that is served learns the hold-out too: refit on the whole window with the
+    # search's hyper-parameters (XGBoost: the number of trees early stopping chose). The
+    # hold-out metrics above are the fair estimate of it.
+    model = refit(found.model, X, y, mcfg.seed)
 
-    reg = registry or Registry(settings, meta)
-    reg.ensure_registered_model()
     champion = reg.champion()
     champ_metrics = champ_slices = None
-    champ_pred = None
+    champ_pred = champ_y = None
+    compared: dict[str, float] | None = None
+    compared_rows: int | None = None
     if champion:
+        # compared on the newest rows the champion has not trained on (it learnt its whole
+        # window, so on older rows it would be judged on its own training data)
+        new_rows = _unseen_by(reg.version(champion), df.iloc[ho], settings.data.time_column)
+        cmp = df.iloc[ho][new_rows] if new_rows.sum() >= settings.monitoring.min_rows \
+            else df.iloc[ho]
+        compared_rows = len(cmp) if len(cmp) < len(X_ho) else None
         try:
-            champ_pred = reg.predict(champion, df.iloc[ho])
-            champ_metrics = compute_metrics(task, y_ho, champ_pred, classes)
-            champ_slices = slice_metrics(task, df.iloc[ho], y_ho, champ_pred,
+            champ_pred, champ_y = reg.predict(champion, cmp), cmp[target]
+            champ_metrics = compute_metrics(task, cmp[target], champ_pred, classes)
+            champ_slices = slice_metrics(task, cmp, cmp[target], champ_pred,
                                          gcfg.slice_columns, classes)
+            if compared_rows:
+                compared = compute_metrics(task, cmp[target], pred_ho[new_rows.to_numpy()],
+                                           classes)
+                slices = slice_metrics(task, cmp, cmp[target], pred_ho[new_rows.to_numpy()],
+                                       gcfg.slice_columns, classes)
         except (MlflowException, KeyError, ValueError, TypeError) as e:
             # the champion may not read today's schema: the gate then has no comparison
             log.warning("champion v%s could not score the hold-out: %s", champion, e)
+            champ_pred = None
 
     with tempfile.TemporaryDirectory(prefix="mlops-train-") as tmp:
         root = Path(tmp)
@@ -221,6 +307,13 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
         # the baseline monitoring judges a later rise of the error against (where it rose)
         np.save(root / "training" / "holdout_errors.npy",
                 error_stream(task, y_ho, pred_ho["prediction"]))
+        # what the label-free estimate learns from the hold-out: calibration and its spread
+        if classes is not None:
+            cal = fit_calibration(task, pred_ho[[f"proba_{c}" for c in classes]].to_numpy(),
+                                  pd.Categorical(y_ho, categories=classes).codes,
+                                  seed=mcfg.seed)
+            if cal is not None:
+                (root / "training" / "calibration.json").write_text(json.dumps(cal.to_dict()))
         example = to_plain(X_ho.head(5)).astype(  # numbers as float: missing values allowed
             {c: "float64" for c, k in spec["kinds"].items() if k == "numeric"})
         params = {"model_type": mcfg.type, "task": task, "trigger": trigger,
@@ -228,10 +321,14 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
                   "validation_rows": va.stop - va.start, "holdout_rows": ho.stop - ho.start,
                   "window_start": str(data.start), "window_end": str(data.end),
                   "batches": len(data.lineage), "search_trials": found.trials,
+                  "window_choice": json.dumps({str(k): round(v, 5) for k, v in
+                                               chosen.scores.items()}),
+                  "window_start_row": chosen.start,
                   **{f"hp_{k}": v for k, v in found.best_params.items()}}
         tags = {"trigger": trigger, "config_hash": config_hash(settings),
                 "code_version": code_version(), "model_sha256": sha,
-                "lineage_batches": ",".join(b["id"] for b in data.lineage)[:5000]} | (
+                "lineage_batches": ",".join(b["id"] for b in data.lineage)[:5000],
+                "data_fingerprint": fingerprint} | (
             {"requested_by": requested_by.strip()[:200]} if requested_by and requested_by.strip()
             else {})
         t1 = time.perf_counter()
@@ -250,7 +347,7 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
         evidence.mkdir()
         try:
             performance_report(task, y_ho, pred_ho, evidence, classes=classes,
-                               y_reference=y_ho if champ_pred is not None else None,
+                               y_reference=champ_y if champ_pred is not None else None,
                                pred_reference=champ_pred, name="performance")
         except (ValueError, TypeError, KeyError) as e:  # evidence is best effort
             log.warning("Evidently performance report failed: %s", e)
@@ -267,7 +364,8 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
                            challenger_slices=slices, champion_slices=champ_slices,
                            smoke_ok=smoke_ok, smoke_detail=smoke_detail, metric=gcfg.metric,
                            min_score=gcfg.min_score, min_improvement=gcfg.min_improvement,
-                           max_slice_regression=gcfg.max_slice_regression)
+                           max_slice_regression=gcfg.max_slice_regression,
+                           compared=compared, compared_rows=compared_rows)
         (evidence / "comparison.json").write_text(json.dumps({
             "metric": gate.metric, "challenger": metrics, "champion": champ_metrics,
             "champion_version": champion, "slices": {"challenger": slices,
@@ -289,8 +387,9 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
     version = reg.register(model_uri, run_id, tags | {
         "status": status, "gate_passed": str(gate.passed).lower(),
         "gate_reasons": json.dumps(gate.reasons)[:5000], "metrics": json.dumps(metrics),
-        "model_type": mcfg.type, "rows": str(len(df)),
+        "model_type": mcfg.type, "rows": str(len(df)), "window_rows": str(window_rows),
         "data_window": f"{data.start} → {data.end}"} | (
+        {"data_end": data.end.isoformat()} if data.end else {}) | (
         {"change_at": since.isoformat()} if since else {}),
         description=card_text)
     promotion = None

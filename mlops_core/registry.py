@@ -57,6 +57,19 @@ class VersionInfo:
     gate_passed: bool | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def data_end(self) -> datetime | None:
+        """The end of its training data in data time (its ``data_end`` tag, or its
+        ``data_window``'s end); ``None`` without a time column."""
+        for text in (self.tags.get("data_end"), self.tags.get("data_window", "").split("→")[-1]):
+            text = (text or "").strip()
+            if text and text not in ("None", "NaT"):
+                try:
+                    return pd.Timestamp(text).tz_localize(None).to_pydatetime()
+                except (ValueError, TypeError):
+                    continue
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "status": self.status, "aliases": self.aliases,
                 "metrics": self.metrics, "trigger": self.trigger,

@@ -111,7 +111,9 @@ def _monitoring_since(meta: MetadataStore, project: str, since: datetime
             "detectors": [d["name"] for d in run.get("detectors", []) if d.get("fired")],
             "retrain": bool(decision and decision["retrain"]),
             "reasons": decision["reasons"] if decision else [],
-            "held_back": decision["held_back"] if decision else []}
+            "held_back": decision["held_back"] if decision else [],
+            "nearest": decision["nearest"] if decision else [],
+            "pending_since": decision["pending_since"] if decision else None}
 
 
 def _event_runs(api: str, train_dep: str, since: datetime) -> list[dict[str, Any]]:

@@ -101,9 +101,9 @@ def _yaml_scalar(value: object) -> str:
 
 def render_config(*, project: str, data: Path, target: str, time: str | None, id_col: str | None,
                   schema: InferredSchema, workspace: str = ".mlops",
-                  source_kind: str = "file", trials: int = 10, cooldown: str = "1D") -> str:
-    """The text of a commented ``mlops.yaml``. ``cooldown``: the retraining policy's (the demo
-    replays a year in minutes, so its cooldown is minutes)."""
+                  source_kind: str = "file", trials: int = 10,
+                  cooldown: str = "2 batches") -> str:
+    """The text of a commented ``mlops.yaml``. ``cooldown``: the retraining policy's."""
     left = "".join(f"\n    #   {c}: {why}" for c, why in schema.left_out.items())
     cands = _yaml_list(schema.categorical[:2])
     batch = "    period: W          # one batch per calendar week of the time column ('1D', " \
@@ -155,9 +155,11 @@ storage:
 
 model:
   type: xgboost           # xgboost | linear | forest
-  window:                 # which labelled rows train a model (newest first); neither = all
-    rows: null            #   e.g. 200000
-    period: null          #   e.g. 180D
+  window:                 # which labelled rows train a model (newest first)
+    rows: 50000           #   the newest rows (null and no period: every labelled row)
+    period: null          #   or those of a period, e.g. 180D
+    choose: true          #   also try the newest half and quarter; keep what predicts best
+    min_rows: 1000        #   a window cut at a located change keeps at least this many
   holdout: 0.2            # newest share of the window, kept unseen for the gate
   search:
     trials: {trials}             # hyper-parameter search budget: trials and/or seconds
@@ -181,15 +183,17 @@ monitoring:               # new batches against the champion's reference sample
   report: on_drift        # the Evidently HTML report: on_drift | always | never
 
 retraining:               # the policy: which signals ask for a retrain, and the brakes
-  max_model_age: 90D      # schedule: retrain a champion older than this (a backstop)
+  # durations are in data time (the time column), as a duration (90D) or in batches
+  max_model_age: 8 batches   # schedule: retrain when the champion's data is this old
   performance_drop: 0.05  # realised metric below the champion's by more than this
   estimated_drop: 0.05    # label-free estimate below it by more than this
   drift_share: 0.5        # drift share (importance-weighted when known) at or above this
   detectors: [adwin]      # concept-drift detectors on the error stream (adwin, ddm, page_hinkley)
   cooldown: {cooldown:<14}# no retrain sooner than this after the last one
   max_retrains: 3         # at most this many retrains...
-  per: 7D                 # ...per this period
-  min_new_labels: 500     # labelled rows since the last training
+  per: 10 batches         # ...per this period
+  min_new_labels: 0.1     # new labelled rows since the last training (below 1: a share of
+                          # the rows the champion was trained on)
   window_growth: 2        # retrain when the training window holds 2x the rows the model had
 
 promotion:

@@ -209,16 +209,26 @@ def synthetic_stream(name: str, n_rows: int = 100_000, *, drift: str = "abrupt",
     """A seeded River benchmark stream (``sea``, ``agrawal``, ``hyperplane``) with ``changes``
     concept changes at evenly spaced rows: ``abrupt`` switches at once, ``gradual`` blends
     the two concepts over ``width`` rows (default a tenth of the stream) with a sigmoid, as
-    River's ``ConceptDriftStream`` does. Returns the frame (features, ``y``) and the rows where
-    each change is centred. Each concept draws its own rows, so only the concept changes."""
+    River's ``ConceptDriftStream`` does; ``incremental`` (hyperplane only) turns the hyperplane
+    a little with every row, so there is no change point. Returns the frame (features, ``y``)
+    and the rows where each change is centred. Each concept draws its own rows, so only the
+    concept changes."""
     from itertools import islice
 
     from river.datasets import synth
 
     if name not in SYNTHETIC:
         raise ValueError(f"unknown stream '{name}'; known: {', '.join(SYNTHETIC)}")
-    if drift not in ("abrupt", "gradual"):
-        raise ValueError("drift is 'abrupt' or 'gradual'")
+    if drift not in ("abrupt", "gradual", "incremental"):
+        raise ValueError("drift is 'abrupt', 'gradual' or 'incremental'")
+    if drift == "incremental":  # one concept that moves a little with every row
+        if name != "hyperplane":
+            raise ValueError("incremental drift: only the hyperplane stream moves by itself")
+        gen = synth.Hyperplane(seed=seed * 100, n_features=10, noise_percentage=noise / 2,
+                               n_drift_features=5, mag_change=0.001, sigma=0.1)
+        out = pd.DataFrame([x | {"y": y} for x, y in islice(gen, n_rows)])
+        out.columns = [str(c) for c in out.columns]
+        return out, []
 
     def concept(k: int) -> Any:
         s = seed * 100 + k

@@ -337,3 +337,16 @@ class BatchStore:
         if not recs:
             return pd.DataFrame(columns=columns)
         return pd.concat([self.read(r, columns) for r in recs], ignore_index=True)
+
+
+def decision_row(r: Any) -> dict[str, Any]:
+    """A decisions row (joined with its run's ``summary``) as a dict."""
+    m = dict(r._mapping)
+    summary = m.pop("summary", None)
+    full = (json.loads(summary).get("decision") or {}) if summary else {}
+    return m | {"reasons": json.loads(r.reasons), "held_back": json.loads(r.held_back),
+                "acted": json.loads(r.acted) if r.acted else None,
+                "nearest": full.get("nearest") or [],
+                "pending_since": full.get("pending_since"),
+                "reason_kinds": full.get("reason_kinds") or [],
+                "summary": full.get("summary")}

@@ -10,7 +10,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,8 @@ from mlops_core.config import Settings
 from mlops_core.detectors import DetectorResult, error_stream, run_detectors, where_error_rose
 from mlops_core.errors import MlopsError
 from mlops_core.evaluation import (
-    HIGHER_IS_BETTER,
     PRIMARY,
+    Calibration,
     compute_metrics,
     estimate_performance,
 )
@@ -34,13 +34,20 @@ from mlops_core.store import (
     BatchRecord,
     BatchStore,
     MetadataStore,
-    audit_log,
+    decision_row,
     decisions,
     monitoring_runs,
     utcnow,
 )
 from mlops_core.training import window_batches
-from mlops_core.triggers import Decision, PolicyState, Signals, decide
+from mlops_core.triggers import (
+    Decision,
+    Finding,
+    PolicyState,
+    Reason,
+    compute_signals,
+    decide,
+)
 from mlops_core.validation import as_text
 
 log = logging.getLogger(__name__)
@@ -122,19 +129,72 @@ def select_batches(meta: MetadataStore, model: str, batch_ids: list[str] | None,
     return new or [max(accepted, key=lambda r: (r.end_time or r.created_at, r.created_at))]
 
 
-def _policy_state(meta: MetadataStore, model: str, newest: VersionInfo | None = None
-                  ) -> PolicyState:
-    with meta.engine.connect() as conn:
-        times = [r[0] for r in conn.execute(
-            sa.select(audit_log.c.at).where(audit_log.c.model == model,
-                                            audit_log.c.action == "register"))]
+@dataclass(frozen=True)
+class DataClock:
+    """The policy's clock: the newest accepted batch's end and the median batch period, in
+    data time (the time column); the wall clock and ingestion times without one."""
+
+    now: datetime
+    batch_period: timedelta | None
+    data_time: bool
+
+    def trained_at(self, info: VersionInfo) -> datetime:
+        return (info.data_end or info.created) if self.data_time else info.created
+
+
+def data_clock(settings: Settings, meta: MetadataStore, wall: datetime) -> DataClock:
+    accepted = meta.list_batches("accepted")
+    ends = sorted(r.end_time for r in accepted if r.end_time is not None)
+    if settings.data.time_column and ends:
+        gaps = np.diff(np.array(ends, dtype="datetime64[ns]"))
+        period = pd.Timedelta(np.median(gaps)).to_pytimedelta() if len(gaps) else None
+        return DataClock(pd.Timestamp(ends[-1]).to_pydatetime(), period or None, True)
+    made = sorted(r.created_at for r in accepted)
+    gaps = np.diff(np.array(made, dtype="datetime64[ns]"))
+    period = pd.Timedelta(np.median(gaps)).to_pytimedelta() if len(gaps) else None
+    return DataClock(wall, period or None, False)
+
+
+def _policy_state(meta: MetadataStore, model: str, versions: list[VersionInfo],
+                  clock: DataClock, threshold: float | None = None) -> PolicyState:
+    """Retrain times (each version's data end, in data time), what the newest version was
+    trained for, and the signals still pending from the last decision, unless a version was
+    registered after it."""
+    times = sorted(clock.trained_at(v) for v in versions)
+    newest = versions[-1] if versions else None
     tags = newest.tags if newest is not None else {}
-    return PolicyState(last_retrain=max(times) if times else None,
+    pending: tuple[Finding, ...] = ()
+    pending_change: datetime | None = None
+    with meta.engine.connect() as conn:
+        last = conn.execute(sa.select(monitoring_runs.c.at, monitoring_runs.c.summary).where(
+            monitoring_runs.c.model == model).order_by(monitoring_runs.c.at.desc())
+            .limit(1)).first()
+    drifted_before = False
+    if last is not None:
+        prev = json.loads(last.summary)
+        d = prev.get("drift") or {}
+        share = d.get("weighted_drift_share")
+        share = share if share is not None else d.get("drift_share")
+        drifted_before = bool(threshold is not None and share is not None
+                              and share >= threshold)
+    if last is not None and (newest is None or newest.created <= last.at):
+        dec = (json.loads(last.summary).get("decision") or {})
+        if not dec.get("retrain"):
+            pending = tuple(Finding.from_dict(f) for f in dec.get("pending") or [])
+            if dec.get("pending_change_at"):
+                pending_change = pd.Timestamp(dec["pending_change_at"]).to_pydatetime()
+    kinds = {r.value for r in Reason}
+    return PolicyState(last_retrain=times[-1] if times else None,
                        recent_retrains=tuple(times),
                        change_at=datetime.fromisoformat(tags["change_at"])
                        if tags.get("change_at") else None,
-                       trained_rows=int(tags["rows"]) if tags.get("rows") else None,
-                       trained_for=tuple(newest.trigger.split(",")) if newest else ())
+                       # the window it chose from (growth compares the window with it)
+                       trained_rows=int(tags.get("window_rows") or tags["rows"])
+                       if tags.get("rows") else None,
+                       trained_for=tuple(Reason(k) for k in (newest.trigger.split(",")
+                                                             if newest else []) if k in kinds),
+                       pending=pending, pending_change_at=pending_change,
+                       drifted_before=drifted_before)
 
 
 def window_rows(settings: Settings, meta: MetadataStore, store: BatchStore,
@@ -171,6 +231,18 @@ def _holdout_errors(settings: Settings, reg: Registry, version: str) -> np.ndarr
     try:
         return np.load(reg.run_file(version, "training/holdout_errors.npy", _cache(settings)))
     except (MlopsError, MlflowException, OSError, ValueError):
+        return None
+
+
+def _calibration(settings: Settings, reg: Registry, version: str) -> Calibration | None:
+    """The version's calibration of the label-free estimate (None for versions trained before
+    it was kept)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return Calibration.from_dict(json.loads(reg.run_file(
+            version, "training/calibration.json", _cache(settings)).read_text()))
+    except (MlopsError, MlflowException, OSError, ValueError, TypeError):
         return None
 
 
@@ -246,7 +318,8 @@ def monitor(settings: Settings, batch_ids: list[str] | None = None, *,
             classes = [c.removeprefix("proba_") for c in proba_cols]
             if len(current) >= mcfg.min_rows:  # too few rows: no estimate to decide from
                 est = estimate_performance(task, preds[proba_cols].to_numpy(), classes,
-                                           seed=mcfg.seed)
+                                           seed=mcfg.seed,
+                                           calibration=_calibration(settings, reg, champion))
                 result.estimated = {k: v.to_dict() for k, v in est.items()}
     labelled = current[target].notna() if target and target in current.columns else \
         pd.Series(False, index=current.index)
@@ -265,18 +338,27 @@ def monitor(settings: Settings, batch_ids: list[str] | None = None, *,
         if not starts:  # no detector fired: did the error rise clearly, and where?
             rise = where_error_rose(_holdout_errors(settings, reg, champion),
                                     error_stream(task, y, p["prediction"]))
-            starts = [rise] if rise is not None else []
+            # else the first row of the evidence
+            starts = [rise] if rise is not None else [0]
         if starts and tcol and tcol in current.columns:  # where the error rose, as a time
             change_at = current.loc[labelled, tcol].iloc[min(starts)]
             result.change_at = pd.Timestamp(change_at).to_pydatetime()
     result.reconciled = reconcile_estimates(settings, meta, reg, store)
     versions = reg.versions()
-    state = _policy_state(meta, reg.name, versions[-1] if versions else None)
+    clock = data_clock(settings, meta, now)
+    state = _policy_state(meta, reg.name, versions, clock, settings.retraining.drift_share)
     rows, change_at = window_rows(settings, meta, store, state.change_at)
     state = replace(state, change_at=change_at)
-    signals = _signals(result, metric, info.created, new_labels=_new_labels(
-        settings, meta, reg, store), window_rows=rows)
-    result.decision = decide(signals, state, settings.retraining, now)
+    estimate = result.estimated.get(metric, {}).get("value") if result.estimated else None
+    signals = compute_signals(
+        metric=metric, baseline=baseline, realised=result.performance, estimated=estimate,
+        drift_share=drift.drift_share, weighted_drift_share=drift.weighted_drift_share,
+        detectors_fired=[d.name for d in result.detectors if d.fired],
+        model_trained_at=clock.trained_at(info),
+        new_labels=_new_labels(settings, meta, reg, store), window_rows=rows,
+        change_at=result.change_at)
+    result.decision = decide(signals, state, settings.retraining, clock.now,
+                             clock.batch_period)
     want_report = report if report is not None else (
         mcfg.report == "always" or (mcfg.report == "on_drift" and drift.dataset_drift))
     if want_report and drift.status != "not_enough_data":
@@ -294,24 +376,6 @@ def monitor(settings: Settings, batch_ids: list[str] | None = None, *,
         result.report = str((out_dir / "drift.html").relative_to(settings.workspace))
     record(meta, result)
     return result
-
-
-def _signals(result: MonitoringResult, metric: str, trained_at: datetime, new_labels: int,
-             window_rows: int | None = None) -> Signals:
-    def drop(value: float | None) -> float | None:
-        base = result.baseline.get(metric)
-        if value is None or base is None or np.isnan(value) or np.isnan(base):
-            return None
-        return (base - value) if HIGHER_IS_BETTER.get(metric, True) else (value - base)
-
-    realised = result.performance.get(metric) if result.performance else None
-    estimated = result.estimated.get(metric, {}).get("value") if result.estimated else None
-    return Signals(performance_drop=drop(realised), estimated_drop=drop(estimated),
-                   drift_share=result.drift.drift_share,
-                   weighted_drift_share=result.drift.weighted_drift_share,
-                   detectors_fired=tuple(d.name for d in result.detectors if d.fired),
-                   model_trained_at=trained_at, new_labels=new_labels, metric=metric,
-                   window_rows=window_rows, change_at=result.change_at)
 
 
 def reconcile_estimates(settings: Settings, meta: MetadataStore, reg: Registry,
@@ -391,8 +455,8 @@ def record(meta: MetadataStore, result: MonitoringResult) -> None:
         if d is not None:
             conn.execute(decisions.insert().values(
                 at=result.at, model=result.model, monitoring_run=result.id,
-                retrain=d.retrain, reasons=json.dumps(d.reasons),
-                held_back=json.dumps(d.held_back)))
+                retrain=d.retrain, reasons=json.dumps([f.text for f in d.reasons]),
+                held_back=json.dumps([h.text for h in d.held_back])))
 
 
 def record_action(meta: MetadataStore, monitoring_run: str, acted: dict[str, Any]) -> None:
@@ -411,12 +475,16 @@ def list_runs(meta: MetadataStore, model: str, limit: int = 50) -> list[dict[str
 
 
 def list_decisions(meta: MetadataStore, model: str, limit: int = 50) -> list[dict[str, Any]]:
+    """Decisions, newest first, each with its reasons, brakes, the signals nearest their
+    thresholds (a no), what stays pending and since when, and what was done about it."""
     with meta.engine.connect() as conn:
-        rows = conn.execute(sa.select(decisions).where(decisions.c.model == model).order_by(
-            decisions.c.id.desc()).limit(limit)).all()
-    return [dict(r._mapping) | {"reasons": json.loads(r.reasons),
-                                "held_back": json.loads(r.held_back),
-                                "acted": json.loads(r.acted) if r.acted else None} for r in rows]
+        rows = conn.execute(sa.select(decisions, monitoring_runs.c.summary).join(
+            monitoring_runs, monitoring_runs.c.id == decisions.c.monitoring_run, isouter=True)
+            .where(decisions.c.model == model).order_by(decisions.c.id.desc()).limit(limit)
+        ).all()
+    return [decision_row(r) for r in rows]
+
+
 
 
 def reports_dir(settings: Settings, run_id: str) -> Path:

@@ -31,6 +31,11 @@ class TrainingInputError(MlopsError, ValueError):
     """The training data cannot make a trustworthy model; nothing is registered."""
 
 
+class NothingNewError(TrainingInputError):
+    """The newest version was trained on the same batches with the same configuration: a
+    retrain would register a copy of it."""
+
+
 @dataclass
 class TrainingData:
     frame: pd.DataFrame  # labelled rows of the window, in time order
@@ -44,7 +49,8 @@ def load_training_data(settings: Settings, meta: MetadataStore | None = None, *,
                        since: datetime | None = None) -> TrainingData:
     """Accepted, labelled batches of the configured window (newest first until it is full);
     with ``since`` (a change a detector located), only rows from then on, but never fewer than
-    ``model.min_rows``."""
+    ``model.min_rows`` and ``model.window.min_rows`` (fewer would not make a hold-out worth
+    trusting)."""
     meta = meta or MetadataStore(settings.db_url)
     store = BatchStore(settings.workspace)
     target = settings.data.target
@@ -71,7 +77,8 @@ def load_training_data(settings: Settings, meta: MetadataStore | None = None, *,
     df = df[labelled].reset_index(drop=True)
     if since is not None and tcol and tcol in df.columns:
         first = min(int(np.searchsorted(df[tcol].to_numpy(), np.datetime64(since))),
-                    max(0, len(df) - settings.model.min_rows))
+                    max(0, len(df) - max(settings.model.min_rows,
+                                         settings.model.window.min_rows)))
         df = df.iloc[first:].reset_index(drop=True)
     lineage = [{"id": r.id, "sha256": r.content_sha256, "rows": r.rows,
                 "start": r.start_time.isoformat() if r.start_time else None,
@@ -330,9 +337,10 @@ def _sklearn_pipeline(kind: str, task: str, spec: dict[str, Any], params: dict[s
 
 
 def fit_model(kind: str, task: str, spec: dict[str, Any], params: dict[str, Any],
-              X_tr: pd.DataFrame, y_tr: pd.Series, X_val: pd.DataFrame, y_val: pd.Series,
-              seed: int = 42) -> TrainedModel:
-    """Fit one model; XGBoost stops early on the (later) validation rows."""
+              X_tr: pd.DataFrame, y_tr: pd.Series, X_val: pd.DataFrame | None,
+              y_val: pd.Series | None, seed: int = 42) -> TrainedModel:
+    """Fit one model; XGBoost stops early on the (later) validation rows (without them, it
+    grows ``n_estimators`` trees: see :func:`refit`)."""
     classes = spec.get("classes")
     if classes is not None:
         seen = set(pd.unique(y_tr).tolist())
@@ -357,6 +365,10 @@ def fit_model(kind: str, task: str, spec: dict[str, Any], params: dict[str, Any]
             est = xgb.XGBClassifier(**common, **hp, eval_metric="logloss" if task == "binary"
                                     else "mlogloss")
         Xt = prepare_features(X_tr, spec, for_xgboost=True)
+        if X_val is None or y_val is None:
+            est.set_params(early_stopping_rounds=None)
+            est.fit(Xt, _encode_y(y_tr, classes), verbose=False)
+            return TrainedModel(kind, task, spec, est, params, None)
         Xv = prepare_features(X_val, spec, for_xgboost=True)
         est.fit(Xt, _encode_y(y_tr, classes), eval_set=[(Xv, _encode_y(y_val, classes))],
                 verbose=False)
@@ -366,6 +378,61 @@ def fit_model(kind: str, task: str, spec: dict[str, Any], params: dict[str, Any]
     Xt = prepare_features(X_tr, spec, for_xgboost=False)
     pipe.fit(Xt, y_tr.to_numpy())
     return TrainedModel(kind, task, spec, pipe, params)
+
+
+def refit(model: TrainedModel, X: pd.DataFrame, y: pd.Series, seed: int = 42) -> TrainedModel:
+    """``model``'s type and hyper-parameters fitted again on all of ``X``, ``y`` (the whole
+    window, its newest rows included), XGBoost with the number of trees that early stopping
+    chose on the validation rows: the model that is served learns the newest data too."""
+    if model.kind != "xgboost":
+        return fit_model(model.kind, model.task, model.spec, model.params, X, y, None, None,
+                         seed)
+    trees = (model.best_iteration + 1) if model.best_iteration is not None else \
+        model.params.get("n_estimators", 1000)
+    params = model.params | {"n_estimators": trees, "early_stopping_rounds": None}
+    fitted = fit_model("xgboost", model.task, model.spec, params, X, y, None, None, seed)
+    fitted.params = model.params | {"n_estimators": trees}
+    return fitted
+
+
+@dataclass
+class WindowChoice:
+    start: int  # first row of the chosen window (of the rows passed in)
+    model: TrainedModel  # fitted on the chosen training rows, early-stopped on validation
+    score: float  # its validation score (``PRIMARY[task]``)
+    scores: dict[int, float]  # candidate start row → its validation score
+
+
+def choose_window(kind: str, task: str, spec: dict[str, Any], params: dict[str, Any],
+                  X_tr: pd.DataFrame, y_tr: pd.Series, X_val: pd.DataFrame, y_val: pd.Series,
+                  *, min_rows: int, choose: bool = True, seed: int = 42) -> WindowChoice:
+    """Fit on all of the training rows, on their newest half and on their newest quarter (each
+    of at least ``min_rows`` rows), score each on the validation rows that follow them, and keep
+    the best (on a tie, the longest). After a change the older rows teach the old concept and a
+    shorter window wins; when nothing changed, more rows win. ``choose=False``: the whole
+    window only."""
+    n = len(X_tr)
+    starts = [0] + ([n - n // 2, n - n // 4] if choose else [])
+    starts = sorted({s for s in starts if s == 0 or n - s >= min_rows})
+    metric = PRIMARY[task]
+    higher = HIGHER_IS_BETTER[metric]
+    best: WindowChoice | None = None
+    scores: dict[int, float] = {}
+    classes = spec.get("classes")
+    for s in starts:
+        y_part = y_tr.iloc[s:]
+        if classes is not None and s and y_part.nunique() < 2:
+            continue
+        m = fit_model(kind, task, spec, params, X_tr.iloc[s:], y_part, X_val, y_val, seed)
+        score = compute_metrics(task, y_val, m.predict_frame(X_val), classes).get(metric,
+                                                                                  math.nan)
+        scores[s] = score
+        if math.isnan(score):
+            score = -math.inf if higher else math.inf
+        if best is None or (score > best.score if higher else score < best.score):
+            best = WindowChoice(s, m, score, scores)
+    assert best is not None  # the whole window is always a candidate
+    return best
 
 
 def suggest_params(trial: Any, kind: str, task: str) -> dict[str, Any]:
@@ -425,7 +492,7 @@ def search(kind: str, task: str, spec: dict[str, Any], X_tr: pd.DataFrame, y_tr:
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, max(trials, 1)))
     study = optuna.create_study(direction=direction, sampler=sampler)
     # the first trial is a sensible default, so a budget of one trial still gives a good model
-    study.enqueue_trial(_defaults(kind, task))
+    study.enqueue_trial(default_params(kind, task))
     t0 = time.perf_counter()
     study.optimize(objective, n_trials=1)  # always, however small the time budget
     left = None if timeout_s is None else timeout_s - (time.perf_counter() - t0)
@@ -435,7 +502,7 @@ def search(kind: str, task: str, spec: dict[str, Any], X_tr: pd.DataFrame, y_tr:
                         time.perf_counter() - t0, history)
 
 
-def _defaults(kind: str, task: str) -> dict[str, Any]:
+def default_params(kind: str, task: str) -> dict[str, Any]:
     if kind == "xgboost":
         return {"max_depth": 6, "learning_rate": 0.1, "min_child_weight": 1.0, "subsample": 1.0,
                 "colsample_bytree": 1.0, "reg_lambda": 1.0}

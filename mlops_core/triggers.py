@@ -1,34 +1,81 @@
 """The retraining policy: signals and ``now`` in, a decision with every reason out. Pure: no I/O.
 
-Signals that can ask for a retrain: the champion is older than ``max_model_age`` (the schedule),
-realised performance below the champion's by more than ``performance_drop``, the label-free
-estimate below it by more than ``estimated_drop``, a data-drift share (weighted by importance
-where known) at or above ``drift_share``, a concept-drift detector firing, and growth: the
-training window now holds ``window_growth`` times the labelled rows the model was trained on.
-Brakes: a cooldown after the last retrain, a cap on retrains per period, and a minimum of new
-labelled rows. Simultaneous signals become one request carrying all their reasons. Data drift
-asks once per model: a model trained for a drift is not retrained for the same drift again.
+Monitoring (:func:`mlops_core.supervision.monitor`) and the backtester
+(:class:`mlops_core.backtest.PolicyStrategy`) both measure, call :func:`compute_signals` to turn
+the measurements into :class:`Signals`, and call :func:`decide`: one signal path.
+
+Signals that can ask for a retrain (:class:`Reason`): the champion's data is older than
+``max_model_age`` (the schedule), realised performance below the champion's by more than
+``performance_drop``, the label-free estimate below it by more than ``estimated_drop``, a
+data-drift share (weighted by importance where known) at or above ``drift_share``, a
+concept-drift detector firing, and growth: the training window now holds ``window_growth``
+times the labelled rows the model was trained on. Brakes (:class:`Brake`): a cooldown after the
+last retrain, a cap on retrains per period, and a minimum of new labelled rows. Simultaneous
+signals become one request carrying all their reasons. Data drift asks when it persists over
+two runs (``PolicyState.drifted_before``: the drift tests of one small batch raise false alarms
+at their significance level), and once per model: a model trained for a drift is not retrained
+for the same drift again.
+
+A signal held back by a brake is not forgotten: it stays pending (``PolicyState.pending``,
+``Decision.pending``) and asks again at every later decision, with the time it first asked,
+until a retrain serves it. A detector fires once; without this, a change it found inside a
+cooldown would never be retrained for.
+
+Durations are in data time (the batches' time column) where there is one, and may be given in
+batches (``"8 batches"``: eight median batch periods, ``batch_period``), which scales the policy
+to the data's cadence. ``min_new_labels`` below 1 is a share of the rows the model was trained
+on.
 
 Growth and the window's start avoid a trap: right after a concept change the training window
 is mostly old data, so a model retrained once is still poor, becomes the new baseline, and no
 second signal comes. When the error rose (a detector fired, or the realised metric dropped) and
 the caller located where (``Signals.change_at``), the retrain's window starts there
-(``Decision.since``), and later retrains keep starting there (``PolicyState.change_at``) until
-the configured window no longer reaches back to it (the caller then clears it). The model then
-learns from few rows, and growth retrains it each time the rows since the change have doubled.
-Growth also retrains a young project's first models as labels accumulate; once the window is
-full (``model.window``), it holds as many rows as the model had and growth stays quiet.
+(``Decision.since``; the trainer keeps at least ``model.window.min_rows``), and later retrains
+keep starting there (``PolicyState.change_at``) until the configured window no longer reaches
+back to it (the caller then clears it). Growth retrains it each time the rows since the change
+have doubled.
+
+Every "no" is explained: ``Decision.nearest`` lists the signals closest to their thresholds
+(drift 83% but the champion was trained for it; AUC drop 0.03 of 0.05 allowed).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from mlops_core.config import RetrainingConfig
+from mlops_core.config import RetrainingConfig, parse_span
+from mlops_core.evaluation import HIGHER_IS_BETTER
+
+
+class Reason(StrEnum):
+    """A signal that can ask for a retrain."""
+
+    SCHEDULE = "schedule"
+    PERFORMANCE = "performance"
+    ESTIMATED = "estimated"
+    DRIFT = "drift"
+    CONCEPT = "concept"
+    GROWTH = "growth"
+
+
+class Brake(StrEnum):
+    """What can hold a requested retrain back."""
+
+    COOLDOWN = "cooldown"
+    CAP = "cap"
+    LABELS = "labels"
+
+
+# signals that say the error rose: the window of their retrain starts where it rose
+ERROR_REASONS = frozenset({Reason.PERFORMANCE, Reason.CONCEPT})
+# retrains that no change asked for: never "false triggers" in a backtest
+PLANNED_REASONS = frozenset({Reason.SCHEDULE, Reason.GROWTH})
 
 
 @dataclass(frozen=True)
@@ -40,7 +87,7 @@ class Signals:
     drift_share: float | None = None
     weighted_drift_share: float | None = None
     detectors_fired: tuple[str, ...] = ()
-    model_trained_at: datetime | None = None
+    model_trained_at: datetime | None = None  # the end of the champion's training data
     new_labels: int = 0  # labelled rows since the last training
     metric: str = ""
     # labelled rows the training window would hold now (from ``PolicyState.change_at`` on,
@@ -54,6 +101,42 @@ class Signals:
 
 
 @dataclass(frozen=True)
+class Finding:
+    """One signal measured against its threshold. ``fired``: it asks for a retrain."""
+
+    reason: Reason
+    text: str
+    value: float | None = None
+    threshold: float | None = None
+    fired: bool = False
+    since: datetime | None = None  # when it first asked (a pending signal)
+
+    @property
+    def closeness(self) -> float:
+        """Value over threshold: 1 or more fires (0 when not measured)."""
+        if self.value is None or not self.threshold:
+            return 0.0
+        return float(self.value / self.threshold)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason.value, "text": self.text, "value": self.value,
+                "threshold": self.threshold, "fired": self.fired,
+                "since": self.since.isoformat() if self.since else None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Finding:
+        return cls(Reason(d["reason"]), d["text"], d.get("value"), d.get("threshold"),
+                   bool(d.get("fired")), pd.Timestamp(d["since"]).to_pydatetime()
+                   if d.get("since") else None)
+
+
+@dataclass(frozen=True)
+class Hold:
+    brake: Brake
+    text: str
+
+
+@dataclass(frozen=True)
 class PolicyState:
     """The retraining history the brakes need."""
 
@@ -62,80 +145,222 @@ class PolicyState:
     # the change the model's window started at, while the configured window reaches back to it
     change_at: datetime | int | None = None
     trained_rows: int | None = None  # labelled rows the model was trained on
-    trained_for: tuple[str, ...] = ()  # the signals the newest model was trained for
+    trained_for: tuple[Reason, ...] = ()  # the signals the newest model was trained for
+    # signals that asked and were held back, not served by a retrain since
+    pending: tuple[Finding, ...] = ()
+    pending_change_at: datetime | int | None = None  # where the pending error rise began
+    # the previous run's drift share also reached ``drift_share``: data drift asks when it
+    # persists over two runs (one run's tests on a small batch raise false alarms)
+    drifted_before: bool = False
 
 
 @dataclass
 class Decision:
     retrain: bool
-    reasons: list[str] = field(default_factory=list)  # the signals that ask for it
-    held_back: list[str] = field(default_factory=list)  # why it is not done now (brakes)
+    reasons: list[Finding] = field(default_factory=list)  # the signals that ask for it
+    held_back: list[Hold] = field(default_factory=list)  # why it is not done now (brakes)
     at: datetime | None = None
     # train on rows from here on: where the error rose, located now, else the change the
     # model's window already starts at; None: the configured window
     since: datetime | int | None = None
+    # the signals nearest their thresholds that did not ask (the answer to "why not?")
+    nearest: list[Finding] = field(default_factory=list)
+    # held back: the signals that stay pending (they ask again next time), and where the error
+    # rose for them
+    pending: list[Finding] = field(default_factory=list)
+    pending_change_at: datetime | int | None = None
+
+    @property
+    def kinds(self) -> list[Reason]:
+        return list(dict.fromkeys(f.reason for f in self.reasons))
 
     @property
     def trigger(self) -> str:
         """A short trigger label for the training run: the signals, comma-separated."""
-        return ",".join(r.split(":")[0] for r in self.reasons) or "none"
+        return ",".join(self.kinds) or "none"
+
+    @property
+    def pending_since(self) -> datetime | None:
+        times = [f.since for f in self.pending if f.since is not None]
+        return min(times) if times else None
+
+    def summary(self) -> str:
+        """One line: what was decided and why (or why not)."""
+        if self.retrain:
+            return "retrain: " + "; ".join(f.text for f in self.reasons)
+        if self.held_back:
+            since = self.pending_since
+            return ("held back (" + "; ".join(h.text for h in self.held_back) + ") — "
+                    + "; ".join(f.text for f in self.reasons)
+                    + (f"; pending since {since:%Y-%m-%d %H:%M}" if since else ""))
+        near = "; ".join(f.text for f in self.nearest)
+        return "no retrain: no signal reached its threshold" + (f" (nearest: {near})"
+                                                                 if near else "")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"trigger": self.trigger}
+        def plain(v: Any) -> Any:
+            return v.isoformat() if isinstance(v, datetime) else v
+
+        return {"retrain": self.retrain, "reasons": [f.text for f in self.reasons],
+                "held_back": [h.text for h in self.held_back],
+                "reason_kinds": [k.value for k in self.kinds],
+                "brakes": [h.brake.value for h in self.held_back],
+                "at": plain(self.at), "since": plain(self.since),
+                "nearest": [f.text for f in self.nearest],
+                "pending": [f.to_dict() for f in self.pending],
+                "pending_since": plain(self.pending_since),
+                "pending_change_at": plain(self.pending_change_at),
+                "trigger": self.trigger, "summary": self.summary()}
 
 
-def decide(signals: Signals, state: PolicyState, policy: RetrainingConfig,
-           now: datetime) -> Decision:
-    reasons: list[str] = []
-    if policy.max_model_age and signals.model_trained_at is not None:
+def metric_drop(metric: str, baseline: float | None, value: float | None) -> float | None:
+    """How far ``value`` fell below ``baseline`` (≥ 0 = worse), whichever way ``metric``
+    improves; ``None`` when either is missing."""
+    if value is None or baseline is None or np.isnan(value) or np.isnan(baseline):
+        return None
+    return (baseline - value) if HIGHER_IS_BETTER.get(metric, True) else (value - baseline)
+
+
+def compute_signals(*, metric: str, baseline: dict[str, float],
+                    realised: dict[str, float] | None = None,
+                    estimated: float | None = None, drift_share: float | None = None,
+                    weighted_drift_share: float | None = None,
+                    detectors_fired: tuple[str, ...] | list[str] = (),
+                    model_trained_at: datetime | None = None, new_labels: int = 0,
+                    window_rows: int | None = None,
+                    change_at: datetime | int | None = None) -> Signals:
+    """The signals of one monitoring step, from its measurements: the champion's ``baseline``
+    metrics (its hold-out), the ``realised`` metrics on the labelled rows, the label-free
+    ``estimated`` value of ``metric``, the drift shares and the detectors that fired."""
+    return Signals(
+        performance_drop=metric_drop(metric, baseline.get(metric),
+                                     realised.get(metric) if realised else None),
+        estimated_drop=metric_drop(metric, baseline.get(metric), estimated),
+        drift_share=drift_share, weighted_drift_share=weighted_drift_share,
+        detectors_fired=tuple(dict.fromkeys(detectors_fired)),
+        model_trained_at=model_trained_at, new_labels=new_labels, metric=metric,
+        window_rows=window_rows, change_at=change_at)
+
+
+def span(value: str | None, batch_period: timedelta | None) -> timedelta | None:
+    """A policy duration as a ``timedelta``: ``"8 batches"`` is eight ``batch_period`` (one
+    day each when the period is unknown)."""
+    if value is None:
+        return None
+    amount, unit = parse_span(value)
+    if unit == "batches":
+        return amount * (batch_period or timedelta(days=1))
+    return timedelta(seconds=amount)
+
+
+def _findings(signals: Signals, state: PolicyState, policy: RetrainingConfig, now: datetime,
+              batch_period: timedelta | None) -> list[Finding]:
+    """Every measured signal against its threshold, asking or not."""
+    out: list[Finding] = []
+    m = signals.metric
+    max_age = span(policy.max_model_age, batch_period)
+    if max_age and signals.model_trained_at is not None:
         age = now - signals.model_trained_at
-        if age >= pd.Timedelta(policy.max_model_age):
-            reasons.append(f"schedule: the champion is {age.days} days old "
-                           f"(max {policy.max_model_age})")
-    if policy.performance_drop is not None and signals.performance_drop is not None and \
-            signals.performance_drop > policy.performance_drop:
-        reasons.append(f"performance: {signals.metric} {signals.performance_drop:.3f} below "
-                       f"the champion's validation (allowed {policy.performance_drop:.3f})")
-    if policy.estimated_drop is not None and signals.estimated_drop is not None and \
-            signals.estimated_drop > policy.estimated_drop:
-        reasons.append(f"estimated: label-free {signals.metric} estimate "
-                       f"{signals.estimated_drop:.3f} below the champion's "
-                       f"(allowed {policy.estimated_drop:.3f})")
+        fired = age >= max_age
+        out.append(Finding(Reason.SCHEDULE, f"schedule: the champion's data is {_ago(age)} old "
+                           f"({'max' if fired else 'retrain at'} {policy.max_model_age})",
+                           age / max_age, 1.0, fired))
+    for reason, drop, allowed, what in (
+            (Reason.PERFORMANCE, signals.performance_drop, policy.performance_drop, m),
+            (Reason.ESTIMATED, signals.estimated_drop, policy.estimated_drop,
+             f"label-free {m} estimate")):
+        if allowed is None or drop is None:
+            continue
+        fired = drop > allowed
+        out.append(Finding(reason, f"{reason.value}: {what} {abs(drop):.3f} "
+                           f"{'below' if drop >= 0 else 'above'} the champion's validation "
+                           f"({'allowed' if fired else 'retrain beyond'} {allowed:.3f})",
+                           max(drop, 0.0), allowed, fired))
     share = signals.weighted_drift_share if signals.weighted_drift_share is not None \
         else signals.drift_share
-    # once per model: a model retrained for a drift has seen the drifted data; the drift that
-    # persists against its (older) reference sample is expected, and retraining again would
-    # add a batch, not a new view (that storm is what this stops)
-    if policy.drift_share is not None and share is not None and share >= policy.drift_share \
-            and "drift" not in state.trained_for:
+    if policy.drift_share is not None and share is not None:
         kind = "importance-weighted " if signals.weighted_drift_share is not None else ""
-        reasons.append(f"drift: {kind}drift share {share:.0%} ≥ {policy.drift_share:.0%}")
-    fired = [d for d in signals.detectors_fired if d in policy.detectors]
-    if fired:
-        reasons.append(f"concept: detector(s) fired on the error stream: {', '.join(fired)}")
+        reached = share >= policy.drift_share
+        # once per model: a model retrained for a drift has seen the drifted data; the drift
+        # that persists against its (older) reference sample is expected, and retraining again
+        # would add a batch, not a new view (that storm is what this stops)
+        served = reached and Reason.DRIFT in state.trained_for
+        note = " but the champion was trained for this drift" if served else (
+            " in one run only (asks when it persists into the next)"
+            if reached and not state.drifted_before else "")
+        out.append(Finding(Reason.DRIFT, f"drift: {kind}drift share {share:.0%} "
+                           f"{'≥' if reached else '<'} {policy.drift_share:.0%}{note}",
+                           share, policy.drift_share,
+                           reached and not served and state.drifted_before))
+    fired_d = [d for d in signals.detectors_fired if d in policy.detectors]
+    if fired_d:
+        out.append(Finding(Reason.CONCEPT, "concept: detector(s) fired on the error stream: "
+                           + ", ".join(fired_d), 1.0, 1.0, True))
     grown, trained = signals.window_rows, state.trained_rows
-    if policy.window_growth and grown and trained and grown >= policy.window_growth * trained:
-        reasons.append(f"growth: the training window holds {grown:,} labelled rows, "
-                       f"{grown / trained:.1f}x the {trained:,} the model was trained on")
-    decision = Decision(retrain=False, reasons=reasons, at=now)
+    if policy.window_growth and grown and trained:
+        fired = grown >= policy.window_growth * trained
+        out.append(Finding(Reason.GROWTH, f"growth: the training window holds {grown:,} "
+                           f"labelled rows, {grown / trained:.1f}x the {trained:,} the model "
+                           f"was trained on (retrain at {policy.window_growth:g}x)",
+                           grown / trained, policy.window_growth, fired))
+    return out
+
+
+def _ago(age: timedelta) -> str:
+    days = age.total_seconds() / 86400
+    if days >= 2:
+        return f"{days:,.0f} days"
+    hours = age.total_seconds() / 3600
+    return f"{hours:.1f} hours" if hours >= 1 else f"{age.total_seconds():.0f} s"
+
+
+def min_new_labels(policy: RetrainingConfig, trained_rows: int | None) -> int:
+    """The brake's minimum of new labelled rows: a count, or a share of the trained rows."""
+    if policy.min_new_labels >= 1 or not trained_rows:
+        return int(policy.min_new_labels) if policy.min_new_labels >= 1 else 0
+    return int(np.ceil(policy.min_new_labels * trained_rows))
+
+
+def decide(signals: Signals, state: PolicyState, policy: RetrainingConfig, now: datetime,
+           batch_period: timedelta | None = None) -> Decision:
+    findings = _findings(signals, state, policy, now, batch_period)
+    reasons = [f for f in findings if f.fired]
+    asking = {f.reason for f in reasons}
+    # what was held back before and not served since asks again, with when it first asked
+    first = {f.reason: f.since for f in state.pending}
+    reasons = [replace(f, since=first.get(f.reason) or now) for f in reasons] + [
+        f for f in state.pending if f.reason not in asking]
+    nearest = sorted((f for f in findings if not f.fired and f.value is not None
+                      and f.closeness > 0), key=lambda f: -f.closeness)[:3]
+    decision = Decision(retrain=False, reasons=reasons, at=now, nearest=nearest)
     if not reasons:
         return decision
-    if state.last_retrain is not None and now - state.last_retrain < pd.Timedelta(
-            policy.cooldown):
-        decision.held_back.append(f"cooldown: last retrain {state.last_retrain:%Y-%m-%d %H:%M}, "
-                                  f"cooldown {policy.cooldown}")
-    window_start = now - pd.Timedelta(policy.per)
-    recent = [t for t in state.recent_retrains if window_start <= t <= now]
+    cooldown = span(policy.cooldown, batch_period)
+    if state.last_retrain is not None and cooldown and now - state.last_retrain < cooldown:
+        decision.held_back.append(Hold(Brake.COOLDOWN, (
+            f"cooldown: last retrain {state.last_retrain:%Y-%m-%d %H:%M}, cooldown "
+            f"{policy.cooldown}")))
+    per = span(policy.per, batch_period) or timedelta(0)
+    recent = [t for t in state.recent_retrains if now - per <= t <= now]
     if len(recent) >= policy.max_retrains:
-        decision.held_back.append(f"cap: {len(recent)} retrains in the last {policy.per} "
-                                  f"(max {policy.max_retrains})")
-    if signals.new_labels < policy.min_new_labels:
-        decision.held_back.append(f"labels: {signals.new_labels:,} new labelled rows since the "
-                                  f"last training (need {policy.min_new_labels:,})")
+        decision.held_back.append(Hold(Brake.CAP, f"cap: {len(recent)} retrains in the last "
+                                       f"{policy.per} (max {policy.max_retrains})"))
+    need = min_new_labels(policy, state.trained_rows)
+    if signals.new_labels < need:
+        decision.held_back.append(Hold(Brake.LABELS, (
+            f"labels: {signals.new_labels:,} new labelled rows since the last training "
+            f"(need {need:,})")))
     decision.retrain = not decision.held_back
-    if decision.retrain and policy.window_growth:  # (a cut window that never grows: a trap)
+    erred = any(f.reason in ERROR_REASONS for f in reasons)
+    located = signals.change_at if any(f.reason in ERROR_REASONS for f in reasons
+                                       if f.reason in asking) else None
+    if located is None and erred:
+        located = state.pending_change_at
+    if not decision.retrain:
+        decision.pending = reasons
+        decision.pending_change_at = located
+        return decision
+    if policy.window_growth:  # (a cut window that never grows: a trap)
         # the error rose: the rows before the change belong to the old concept
-        erred = bool(fired) or any(r.startswith("performance") for r in reasons)
-        located = signals.change_at if erred else None
         decision.since = located if located is not None else state.change_at
     return decision

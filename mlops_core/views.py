@@ -37,6 +37,7 @@ from mlops_core.store import (
     audit_log,
     batches,
     champion_state,
+    decision_row,
     decisions,
     monitoring_runs,
     write_parquet_atomic,
@@ -251,13 +252,11 @@ def recent_decisions(settings: Settings, meta: MetadataStore, limit: int = 10
     """The newest retraining decisions with their reasons (as supervision.list_decisions, by
     time)."""
     with meta.engine.connect() as conn:
-        rows = conn.execute(sa.select(decisions).where(decisions.c.model == settings.project)
-                            .order_by(decisions.c.at.desc(), decisions.c.id.desc())
-                            .limit(limit)).all()
-    return [dict(r._mapping) | {"reasons": json.loads(r.reasons),
-                                "held_back": json.loads(r.held_back),
-                                "acted": json.loads(r.acted) if r.acted else None}
-            for r in rows]
+        rows = conn.execute(sa.select(decisions, monitoring_runs.c.summary).join(
+            monitoring_runs, monitoring_runs.c.id == decisions.c.monitoring_run, isouter=True)
+            .where(decisions.c.model == settings.project)
+            .order_by(decisions.c.at.desc(), decisions.c.id.desc()).limit(limit)).all()
+    return [decision_row(r) for r in rows]
 
 
 def _is_p_value(column: dict[str, Any]) -> bool:
@@ -345,8 +344,9 @@ def monitoring_run(settings: Settings, meta: MetadataStore, run_id: str) -> RunD
     with meta.engine.connect() as conn:
         row = conn.execute(sa.select(t.c.summary, t.c.report_path).where(
             t.c.model == settings.project, t.c.id == run_id)).first()
-        dec = conn.execute(sa.select(decisions).where(decisions.c.monitoring_run == run_id)
-                           .limit(1)).first()
+        dec = conn.execute(sa.select(decisions, t.c.summary).join(
+            t, t.c.id == decisions.c.monitoring_run).where(
+            decisions.c.monitoring_run == run_id).limit(1)).first()
     if row is None:
         raise NotFoundError(f"no monitoring run '{run_id}'")
     summary = json.loads(row[0])
@@ -354,9 +354,7 @@ def monitoring_run(settings: Settings, meta: MetadataStore, run_id: str) -> RunD
     perf = report.with_name("performance.html") if report else None
     decision = None
     if dec is not None:
-        decision = dict(dec._mapping) | {"reasons": json.loads(dec.reasons),
-                                         "held_back": json.loads(dec.held_back),
-                                         "acted": json.loads(dec.acted) if dec.acted else None}
+        decision = decision_row(dec)
     return RunDetail(summary, report if report and report.is_file() else None,
                      perf if perf and perf.is_file() else None, decision)
 

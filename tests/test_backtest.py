@@ -27,6 +27,7 @@ from mlops_core.backtest import (
     Retrain,
     Step,
     Strategy,
+    detection_metrics,
     figures,
     load_replay,
     make_strategy,
@@ -212,9 +213,15 @@ def test_label_delay_is_honoured(sea: Path, delay: int) -> None:
         if f["step"] is not None:
             assert end == bounds[max(INITIAL, f["step"] - delay + 1)]
         if f.get("start_row") is None:
-            assert (fitted.first_row, fitted.rows) == (0, end)  # no window: every labelled row
-        else:  # from the change on, but never fewer than model.min_rows
-            assert fitted.rows == replay.settings.model.min_rows == 200
+            # the default window (50,000 rows) holds every labelled row; the model keeps all
+            # of it or its newest half or quarter, whichever predicted the validation rows best
+            assert fitted.window_rows == end
+            n = end - max(1, round(end * replay.settings.model.validation))  # training part
+            assert fitted.first_row in (0, n - n // 2, n - n // 4)
+            assert fitted.rows >= min(end, replay.settings.model.window.min_rows)
+        else:  # from the change on, but never fewer than model.window.min_rows
+            assert fitted.window_rows == fitted.rows == min(end, 1000)
+            assert replay.settings.model.window.min_rows == 1000
     for lt in range(INITIAL - 1, N_BATCHES):
         win = replay.window(lt)
         assert win.index[-1] == bounds[lt + 1] - 1
@@ -338,17 +345,21 @@ def test_detection_delays_against_the_true_drift_points(sea: Path, windowed: Bac
                                                         tmp_path: Path) -> None:
     replay = replay_of(sea)
     assert replay.drift_batches == [CHANGE_BATCH] == windowed.drift_batches
-    horizon = max(5, N_BATCHES // 10)
     for r in windowed.strategies:
         assert len(r.detection_delays) == 1
         after = [t["batch"] for t in r.triggers if t["batch"] >= CHANGE_BATCH]
         assert r.detection_delays == [after[0] - CHANGE_BATCH if after else None]
-        assert r.false_triggers == sum(1 for t in r.triggers if t["batch"] < CHANGE_BATCH
-                                       or t["batch"] - CHANGE_BATCH > horizon)
+        # periodic retrains are planned, never false triggers
+        assert all(t["planned"] and t["kinds"] == ["periodic"] for t in r.triggers)
+        assert r.false_triggers == 0
     s = by_name(windowed)
     assert s["static"].detection_delays == [None] and s["static"].false_triggers == 0
     assert s["every-batch"].detection_delays == [0]
-    assert s["every-batch"].false_triggers == CHANGE_BATCH - INITIAL
+    # the signals' triggers are counted: far from the drift point, they are false
+    spy = Retrain(["spy: asked"], kinds=("performance",))
+    assert not spy.planned and Retrain(["growth"], kinds=("growth", "schedule")).planned
+    assert detection_metrics(replay, [2, CHANGE_BATCH + 1], signalled=[2]) == ([1], 1)
+    assert detection_metrics(replay, [2, CHANGE_BATCH + 1], signalled=[]) == ([1], 0)
 
     # explicit points (rows without a time column) override the sidecar
     assert replay_of(sea, drift_points=[3500, 9999, 99_999]).drift_batches == [3, 9]
@@ -383,21 +394,23 @@ def test_default_policy_retrains_rarely_and_from_the_located_change(
     # the window starts where the error rose, not at the start of the data
     assert first["start_row"] is not None
     assert LONG_CHANGE_ROW - BATCH <= first["start_row"] < bounds[first["batch"] + 1]
-    assert first["window_rows"] == bounds[first["batch"] + 1] - first["start_row"]
-    # growth retrains from the same change, each on a window at least twice as large
+    # (at least model.window.min_rows: a shorter window's hold-out is not worth trusting)
+    assert first["window_rows"] == max(bounds[first["batch"] + 1] - first["start_row"], 1000)
+    # growth retrains from the newest located change on (the window it chooses from is that
+    # long), each once the rows since the change have doubled
     later = policy.triggers[policy.triggers.index(first) + 1:]
-    grown = [t for t in later if all(r.startswith("growth") for r in t["reasons"])]
+    grown = [t for t in later if t["kinds"] == ["growth"]]
     assert grown, policy.triggers
-    previous = first["window_rows"]
+    starts = [t["start_row"] for t in later]
+    assert all(x is not None and x >= first["start_row"] for x in starts)
     for t in grown:
-        assert t["start_row"] == first["start_row"]
-        assert t["window_rows"] == bounds[t["batch"] + 1] - first["start_row"]
-        assert t["window_rows"] >= 2 * previous
-        previous = t["window_rows"]
+        before = [u for u in policy.triggers if u["batch"] < t["batch"]][-1]
+        assert t["start_row"] == before["start_row"]
+        assert t["window_rows"] <= bounds[t["batch"] + 1] - t["start_row"]
     for t in policy.triggers:
-        assert t["reasons"] and all(r.split(":")[0] in {"schedule", "performance", "estimated",
-                                                         "drift", "concept", "growth"}
-                                    for r in t["reasons"])
+        assert t["reasons"] and set(t["kinds"]) <= {"schedule", "performance", "estimated",
+                                                   "drift", "concept", "growth"}
+        assert t["reasons"][0].split(":")[0] == t["kinds"][0]
 
 
 # 9. row ids ----------------------------------------------------------------------------------

@@ -560,7 +560,7 @@ def test_search_budget_default_first_and_best(kind: str, task: str, trials: int)
     assert res.trials == trials == len(res.history)
     assert [h["trial"] for h in res.history] == list(range(trials))
     first = {k: v for k, v in res.history[0].items() if k not in ("trial", "score")}
-    assert first == training._defaults(kind, task) | fixed
+    assert first == training.default_params(kind, task) | fixed
     scores = [h["score"] for h in res.history]
     metric = PRIMARY[task]
     assert res.best_score == (max(scores) if HIGHER_IS_BETTER[metric] else min(scores))
@@ -573,7 +573,7 @@ def test_search_budget_default_first_and_best(kind: str, task: str, trials: int)
 def test_search_stops_at_the_time_budget() -> None:
     res = _run_search("linear", "binary", 50, timeout_s=1e-6)
     assert res.trials == 1 and len(res.history) == 1
-    assert res.best_params == training._defaults("linear", "binary")
+    assert res.best_params == training.default_params("linear", "binary")
 
 
 def test_search_fits_on_training_rows_only(monkeypatch: pytest.MonkeyPatch) -> None:

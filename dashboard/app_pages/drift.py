@@ -113,10 +113,7 @@ if picked_run:
         st.warning("Concept-drift detectors fired: " + ", ".join(det["name"] for det in fired))
     if detail.decision:
         dec = detail.decision
-        (st.error if dec["retrain"] else st.success)(
-            ("Retrain: " if dec["retrain"] else "No retrain. ")
-            + ("; ".join(dec["reasons"]) or "no signal asked for it")
-            + (f" · held back: {'; '.join(dec['held_back'])}" if dec["held_back"] else ""))
+        common.decision_box(dec)
     if detail.report is not None:
         report = detail.report
         st.markdown("**Evidently report** (data drift and data summary)")
