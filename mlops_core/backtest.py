@@ -500,7 +500,9 @@ class PolicyStrategy(Strategy):
 
     def start(self, replay: Replay, fitted: Fitted) -> None:
         super().start(replay, fitted)
-        self.state = PolicyState()
+        # the first model counts as a training, as the first version does in production
+        at = fitted.at.to_pydatetime()
+        self.state = PolicyState(last_retrain=at, recent_retrains=(at,))
         self.metric = replay.settings.gate.metric or PRIMARY[replay.task]
         self.change_row: int | None = None  # where the change the window starts at began
         # label-free estimates waiting for their batch's labels: batch → (value, low, high)

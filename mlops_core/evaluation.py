@@ -112,13 +112,14 @@ def decide_gate(*, task: str, challenger: dict[str, float], champion: dict[str, 
                 smoke_ok: bool | None = None, smoke_detail: str = "",
                 metric: str | None = None, min_score: float | None = None,
                 min_improvement: float = 0.0, max_slice_regression: float | None = None,
-                compared: dict[str, float] | None = None, compared_rows: int | None = None
-                ) -> GateResult:
+                compared: dict[str, float] | None = None, compared_rows: int | None = None,
+                comparable: bool = True) -> GateResult:
     """The promotion gate. Pure: metrics in, decision with every reason out.
 
     ``champion``: the champion's metrics on the newest rows it has not trained on (``compared_
     rows`` of them), ``compared`` the challenger's on the same rows (default: ``challenger``,
-    its metrics on the whole hold-out)."""
+    its metrics on the whole hold-out). ``comparable=False``: the champion has trained on the
+    hold-out rows (too few newer ones): no comparison."""
     metric = metric or PRIMARY[task]
     res = GateResult(passed=True, metric=metric, challenger=challenger.get(metric),
                      champion=champion.get(metric) if champion else None)
@@ -146,6 +147,9 @@ def decide_gate(*, task: str, challenger: dict[str, float], champion: dict[str, 
         res.challenger, res.champion = mine, champion[metric]
         check(ok, f"{metric} {mine:.4f} vs champion {champion[metric]:.4f} on {where}: "
                   f"{'+' if gain >= 0 else ''}{gain:.4f} (needs ≥ {min_improvement:+.4f})")
+    elif not comparable:
+        res.reasons.append(f"PASS no comparison: the champion has trained on the hold-out rows "
+                           f"(too few newer rows to compare on; challenger {score:.4f})")
     elif champion is None:
         res.reasons.append(f"PASS no champion yet: {metric} {score:.4f}")
     else:

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from mlops_core.registry import Registry, SmokeTest, VersionInfo, file_sha256
 from mlops_core.store import MetadataStore
 from mlops_core.training import (
     NothingNewError,
+    TrainingData,
     TrainingInputError,
     check_training_input,
     choose_window,
@@ -149,15 +150,13 @@ def _first_trial(kind: str, task: str) -> dict[str, Any]:
     return _defaults(kind, task)
 
 
-def _trimmed(data: Any, df: pd.DataFrame, tcol: str | None) -> Any:
-    """``data`` with its window's start and lineage cut to the rows of ``df`` (its newest)."""
-    from dataclasses import replace as _replace
-
+def _trimmed(data: TrainingData, df: pd.DataFrame, tcol: str | None) -> TrainingData:
+    """``data`` with its window's start at the first row of ``df`` (its newest part). The
+    lineage keeps every batch of the window the model chose from: monitoring and the policy
+    read it as the batches this training has seen."""
     if not tcol or tcol not in df.columns or df.empty:
-        return data
-    start = df[tcol].min()
-    keep = [b for b in data.lineage if not b["end"] or pd.Timestamp(b["end"]) >= start]
-    return _replace(data, frame=df, lineage=keep, start=start.to_pydatetime())
+        return replace(data, frame=df)
+    return replace(data, frame=df, start=df[tcol].min().to_pydatetime())
 
 
 def _unseen_by(info: VersionInfo, rows: pd.DataFrame, tcol: str | None) -> pd.Series:
@@ -263,27 +262,29 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
     champ_pred = champ_y = None
     compared: dict[str, float] | None = None
     compared_rows: int | None = None
+    comparable = True
     if champion:
         # compared on the newest rows the champion has not trained on (it learnt its whole
         # window, so on older rows it would be judged on its own training data)
         new_rows = _unseen_by(reg.version(champion), df.iloc[ho], settings.data.time_column)
-        cmp = df.iloc[ho][new_rows] if new_rows.sum() >= settings.monitoring.min_rows \
-            else df.iloc[ho]
+        cmp = df.iloc[ho][new_rows]
         compared_rows = len(cmp) if len(cmp) < len(X_ho) else None
+        comparable = len(cmp) >= min(settings.monitoring.min_rows, len(X_ho))
         try:
-            champ_pred, champ_y = reg.predict(champion, cmp), cmp[target]
-            champ_metrics = compute_metrics(task, cmp[target], champ_pred, classes)
-            champ_slices = slice_metrics(task, cmp, cmp[target], champ_pred,
-                                         gcfg.slice_columns, classes)
-            if compared_rows:
-                compared = compute_metrics(task, cmp[target], pred_ho[new_rows.to_numpy()],
+            if comparable:
+                champ_pred, champ_y = reg.predict(champion, cmp), cmp[target]
+                champ_metrics = compute_metrics(task, cmp[target], champ_pred, classes)
+                champ_slices = slice_metrics(task, cmp, cmp[target], champ_pred,
+                                             gcfg.slice_columns, classes)
+                if compared_rows:
+                    mine = pred_ho[new_rows.to_numpy()]
+                    compared = compute_metrics(task, cmp[target], mine, classes)
+                    slices = slice_metrics(task, cmp, cmp[target], mine, gcfg.slice_columns,
                                            classes)
-                slices = slice_metrics(task, cmp, cmp[target], pred_ho[new_rows.to_numpy()],
-                                       gcfg.slice_columns, classes)
         except (MlflowException, KeyError, ValueError, TypeError) as e:
             # the champion may not read today's schema: the gate then has no comparison
             log.warning("champion v%s could not score the hold-out: %s", champion, e)
-            champ_pred = None
+            champ_pred = champ_metrics = champ_slices = None
 
     with tempfile.TemporaryDirectory(prefix="mlops-train-") as tmp:
         root = Path(tmp)
@@ -365,7 +366,8 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
                            smoke_ok=smoke_ok, smoke_detail=smoke_detail, metric=gcfg.metric,
                            min_score=gcfg.min_score, min_improvement=gcfg.min_improvement,
                            max_slice_regression=gcfg.max_slice_regression,
-                           compared=compared, compared_rows=compared_rows)
+                           compared=compared, compared_rows=compared_rows,
+                           comparable=comparable)
         (evidence / "comparison.json").write_text(json.dumps({
             "metric": gate.metric, "challenger": metrics, "champion": champ_metrics,
             "champion_version": champion, "slices": {"challenger": slices,

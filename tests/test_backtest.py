@@ -287,6 +287,17 @@ def test_html_and_figures(windowed: BacktestResult, tmp_path: Path) -> None:
     assert html.startswith("<!doctype html>") and "plotly" in html.lower()
     for name in ("static", "every-batch", "periodic:3"):
         assert f"<td>{name}</td>" in html
+    # retrain share, refusals, detection delay, false triggers, the estimate's coverage, and
+    # the model and window settings of the run
+    for head in ("retrain share", "refused by the gate", "detection delay (batches)",
+                 "false triggers", "estimate inside its 90% interval"):
+        assert f"<th>{head}</th>" in html
+    every = by_name(windowed)["every-batch"]
+    share = f"{every.retrains / windowed.batches:.0%}"
+    assert (f"<td>every-batch</td><td>{every.mean_metric:.4f}</td><td>{every.retrains}</td>"
+            f"<td>{share}</td><td>0</td><td>0</td><td>0</td>") in html
+    assert "<li>model: xgboost, hyper-parameters {&quot;max_depth&quot;: 6" in html
+    assert "window: 2,000 newest rows" in html and "max_model_age=8 batches" in html
     figs = figures(windowed.to_dict())
     assert set(figs) == {"over_time", "cost"}
     names = [t.name for t in figs["over_time"].data]
@@ -467,3 +478,67 @@ def test_online_learner(tmp_path: Path) -> None:
     assert [b["batch"] for b in r.per_batch] == [2, 3, 4, 5]
     assert all(0.5 < b["accuracy"] <= 1 for b in r.per_batch)
     assert r.mean_metric == pytest.approx(mean_accuracy(r.per_batch))
+
+
+# 10. a signal held back by a brake stays pending -----------------------------------------------
+def test_a_detector_firing_inside_a_cooldown_retrains_when_it_ends(tmp_path: Path) -> None:
+    """ADWIN fires right after the change, inside the cooldown that the first model's training
+    started; nothing fires afterwards (the detector has adapted), yet the retrain happens at
+    the first batch after the cooldown, for the concept change, pending since it fired."""
+    df, points = synthetic_stream("sea", 12_000, changes=1, seed=5)
+    path = tmp_path / "sea_cooldown.parquet"
+    df.to_parquet(path)
+    cooldown = 12
+    policy = {"max_model_age": None, "performance_drop": None, "estimated_drop": None,
+              "drift_share": None, "detectors": ["adwin"], "window_growth": None,
+              "min_new_labels": 0, "cooldown": f"{cooldown} batches"}
+    settings = Settings().model_copy(update={
+        "retraining": Settings().retraining.model_copy(update=policy)})
+    # the change at row 6,000: batch 12 of 500-row batches; the first model's data ends at 4
+    replay = load_replay(path, target="y", batch_size=500, initial_batches=5,
+                         settings=settings, drift_points=points)
+    change = replay.drift_batches[0]
+    strategy = make_strategy("policy", settings)
+    held: list[tuple[int, Any]] = []
+    original = strategy.decide
+
+    def spy(step: Step, fitted: Fitted) -> Retrain | None:
+        action = original(step, fitted)
+        if strategy.state.pending:
+            held.append((step.index, strategy.state.pending))
+        return action
+
+    strategy.decide = spy  # type: ignore[method-assign]
+    result = run_backtest(replay, [], extra={"policy": strategy}).strategies[0]
+    first_at = replay.initial_batches - 1  # the first model's newest batch: the cooldown starts
+    assert held, "the detector never fired inside the cooldown"
+    fired_at = held[0][0]
+    assert change <= fired_at < first_at + cooldown
+    assert [f.reason.value for f in held[0][1]] == ["concept"]
+    retrain = result.triggers[0]
+    # served at the first batch the cooldown allows, not forgotten
+    assert retrain["batch"] == first_at + cooldown
+    assert retrain["kinds"] == ["concept"]
+    # pending at every batch from the firing to the retrain (cleared by the retrain)
+    assert [i for i, _ in held] == list(range(fired_at, retrain["batch"] + 1))
+    since = held[0][1][0].since
+    assert since == replay.times[fired_at].to_pydatetime()
+
+
+def test_the_drift_sidecar_may_be_a_plain_list(sea: Path, tmp_path: Path) -> None:
+    """``{"drift_points": [...]}`` or a plain list of rows (or times); a bad file is a clear
+    error."""
+    keyed = replay_of(sea).drift_batches
+    plain = tmp_path / "plain.parquet"
+    shutil.copy(sea, plain)
+    side = plain.with_name("plain.drift.json")
+    side.write_text(json.dumps([CHANGE_ROW]), encoding="utf-8")
+    assert replay_of(plain).drift_batches == keyed == [CHANGE_BATCH]
+    side.write_text(json.dumps([{"row": CHANGE_ROW}, 3500]), encoding="utf-8")
+    assert replay_of(plain).drift_batches == [3, CHANGE_BATCH]
+    side.write_text("{not json", encoding="utf-8")
+    with pytest.raises(BacktestError, match=r"plain\.drift\.json: not JSON"):
+        replay_of(plain)
+    side.write_text(json.dumps({"points": 3}), encoding="utf-8")
+    with pytest.raises(BacktestError, match="expected"):
+        replay_of(plain)

@@ -582,8 +582,16 @@ def test_mlops_monitor_json(early: Project, tmp_path: Path) -> None:
     assert set(columns["income"]) >= {"kind", "status", "method", "score", "threshold",
                                       "drifted", "importance"}
     assert doc["drift"]["drifted_columns"] == [] and doc["drift"]["dataset_drift"] is False
-    assert set(doc["decision"]) == {"retrain", "reasons", "held_back", "at", "trigger", "since"}
+    assert set(doc["decision"]) == {"retrain", "reasons", "held_back", "at", "trigger", "since",
+                                    "reason_kinds", "brakes", "nearest", "pending",
+                                    "pending_since", "pending_change_at", "summary"}
     assert doc["decision"]["retrain"] is False and doc["training"] is None
+    # a no names the signals nearest their thresholds: the schedule at least (data time)
+    nearest = doc["decision"]["nearest"]
+    assert nearest and any(n.startswith("schedule: the champion's data is ")
+                           and n.endswith("(retrain at 8 batches)") for n in nearest), nearest
+    assert doc["decision"]["summary"].startswith("no retrain: no signal reached its threshold "
+                                                 "(nearest: ")
     assert [d["name"] for d in doc["detectors"]] == DETECTORS
     assert doc["estimated"]["roc_auc"]["low"] <= doc["estimated"]["roc_auc"]["high"]
     assert [r["id"] for r in list_runs(MetadataStore(s.db_url), s.project)] == [doc["id"]]
@@ -591,6 +599,7 @@ def test_mlops_monitor_json(early: Project, tmp_path: Path) -> None:
     table = _cli(config, "--batch", ids[0])
     assert table.exit_code == 0, table.output
     assert "data drift: ok" in table.stdout and "decision: no retrain" in table.stdout
+    assert "nearest: schedule: the champion's data is" in " ".join(table.stdout.split())
     # and later, why it did not retrain
     runner = CliRunner()
     listed = runner.invoke(app, ["decisions", "--config", str(config), "--json"])
@@ -599,6 +608,7 @@ def test_mlops_monitor_json(early: Project, tmp_path: Path) -> None:
     assert first["monitoring_run"] == doc["id"] and first["retrain"] is False
     assert first["reasons"] == doc["decision"]["reasons"]
     assert second["monitoring_run"] != doc["id"]
+    assert first["nearest"] == nearest
     shown = runner.invoke(app, ["decisions", "--config", str(config)])
     assert shown.exit_code == 0 and doc["id"] in shown.stdout
 

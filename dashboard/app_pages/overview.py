@@ -96,7 +96,7 @@ else:
     common.table(pd.DataFrame([{
         "at": d["at"], "run": d["monitoring_run"],
         "retrain": "yes" if d["retrain"] else "no",
-        "reasons (or the nearest signals)": "; ".join(d["reasons"])
+        "reasons": "; ".join(d["reasons"])
         or ("nearest: " + "; ".join(d["nearest"]) if d.get("nearest") else common.MISSING),
         "held back": "; ".join(d["held_back"]) + (
             f" (pending since {d['pending_since'][:16]})" if d.get("pending_since") else "")
@@ -106,7 +106,7 @@ else:
         for d in decided]),
         key="overview_decisions",
         # reasons wide; held back and acted as wide as what they hold
-        column_config={"reasons (or the nearest signals)": common.wide()})
+        column_config={"reasons": common.wide()})
 st.subheader("Champion history")
 hist = common.champion_history(key)
 if hist.empty:
