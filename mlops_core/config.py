@@ -371,6 +371,9 @@ class RetrainingConfig(_Section):
     performance_drop: float | None = Field(0.05, ge=0)  # realised metric below the champion's
     estimated_drop: float | None = Field(0.05, ge=0)  # label-free estimate below it
     drift_share: float | None = Field(0.5, gt=0, le=1)  # drifted share (weighted if enabled)
+    # data drift asks only when the previous monitoring run saw it too (false: at once): one
+    # small batch's drift tests raise false alarms at their significance level
+    drift_persists: bool = True
     # ADWIN by default: quiet on stationary error streams in our tests, where DDM (and
     # Page-Hinkley on unscaled regression errors) raised false alarms
     detectors: list[Literal["adwin", "page_hinkley", "ddm"]] = Field(

@@ -188,6 +188,7 @@ retraining:               # the policy: which signals ask for a retrain, and the
   performance_drop: 0.05  # realised metric below the champion's by more than this
   estimated_drop: 0.05    # label-free estimate below it by more than this
   drift_share: 0.5        # drift share (importance-weighted when known) at or above this
+  drift_persists: true    # ...in two monitoring runs in a row (false: at once)
   detectors: [adwin]      # concept-drift detectors on the error stream (adwin, ddm, page_hinkley)
   cooldown: {cooldown:<14}# no retrain sooner than this after the last one
   max_retrains: 3         # at most this many retrains...

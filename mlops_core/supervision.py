@@ -72,7 +72,9 @@ class MonitoringResult:
     metric: str = ""
     # earlier label-free estimates checked against the labels that have arrived since
     reconciled: list[dict[str, Any]] = field(default_factory=list)
-    change_at: datetime | None = None  # where a detector that fired places the change
+    # where the error rose: where a detector that fired places it, else where the error stream
+    # rose, else the first labelled row (the policy uses it only when the error asks)
+    change_at: datetime | None = None
 
     @property
     def status(self) -> str:

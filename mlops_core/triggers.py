@@ -12,9 +12,9 @@ concept-drift detector firing, and growth: the training window now holds ``windo
 times the labelled rows the model was trained on. Brakes (:class:`Brake`): a cooldown after the
 last retrain, a cap on retrains per period, and a minimum of new labelled rows. Simultaneous
 signals become one request carrying all their reasons. Data drift asks when it persists over
-two runs (``PolicyState.drifted_before``: the drift tests of one small batch raise false alarms
-at their significance level), and once per model: a model trained for a drift is not retrained
-for the same drift again.
+two runs (``PolicyState.drifted_before``, unless ``drift_persists`` is off: the drift tests of
+one small batch raise false alarms at their significance level), and once per model: a model
+trained for a drift is not retrained for the same drift again.
 
 A signal held back by a brake is not forgotten: it stays pending (``PolicyState.pending``,
 ``Decision.pending``) and asks again at every later decision, with the time it first asked,
@@ -285,13 +285,13 @@ def _findings(signals: Signals, state: PolicyState, policy: RetrainingConfig, no
         # that persists against its (older) reference sample is expected, and retraining again
         # would add a batch, not a new view (that storm is what this stops)
         served = reached and Reason.DRIFT in state.trained_for
+        persists = state.drifted_before or not policy.drift_persists
         note = " but the champion was trained for this drift" if served else (
             " in one run only (asks when it persists into the next)"
-            if reached and not state.drifted_before else "")
+            if reached and not persists else "")
         out.append(Finding(Reason.DRIFT, f"drift: {kind}drift share {share:.0%} "
                            f"{'≥' if reached else '<'} {policy.drift_share:.0%}{note}",
-                           share, policy.drift_share,
-                           reached and not served and state.drifted_before))
+                           share, policy.drift_share, reached and not served and persists))
     fired_d = [d for d in signals.detectors_fired if d in policy.detectors]
     if fired_d:
         out.append(Finding(Reason.CONCEPT, "concept: detector(s) fired on the error stream: "

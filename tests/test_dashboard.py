@@ -247,6 +247,12 @@ def test_overview_shows_the_champion_decisions_and_services(project: Project,
     assert len(decided) >= 1
     # no "None" in the table, times as YYYY-MM-DD HH:MM, free text in wide columns
     assert decided[["reasons", "held back", "acted"]].notna().all().all()
+    # every decision explains itself: its reasons, or for a no the signals nearest their
+    # thresholds (never an empty "no signal asked for it")
+    stored = views.recent_decisions(project.settings, MetadataStore(project.settings.db_url))
+    for d, shown in zip(stored, decided["reasons"], strict=True):
+        assert d["reasons"] or d["nearest"], d
+        assert shown == ("; ".join(d["reasons"]) or "nearest: " + "; ".join(d["nearest"]))
     assert decided["at"].str.match(STAMP).all(), list(decided["at"])
     table = _table_element(at, "retrain", "reasons", "held back")
     assert table.proto.placeholder == "-"

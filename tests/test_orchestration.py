@@ -85,7 +85,7 @@ def stack(mlflow_server: ServiceInfo, tmp_path_factory: pytest.TempPathFactory
         gate={"smoke_test": False},
         monitoring={"min_rows": 50},
         retraining={"cooldown": "1s", "min_new_labels": 0, "drift_share": 0.2,
-                    "max_model_age": None})
+                    "drift_persists": False, "max_model_age": None})
     config = write_config(settings, root / "mlops.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env |= {"PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_UI_ENABLED": "false"}
