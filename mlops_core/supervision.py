@@ -146,12 +146,13 @@ class DataClock:
 
 def data_clock(settings: Settings, meta: MetadataStore, wall: datetime) -> DataClock:
     accepted = meta.list_batches("accepted")
-    ends = sorted(r.end_time for r in accepted if r.end_time is not None)
+    # distinct ends: a label feed re-sending a week's rows would put zero gaps in the median
+    ends = sorted({r.end_time for r in accepted if r.end_time is not None})
     if settings.data.time_column and ends:
         gaps = np.diff(np.array(ends, dtype="datetime64[ns]"))
         period = pd.Timedelta(np.median(gaps)).to_pytimedelta() if len(gaps) else None
         return DataClock(pd.Timestamp(ends[-1]).to_pydatetime(), period or None, True)
-    made = sorted(r.created_at for r in accepted)
+    made = sorted({r.created_at for r in accepted})
     gaps = np.diff(np.array(made, dtype="datetime64[ns]"))
     period = pd.Timedelta(np.median(gaps)).to_pytimedelta() if len(gaps) else None
     return DataClock(wall, period or None, False)
@@ -181,10 +182,15 @@ def _policy_state(meta: MetadataStore, model: str, versions: list[VersionInfo],
                               and share >= threshold)
     if last is not None and (newest is None or newest.created <= last.at):
         dec = (json.loads(last.summary).get("decision") or {})
-        if not dec.get("retrain"):
-            pending = tuple(Finding.from_dict(f) for f in dec.get("pending") or [])
-            if dec.get("pending_change_at"):
-                pending_change = pd.Timestamp(dec["pending_change_at"]).to_pydatetime()
+        # held back, or a retrain asked for that no training has served yet (`mlops monitor`
+        # without --retrain, a training that failed): it asks again
+        asked = dec.get("pending") if not dec.get("retrain") else dec.get("asking")
+        if asked:
+            pending = tuple(Finding.from_dict(f) for f in asked)
+            change = dec.get("pending_change_at") or (dec.get("since") if dec.get("retrain")
+                                                      else None)
+            if change:
+                pending_change = pd.Timestamp(change).to_pydatetime()
     kinds = {r.value for r in Reason}
     return PolicyState(last_retrain=times[-1] if times else None,
                        recent_retrains=tuple(times),

@@ -208,6 +208,8 @@ class Decision:
                 "at": plain(self.at), "since": plain(self.since),
                 "nearest": [f.text for f in self.nearest],
                 "pending": [f.to_dict() for f in self.pending],
+                # every signal that asks, with when it first asked (served by a retrain)
+                "asking": [f.to_dict() for f in self.reasons],
                 "pending_since": plain(self.pending_since),
                 "pending_change_at": plain(self.pending_change_at),
                 "trigger": self.trigger, "summary": self.summary()}
