@@ -329,9 +329,11 @@ def decide(signals: Signals, state: PolicyState, policy: RetrainingConfig, now: 
     reasons = [f for f in findings if f.fired]
     asking = {f.reason for f in reasons}
     # what was held back before and not served since asks again, with when it first asked
+    # (the schedule and growth are measured afresh every time: only what was observed once,
+    # a detector, a drop, a drift, asks again when it is no longer measured)
     first = {f.reason: f.since for f in state.pending}
     reasons = [replace(f, since=first.get(f.reason) or now) for f in reasons] + [
-        f for f in state.pending if f.reason not in asking]
+        f for f in state.pending if f.reason not in asking and f.reason not in PLANNED_REASONS]
     nearest = sorted((f for f in findings if not f.fired and f.value is not None
                       and f.closeness > 0), key=lambda f: -f.closeness)[:3]
     decision = Decision(retrain=False, reasons=reasons, at=now, nearest=nearest)

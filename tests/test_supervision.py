@@ -708,7 +708,7 @@ def test_mlops_monitor_json(early: Project, tmp_path: Path) -> None:
     assert doc["drift"]["drifted_columns"] == [] and doc["drift"]["dataset_drift"] is False
     assert set(doc["decision"]) == {"retrain", "reasons", "held_back", "at", "trigger", "since",
                                     "reason_kinds", "brakes", "nearest", "pending",
-                                    "pending_since", "pending_change_at", "summary"}
+                                    "pending_since", "pending_change_at", "summary", "asking"}
     assert doc["decision"]["retrain"] is False and doc["training"] is None
     # a no names the signals nearest their thresholds: the schedule at least (data time)
     nearest = doc["decision"]["nearest"]
