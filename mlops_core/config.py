@@ -379,8 +379,8 @@ class RetrainingConfig(_Section):
     detectors: list[Literal["adwin", "page_hinkley", "ddm"]] = Field(
         default_factory=lambda: ["adwin"])
     cooldown: str = "2 batches"  # no retrain sooner than this after the last one
-    max_retrains: int = Field(3, ge=1)  # at most this many retrains ...
-    per: str = "10 batches"  # ... per this period
+    max_retrains: int = Field(2, ge=1)  # at most this many retrains ...
+    per: str = "10 batches"  # ... per this period (2 per 10: at most a fifth of the batches)
     # new labelled rows since the last training: a count (500), or below 1 a share of the
     # rows the champion was trained on (0.1)
     min_new_labels: float = Field(0.1, ge=0)

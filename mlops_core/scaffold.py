@@ -191,7 +191,7 @@ retraining:               # the policy: which signals ask for a retrain, and the
   drift_persists: true    # ...in two monitoring runs in a row (false: at once)
   detectors: [adwin]      # concept-drift detectors on the error stream (adwin, ddm, page_hinkley)
   cooldown: {cooldown:<14}# no retrain sooner than this after the last one
-  max_retrains: 3         # at most this many retrains...
+  max_retrains: 2         # at most this many retrains...
   per: 10 batches         # ...per this period
   min_new_labels: 0.1     # new labelled rows since the last training (below 1: a share of
                           # the rows the champion was trained on)

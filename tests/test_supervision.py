@@ -559,7 +559,7 @@ def _weeks_later(stream: DemoStream, first: int, stop: int, by: int) -> pd.DataF
     ({"cooldown": "40 batches"}, "cooldown"),
     ({"max_retrains": 1, "per": "52W"}, "cap"),  # its own training is the one in the period
     ({"min_new_labels": 10**6}, "labels"),
-    ({}, None),  # the default brakes: 2 batches, 3 per 10 batches, 10% of the trained rows
+    ({}, None),  # the default brakes: 2 batches, 2 per 10 batches, 10% of the trained rows
 ])
 def test_a_drift_that_asks_for_a_retrain_is_held_back_by_the_brakes(
         early: Project, stream: DemoStream, tmp_path: Path, retraining: dict[str, Any],
