@@ -40,7 +40,6 @@ from mlops_core.config import RetrainingConfig, Settings
 from mlops_core.detectors import ErrorStreamDetector, error_stream, where_error_rose
 from mlops_core.errors import MlopsError
 from mlops_core.evaluation import (
-    HIGHER_IS_BETTER,
     PRIMARY,
     Calibration,
     compute_metrics,
@@ -55,7 +54,15 @@ from mlops_core.training import (
     feature_spec,
     refit,
 )
-from mlops_core.triggers import PLANNED_REASONS, PolicyState, Reason, compute_signals, decide
+from mlops_core.triggers import (
+    PLANNED_REASONS,
+    PolicyState,
+    Reason,
+    compute_signals,
+    decide,
+    median_period,
+    metric_drop,
+)
 
 SCHEMA_VERSION = 1
 # without a time column, batch i is dated EPOCH + i days: policy durations count batches as days
@@ -110,8 +117,7 @@ class Replay:
     @functools.cached_property
     def batch_period(self) -> timedelta | None:
         """The median time between batches: what "N batches" means to the policy."""
-        gaps = np.diff(np.array(self.times, dtype="datetime64[ns]"))
-        return pd.Timedelta(np.median(gaps)).to_pytimedelta() if len(gaps) else None
+        return median_period(self.times)
 
     def features(self, i: int) -> pd.DataFrame:
         return self.batch(i)[list(self.kinds)]
@@ -428,6 +434,7 @@ class Retrain:
 
 
 PLANNED = {r.value for r in PLANNED_REASONS} | {"periodic"}
+REASONS = {r.value for r in Reason}
 
 
 class Strategy:
@@ -525,7 +532,7 @@ class PolicyStrategy(Strategy):
         recent = self.state.recent_retrains + (() if refused else (at,))
         self.state = PolicyState(last_retrain=at, recent_retrains=recent,
                                  trained_for=tuple(Reason(k) for k in action.kinds
-                                                   if k in Reason.__members__.values()))
+                                                   if k in REASONS))
 
     def retrained(self, fitted: Fitted, step: Step, action: Retrain) -> None:
         self.change_row = action.start_row
@@ -895,7 +902,7 @@ def gate(r: Replay, champion: Fitted, challenger: Fitted) -> str | None:
                              r.classes).get(metric)
     if mine is None or theirs is None or math.isnan(mine) or math.isnan(theirs):
         return None
-    gain = (mine - theirs) if HIGHER_IS_BETTER.get(metric, True) else (theirs - mine)
+    gain = -(metric_drop(metric, theirs, mine) or 0.0)  # positive: the challenger is better
     # beyond noise only: right after a change the challenger (before its refit) has not seen
     # the new concept, and the served model may have; two standard errors of a score in [0, 1]
     noise = 2 * math.sqrt(max(theirs * (1 - theirs), 0.0) / len(rows)) \

@@ -144,12 +144,6 @@ def _refuse_copy(reg: Registry, fingerprint: str, config: str) -> None:
             "same configuration; ingest new labelled data (or change the configuration) first")
 
 
-def _first_trial(kind: str, task: str) -> dict[str, Any]:
-    from mlops_core.training import _defaults
-
-    return _defaults(kind, task)
-
-
 def _trimmed(data: TrainingData, df: pd.DataFrame, tcol: str | None) -> TrainingData:
     """``data`` with its window's start at the first row of ``df`` (its newest part). The
     lineage keeps every batch of the window the model chose from: monitoring and the policy
@@ -224,8 +218,8 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
             + "; remove them from data.features")
     reg = registry or Registry(settings, meta)
     reg.ensure_registered_model()
-    fingerprint = data_fingerprint(data.lineage, since)
-    _refuse_copy(reg, fingerprint, config_hash(settings))
+    fingerprint, config = data_fingerprint(data.lineage, since), config_hash(settings)
+    _refuse_copy(reg, fingerprint, config)
     tr, va, ho = time_split(len(df), mcfg.holdout, mcfg.validation)
     if task != "regression" and y.iloc[tr].nunique() < 2:
         raise TrainingInputError("cannot train: the training part of the window has one class")
@@ -326,7 +320,7 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
                                                chosen.scores.items()}),
                   "window_start_row": chosen.start,
                   **{f"hp_{k}": v for k, v in found.best_params.items()}}
-        tags = {"trigger": trigger, "config_hash": config_hash(settings),
+        tags = {"trigger": trigger, "config_hash": config,
                 "code_version": code_version(), "model_sha256": sha,
                 "lineage_batches": ",".join(b["id"] for b in data.lineage)[:5000],
                 "data_fingerprint": fingerprint} | (

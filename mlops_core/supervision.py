@@ -47,6 +47,7 @@ from mlops_core.triggers import (
     Reason,
     compute_signals,
     decide,
+    median_period,
 )
 from mlops_core.validation import as_text
 
@@ -146,15 +147,10 @@ class DataClock:
 
 def data_clock(settings: Settings, meta: MetadataStore, wall: datetime) -> DataClock:
     accepted = meta.list_batches("accepted")
-    # distinct ends: a label feed re-sending a week's rows would put zero gaps in the median
-    ends = sorted({r.end_time for r in accepted if r.end_time is not None})
+    ends = [r.end_time for r in accepted if r.end_time is not None]
     if settings.data.time_column and ends:
-        gaps = np.diff(np.array(ends, dtype="datetime64[ns]"))
-        period = pd.Timedelta(np.median(gaps)).to_pytimedelta() if len(gaps) else None
-        return DataClock(pd.Timestamp(ends[-1]).to_pydatetime(), period or None, True)
-    made = sorted({r.created_at for r in accepted})
-    gaps = np.diff(np.array(made, dtype="datetime64[ns]"))
-    period = pd.Timedelta(np.median(gaps)).to_pytimedelta() if len(gaps) else None
+        return DataClock(max(ends), median_period(ends), True)
+    period = median_period([r.created_at for r in accepted])
     return DataClock(wall, period or None, False)
 
 
@@ -173,15 +169,15 @@ def _policy_state(meta: MetadataStore, model: str, versions: list[VersionInfo],
             monitoring_runs.c.model == model).order_by(monitoring_runs.c.at.desc())
             .limit(1)).first()
     drifted_before = False
+    prev = json.loads(last.summary) if last is not None else {}
     if last is not None:
-        prev = json.loads(last.summary)
         d = prev.get("drift") or {}
         share = d.get("weighted_drift_share")
         share = share if share is not None else d.get("drift_share")
         drifted_before = bool(threshold is not None and share is not None
                               and share >= threshold)
     if last is not None and (newest is None or newest.created <= last.at):
-        dec = (json.loads(last.summary).get("decision") or {})
+        dec = prev.get("decision") or {}
         # held back, or a retrain asked for that no training has served yet (`mlops monitor`
         # without --retrain, a training that failed): it asks again
         asked = dec.get("pending") if not dec.get("retrain") else dec.get("asking")

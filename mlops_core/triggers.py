@@ -244,6 +244,14 @@ def compute_signals(*, metric: str, baseline: dict[str, float],
         window_rows=window_rows, change_at=change_at)
 
 
+def median_period(times: list[datetime] | list[pd.Timestamp]) -> timedelta | None:
+    """The median gap between distinct times (batch ends): what "N batches" means. Distinct,
+    so that a label feed re-sending a week's rows adds no zero gaps; ``None`` with fewer than
+    two."""
+    gaps = np.diff(np.array(sorted(set(times)), dtype="datetime64[ns]"))
+    return pd.Timedelta(np.median(gaps)).to_pytimedelta() if len(gaps) else None
+
+
 def span(value: str | None, batch_period: timedelta | None) -> timedelta | None:
     """A policy duration as a ``timedelta``: ``"8 batches"`` is eight ``batch_period`` (one
     day each when the period is unknown)."""
