@@ -358,7 +358,9 @@ def monitor(settings: Settings, batch_ids: list[str] | None = None, *,
         metric=metric, baseline=baseline, realised=result.performance, estimated=estimate,
         drift_share=drift.drift_share, weighted_drift_share=drift.weighted_drift_share,
         detectors_fired=[d.name for d in result.detectors if d.fired],
-        model_trained_at=clock.trained_at(info),
+        # the newest training, approved or not: a candidate awaiting approval already answers
+        # the schedule (measured from the champion, every run would ask again meanwhile)
+        model_trained_at=clock.trained_at(versions[-1] if versions else info),
         new_labels=_new_labels(settings, meta, reg, store), window_rows=rows,
         change_at=result.change_at)
     result.decision = decide(signals, state, settings.retraining, clock.now,
