@@ -1102,6 +1102,7 @@ def _bring_up(settings: Any, config: Path, *, deploy: bool = True, timeout: floa
         start_dashboard,
         start_mlflow,
         start_prefect,
+        start_serving,
     )
 
     ws = settings.workspace
@@ -1120,8 +1121,11 @@ def _bring_up(settings: Any, config: Path, *, deploy: bool = True, timeout: floa
     dashboard = None
     if dashboard_app().is_file():
         with err.status("Starting the dashboard..."):
-            dashboard = start_dashboard(ws, config, port=_dashboard_port(settings),
+            dashboard = start_dashboard(ws, config, port=_free_or_none(settings.dashboard.port),
                                         timeout_s=timeout)
+    with err.status("Starting the serving API..."):
+        serving = start_serving(ws, config, port=_free_or_none(settings.serving.port),
+                                timeout_s=timeout)
     api = f"{server.url}/api"
     deployed = None
     if deploy:
@@ -1133,15 +1137,15 @@ def _bring_up(settings: Any, config: Path, *, deploy: bool = True, timeout: floa
             "worker_health": worker.health_url if worker else None,
             "mlflow": mlflow_info.url if mlflow_info else settings.storage.mlflow_uri,
             "dashboard": dashboard.url if dashboard else None,
+            "serving": serving.url,
             "prefect_yaml": str(deployed) if deployed else None,
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def _dashboard_port(settings: Any) -> int | None:
-    """The configured dashboard port when it is free (else any free port)."""
+def _free_or_none(port: int) -> int | None:
+    """``port`` when it is free (else None: any free port)."""
     import socket
 
-    port = settings.dashboard.port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -1163,6 +1167,8 @@ def _print_up(urls: dict[str, Any]) -> None:
     out.print(f"  MLflow              {urls['mlflow']}")
     if urls["dashboard"]:
         out.print(f"  dashboard           [bold]{urls['dashboard']}[/]")
+    out.print(f"  serving API         [bold]{urls['serving']}[/]  (POST /predict, /feedback; "
+              "GET /model, /metrics, /docs)")
     if urls["prefect_yaml"]:
         out.print(f"  deployments         {urls['prefect_yaml']}")
     out.print(f"Point Prefect's CLI at it: [bold]export PREFECT_API_URL={urls['prefect_api']}[/]. "
@@ -1180,9 +1186,9 @@ def up(
 ) -> None:
     """Start the project's services on 127.0.0.1, state under the workspace: the Prefect server,
     a process work pool and worker (orchestration.work_pool), the MLflow server (unless
-    storage.mlflow_uri names yours) and the dashboard; create the deployments; wait for every
-    health check; print the URLs. Databases are SQLite unless storage says otherwise (see
-    docs/scale-out.md). Running services are kept."""
+    storage.mlflow_uri names yours), the dashboard and the serving API; create the deployments;
+    wait for every health check; print the URLs. Databases are SQLite unless storage says
+    otherwise (see docs/scale-out.md). Running services are kept."""
     try:
         urls = _bring_up(_settings(config), config, deploy=with_deploy, timeout=timeout)
     except (MlopsError, RuntimeError, OSError) as e:
@@ -1194,6 +1200,33 @@ def up(
                      "prefect_yaml": urls["prefect_yaml"], "seconds": urls["seconds"]})
         return
     _print_up(urls)
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = Path("mlops.yaml"),
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 for every interface.")
+                    ] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="Port (default serving.port).")] = None,
+) -> None:
+    """Serve the champion over HTTP until interrupted (`mlops up` runs it in the background).
+
+    POST /predict takes one record or a list and answers with the version that produced the
+    predictions; POST /feedback takes labels by row id; GET /health, /model, /metrics
+    (Prometheus) and /docs. It follows the champion alias (polling every serving.poll_seconds;
+    the promote flow nudges it through POST /reload), loading and checking a new version off the
+    request path before it swaps; if that fails the old version keeps serving. Every request is
+    logged under <workspace>/predictions for `mlops monitor` (monitoring.source)."""
+    from mlops_core.serving import serve as run_serving
+
+    try:
+        settings = _settings(config)
+    except MlopsError as e:
+        _fail(str(e))
+        return
+    err.print(f"Serving '{settings.project}' on http://{host}:{port or settings.serving.port} "
+              "(Ctrl+C stops)")
+    run_serving(settings, host=host, port=port)
 
 
 @app.command()
@@ -1266,7 +1299,8 @@ def status(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False) -> 
 
 @app.command()
 def down(config: ConfigOpt = Path("mlops.yaml")) -> None:
-    """Stop the services `mlops up` started, by process id: the worker before the server."""
+    """Stop the services `mlops up` started, by process id: serving first, the worker before
+    the server."""
     from mlops_core.services import stop_all
 
     try:

@@ -337,6 +337,9 @@ class MonitoringConfig(_Section):
     drift_share: float = Field(0.5, gt=0, le=1)  # share of drifted columns = dataset drift
     weight_by_importance: bool = True  # also report drift weighted by feature importance
     report: Literal["on_drift", "always", "never"] = "on_drift"  # the HTML report
+    # what a monitoring run measures: the ingested batches, what serving answered (the
+    # prediction log, with the labels /feedback joined), or both
+    source: Literal["batches", "predictions", "both"] = "batches"
     seed: int = 0
 
 
@@ -429,6 +432,21 @@ class DashboardConfig(_Section):
         return names
 
 
+class ServingConfig(_Section):
+    """`mlops serve`: the champion behind a FastAPI app. It follows the ``champion`` alias
+    (told by the promote flow, and polling every ``poll_seconds``), loads and checks a new
+    version off the request path and swaps it in whole."""
+
+    port: int = Field(8000, ge=1, le=65535)  # where `mlops up` serves (any free port if taken)
+    max_rows: int = Field(10_000, ge=1)  # rows per /predict request
+    max_body_mb: float = Field(20.0, gt=0)  # request size limit
+    poll_seconds: float = Field(10.0, ge=0.5)
+    log: bool = True  # the prediction log under <workspace>/predictions
+    log_queue_rows: int = Field(200_000, ge=1_000)  # rows waiting to be written, at most
+    log_flush_seconds: float = Field(2.0, gt=0)  # a log segment at least this often
+    shadow: bool = True  # the newest online model predicts beside the champion (logged only)
+
+
 class Settings(_Section):
     project: str = Field("project", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     task: Task = "binary"
@@ -442,6 +460,7 @@ class Settings(_Section):
     retraining: RetrainingConfig = Field(default_factory=RetrainingConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
 
     # where the file was read from; relative paths in it are relative to its folder
     config_path: Path | None = Field(None, exclude=True)

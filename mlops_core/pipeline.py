@@ -380,6 +380,9 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
         reg.log_run_files(run_id, {"evidence": evidence, "card": card})
 
     status = "pending_approval" if gate.passed else "rejected"
+    # the whole package as stored (code, spec, MLmodel, environment, model): what promotion
+    # and serving verify before they use it
+    tags["package_sha256"] = reg.package_hash(model_uri)
     version = reg.register(model_uri, run_id, tags | {
         "status": status, "gate_passed": str(gate.passed).lower(),
         "gate_reasons": json.dumps(gate.reasons)[:5000], "metrics": json.dumps(metrics),

@@ -30,7 +30,14 @@ import sqlalchemy as sa
 from mlops_core.config import Settings
 from mlops_core.errors import MlopsError, NotFoundError
 from mlops_core.services import mlflow_artifact_root, mlflow_paths, tracking_uri
-from mlops_core.store import MetadataStore, audit_log, champion_state, file_sha256, utcnow
+from mlops_core.store import (
+    MetadataStore,
+    audit_log,
+    champion_state,
+    file_sha256,
+    package_sha256,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +132,7 @@ def pip_requirements() -> list[str]:
     from importlib import metadata
 
     reqs = []
-    for dist in ("mlflow", "pandas", "numpy", "scikit-learn", "scipy", "joblib", "pyarrow"):
+    for dist in ("mlflow", "pandas", "numpy", "scikit-learn", "scipy", "skops", "pyarrow"):
         reqs.append(f"{dist}=={metadata.version(dist)}")
     for dist in ("xgboost-cpu", "xgboost"):
         try:
@@ -324,6 +331,30 @@ class Registry:
                 raise RegistryError(f"version {version} has no model file")
             return file_sha256(files[0])
 
+    def package_hash(self, model_uri: str) -> str:
+        """:func:`package_sha256` of the model package at ``model_uri``, as stored now."""
+        with tempfile.TemporaryDirectory() as tmp:
+            return package_sha256(Path(self._mlflow.artifacts.download_artifacts(
+                artifact_uri=model_uri, dst_path=tmp)))
+
+    def verify_package(self, version: str, folder: Path) -> None:
+        """Raise :class:`RegistryError` unless ``folder`` (the version's downloaded package)
+        hashes to the ``package_sha256`` recorded at registration (versions registered before
+        that tag existed: their model file against ``model_sha256``)."""
+        tags = self.version(version).tags
+        want = tags.get("package_sha256")
+        if want:
+            have = package_sha256(folder)
+            what = "package"
+        else:
+            want = tags.get("model_sha256")
+            files = sorted(p for p in (folder / "artifacts").rglob("model.*") if p.is_file())
+            have = file_sha256(files[0]) if files else "(no model file)"
+            what = "model file"
+        if not want or want != have:
+            raise RegistryError(f"version {version}: the {what}'s sha256 no longer matches "
+                                f"the one recorded at registration ({want} != {have})")
+
     def set_status(self, version: str, status: str) -> None:
         assert status in STATUSES
         self.client.set_model_version_tag(self.name, version, "status", status)
@@ -461,11 +492,8 @@ class Registry:
         info = self.version(version)
         if info.gate_passed is not True:
             raise RegistryError(f"version {version} did not pass the promotion gate")
-        want = info.tags.get("model_sha256")
-        have = self.artifact_hash(version)
-        if not want or want != have:
-            raise RegistryError(f"version {version}: the model file's sha256 no longer matches "
-                                f"the one recorded at training ({want} != {have})")
+        with tempfile.TemporaryDirectory() as tmp:
+            self.verify_package(version, self.download(version, Path(tmp)))
 
     def _begin(self, request_id: str | None) -> tuple[str, DecisionResult | None]:
         """Start a decision: repair MLflow from the DB, then (request id, the no-op answer if

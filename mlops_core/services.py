@@ -1,6 +1,5 @@
 """Start, health-check and stop the local services of a project: the MLflow tracking server, the
-Prefect server, its process work pool and a worker (the dashboard and serving API will use the
-same machinery).
+Prefect server, its process work pool and a worker, the dashboard and the serving API.
 
 Each service runs as its own process group, bound to 127.0.0.1 on a free port, logging to
 ``<workspace>/logs/<name>.log``; its pid, port and URL are kept in ``<workspace>/run/<name>.json``
@@ -439,10 +438,44 @@ def start_dashboard(workspace: Path, config_path: Path, port: int | None = None,
                          timeout_s=timeout_s, cwd=app.parent.parent)
 
 
-SERVICES = (PREFECT_SERVER, PREFECT_WORKER, MLFLOW, DASHBOARD)
+# Serving -----------------------------------------------------------------------------------
+SERVING = "serving"
+
+
+def start_serving(workspace: Path, config_path: Path, port: int | None = None,
+                  timeout_s: float = 120.0, env: Mapping[str, str] | None = None
+                  ) -> ServiceInfo:
+    """Start (or find running) `mlops serve` for the project on 127.0.0.1. It answers
+    ``/health`` at once and serves the champion as soon as it has loaded and checked it."""
+    port = port or free_port()
+    argv = [_bin("mlops"), "serve", "--config", str(Path(config_path).resolve()),
+            "--host", HOST, "--port", str(port)]
+    return start_service(workspace, SERVING, argv, port=port, health_path="/health", env=env,
+                         timeout_s=timeout_s)
+
+
+def notify_serving(workspace: Path, timeout: float = 120.0) -> dict[str, object] | None:
+    """Ask the project's running serving API to serve the champion alias's version now
+    (``POST /reload``). None when no serving runs; its answer otherwise (the version served
+    and, when the new version failed to load, the error: the old version keeps serving)."""
+    info = read_service(workspace, SERVING)
+    if info is None:
+        return None
+    try:
+        res = httpx.post(f"{info.url}/reload", timeout=timeout)
+    except httpx.HTTPError as e:
+        return {"error": f"serving at {info.url} did not answer: {e}", "swapped": False}
+    try:
+        return dict(res.json())
+    except ValueError:
+        return {"error": f"serving answered {res.status_code}", "swapped": False}
+
+
+SERVICES = (PREFECT_SERVER, PREFECT_WORKER, MLFLOW, DASHBOARD, SERVING)
 
 
 def stop_all(workspace: Path) -> list[str]:
-    """Stop every service of the project, the worker before the server."""
-    stopped = stop_prefect(workspace)
+    """Stop every service of the project: serving first, the worker before the server."""
+    stopped = [SERVING] if stop_service(workspace, SERVING) else []
+    stopped += stop_prefect(workspace)
     return stopped + [name for name in (MLFLOW, DASHBOARD) if stop_service(workspace, name)]

@@ -282,6 +282,22 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+# files MLflow adds to a model folder when it is downloaded by a registry URI
+_DOWNLOAD_ONLY = {"registered_model_meta"}
+
+
+def package_sha256(folder: Path) -> str:
+    """sha256 over a whole model package: every file's relative path and content (code, spec,
+    MLmodel, environment files and the model itself), in path order, so no file can change,
+    appear or go unnoticed."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()
+                       and p.name not in _DOWNLOAD_ONLY):
+        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        h.update(file_sha256(path).encode() + b"\n")
+    return h.hexdigest()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

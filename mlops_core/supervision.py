@@ -29,6 +29,7 @@ from mlops_core.evaluation import (
 )
 from mlops_core.monitoring import DriftSummary, compute_drift, drift_report, performance_report
 from mlops_core.monitoring import sample_rows as _sample
+from mlops_core.prediction_log import LABEL, features_of, read_log
 from mlops_core.registry import Registry, VersionInfo
 from mlops_core.store import (
     BatchRecord,
@@ -76,6 +77,7 @@ class MonitoringResult:
     # where the error rose: where a detector that fired places it, else where the error stream
     # rose, else the first labelled row (the policy uses it only when the error asks)
     change_at: datetime | None = None
+    served_rows: int = 0  # rows of the prediction log measured (monitoring.source)
 
     @property
     def status(self) -> str:
@@ -91,7 +93,8 @@ class MonitoringResult:
                 "detectors": [d.to_dict() for d in self.detectors],
                 "decision": self.decision.to_dict() if self.decision else None,
                 "report": self.report, "reconciled": self.reconciled,
-                "change_at": self.change_at.isoformat() if self.change_at else None}
+                "change_at": self.change_at.isoformat() if self.change_at else None,
+                "served_rows": self.served_rows}
 
 
 def _kinds(settings: Settings, frame: pd.DataFrame) -> dict[str, str]:
@@ -130,6 +133,39 @@ def select_batches(meta: MetadataStore, model: str, batch_ids: list[str] | None,
     new = [r for r in accepted if (since is None or r.created_at > since)
            and r.id not in (trained_on or set())]
     return new or [max(accepted, key=lambda r: (r.end_time or r.created_at, r.created_at))]
+
+
+def _current_data(settings: Settings, meta: MetadataStore, reg: Registry, champion: str,
+                  batch_ids: list[str] | None, store: BatchStore
+                  ) -> tuple[list[BatchRecord], pd.DataFrame, int]:
+    """What a monitoring run measures (``monitoring.source``): the new batches, the rows
+    serving answered since the last run (their labels from /feedback in the target column),
+    or both. Returns (batches, rows, rows from the prediction log)."""
+    source = settings.monitoring.source
+    recs: list[BatchRecord] = []
+    frames: list[pd.DataFrame] = []
+    if source in ("batches", "both") or batch_ids:
+        recs = select_batches(meta, reg.name, batch_ids, _lineage(settings, reg, champion))
+        frames += [store.read(r) for r in recs]
+    served = 0
+    if source in ("predictions", "both") and not batch_ids:
+        rows = read_log(settings.workspace, since=_last_run_at(meta, reg.name))
+        if len(rows):
+            feats = features_of(rows)
+            target = settings.data.target
+            if target:
+                feats = feats.assign(**{target: rows[LABEL].to_numpy()})
+                if settings.task == "regression":
+                    feats[target] = pd.to_numeric(feats[target], errors="coerce")
+            frames.append(feats)
+            served = len(feats)
+        elif source == "predictions":
+            raise MlopsError("nothing served since the last monitoring run: the prediction log "
+                             f"under {settings.workspace / 'predictions'} has no new rows "
+                             "(monitoring.source is 'predictions')")
+    frames = [f for f in frames if len(f)]
+    current = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return recs, current, served
 
 
 @dataclass(frozen=True)
@@ -296,9 +332,8 @@ def monitor(settings: Settings, batch_ids: list[str] | None = None, *,
                                               cache).read_text())
     except (MlopsError, OSError, ValueError):
         importances = None
-    recs = select_batches(meta, reg.name, batch_ids, _lineage(settings, reg, champion))
     store = BatchStore(settings.workspace)
-    current = pd.concat([store.read(r) for r in recs], ignore_index=True)
+    recs, current, served_rows = _current_data(settings, meta, reg, champion, batch_ids, store)
     kinds = _kinds(settings, reference)
     drift = compute_drift(reference, current, kinds,
                           importances=importances if mcfg.weight_by_importance else None,
@@ -312,7 +347,7 @@ def monitor(settings: Settings, batch_ids: list[str] | None = None, *,
     result = MonitoringResult(id=f"m-{uuid.uuid4().hex[:12]}", at=now, model=reg.name,
                               champion_version=champion, batch_ids=[r.id for r in recs],
                               rows=len(current), labelled_rows=0, drift=drift, performance=None,
-                              baseline=baseline, metric=metric)
+                              baseline=baseline, metric=metric, served_rows=served_rows)
     classes = None
     preds = None
     if len(current):
@@ -405,7 +440,7 @@ def reconcile_estimates(settings: Settings, meta: MetadataStore, reg: Registry,
         summary = json.loads(text)
         metric = summary.get("metric")
         est = summary.get("estimated", {}).get(metric)
-        if summary.get("reconciled_with") or not est or \
+        if summary.get("reconciled_with") or not est or not summary.get("batch_ids") or \
                 summary.get("labelled_rows", 0) >= mcfg.min_rows:
             continue
         if all_labels is None:  # read once per call, only when a run needs it

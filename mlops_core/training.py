@@ -264,11 +264,11 @@ class TrainedModel:
                 booster = booster[: self.best_iteration + 1]
             path = folder / "model.ubj"
             booster.save_model(str(path))
-        else:
-            import joblib
+        else:  # skops: a format loaded without unpickling (see TRUSTED_SKOPS_TYPES)
+            import skops.io
 
-            path = folder / "model.joblib"
-            joblib.dump(self.estimator, path)
+            path = folder / "model.skops"
+            skops.io.dump(self.estimator, path)
         return {"spec": spec_path, "model": path}
 
     def feature_importances(self) -> dict[str, float]:

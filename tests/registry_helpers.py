@@ -91,7 +91,7 @@ def add_version(reg: Registry, source: Registry, version: str, *,
     same packaged files and recorded hash): a real MLflow version without another training."""
     mv = source.client.get_model_version(source.name, version)
     tags = {k: v for k, v in (mv.tags or {}).items()
-            if k in ("trigger", "model_sha256", "gate_passed", "gate_reasons", "metrics",
+            if k in ("trigger", "model_sha256", "package_sha256", "gate_passed", "gate_reasons", "metrics",
                      "model_type", "rows", "data_window", "config_hash", "code_version")}
     reg.ensure_registered_model()
     new = reg.register(mv.source, mv.run_id, tags | {"status": status})

@@ -267,23 +267,26 @@ def test_only_a_version_whose_gate_passed_can_be_approved(make_registry: MakeReg
 
 
 @pytest.mark.slow
-def test_a_tampered_model_file_cannot_become_champion(mlflow_server: ServiceInfo,
-                                                      tmp_path: Path) -> None:
-    s = demo_settings(tmp_path, mlflow_server.url, "reg-tampered", gate=FAST_GATE)
+@pytest.mark.parametrize("changed", ["artifacts/model.ubj", "artifacts/spec.json",
+                                     "tabular_model.py"])
+def test_a_tampered_model_package_cannot_become_champion(mlflow_server: ServiceInfo,
+                                                         tmp_path: Path, changed: str) -> None:
+    s = demo_settings(tmp_path, mlflow_server.url, f"reg-tampered-{Path(changed).stem}",
+                      gate=FAST_GATE)
     ingest_frame(s, demo_frame(5000, days=70, seed=3), tmp_path / "landing")
     out = train_and_register(s)
     assert out.status == "pending_approval", out.gate.reasons
     reg = Registry(s)
     v = str(out.version)
-    model_file = model_folder(reg, v) / "artifacts" / "model.ubj"
-    assert model_file.is_file()
+    [target] = [p for p in model_folder(reg, v).rglob(Path(changed).name)]
     assert reg.artifact_hash(v) == reg.version(v).tags["model_sha256"]
-    model_file.write_bytes(model_file.read_bytes() + b"\x00")  # changed after training
+    assert len(reg.version(v).tags["package_sha256"]) == 64
+    target.write_bytes(target.read_bytes() + b"\n")  # code, spec or model changed after training
 
     res = reg.approve(v, by="mallory", comment="trust me")
 
     assert res.outcome == "refused"
-    assert "sha256 no longer matches" in res.message
+    assert "package's sha256 no longer matches" in res.message
     assert reg.champion() is None and CHAMPION not in reg.aliases()
     assert reg.version(v).status == "pending_approval"
     [rec] = audit_for(reg, res.request_id)

@@ -463,7 +463,7 @@ def test_saved_model_predicts_like_the_trained_one(kind: str, task: str,
 
     artifacts = model.save(tmp_path / "model")
 
-    model_file = "model.ubj" if kind == "xgboost" else "model.joblib"
+    model_file = "model.ubj" if kind == "xgboost" else "model.skops"
     assert artifacts == {"spec": tmp_path / "model" / "spec.json",
                          "model": tmp_path / "model" / model_file}
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == sorted(

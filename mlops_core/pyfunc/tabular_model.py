@@ -3,8 +3,8 @@
 This file is copied into each logged model, so it is self-contained: it needs only numpy, pandas,
 xgboost or scikit-learn. Artifacts: ``spec`` (JSON: task, features by kind, categories, classes)
 and ``model`` (an XGBoost booster in its native UBJSON format, never a pickle; or a fitted
-scikit-learn pipeline, saved with joblib). ``predict`` returns a frame with ``prediction`` and,
-for classification, one ``proba_<class>`` column per class.
+scikit-learn pipeline in skops' format, loaded without unpickling). ``predict`` returns a frame
+with ``prediction`` and, for classification, one ``proba_<class>`` column per class.
 """
 
 from __future__ import annotations
@@ -21,6 +21,20 @@ try:  # the file is also imported by training code; mlflow is there too
 except ImportError:  # pragma: no cover
     mlflow = None
     PythonModel = object
+
+
+# The types skops does not trust by default that our scikit-learn models hold: the node arrays
+# of the forest's trees and the encoders' output dtype. Serving loads only packages whose
+# recorded hash matched.
+TRUSTED_SKOPS_TYPES = ["sklearn.tree._tree.Tree", "numpy.dtype"]
+
+
+def load_sklearn(path: str) -> Any:
+    """A scikit-learn model saved with ``skops.io.dump``, loaded without unpickling: any type
+    outside skops' trusted set and :data:`TRUSTED_SKOPS_TYPES` is refused."""
+    import skops.io
+
+    return skops.io.load(path, trusted=TRUSTED_SKOPS_TYPES)
 
 
 def prepare_features(df: pd.DataFrame, spec: dict[str, Any], *, for_xgboost: bool
@@ -87,9 +101,7 @@ class TabularModel(PythonModel):  # type: ignore[misc,valid-type]
             self.model = xgb.Booster()
             self.model.load_model(context.artifacts["model"])
         else:
-            import joblib
-
-            self.model = joblib.load(context.artifacts["model"])
+            self.model = load_sklearn(context.artifacts["model"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None
                 ) -> pd.DataFrame:

@@ -1,0 +1,193 @@
+"""The prediction log: what serving answered, and the labels that came back later.
+
+Serving hands each answered request to a :class:`LogWriter` (a bounded queue and one thread), so
+writing never sits on the request path; the thread writes Parquet segments under
+``<workspace>/predictions/``:
+
+- ``served/<YYYY-MM-DD>/<time>-<id>.parquet``: one row per predicted row: the features as sent,
+  ``served_request_id``, ``served_row_id``, ``served_at`` (UTC), ``served_version``,
+  ``served_latency_ms``, ``served_prediction``, ``served_proba_<class>`` and, when an online
+  model runs in shadow, ``shadow_version`` and ``shadow_prediction``;
+- ``feedback/<YYYY-MM-DD>/<time>-<id>.parquet``: ``served_row_id``, ``label`` (as text),
+  ``labelled_at``.
+
+:func:`read_log` joins the newest label of each row; monitoring reads it as its current data
+(``monitoring.source``) and the dashboard's Serving page draws it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+SERVED = "served"
+FEEDBACK = "feedback"
+META_PREFIXES = ("served_", "shadow_")
+LABEL = "label"
+
+
+def log_dir(workspace: Path) -> Path:
+    return workspace / "predictions"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)  # naive UTC, as all our times
+
+
+def write_segment(folder: Path, frame: pd.DataFrame, at: datetime | None = None) -> Path:
+    """Write ``frame`` as a new segment under ``folder/<date>/`` (atomically: a reader never
+    sees half a file)."""
+    at = at or _now()
+    day = folder / at.strftime("%Y-%m-%d")
+    day.mkdir(parents=True, exist_ok=True)
+    path = day / f"{at.strftime('%H%M%S.%f')}-{uuid.uuid4().hex[:8]}.parquet"
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.reset_index(drop=True).to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+class LogWriter:
+    """A thread that writes queued frames as segments, every ``flush_seconds`` or sooner when
+    ``flush_rows`` wait. Memory is bounded: at most ``max_rows`` rows wait; beyond that a frame
+    is dropped and counted (``on_drop``), because serving must not wait for a disk."""
+
+    def __init__(self, workspace: Path, *, max_rows: int = 200_000, flush_seconds: float = 2.0,
+                 flush_rows: int = 50_000, on_drop: Callable[[int], None] | None = None,
+                 on_write: Callable[[str, int], None] | None = None) -> None:
+        self.root = log_dir(workspace)
+        self.max_rows = max_rows
+        self.flush_seconds = flush_seconds
+        self.flush_rows = flush_rows
+        self.on_drop = on_drop
+        self.on_write = on_write
+        self._queue: queue.SimpleQueue[tuple[str, pd.DataFrame] | None] = queue.SimpleQueue()
+        self._waiting = 0  # rows queued, not yet written
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def put(self, kind: str, frame: pd.DataFrame) -> bool:
+        """Queue ``frame`` for the ``kind`` folder (:data:`SERVED` or :data:`FEEDBACK`).
+        False (and counted) when the queue is full."""
+        n = len(frame)
+        with self._lock:
+            if self._waiting + n > self.max_rows:
+                full = True
+            else:
+                self._waiting += n
+                full = False
+        if full:
+            log.warning("prediction log queue full: %d rows not logged", n)
+            if self.on_drop:
+                self.on_drop(n)
+            return False
+        self._queue.put((kind, frame))
+        return True
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    def _run(self) -> None:
+        pending: dict[str, list[pd.DataFrame]] = {SERVED: [], FEEDBACK: []}
+        rows = 0
+        deadline = time.monotonic() + self.flush_seconds
+        stop = False
+        while not stop:
+            try:
+                item = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                item = ("", pd.DataFrame())  # time to flush
+            if item is None:
+                stop = True
+            elif item[0]:
+                pending[item[0]].append(item[1])
+                rows += len(item[1])
+            if stop or rows >= self.flush_rows or time.monotonic() >= deadline:
+                self._flush(pending)
+                with self._lock:
+                    self._waiting -= rows
+                rows = 0
+                deadline = time.monotonic() + self.flush_seconds
+
+    def _flush(self, pending: dict[str, list[pd.DataFrame]]) -> None:
+        for kind, frames in pending.items():
+            if not frames:
+                continue
+            frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+            frames.clear()
+            try:
+                write_segment(self.root / kind, frame)
+                if self.on_write:
+                    self.on_write(kind, len(frame))
+            except (OSError, ValueError, TypeError) as e:  # counted; serving goes on
+                log.error("prediction log: %d %s rows not written: %s", len(frame), kind, e)
+                if self.on_drop:
+                    self.on_drop(len(frame))
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what waits and stop the thread."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout)
+
+
+def _segments(folder: Path, since: datetime | None) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    first = since.strftime("%Y-%m-%d") if since else ""
+    return sorted(p for day in folder.iterdir() if day.is_dir() and day.name >= first
+                  for p in day.glob("*.parquet"))
+
+
+def _read(paths: list[Path]) -> pd.DataFrame:
+    frames = [pd.read_parquet(p) for p in paths]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def read_feedback(workspace: Path) -> pd.DataFrame:
+    """Every label received, the newest per row (``served_row_id``, ``label``,
+    ``labelled_at``)."""
+    fb = _read(_segments(log_dir(workspace) / FEEDBACK, None))
+    if fb.empty:
+        return pd.DataFrame(columns=["served_row_id", LABEL, "labelled_at"])
+    return fb.sort_values("labelled_at").drop_duplicates("served_row_id", keep="last")
+
+
+def read_log(workspace: Path, *, since: datetime | None = None, until: datetime | None = None,
+             version: str | None = None, labels: bool = True) -> pd.DataFrame:
+    """Served rows logged after ``since`` (exclusive) and up to ``until``, optionally of one
+    model version, with the newest label of each (``label``: text, missing when none came)."""
+    served = _read(_segments(log_dir(workspace) / SERVED, since))
+    if served.empty:
+        return served
+    keep = pd.Series(True, index=served.index)
+    if since is not None:
+        keep &= served["served_at"] > since
+    if until is not None:
+        keep &= served["served_at"] <= until
+    if version is not None:
+        keep &= served["served_version"].astype(str) == str(version)
+    served = served[keep].reset_index(drop=True)
+    if labels:
+        fb = read_feedback(workspace)[["served_row_id", LABEL, "labelled_at"]]
+        served = served.merge(fb, on="served_row_id", how="left")
+    return served
+
+
+def features_of(log_rows: pd.DataFrame) -> pd.DataFrame:
+    """The columns a client sent (no served_/shadow_ columns, no label)."""
+    return log_rows[[c for c in log_rows.columns if not c.startswith(META_PREFIXES)
+                     and c not in (LABEL, "labelled_at")]]

@@ -1,0 +1,630 @@
+"""`mlops serve`: the champion behind an HTTP API that follows promotions without downtime.
+
+- ``POST /predict``: one record (a JSON object) or a list of them; each is checked against the
+  model's features (every field present, ``null`` for an unknown value, no other field but the
+  id and time columns, values of the right type). A bad request is a 422 that names every bad
+  field; a request over ``serving.max_rows`` rows or ``serving.max_body_mb`` is a 413.
+- ``POST /feedback``: labels for served rows (``{"id": ROW_ID, "label": VALUE}`` or a list),
+  for labels that arrive later; they join the prediction log.
+- ``GET /health`` (the process; ``ready`` once a model serves), ``GET /model`` (version, since,
+  hash, features), ``GET /metrics`` (Prometheus), ``POST /reload`` (the promote flow's nudge).
+
+Every answer names the version that produced it (``version`` and the ``X-Model-Version``
+header). The served version follows the registry's ``champion`` alias: a thread polls it every
+``serving.poll_seconds`` and ``/reload`` checks at once. A new version is downloaded, its whole
+package checked against the hash recorded at registration, loaded from its native files
+(XGBoost's UBJSON, scikit-learn through skops: nothing is unpickled) and smoke-tested on its
+input example, all off the request path; then one assignment swaps it in. A request reads the
+model once, so it is answered by one version, never two. If anything fails the old version keeps
+serving, and the failure is counted (``mlops_model_load_failures_total``), logged and shown by
+``/model``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops_core.config import Settings
+from mlops_core.errors import MlopsError
+from mlops_core.prediction_log import FEEDBACK, LABEL, SERVED, LogWriter
+from mlops_core.pyfunc.tabular_model import load_sklearn, output_frame, prepare_features
+
+log = logging.getLogger(__name__)
+
+CHAMPION_ALIAS = "champion"
+RETRY_FAILED_S = 60.0  # a version that failed to load is tried again after this long
+MAX_ERRORS_LISTED = 100
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+class ServingError(MlopsError, RuntimeError):
+    """A model version cannot be served: its package changed, its files are of an unknown
+    kind, or it failed its smoke test."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+# the model ---------------------------------------------------------------------------------
+@dataclass
+class ServedModel:
+    """One loaded, verified model version."""
+
+    version: str
+    spec: dict[str, Any]
+    model: Any
+    package_sha256: str
+    loaded_at: datetime = field(default_factory=_now)
+
+    @property
+    def task(self) -> str:
+        return str(self.spec["task"])
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.spec["feature_order"])
+
+    @property
+    def classes(self) -> list[Any] | None:
+        return self.spec.get("classes")
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``prediction`` and, for classification, ``proba_<class>`` per row."""
+        spec = self.spec
+        if spec["kind"] == "xgboost":
+            import xgboost as xgb
+
+            X = prepare_features(frame, spec, for_xgboost=True)
+            raw = self.model.predict(xgb.DMatrix(X, enable_categorical=True))
+        else:
+            X = prepare_features(frame, spec, for_xgboost=False)
+            raw = (self.model.predict(X) if spec["task"] == "regression"
+                   else self.model.predict_proba(X))
+        return output_frame(spec["task"], spec.get("classes"), raw, frame.index)
+
+    def describe(self) -> dict[str, Any]:
+        return {"version": self.version, "since": self.loaded_at.isoformat(),
+                "package_sha256": self.package_sha256, "task": self.task,
+                "kind": self.spec["kind"], "classes": self.classes,
+                "features": [{"name": c, "kind": self.spec["kinds"][c],
+                              **({"categories": self.spec["categories"][c]}
+                                 if c in self.spec.get("categories", {}) else {})}
+                             for c in self.features]}
+
+
+def load_package(folder: Path, version: str, package_sha256: str) -> ServedModel:
+    """A model from its downloaded (and already verified) package folder, without unpickling:
+    XGBoost from its native file, scikit-learn from skops with a fixed list of trusted types."""
+    art = folder / "artifacts"
+    spec = json.loads((art / "spec.json").read_text(encoding="utf-8"))
+    if (art / "model.ubj").is_file():
+        import xgboost as xgb
+
+        model: Any = xgb.Booster()
+        model.load_model(str(art / "model.ubj"))
+    elif (art / "model.skops").is_file():
+        model = load_sklearn(str(art / "model.skops"))
+    else:
+        found = sorted(p.name for p in art.iterdir()) if art.is_dir() else []
+        raise ServingError(f"version {version}: no model file serving can load without "
+                           f"unpickling (model.ubj or model.skops); found {found}")
+    return ServedModel(version=version, spec=spec, model=model, package_sha256=package_sha256)
+
+
+def smoke_test(model: ServedModel, folder: Path) -> None:
+    """Predict the package's input example: one answer per row, probabilities that are
+    probabilities. Raises :class:`ServingError` otherwise."""
+    path = folder / "input_example.json"
+    if not path.is_file():
+        raise ServingError(f"version {model.version}: no input example to smoke-test")
+    ex = json.loads(path.read_text(encoding="utf-8"))
+    frame = pd.DataFrame(ex["data"], columns=ex["columns"])
+    try:
+        out = model.predict(frame)
+    except Exception as e:
+        raise ServingError(f"version {model.version} failed its smoke test: "
+                           f"{type(e).__name__}: {e}") from e
+    if len(out) != len(frame):
+        raise ServingError(f"version {model.version}: {len(out)} answers for {len(frame)} rows")
+    proba = out[[c for c in out.columns if c.startswith("proba_")]].to_numpy(dtype=float)
+    if proba.size and (not np.isfinite(proba).all()
+                       or not np.allclose(proba.sum(axis=1), 1.0, atol=1e-3)):
+        raise ServingError(f"version {model.version}: its probabilities do not sum to one")
+
+
+def load_version(registry: Any, version: str) -> ServedModel:
+    """Download ``version``, check the whole package against its recorded hash, load it and
+    smoke-test it. Raises on any failure; nothing is swapped here."""
+    from mlops_core.store import package_sha256
+
+    with tempfile.TemporaryDirectory(prefix="mlops-serve-") as tmp:
+        folder = registry.download(version, Path(tmp))
+        registry.verify_package(version, folder)
+        model = load_package(folder, version, package_sha256(folder))
+        smoke_test(model, folder)
+    return model
+
+
+# request checks ----------------------------------------------------------------------------
+def _excerpt(v: Any) -> str:
+    text = json.dumps(v, default=str) if not isinstance(v, str) else repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+_TRUE = {"true", "t", "yes", "1"}
+_FALSE = {"false", "f", "no", "0"}
+
+
+def _numeric(v: Any) -> tuple[float, str | None]:
+    if v is None:
+        return math.nan, None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return math.nan, f"expected a number, got {_excerpt(v)}"
+    f = float(v)
+    if not math.isfinite(f):
+        return math.nan, f"expected a finite number, got {_excerpt(v)}"
+    return f, None
+
+
+def _categorical(v: Any) -> tuple[str | None, str | None]:
+    if v is None or isinstance(v, str):
+        return v, None
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return str(v), None
+    return None, f"expected text, got {_excerpt(v)}"
+
+
+def _boolean(v: Any) -> tuple[bool | None, str | None]:
+    if v is None or isinstance(v, bool):
+        return v, None
+    if isinstance(v, int | float) and v in (0, 1):
+        return bool(v), None
+    if isinstance(v, str) and v.strip().lower() in _TRUE | _FALSE:
+        return v.strip().lower() in _TRUE, None
+    return None, f"expected true or false, got {_excerpt(v)}"
+
+
+_CHECKS: dict[str, Callable[[Any], tuple[Any, str | None]]] = {
+    "numeric": _numeric, "categorical": _categorical, "boolean": _boolean}
+
+
+@dataclass
+class Checked:
+    frame: pd.DataFrame  # the features (and id/time columns) as the model takes them
+    row_ids: list[str]
+    errors: list[dict[str, Any]]
+
+
+def check_records(records: list[Any], model: ServedModel, *, id_column: str | None,
+                  time_column: str | None, request_id: str) -> Checked:
+    """Every record against the model's features. Errors name the row, the field and why."""
+    kinds = model.spec["kinds"]
+    features = model.features
+    passthrough = [c for c in (id_column, time_column) if c and c not in kinds]
+    allowed = set(features) | set(passthrough)
+    columns: dict[str, list[Any]] = {c: [] for c in features + passthrough}
+    errors: list[dict[str, Any]] = []
+    row_ids: list[str] = []
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            errors.append({"row": i, "field": None,
+                           "error": f"expected an object of field: value, got {_excerpt(rec)}"})
+            continue
+        for name in rec.keys() - allowed:
+            errors.append({"row": i, "field": name, "error": "not a field of this model"})
+        for name in features:
+            if name not in rec:
+                errors.append({"row": i, "field": name,
+                               "error": "missing (send null for an unknown value)"})
+                columns[name].append(None)
+                continue
+            value, problem = _CHECKS[kinds[name]](rec[name])
+            if problem:
+                errors.append({"row": i, "field": name, "error": problem})
+            columns[name].append(value)
+        for name in passthrough:
+            v = rec.get(name)
+            columns[name].append(None if v is None else str(v))
+        rid = rec.get(id_column) if id_column else None
+        row_ids.append(str(rid) if rid is not None else f"{request_id}:{i}")
+    if errors:
+        return Checked(pd.DataFrame(), row_ids, errors)
+    frame = pd.DataFrame({c: (np.asarray(v, dtype="float64") if kinds.get(c) == "numeric"
+                              else pd.Series(v, dtype=object)) for c, v in columns.items()})
+    return Checked(frame, row_ids, errors)
+
+
+# metrics -----------------------------------------------------------------------------------
+class Metrics:
+    """Prometheus metrics of one app (their own registry, so two apps in a process, as in
+    tests, do not collide)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("mlops_requests", "HTTP requests by endpoint and status",
+                                ["endpoint", "status"], registry=r)
+        self.latency = Histogram("mlops_request_seconds", "Request latency by endpoint",
+                                 ["endpoint"], registry=r,
+                                 buckets=(.001, .0025, .005, .01, .02, .05, .1, .25, .5, 1, 2.5))
+        self.rows = Counter("mlops_predicted_rows", "Rows predicted", ["version"], registry=r)
+        self.classes = Counter("mlops_predictions", "Predicted class counts", ["prediction"],
+                               registry=r)
+        self.values = Histogram("mlops_prediction_value", "Predicted values (regression)",
+                                registry=r, buckets=(-1e3, -10, -1, 0, 1, 10, 100, 1e3, 1e4, 1e6))
+        self.model = Gauge("mlops_model_info", "The served version (1) and its hash",
+                           ["version", "package_sha256"], registry=r)
+        self.loaded_at = Gauge("mlops_model_loaded_timestamp_seconds",
+                               "When the served version was swapped in", registry=r)
+        self.swaps = Counter("mlops_model_swaps", "Versions swapped in", registry=r)
+        self.load_failures = Counter("mlops_model_load_failures",
+                                     "Versions that failed to load (the old one kept serving)",
+                                     registry=r)
+        self.feedback = Counter("mlops_feedback_labels", "Labels received", registry=r)
+        self.log_dropped = Counter("mlops_prediction_log_dropped_rows",
+                                   "Rows the prediction log could not keep", registry=r)
+        self.log_written = Counter("mlops_prediction_log_rows", "Rows written to the log",
+                                   ["kind"], registry=r)
+
+    def served(self, model: ServedModel) -> None:
+        self.model.clear()
+        self.model.labels(model.version, model.package_sha256).set(1)
+        self.loaded_at.set(model.loaded_at.replace(tzinfo=UTC).timestamp())
+
+
+# following the champion --------------------------------------------------------------------
+class ModelSlot:
+    """The served model, replaced whole. ``current`` is read once per request."""
+
+    def __init__(self, registry_factory: Callable[[], Any], metrics: Metrics) -> None:
+        self._registry_factory = registry_factory
+        self._registry: Any = None
+        self.metrics = metrics
+        self.current: ServedModel | None = None
+        self.last_error: dict[str, Any] | None = None
+        self._failed: dict[str, float] = {}
+        self._lock = threading.Lock()  # one load at a time
+
+    def registry(self) -> Any:
+        if self._registry is None:
+            self._registry = self._registry_factory()
+        return self._registry
+
+    def _error(self, version: str | None, message: str) -> dict[str, Any]:
+        self.last_error = {"version": version, "error": message, "at": _now().isoformat()}
+        log.error("serving: %s", message)
+        return {"version": self.current.version if self.current else None, "swapped": False,
+                "error": message}
+
+    def refresh(self, *, force: bool = False) -> dict[str, Any]:
+        """Serve the version the champion alias names, if it is not served yet. Returns
+        ``{"version", "swapped", "error"}``."""
+        with self._lock:
+            try:
+                want = self.registry().aliases().get(CHAMPION_ALIAS)
+            except Exception as e:
+                return self._error(None, f"cannot read the champion alias: "
+                                         f"{type(e).__name__}: {str(e)[:300]}")
+            have = self.current.version if self.current else None
+            if want is None or want == have:
+                return {"version": have, "swapped": False, "error": None}
+            failed_at = self._failed.get(want)
+            if failed_at and not force and time.monotonic() - failed_at < RETRY_FAILED_S:
+                return {"version": have, "swapped": False,
+                        "error": (self.last_error or {}).get("error")}
+            t0 = time.perf_counter()
+            try:
+                model = load_version(self.registry(), want)
+            except Exception as e:
+                self._failed[want] = time.monotonic()
+                self.metrics.load_failures.inc()
+                return self._error(want, f"version {want} not served, v{have} kept: "
+                                         f"{type(e).__name__}: {str(e)[:500]}")
+            self.current = model  # the swap: one reference assignment
+            self._failed.pop(want, None)
+            self.last_error = None
+            self.metrics.swaps.inc()
+            self.metrics.served(model)
+            log.info("serving v%s (was v%s), loaded and checked in %.2f s", want, have,
+                     time.perf_counter() - t0)
+            return {"version": want, "swapped": True, "previous": have, "error": None}
+
+
+# the app -----------------------------------------------------------------------------------
+def _json(payload: Any, status: int = 200, version: str | None = None) -> Any:
+    from fastapi.responses import Response
+
+    headers = {"X-Model-Version": version} if version else None
+    return Response(json.dumps(payload, default=_plain, allow_nan=False), status_code=status,
+                    media_type="application/json", headers=headers)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, datetime | pd.Timestamp):
+        return v.isoformat()
+    return str(v)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _parse_json(body: bytes) -> Any:
+    return json.loads(body, parse_constant=_reject_constant)
+
+
+@dataclass
+class _State:
+    settings: Settings
+    slot: ModelSlot
+    metrics: Metrics
+    writer: LogWriter | None
+    started_at: datetime = field(default_factory=_now)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+def create_app(settings: Settings, *, registry_factory: Callable[[], Any] | None = None,
+               background: bool = True) -> Any:
+    """The FastAPI app for ``settings``' project. ``background``: poll the champion alias and
+    write the prediction log from threads (off for tests that drive ``refresh`` themselves;
+    the log is then written at shutdown)."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI, Request
+    from fastapi.responses import Response
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from mlops_core.registry import Registry
+
+    scfg = settings.serving
+    metrics = Metrics()
+    slot = ModelSlot(registry_factory or (lambda: Registry(settings)), metrics)
+    state = _State(settings, slot, metrics, None)
+    max_body = int(scfg.max_body_mb * 1024 * 1024)
+    id_column, time_column = settings.data.id_column, settings.data.time_column
+
+    def poll() -> None:
+        while True:
+            slot.refresh()
+            if state.stop.wait(scfg.poll_seconds):
+                return
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        if scfg.log:
+            state.writer = LogWriter(settings.workspace, max_rows=scfg.log_queue_rows,
+                                     flush_seconds=scfg.log_flush_seconds if background
+                                     else 3600.0,
+                                     on_drop=metrics.log_dropped.inc,
+                                     on_write=lambda k, n: metrics.log_written.labels(k).inc(n))
+        poller = None
+        if background:
+            poller = threading.Thread(target=poll, name="champion-poll", daemon=True)
+            poller.start()
+        try:
+            yield
+        finally:
+            state.stop.set()
+            if state.writer:
+                state.writer.close()
+            if poller:
+                poller.join(5)
+
+    app = FastAPI(title=f"mlops serving: {settings.project}", lifespan=lifespan,
+                  description="The champion of the registered model, following promotions.")
+    app.state.mlops = state
+
+    def body_limit(request: Request) -> Any | None:
+        size = request.headers.get("content-length")
+        if size and size.isdigit() and int(size) > max_body:
+            return _json({"detail": f"request body over {scfg.max_body_mb:g} MB"}, 413)
+        return None
+
+    def request_id_of(request: Request) -> str:
+        rid = request.headers.get("x-request-id", "")
+        return rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Any) -> Any:
+        t0 = time.perf_counter()
+        path = request.url.path
+        endpoint = path if path in ("/predict", "/feedback", "/health", "/model", "/metrics",
+                                    "/reload") else "other"
+        try:
+            response = await call_next(request)
+        except Exception:
+            metrics.requests.labels(endpoint, "500").inc()
+            raise
+        metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
+        return response
+
+    @app.post("/predict", summary="Predict one record or a list of records")
+    async def predict(request: Request) -> Any:
+        t0 = time.perf_counter()
+        too_big = body_limit(request)
+        if too_big is not None:
+            return too_big
+        body = await request.body()
+        if len(body) > max_body:
+            return _json({"detail": f"request body over {scfg.max_body_mb:g} MB"}, 413)
+        model = slot.current  # once: this request is answered by this version only
+        if model is None:
+            return _json({"detail": "no champion is served yet: approve a version "
+                                    "(`mlops approve VERSION --by NAME`)"}, 503)
+        try:
+            payload = _parse_json(body)
+        except ValueError as e:
+            return _json({"detail": f"the body is not valid JSON: {str(e)[:200]}",
+                          "errors": []}, 422, model.version)
+        records = payload if isinstance(payload, list) else [payload]
+        if not records:
+            return _json({"detail": "no records to predict", "errors": []}, 422, model.version)
+        if len(records) > scfg.max_rows:
+            return _json({"detail": f"{len(records)} records in one request; at most "
+                                    f"{scfg.max_rows} (serving.max_rows)"}, 413, model.version)
+        rid = request_id_of(request)
+        return await _run(predict_rows, model, records, rid, t0)
+
+    def predict_rows(model: ServedModel, records: list[Any], rid: str, t0: float) -> Any:
+        checked = check_records(records, model, id_column=id_column, time_column=time_column,
+                                request_id=rid)
+        if checked.errors:
+            n = len(checked.errors)
+            fields = sorted({str(e["field"]) for e in checked.errors if e["field"]})
+            return _json({"detail": f"{n} bad field{'s' if n != 1 else ''} in "
+                                    f"{len({e['row'] for e in checked.errors})} record(s): "
+                                    + ", ".join(fields[:20]),
+                          "errors": checked.errors[:MAX_ERRORS_LISTED],
+                          "version": model.version}, 422, model.version)
+        out = model.predict(checked.frame)
+        preds = out["prediction"].tolist()
+        proba_cols = [c for c in out.columns if c.startswith("proba_")]
+        latency_ms = (time.perf_counter() - t0) * 1000
+        if proba_cols:
+            names = [c.removeprefix("proba_") for c in proba_cols]
+            probs = out[proba_cols].to_numpy().round(6).tolist()
+            rows = [{"id": i, "prediction": p, "probabilities": dict(zip(names, pr,
+                                                                       strict=True))}
+                    for i, p, pr in zip(checked.row_ids, preds, probs, strict=True)]
+            for cls, n in pd.Series(preds).astype(str).value_counts().items():
+                metrics.classes.labels(str(cls)).inc(int(n))
+        else:
+            rows = [{"id": i, "prediction": p} for i, p in zip(checked.row_ids, preds,
+                                                                strict=True)]
+            for v in preds:
+                metrics.values.observe(float(v))
+        metrics.rows.labels(model.version).inc(len(rows))
+        if state.writer is not None:
+            logged = checked.frame.assign(
+                served_request_id=rid, served_row_id=checked.row_ids, served_at=_now(),
+                served_version=model.version, served_latency_ms=latency_ms,
+                served_prediction=pd.Series(preds, dtype=object).astype(str).to_numpy(),
+                **{f"served_{c}": out[c].to_numpy() for c in proba_cols})
+            state.writer.put(SERVED, logged)
+        return _json({"request_id": rid, "version": model.version, "predictions": rows},
+                     200, model.version)
+
+    @app.post("/feedback", summary="Labels for served rows, by row id")
+    async def feedback(request: Request) -> Any:
+        too_big = body_limit(request)
+        if too_big is not None:
+            return too_big
+        body = await request.body()
+        try:
+            payload = _parse_json(body)
+        except ValueError as e:
+            return _json({"detail": f"the body is not valid JSON: {str(e)[:200]}"}, 422)
+        items = payload if isinstance(payload, list) else [payload]
+        errors: list[dict[str, Any]] = []
+        ids: list[str] = []
+        labels: list[str] = []
+        model = slot.current
+        classes = {str(c) for c in (model.classes or [])} if model else set()
+        for i, it in enumerate(items):
+            if not isinstance(it, dict):
+                errors.append({"row": i, "field": None, "error": "expected {id, label}"})
+                continue
+            extra = it.keys() - {"id", LABEL}
+            for name in sorted(extra):
+                errors.append({"row": i, "field": name, "error": "not a feedback field"})
+            rid, label = it.get("id"), it.get(LABEL)
+            if not isinstance(rid, str | int) or isinstance(rid, bool) or str(rid) == "":
+                errors.append({"row": i, "field": "id",
+                               "error": "the id of a served row (from /predict) is required"})
+            if label is None or isinstance(label, list | dict):
+                errors.append({"row": i, "field": LABEL, "error": "a label value is required"})
+            elif model is not None and _class_text(label, classes) is None:
+                errors.append({"row": i, "field": LABEL, "error": (
+                    f"{_excerpt(label)} is not a class of this model "
+                    f"({', '.join(sorted(classes))})" if classes else
+                    f"expected a number, got {_excerpt(label)}")})
+            ids.append(str(rid))
+            labels.append(_class_text(label, classes) or str(label))
+        if errors:
+            return _json({"detail": f"{len(errors)} bad field(s)",
+                          "errors": errors[:MAX_ERRORS_LISTED]}, 422)
+        if state.writer is not None:
+            state.writer.put(FEEDBACK, pd.DataFrame({"served_row_id": ids, LABEL: labels,
+                                                     "labelled_at": _now()}))
+        metrics.feedback.inc(len(ids))
+        return _json({"accepted": len(ids)}, 202)
+
+    @app.get("/health", summary="Is the process up, and is a model served?")
+    def health() -> Any:
+        model = slot.current
+        return _json({"status": "ok" if model else "waiting for a champion",
+                      "ready": model is not None,
+                      "version": model.version if model else None},
+                     200, model.version if model else None)
+
+    @app.get("/model", summary="The served version: since when, its hash and features")
+    def model_info() -> Any:
+        model = slot.current
+        return _json({"project": settings.project,
+                      **(model.describe() if model else {"version": None}),
+                      "last_error": slot.last_error, "poll_seconds": scfg.poll_seconds,
+                      "log": scfg.log, "log_waiting_rows": state.writer.waiting
+                      if state.writer else 0,
+                      "started_at": state.started_at.isoformat()},
+                     200, model.version if model else None)
+
+    @app.post("/reload", summary="Serve the champion alias's version now (off the request "
+                                 "path of predictions)")
+    def reload() -> Any:
+        res = slot.refresh(force=True)
+        return _json(res, 200 if not res.get("error") else 409, res.get("version"))
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    def prom() -> Any:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _class_text(label: Any, classes: set[str]) -> str | None:
+    """The class ``label`` names, as text (``1``, ``1.0`` and ``true`` name class "1"); with no
+    classes (regression) the value as text. None: no class of the model."""
+    if not classes:  # regression
+        ok = isinstance(label, int | float) and not isinstance(label, bool) and math.isfinite(
+            label)
+        return str(label) if ok else None
+    forms = [str(label)]
+    if isinstance(label, bool) or (isinstance(label, float) and label.is_integer()):
+        forms.append(str(int(label)))
+    return next((f for f in forms if f in classes), None)
+
+
+async def _run(fn: Callable[..., Any], *args: Any) -> Any:
+    """CPU work in the thread pool: the event loop keeps answering health and metrics."""
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(fn, *args)
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int | None = None) -> None:
+    """Run the app with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(settings), host=host, port=port or settings.serving.port,
+                log_level="warning", access_log=False)
