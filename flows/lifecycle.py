@@ -260,19 +260,36 @@ def train(config: str = "mlops.yaml", trigger: str = "schedule", since: str = ""
     return outcome
 
 
+@task(retries=RETRIES, retry_delay_seconds=BACKOFF)
+def reload_serving_task(config: str) -> dict[str, Any] | None:
+    """Tell the project's serving API to serve the champion now (it also polls the alias).
+    None when no serving runs."""
+    from mlops_core.services import notify_serving
+
+    return notify_serving(settings_for(config).workspace)
+
+
 @flow(name="promote")
 def promote(config: str = "mlops.yaml", version: str = "", action: str = "approve"
             ) -> dict[str, Any]:
-    """Side effects of an approval: make sure MLflow's champion alias follows the recorded
-    decision (repairs a crash between the audit record and the alias), then report. Serving
-    reload and notifications hang here once those services exist. Idempotent."""
+    """Side effects of an approval or a rollback: make sure MLflow's champion alias follows
+    the recorded decision (repairs a crash between the audit record and the alias), then tell
+    serving to load it (off its request path; if loading fails the old version keeps serving
+    and the failure is reported here and on /model). Idempotent."""
     logger = get_run_logger()
     state = reconcile_task(config)
     if version and state["champion"] != str(version):
         logger.warning("v%s was %s, but the champion is now v%s", version, action,
                        state["champion"])
+    served = reload_serving_task(config)
+    if served is None:
+        logger.info("no serving API runs: nothing to reload")
+    elif served.get("error"):
+        logger.error("serving did not swap to v%s: %s", state["champion"], served["error"])
+    else:
+        logger.info("serving answers with v%s", served.get("version"))
     logger.info("champion is v%s (%s of v%s)", state["champion"], action, version)
-    return state | {"version": version, "action": action}
+    return state | {"version": version, "action": action, "serving": served}
 
 
 @flow(name="publish-events")

@@ -708,6 +708,28 @@ class RiverOnline(OnlineStrategy):
         return output_frame(self.replay.task, classes, raw, X.index)
 
 
+class BoostedOnline(OnlineStrategy):
+    """Continued boosting (:class:`mlops_core.online.OnlineBooster`): the first model the other
+    strategies start from, then a few trees more on each batch of labels as it arrives."""
+
+    name = "online-xgboost"
+
+    def start(self, replay: Replay, initial: pd.DataFrame) -> None:
+        from mlops_core.online import OnlineBooster
+
+        if replay.settings.model.type != "xgboost":
+            raise BacktestError("online-xgboost continues an XGBoost model; model.type is "
+                                f"'{replay.settings.model.type}'")
+        fitted = Trainer(replay).fit(replay.initial_batches - 1)
+        self.model = OnlineBooster.from_trained(fitted.model, replay.settings.model.seed)
+
+    def learn(self, X: pd.DataFrame, y: pd.Series) -> None:
+        self.model.learn(X, y)
+
+    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
+        return self.model.predict_frame(X)
+
+
 # strategies by name -------------------------------------------------------------------------
 def _single(policy: RetrainingConfig, **signal: Any) -> RetrainingConfig:
     """A policy with just one signal and no brakes: what a single-signal strategy does."""
@@ -720,7 +742,7 @@ def _single(policy: RetrainingConfig, **signal: Any) -> RetrainingConfig:
 DETECTOR_NAMES = {"adwin": "adwin", "page-hinkley": "page_hinkley", "ddm": "ddm"}
 STRATEGIES = ("static", "periodic:P", "every-batch", "performance", "drift",
               "detector:adwin", "detector:page-hinkley", "detector:ddm", "estimated", "online",
-              "policy")
+              "online-xgboost", "policy")
 DEFAULT_STRATEGIES = ("static", "every-batch", "periodic:10", "performance", "drift",
                       "detector:adwin", "estimated", "policy")
 
@@ -750,6 +772,8 @@ def make_strategy(spec: str, settings: Settings) -> Strategy | OnlineStrategy:
         return PolicyStrategy(spec, _single(p, detectors=[DETECTOR_NAMES[arg]]))
     if name == "online":
         return RiverOnline(settings.model.seed)
+    if name == "online-xgboost":
+        return BoostedOnline()
     if name == "policy":
         return PolicyStrategy("policy", p)
     raise BacktestError(f"unknown strategy '{spec}'; known: {', '.join(STRATEGIES)}")

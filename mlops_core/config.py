@@ -432,6 +432,17 @@ class DashboardConfig(_Section):
         return names
 
 
+class OnlineConfig(_Section):
+    """The online model: the champion (an XGBoost model) continued on the labels that arrive,
+    from /feedback and labelled batches, a few trees per update (`mlops learn`, or the
+    online-update deployment on ``schedule``). Each update is a version, gated against the
+    champion and approved like any other; serving runs the newest one in shadow."""
+
+    enabled: bool = False  # the online-update deployment, and the shadow in serving
+    schedule: str | None = "0 * * * *"  # cron of the online-update deployment (when enabled)
+    min_rows: int = Field(200, ge=1)  # fewer new labelled rows: nothing to learn yet
+
+
 class ServingConfig(_Section):
     """`mlops serve`: the champion behind a FastAPI app. It follows the ``champion`` alias
     (told by the promote flow, and polling every ``poll_seconds``), loads and checks a new
@@ -444,7 +455,8 @@ class ServingConfig(_Section):
     log: bool = True  # the prediction log under <workspace>/predictions
     log_queue_rows: int = Field(200_000, ge=1_000)  # rows waiting to be written, at most
     log_flush_seconds: float = Field(2.0, gt=0)  # a log segment at least this often
-    shadow: bool = True  # the newest online model predicts beside the champion (logged only)
+    shadow: bool = True  # with online.enabled, the newest online version predicts beside the
+    # champion on every request (logged, never returned)
 
 
 class Settings(_Section):
@@ -461,6 +473,7 @@ class Settings(_Section):
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    online: OnlineConfig = Field(default_factory=OnlineConfig)
 
     # where the file was read from; relative paths in it are relative to its folder
     config_path: Path | None = Field(None, exclude=True)

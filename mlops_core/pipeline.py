@@ -35,12 +35,16 @@ from mlops_core.evaluation import (
     slice_metrics,
 )
 from mlops_core.monitoring import performance_report
+from mlops_core.online import OnlineBooster
+from mlops_core.prediction_log import LABEL, read_log
 from mlops_core.registry import Registry, SmokeTest, VersionInfo, file_sha256
 from mlops_core.store import MetadataStore
 from mlops_core.training import (
     NothingNewError,
+    SearchResult,
     TrainingData,
     TrainingInputError,
+    WindowChoice,
     check_training_input,
     choose_window,
     default_params,
@@ -163,12 +167,16 @@ def _unseen_by(info: VersionInfo, rows: pd.DataFrame, tcol: str | None) -> pd.Se
 
 def train_and_register(settings: Settings, *, trigger: str = "manual",
                        meta: MetadataStore | None = None, registry: Registry | None = None,
-                       since: datetime | None = None, requested_by: str | None = None
-                       ) -> TrainingOutcome:
+                       since: datetime | None = None, requested_by: str | None = None,
+                       online: bool = False) -> TrainingOutcome:
     """Train a challenger, gate it against the champion and register it. ``since``: train on
     rows from then on only (the policy's decision after a detector located a change);
     ``requested_by``: who asked for this training (a person's retrain request, or ``policy``),
     kept as the version's ``requested_by`` tag, which the four-eyes rule checks.
+
+    ``online``: instead of a search, continue the newest online version (or the champion) on
+    the labelled rows it has not learnt (see :func:`_online_update`); the snapshot is then
+    evaluated, gated and registered like any training, with ``model_type`` ``online``.
 
     Raises :class:`TrainingInputError` (nothing registered) when the data cannot make a
     trustworthy model."""
@@ -184,7 +192,7 @@ def train_and_register(settings: Settings, *, trigger: str = "manual",
     smoke = SmokeTest() if settings.gate.smoke_test else None
     try:
         return _train_and_register(settings, trigger, meta, registry, smoke, t_start, since,
-                                   requested_by)
+                                   requested_by, online)
     finally:
         if smoke is not None:
             smoke.close()
@@ -195,37 +203,81 @@ def _import_late_libraries() -> None:
         importlib.import_module(name)
 
 
-def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | None,
-                        registry: Registry | None, smoke: SmokeTest | None, t_start: float,
-                        since: datetime | None = None, requested_by: str | None = None
-                        ) -> TrainingOutcome:
-    meta = meta or MetadataStore(settings.db_url)
+@dataclass
+class _OnlineBase:
+    """The version an online update continues, and its model."""
+
+    version: str
+    info: VersionInfo
+    model: OnlineBooster
+
+
+def _online_base(reg: Registry) -> _OnlineBase:
+    """The newest online snapshot that was not rejected, or the champion when none is newer
+    than it (an approved retrain learnt more)."""
+    versions = reg.versions()
+    champion = reg.champion()
+    online = [v for v in versions if v.tags.get("model_type") == "online"
+              and v.status != "rejected"]
+    champ = next((v for v in versions if v.version == champion), None)
+    pick = online[-1] if online else champ
+    if online and champ is not None and int(champ.version) > int(online[-1].version):
+        pick = champ
+    if pick is None:
+        raise TrainingInputError("online learning continues the champion: train and approve a "
+                                 "first version (`mlops train`, `mlops approve`)")
+    with tempfile.TemporaryDirectory(prefix="mlops-online-") as tmp:
+        folder = reg.download(pick.version, Path(tmp))
+        reg.verify_package(pick.version, folder)
+        try:
+            model = OnlineBooster.from_package(folder)
+        except ValueError as e:
+            raise TrainingInputError(f"cannot continue version {pick.version}: {e}") from None
+    return _OnlineBase(pick.version, pick, model)
+
+
+def _online_update(settings: Settings, base: _OnlineBase, df: pd.DataFrame, X: pd.DataFrame,
+                   y: pd.Series, ho: slice
+                   ) -> tuple[OnlineBooster, pd.DataFrame, int, datetime | None]:
+    """Continue ``base`` on what it has not learnt: the labelled rows of the prediction log
+    since its watermark, then the window's rows newer than its data (the hold-out last, after
+    it is scored, as a training refits on it). Returns (model, hold-out predictions, rows
+    learnt, the log's new watermark)."""
+    tcol = settings.data.time_column
+    model = base.model
+    since = base.info.tags.get("online_log_until")
+    log_rows = read_log(settings.workspace, since=datetime.fromisoformat(since) if since
+                        else base.info.created)
+    labelled = log_rows[log_rows[LABEL].notna()] if len(log_rows) else log_rows
+    new = _unseen_by(base.info, df, tcol).to_numpy()
+    held = np.zeros(len(df), dtype=bool)
+    held[ho] = True
+    learnt = len(labelled) + int(new.sum())
+    if learnt < settings.online.min_rows:
+        raise NothingNewError(
+            f"no new labels to learn: {learnt} labelled row(s) since version {base.version} "
+            f"learnt its data (online.min_rows is {settings.online.min_rows})")
+    if len(labelled):
+        model.learn(labelled[model.spec["feature_order"]], labelled[LABEL])
+    if (new & ~held).any():
+        model.learn(X[new & ~held], y[new & ~held])
+    pred_ho = model.predict_frame(X.iloc[ho])
+    if (new & held).any():
+        model.learn(X[new & held], y[new & held])
+    until = labelled["served_at"].max() if len(labelled) else None
+    return model, pred_ho, learnt, (pd.Timestamp(until).to_pydatetime() if until is not None
+                                    else (datetime.fromisoformat(since) if since else None))
+
+
+def _search_and_refit(settings: Settings, df: pd.DataFrame, X: pd.DataFrame, y: pd.Series,
+                      data: TrainingData, spec: dict[str, Any], tr: slice, va: slice,
+                      ho: slice, t0: float) -> tuple[Any, ...]:
+    """The window (all of it, or its newest half or quarter, whichever predicts the validation
+    rows best: after a change, the old concept's rows hurt), the search on it, the hold-out
+    metrics, and the model refit on the whole chosen window."""
     mcfg, gcfg, task = settings.model, settings.gate, settings.task
     target = settings.data.target
-    data = load_training_data(settings, meta, since=since)
-    df = data.frame
-    y = df[target] if target in df.columns else pd.Series(dtype=float)
-    classes = None if task == "regression" else sorted(pd.unique(y.dropna()).tolist())
-    spec = feature_spec(settings, df, mcfg.type, classes)
-    X = df[spec["feature_order"]]
-    check_training_input(X, y, task, mcfg.min_rows)
-    leaks = detect_leaks(X, y, spec, task, mcfg.leak_threshold, seed=mcfg.seed)
-    if leaks:
-        raise TrainingInputError(
-            "cannot train: feature(s) predict the target almost perfectly on their own, which "
-            "usually means they are derived from it or recorded after it: "
-            + ", ".join(f"{c} (score {s})" for c, s in leaks)
-            + "; remove them from data.features")
-    reg = registry or Registry(settings, meta)
-    reg.ensure_registered_model()
-    fingerprint, config = data_fingerprint(data.lineage, since), config_hash(settings)
-    _refuse_copy(reg, fingerprint, config)
-    tr, va, ho = time_split(len(df), mcfg.holdout, mcfg.validation)
-    if task != "regression" and y.iloc[tr].nunique() < 2:
-        raise TrainingInputError("cannot train: the training part of the window has one class")
-    t0 = time.perf_counter()
-    # the window: all of it, or its newest half or quarter, whichever predicts the validation
-    # rows best (after a change, the old concept's rows hurt)
+    classes = spec.get("classes")
     chosen = choose_window(mcfg.type, task, spec, default_params(mcfg.type, task) | mcfg.params,
                            X.iloc[tr], y.iloc[tr], X.iloc[va], y.iloc[va],
                            min_rows=mcfg.window.min_rows, choose=mcfg.window.choose,
@@ -250,6 +302,61 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
     # search's hyper-parameters (XGBoost: the number of trees early stopping chose). The
     # hold-out metrics above are the fair estimate of it.
     model = refit(found.model, X, y, mcfg.seed)
+    return (found, chosen, model, df, X, y, data, tr, va, ho, window_rows, t_search, X_ho, y_ho,
+            pred_ho, metrics, slices)
+
+
+def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | None,
+                        registry: Registry | None, smoke: SmokeTest | None, t_start: float,
+                        since: datetime | None = None, requested_by: str | None = None,
+                        online: bool = False) -> TrainingOutcome:
+    meta = meta or MetadataStore(settings.db_url)
+    mcfg, gcfg, task = settings.model, settings.gate, settings.task
+    target = settings.data.target
+    data = load_training_data(settings, meta, since=since)
+    df = data.frame
+    y = df[target] if target in df.columns else pd.Series(dtype=float)
+    classes = None if task == "regression" else sorted(pd.unique(y.dropna()).tolist())
+    spec = feature_spec(settings, df, mcfg.type, classes)
+    reg = registry or Registry(settings, meta)
+    base = _online_base(reg) if online else None
+    if base is not None:  # the features as the continued model reads them
+        spec = base.model.spec
+        classes = spec.get("classes")
+    X = df[spec["feature_order"]]
+    check_training_input(X, y, task, mcfg.min_rows)
+    leaks = detect_leaks(X, y, spec, task, mcfg.leak_threshold, seed=mcfg.seed)
+    if leaks:
+        raise TrainingInputError(
+            "cannot train: feature(s) predict the target almost perfectly on their own, which "
+            "usually means they are derived from it or recorded after it: "
+            + ", ".join(f"{c} (score {s})" for c, s in leaks)
+            + "; remove them from data.features")
+    reg.ensure_registered_model()
+    fingerprint, config = data_fingerprint(data.lineage, since), config_hash(settings)
+    if base is not None:
+        fingerprint = f"{fingerprint[:24]}-online-v{base.version}"
+    _refuse_copy(reg, fingerprint, config)
+    tr, va, ho = time_split(len(df), mcfg.holdout, mcfg.validation)
+    if task != "regression" and y.iloc[tr].nunique() < 2:
+        raise TrainingInputError("cannot train: the training part of the window has one class")
+    t0 = time.perf_counter()
+    log_until: datetime | None = None
+    if base is not None:
+        model, pred_ho, learnt, log_until = _online_update(settings, base, df, X, y, ho)
+        X_ho, y_ho = X.iloc[ho], y.iloc[ho]
+        found = SearchResult(model, {"online_base": base.version, "rows_learnt": learnt,
+                                     **model.params}, float("nan"), 0,
+                             time.perf_counter() - t0)
+        chosen = WindowChoice(0, model, float("nan"), {})
+        t_search = time.perf_counter() - t0
+        metrics = compute_metrics(task, y_ho, pred_ho, classes)
+        slices = slice_metrics(task, df.iloc[ho], y_ho, pred_ho, gcfg.slice_columns, classes)
+        window_rows = len(df)
+    else:
+        (found, chosen, model, df, X, y, data, tr, va, ho, window_rows, t_search, X_ho, y_ho,
+         pred_ho, metrics, slices) = _search_and_refit(settings, df, X, y, data, spec, tr, va,
+                                                       ho, t0)
 
     champion = reg.champion()
     champ_metrics = champ_slices = None
@@ -311,7 +418,8 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
                 (root / "training" / "calibration.json").write_text(json.dumps(cal.to_dict()))
         example = to_plain(X_ho.head(5)).astype(  # numbers as float: missing values allowed
             {c: "float64" for c, k in spec["kinds"].items() if k == "numeric"})
-        params = {"model_type": mcfg.type, "task": task, "trigger": trigger,
+        kind = "online" if base is not None else mcfg.type
+        params = {"model_type": kind, "task": task, "trigger": trigger,
                   "rows": len(df), "train_rows": tr.stop - tr.start,
                   "validation_rows": va.stop - va.start, "holdout_rows": ho.stop - ho.start,
                   "window_start": str(data.start), "window_end": str(data.end),
@@ -372,13 +480,16 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
         card.mkdir()
         card_text = _model_card(
             name=reg.name, version_hint=f"run {run_id[:8]}", trigger=trigger, spec=spec,
-            kind=mcfg.type, rows=len(df), window=(str(data.start), str(data.end)),
+            kind=kind, rows=len(df), window=(str(data.start), str(data.end)),
             batches=len(data.lineage), metrics=metrics, champion=champion,
             champion_metrics=champ_metrics, gate=gate, params=found.best_params, sha=sha,
             importances=importances)
         (card / "model_card.md").write_text(card_text)
         reg.log_run_files(run_id, {"evidence": evidence, "card": card})
 
+    if base is not None:
+        tags |= {"online_base": base.version} | (
+            {"online_log_until": log_until.isoformat()} if log_until else {})
     status = "pending_approval" if gate.passed else "rejected"
     # the whole package as stored (code, spec, MLmodel, environment, model): what promotion
     # and serving verify before they use it
@@ -386,7 +497,7 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
     version = reg.register(model_uri, run_id, tags | {
         "status": status, "gate_passed": str(gate.passed).lower(),
         "gate_reasons": json.dumps(gate.reasons)[:5000], "metrics": json.dumps(metrics),
-        "model_type": mcfg.type, "rows": str(len(df)), "window_rows": str(window_rows),
+        "model_type": kind, "rows": str(len(df)), "window_rows": str(window_rows),
         "data_window": f"{data.start} → {data.end}"} | (
         {"data_end": data.end.isoformat()} if data.end else {}) | (
         {"change_at": since.isoformat()} if since else {}),

@@ -277,6 +277,15 @@ class Registry:
         mvs = self.client.search_model_versions(f"name='{self.name}'")
         return sorted((self._info(mv, aliases) for mv in mvs), key=lambda v: int(v.version))
 
+    def online_versions(self) -> list[VersionInfo]:
+        """Versions an online update registered (``model_type`` online), oldest first. Reads
+        only: no reconcile (serving calls it)."""
+        aliases = self.aliases()
+        mvs = self.client.search_model_versions(f"name='{self.name}'")
+        return sorted((self._info(mv, aliases) for mv in mvs
+                       if (mv.tags or {}).get("model_type") == "online"),
+                      key=lambda v: int(v.version))
+
     def _info(self, mv: Any, aliases: dict[str, str]) -> VersionInfo:
         tags = dict(mv.tags or {})
         metrics = json.loads(tags.get("metrics", "{}"))

@@ -152,6 +152,9 @@ def _current_data(settings: Settings, meta: MetadataStore, reg: Registry, champi
         rows = read_log(settings.workspace, since=_last_run_at(meta, reg.name))
         if len(rows):
             feats = features_of(rows)
+            tcol = settings.data.time_column
+            if tcol and tcol in feats.columns:  # sent as text
+                feats = feats.assign(**{tcol: pd.to_datetime(feats[tcol], errors="coerce")})
             target = settings.data.target
             if target:
                 feats = feats.assign(**{target: rows[LABEL].to_numpy()})

@@ -91,8 +91,9 @@ def add_version(reg: Registry, source: Registry, version: str, *,
     same packaged files and recorded hash): a real MLflow version without another training."""
     mv = source.client.get_model_version(source.name, version)
     tags = {k: v for k, v in (mv.tags or {}).items()
-            if k in ("trigger", "model_sha256", "package_sha256", "gate_passed", "gate_reasons", "metrics",
-                     "model_type", "rows", "data_window", "config_hash", "code_version")}
+            if k in ("trigger", "model_sha256", "package_sha256", "gate_passed", "gate_reasons",
+                     "metrics", "model_type", "rows", "data_window", "config_hash",
+                     "code_version")}
     reg.ensure_registered_model()
     new = reg.register(mv.source, mv.run_id, tags | {"status": status})
     if challenger:
@@ -115,3 +116,13 @@ def audit_for(reg: Registry, request_id: str) -> list[Any]:
 def scored_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows to predict: the features only, as a client would send them."""
     return frame[[c for cols in DEMO_FEATURES.values() for c in cols]].head(20)
+
+
+def client_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as a serving client sends them: plain JSON values, null for missing, no target."""
+    out = []
+    for rec in frame.drop(columns=[TARGET], errors="ignore").to_dict(orient="records"):
+        out.append({k: (None if isinstance(v, float) and v != v else
+                        v.isoformat() if isinstance(v, pd.Timestamp) else
+                        v.item() if hasattr(v, "item") else v) for k, v in rec.items()})
+    return out

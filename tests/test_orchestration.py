@@ -6,7 +6,9 @@ in (``mlops.batch.accepted``) → the monitor deployment's run emits
 ``mlops.retrain.requested`` → the training deployment runs because of that event → a pending
 version exists in MLflow with its trigger reasons → approve (CLI) → ``mlops publish`` sends
 ``mlops.model.approved`` → the promote deployment runs for that version. `mlops status` and
-`mlops down` (worker before server) are checked on the way.
+`mlops down` (worker before server) are checked on the way. The serving API `mlops up` started
+answers applications and takes their labels; the monitoring run measures that log beside the
+batches, and serving swaps to the promoted version.
 
 Crash: the worker and its flow run are killed during a training; the heartbeat automation marks
 the run Crashed, the champion is unchanged, no version was registered, and a re-run registers
@@ -30,7 +32,7 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from registry_helpers import demo_settings, write_config
+from registry_helpers import client_records, demo_settings, write_config
 
 from mlops_core.config import Settings
 from mlops_core.ingest import ingest
@@ -47,9 +49,9 @@ from mlops_core.services import (
     read_service,
     start_prefect_worker,
 )
-from mlops_core.simulate import TIME, generate_stream
+from mlops_core.simulate import TARGET, TIME, generate_stream
 from mlops_core.store import MetadataStore
-from mlops_core.supervision import list_decisions
+from mlops_core.supervision import list_decisions, list_runs
 
 pytestmark = pytest.mark.slow
 
@@ -82,8 +84,10 @@ def stack(mlflow_server: ServiceInfo, tmp_path_factory: pytest.TempPathFactory
         root, mlflow_server.url, "orch-demo",
         data={"source": {"kind": "folder", "path": str(root / "landing")}},
         model={"search": {"trials": 1, "timeout_s": 30}},
-        gate={"smoke_test": False},
-        monitoring={"min_rows": 50},
+        # any challenger passes: the promotion and serving's swap are what is exercised here
+        gate={"smoke_test": False, "min_improvement": -1.0, "max_slice_regression": None},
+        monitoring={"min_rows": 50, "source": "both"},
+        serving={"poll_seconds": 1},
         retraining={"cooldown": "1s", "min_new_labels": 0, "drift_share": 0.2,
                     "drift_persists": False, "max_model_age": None})
     config = write_config(settings, root / "mlops.yaml")
@@ -183,6 +187,19 @@ def test_drift_requests_a_retrain_the_event_trains_and_approval_promotes(stack: 
     reg = Registry(s)
     assert reg.approve(first.version, by="test", comment="first champion").ok
     t_champion = time.perf_counter() - t0
+    serving = stack.up["services"]["serving"]
+    _wait(lambda: httpx.get(f"{serving}/health", timeout=5).json()["version"] == first.version,
+          60, "serving to load the first champion")
+
+    # applications are answered by serving, their outcomes come back through /feedback
+    served = _weeks(frame, 30, 32)
+    answer = httpx.post(f"{serving}/predict", json=client_records(served), timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["version"] == first.version
+    fed = httpx.post(f"{serving}/feedback", timeout=60, json=[
+        {"id": p["id"], "label": int(y)} for p, y in zip(
+            answer.json()["predictions"], served[TARGET], strict=True)])
+    assert fed.status_code == 202, fed.text
 
     # the covariate shift (weeks 30-40) lands, and the ingest deployment takes it in
     _weeks(frame, 30, 40).to_parquet(landing / "shifted.parquet", index=False)
@@ -206,6 +223,9 @@ def test_drift_requests_a_retrain_the_event_trains_and_approval_promotes(stack: 
     # the decision in the metadata DB asked for a retrain
     (decision,) = list_decisions(MetadataStore(s.db_url), s.project, 1)
     assert decision["retrain"], decision
+    # ... measured on the new batches and on what serving answered (monitoring.source: both)
+    (measured,) = list_runs(MetadataStore(s.db_url), s.project, 1)
+    assert measured["served_rows"] == len(served)
 
     # ... the automation starts the training deployment with the event's parameters
     run = _wait_for_run(api, train_id, timeout_s=300, after=before_train)
@@ -262,6 +282,11 @@ def test_drift_requests_a_retrain_the_event_trains_and_approval_promotes(stack: 
     assert promoted["state_type"] == "COMPLETED", promoted["state"]
     assert promoted["parameters"]["action"] == "approve"
     assert Registry(s).champion() == pending.version
+    # serving swapped to the new champion (told by the promote flow, or by its own poll)
+    _wait(lambda: httpx.get(f"{serving}/health", timeout=5).json()["version"]
+          == pending.version, 60, "serving to swap to the new champion")
+    after = httpx.post(f"{serving}/predict", json=client_records(served.head(3)), timeout=60)
+    assert after.json()["version"] == pending.version
 
     # every event, with the project as its resource
     got = _call("POST", f"{api}/events/filter", json={"filter": {
