@@ -9,6 +9,7 @@ Deployments, one per flow, each named after the project (``train/<project>``):
 | ``monitor`` | the same cron: it monitors what was accepted since its last run |
 | ``train`` | cron ``retraining.schedule`` (default Mon 03:00 UTC), ``mlops.retrain.requested`` |
 | ``promote`` | on ``mlops.model.approved`` |
+| ``online-update`` | on ``online.schedule`` (only with ``online.enabled``) |
 | ``publish-events`` | every two minutes: approvals, retrain requests (CLI, dashboard) → events |
 | ``continuous-training`` | by hand (``prefect deployment run``), for a manual pass or a backfill |
 
@@ -109,6 +110,12 @@ def render_deployments(settings: Any, config: str, *, pool: str | None = None,
                        schedules=[{"interval": PUBLISH_INTERVAL_S, "timezone": timezone}]),
             deployment("continuous-training", "continuous_training", "One pass of the loop "
                        "(ingest, monitor, train if needed), by hand or for a backfill."),
+            *([deployment("online-update", "online_update", "The online model learns the "
+                          "labels that arrived and is registered as a version.",
+                          **({"schedules": [{"cron": settings.online.schedule,
+                                             "timezone": timezone}]}
+                             if settings.online.schedule else {}))]
+              if settings.online.enabled else []),
         ],
     }
 

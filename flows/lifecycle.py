@@ -8,7 +8,8 @@
   At most one training per project at a time (a global concurrency limit), and a repeat on the
   same data and configuration returns the earlier result (cache keyed by the content hashes of
   the labelled batches).
-- ``promote``: the side effects of an approval (``mlops.model.approved``).
+- ``promote``: the side effects of an approval (``mlops.model.approved``): serving reloads.
+- ``online-update``: the online model learns the new labels (``online.schedule``).
 - ``publish_events``: approvals, rejections and retrain requests made in the CLI or dashboard →
   events (a person's retrain request becomes ``mlops.retrain.requested``, so it trains here).
 - ``continuous_training``: one pass of the loop in one run, for a manual run or a backfill.
@@ -257,6 +258,44 @@ def train(config: str = "mlops.yaml", trigger: str = "schedule", since: str = ""
     publish_task(config)  # auto-promotion or a gate rejection: their events now
     logger.info("version %s: %s (trigger %s)", outcome["version"], outcome["status"],
                 outcome["trigger"])
+    return outcome
+
+
+@task(retries=RETRIES, retry_delay_seconds=BACKOFF, retry_condition_fn=is_transient,
+      cache_policy=NO_CACHE, task_run_name="learn")
+def learn_task(config: str) -> dict[str, Any] | None:
+    """Continue the online model on the new labels and register the snapshot; None when
+    there is nothing new to learn yet."""
+    from mlops_core.pipeline import train_and_register
+    from mlops_core.training import NothingNewError
+
+    try:
+        return train_and_register(settings_for(config), trigger="online", online=True
+                                  ).to_dict()
+    except NothingNewError as e:
+        get_run_logger().info("%s", e)
+        return None
+
+
+@flow(name="online-update")
+def online_update(config: str = "mlops.yaml") -> dict[str, Any] | None:
+    """The online model learns the labels that arrived (feedback and labelled batches) and is
+    registered as a version: gated, pending approval, run in shadow by serving. Shares the
+    training slot, so it never runs beside a training."""
+    from prefect.concurrency.sync import concurrency
+
+    project = settings_for(config).project
+    with concurrency(ensure_training_limit(project), occupy=1, strict=True,
+                     lease_duration=LEASE_S):
+        outcome = learn_task(config)
+    if outcome is not None:
+        events.emit(events.MODEL_REGISTERED, project, {
+            "version": outcome["version"], "status": outcome["status"],
+            "trigger": outcome["trigger"], "gate_passed": outcome["gate"].get("passed"),
+            "gate_reasons": outcome["gate"].get("reasons", []), "metrics": outcome["metrics"],
+            "since": "", "monitoring_run": "", "requested_by": "",
+            "run_id": outcome["run_id"]})
+        publish_task(config)
     return outcome
 
 

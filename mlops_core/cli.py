@@ -366,10 +366,43 @@ def train(
     _print_training(res, settings)
 
 
+@app.command()
+def learn(
+    config: ConfigOpt = Path("mlops.yaml"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Update the online model with the labels that arrived, and register it as a version.
+
+    It continues the newest online version (or the champion, an XGBoost model) on the labelled
+    rows it has not learnt: /feedback labels joined to the prediction log, and labelled batches
+    newer than its data; a few trees per update. The result is scored on the newest rows before
+    it learns them, gated against the champion and registered pending approval, like any
+    training; serving runs it in shadow (online.enabled, serving.shadow) until it is approved
+    or a newer one replaces it. The online-update deployment runs this on online.schedule."""
+    from mlops_core.pipeline import train_and_register
+
+    try:
+        settings = _settings(config)
+        with err.status("Learning the new labels, evaluation, packaging, gate..."):
+            res = train_and_register(settings, trigger="online", online=True)
+    except MlopsError as e:
+        _fail(str(e))
+        return
+    if as_json:
+        _print_json(res.to_dict())
+        return
+    _print_training(res, settings)
+
+
 def _print_training(res: Any, settings: Any) -> None:
     color = {"pending_approval": "yellow", "approved": "green"}.get(res.status, "red")
-    out.print(f"Version [bold]{res.version}[/] ({settings.model.type}, {res.rows:,} rows, "
-              f"{res.batches} batches, {res.trials} trials): [{color}]{res.status}[/]")
+    if "online_base" in res.best_params:
+        what = (f"online, v{res.best_params['online_base']} continued on "
+                f"{res.best_params['rows_learnt']:,} new labelled rows")
+    else:
+        what = f"{settings.model.type}, {res.rows:,} rows, {res.batches} batches, " \
+               f"{res.trials} trials"
+    out.print(f"Version [bold]{res.version}[/] ({what}): [{color}]{res.status}[/]")
     for k, v in res.metrics.items():
         champ = res.champion_metrics.get(k) if res.champion_metrics else None
         out.print(f"  {k:>18} {v:8.4f}" + (f"   champion v{res.champion_version}: {champ:.4f}"

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -34,6 +35,7 @@ SERVED = "served"
 FEEDBACK = "feedback"
 META_PREFIXES = ("served_", "shadow_")
 LABEL = "label"
+_FLUSH = "\0flush"
 
 
 def log_dir(workspace: Path) -> Path:
@@ -71,7 +73,7 @@ class LogWriter:
         self.flush_rows = flush_rows
         self.on_drop = on_drop
         self.on_write = on_write
-        self._queue: queue.SimpleQueue[tuple[str, pd.DataFrame] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
         self._waiting = 0  # rows queued, not yet written
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
@@ -99,6 +101,12 @@ class LogWriter:
     def waiting(self) -> int:
         return self._waiting
 
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Write everything queued so far now; True once written."""
+        done = threading.Event()
+        self._queue.put((_FLUSH, done))
+        return done.wait(timeout)
+
     def _run(self) -> None:
         pending: dict[str, list[pd.DataFrame]] = {SERVED: [], FEEDBACK: []}
         rows = 0
@@ -109,17 +117,22 @@ class LogWriter:
                 item = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
                 item = ("", pd.DataFrame())  # time to flush
+            flushed = None
             if item is None:
                 stop = True
+            elif item[0] == _FLUSH:
+                flushed = item[1]
             elif item[0]:
                 pending[item[0]].append(item[1])
                 rows += len(item[1])
-            if stop or rows >= self.flush_rows or time.monotonic() >= deadline:
+            if stop or flushed or rows >= self.flush_rows or time.monotonic() >= deadline:
                 self._flush(pending)
                 with self._lock:
                     self._waiting -= rows
                 rows = 0
                 deadline = time.monotonic() + self.flush_seconds
+            if flushed is not None:
+                flushed.set()
 
     def _flush(self, pending: dict[str, list[pd.DataFrame]]) -> None:
         for kind, frames in pending.items():

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from registry_helpers import (
@@ -30,6 +31,7 @@ from mlops_core.registry import Registry
 from mlops_core.services import ServiceInfo, free_port
 from mlops_core.serving import check_records, create_app
 from mlops_core.simulate import ID, TARGET, TIME
+from mlops_core.training import NothingNewError
 
 FAST_GATE = {"smoke_test": False}
 
@@ -354,3 +356,58 @@ def test_serving_follows_the_alias_by_polling(project: dict[str, Any],
         answer = httpx.post(url + "/predict", json=project["rows"][:2]).json()
 
     assert answer["version"] == new
+
+
+# the online model in shadow ----------------------------------------------------------------
+@pytest.mark.slow
+def test_the_online_model_learns_served_labels_and_runs_in_shadow(
+        mlflow_server: ServiceInfo, tmp_path: Path) -> None:
+    # any snapshot passes the gate here: the shadow is what is exercised
+    s = demo_settings(tmp_path, mlflow_server.url, "serving-online",
+                      gate=FAST_GATE | {"min_improvement": -1.0, "max_slice_regression": None},
+                      online={"enabled": True, "min_rows": 50})
+    frame = demo_frame(8000, days=112, seed=5)
+    t0 = frame[TIME].min()
+    early = frame[frame[TIME] < t0 + pd.Timedelta(weeks=10)]
+    later = frame[frame[TIME] >= t0 + pd.Timedelta(weeks=10)]
+    ingest_frame(s, early, tmp_path / "landing")
+    reg = Registry(s)
+    first = train_and_register(s)
+    assert reg.approve(str(first.version), by="ann", comment="first").outcome == "applied"
+    with pytest.raises(NothingNewError, match="no new labels to learn"):
+        train_and_register(s, trigger="online", online=True)
+    app = create_app(s, registry_factory=lambda: Registry(s), background=False)
+    served = later.head(400)
+    with TestClient(app) as c:
+        slot = app.state.mlops.slot
+        slot.refresh()
+        answers = c.post("/predict", json=client_records(served)).json()["predictions"]
+        c.post("/feedback", json=[{"id": p["id"], "label": int(y)}
+                                  for p, y in zip(answers, served[TARGET], strict=True)])
+        assert app.state.mlops.writer.flush()  # written now: the update reads the log
+
+        # labels from the log, then a labelled batch newer than the champion's data
+        ingest_frame(s, later.iloc[400:2400], tmp_path / "landing2")
+        snap = train_and_register(s, trigger="online", online=True)
+        info = reg.version(str(snap.version))
+        assert info.tags["model_type"] == "online"
+        assert info.tags["online_base"] == str(first.version)
+        assert snap.best_params["rows_learnt"] >= 400 + 1000
+        assert "online_log_until" in info.tags
+        assert snap.status == "pending_approval", snap.gate.reasons
+
+        slot.refresh()
+        assert slot.shadow is not None and slot.shadow.version == str(snap.version)
+        model = c.get("/model").json()
+        answer = c.post("/predict", json=client_records(later.tail(5)))
+    logged = read_log(s.workspace)
+
+    assert model["version"] == str(first.version)
+    assert model["shadow"]["version"] == str(snap.version)
+    assert answer.json()["version"] == str(first.version)  # only the champion answers
+    shadowed = logged[logged["shadow_version"].notna()]
+    assert len(shadowed) == 5 and set(shadowed["shadow_version"]) == {str(snap.version)}
+    assert shadowed["shadow_proba_1"].between(0, 1).all()
+    # the next update continues the snapshot, and has nothing new to learn
+    with pytest.raises(NothingNewError):
+        train_and_register(s, trigger="online", online=True)
