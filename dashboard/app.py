@@ -150,6 +150,8 @@ page = st.navigation([
             url_path="models"),
     st.Page(PAGES / "approvals.py", title="Approvals", icon=":material/approval:",
             url_path="approvals"),
+    st.Page(PAGES / "serving.py", title="Serving", icon=":material/dns:",
+            url_path="serving"),
     st.Page(PAGES / "pipeline.py", title="Pipeline", icon=":material/account_tree:",
             url_path="pipeline"),
     st.Page(PAGES / "backtests.py", title="Backtests", icon=":material/history:",

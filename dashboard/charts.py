@@ -86,3 +86,47 @@ def live_metric_figure(series: pd.DataFrame, events: pd.DataFrame, metric: str) 
                       yaxis2=dict(overlaying="y", range=[0, 1], visible=False,
                                   fixedrange=True))
     return fig
+
+
+def serving_traffic_figure(timeline: pd.DataFrame, period: str) -> go.Figure:
+    """Rows served per period (bars) and their mean latency (line, right axis)."""
+    fig = go.Figure()
+    unit = "hour" if period == "h" else "day"
+    fig.add_trace(go.Bar(x=timeline["at"], y=timeline["rows"], name=f"rows per {unit}",
+                         marker_color="#636efa", opacity=0.6))
+    fig.add_trace(go.Scatter(x=timeline["at"], y=timeline["latency_ms"], yaxis="y2",
+                             mode=_mode(len(timeline)), name="mean latency (ms)",
+                             line_color="#ef553b"))
+    fig.update_layout(yaxis=dict(title="rows"), height=300, margin=dict(t=30, b=10),
+                      yaxis2=dict(title="ms", overlaying="y", side="right", rangemode="tozero"),
+                      legend=dict(orientation="h", y=1.12))
+    return fig
+
+
+def serving_outcomes_figure(timeline: pd.DataFrame, task: str) -> go.Figure:
+    """What was predicted against what happened, per period, on the rows whose labels came
+    back; and the accuracy of the champion (and of the shadow, when one ran)."""
+    fig = go.Figure()
+    what = "mean prediction" if task == "regression" else "predicted positive share"
+    fig.add_trace(go.Scatter(x=timeline["at"], y=timeline["predicted"], name=what,
+                             mode=_mode(len(timeline)), line_color="#636efa"))
+    seen = timeline[timeline["observed"].notna()]
+    if len(seen):
+        fig.add_trace(go.Scatter(x=seen["at"], y=seen["observed"], mode=_mode(len(seen)),
+                                 name="observed" + (" mean" if task == "regression"
+                                                    else " positive share"),
+                                 line_color="#00a36c"))
+    if task != "regression":
+        acc = timeline[timeline["accuracy"].notna()]
+        if len(acc):
+            fig.add_trace(go.Scatter(x=acc["at"], y=acc["accuracy"], mode=_mode(len(acc)),
+                                     name="accuracy (served)", line_dash="dot",
+                                     line_color="#ab63fa"))
+        sh = timeline[timeline["shadow_accuracy"].notna()]
+        if len(sh):
+            fig.add_trace(go.Scatter(x=sh["at"], y=sh["shadow_accuracy"],
+                                     mode=_mode(len(sh)), name="accuracy (online shadow)",
+                                     line_dash="dash", line_color="#ffa15a"))
+    fig.update_layout(height=320, margin=dict(t=30, b=10), legend=dict(orientation="h", y=1.15))
+    return fig
+

@@ -171,6 +171,11 @@ def service_health(key: str) -> list[views.ServiceHealth]:
 
 
 @st.cache_data(ttl=15, show_spinner=False)
+def serving_view(key: str) -> views.ServingView:
+    return views.serving_view(settings(key))
+
+
+@st.cache_data(ttl=15, show_spinner=False)
 def pipeline_status(key: str) -> views.PipelineStatus:
     return views.pipeline_status(settings(key))
 

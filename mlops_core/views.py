@@ -957,3 +957,194 @@ def backtest_table(result: dict[str, Any]) -> pd.DataFrame:
             "detection delays": ", ".join("-" if d is None else str(d) for d in delays),
             "false triggers": s.get("false_triggers")})
     return pd.DataFrame(rows)
+
+
+# serving -------------------------------------------------------------------------------------
+@dataclass
+class ServingView:
+    """What the Serving page shows: the running API's own answers (``/model`` and the
+    Prometheus counters of ``/metrics``, since it started) and the prediction log of the last
+    ``days`` (bounded: at most ``max_rows`` of its newest rows), with the labels that came
+    back."""
+
+    url: str | None  # None: `mlops serve` is not running for this project
+    model: dict[str, Any] | None  # /model: version, since, hash, shadow, last_error
+    error: str | None  # why the API could not be read
+    counters: dict[str, float]  # requests by outcome, rows, swaps, load failures, p50/p99 ms
+    timeline: pd.DataFrame  # per period: rows, latency, predicted vs observed, accuracy
+    live: pd.DataFrame  # per served/shadow version: labelled rows and metrics on them
+    period: str  # the timeline's period ("h" or "D")
+
+
+def _histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """A quantile from cumulative Prometheus buckets (upper bound, count), as PromQL's
+    histogram_quantile interpolates it."""
+    buckets = sorted(buckets)
+    total = buckets[-1][1] if buckets else 0
+    if total <= 0:
+        return None
+    rank, prev_le, prev_count = q * total, 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if math.isinf(le):
+                return prev_le
+            span = count - prev_count
+            return prev_le + (le - prev_le) * ((rank - prev_count) / span if span else 0)
+        prev_le, prev_count = le, count
+    return prev_le
+
+
+def parse_serving_metrics(text: str) -> dict[str, float]:
+    """The counters the page shows, from ``/metrics``' text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {"requests_ok": 0, "requests_rejected": 0, "requests_failed": 0,
+                             "rows": 0, "swaps": 0, "load_failures": 0, "log_dropped": 0,
+                             "feedback": 0}
+    buckets: list[tuple[float, float]] = []
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == "mlops_requests_total" and s.labels.get("endpoint") == "/predict":
+                code = s.labels.get("status", "")
+                key = ("requests_ok" if code.startswith("2") else "requests_rejected"
+                       if code.startswith("4") else "requests_failed")
+                out[key] += s.value
+            elif s.name == "mlops_request_seconds_bucket" and \
+                    s.labels.get("endpoint") == "/predict":
+                buckets.append((float(s.labels["le"]), s.value))
+            elif s.name in ("mlops_predicted_rows_total", "mlops_model_swaps_total",
+                            "mlops_model_load_failures_total",
+                            "mlops_prediction_log_dropped_rows_total",
+                            "mlops_feedback_labels_total"):
+                key = {"mlops_predicted_rows_total": "rows",
+                       "mlops_model_swaps_total": "swaps",
+                       "mlops_model_load_failures_total": "load_failures",
+                       "mlops_prediction_log_dropped_rows_total": "log_dropped",
+                       "mlops_feedback_labels_total": "feedback"}[s.name]
+                out[key] += s.value
+    for q in (0.5, 0.99):
+        v = _histogram_quantile(buckets, q)
+        if v is not None:
+            out[f"p{int(q * 100)}_ms"] = v * 1000
+    return out
+
+
+def serving_view(settings: Settings, *, days: int = 7, max_rows: int = 200_000,
+                 timeout: float = 2.0, now: datetime | None = None) -> ServingView:
+    """The serving API and its prediction log (see :class:`ServingView`). An API that does
+    not answer is a value (``error``), not an exception."""
+    import httpx
+
+    from mlops_core.prediction_log import LABEL, read_log
+    from mlops_core.services import SERVING, read_service
+    from mlops_core.store import utcnow
+
+    info = read_service(settings.workspace, SERVING)
+    model = None
+    error = None
+    counters: dict[str, float] = {}
+    if info is not None:
+        try:
+            model = httpx.get(f"{info.url}/model", timeout=timeout).json()
+            counters = parse_serving_metrics(httpx.get(f"{info.url}/metrics",
+                                                       timeout=timeout).text)
+        except (httpx.HTTPError, ValueError) as e:
+            error = f"{info.url} did not answer: {e}"
+    now = now or utcnow()
+    since = now - pd.Timedelta(days=days)
+    rows = read_log(settings.workspace, since=since.to_pydatetime()
+                    if isinstance(since, pd.Timestamp) else since)
+    if len(rows) > max_rows:
+        rows = rows.tail(max_rows)
+    period = "h" if len(rows) and rows["served_at"].max() - rows["served_at"].min() \
+        <= pd.Timedelta(days=2) else "D"
+    return ServingView(info.url if info else None, model, error, counters,
+                       _serving_timeline(settings, rows, period, LABEL),
+                       live_comparison(settings, rows), period)
+
+
+def _observed(settings: Settings, labels: pd.Series) -> pd.Series:
+    """Labels as numbers for a timeline: the positive class's share (binary), or the value."""
+    if settings.task == "regression":
+        return pd.to_numeric(labels, errors="coerce")
+    return labels.astype(str).isin({"1", "True", "true", "yes"}).astype(float).where(
+        labels.notna())
+
+
+def _serving_timeline(settings: Settings, rows: pd.DataFrame, period: str,
+                      label: str) -> pd.DataFrame:
+    cols = ["at", "rows", "latency_ms", "predicted", "observed", "labelled", "accuracy",
+            "shadow_accuracy"]
+    if rows.empty:
+        return pd.DataFrame(columns=cols)
+    proba = [c for c in rows.columns if c.startswith("served_proba_")]
+    positive = next((c for c in proba if c.removeprefix("served_proba_") in
+                     ("1", "True", "true", "yes")), proba[-1] if proba else None)
+    frame = pd.DataFrame({
+        "at": rows["served_at"].dt.floor(period),
+        "latency_ms": rows["served_latency_ms"],
+        "predicted": rows[positive] if positive else pd.to_numeric(
+            rows["served_prediction"], errors="coerce"),
+        "observed": _observed(settings, rows[label]),
+        "hit": (rows["served_prediction"].astype(str) == rows[label].astype(str)).where(
+            rows[label].notna()).astype(float),
+        "shadow_hit": ((rows["shadow_prediction"].astype(str) == rows[label].astype(str))
+                       .where(rows[label].notna() & rows["shadow_prediction"].notna())
+                       .astype(float)) if "shadow_prediction" in rows.columns else np.nan})
+    g = frame.groupby("at")
+    out = pd.DataFrame({"rows": g.size(), "latency_ms": g["latency_ms"].mean(),
+                        "predicted": g["predicted"].mean(), "observed": g["observed"].mean(),
+                        "labelled": g["observed"].count(), "accuracy": g["hit"].mean(),
+                        "shadow_accuracy": g["shadow_hit"].mean()}).reset_index()
+    return out[cols]
+
+
+def live_comparison(settings: Settings, rows: pd.DataFrame) -> pd.DataFrame:
+    """Each version that answered (and each shadow), on the logged rows whose labels came
+    back: rows, and the task's metrics on them. Champion and shadow are compared on the same
+    rows (those both answered)."""
+    from mlops_core.evaluation import compute_metrics
+    from mlops_core.prediction_log import LABEL
+
+    empty = pd.DataFrame(columns=["version", "role", "labelled_rows"])
+    if rows.empty or LABEL not in rows.columns:
+        return empty
+    labelled = rows[rows[LABEL].notna()]
+    if labelled.empty:
+        return empty
+    task = settings.task
+    out = []
+
+    def measure(part: pd.DataFrame, prefix: str, version: str, role: str) -> None:
+        y = part[LABEL]
+        pred = pd.DataFrame({"prediction": part[f"{prefix}_prediction"].astype(str)},
+                            index=part.index)
+        classes = None
+        if task != "regression":
+            cols = sorted(c for c in part.columns if c.startswith(f"{prefix}_proba_"))
+            classes = [c.removeprefix(f"{prefix}_proba_") for c in cols]
+            for c, name in zip(cols, classes, strict=True):
+                pred[f"proba_{name}"] = part[c].to_numpy()
+        else:
+            y = pd.to_numeric(y, errors="coerce")
+            pred["prediction"] = pd.to_numeric(pred["prediction"], errors="coerce")
+        try:
+            metrics = compute_metrics(task, y.astype(str) if classes else y, pred, classes)
+        except (ValueError, KeyError, TypeError):
+            metrics = {}
+        out.append({"version": version, "role": role, "labelled_rows": len(part),
+                    **{k: round(float(v), 4) for k, v in metrics.items()}})
+
+    has_shadow = "shadow_version" in labelled.columns
+    for version, part in labelled.groupby(labelled["served_version"].astype(str)):
+        if has_shadow and part["shadow_version"].notna().any():
+            both = part[part["shadow_version"].notna()]
+            for shadow, sub in both.groupby(both["shadow_version"].astype(str)):
+                measure(sub, "served", str(version), f"served, beside shadow v{shadow}")
+                measure(sub, "shadow", shadow, f"shadow of v{version}")
+            rest = part[part["shadow_version"].isna()]
+            if len(rest):
+                measure(rest, "served", str(version), "served")
+        else:
+            measure(part, "served", str(version), "served")
+    return pd.DataFrame(out)

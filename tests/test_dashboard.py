@@ -46,7 +46,7 @@ from mlops_core.supervision import monitor
 pytestmark = pytest.mark.slow
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
-PAGES = ("overview", "drift", "models", "approvals", "pipeline", "backtests")
+PAGES = ("overview", "drift", "models", "approvals", "pipeline", "backtests", "serving")
 WEEK = pd.Timedelta(weeks=1)
 PASSWORDS = {"ana": ("ana-password-1", "approver"), "vic": ("vic-password-1", "viewer")}
 
@@ -228,6 +228,7 @@ def test_every_page_renders_its_key_content(project: Project, app: Any) -> None:
     assert "Evidently report" in pages["drift"]
     assert f"release_{project.quarantined}" in _keys(_open(at, "drift"))
     assert "Prefect server is not running" in pages["pipeline"]
+    assert "serving API is not running" in pages["serving"]
     assert "history" in pages["backtests"]
     models = _open(at, "models")
     assert project.first in set(_table(models, "version", "status", "trigger")["version"])
@@ -731,3 +732,68 @@ def test_mlops_backtest_saves_its_result_for_the_backtests_page(
     assert len(saved) == 1 and "Saved for the dashboard" in res.stdout
     at = _open(app(config), "backtests")
     assert set(_table(at, "strategy", "retrains")["strategy"]) == {"static"}
+
+
+# serving -------------------------------------------------------------------------------------
+def test_serving_page_shows_the_live_version_traffic_and_outcomes(project: Project, app: Any,
+                                                                  tmp_path: Path) -> None:
+    import dataclasses
+
+    import httpx
+    import uvicorn
+    from registry_helpers import client_records
+
+    from mlops_core.services import SERVING
+    from mlops_core.serving import create_app
+
+    s = project.settings
+    api = create_app(s)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    run_file = s.workspace / "run" / f"{SERVING}.json"
+    champion = _champion(project)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=1).json()["ready"]:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "serving did not start"
+            time.sleep(0.1)
+        # as `mlops up` records it: this process runs it
+        run_file.parent.mkdir(parents=True, exist_ok=True)
+        run_file.write_text(json.dumps(dataclasses.asdict(ServiceInfo(
+            SERVING, os.getpid(), port, url, url + "/health", str(tmp_path / "log"),
+            time.time()))))
+        rows = _weeks(generate_stream(10_000, days=70, seed=5, label_delay_days=0).frame, 8, 9)
+        answer = httpx.post(url + "/predict", json=client_records(rows), timeout=60).json()
+        httpx.post(url + "/feedback", timeout=60, json=[
+            {"id": p["id"], "label": int(y)} for p, y in zip(answer["predictions"],
+                                                             rows[TARGET], strict=True)])
+        httpx.post(url + "/predict", json={"nonsense": 1}, timeout=10)
+        assert api.state.mlops.writer.flush()
+
+        at = _open(app(project.configs["none"], display_name="ana"), "serving")
+    finally:
+        run_file.unlink(missing_ok=True)
+        server.should_exit = True
+        thread.join(15)
+
+    metrics = {m.label: m.value for m in at.get("metric")}
+    assert metrics["Serving"] == f"v{champion}"
+    assert metrics["Predict requests"] == "1"
+    assert metrics["Refused / failed"] == "1 / 0"
+    assert {"serving_traffic", "serving_outcomes"} <= _charts(at)
+    traffic = _figure(at, "serving_traffic")
+    assert sum(traffic.data[0].y) == len(rows)
+    live = _table(at, "version", "role", "labelled_rows", "accuracy")
+    assert live["version"].tolist() == [champion]
+    assert live["labelled_rows"].tolist() == [len(rows)]
+    assert 0.5 < live["accuracy"].iloc[0] <= 1
+
