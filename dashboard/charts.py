@@ -88,22 +88,26 @@ def live_metric_figure(series: pd.DataFrame, events: pd.DataFrame, metric: str) 
     return fig
 
 
-def serving_traffic_figure(timeline: pd.DataFrame, period: str) -> go.Figure:
-    """Rows served per period (bars) and their mean latency (line, right axis)."""
+def serving_traffic_figure(timeline: pd.DataFrame, period: str,
+                           axis: str = "served at") -> go.Figure:
+    """Rows served per period (bars) and their mean latency (line, right axis); ``axis``
+    names the time the rows are placed by (the data's time column, or when served)."""
     fig = go.Figure()
-    unit = "hour" if period == "h" else "day"
+    unit = {"h": "hour", "D": "day", "W": "week"}.get(period, period)
     fig.add_trace(go.Bar(x=timeline["at"], y=timeline["rows"], name=f"rows per {unit}",
                          marker_color="#636efa", opacity=0.6))
     fig.add_trace(go.Scatter(x=timeline["at"], y=timeline["latency_ms"], yaxis="y2",
                              mode=_mode(len(timeline)), name="mean latency (ms)",
                              line_color="#ef553b"))
     fig.update_layout(yaxis=dict(title="rows"), height=300, margin=dict(t=30, b=10),
+                      xaxis=dict(title=axis),
                       yaxis2=dict(title="ms", overlaying="y", side="right", rangemode="tozero"),
                       legend=dict(orientation="h", y=1.12))
     return fig
 
 
-def serving_outcomes_figure(timeline: pd.DataFrame, task: str) -> go.Figure:
+def serving_outcomes_figure(timeline: pd.DataFrame, task: str,
+                            axis: str = "served at") -> go.Figure:
     """What was predicted against what happened, per period, on the rows whose labels came
     back; and the accuracy of the champion (and of the shadow, when one ran)."""
     fig = go.Figure()
@@ -127,6 +131,7 @@ def serving_outcomes_figure(timeline: pd.DataFrame, task: str) -> go.Figure:
             fig.add_trace(go.Scatter(x=sh["at"], y=sh["shadow_accuracy"],
                                      mode=_mode(len(sh)), name="accuracy (online shadow)",
                                      line_dash="dash", line_color="#ffa15a"))
-    fig.update_layout(height=320, margin=dict(t=30, b=10), legend=dict(orientation="h", y=1.15))
+    fig.update_layout(height=320, margin=dict(t=30, b=10), legend=dict(orientation="h", y=1.15),
+                      xaxis=dict(title=axis))
     return fig
 

@@ -946,7 +946,11 @@ def demo(
         schema = InferredSchema(task="binary", **stream.features)
         text = render_config(project="loans-demo", data=Path("landing"), target=TARGET,
                              time=TIME, id_col=ID, schema=schema, source_kind="folder",
-                             trials=5)
+                             trials=5,
+                             # the replay sends the applications through the serving API:
+                             # monitoring measures what it answered, the online model learns
+                             monitoring_source="predictions" if replay else "batches",
+                             online=replay)
         cfg_path.write_text(text, encoding="utf-8")
     settings = load_config(cfg_path)
     if replay:
@@ -1011,6 +1015,17 @@ def _replay_demo(settings: Any, cfg_path: Path, directory: Path, initial: int, p
                   + (f", {t.nothing_new} held nothing new" if t.nothing_new else ""))
         for q in t.quarantined:
             out.print(f"  [red]quarantined[/] {escape(q['origin'])}: {escape(q['reason'])}")
+        sv = t.serving
+        if sv:
+            out.print(f"  serving: {sv['rows']:,} applications answered by "
+                      + ", ".join(f"v{v}" for v in sv["versions"])
+                      + f", {sv['labels']:,} labels sent to /feedback"
+                      + (f", [red]{sv['refused']} request(s) refused[/]" if sv["refused"]
+                         else "")
+                      + (f", {sv['unreadable']} file(s) unreadable" if sv["unreadable"]
+                         else ""))
+            for e in sv["errors"][:2]:
+                out.print(f"    [dim]{escape(e)}[/]")
         m = t.monitoring
         if m:
             drift = m.get("weighted_drift_share") or m.get("drift_share") or 0.0
@@ -1031,20 +1046,32 @@ def _replay_demo(settings: Any, cfg_path: Path, directory: Path, initial: int, p
                 out.print("  decision: no retrain"
                           + (f" (nearest: {escape('; '.join(m['nearest']))})"
                              if m.get("nearest") else ""))
+        if t.online:
+            o = t.online
+            out.print(f"  online: v{o['version']} (v{o['base']} continued on "
+                      f"{o['rows_learnt']} new labelled rows): {o['status']}; in shadow "
+                      "until approved or replaced" if o["status"] == "pending_approval" else
+                      f"  online: v{o['version']} (v{o['base']} continued on "
+                      f"{o['rows_learnt']} new labelled rows): {o['status']} by the gate")
 
     try:
         with err.status("Replaying...") if not as_json else contextlib.nullcontext():
             res = replay(settings, urls["prefect_api"], incoming, landing, initial=initial,
                          per_tick=per_step, approve_first=approve_first, on_tick=show,
                          say=(lambda _m: None) if as_json else
-                         (lambda m: out.print(f"[dim]{escape(m)}[/]")))
+                         (lambda m: out.print(f"[dim]{escape(m)}[/]")),
+                         serving_url=urls.get("serving"))
     except (MlopsError, RuntimeError, OSError) as e:
         _fail(f"the replay stopped: {e}")
         return
     if as_json:
         _print_json(res.to_dict() | {"services": urls, "project": str(cfg_path.resolve())})
         return
-    out.print(f"\nReplayed in {res.seconds:.0f} s. Champion: v{res.champion}.")
+    served = [t.serving for t in res.ticks if t.serving]
+    out.print(f"\nReplayed in {res.seconds:.0f} s. Champion: v{res.champion}."
+              + (f" Serving answered {sum(x['rows'] for x in served):,} applications and "
+                 f"took {sum(x['labels'] for x in served):,} labels ({urls['serving']})."
+                 if served else ""))
     for r in res.training_runs:
         out.print(f"  train run {r['name']} (trigger {r['trigger']}, started by "
                   f"mlops.retrain.requested): {r['state']}")

@@ -250,6 +250,12 @@ def _online_update(settings: Settings, base: _OnlineBase, df: pd.DataFrame, X: p
                         else base.info.created)
     labelled = log_rows[log_rows[LABEL].notna()] if len(log_rows) else log_rows
     new = _unseen_by(base.info, df, tcol).to_numpy()
+    idc = settings.data.id_column
+    if len(labelled) and idc and idc in df.columns:
+        # a row labelled through /feedback and also ingested in a labelled batch is learnt
+        # once, from the batch
+        in_batches = set(df.loc[new, idc].astype(str))
+        labelled = labelled[~labelled["served_row_id"].astype(str).isin(in_batches)]
     held = np.zeros(len(df), dtype=bool)
     held[ho] = True
     learnt = len(labelled) + int(new.sum())
@@ -488,7 +494,8 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
         reg.log_run_files(run_id, {"evidence": evidence, "card": card})
 
     if base is not None:
-        tags |= {"online_base": base.version} | (
+        tags |= {"online_base": base.version,
+                 "online_rows_learnt": str(found.best_params["rows_learnt"])} | (
             {"online_log_until": log_until.isoformat()} if log_until else {})
     status = "pending_approval" if gate.passed else "rejected"
     # the whole package as stored (code, spec, MLmodel, environment, model): what promotion
@@ -515,6 +522,8 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
             reg.set_challenger(version)
     else:
         reg.record_gate_rejection(version, champion, gate.failed, run_id)
+    if base is not None and gate.passed:
+        reg.supersede_online(version)
     total = time.perf_counter() - t_start
     return TrainingOutcome(
         version=version, status=status, trigger=trigger, gate=gate, metrics=metrics,

@@ -388,6 +388,19 @@ class Registry:
         self._audit("gate", "gate_reject", version, champion, "applied", "; ".join(reasons),
                     f"runs:/{run_id}")
 
+    def supersede_online(self, newer: str) -> list[str]:
+        """Retire the online snapshots still awaiting approval that ``newer`` (a later
+        snapshot, continued from them) replaces; each is audited. Returns their versions."""
+        done = []
+        for v in self.online_versions():
+            if v.version != newer and int(v.version) < int(newer) and \
+                    v.status == "pending_approval":
+                self.set_tags(v.version, {"status": "retired", "superseded_by": newer})
+                self._audit(SYSTEM, "supersede", v.version, None, "applied",
+                            f"online snapshot superseded by v{newer}, which continued it")
+                done.append(v.version)
+        return done
+
     def _audit(self, actor: str, action: str, version: str | None, previous: str | None,
                outcome: str, reason: str, evidence: str | None = None,
                request_id: str | None = None, conn: sa.Connection | None = None) -> int:

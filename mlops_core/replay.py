@@ -53,6 +53,8 @@ class Tick:
     nothing_new: int = 0  # files that held no new batch (sent twice)
     monitoring: dict[str, Any] | None = None  # status, drift share, columns, decision
     training_run: str | None = None  # the train run the retrain event started
+    serving: dict[str, Any] | None = None  # what the serving API answered (serve_files)
+    online: dict[str, Any] | None = None  # the online update: version, status, rows learnt
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +87,65 @@ def land(files: list[Path], landing: Path) -> list[str]:
     return [f.name for f in files]
 
 
+def serve_files(url: str, files: list[Path], *, id_column: str | None, target: str | None,
+                chunk: int = 1000, timeout: float = 60.0) -> dict[str, Any]:
+    """Send the applications in ``files`` through the serving API (``POST /predict``, without
+    the target) and, where a file holds them, their labels (``POST /feedback``, by the id
+    column): what a client of the served model does. A file that cannot be read is skipped,
+    a request that is refused (422: the file broke the schema) is counted."""
+    import httpx
+    import pandas as pd
+
+    from mlops_core.serving import json_records
+
+    out: dict[str, Any] = {"rows": 0, "refused": 0, "labels": 0, "unreadable": 0,
+                           "versions": [], "errors": []}
+    with httpx.Client(base_url=url, timeout=timeout) as client:
+        client.post("/reload")  # a champion approved a moment ago is served from now on
+        for path in files:
+            try:
+                df = (pd.read_parquet(path) if path.suffix == ".parquet"
+                      else pd.read_csv(path))
+            except (OSError, ValueError, UnicodeDecodeError):
+                out["unreadable"] += 1
+                continue
+            labels = df[target] if target and target in df.columns else None
+            features = df.drop(columns=[target], errors="ignore")
+            for start in range(0, len(df), chunk):
+                part = features.iloc[start:start + chunk]
+                r = client.post("/predict", json=json_records(part))
+                if r.status_code != 200:
+                    out["refused"] += 1
+                    out["errors"].append(f"{path.name}: {r.status_code} "
+                                         f"{r.json().get('detail', '')}"[:300])
+                    continue
+                body = r.json()
+                out["rows"] += len(body["predictions"])
+                if body["version"] not in out["versions"]:
+                    out["versions"].append(body["version"])
+                if labels is None:
+                    continue
+                got = labels.iloc[start:start + chunk]
+                fb = [{"id": p["id"], "label": v.item() if hasattr(v, "item") else v}
+                      for p, v in zip(body["predictions"], got, strict=True) if pd.notna(v)]
+                if fb and client.post("/feedback", json=fb).status_code == 202:
+                    out["labels"] += len(fb)
+    return out
+
+
+def _online_since(settings: Settings, since: datetime) -> dict[str, Any] | None:
+    from mlops_core.registry import Registry
+
+    newest = [v for v in Registry(settings).online_versions()
+              if v.created >= since]
+    if not newest:
+        return None
+    v = newest[-1]
+    return {"version": v.version, "status": v.status,
+            "rows_learnt": v.tags.get("online_rows_learnt"),
+            "metrics": v.metrics, "base": v.tags.get("online_base")}
+
+
 def _ingested_since(meta: MetadataStore, since: datetime, tick: Tick) -> None:
     new = [b for b in meta.list_batches() if b.created_at >= since]
     acc = [b for b in new if b.status == "accepted"]
@@ -105,6 +166,7 @@ def _monitoring_since(meta: MetadataStore, project: str, since: datetime
     decision = decided[0] if decided and decided[0]["monitoring_run"] == run["id"] else None
     drift = run.get("drift") or {}
     return {"id": run["id"], "status": run["status"], "rows": run.get("rows"),
+            "served_rows": run.get("served_rows", 0),
             "drift_share": drift.get("drift_share"),
             "weighted_drift_share": drift.get("weighted_drift_share"),
             "drifted": [c["column"] for c in drift.get("columns", []) if c.get("drifted")],
@@ -126,13 +188,16 @@ def replay(settings: Settings, api: str, incoming: Path, landing: Path, *,
            initial: int = 16, per_tick: int = 6,
            approve_first: Callable[[str], Any] | None = None,
            on_tick: Callable[[Tick], None] | None = None,
-           say: Callable[[str], None] = log.info, wait_s: float = 900.0) -> ReplayResult:
+           say: Callable[[str], None] = log.info, wait_s: float = 900.0,
+           serving_url: str | None = None) -> ReplayResult:
     """Replay the files in ``incoming`` through the project's deployments on ``api``.
 
     ``initial`` files land first and train the first model when there is no champion;
     ``approve_first(version)`` makes it champion (the caller's audited approval). Then
-    ``per_tick`` files land per step: ingest, then monitor. Returns what happened once the
-    training runs the events started have ended."""
+    ``per_tick`` files land per step: with ``serving_url``, their applications go through the
+    serving API and their labels through its feedback endpoint; then ingest and monitor (and,
+    with ``online.enabled``, the online update). Returns what happened once the training runs
+    the events started have ended."""
     from mlops_core.registry import Registry
 
     t0 = time.perf_counter()
@@ -171,10 +236,21 @@ def replay(settings: Settings, api: str, incoming: Path, landing: Path, *,
         names = batch[0].name if len(batch) == 1 else f"{batch[0].name} … {batch[-1].name}"
         say(f"{len(batch)} weekly file(s) land ({names}); the ingest and monitor deployments "
             "run")
+        if serving_url:
+            tick.serving = serve_files(serving_url, [landing / f for f in tick.files],
+                                       id_column=settings.data.id_column,
+                                       target=settings.data.target)
+            time.sleep(settings.serving.log_flush_seconds + 0.5)  # the log is written
         wait_run(api, start_run(api, "ingest", project), wait_s)
         _ingested_since(meta, since.replace(tzinfo=None), tick)
         wait_run(api, start_run(api, "monitor", project), wait_s)
         tick.monitoring = _monitoring_since(meta, project, since.replace(tzinfo=None))
+        if settings.online.enabled:
+            try:
+                wait_run(api, start_run(api, "online-update", project), wait_s)
+            except FlowRunError as e:
+                log.warning("%s", e)
+            tick.online = _online_since(settings, since.replace(tzinfo=None))
         if tick.monitoring and tick.monitoring["retrain"]:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and tick.training_run is None:

@@ -102,7 +102,8 @@ def _yaml_scalar(value: object) -> str:
 def render_config(*, project: str, data: Path, target: str, time: str | None, id_col: str | None,
                   schema: InferredSchema, workspace: str = ".mlops",
                   source_kind: str = "file", trials: int = 10,
-                  cooldown: str = "2 batches") -> str:
+                  cooldown: str = "2 batches", monitoring_source: str = "batches",
+                  online: bool = False) -> str:
     """The text of a commented ``mlops.yaml``. ``cooldown``: the retraining policy's."""
     left = "".join(f"\n    #   {c}: {why}" for c, why in schema.left_out.items())
     cands = _yaml_list(schema.categorical[:2])
@@ -181,6 +182,7 @@ monitoring:               # new batches against the champion's reference sample
   drift_share: 0.5        # share of drifted columns that makes a dataset drift
   weight_by_importance: true   # also weigh each column's drift by the champion's importance
   report: on_drift        # the Evidently HTML report: on_drift | always | never
+  source: {monitoring_source:<15} # batches | predictions (what serving answered) | both
 
 retraining:               # the policy: which signals ask for a retrain, and the brakes
   # durations are in data time (the time column), as a duration (90D) or in batches
@@ -199,6 +201,17 @@ retraining:               # the policy: which signals ask for a retrain, and the
 
 promotion:
   mode: manual            # manual: a person approves each new champion; auto: the gate decides
+
+serving:                  # `mlops serve` (started by `mlops up`): the champion over HTTP
+  port: 8000              # any free port when taken
+  poll_seconds: 10        # how often it checks the champion alias (promotions also tell it)
+  max_rows: 10000         # rows per /predict request
+  log: true               # the prediction log under the workspace (monitoring.source)
+
+online:                   # the champion continued on the labels that arrive (`mlops learn`)
+  enabled: {str(online).lower():<17}# the online-update deployment, and its shadow in serving
+  schedule: "0 * * * *"   # cron of the online-update deployment
+  min_rows: 200           # fewer new labelled rows: nothing to learn yet
 """
 
 

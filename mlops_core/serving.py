@@ -323,6 +323,18 @@ def check_records(records: list[Any], model: ServedModel, *, id_column: str | No
     return Checked(pd.DataFrame(columns), row_ids, errors)
 
 
+def json_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as a client sends them to ``/predict``: plain JSON values, null for missing,
+    times as ISO text."""
+    out = []
+    for rec in frame.to_dict(orient="records"):
+        out.append({k: (None if v is None or (isinstance(v, float) and math.isnan(v))
+                        or v is pd.NaT else v.isoformat() if isinstance(v, pd.Timestamp)
+                        else v.item() if isinstance(v, np.generic) else v)
+                    for k, v in rec.items()})
+    return out
+
+
 # metrics -----------------------------------------------------------------------------------
 class Metrics:
     """Prometheus metrics of one app (their own registry, so two apps in a process, as in

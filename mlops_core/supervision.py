@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from mlops_core.batching import parse_times
 from mlops_core.config import Settings
 from mlops_core.detectors import DetectorResult, error_stream, run_detectors, where_error_rose
 from mlops_core.errors import MlopsError
@@ -153,8 +154,9 @@ def _current_data(settings: Settings, meta: MetadataStore, reg: Registry, champi
         if len(rows):
             feats = features_of(rows)
             tcol = settings.data.time_column
-            if tcol and tcol in feats.columns:  # sent as text
-                feats = feats.assign(**{tcol: pd.to_datetime(feats[tcol], errors="coerce")})
+            if tcol and tcol in feats.columns:  # sent as text, parsed as ingestion does
+                feats = feats.assign(**{tcol: parse_times(feats[tcol],
+                                                          settings.data.time_format)})
             target = settings.data.target
             if target:
                 feats = feats.assign(**{target: rows[LABEL].to_numpy()})
@@ -191,6 +193,13 @@ def data_clock(settings: Settings, meta: MetadataStore, wall: datetime) -> DataC
         return DataClock(max(ends), median_period(ends), True)
     period = median_period([r.created_at for r in accepted])
     return DataClock(wall, period or None, False)
+
+
+def trainings(versions: list[VersionInfo]) -> list[VersionInfo]:
+    """The versions a training registered: online snapshots (``mlops learn``) are not
+    retrains, so they neither reset the schedule, count against the cap, nor serve a pending
+    signal."""
+    return [v for v in versions if v.tags.get("model_type") != "online"]
 
 
 def _policy_state(meta: MetadataStore, model: str, versions: list[VersionInfo],
@@ -304,7 +313,7 @@ def _new_labels(settings: Settings, meta: MetadataStore, reg: Registry, store: B
     """Labelled rows accepted since the last training (of any version, approved or not):
     in batches outside its lineage, ingested after the newest batch it trained on."""
     target = settings.data.target
-    versions = reg.versions()
+    versions = trainings(reg.versions())
     if not target or not versions:
         return 0
     lineage = _lineage(settings, reg, versions[-1].version)
@@ -384,9 +393,10 @@ def monitor(settings: Settings, batch_ids: list[str] | None = None, *,
             starts = [rise] if rise is not None else [0]
         if starts and tcol and tcol in current.columns:  # where the error rose, as a time
             change_at = current.loc[labelled, tcol].iloc[min(starts)]
-            result.change_at = pd.Timestamp(change_at).to_pydatetime()
+            if pd.notna(change_at):  # a served row may have sent no (readable) time
+                result.change_at = pd.Timestamp(change_at).to_pydatetime()
     result.reconciled = reconcile_estimates(settings, meta, reg, store)
-    versions = reg.versions()
+    versions = trainings(reg.versions())
     clock = data_clock(settings, meta, now)
     state = _policy_state(meta, reg.name, versions, clock, settings.retraining.drift_share)
     rows, change_at = window_rows(settings, meta, store, state.change_at)

@@ -973,7 +973,8 @@ class ServingView:
     counters: dict[str, float]  # requests by outcome, rows, swaps, load failures, p50/p99 ms
     timeline: pd.DataFrame  # per period: rows, latency, predicted vs observed, accuracy
     live: pd.DataFrame  # per served/shadow version: labelled rows and metrics on them
-    period: str  # the timeline's period ("h" or "D")
+    period: str  # the timeline's period ("h", "D" or "W")
+    time_axis: str = "served at"  # the time column (data time) when the log has it
 
 
 def _histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
@@ -1056,11 +1057,28 @@ def serving_view(settings: Settings, *, days: int = 7, max_rows: int = 200_000,
                     if isinstance(since, pd.Timestamp) else since)
     if len(rows) > max_rows:
         rows = rows.tail(max_rows)
-    period = "h" if len(rows) and rows["served_at"].max() - rows["served_at"].min() \
-        <= pd.Timedelta(days=2) else "D"
+    when, time_axis = _serving_times(settings, rows)
+    span = when.max() - when.min() if len(when) and when.notna().any() else pd.Timedelta(0)
+    period = "h" if span <= pd.Timedelta(days=2) else "D" if span <= pd.Timedelta(days=60) \
+        else "W"
     return ServingView(info.url if info else None, model, error, counters,
-                       _serving_timeline(settings, rows, period, LABEL),
-                       live_comparison(settings, rows), period)
+                       _serving_timeline(settings, rows.assign(_when=when), period, LABEL),
+                       live_comparison(settings, rows), period, time_axis)
+
+
+def _serving_times(settings: Settings, rows: pd.DataFrame) -> tuple[pd.Series, str]:
+    """When each logged row happened: its time column (data time) where the client sent one
+    that parses, else when it was served."""
+    from mlops_core.batching import parse_times
+
+    tcol = settings.data.time_column
+    if rows.empty:
+        return pd.Series(dtype="datetime64[ns]"), "served at"
+    if tcol and tcol in rows.columns:
+        parsed = parse_times(rows[tcol], settings.data.time_format)
+        if parsed.notna().mean() > 0.5:
+            return parsed.fillna(rows["served_at"]), tcol
+    return rows["served_at"], "served at"
 
 
 def _observed(settings: Settings, labels: pd.Series) -> pd.Series:
@@ -1080,8 +1098,10 @@ def _serving_timeline(settings: Settings, rows: pd.DataFrame, period: str,
     proba = [c for c in rows.columns if c.startswith("served_proba_")]
     positive = next((c for c in proba if c.removeprefix("served_proba_") in
                      ("1", "True", "true", "yes")), proba[-1] if proba else None)
+    when = rows["_when"] if "_when" in rows.columns else rows["served_at"]
     frame = pd.DataFrame({
-        "at": rows["served_at"].dt.floor(period),
+        "at": when.dt.to_period(period).dt.start_time if period == "W" else
+        when.dt.floor(period),
         "latency_ms": rows["served_latency_ms"],
         "predicted": rows[positive] if positive else pd.to_numeric(
             rows["served_prediction"], errors="coerce"),

@@ -16,7 +16,7 @@ import pytest
 
 from mlops_core.config import load_config
 from mlops_core.registry import Registry
-from mlops_core.services import DASHBOARD, MLFLOW, is_healthy, read_service
+from mlops_core.services import DASHBOARD, MLFLOW, SERVING, is_healthy, read_service
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +62,20 @@ def test_demo_replay_through_the_deployments(tmp_path: Path) -> None:
         assert erred, [(m["retrain"], m["reasons"], m["held_back"]) for m in monitored]
         assert any(t["training_run"] for t in ticks if t["monitoring"]
                    and t["monitoring"]["retrain"])
+
+        # the applications went through the serving API and their labels through /feedback;
+        # monitoring measured what it answered (the demo's monitoring.source: predictions)
+        served = [t["serving"] for t in ticks if t["serving"]]
+        assert served and sum(x["rows"] for x in served) >= 5000
+        assert sum(x["labels"] for x in served) > 0
+        assert sum(x["refused"] for x in served) >= 1  # the file with a renamed column
+        assert all(x["versions"] == ["1"] for x in served)  # v1 stays champion here
+        assert any(m["served_rows"] > 0 for m in monitored)
+        # the online model learnt the labels and waits, gated, beside the champion
+        online = [t["online"] for t in ticks if t["online"]]
+        assert online and all(o["base"] for o in online)
+        serving = read_service(ws, SERVING)
+        assert serving is not None and is_healthy(serving.health_url)
 
         # the training the event started ran to the end and left a candidate for a person
         assert any(r["state"] == "Completed" and r["trigger"] not in ("", "initial")

@@ -36,8 +36,9 @@ cols[2].metric("Predict requests", f"{c.get('requests_ok', 0):,.0f}",
 cols[3].metric("Refused / failed", f"{c.get('requests_rejected', 0):,.0f} / "
                                     f"{c.get('requests_failed', 0):,.0f}",
                help="422/413 (bad requests) / 5xx")
-cols[4].metric("Latency p50 / p99", f"{c['p50_ms']:.0f} / {c['p99_ms']:.0f} ms"
-               if "p50_ms" in c else common.MISSING)
+cols[4].metric("p50 / p99 ms", f"{c['p50_ms']:.0f} / {c['p99_ms']:.0f}"
+               if "p50_ms" in c else common.MISSING,
+               help="latency of /predict since serving started, from its histogram")
 cols[5].metric("Swaps / load failures", f"{c.get('swaps', 0):.0f} / "
                                         f"{c.get('load_failures', 0):.0f}")
 if c.get("log_dropped"):
@@ -49,9 +50,13 @@ if tl.empty:
     st.info("Nothing in the prediction log of the last 7 days.")
     st.stop()
 st.subheader("Traffic")
-st.plotly_chart(charts.serving_traffic_figure(tl, view.period), key="serving_traffic")
+st.caption("Rows placed by " + (f"their {view.time_axis} (data time)."
+                                if view.time_axis != "served at" else "when they were served."))
+st.plotly_chart(charts.serving_traffic_figure(tl, view.period, view.time_axis),
+                key="serving_traffic")
 st.subheader("Predictions against outcomes")
-st.plotly_chart(charts.serving_outcomes_figure(tl, ctx.settings.task), key="serving_outcomes")
+st.plotly_chart(charts.serving_outcomes_figure(tl, ctx.settings.task, view.time_axis),
+                key="serving_outcomes")
 st.subheader("Live metrics by version")
 if view.live.empty:
     st.caption("No label has come back for the logged rows yet (POST /feedback).")
