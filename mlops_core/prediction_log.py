@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 log = logging.getLogger(__name__)
@@ -46,17 +47,39 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)  # naive UTC, as all our times
 
 
-def write_segment(folder: Path, frame: pd.DataFrame, at: datetime | None = None) -> Path:
-    """Write ``frame`` as a new segment under ``folder/<date>/`` (atomically: a reader never
-    sees half a file)."""
+def write_segment(folder: Path, frame: pd.DataFrame | Any, at: datetime | None = None
+                  ) -> Path:
+    """Write ``frame`` (a DataFrame or an Arrow table) as a new segment under
+    ``folder/<date>/``, atomically: a reader never sees half a file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     at = at or _now()
     day = folder / at.strftime("%Y-%m-%d")
     day.mkdir(parents=True, exist_ok=True)
     path = day / f"{at.strftime('%H%M%S.%f')}-{uuid.uuid4().hex[:8]}.parquet"
     tmp = path.with_name(f".{path.name}.tmp")
-    frame.reset_index(drop=True).to_parquet(tmp, index=False)
+    table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(
+        frame.reset_index(drop=True), preserve_index=False)
+    pq.write_table(table, tmp)
     tmp.replace(path)
     return path
+
+
+def _table(item: pd.DataFrame | dict[str, Any], rows: int) -> Any:
+    """An Arrow table of a queued item: a DataFrame, or columns by name where a scalar stands
+    for the same value on every row (a request's id, version, time)."""
+    import pyarrow as pa
+
+    if isinstance(item, pd.DataFrame):
+        return pa.Table.from_pandas(item.reset_index(drop=True), preserve_index=False)
+    cols = {}
+    for name, v in item.items():
+        if isinstance(v, np.ndarray | list):
+            cols[name] = pa.array(v, from_pandas=True)
+        else:
+            cols[name] = pa.array([v] * rows, from_pandas=True)
+    return pa.table(cols)
 
 
 class LogWriter:
@@ -73,16 +96,18 @@ class LogWriter:
         self.flush_rows = flush_rows
         self.on_drop = on_drop
         self.on_write = on_write
-        self._queue: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[str, Any, int] | None] = queue.SimpleQueue()
         self._waiting = 0  # rows queued, not yet written
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
-    def put(self, kind: str, frame: pd.DataFrame) -> bool:
-        """Queue ``frame`` for the ``kind`` folder (:data:`SERVED` or :data:`FEEDBACK`).
-        False (and counted) when the queue is full."""
-        n = len(frame)
+    def put(self, kind: str, frame: pd.DataFrame | dict[str, Any], rows: int | None = None
+            ) -> bool:
+        """Queue ``frame`` (or its columns by name, ``rows`` long: framed on the writer's
+        thread) for the ``kind`` folder (:data:`SERVED` or :data:`FEEDBACK`). False (and
+        counted) when the queue is full."""
+        n = len(frame) if rows is None else rows
         with self._lock:
             if self._waiting + n > self.max_rows:
                 full = True
@@ -94,7 +119,7 @@ class LogWriter:
             if self.on_drop:
                 self.on_drop(n)
             return False
-        self._queue.put((kind, frame))
+        self._queue.put((kind, frame, n))
         return True
 
     @property
@@ -104,7 +129,7 @@ class LogWriter:
     def flush(self, timeout: float = 30.0) -> bool:
         """Write everything queued so far now; True once written."""
         done = threading.Event()
-        self._queue.put((_FLUSH, done))
+        self._queue.put((_FLUSH, done, 0))
         return done.wait(timeout)
 
     def _run(self) -> None:
@@ -116,15 +141,21 @@ class LogWriter:
             try:
                 item = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
-                item = ("", pd.DataFrame())  # time to flush
+                item = ("", None, 0)  # time to flush
             flushed = None
             if item is None:
                 stop = True
             elif item[0] == _FLUSH:
                 flushed = item[1]
             elif item[0]:
-                pending[item[0]].append(item[1])
-                rows += len(item[1])
+                kind, data, n = item
+                try:
+                    pending[kind].append(_table(data, n))
+                except (TypeError, ValueError) as e:  # values Arrow cannot hold: counted
+                    log.error("prediction log: %d %s rows not logged: %s", n, kind, e)
+                    if self.on_drop:
+                        self.on_drop(n)
+                rows += n
             if stop or flushed or rows >= self.flush_rows or time.monotonic() >= deadline:
                 self._flush(pending)
                 with self._lock:
@@ -134,20 +165,25 @@ class LogWriter:
             if flushed is not None:
                 flushed.set()
 
-    def _flush(self, pending: dict[str, list[pd.DataFrame]]) -> None:
-        for kind, frames in pending.items():
-            if not frames:
+    def _flush(self, pending: dict[str, list[Any]]) -> None:
+        import pyarrow as pa
+
+        for kind, tables in pending.items():
+            if not tables:
                 continue
-            frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-            frames.clear()
+            n = sum(t.num_rows for t in tables)
             try:
-                write_segment(self.root / kind, frame)
+                # columns a request lacked (a shadow, another version's classes) are nulls
+                table = pa.concat_tables(tables, promote_options="permissive") \
+                    if len(tables) > 1 else tables[0]
+                write_segment(self.root / kind, table)
                 if self.on_write:
-                    self.on_write(kind, len(frame))
-            except (OSError, ValueError, TypeError) as e:  # counted; serving goes on
-                log.error("prediction log: %d %s rows not written: %s", len(frame), kind, e)
+                    self.on_write(kind, n)
+            except (OSError, ValueError, TypeError, pa.ArrowException) as e:  # counted
+                log.error("prediction log: %d %s rows not written: %s", n, kind, e)
                 if self.on_drop:
-                    self.on_drop(len(frame))
+                    self.on_drop(n)
+            tables.clear()
 
     def close(self, timeout: float = 30.0) -> None:
         """Write what waits and stop the thread."""

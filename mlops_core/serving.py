@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import operator
 import re
 import tempfile
 import threading
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 CHAMPION_ALIAS = "champion"
 RETRY_FAILED_S = 60.0  # a version that failed to load is tried again after this long
+BATCH_THREADS_FROM = 256  # rows in a request from which XGBoost predicts on every core
 MAX_ERRORS_LISTED = 100
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -72,6 +74,9 @@ class ServedModel:
     model: Any
     package_sha256: str
     loaded_at: datetime = field(default_factory=_now)
+    # XGBoost: the same booster using every core, for requests of many rows (one thread
+    # serves small ones: OpenMP's start-up and waiting cost more than they take)
+    batch_model: Any = None
 
     @property
     def task(self) -> str:
@@ -90,40 +95,81 @@ class ServedModel:
         self._codes = {c: {str(v): float(i) for i, v in enumerate(known)}
                        for c, known in self.spec.get("categories", {}).items()}
 
-    def _matrix(self, frame: pd.DataFrame) -> Any:
-        """The features as XGBoost's DMatrix, built from NumPy: categories as their codes
-        (unseen: missing), booleans as 0/1. The same numbers as :func:`prepare_features`, at a
+    def _matrix(self, frame: pd.DataFrame | dict[str, Any], n: int) -> np.ndarray:
+        """The features as one NumPy matrix in training order: categories as their codes
+        (unseen: missing), booleans as 0/1; XGBoost predicts it in place (the booster knows
+        which features are categories). The same numbers as :func:`prepare_features`, at a
         fraction of the cost per request."""
-        import xgboost as xgb
-
         cols = []
         for c in self.features:
             kind = self.spec["kinds"][c]
-            values = frame[c].to_numpy() if c in frame.columns else np.full(len(frame), None)
+            values = np.asarray(frame[c]) if c in frame else np.full(n, None)
             if kind == "numeric":
                 cols.append(pd.to_numeric(values, errors="coerce").astype("float64")
                             if values.dtype == object else values.astype("float64"))
             elif kind == "boolean":
-                cols.append(np.array([_flag(v) for v in values], dtype="float64"))
+                types = set(map(type, values))
+                cols.append(np.array(values, dtype="float64")  # True 1, False 0, None NaN
+                            if types <= {bool, type(None)} else
+                            np.array([_flag(v) for v in values], dtype="float64"))
+            elif set(map(type, values)) <= {str, type(None)}:
+                get = self._codes[c].get
+                cols.append(np.array([get(v, math.nan) for v in values], dtype="float64"))
             else:
                 codes = self._codes[c]
                 cols.append(np.array([codes.get(v if isinstance(v, str) else _text(v),
                                                 math.nan) for v in values], dtype="float64"))
-        matrix = np.column_stack(cols) if cols else np.empty((len(frame), 0))
-        types = ["c" if self.spec["kinds"][c] == "categorical" else "q" for c in self.features]
-        return xgb.DMatrix(matrix, feature_names=self.features, feature_types=types,
-                           enable_categorical=True, nthread=1)
+        return np.column_stack(cols) if cols else np.empty((n, 0))
 
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """``prediction`` and, for classification, ``proba_<class>`` per row."""
+    def predict(self, frame: pd.DataFrame | dict[str, Any]) -> pd.DataFrame:
+        """``prediction`` and, for classification, ``proba_<class>`` per row. ``frame``: a
+        DataFrame, or columns by name (as :func:`check_records` returns them)."""
         spec = self.spec
+        n = len(frame) if isinstance(frame, pd.DataFrame) else len(next(iter(frame.values()),
+                                                                         []))
+        if not isinstance(frame, pd.DataFrame):
+            frame = pd.DataFrame(frame) if spec["kind"] != "xgboost" else frame
         if spec["kind"] == "xgboost":
-            raw = self.model.predict(self._matrix(frame))
+            raw = self._raw(frame, n)
+            return output_frame(spec["task"], spec.get("classes"), raw, pd.RangeIndex(n))
         else:
             X = prepare_features(frame, spec, for_xgboost=False)
             raw = (self.model.predict(X) if spec["task"] == "regression"
                    else self.model.predict_proba(X))
         return output_frame(spec["task"], spec.get("classes"), raw, frame.index)
+
+    def _raw(self, frame: pd.DataFrame | dict[str, Any], n: int) -> np.ndarray:
+        booster = self.batch_model if self.batch_model is not None and \
+            n >= BATCH_THREADS_FROM else self.model
+        matrix = self._matrix(frame, n)
+        if booster.feature_types is None and "categorical" in self.spec["kinds"].values():
+            import xgboost as xgb  # a booster that does not know its categories: tell it
+
+            types = ["c" if self.spec["kinds"][c] == "categorical" else "q"
+                     for c in self.features]
+            return np.asarray(booster.predict(xgb.DMatrix(
+                matrix, feature_names=self.features, feature_types=types,
+                enable_categorical=True)))
+        return np.asarray(booster.inplace_predict(matrix))
+
+    def answers(self, columns: dict[str, Any], n: int
+                ) -> tuple[list[Any], np.ndarray | None, list[str]]:
+        """The request path's predictions without a DataFrame: (predictions, probabilities
+        (rows x classes, or None for regression), class names as text)."""
+        if self.spec["kind"] != "xgboost":
+            out = self.predict(columns)
+            cols = [c for c in out.columns if c.startswith("proba_")]
+            return (out["prediction"].tolist(), out[cols].to_numpy() if cols else None,
+                    [c.removeprefix("proba_") for c in cols])
+        raw = self._raw(columns, n)
+        if self.task == "regression":
+            return raw.astype("float64").tolist(), None, []
+        classes = self.classes or []
+        proba = raw.astype("float64")
+        if proba.ndim == 1:
+            proba = np.column_stack([1.0 - proba, proba])
+        labels = np.asarray(classes, dtype=object)[proba.argmax(axis=1)].tolist()
+        return labels, proba, [str(c) for c in classes]
 
     def describe(self) -> dict[str, Any]:
         return {"version": self.version, "since": self.loaded_at.isoformat(),
@@ -158,9 +204,12 @@ def load_package(folder: Path, version: str, package_sha256: str) -> ServedModel
 
         model: Any = xgb.Booster()
         model.load_model(str(art / "model.ubj"))
-        # one thread per prediction: requests run side by side in the thread pool, and on a
-        # busy machine OpenMP's waiting threads cost more than small predictions take
+        batch = model.copy()
+        # one thread per small prediction: requests run side by side in the thread pool, and
+        # on a busy machine OpenMP's waiting threads cost more than small predictions take
         model.set_param({"nthread": 1})
+        return ServedModel(version=version, spec=spec, model=model,
+                           package_sha256=package_sha256, batch_model=batch)
     elif (art / "model.skops").is_file():
         model = load_sklearn(str(art / "model.skops"))
     else:
@@ -249,7 +298,7 @@ _CHECKS: dict[str, Callable[[Any], tuple[Any, str | None]]] = {
 
 @dataclass
 class Checked:
-    frame: pd.DataFrame  # the features (and id/time columns) as the model takes them
+    frame: dict[str, np.ndarray]  # the features (and id/time columns) by name, as arrays
     row_ids: list[str]
     errors: list[dict[str, Any]]
 
@@ -271,7 +320,11 @@ def check_records(records: list[Any], model: ServedModel, *, id_column: str | No
     allowed = set(features) | set(passthrough)
     wanted = set(features)
     errors: list[dict[str, Any]] = []
-    for i, rec in enumerate(records):
+    table = _transpose(records, features, len(allowed))
+    # a fast transpose proved every feature present: only records with more keys (the id
+    # or time column, or a field too many) are looked at one by one
+    for i, rec in (enumerate(records) if table is None else
+                   [(i, r) for i, r in enumerate(records) if len(r) > len(features)]):
         if not isinstance(rec, dict):
             errors.append({"row": i, "field": None,
                            "error": f"expected an object of field: value, got {_excerpt(rec)}"})
@@ -287,8 +340,12 @@ def check_records(records: list[Any], model: ServedModel, *, id_column: str | No
                                "error": "missing (send null for an unknown value)"})
     rows = [r if isinstance(r, dict) else {} for r in records]
     columns: dict[str, Any] = {}
+    by_feature: dict[str, list[Any]] = {}
+    if not errors and table is not None:  # every record has every feature
+        by_feature = dict(zip(features, map(list, zip(*table, strict=True)), strict=True)) \
+            if table else {name: [] for name in features}
     for name in features:
-        vals = [r.get(name) for r in rows]
+        vals = by_feature[name] if by_feature else [r.get(name) for r in rows]
         kind = kinds[name]
         if set(map(type, vals)) <= _FAST_TYPES[kind]:
             if kind == "numeric":
@@ -299,7 +356,7 @@ def check_records(records: list[Any], model: ServedModel, *, id_column: str | No
                                        f"expected a finite number, got {_excerpt(vals[i])}"})
                 columns[name] = arr
             else:
-                columns[name] = pd.Series(vals, dtype=object)
+                columns[name] = _objects(vals)
             continue
         checked = []
         for i, v in enumerate(vals):
@@ -308,10 +365,10 @@ def check_records(records: list[Any], model: ServedModel, *, id_column: str | No
                 errors.append({"row": i, "field": name, "error": problem})
             checked.append(value)
         columns[name] = (np.array(checked, dtype="float64") if kind == "numeric"
-                         else pd.Series(checked, dtype=object))
+                         else _objects(checked))
     for name in passthrough:
-        columns[name] = pd.Series([None if (v := r.get(name)) is None else str(v)
-                                   for r in rows], dtype=object)
+        columns[name] = _objects([None if (v := r.get(name)) is None else str(v)
+                                  for r in rows])
     if id_column and id_column in columns:
         ids = columns[id_column].tolist()
         row_ids = [f"{request_id}:{i}" if v is None else v for i, v in enumerate(ids)]
@@ -319,8 +376,30 @@ def check_records(records: list[Any], model: ServedModel, *, id_column: str | No
         row_ids = [f"{request_id}:{i}" for i in range(len(records))]
     if errors:
         errors.sort(key=lambda e: (e["row"], str(e["field"])))
-        return Checked(pd.DataFrame(), row_ids, errors)
-    return Checked(pd.DataFrame(columns), row_ids, errors)
+        return Checked({}, row_ids, errors)
+    return Checked(columns, row_ids, errors)
+
+
+def _transpose(records: list[Any], features: list[str], most_keys: int
+               ) -> list[tuple[Any, ...]] | None:
+    """Each record's feature values as a tuple, at C speed, when every record is an object
+    holding every feature and at most ``most_keys`` keys; None otherwise (the caller then
+    checks record by record, to name each problem)."""
+    if not features or set(map(type, records)) != {dict} or \
+            max(map(len, records), default=0) > most_keys:
+        return None
+    get = operator.itemgetter(*features)
+    try:
+        table = list(map(get, records))
+    except KeyError:
+        return None
+    return table if len(features) > 1 else [(v,) for v in table]
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
 
 
 def json_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -617,18 +696,16 @@ def create_app(settings: Settings, *, registry_factory: Callable[[], Any] | None
                                     + ", ".join(fields[:20]),
                           "errors": checked.errors[:MAX_ERRORS_LISTED],
                           "version": model.version}, 422, model.version)
-        out = model.predict(checked.frame)
-        preds = out["prediction"].tolist()
-        proba_cols = [c for c in out.columns if c.startswith("proba_")]
+        preds, proba, names = model.answers(checked.frame, len(checked.row_ids))
         latency_ms = (time.perf_counter() - t0) * 1000
-        if proba_cols:
-            names = [c.removeprefix("proba_") for c in proba_cols]
-            probs = out[proba_cols].to_numpy().round(6).tolist()
+        if proba is not None:
+            probs = proba.round(6).tolist()
             rows = [{"id": i, "prediction": p, "probabilities": dict(zip(names, pr,
                                                                        strict=True))}
                     for i, p, pr in zip(checked.row_ids, preds, probs, strict=True)]
-            for cls, n in pd.Series(preds).astype(str).value_counts().items():
-                metrics.classes.labels(str(cls)).inc(int(n))
+            for cls, count in zip(*np.unique(np.asarray(preds, dtype=str),
+                                              return_counts=True), strict=True):
+                metrics.classes.labels(str(cls)).inc(int(count))
         else:
             rows = [{"id": i, "prediction": p} for i, p in zip(checked.row_ids, preds,
                                                                 strict=True)]
@@ -636,13 +713,15 @@ def create_app(settings: Settings, *, registry_factory: Callable[[], Any] | None
                 metrics.values.observe(float(v))
         metrics.rows.labels(model.version).inc(len(rows))
         shadow = _shadow_columns(slot.shadow, checked.frame)
-        if state.writer is not None:
-            logged = checked.frame.assign(**shadow).assign(
-                served_request_id=rid, served_row_id=checked.row_ids, served_at=_now(),
-                served_version=model.version, served_latency_ms=latency_ms,
-                served_prediction=pd.Series(preds, dtype=object).astype(str).to_numpy(),
-                **{f"served_{c}": out[c].to_numpy() for c in proba_cols})
-            state.writer.put(SERVED, logged)
+        if state.writer is not None:  # columns as they are: the writer's thread frames them
+            n = len(rows)
+            state.writer.put(SERVED, {
+                **checked.frame, **shadow, "served_request_id": rid,
+                "served_row_id": checked.row_ids, "served_at": _now(),
+                "served_version": model.version, "served_latency_ms": latency_ms,
+                "served_prediction": [str(p) for p in preds],
+                **({f"served_proba_{c}": proba[:, j] for j, c in enumerate(names)}
+                   if proba is not None else {})}, rows=n)
         return _json({"request_id": rid, "version": model.version, "predictions": rows},
                      200, model.version)
 
@@ -724,7 +803,7 @@ def create_app(settings: Settings, *, registry_factory: Callable[[], Any] | None
     return app
 
 
-def _shadow_columns(shadow: ServedModel | None, frame: pd.DataFrame) -> dict[str, Any]:
+def _shadow_columns(shadow: ServedModel | None, frame: dict[str, Any]) -> dict[str, Any]:
     """The shadow's answers for the log (``shadow_version``, ``shadow_prediction``,
     ``shadow_proba_<class>``); none when no shadow runs or it fails (never the request)."""
     if shadow is None:
