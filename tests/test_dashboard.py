@@ -796,4 +796,7 @@ def test_serving_page_shows_the_live_version_traffic_and_outcomes(project: Proje
     assert live["version"].tolist() == [champion]
     assert live["labelled_rows"].tolist() == [len(rows)]
     assert 0.5 < live["accuracy"].iloc[0] <= 1
+    # the Models page shows the same live metrics (read from the log)
+    models = _open(at, "models")
+    assert _table(models, "version", "role", "labelled_rows")["version"].tolist() == [champion]
 

@@ -31,6 +31,14 @@ st.dataframe(common.paged(shown, "models_page"), hide_index=True, key="models_ta
                  **{m: st.column_config.NumberColumn(format="%.4f")
                     for m in table.columns[9:]}})
 
+# live: what serving answered, champion beside the online shadow ------------------------------
+live = common.serving_view(key).live
+if not live.empty:
+    st.subheader("Live, on served rows whose labels came back")
+    st.caption("From the prediction log (last 7 days): the served champion and the online "
+               "model in shadow measured on the same rows (see **Serving**).")
+    common.table(live, key="models_live")
+
 # comparison on the same recent rows ----------------------------------------------------------
 st.subheader("Compare versions on the same recent data")
 options = list(table["version"])
