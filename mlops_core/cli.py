@@ -1064,8 +1064,11 @@ def _replay_demo(settings: Any, cfg_path: Path, directory: Path, initial: int, p
     except (MlopsError, RuntimeError, OSError) as e:
         _fail(f"the replay stopped: {e}")
         return
+    swap = _demo_swap(settings, res, urls, demo, landing, as_json)
     if as_json:
-        _print_json(res.to_dict() | {"services": urls, "project": str(cfg_path.resolve())})
+        _print_json(res.to_dict() | {"services": urls, "project": str(cfg_path.resolve()),
+                                     "swap": swap, "champion": swap["to"] if swap and
+                                     swap["swapped"] else res.champion})
         return
     served = [t.serving for t in res.ticks if t.serving]
     out.print(f"\nReplayed in {res.seconds:.0f} s. Champion: v{res.champion}."
@@ -1075,12 +1078,56 @@ def _replay_demo(settings: Any, cfg_path: Path, directory: Path, initial: int, p
     for r in res.training_runs:
         out.print(f"  train run {r['name']} (trigger {r['trigger']}, started by "
                   f"mlops.retrain.requested): {r['state']}")
+    if swap:
+        out.print(f"  the demo approved v{swap['to']} (the retrain its policy asked for) to "
+                  f"show the hot swap: serving answered with "
+                  f"{' → '.join('v' + v for v in swap['versions'])} after {swap['seconds']} s, "
+                  f"{swap['answered']} requests answered meanwhile, {swap['failed']} failed")
     for p in res.pending:
+        if swap and p["version"] == swap["to"]:
+            continue
         out.print(f"  [bold]v{p['version']}[/] awaits approval (trigger {p['trigger']}): "
                   f"[bold]mlops approve {p['version']} --by NAME --comment WHY -c {cfg_path}[/]"
                   + (f" or on the dashboard, {urls['dashboard']}/approvals"
                      if urls["dashboard"] else ""))
     out.print(f"Stop everything with [bold]mlops down -c {cfg_path}[/].")
+
+
+def _demo_swap(settings: Any, res: Any, urls: dict[str, Any], demo: Any, landing: Path,
+               as_json: bool) -> dict[str, Any] | None:
+    """The end of the demo's loop: approve the newest retrain the policy asked for (audited,
+    by 'demo'), send the approval as an event (the promote flow tells serving to reload) and
+    watch serving answer with it, without a failed request. None when no retrain passed."""
+    from mlops_core.actions import approve
+    from mlops_core.orchestration import start_run
+    from mlops_core.replay import watch_swap
+    from mlops_core.serving import json_records
+
+    retrained = [p for p in res.pending if p["trigger"] != "online"]
+    if not retrained or not urls.get("serving"):
+        return None
+    version = retrained[-1]["version"]
+    files = sorted(p for p in landing.iterdir() if p.suffix == ".parquet")
+    if not files:
+        return None
+    row = _first_row(files[-1], settings.data.target)
+    outcome = approve(settings, demo, version, comment="the demo approves the retrain its "
+                      "policy asked for, to show serving's hot swap; in your project a person "
+                      "decides")
+    if outcome.outcome != "applied":
+        return None
+    start_run(urls["prefect_api"], "publish-events", settings.project)
+    if not as_json:
+        out.print(f"\nv{version} approved by 'demo'; mlops.model.approved → the promote "
+                  "deployment tells serving to reload...")
+    return watch_swap(urls["serving"], json_records(row)[0], version)
+
+
+def _first_row(path: Path, target: str | None) -> Any:
+    import pandas as pd
+
+    return pd.read_parquet(path).drop(columns=[target] if target else [],
+                                      errors="ignore").head(1)
 
 
 # Orchestration: Prefect server, work pool and worker, deployments ------------------------------

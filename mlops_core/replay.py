@@ -133,6 +133,37 @@ def serve_files(url: str, files: list[Path], *, id_column: str | None, target: s
     return out
 
 
+def watch_swap(url: str, record: dict[str, Any], version: str, timeout_s: float = 90.0
+               ) -> dict[str, Any]:
+    """Ask serving for one prediction after another until ``version`` answers: how long the
+    swap took, how many requests were answered meanwhile, by which versions, and how many
+    failed (the promise: none)."""
+    import httpx
+
+    t0 = time.perf_counter()
+    answered, failed, seen = 0, 0, []
+    with httpx.Client(base_url=url, timeout=30) as client:
+        while time.perf_counter() - t0 < timeout_s:
+            try:
+                r = client.post("/predict", json=record)
+            except httpx.HTTPError:
+                failed += 1
+                continue
+            if r.status_code != 200:
+                failed += 1
+                continue
+            answered += 1
+            got = r.json()["version"]
+            if not seen or seen[-1] != got:
+                seen.append(got)
+            if got == version:
+                break
+            time.sleep(0.05)
+    return {"to": version, "seconds": round(time.perf_counter() - t0, 1), "swapped":
+            bool(seen) and seen[-1] == version, "answered": answered, "failed": failed,
+            "versions": seen}
+
+
 def _online_since(settings: Settings, since: datetime) -> dict[str, Any] | None:
     from mlops_core.registry import Registry
 

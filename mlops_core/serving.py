@@ -656,6 +656,9 @@ def create_app(settings: Settings, *, registry_factory: Callable[[], Any] | None
             raise
         metrics.requests.labels(endpoint, str(response.status_code)).inc()
         metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
+        served = slot.current
+        if served is not None and "x-model-version" not in response.headers:
+            response.headers["X-Model-Version"] = served.version  # on every answer
         return response
 
     @app.post("/predict", summary="Predict one record or a list of records")

@@ -69,7 +69,7 @@ def test_demo_replay_through_the_deployments(tmp_path: Path) -> None:
         assert served and sum(x["rows"] for x in served) >= 5000
         assert sum(x["labels"] for x in served) > 0
         assert sum(x["refused"] for x in served) >= 1  # the file with a renamed column
-        assert all(x["versions"] == ["1"] for x in served)  # v1 stays champion here
+        assert all(x["versions"] == ["1"] for x in served)  # v1 is champion meanwhile
         assert any(m["served_rows"] > 0 for m in monitored)
         # the online model learnt the labels and waits, gated, beside the champion
         online = [t["online"] for t in ticks if t["online"]]
@@ -80,12 +80,19 @@ def test_demo_replay_through_the_deployments(tmp_path: Path) -> None:
         # the training the event started ran to the end and left a candidate for a person
         assert any(r["state"] == "Completed" and r["trigger"] not in ("", "initial")
                    for r in out["training_runs"]), out["training_runs"]
+        # ... which the demo approves to show the hot swap: serving answers with it, and no
+        # request failed on the way
         reg = Registry(settings)
-        assert out["champion"] == reg.champion() == "1"
-        (first,) = [r for r in reg.audit(action="approve") if r.outcome == "applied"]
-        assert first.actor == "demo" and first.version == "1"
+        swap = out["swap"]
+        assert swap["swapped"] and swap["failed"] == 0, swap
+        assert swap["versions"] == ["1", swap["to"]]
+        assert out["champion"] == reg.champion() == swap["to"]
+        approvals = [r for r in reg.audit(action="approve") if r.outcome == "applied"]
+        assert [(r.actor, r.version) for r in approvals] == [
+            ("demo", "1"), ("demo", swap["to"])]
         pending = [v for v in reg.versions() if v.status == "pending_approval"]
-        assert pending and {p["version"] for p in out["pending"]} == {v.version for v in pending}
+        assert {p["version"] for p in out["pending"]} - {swap["to"]} == {
+            v.version for v in pending}
         assert all(v.trigger not in ("", "initial") for v in pending)
 
         # run again: nothing left to replay, and it says so
