@@ -18,9 +18,7 @@ writing never sits on the request path; the thread writes Parquet segments under
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -36,7 +34,6 @@ SERVED = "served"
 FEEDBACK = "feedback"
 META_PREFIXES = ("served_", "shadow_")
 LABEL = "label"
-_FLUSH = "\0flush"
 
 
 def log_dir(workspace: Path) -> Path:
@@ -66,6 +63,10 @@ def write_segment(folder: Path, frame: pd.DataFrame | Any, at: datetime | None =
     return path
 
 
+class AsText(list):  # type: ignore[type-arg]
+    """Values to log as text, converted on the writer's thread (not the request's)."""
+
+
 def _table(item: pd.DataFrame | dict[str, Any], rows: int) -> Any:
     """An Arrow table of a queued item: a DataFrame, or columns by name where a scalar stands
     for the same value on every row (a request's id, version, time)."""
@@ -75,7 +76,9 @@ def _table(item: pd.DataFrame | dict[str, Any], rows: int) -> Any:
         return pa.Table.from_pandas(item.reset_index(drop=True), preserve_index=False)
     cols = {}
     for name, v in item.items():
-        if isinstance(v, np.ndarray | list):
+        if isinstance(v, AsText):
+            cols[name] = pa.array([None if x is None else str(x) for x in v], type=pa.string())
+        elif isinstance(v, np.ndarray | list):
             cols[name] = pa.array(v, from_pandas=True)
         else:
             cols[name] = pa.array([v] * rows, from_pandas=True)
@@ -83,9 +86,12 @@ def _table(item: pd.DataFrame | dict[str, Any], rows: int) -> Any:
 
 
 class LogWriter:
-    """A thread that writes queued frames as segments, every ``flush_seconds`` or sooner when
-    ``flush_rows`` wait. Memory is bounded: at most ``max_rows`` rows wait; beyond that a frame
-    is dropped and counted (``on_drop``), because serving must not wait for a disk."""
+    """A thread that writes what serving hands it as segments, every ``flush_seconds`` or
+    sooner when ``flush_rows`` wait. ``put`` only appends to a list: the thread wakes at its
+    deadline and turns everything waiting into Arrow and Parquet at once, so the request path
+    neither converts nor contends with it per request. Memory is bounded: at most ``max_rows``
+    rows wait; beyond that a request's rows are dropped and counted (``on_drop``), because
+    serving must not wait for a disk."""
 
     def __init__(self, workspace: Path, *, max_rows: int = 200_000, flush_seconds: float = 2.0,
                  flush_rows: int = 50_000, on_drop: Callable[[int], None] | None = None,
@@ -96,30 +102,34 @@ class LogWriter:
         self.flush_rows = flush_rows
         self.on_drop = on_drop
         self.on_write = on_write
-        self._queue: queue.SimpleQueue[tuple[str, Any, int] | None] = queue.SimpleQueue()
-        self._waiting = 0  # rows queued, not yet written
+        self._pending: dict[str, list[tuple[Any, int]]] = {SERVED: [], FEEDBACK: []}
+        self._waiting = 0  # rows handed over, not yet written
         self._lock = threading.Lock()
+        self._wake = threading.Event()  # flush now: enough rows, a flush() or close()
+        self._flushed = threading.Condition(self._lock)
+        self._generation = 0  # flushes done
+        self._stop = False
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
     def put(self, kind: str, frame: pd.DataFrame | dict[str, Any], rows: int | None = None
             ) -> bool:
-        """Queue ``frame`` (or its columns by name, ``rows`` long: framed on the writer's
-        thread) for the ``kind`` folder (:data:`SERVED` or :data:`FEEDBACK`). False (and
-        counted) when the queue is full."""
+        """Hand over ``frame`` (or its columns by name, ``rows`` long, where a scalar is the
+        same value on every row) for the ``kind`` folder (:data:`SERVED` or
+        :data:`FEEDBACK`). False (and counted) when the queue is full."""
         n = len(frame) if rows is None else rows
         with self._lock:
-            if self._waiting + n > self.max_rows:
-                full = True
-            else:
+            full = self._waiting + n > self.max_rows
+            if not full:
                 self._waiting += n
-                full = False
+                self._pending[kind].append((frame, n))
+                if self._waiting >= self.flush_rows:
+                    self._wake.set()
         if full:
             log.warning("prediction log queue full: %d rows not logged", n)
             if self.on_drop:
                 self.on_drop(n)
             return False
-        self._queue.put((kind, frame, n))
         return True
 
     @property
@@ -127,68 +137,53 @@ class LogWriter:
         return self._waiting
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Write everything queued so far now; True once written."""
-        done = threading.Event()
-        self._queue.put((_FLUSH, done, 0))
-        return done.wait(timeout)
+        """Write everything handed over so far now; True once written."""
+        with self._lock:
+            target = self._generation + 1
+            self._wake.set()
+            return self._flushed.wait_for(lambda: self._generation >= target, timeout)
 
     def _run(self) -> None:
-        pending: dict[str, list[pd.DataFrame]] = {SERVED: [], FEEDBACK: []}
-        rows = 0
-        deadline = time.monotonic() + self.flush_seconds
-        stop = False
-        while not stop:
-            try:
-                item = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                item = ("", None, 0)  # time to flush
-            flushed = None
-            if item is None:
-                stop = True
-            elif item[0] == _FLUSH:
-                flushed = item[1]
-            elif item[0]:
-                kind, data, n = item
-                try:
-                    pending[kind].append(_table(data, n))
-                except (TypeError, ValueError) as e:  # values Arrow cannot hold: counted
-                    log.error("prediction log: %d %s rows not logged: %s", n, kind, e)
-                    if self.on_drop:
-                        self.on_drop(n)
-                rows += n
-            if stop or flushed or rows >= self.flush_rows or time.monotonic() >= deadline:
-                self._flush(pending)
-                with self._lock:
-                    self._waiting -= rows
-                rows = 0
-                deadline = time.monotonic() + self.flush_seconds
-            if flushed is not None:
-                flushed.set()
+        while True:
+            self._wake.wait(self.flush_seconds)
+            with self._lock:
+                self._wake.clear()
+                pending = {k: v for k, v in self._pending.items() if v}
+                self._pending = {SERVED: [], FEEDBACK: []}
+                stop = self._stop
+            rows = sum(n for items in pending.values() for _, n in items)
+            for kind, items in pending.items():
+                self._write(kind, items)
+            with self._lock:
+                self._waiting -= rows
+                self._generation += 1
+                self._flushed.notify_all()
+            if stop:
+                return
 
-    def _flush(self, pending: dict[str, list[Any]]) -> None:
+    def _write(self, kind: str, items: list[tuple[Any, int]]) -> None:
         import pyarrow as pa
 
-        for kind, tables in pending.items():
-            if not tables:
-                continue
-            n = sum(t.num_rows for t in tables)
-            try:
-                # columns a request lacked (a shadow, another version's classes) are nulls
-                table = pa.concat_tables(tables, promote_options="permissive") \
-                    if len(tables) > 1 else tables[0]
-                write_segment(self.root / kind, table)
-                if self.on_write:
-                    self.on_write(kind, n)
-            except (OSError, ValueError, TypeError, pa.ArrowException) as e:  # counted
-                log.error("prediction log: %d %s rows not written: %s", n, kind, e)
-                if self.on_drop:
-                    self.on_drop(n)
-            tables.clear()
+        n = sum(k for _, k in items)
+        try:
+            tables = [_table(data, k) for data, k in items]
+            # columns a request lacked (a shadow, another version's classes) are nulls
+            table = pa.concat_tables(tables, promote_options="permissive") \
+                if len(tables) > 1 else tables[0]
+            write_segment(self.root / kind, table)
+            if self.on_write:
+                self.on_write(kind, n)
+        except (OSError, ValueError, TypeError, pa.ArrowException) as e:  # counted
+            log.error("prediction log: %d %s rows not written: %s", n, kind, e)
+            if self.on_drop:
+                self.on_drop(n)
 
     def close(self, timeout: float = 30.0) -> None:
         """Write what waits and stop the thread."""
         if self._thread.is_alive():
-            self._queue.put(None)
+            with self._lock:
+                self._stop = True
+                self._wake.set()
             self._thread.join(timeout)
 
 

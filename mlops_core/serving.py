@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,7 +44,7 @@ from fastapi import Request  # at module level: FastAPI resolves the handlers' a
 
 from mlops_core.config import Settings
 from mlops_core.errors import MlopsError
-from mlops_core.prediction_log import FEEDBACK, LABEL, SERVED, LogWriter
+from mlops_core.prediction_log import FEEDBACK, LABEL, SERVED, AsText, LogWriter
 from mlops_core.pyfunc.tabular_model import load_sklearn, output_frame, prepare_features
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 CHAMPION_ALIAS = "champion"
 RETRY_FAILED_S = 60.0  # a version that failed to load is tried again after this long
 BATCH_THREADS_FROM = 256  # rows in a request from which XGBoost predicts on every core
+INLINE_ROWS = 2000  # requests up to this many rows are answered on the event loop itself
 MAX_ERRORS_LISTED = 100
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -318,34 +320,23 @@ def check_records(records: list[Any], model: ServedModel, *, id_column: str | No
     features = model.features
     passthrough = [c for c in (id_column, time_column) if c and c not in kinds]
     allowed = set(features) | set(passthrough)
-    wanted = set(features)
+    n_features = len(features)
     errors: list[dict[str, Any]] = []
-    table = _transpose(records, features, len(allowed))
-    # a fast transpose proved every feature present: only records with more keys (the id
-    # or time column, or a field too many) are looked at one by one
-    for i, rec in (enumerate(records) if table is None else
-                   [(i, r) for i, r in enumerate(records) if len(r) > len(features)]):
-        if not isinstance(rec, dict):
-            errors.append({"row": i, "field": None,
-                           "error": f"expected an object of field: value, got {_excerpt(rec)}"})
-            continue
-        keys = rec.keys()
-        if keys == wanted:
-            continue
-        for name in sorted(keys - allowed):
-            errors.append({"row": i, "field": name, "error": "not a field of this model"})
-        for name in features:
-            if name not in keys:
-                errors.append({"row": i, "field": name,
-                               "error": "missing (send null for an unknown value)"})
-    rows = [r if isinstance(r, dict) else {} for r in records]
+    by_feature, longest = _columns_of(records, features, len(allowed))
+    if by_feature is None:  # a record lacks a feature, or is not an object: name each problem
+        _check_keys(enumerate(records), features, allowed, errors)
+        rows = [r if isinstance(r, dict) else {} for r in records]
+        by_feature = {name: [r.get(name) for r in rows] for name in features}
+    else:  # every feature is there: only records with more keys need a look
+        if longest > n_features:
+            _check_keys(((i, r) for i, r in enumerate(records) if len(r) > n_features),
+                        features, allowed, errors)
+        rows = records
+    if longest <= n_features:  # no record sent the id or time column
+        passthrough = []
     columns: dict[str, Any] = {}
-    by_feature: dict[str, list[Any]] = {}
-    if not errors and table is not None:  # every record has every feature
-        by_feature = dict(zip(features, map(list, zip(*table, strict=True)), strict=True)) \
-            if table else {name: [] for name in features}
     for name in features:
-        vals = by_feature[name] if by_feature else [r.get(name) for r in rows]
+        vals = by_feature[name]
         kind = kinds[name]
         if set(map(type, vals)) <= _FAST_TYPES[kind]:
             if kind == "numeric":
@@ -373,27 +364,46 @@ def check_records(records: list[Any], model: ServedModel, *, id_column: str | No
         ids = columns[id_column].tolist()
         row_ids = [f"{request_id}:{i}" if v is None else v for i, v in enumerate(ids)]
     else:
-        row_ids = [f"{request_id}:{i}" for i in range(len(records))]
+        prefix = f"{request_id}:"
+        row_ids = [prefix + str(i) for i in range(len(records))]
     if errors:
         errors.sort(key=lambda e: (e["row"], str(e["field"])))
         return Checked({}, row_ids, errors)
     return Checked(columns, row_ids, errors)
 
 
-def _transpose(records: list[Any], features: list[str], most_keys: int
-               ) -> list[tuple[Any, ...]] | None:
-    """Each record's feature values as a tuple, at C speed, when every record is an object
-    holding every feature and at most ``most_keys`` keys; None otherwise (the caller then
-    checks record by record, to name each problem)."""
-    if not features or set(map(type, records)) != {dict} or \
-            max(map(len, records), default=0) > most_keys:
-        return None
-    get = operator.itemgetter(*features)
+def _check_keys(indexed: Any, features: list[str], allowed: set[str],
+                errors: list[dict[str, Any]]) -> None:
+    """Name each record that is not an object, each field too many and each one missing."""
+    for i, rec in indexed:
+        if not isinstance(rec, dict):
+            errors.append({"row": i, "field": None,
+                           "error": f"expected an object of field: value, got {_excerpt(rec)}"})
+            continue
+        keys = rec.keys()
+        for name in sorted(keys - allowed):
+            errors.append({"row": i, "field": name, "error": "not a field of this model"})
+        for name in features:
+            if name not in keys:
+                errors.append({"row": i, "field": name,
+                               "error": "missing (send null for an unknown value)"})
+
+
+def _columns_of(records: list[Any], features: list[str], most_keys: int
+                ) -> tuple[dict[str, list[Any]] | None, int]:
+    """Each feature's values, read at C speed, when every record is an object holding every
+    feature and at most ``most_keys`` keys, and the most keys a record has; None when not
+    (the caller then checks record by record, to name each problem)."""
+    if set(map(type, records)) - {dict}:
+        return None, 0
+    longest = max(map(len, records), default=0)
+    if longest > most_keys:
+        return None, longest
     try:
-        table = list(map(get, records))
+        return {name: list(map(operator.itemgetter(name), records))
+                for name in features}, longest
     except KeyError:
-        return None
-    return table if len(features) > 1 else [(v,) for v in table]
+        return None, longest
 
 
 def _objects(values: list[Any]) -> np.ndarray:
@@ -643,23 +653,7 @@ def create_app(settings: Settings, *, registry_factory: Callable[[], Any] | None
         rid = request.headers.get("x-request-id", "")
         return rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
 
-    @app.middleware("http")
-    async def count(request: Request, call_next: Any) -> Any:
-        t0 = time.perf_counter()
-        path = request.url.path
-        endpoint = path if path in ("/predict", "/feedback", "/health", "/model", "/metrics",
-                                    "/reload") else "other"
-        try:
-            response = await call_next(request)
-        except Exception:
-            metrics.requests.labels(endpoint, "500").inc()
-            raise
-        metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
-        served = slot.current
-        if served is not None and "x-model-version" not in response.headers:
-            response.headers["X-Model-Version"] = served.version  # on every answer
-        return response
+    app.add_middleware(_CountMiddleware, metrics=metrics, slot=slot)
 
     @app.post("/predict", summary="Predict one record or a list of records")
     async def predict(request: Request) -> Any:
@@ -686,7 +680,11 @@ def create_app(settings: Settings, *, registry_factory: Callable[[], Any] | None
             return _json({"detail": f"{len(records)} records in one request; at most "
                                     f"{scfg.max_rows} (serving.max_rows)"}, 413, model.version)
         rid = request_id_of(request)
-        return await _run(predict_rows, model, records, rid, t0)
+        if len(records) <= INLINE_ROWS:
+            # on the event loop: a few milliseconds of work costs less here than the thread
+            # hand-offs (and one process predicts one request at a time either way)
+            return predict_rows(model, records, rid, t0)
+        return await _run(predict_rows, model, records, rid, t0)  # the loop stays responsive
 
     def predict_rows(model: ServedModel, records: list[Any], rid: str, t0: float) -> Any:
         checked = check_records(records, model, id_column=id_column, time_column=time_column,
@@ -703,12 +701,16 @@ def create_app(settings: Settings, *, registry_factory: Callable[[], Any] | None
         latency_ms = (time.perf_counter() - t0) * 1000
         if proba is not None:
             probs = proba.round(6).tolist()
-            rows = [{"id": i, "prediction": p, "probabilities": dict(zip(names, pr,
-                                                                       strict=True))}
-                    for i, p, pr in zip(checked.row_ids, preds, probs, strict=True)]
-            for cls, count in zip(*np.unique(np.asarray(preds, dtype=str),
-                                              return_counts=True), strict=True):
-                metrics.classes.labels(str(cls)).inc(int(count))
+            if len(names) == 2:  # binary: the common case, built without zip per row
+                n0, n1 = names
+                rows = [{"id": i, "prediction": p, "probabilities": {n0: a, n1: b}}
+                        for i, p, (a, b) in zip(checked.row_ids, preds, probs, strict=True)]
+            else:
+                rows = [{"id": i, "prediction": p, "probabilities": dict(zip(names, pr,
+                                                                           strict=True))}
+                        for i, p, pr in zip(checked.row_ids, preds, probs, strict=True)]
+            for cls, count in Counter(preds).items():
+                metrics.classes.labels(str(cls)).inc(count)
         else:
             rows = [{"id": i, "prediction": p} for i, p in zip(checked.row_ids, preds,
                                                                 strict=True)]
@@ -722,7 +724,7 @@ def create_app(settings: Settings, *, registry_factory: Callable[[], Any] | None
                 **checked.frame, **shadow, "served_request_id": rid,
                 "served_row_id": checked.row_ids, "served_at": _now(),
                 "served_version": model.version, "served_latency_ms": latency_ms,
-                "served_prediction": [str(p) for p in preds],
+                "served_prediction": AsText(preds),
                 **({f"served_proba_{c}": proba[:, j] for j, c in enumerate(names)}
                    if proba is not None else {})}, rows=n)
         return _json({"request_id": rid, "version": model.version, "predictions": rows},
@@ -804,6 +806,43 @@ def create_app(settings: Settings, *, registry_factory: Callable[[], Any] | None
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+_ENDPOINTS = frozenset({"/predict", "/feedback", "/health", "/model", "/metrics", "/reload"})
+
+
+class _CountMiddleware:
+    """Requests and latency by endpoint and status, and ``X-Model-Version`` on every answer.
+    A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` costs a millisecond a
+    request."""
+
+    def __init__(self, app: Any, metrics: Metrics, slot: ModelSlot) -> None:
+        self.app, self.metrics, self.slot = app, metrics, slot
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        endpoint = scope["path"] if scope["path"] in _ENDPOINTS else "other"
+        status = {"code": 500}
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                headers = message.setdefault("headers", [])
+                served = self.slot.current
+                if served is not None and not any(k.lower() == b"x-model-version"
+                                                  for k, _ in headers):
+                    message["headers"] = [*headers, (b"x-model-version",
+                                                     served.version.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            self.metrics.requests.labels(endpoint, str(status["code"])).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
 
 
 def _shadow_columns(shadow: ServedModel | None, frame: dict[str, Any]) -> dict[str, Any]:
