@@ -1071,7 +1071,8 @@ def _replay_demo(settings: Any, cfg_path: Path, directory: Path, initial: int, p
                                      swap["swapped"] else res.champion})
         return
     served = [t.serving for t in res.ticks if t.serving]
-    out.print(f"\nReplayed in {res.seconds:.0f} s. Champion: v{res.champion}."
+    champion = swap["to"] if swap and swap["swapped"] else res.champion
+    out.print(f"\nReplayed in {res.seconds:.0f} s. Champion: v{champion}."
               + (f" Serving answered {sum(x['rows'] for x in served):,} applications and "
                  f"took {sum(x['labels'] for x in served):,} labels ({urls['serving']})."
                  if served else ""))

@@ -213,12 +213,14 @@ class _OnlineBase:
 
 
 def _online_base(reg: Registry) -> _OnlineBase:
-    """The newest online snapshot that was not rejected, or the champion when none is newer
-    than it (an approved retrain learnt more)."""
+    """The newest online snapshot (not one a person rejected), or the champion when it is
+    newer (an approved retrain learnt more)."""
     versions = reg.versions()
     champion = reg.champion()
+    # the online model goes on learning from its newest snapshot, also one the gate found
+    # no better than the champion (yet); one a person rejected is not continued
     online = [v for v in versions if v.tags.get("model_type") == "online"
-              and v.status != "rejected"]
+              and not (v.status == "rejected" and v.gate_passed)]
     champ = next((v for v in versions if v.version == champion), None)
     pick = online[-1] if online else champ
     if online and champ is not None and int(champ.version) > int(online[-1].version):
@@ -249,12 +251,14 @@ def _online_update(settings: Settings, base: _OnlineBase, df: pd.DataFrame, X: p
     log_rows = read_log(settings.workspace, since=datetime.fromisoformat(since) if since
                         else base.info.created)
     labelled = log_rows[log_rows[LABEL].notna()] if len(log_rows) else log_rows
+    # the log is read up to here, whatever is learnt from it below
+    until = labelled["served_at"].max() if len(labelled) else None
     new = _unseen_by(base.info, df, tcol).to_numpy()
     idc = settings.data.id_column
     if len(labelled) and idc and idc in df.columns:
-        # a row labelled through /feedback and also ingested in a labelled batch is learnt
-        # once, from the batch
-        in_batches = set(df.loc[new, idc].astype(str))
+        # a row labelled through /feedback that is also in a labelled batch is learnt from
+        # the batch (now if the batch is new, else it was learnt before)
+        in_batches = set(df[idc].astype(str))
         labelled = labelled[~labelled["served_row_id"].astype(str).isin(in_batches)]
     held = np.zeros(len(df), dtype=bool)
     held[ho] = True
@@ -270,7 +274,6 @@ def _online_update(settings: Settings, base: _OnlineBase, df: pd.DataFrame, X: p
     pred_ho = model.predict_frame(X.iloc[ho])
     if (new & held).any():
         model.learn(X[new & held], y[new & held])
-    until = labelled["served_at"].max() if len(labelled) else None
     return model, pred_ho, learnt, (pd.Timestamp(until).to_pydatetime() if until is not None
                                     else (datetime.fromisoformat(since) if since else None))
 
