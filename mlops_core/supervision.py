@@ -151,6 +151,11 @@ def _current_data(settings: Settings, meta: MetadataStore, reg: Registry, champi
     served = 0
     if source in ("predictions", "both") and not batch_ids:
         rows = read_log(settings.workspace, since=_last_run_at(meta, reg.name))
+        if not len(rows) and source == "predictions":
+            # nothing served since the last run (a quiet hour): the newest served rows
+            # again, as the batch source falls back to the newest batch
+            recent = read_log(settings.workspace, since=utcnow() - timedelta(days=7))
+            rows = recent.tail(settings.monitoring.sample_rows).reset_index(drop=True)
         if len(rows):
             feats = features_of(rows)
             tcol = settings.data.time_column
@@ -165,8 +170,8 @@ def _current_data(settings: Settings, meta: MetadataStore, reg: Registry, champi
             frames.append(feats)
             served = len(feats)
         elif source == "predictions":
-            raise MlopsError("nothing served since the last monitoring run: the prediction log "
-                             f"under {settings.workspace / 'predictions'} has no new rows "
+            raise MlopsError("nothing served in the last 7 days: the prediction log under "
+                             f"{settings.workspace / 'predictions'} has no rows to monitor "
                              "(monitoring.source is 'predictions')")
     frames = [f for f in frames if len(f)]
     current = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

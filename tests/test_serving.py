@@ -411,3 +411,24 @@ def test_the_online_model_learns_served_labels_and_runs_in_shadow(
     # the next update continues the snapshot, and has nothing new to learn
     with pytest.raises(NothingNewError):
         train_and_register(s, trigger="online", online=True)
+
+
+def test_monitoring_measures_what_was_served(project: dict[str, Any]) -> None:
+    from mlops_core.supervision import monitor
+
+    s = with_changes(project["settings"], monitoring={"source": "predictions", "min_rows": 50})
+    rows = project["frame"].tail(300)
+    app = create_app(s, registry_factory=lambda: Registry(s), background=False)
+    with TestClient(app) as c:
+        app.state.mlops.slot.refresh()
+        answers = c.post("/predict", json=client_records(rows)).json()["predictions"]
+        c.post("/feedback", json=[{"id": p["id"], "label": int(y)}
+                                  for p, y in zip(answers, rows[TARGET], strict=True)])
+
+    first = monitor(s)
+    quiet = monitor(s)  # nothing served since: the newest served rows again, not an error
+
+    assert first.served_rows == 300 and first.batch_ids == []
+    assert first.labelled_rows == 300 and first.performance is not None
+    assert first.performance["accuracy"] > 0.5
+    assert quiet.served_rows == 300 and quiet.decision is not None
