@@ -268,7 +268,7 @@ def test_overview_shows_the_champion_decisions_and_services(project: Project,
             and hist["until"].iloc[1:].str.match(STAMP).all()), list(hist["until"])
     # the project's MLflow is storage.mlflow_uri (the tests' server): checked there, healthy
     [card] = [m for m in at.get("metric") if m.label == "Services healthy"]
-    assert card.value == "1 / 4" and "🟢 mlflow" in _texts(at)
+    assert card.value == "1 / 5" and "🟢 mlflow" in _texts(at)  # of five, serving too
 
 
 def test_an_external_mlflow_is_checked_where_it_is(project: Project, app: Any,
