@@ -655,6 +655,16 @@ def create_app(settings: Settings, *, registry_factory: Callable[[], Any] | None
 
     app.add_middleware(_CountMiddleware, metrics=metrics, slot=slot)
 
+    @app.exception_handler(Exception)
+    async def failed(request: Request, exc: Exception) -> Any:
+        """A failure of ours (not a bad request): logged with its traceback, answered as JSON
+        with the served version, counted as a 500."""
+        log.exception("serving: %s %s failed", request.method, request.url.path)
+        model = slot.current
+        return _json({"detail": f"internal error: {type(exc).__name__}: {str(exc)[:300]}",
+                      "version": model.version if model else None}, 500,
+                     model.version if model else None)
+
     @app.post("/predict", summary="Predict one record or a list of records")
     async def predict(request: Request) -> Any:
         t0 = time.perf_counter()

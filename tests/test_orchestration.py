@@ -43,6 +43,7 @@ from mlops_core.services import (
     CRASH_AUTOMATION,
     PREFECT_SERVER,
     PREFECT_WORKER,
+    SERVING,
     ServiceInfo,
     ensure_work_pool,
     prefect_request,
@@ -159,6 +160,8 @@ def test_up_starts_the_services_and_creates_the_deployments(stack: Stack) -> Non
     status = json.loads(res.stdout)
     health = {s["name"]: s["healthy"] for s in status["services"]}
     assert health[PREFECT_SERVER] and health[PREFECT_WORKER]
+    assert health[SERVING]  # up before any champion: it answers /health, not yet /predict
+    assert read_service(ws, SERVING).url == stack.up["services"]["serving"]
     deps = {d["name"]: d for d in status["deployments"]}
     assert set(deps) == {f"{f}/orch-demo" for f in (
         "ingest", "monitor", "train", "promote", "publish-events", "continuous-training")}

@@ -432,3 +432,22 @@ def test_monitoring_measures_what_was_served(project: dict[str, Any]) -> None:
     assert first.labelled_rows == 300 and first.performance is not None
     assert first.performance["accuracy"] > 0.5
     assert quiet.served_rows == 300 and quiet.decision is not None
+
+
+def test_a_failure_of_ours_is_a_json_500_and_counted(client: TestClient,
+                                                      project: dict[str, Any],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    model = client.app.state.mlops.slot.current  # type: ignore[attr-defined]
+
+    def broken(*_a: Any, **_k: Any) -> Any:
+        raise RuntimeError("the booster fell over")
+
+    monkeypatch.setattr(model, "answers", broken)
+    c = TestClient(client.app, raise_server_exceptions=False)
+    r = c.post("/predict", json=project["rows"][0])
+    metrics = c.get("/metrics").text
+
+    assert r.status_code == 500
+    assert r.json() == {"detail": "internal error: RuntimeError: the booster fell over",
+                        "version": project["v1"]}
+    assert 'mlops_requests_total{endpoint="/predict",status="500"} 1.0' in metrics
