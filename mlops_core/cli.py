@@ -351,19 +351,8 @@ def train(
 ) -> None:
     """Train on the configured window of labelled batches, gate against the champion, and
     register the new version (pending approval, or champion in auto mode)."""
-    from mlops_core.pipeline import train_and_register
-
-    try:
-        settings = _settings(config)
-        with err.status("Training: search, hold-out evaluation, packaging, smoke test, gate..."):
-            res = train_and_register(settings, trigger=trigger)
-    except MlopsError as e:
-        _fail(str(e))
-        return
-    if as_json:
-        _print_json(res.to_dict())
-        return
-    _print_training(res, settings)
+    _train(config, as_json, "Training: search, hold-out evaluation, packaging, smoke test, "
+           "gate...", trigger=trigger)
 
 
 @app.command()
@@ -379,12 +368,18 @@ def learn(
     it learns them, gated against the champion and registered pending approval, like any
     training; serving runs it in shadow (online.enabled, serving.shadow) until it is approved
     or a newer one replaces it. The online-update deployment runs this on online.schedule."""
+    _train(config, as_json, "Learning the new labels, evaluation, packaging, gate...",
+           trigger="online", online=True)
+
+
+def _train(config: Path, as_json: bool, doing: str, **kwargs: Any) -> None:
+    """`mlops train` and `mlops learn`: one training with a spinner, then its outcome."""
     from mlops_core.pipeline import train_and_register
 
     try:
         settings = _settings(config)
-        with err.status("Learning the new labels, evaluation, packaging, gate..."):
-            res = train_and_register(settings, trigger="online", online=True)
+        with err.status(doing):
+            res = train_and_register(settings, **kwargs)
     except MlopsError as e:
         _fail(str(e))
         return

@@ -995,6 +995,12 @@ def _histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float |
     return prev_le
 
 
+_SERVING_COUNTERS = {"mlops_predicted_rows_total": "rows", "mlops_model_swaps_total": "swaps",
+                     "mlops_model_load_failures_total": "load_failures",
+                     "mlops_prediction_log_dropped_rows_total": "log_dropped",
+                     "mlops_feedback_labels_total": "feedback"}
+
+
 def parse_serving_metrics(text: str) -> dict[str, float]:
     """The counters the page shows, from ``/metrics``' text."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -1013,16 +1019,8 @@ def parse_serving_metrics(text: str) -> dict[str, float]:
             elif s.name == "mlops_request_seconds_bucket" and \
                     s.labels.get("endpoint") == "/predict":
                 buckets.append((float(s.labels["le"]), s.value))
-            elif s.name in ("mlops_predicted_rows_total", "mlops_model_swaps_total",
-                            "mlops_model_load_failures_total",
-                            "mlops_prediction_log_dropped_rows_total",
-                            "mlops_feedback_labels_total"):
-                key = {"mlops_predicted_rows_total": "rows",
-                       "mlops_model_swaps_total": "swaps",
-                       "mlops_model_load_failures_total": "load_failures",
-                       "mlops_prediction_log_dropped_rows_total": "log_dropped",
-                       "mlops_feedback_labels_total": "feedback"}[s.name]
-                out[key] += s.value
+            elif s.name in _SERVING_COUNTERS:
+                out[_SERVING_COUNTERS[s.name]] += s.value
     for q in (0.5, 0.99):
         v = _histogram_quantile(buckets, q)
         if v is not None:

@@ -14,6 +14,7 @@ import yaml
 from mlops_core.config import Settings, parse_config
 from mlops_core.ingest import ingest
 from mlops_core.registry import Registry
+from mlops_core.serving import json_records
 from mlops_core.simulate import ID, TARGET, TIME, generate_stream
 
 DEMO_FEATURES = generate_stream(10, days=28).features
@@ -120,9 +121,4 @@ def scored_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 def client_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as a serving client sends them: plain JSON values, null for missing, no target."""
-    out = []
-    for rec in frame.drop(columns=[TARGET], errors="ignore").to_dict(orient="records"):
-        out.append({k: (None if isinstance(v, float) and v != v else
-                        v.isoformat() if isinstance(v, pd.Timestamp) else
-                        v.item() if hasattr(v, "item") else v) for k, v in rec.items()})
-    return out
+    return json_records(frame.drop(columns=[TARGET], errors="ignore"))

@@ -236,14 +236,11 @@ def test_a_tampered_version_is_not_served_and_the_old_one_keeps_serving(
 def test_check_records_converts_values_as_the_model_takes_them(
         client: TestClient, project: dict[str, Any]) -> None:
     model = client.app.state.mlops.slot.current  # type: ignore[attr-defined]
-    boolean = project["settings"].data.features.boolean
-    rec = dict(project["rows"][0])
-    if boolean:
-        rec[boolean[0]] = "yes"
+    [boolean] = project["settings"].data.features.boolean  # the demo has one
+    rec = dict(project["rows"][0], **{boolean: "yes"})
     checked = check_records([rec], model, id_column=ID, time_column=TIME, request_id="r")
     assert not checked.errors
-    if boolean:
-        assert checked.frame[boolean[0]].tolist() == [True]
+    assert checked.frame[boolean].tolist() == [True]
     assert checked.row_ids == [str(rec[ID])]
 
 
