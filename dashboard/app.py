@@ -17,7 +17,15 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import common
-from mlops_core.auth import Principal, local_principal, login, oidc_principal
+from mlops_core.auth import (
+    Principal,
+    current_principal,
+    load_users,
+    local_principal,
+    login,
+    oidc_principal,
+    users_path,
+)
 from mlops_core.errors import MlopsError
 
 st.set_page_config(layout="wide", page_title="mlops-ct dashboard", page_icon="📈")
@@ -81,7 +89,16 @@ def _principal() -> Principal | None:
     if mode == "password":
         current = st.session_state.get(common.PRINCIPAL_KEY)
         if isinstance(current, Principal) and current.via == "password":
-            return current
+            # the role as it is now (a demotion shows at once); removed from the users file:
+            # signed out
+            try:
+                still_a_user = current.name in load_users(users_path(settings))
+            except MlopsError as e:
+                st.error(str(e))
+                return None
+            if still_a_user:
+                return current_principal(settings, current)
+            st.session_state.pop(common.PRINCIPAL_KEY, None)
         _sign_in_with_password(settings)
         return None
     # oidc

@@ -1,6 +1,7 @@
 """Every write a person makes, from the dashboard or the CLI: approve, reject, rollback, release
-a quarantined batch, request a retrain. Each checks the principal's role at the moment of the
-write (not only by hiding buttons), refuses and audits what it may not do, and takes a request
+a quarantined batch, request a retrain. Each checks the principal's role as it is at the moment
+of the write (read again from the users file or the approvers list, not kept from sign-in; not
+only by hiding buttons), refuses and audits what it may not do, and takes a request
 id so that a double click or a rerun is done once.
 
 - A refusal for lack of a role, or by the four-eyes rule (``dashboard.four_eyes``: the approver
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from mlops_core.auth import Principal, authorize
+from mlops_core.auth import Principal, authorize, current_principal
 from mlops_core.config import Settings
 from mlops_core.errors import AuthorizationError, InputError
 from mlops_core.registry import AuditRecord, DecisionResult, Registry, VersionInfo
@@ -105,14 +106,18 @@ def _refuse(meta: MetadataStore, model: str, principal: Principal, action: str, 
     return AuthorizationError(why)
 
 
-def _authorize(meta: MetadataStore, model: str, principal: Principal, action: str, *,
-               version: str | None = None, comment: str = "", evidence: str | None = None,
-               request_id: str | None = None) -> None:
+def _authorize(settings: Settings, meta: MetadataStore, model: str, principal: Principal,
+               action: str, *, version: str | None = None, comment: str = "",
+               evidence: str | None = None, request_id: str | None = None) -> Principal:
+    """The principal with its role as it is now (see :func:`current_principal`), if that role
+    may do ``action``; otherwise the refusal is audited and raised."""
+    principal = current_principal(settings, principal)
     try:
         authorize(principal, action)
     except AuthorizationError as e:
         raise _refuse(meta, model, principal, action, str(e), version=version, comment=comment,
                       evidence=evidence, request_id=request_id) from None
+    return principal
 
 
 def _require_text(text: str | None, what: str) -> str:
@@ -135,8 +140,8 @@ def approve(settings: Settings, principal: Principal, version: str, *, comment: 
     refused, and says so."""
     reg = _registry(settings, registry)
     version = str(version)
-    _authorize(reg.meta, reg.name, principal, "approve", version=version, comment=comment,
-               request_id=request_id)
+    principal = _authorize(settings, reg.meta, reg.name, principal, "approve", version=version,
+                           comment=comment, request_id=request_id)
     comment = _require_text(comment, "a comment")
     if settings.dashboard.four_eyes:
         requested_by = reg.version(version).tags.get(REQUESTED_BY, "").strip()
@@ -154,8 +159,8 @@ def reject(settings: Settings, principal: Principal, version: str, *, comment: s
     """Reject a pending version (it never becomes champion)."""
     reg = _registry(settings, registry)
     version = str(version)
-    _authorize(reg.meta, reg.name, principal, "reject", version=version, comment=comment,
-               request_id=request_id)
+    principal = _authorize(settings, reg.meta, reg.name, principal, "reject", version=version,
+                           comment=comment, request_id=request_id)
     comment = _require_text(comment, "a comment")
     return reg.reject(version, by=principal.name, comment=comment, request_id=request_id)
 
@@ -168,8 +173,8 @@ def rollback(settings: Settings, principal: Principal, *, to: str | None = None,
     before the current one (see :func:`rollback_targets`)."""
     reg = _registry(settings, registry)
     target = None if to is None else str(to)
-    _authorize(reg.meta, reg.name, principal, "rollback", version=target, comment=comment,
-               request_id=request_id)
+    principal = _authorize(settings, reg.meta, reg.name, principal, "rollback", version=target,
+                           comment=comment, request_id=request_id)
     comment = _require_text(comment, "a comment")
     if request_id is not None and target is None:
         # the default target is read from the champion now, which a first click already moved
@@ -211,8 +216,8 @@ def release(settings: Settings, principal: Principal, batch_id: str, *, comment:
 
     meta = meta or MetadataStore(settings.db_url)
     model = settings.project
-    _authorize(meta, model, principal, "release", comment=comment,
-               evidence=f"batch:{batch_id}", request_id=request_id)
+    principal = _authorize(settings, meta, model, principal, "release", comment=comment,
+                           evidence=f"batch:{batch_id}", request_id=request_id)
     rid = request_id or uuid.uuid4().hex
     prior = _find_request(meta, model, rid)
     if prior is not None:
@@ -237,8 +242,8 @@ def request_retrain(settings: Settings, principal: Principal, *, reason: str,
     trains carries the ``requested_by`` tag that the four-eyes rule checks."""
     meta = meta or MetadataStore(settings.db_url)
     model = settings.project
-    _authorize(meta, model, principal, REQUEST_RETRAIN, comment=reason or "",
-               request_id=request_id)
+    principal = _authorize(settings, meta, model, principal, REQUEST_RETRAIN,
+                           comment=reason or "", request_id=request_id)
     reason = _require_text(reason, "a reason")
     rid = request_id or uuid.uuid4().hex
     prior = _find_request(meta, model, rid)

@@ -25,7 +25,7 @@ import re
 import secrets
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -311,3 +311,29 @@ def oidc_principal(settings: Settings, user: Mapping[str, Any]) -> Principal | N
     verified = user.get("email_verified") is not False
     role = "approver" if name.casefold() in approvers and (verified or not email) else "viewer"
     return Principal(name=name, role=role, via="oidc")
+
+
+def current_principal(settings: Settings, principal: Principal) -> Principal:
+    """``principal`` with the role it has now, read again from where roles live: the users file
+    (``password``) or ``dashboard.approvers`` (``oidc``). A role is checked at the moment of
+    each write with this, never only at sign-in: an approver demoted or removed since signing in
+    acts as a viewer. ``none`` and ``cli`` principals, and any signed in under another
+    ``dashboard.auth`` than the one configured now (the dashboard signs those in again), are
+    taken as they are."""
+    mode = settings.dashboard.auth
+    if principal.via != mode or mode not in ("password", "oidc"):
+        return principal
+    if mode == "password":
+        try:
+            user = load_users(users_path(settings)).get(principal.name)
+        except (ConfigError, OSError) as e:  # no users file to check: no write may pass
+            log.warning("cannot re-read the role of %s: %s", principal.name, e)
+            user = None
+        role = user.role if user is not None else "viewer"
+    else:  # oidc
+        approvers = {a.casefold() for a in settings.dashboard.approvers}
+        role = principal.role if principal.name.casefold() in approvers else "viewer"
+    if role != principal.role:
+        log.info("%s is %s now (was %s at sign-in)", principal.name, role, principal.role)
+    return replace(principal, role=role)
+

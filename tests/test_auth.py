@@ -29,6 +29,7 @@ from mlops_core.auth import (
     Principal,
     add_user,
     authorize,
+    current_principal,
     hash_password,
     load_users,
     local_principal,
@@ -186,6 +187,31 @@ def test_oidc_principal_from_st_user(tmp_path: Path) -> None:
                               "email_verified": False}).role == "viewer"  # type: ignore[union-attr]
     with pytest.raises(ConfigError):
         oidc_principal(_settings(tmp_path), {"is_logged_in": True, "email": "ana@corp.io"})
+
+
+def test_a_role_is_read_again_at_each_write(tmp_path: Path) -> None:
+    users = tmp_path / "secrets" / "users.yaml"
+    s = _settings(tmp_path, dashboard={"auth": "password", "users_file": str(users)})
+    add_user(users, "ana", PASSWORD, "approver")
+    signed_in = login(s, "ana", PASSWORD)
+    assert signed_in is not None and current_principal(s, signed_in).role == "approver"
+    add_user(users, "ana", PASSWORD, "viewer")  # demoted after signing in
+    assert current_principal(s, signed_in) == Principal("ana", "viewer", "password")
+    with pytest.raises(AuthorizationError, match=r"ana \(viewer\)"):
+        actions.request_retrain(s, signed_in, reason="still an approver?", request_id="d-1")
+    assert [(r["actor"], r["outcome"]) for r in _rows(s)] == [("ana", "refused")]
+    # not in the users file (or no file at all): a viewer
+    assert current_principal(s, Principal("gone", "approver", "password")).role == "viewer"
+    users.unlink()
+    assert current_principal(s, Principal("ana", "approver", "password")).role == "viewer"
+    # oidc: taken off dashboard.approvers, a viewer at the next write
+    o = _settings(tmp_path, dashboard={"auth": "oidc", "approvers": ["eve@corp.io"]})
+    ana = Principal("ana@corp.io", "approver", "oidc")
+    assert current_principal(o, ana).role == "viewer"
+    assert current_principal(o, Principal("EVE@corp.io", "approver", "oidc")).role == "approver"
+    # none and cli: as they are
+    for p in (Principal("me", "approver", "none"), Principal("me", "approver", "cli")):
+        assert current_principal(s, p) == p and current_principal(o, p) == p
 
 
 def test_roles_and_principals() -> None:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import streamlit as st
+import yaml
 from registry_helpers import add_version, demo_settings, with_changes, write_config
 from streamlit.testing.v1 import AppTest
 
@@ -544,6 +545,37 @@ def test_a_viewer_forcing_an_action_is_refused_by_mlops_core(project: Project,
     with pytest.raises(AuthorizationError):
         actions.request_retrain(project.settings, Principal("vic", "viewer", "password"),
                                 reason="please")
+
+
+def test_an_approver_demoted_after_sign_in_is_refused_at_the_click(project: Project,
+                                                                  app: Any) -> None:
+    users = Path(project.configs["password"]).parent / "users.yaml"
+    add_user(users, "dan", "dan-password-1", "approver")
+    v = _pending(project)
+    before = _champion(project)
+    at = _login(app(project.configs["password"]), "dan", "dan-password-1")
+    _open(at, "approvals")
+    assert f"approve_{v}" in _keys(at)
+    # demoted while the page is open: the role is read again when the click arrives
+    add_user(users, "dan", "dan-password-1", "viewer")
+    at.text_area(key=f"approve_comment_{v}").input("still mine")
+    at.button(key=f"approve_{v}").click().run()
+
+    assert not at.exception
+    assert any(s.startswith("Not allowed") and "dan (viewer)" in s
+               for s in _messages(at, "error")), _texts(at)
+    assert _champion(project) == before
+    refused = _audit(project, actions=["approve"], version=v)
+    assert list(refused["outcome"]) == ["refused"] and list(refused["actor"]) == ["dan"]
+    # the page is drawn for the role as it is now: no write buttons, "viewer" in the sidebar
+    assert not [k for k in _keys(at) if k.startswith(WRITE_KEYS)]
+    assert "dan · viewer" in _texts(at)
+    # and a user taken out of the users file is signed out at the next page
+    doc = yaml.safe_load(users.read_text())
+    del doc["users"]["dan"]
+    users.write_text(yaml.safe_dump(doc))
+    at.run()
+    assert "login_submit" in _keys(at)
 
 
 def test_oidc_sign_in_maps_approvers_and_viewers(project: Project, app: Any) -> None:
