@@ -45,7 +45,7 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="MLOPS_CONFIG"
                                          help="Project configuration file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document on stdout.")]
 STATUS_STYLE = {"accepted": "green", "quarantined": "red", "duplicate": "dim",
-                "released": "cyan"}
+                "released": "cyan", "deferred": "yellow"}
 
 
 def _settings(config: Path) -> Any:
@@ -125,7 +125,9 @@ def run_ingest(settings: Any, paths: list[Path] | None, as_json: bool) -> dict[s
         summary = report.to_dict()
         out.print(f"[green]{summary['accepted']} accepted[/] ({summary['rows_accepted']:,} rows), "
                   f"[red]{summary['quarantined']} quarantined[/], "
-                  f"{summary['duplicate']} already ingested.")
+                  f"{summary['duplicate']} already ingested"
+                  + (f", [yellow]{summary['deferred']} still being written[/] (read at the "
+                     "next run)" if summary["deferred"] else "") + ".")
         if summary["quarantined"]:
             out.print("See why with [bold]mlops quarantine show ID[/]; fix the data or the "
                       "contract, then [bold]mlops quarantine release ID[/].")

@@ -19,6 +19,11 @@ class SourceError(MlopsError, OSError):
     """A source could not be read at all (unreachable server, missing file, bad query)."""
 
 
+class FileNotReady(SourceError):
+    """A file changed (grew, shrank, was replaced) while it was read: it is still being
+    written. Nothing of it is kept and it is not marked seen: the next run reads it again."""
+
+
 class FileRejected(MlopsError, ValueError):
     """A file cannot be turned into rows: empty, corrupt, wrong encoding, too large...
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from mlops_core.batching import Batcher
 from mlops_core.config import Settings
-from mlops_core.errors import FileRejected, MlopsError
+from mlops_core.errors import FileNotReady, FileRejected, MlopsError
 from mlops_core.sources import ProgressFn, SourceUnit, file_unit, is_candidate, source_units
 from mlops_core.store import (
     BatchRecord,
@@ -55,7 +55,7 @@ class BatchOutcome:
     """What became of one batch."""
 
     id: str
-    status: str  # accepted | quarantined | duplicate
+    status: str  # accepted | quarantined | duplicate | deferred (a file still being written)
     rows: int
     origin: str
     start_time: datetime | None = None
@@ -85,7 +85,8 @@ class IngestReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"accepted": self.count("accepted"), "quarantined": self.count("quarantined"),
-                "duplicate": self.count("duplicate"), "rows_accepted": self.rows,
+                "duplicate": self.count("duplicate"), "deferred": self.count("deferred"),
+                "rows_accepted": self.rows,
                 "batches": [o.to_dict() for o in self.outcomes]}
 
 
@@ -144,6 +145,12 @@ class Ingestor:
             for chunk in unit.read_chunks(progress):
                 staged += [self._stage(b, unit, staged) for b in batcher.add(chunk)]
             staged += [self._stage(b, unit, staged) for b in batcher.flush()]
+        except FileNotReady as e:  # still being written: nothing kept, read again next run
+            self._discard(staged)
+            self.contract, self._contract_unsaved = contract_before, False
+            log.warning("%s", e)
+            return [BatchOutcome(id="", status="deferred", rows=0, origin=unit.origin,
+                                 reason=str(e))]
         except FileRejected as e:
             self._discard(staged)
             self.contract, self._contract_unsaved = contract_before, False

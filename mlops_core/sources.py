@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,12 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from mlops_core.config import CsvOptions, DataConfig, SourceConfig
-from mlops_core.errors import FileRejected, SourceError
+from mlops_core.errors import FileNotReady, FileRejected, SourceError
 from mlops_core.store import MetadataStore
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,85 @@ def _check_header(first_line: str, opts: CsvOptions, max_columns: int, expected:
                                        "data.source.csv.delimiter)")
 
 
+# a file cut mid-row and modified less than this long ago is still being written (deferred);
+# older, it is quarantined as torn
+WRITE_SETTLE_S = 60
+SHOWN_BAD_ROWS = 3  # bad rows quoted in a rejection
+EXCERPT_CHARS = 60  # characters of a row or value quoted in a message
+
+
+def excerpt(text: Any, limit: int = EXCERPT_CHARS) -> str:
+    """At most ``limit`` characters of ``text`` for a message (a finding never quotes a
+    whole value: it may be huge, or private)."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} chars)"
+
+
+def _check_rows(source: Path | bytes, name: str, opts: CsvOptions) -> None:
+    """Every row has as many fields as the header, and a file's last row ends with a line
+    break.
+
+    pandas pads a row with too few fields with NaN; a file cut off while it was written ends
+    in a row cut mid-value that parses as data. Either rejects the whole file (it is
+    quarantined; nothing of it is used). One pass of Arrow's multi-threaded parser, converting
+    no column."""
+    if isinstance(source, bytes):  # an HTTP body: complete when the response was
+        last, readable = b"\n", source
+    else:
+        with open(source, "rb") as fb:
+            fb.seek(0, io.SEEK_END)
+            fb.seek(max(0, fb.tell() - 1))
+            last, readable = fb.read(1), source
+    if last not in (b"\n", b"\r"):
+        raise FileRejected(
+            "torn_row", f"{name} does not end with a line break: its last row looks cut "
+            "off while the file was written. If the file is complete, add a line break at its "
+            "end in the quarantine folder, then release it")
+    def bad_rows(newlines_in_values: bool) -> list[tuple[int | None, int, int, str]] | None:
+        bad: list[tuple[int | None, int, int, str]] = []
+
+        def on_bad(row: Any) -> str:
+            bad.append((row.number, row.expected_columns, row.actual_columns, row.text))
+            return "skip"
+
+        source = io.BytesIO(readable) if isinstance(readable, bytes) else readable
+        try:
+            reader = pacsv.open_csv(
+                source, read_options=pacsv.ReadOptions(encoding=opts.encoding,
+                                                       block_size=1 << 24),
+                parse_options=pacsv.ParseOptions(delimiter=opts.delimiter,
+                                                 newlines_in_values=newlines_in_values,
+                                                 invalid_row_handler=on_bad),
+                convert_options=pacsv.ConvertOptions(include_columns=[]))
+            for _ in reader:
+                pass
+        except (pa.ArrowInvalid, UnicodeDecodeError) as e:
+            log.debug("%s: the row check could not parse it (%s); pandas decides", name, e)
+            return None  # unreadable in another way: the pandas read names it
+        return bad
+
+    # fast (parallel) without line breaks inside quoted values; where a bad row has a quote,
+    # again with them allowed (a quoted value may span lines)
+    bad = bad_rows(False)
+    if bad and any(text.count('"') % 2 for _n, _w, _g, text in bad):
+        bad = bad_rows(True)
+    if not bad:
+        return
+    quoted = next((text for _n, _w, _g, text in bad if text.count('"') % 2), None)
+    if quoted is not None:
+        raise FileRejected("corrupt_file", f"{name}: malformed CSV: a quote is never "
+                           f"closed (from {excerpt(quoted)!r}); an unclosed quote?")
+    shown = "; ".join(
+        (f"line {n}: " if n is not None else "") + f"{got} of {want} fields "
+        f"({excerpt(text)!r})" for n, want, got, text in bad[:SHOWN_BAD_ROWS])
+    short = any(got < want for _n, want, got, _t in bad)
+    raise FileRejected(
+        "short_row" if short else "extra_fields",
+        f"{name}: {len(bad):,} row(s) do not have the header's number of fields "
+        f"({shown}{'; …' if len(bad) > SHOWN_BAD_ROWS else ''}); the file may be cut "
+        "or hand-edited. Fix it in the quarantine folder, then release it")
+
+
 def _read_csv(path: Path, data: DataConfig, opts: CsvOptions, progress: ProgressFn | None
               ) -> Iterator[pd.DataFrame]:
     limits = data.limits
@@ -109,6 +190,7 @@ def _read_csv(path: Path, data: DataConfig, opts: CsvOptions, progress: Progress
     if not lines or not lines[0].strip():
         raise FileRejected("empty_file", f"{path.name} has no header line")
     _check_header(lines[0], opts, limits.max_columns, data.columns(), path.name)
+    _check_rows(path, path.name, opts)
     as_text = {c: "category" for c in data.features.categorical}
     rows = 0
     try:
@@ -232,6 +314,7 @@ def _read_csv_bytes(raw: bytes, name: str, data: DataConfig, opts: CsvOptions
     if not text.strip():
         raise FileRejected("empty_file", f"{name} is empty")
     _check_header(text.splitlines()[0], opts, data.limits.max_columns, data.columns(), name)
+    _check_rows(raw, name, opts)
     try:
         df = pd.read_csv(io.StringIO(text), sep=opts.delimiter, on_bad_lines="error",
                          dtype={c: "category" for c in data.features.categorical})
@@ -243,12 +326,18 @@ def _read_csv_bytes(raw: bytes, name: str, data: DataConfig, opts: CsvOptions
 
 
 def file_unit(path: Path, data: DataConfig, source: SourceConfig | None = None,
-              kind: str = "file", on_done: Callable[[], None] = lambda: None) -> SourceUnit:
-    """A unit for one file; the format comes from its extension unless the source declares it."""
+              kind: str = "file", on_done: Callable[[], None] = lambda: None, *,
+              defer_fresh: bool = False) -> SourceUnit:
+    """A unit for one file; the format comes from its extension unless the source declares it.
+
+    A file that changes while it is read is deferred (:class:`FileNotReady`), never partly
+    kept. ``defer_fresh`` (a source read on a schedule): a file cut mid-row and modified in the
+    last :data:`WRITE_SETTLE_S` seconds is deferred too; a file named on the command line is
+    judged as it is."""
     declared = source.format if source else "auto"
     opts = source.csv if source else CsvOptions()
 
-    def chunks(progress: ProgressFn | None) -> Iterator[pd.DataFrame]:
+    def read(progress: ProgressFn | None) -> Iterator[pd.DataFrame]:
         fmt = detect_format(path, declared)
         if fmt == "csv":
             yield from _read_csv(path, data, opts, progress)
@@ -257,8 +346,37 @@ def file_unit(path: Path, data: DataConfig, source: SourceConfig | None = None,
         else:
             yield from _read_json(path, data, progress)
 
+    def chunks(progress: ProgressFn | None) -> Iterator[pd.DataFrame]:
+        before = _stamp(path)
+        try:
+            yield from read(progress)
+        except FileRejected as e:
+            if _stamp(path) != before:  # cut mid-write rather than broken: read it again later
+                raise _not_ready(path) from e
+            if defer_fresh and e.rule == "torn_row" and before is not None and \
+                    time.time() - before[1] / 1e9 < WRITE_SETTLE_S:
+                raise FileNotReady(f"{path.name} ends mid-row and was modified less than "
+                                   f"{WRITE_SETTLE_S} s ago: it looks still being written; "
+                                   "the next run reads it again") from e
+            raise
+        if _stamp(path) != before:
+            raise _not_ready(path)
+
     return SourceUnit(kind=kind, origin=str(path), read_chunks=chunks, raw_file=path,
                       raw_suffix=path.suffix or ".bin", on_done=on_done)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _not_ready(path: Path) -> FileNotReady:
+    return FileNotReady(f"{path.name} changed while it was read (it is still being written): "
+                        "nothing of it was kept; the next run reads it again")
 
 
 def is_candidate(p: Path) -> bool:
@@ -293,7 +411,7 @@ def folder_units(cfg: SourceConfig, data: DataConfig, folder: Path, meta: Metada
             seen[name] = stamp
             meta.set_state(key, seen)
 
-        yield file_unit(p, data, cfg, kind="folder", on_done=done)
+        yield file_unit(p, data, cfg, kind="folder", on_done=done, defer_fresh=True)
 
 
 def _watermark_value(series: pd.Series) -> Any:
@@ -409,7 +527,7 @@ def source_units(cfg: SourceConfig, data: DataConfig, meta: MetadataStore,
     """The units the configured source has ready now."""
     if cfg.kind == "file":
         assert cfg.path
-        yield file_unit(resolve(cfg.path), data, cfg)
+        yield file_unit(resolve(cfg.path), data, cfg, defer_fresh=True)
     elif cfg.kind == "folder":
         assert cfg.path
         yield from folder_units(cfg, data, resolve(cfg.path), meta)

@@ -134,10 +134,10 @@ def test_quarantine_list_show_release(tmp_path: Path, project: Path, runner: Cli
 
     shown = _json(_run(runner, "quarantine", "show", qid[:10], "--config", cfg, "--json"))
     assert shown["id"] == qid and shown["status"] == "quarantined"
-    assert [f["rule"] for f in shown["findings"]] == ["corrupt_file"]
+    assert [f["rule"] for f in shown["findings"]] == ["extra_fields"]
     text = _run(runner, "quarantine", "show", qid, "--config", cfg)
     assert text.exit_code == 0
-    assert "corrupt_file" in text.stdout and "Kept at" in text.stdout
+    assert "extra_fields" in text.stdout and "Kept at" in text.stdout
 
     # still unreadable: exit 1, nothing moves
     still = _run(runner, "quarantine", "release", qid, "--config", cfg, "--json")

@@ -204,6 +204,16 @@ def _ragged(t: Path) -> bytes:
     return _join([*lines[:10], lines[10] + ",1,2", *lines[11:]])
 
 
+def _short_row(t: Path) -> bytes:
+    lines = _good_lines()
+    return _join([*lines[:10], lines[10].rsplit(",", 2)[0], *lines[11:]])
+
+
+def _torn_last_row(t: Path) -> bytes:
+    """Cut mid-value while written: every field is there, the last one half written."""
+    return _join(_good_lines())[:-3]
+
+
 def _unclosed_quote(t: Path) -> bytes:
     lines = _good_lines()
     return _join([*lines[:10], '9,2025-01-01 09:00:00,"0.5,red,1', *lines[11:]])
@@ -211,7 +221,9 @@ def _unclosed_quote(t: Path) -> bytes:
 
 BAD_FILES = [  # (file name, its bytes, data.limits, the rule that names the problem)
     pytest.param("d.parquet", _truncated_parquet, {}, "corrupt_file", id="truncated parquet"),
-    pytest.param("d.csv", _ragged, {}, "corrupt_file", id="ragged csv row"),
+    pytest.param("d.csv", _ragged, {}, "extra_fields", id="ragged csv row"),
+    pytest.param("d.csv", _short_row, {}, "short_row", id="short csv row"),
+    pytest.param("d.csv", _torn_last_row, {}, "torn_row", id="torn last csv row"),
     pytest.param("d.csv", _unclosed_quote, {}, "corrupt_file", id="unclosed quote"),
     pytest.param("d.csv", lambda t: _frame(48, colors=("nörth", "south")).to_csv(
         index=False).encode("latin-1"), {}, "encoding", id="non-utf8 bytes"),
@@ -288,7 +300,8 @@ def test_file_failing_midway_leaves_no_batches_from_it(tmp_path: Path) -> None:
 
     assert [(o.status, o.rows) for o in report.outcomes] == [
         ("quarantined", 0), ("accepted", 24), ("accepted", 24)]
-    assert report.outcomes[0].findings[0].rule == "corrupt_file"
+    assert report.outcomes[0].findings[0].rule == "extra_fields"
+    assert "6 of 5 fields ('109,2025-01-05 13:00:00" in report.outcomes[0].reason
     recs = _records(s)
     assert Counter(r.origin for r in recs) == {str(bad): 1, str(good): 2}
     assert [p.name for p in (s.workspace / "quarantine").iterdir()] == [report.outcomes[0].id]
@@ -763,3 +776,16 @@ def test_spoiled_copy_of_car_loan_is_quarantined_for_the_right_reason(
     if rules:
         reason = (s.workspace / "quarantine" / o.id / "reason.txt").read_text()
         assert all(r in reason for r in rules)
+
+
+def test_a_quoted_value_spanning_lines_is_one_field_not_a_short_row(tmp_path: Path) -> None:
+    df = _frame(24)
+    df["color"] = df["color"].astype(object)
+    df.loc[3, "color"] = "dark\nred, or so"
+    src = _csv(df, tmp_path / "quoted.csv")
+    assert b'"dark\nred, or so"' in src.read_bytes()
+
+    report = ingest(_settings(tmp_path), [src])
+
+    assert [(o.status, o.rows) for o in report.outcomes] == [("accepted", 24)], \
+        report.outcomes[0].reason

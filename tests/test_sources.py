@@ -189,6 +189,56 @@ def test_folder_ignores_hidden_and_partial_files(tmp_path: Path, landing: Path) 
     assert not (s.workspace / "quarantine").exists()
 
 
+@pytest.mark.parametrize("change", ["truncated", "grown"])
+def test_a_file_that_changes_while_it_is_read_is_left_for_the_next_run(
+        tmp_path: Path, landing: Path, change: str) -> None:
+    s = _folder_settings(tmp_path, landing)
+    s = s.model_copy(update={"data": s.data.model_copy(update={
+        "limits": s.data.limits.model_copy(update={"chunk_rows": 10})})})
+    path = landing / "a.csv"
+    whole = _frame(120, "2025-01-01").to_csv(index=False).encode()
+    half = whole[: whole.index(b"\n", len(whole) // 2) + 1]  # ends at a line break
+    path.write_bytes(whole if change == "truncated" else half)
+    calls: list[int] = []
+
+    def writer_at_work(origin: str, done: int, total: int | None, unit: str) -> None:
+        if not calls:  # after the first chunk: the writer truncates or appends
+            with open(path, "r+b") as f:
+                f.truncate(len(whole) // 3) if change == "truncated" else f.write(whole)
+        calls.append(done)
+
+    first = ingest(s, progress=writer_at_work)
+    assert [(o.status, o.rows) for o in first.outcomes] == [("deferred", 0)]
+    assert "still being written" in first.outcomes[0].reason
+    assert _stored(s).empty and not (s.workspace / "quarantine").exists()
+    assert MetadataStore(s.db_url).list_batches() == []
+
+    path.write_bytes(whole)  # the writer is done
+    second = ingest(s)
+    assert [(o.status, o.rows) for o in second.outcomes] == [("accepted", 24)] * 5
+    assert len(_stored(s)) == 120
+
+
+def test_a_file_cut_mid_row_is_deferred_while_fresh_and_quarantined_when_it_stays_cut(
+        tmp_path: Path, landing: Path) -> None:
+    s = _folder_settings(tmp_path, landing)
+    whole = _frame(48, "2025-01-01").to_csv(index=False).encode()
+    path = landing / "a.csv"
+    path.write_bytes(whole[:-4])  # the writer has written all but the end of the last value
+
+    first = ingest(s)
+    assert [o.status for o in first.outcomes] == ["deferred"]
+    assert "still being written" in first.outcomes[0].reason
+    # a minute later it is still cut: torn, quarantined whole with the reason
+    old = path.stat().st_mtime - 120
+    os.utime(path, (old, old))
+    second = ingest(s)
+    assert [(o.status, o.findings[0].rule) for o in second.outcomes] == [
+        ("quarantined", "torn_row")]
+    assert "does not end with a line break" in second.outcomes[0].reason
+    assert _stored(s).empty
+
+
 def test_ingesting_a_folder_path_skips_partial_files(tmp_path: Path, landing: Path) -> None:
     s = _settings(tmp_path)
     _frame(24).to_csv(landing / "a.csv", index=False)
@@ -429,3 +479,17 @@ def test_http_malformed_body_is_quarantined_whole(tmp_path: Path, feed: Feed) ->
     assert report.outcomes[0].findings[0].rule == "corrupt_file"
     kept = s.workspace / "quarantine" / report.outcomes[0].id / "data.json"
     assert kept.read_bytes() == feed.raw
+
+
+def test_http_csv_with_a_short_row_is_quarantined_whole(tmp_path: Path, feed: Feed) -> None:
+    feed.fmt = "raw"
+    lines = _frame(48).to_csv(index=False).splitlines()
+    feed.raw = "\n".join([*lines[:5], lines[5].rsplit(",", 1)[0], *lines[6:]]).encode()
+    s = _http_settings(tmp_path, feed.url, format="csv")
+
+    report = ingest(s)
+
+    assert [(o.status, o.findings[0].rule) for o in report.outcomes] == [
+        ("quarantined", "short_row")]
+    assert "4 of 5 fields" in report.outcomes[0].reason
+    assert _stored(s).empty
