@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from mlops_core.auth import Principal, authorize, current_principal
 from mlops_core.config import Settings
-from mlops_core.errors import AuthorizationError, InputError
+from mlops_core.errors import AuthorizationError, InputError, MlopsError, NotFoundError
 from mlops_core.registry import AuditRecord, DecisionResult, Registry, VersionInfo
 from mlops_core.store import MetadataStore, audit_log, champion_state, utcnow
 
@@ -95,15 +95,17 @@ def _append(meta: MetadataStore, model: str, *, actor: str, action: str, outcome
 
 def _refuse(meta: MetadataStore, model: str, principal: Principal, action: str, why: str,
             *, version: str | None = None, comment: str = "", evidence: str | None = None,
-            request_id: str | None = None) -> AuthorizationError:
-    """Audit a refused attempt (who tried what, and why not); the error to raise."""
+            request_id: str | None = None,
+            error: type[MlopsError] = AuthorizationError) -> MlopsError:
+    """Audit a refused attempt (who tried what, and why not); the error to raise
+    (:class:`AuthorizationError` for a role or rule, another for a wrong state or input)."""
     _append(meta, model, actor=principal.name, action=action, outcome="refused",
             reason=f"{why} (via {principal.via})" + (f" (comment: {comment})" if comment
                                                       else ""),
             version=version, previous=_champion(meta, model), evidence=evidence,
             request_id=request_id)
     log.warning("refused %s by %s: %s", action, principal.name, why)
-    return AuthorizationError(why)
+    return error(why)
 
 
 def _authorize(settings: Settings, meta: MetadataStore, model: str, principal: Principal,
@@ -232,6 +234,54 @@ def release(settings: Settings, principal: Principal, batch_id: str, *, comment:
             reason=f"{comment.strip()} ({note})" if comment and comment.strip() else note,
             evidence=evidence[:2000], request_id=rid)
     return res
+
+
+@dataclass
+class WithdrawResult:
+    """``applied`` (the batch is withdrawn now) or ``noop`` (this request was handled before)."""
+
+    outcome: str
+    batch_id: str
+    message: str
+
+
+def withdraw(settings: Settings, principal: Principal, batch_id: str, *, comment: str,
+             request_id: str | None = None, meta: MetadataStore | None = None
+             ) -> WithdrawResult:
+    """Take an accepted batch out of training and monitoring windows without deleting it (its
+    data and record stay; status ``withdrawn``); audited as ``withdraw``. A batch that is not
+    accepted (any more) is refused, and the refusal audited."""
+    meta = meta or MetadataStore(settings.db_url)
+    model = settings.project
+    principal = _authorize(settings, meta, model, principal, "withdraw", comment=comment,
+                           evidence=f"batch:{batch_id}", request_id=request_id)
+    comment = _require_text(comment, "a comment")
+    rid = request_id or uuid.uuid4().hex
+    prior = _find_request(meta, model, rid)
+    if prior is not None:
+        if prior.action != "withdraw" or prior.evidence != f"batch:{batch_id}":
+            raise _refuse(meta, model, principal, "withdraw",
+                          f"request id {rid} was used for another action ({prior.action} "
+                          f"{prior.evidence or prior.version or ''}); use a new one",
+                          comment=comment, error=InputError)
+        return WithdrawResult("noop", batch_id, f"request {rid} was already handled "
+                                                f"({prior.outcome})")
+    try:
+        rec = meta.get_batch(batch_id)
+    except LookupError as e:
+        raise _refuse(meta, model, principal, "withdraw", str(e), comment=comment,
+                      evidence=f"batch:{batch_id}", request_id=rid, error=NotFoundError
+                      ) from None
+    if not meta.withdraw_batch(rec.id):
+        raise _refuse(meta, model, principal, "withdraw",
+                      f"batch {rec.id} is {meta.get_batch(rec.id).status}, not accepted: only "
+                      "an accepted batch can be withdrawn", comment=comment,
+                      evidence=f"batch:{rec.id}", request_id=rid, error=MlopsError)
+    _append(meta, model, actor=principal.name, action="withdraw", outcome="applied",
+            reason=comment, evidence=f"batch:{rec.id}", request_id=rid)
+    log.info("batch %s withdrawn by %s: %s", rec.id, principal.name, comment)
+    return WithdrawResult("applied", rec.id, f"batch {rec.id} withdrawn: its {rec.rows:,} rows "
+                          "are kept but no longer train or monitor any model")
 
 
 def request_retrain(settings: Settings, principal: Principal, *, reason: str,

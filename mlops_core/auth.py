@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 ROLES = ("viewer", "approver")
 VIAS = ("none", "password", "oidc", "cli")
-ACTIONS = ("approve", "reject", "rollback", "release", "request_retrain")
+ACTIONS = ("approve", "reject", "rollback", "release", "withdraw", "request_retrain")
 # the role each write needs; reading needs none beyond being signed in
 REQUIRED_ROLE = {action: "approver" for action in ACTIONS}
 

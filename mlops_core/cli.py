@@ -29,6 +29,9 @@ app = typer.Typer(
 )
 quarantine_app = typer.Typer(no_args_is_help=True, help="Inspect and replay quarantined batches.")
 app.add_typer(quarantine_app, name="quarantine")
+batches_app = typer.Typer(invoke_without_command=True,
+                          help="List the batches in the store; withdraw one from training.")
+app.add_typer(batches_app, name="batches")
 users_app = typer.Typer(no_args_is_help=True, help="Dashboard users (dashboard.auth: password): "
                         "names, roles and password hashes in a file outside the repository.")
 app.add_typer(users_app, name="users")
@@ -45,7 +48,7 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="MLOPS_CONFIG"
                                          help="Project configuration file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document on stdout.")]
 STATUS_STYLE = {"accepted": "green", "quarantined": "red", "duplicate": "dim",
-                "released": "cyan", "deferred": "yellow"}
+                "released": "cyan", "deferred": "yellow", "withdrawn": "magenta"}
 
 
 def _settings(config: Path) -> Any:
@@ -183,15 +186,20 @@ def init(
     out.print(f"Review it, then: [bold]mlops ingest --config {path}[/]")
 
 
-@app.command()
+@batches_app.callback()
 def batches(
+    ctx: typer.Context,
     config: ConfigOpt = Path("mlops.yaml"),
     status: Annotated[str | None, typer.Option(
-        help="Only batches with this status: accepted, quarantined or released.")] = None,
+        help="Only batches with this status: accepted, quarantined, released or withdrawn.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List the batches in the store, oldest first."""
     from mlops_core.store import MetadataStore
+
+    if ctx.invoked_subcommand is not None:
+        return
 
     try:
         recs = MetadataStore(_settings(config).db_url).list_batches(status)
@@ -205,6 +213,37 @@ def batches(
     for r in recs:
         _outcome_row(t, r)
     out.print(t)
+
+
+@batches_app.command("withdraw")
+def batches_withdraw(
+    batch_id: Annotated[str, typer.Argument(help="Batch id (a prefix will do).")],
+    comment: Annotated[str, typer.Option(help="Why (required; kept in the audit log).")],
+    config: ConfigOpt = Path("mlops.yaml"),
+    by: Annotated[str | None, typer.Option(
+        "--by", help="Who withdraws (recorded in the audit log; default: your login name).")
+    ] = None,
+    request_id: Annotated[str | None, typer.Option(
+        "--request-id", help="Idempotency key: the same request twice is done once.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Take an accepted batch out of training and monitoring; its data stays. Audited.
+
+    The batch keeps its data and record, with status withdrawn. Use it for a batch that was
+    accepted but should not have been (wrong labels, a broken upstream export)."""
+    from mlops_core.actions import withdraw
+
+    try:
+        res = withdraw(_settings(config), _cli_principal(by or _login_name()), batch_id,
+                       comment=comment, request_id=request_id)
+    except (MlopsError, LookupError) as e:
+        _fail(str(e))
+        return
+    if as_json:
+        _print_json({"id": res.batch_id, "outcome": res.outcome, "message": res.message})
+    else:
+        out.print(f"[green]{escape(res.message)}[/]" if res.outcome == "applied"
+                  else escape(res.message))
 
 
 @quarantine_app.command("list")

@@ -161,6 +161,7 @@ RULES: dict[str, Severity] = {
     "constant_feature": "warning",
     "null_rate_spike": "warning",
     "infinite_values": "fatal",
+    "unrepresentable_values": "fatal",  # beyond float32, the models' number type
     "out_of_range": "warning",
     "unseen_categories": "warning",
     "missing_target": "warning",

@@ -409,7 +409,8 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
         (root / "lineage").mkdir()
         (root / "lineage" / "lineage.json").write_text(json.dumps(
             {"batches": data.lineage, "rows": len(df), "start": str(data.start),
-             "end": str(data.end), "dropped_unlabelled": data.dropped_unlabelled}, indent=2))
+             "end": str(data.end), "dropped_unlabelled": data.dropped_unlabelled,
+             "skipped_batches": data.skipped}, indent=2))
         (root / "training").mkdir()
         (root / "training" / "feature_importance.json").write_text(json.dumps(importances,
                                                                               indent=2))

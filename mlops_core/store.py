@@ -34,7 +34,8 @@ metadata = sa.MetaData()
 batches = sa.Table(
     "batches", metadata,
     sa.Column("id", sa.String(40), primary_key=True),
-    sa.Column("status", sa.String(16), nullable=False, index=True),  # accepted|quarantined|released
+    # accepted | quarantined | released | withdrawn
+    sa.Column("status", sa.String(16), nullable=False, index=True),
     sa.Column("source", sa.String(16), nullable=False),
     sa.Column("origin", sa.Text, nullable=False),  # file path, URL or query it came from
     sa.Column("rows", sa.Integer, nullable=False),
@@ -251,6 +252,16 @@ class MetadataStore:
             q = sa.select(sa.func.count()).select_from(batches).where(
                 batches.c.status == "accepted")
             return int(conn.execute(q).scalar_one())
+
+    def withdraw_batch(self, batch_id: str) -> bool:
+        """Take an accepted batch out of every training and monitoring window, keeping its
+        data and record (status ``withdrawn``). Compare-and-set: False unless it was
+        ``accepted`` at that moment."""
+        with self.write() as conn:
+            done = conn.execute(batches.update().where(
+                batches.c.id == batch_id, batches.c.status == "accepted").values(
+                status="withdrawn"))
+        return bool(done.rowcount)
 
     def mark_released(self, batch_id: str, new_ids: list[str]) -> None:
         with self.write() as conn:

@@ -17,12 +17,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from mlops_core.config import Settings
 from mlops_core.errors import MlopsError
 from mlops_core.evaluation import HIGHER_IS_BETTER, PRIMARY, compute_metrics
 from mlops_core.pyfunc.tabular_model import output_frame, prepare_features
 from mlops_core.store import BatchRecord, BatchStore, MetadataStore
+from mlops_core.validation import FLOAT32_MAX
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class TrainingData:
     start: datetime | None
     end: datetime | None
     dropped_unlabelled: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)  # batches left out, and why
 
 
 def load_training_data(settings: Settings, meta: MetadataStore | None = None, *,
@@ -61,7 +64,11 @@ def load_training_data(settings: Settings, meta: MetadataStore | None = None, *,
         raise TrainingInputError("no accepted batches with labels yet: ingest data first "
                                  "(`mlops ingest`)")
     window = settings.model.window
-    picked = window_batches(settings, recs, store)
+    skipped: list[dict[str, str]] = []
+    picked = window_batches(settings, recs, store, skipped=skipped)
+    if not picked:
+        raise TrainingInputError("no usable labelled batch in the window: " + "; ".join(
+            f"{s['id']}: {s['reason']}" for s in skipped))
     chosen, frames = [r for r, _ in picked], [f for _, f in picked]
     df = pd.concat(frames, ignore_index=True)
     tcol = settings.data.time_column
@@ -85,14 +92,36 @@ def load_training_data(settings: Settings, meta: MetadataStore | None = None, *,
                 "end": r.end_time.isoformat() if r.end_time else None} for r in chosen]
     start = df[tcol].min().to_pydatetime() if tcol in df and len(df) else None
     end = df[tcol].max().to_pydatetime() if tcol in df and len(df) else None
-    return TrainingData(df, lineage, start, end, dropped)
+    return TrainingData(df, lineage, start, end, dropped, skipped)
+
+
+def unusable(settings: Settings, frame: pd.DataFrame) -> str | None:
+    """Why a stored batch cannot train a model, or None. Validation refuses such batches now;
+    one accepted before (or with the rule relaxed) must not stop every later training."""
+    skip = {settings.data.id_column, settings.data.time_column}
+    for col in frame.columns:
+        if col in skip or not pd.api.types.is_numeric_dtype(frame[col]) or \
+                pd.api.types.is_bool_dtype(frame[col]):
+            continue
+        v = frame[col].to_numpy(dtype="float64", na_value=np.nan)
+        bad = int((np.abs(v[~np.isnan(v)]) > FLOAT32_MAX).sum())
+        if bad:
+            return (f"{col}: {bad:,} value(s) infinite or beyond ±{FLOAT32_MAX:.4g}, which the "
+                    "models cannot represent")
+    return None
 
 
 def window_batches(settings: Settings, recs: list[BatchRecord], store: BatchStore,
-                   columns: list[str] | None = None) -> list[tuple[BatchRecord, pd.DataFrame]]:
+                   columns: list[str] | None = None, *,
+                   skipped: list[dict[str, str]] | None = None
+                   ) -> list[tuple[BatchRecord, pd.DataFrame]]:
     """The labelled batches of ``recs`` the training window takes, oldest first, each with its
     frame (``columns`` only, if given): the newest batches until ``model.window`` holds enough
-    labelled rows or its period is covered. The caller trims rows at the window's edges."""
+    labelled rows or its period is covered. The caller trims rows at the window's edges.
+
+    A batch whose data cannot be read or cannot train (see :func:`unusable`) is left out with
+    a warning and appended to ``skipped``: one bad batch never stops training. Take it out for
+    good with ``mlops batches withdraw``."""
     target = settings.data.target or ""
     recs = sorted(recs, key=lambda r: (r.end_time or r.created_at, r.created_at))
     window = settings.model.window
@@ -105,7 +134,17 @@ def window_batches(settings: Settings, recs: list[BatchRecord], store: BatchStor
         if window.period and newest is not None and r.end_time is not None and \
                 r.end_time < newest - pd.Timedelta(window.period):
             break
-        frame = store.read(r, columns)
+        try:
+            frame = store.read(r, columns)
+            why = unusable(settings, frame)
+        except (OSError, ValueError, pa.ArrowException) as e:  # missing or damaged file
+            why = f"its data cannot be read ({e})"
+        if why is not None:
+            log.warning("training leaves out batch %s: %s (withdraw it with `mlops batches "
+                        "withdraw %s --comment ...`)", r.id, why, r.id)
+            if skipped is not None:
+                skipped.append({"id": r.id, "reason": why})
+            continue
         out.append((r, frame))
         rows += int(frame[target].notna().sum())
     return out[::-1]

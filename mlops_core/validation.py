@@ -107,7 +107,8 @@ class SchemaContract(BaseModel):
 
 
 CONTRACT_FILE = "contract.yaml"
-
+# XGBoost and the packaged models compute in float32: a larger magnitude becomes infinite there
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 def load_contract(workspace: Path) -> SchemaContract | None:
     path = workspace / CONTRACT_FILE
@@ -400,6 +401,11 @@ def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContrac
             if inf:
                 add("infinite_values", f"{col}: {inf:,} infinite value(s)", col, inf)
             finite = v[np.isfinite(v)]
+            huge = int((np.abs(finite) > FLOAT32_MAX).sum())
+            if huge:
+                add("unrepresentable_values", f"{col}: {huge:,} value(s) beyond ±{FLOAT32_MAX:.4g}"
+                    f" (e.g. {_example(pd.Series(finite[np.abs(finite) > FLOAT32_MAX]))}), "
+                    "which the models cannot represent", col, huge)
             if len(finite):
                 lo, hi = float(finite.min()), float(finite.max())
                 if n >= _MIN_ROWS_FOR_CONSTANT and lo == hi and not (
@@ -445,6 +451,9 @@ def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContrac
                 yv = y.to_numpy(dtype="float64", na_value=np.nan)
                 if np.isinf(yv).any():
                     add("infinite_values", f"{d.target}: infinite labels", d.target)
+                elif (np.abs(yv[np.isfinite(yv)]) > FLOAT32_MAX).any():
+                    add("unrepresentable_values", f"{d.target}: labels beyond "
+                        f"±{FLOAT32_MAX:.4g}, which the models cannot represent", d.target)
 
     # ids and duplicates -----------------------------------------------------------------------
     if d.id_column and d.id_column in conformed.columns:

@@ -238,6 +238,8 @@ WRITES: dict[str, Callable[[Settings, Principal, str], Any]] = {
     "rollback": lambda s, p, rid: actions.rollback(s, p, comment="broken", request_id=rid),
     "release": lambda s, p, rid: actions.release(s, p, "q-123", comment="fixed",
                                                  request_id=rid),
+    "withdraw": lambda s, p, rid: actions.withdraw(s, p, "b-123", comment="wrong labels",
+                                                   request_id=rid),
     "request_retrain": lambda s, p, rid: actions.request_retrain(s, p, reason="drift",
                                                                  request_id=rid),
 }
@@ -266,6 +268,7 @@ def test_a_viewer_is_refused_every_write_and_each_attempt_is_audited(
     by_action = {r["action"]: r for r in refused}
     assert by_action["approve"]["version"] == "1" and "ship it" in by_action["approve"]["reason"]
     assert by_action["release"]["evidence"] == "batch:q-123"
+    assert by_action["withdraw"]["evidence"] == "batch:b-123"
     assert earlier.audit_id == before[-1]["id"]
     # refused attempts are not published
     assert [p["action"] for p in events.publish_decisions(s)] == ["request_retrain"]

@@ -41,6 +41,7 @@ from mlops_core.registry import (
 )
 from mlops_core.services import ServiceInfo
 from mlops_core.simulate import TARGET
+from mlops_core.ingest import ingest
 from mlops_core.store import MetadataStore
 from mlops_core.training import (
     NothingNewError,
@@ -451,3 +452,66 @@ def test_training_again_on_the_same_data_is_refused_as_no_new_data(
     ingest_frame(s, frame.tail(2000), tmp_path / "landing", "later.parquet")
     third = train_and_register(changed)  # new data
     assert len(reg.versions()) == 3 and third.version not in (first.version,)
+
+
+def test_one_unrepresentable_batch_never_stops_training_and_can_be_withdrawn(
+        mlflow_server: ServiceInfo, tmp_path: Path) -> None:
+    """A value of 1e308 is refused at ingestion now; a batch accepted with it anyway (here:
+    the rule relaxed to a warning, as before the rule existed) is left out of training with the
+    reason, and `mlops batches withdraw` takes it out for good, audited."""
+    s = demo_settings(tmp_path, mlflow_server.url, "pl-huge", gate=FAST_GATE,
+                      model={"search": {"trials": 1}})
+    frame = demo_frame(6000, days=84, seed=3)
+    week = frame["applied_at"].dt.to_period("W")
+    huge_week = frame[week == week.max()].copy()  # one batch
+    huge_week.loc[huge_week.index[7], "income"] = 1e308
+    ingest_frame(s, frame[week != week.max()], tmp_path / "landing", "first.parquet")
+    refused = ingest(s, [_parquet(huge_week, tmp_path / "huge.parquet")])
+    assert {o.status for o in refused.outcomes} == {"quarantined"}
+    assert any(f.rule == "unrepresentable_values" and "income" in f.message
+               for o in refused.outcomes for f in o.findings)
+
+    relaxed = with_changes(s, validation={"rules": {"unrepresentable_values": "warning"}})
+    accepted = ingest(relaxed, [_parquet(huge_week.assign(age=huge_week["age"] + 1),
+                                         tmp_path / "huge2.parquet")])
+    bad = [o.id for o in accepted.outcomes if o.status == "accepted"
+           and any(f.rule == "unrepresentable_values" for f in o.findings)]
+    assert len(bad) == 1
+
+    out = train_and_register(s)  # trains on the rest; the batch is named, not fatal
+
+    assert out.version is not None
+    lineage = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=out.run_id, artifact_path="lineage/lineage.json",
+        dst_path=str(tmp_path / "lin"))).read_text())
+    assert [b["id"] for b in lineage["skipped_batches"]] == bad
+    assert "income" in lineage["skipped_batches"][0]["reason"]
+    assert bad[0] not in {b["id"] for b in lineage["batches"]}
+
+    runner = CliRunner()
+    cfg = str(write_config(s, tmp_path / "mlops.yaml"))
+    res = runner.invoke(app, ["batches", "withdraw", bad[0][:10], "-c", cfg, "--by", "olga",
+                              "--comment", "income of 1e308 from a broken export"])
+    assert res.exit_code == 0, res.output
+    assert "withdrawn" in res.output
+    meta = MetadataStore(s.db_url)
+    assert meta.get_batch(bad[0]).status == "withdrawn"
+    assert bad[0] not in {r.id for r in meta.list_batches("accepted")}
+    listed = json.loads(runner.invoke(app, ["batches", "-c", cfg, "--status", "withdrawn",
+                                            "--json"]).stdout)
+    assert [b["id"] for b in listed["batches"]] == bad
+    [rec] = [r for r in Registry(s).audit(action="withdraw") if r.outcome == "applied"]
+    assert (rec.actor, rec.evidence) == ("olga", f"batch:{bad[0]}")
+    assert "broken export" in rec.reason
+    # a second withdrawal is refused, and the refusal audited; so is a missing comment
+    again = runner.invoke(app, ["batches", "withdraw", bad[0], "-c", cfg, "--by", "olga",
+                                "--comment", "again"])
+    assert again.exit_code == 1 and "is withdrawn, not accepted" in again.output
+    assert [r.outcome for r in Registry(s).audit(action="withdraw")] == ["refused", "applied"]
+    nocomment = runner.invoke(app, ["batches", "withdraw", bad[0], "-c", cfg, "--comment", " "])
+    assert nocomment.exit_code == 1 and "comment is required" in nocomment.output
+
+
+def _parquet(frame: pd.DataFrame, path: Path) -> Path:
+    frame.to_parquet(path, index=False)
+    return path
