@@ -46,6 +46,10 @@ CHALLENGER = "challenger"
 STATUSES = ("candidate", "pending_approval", "approved", "rejected", "retired")
 MODEL_CODE = Path(__file__).parent / "pyfunc" / "tabular_model.py"
 SYSTEM = "system"
+# the audited actions that decide a version's fate once (a rollback re-decides the champion)
+PAST = {"approve": "approved", "auto_promote": "promoted", "reject": "rejected",
+        "gate_reject": "rejected by the gate", "supersede": "superseded"}
+DECISIONS = tuple(PAST)
 
 
 class RegistryError(MlopsError, RuntimeError):
@@ -490,9 +494,10 @@ class Registry:
             conn.execute(champion_state.insert().values(model=self.name, version=version,
                                                         generation=1, updated_at=utcnow()))
         else:
-            conn.execute(champion_state.update().where(
+            done = conn.execute(champion_state.update().where(
                 champion_state.c.model == self.name, champion_state.c.generation == gen
             ).values(version=version, generation=gen + 1, updated_at=utcnow()))
+            return bool(done.rowcount)
         return True
 
     def _move_alias(self, version: str | None, previous: str | None) -> None:
@@ -517,41 +522,73 @@ class Registry:
         with tempfile.TemporaryDirectory() as tmp:
             self.verify_package(version, self.download(version, Path(tmp)))
 
-    def _begin(self, request_id: str | None) -> tuple[str, DecisionResult | None]:
-        """Start a decision: repair MLflow from the DB, then (request id, the no-op answer if
-        that request was seen before: a retry, a double click)."""
+    def _begin(self, action: str, version: str, by: str, request_id: str | None
+               ) -> tuple[str, DecisionResult | None]:
+        """Start a decision: repair MLflow from the DB, then (request id, the answer if that
+        request was seen before). The same request again (a retry, a double click) is a no-op;
+        its id reused for another action or version is refused, and the refusal audited."""
         self.reconcile()
         rid = request_id or uuid.uuid4().hex
         prior = self._find_request(rid)
         if prior is None:
             return rid, None
-        return rid, DecisionResult("noop", prior.action, prior.version,
-                                   self._db_champion()[0], prior.previous_champion,
-                                   f"request {rid} was already handled ({prior.outcome})", rid)
+        current = self._db_champion()[0]
+        if (prior.action, prior.version) != (action, version):
+            why = (f"request id {rid} was already used for {prior.action} v{prior.version}; "
+                   "a new action needs a new request id")
+            self._audit(by, action, version, current, "refused", why)
+            return rid, DecisionResult("refused", action, version, current, current, why, rid)
+        return rid, DecisionResult("noop", prior.action, prior.version, current,
+                                   prior.previous_champion,
+                                   f"request {rid} was already handled ({prior.outcome}); "
+                                   "nothing was changed", rid)
+
+    def _decided(self, conn: sa.Connection, version: str) -> AuditRecord | None:
+        """The decision already applied to ``version`` (approved, rejected by a person or the
+        gate, superseded), read inside the decision lock; None while it awaits one."""
+        row = conn.execute(sa.select(audit_log).where(
+            audit_log.c.model == self.name, audit_log.c.version == version,
+            audit_log.c.outcome == "applied", audit_log.c.action.in_(DECISIONS)).order_by(
+            audit_log.c.id).limit(1)).first()
+        return AuditRecord(**dict(row._mapping)) if row else None
 
     def _decide(self, action: str, version: str, by: str, comment: str,
                 expected: str | EllipsisType | None, request_id: str | None,
                 allowed: tuple[str, ...]) -> DecisionResult:
-        rid, done = self._begin(request_id)
+        """The one path of every decision on a version: approve, auto-promote, rollback,
+        reject. The slow checks (status, package hash) run first; then, under the decision
+        lock, the champion and the version's earlier decision are read again and the decision
+        is made by compare-and-set, audited in the same transaction. Two decisions on one
+        version at once: one applies, the other is refused and says why."""
+        if expected is Ellipsis:  # no expectation: the champion when this decision started
+            expected = self._db_champion()[0]
+        rid, done = self._begin(action, version, by, request_id)
         if done is not None:
             return done
         info = self.version(version)
-        current = self._db_champion()[0]
-        if expected is Ellipsis:
-            expected = current
+        moves_champion = action != "reject"
         refusal = None
         if info.status not in allowed:
             refusal = f"version {version} is {info.status}; {action} needs {' or '.join(allowed)}"
-        elif version == current:
-            refusal = f"version {version} is already the champion"
-        else:
+        elif moves_champion:
             try:
                 self._verify_promotable(version)
             except RegistryError as e:
                 refusal = str(e)
         evidence = f"runs:/{info.run_id}" if info.run_id else None
-        with self.meta.write() as conn:  # the write lock: one decision at a time
-            if refusal is None and not self._set_db_champion(conn, version, expected):  # type: ignore[arg-type]
+        with self.meta.write(lock=f"decide:{self.name}") as conn:  # one decision at a time
+            current = self._db_champion(conn)[0]
+            prior = self._decided(conn, version) if action != "rollback" else None
+            if refusal is None and version == current:
+                refusal = (f"version {version} is the champion; it cannot be rejected"
+                           if action == "reject" else
+                           f"version {version} is already the champion; nothing was changed")
+            elif refusal is None and prior is not None:
+                refusal = (f"version {version} was already {PAST[prior.action]} (by "
+                           f"{prior.actor} at {prior.at:%Y-%m-%d %H:%M:%S} UTC); nothing was "
+                           "changed")
+            elif refusal is None and moves_champion and \
+                    not self._set_db_champion(conn, version, expected):  # type: ignore[arg-type]
                 now = self._db_champion(conn)[0]
                 refusal = (f"the champion changed while you decided: expected "
                            f"{'v' + str(expected) if expected else 'none'}, now "
@@ -564,9 +601,16 @@ class Registry:
             except sa.exc.IntegrityError:  # the same request raced itself
                 conn.rollback()
                 return DecisionResult("noop", action, version, current, current,
-                                      f"request {rid} was already handled", rid)
+                                      f"request {rid} was already handled; nothing was "
+                                      "changed", rid)
         if refusal:
             return DecisionResult("refused", action, version, current, current, refusal, rid)
+        if not moves_champion:
+            self.set_status(version, "rejected")
+            if self.aliases().get(CHALLENGER) == version:
+                self.set_challenger(None)
+            return DecisionResult("applied", action, version, current, current,
+                                  f"v{version} rejected", rid)
         self._move_alias(version, current)  # a crash here is repaired by reconcile()
         self.reconcile()
         return DecisionResult("applied", action, version, version, current,
@@ -603,28 +647,12 @@ class Registry:
 
     def reject(self, version: str, *, by: str, comment: str,
                request_id: str | None = None) -> DecisionResult:
-        rid, done = self._begin(request_id)
-        if done is not None:
-            return done
-        info = self.version(version)
-        current = self._db_champion()[0]
+        """Reject a pending version: it never becomes champion. Shares :meth:`_decide` with
+        approve, so a rejection racing an approval of the same version cannot both apply."""
         if not comment.strip():
             raise RegistryError("a rejection needs a comment saying why")
-        refusal = None if info.status in ("pending_approval", "candidate") else \
-            f"version {version} is {info.status}; only a pending version can be rejected"
-        with self.meta.write() as conn:
-            self._audit(by, "reject", str(version), current,
-                        "refused" if refusal else "applied",
-                        comment if not refusal else f"{refusal} (comment: {comment})",
-                        f"runs:/{info.run_id}" if info.run_id else None, rid, conn=conn)
-        if refusal:
-            return DecisionResult("refused", "reject", str(version), current, current, refusal,
-                                  rid)
-        self.set_status(str(version), "rejected")
-        if self.aliases().get(CHALLENGER) == str(version):
-            self.set_challenger(None)
-        return DecisionResult("applied", "reject", str(version), current, current,
-                              f"v{version} rejected", rid)
+        return self._decide("reject", str(version), by, comment, None, request_id,
+                            ("pending_approval", "candidate"))
 
 
 _SMOKE_CODE = """

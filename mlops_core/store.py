@@ -14,6 +14,7 @@ import os
 import sqlite3
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -205,8 +206,15 @@ class MetadataStore:
             metadata.create_all(conn)
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self, lock: str | None = None) -> Iterator[Connection]:
+        """A write transaction. SQLite takes its one write lock up front (BEGIN IMMEDIATE), so
+        writers run one at a time. ``lock`` names a critical section (e.g. the decisions on one
+        model) that must also run one at a time on a server database: there a transaction-scoped
+        advisory lock of that name is taken first."""
         with self.engine.connect().execution_options(immediate=True) as conn, conn.begin():
+            if lock is not None and conn.dialect.name == "postgresql":
+                key = zlib.crc32(lock.encode()) - 2**31  # a signed 32-bit key
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
             yield conn
 
     def dispose(self) -> None:

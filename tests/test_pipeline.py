@@ -30,6 +30,7 @@ from typer.testing import CliRunner, Result
 
 from mlops_core.cli import app
 from mlops_core.evaluation import compute_metrics
+from mlops_core.ingest import ingest
 from mlops_core.pipeline import TrainingOutcome, train_and_register
 from mlops_core.registry import (
     CHALLENGER,
@@ -41,7 +42,6 @@ from mlops_core.registry import (
 )
 from mlops_core.services import ServiceInfo
 from mlops_core.simulate import TARGET
-from mlops_core.ingest import ingest
 from mlops_core.store import MetadataStore
 from mlops_core.training import (
     NothingNewError,

@@ -211,11 +211,18 @@ def test_a_repeated_request_id_is_done_once(make_registry: MakeRegistry) -> None
     reject = reg.reject(v2, by="alice", comment="x", request_id="req-42")
 
     assert first.outcome == "applied"
-    for r in (again, other, reject):
-        assert r.outcome == "noop" and r.ok
-        assert "already handled" in r.message
-        assert (r.version, r.champion) == (v1, v1)
+    assert again.outcome == "noop" and again.ok
+    assert "already handled" in again.message and "nothing was changed" in again.message
+    assert (again.version, again.champion) == (v1, v1)
+    # the same key for another version or action: refused, not a silent no-op; audited
+    for r, action in ((other, "approve"), (reject, "reject")):
+        assert r.outcome == "refused" and not r.ok, r
+        assert "request id req-42 was already used for approve v1" in r.message
+        assert (r.action, r.version, r.champion) == (action, v2, v1)
     assert len(audit_for(reg, "req-42")) == 1
+    refused = [a for a in reg.audit(version=v2) if a.outcome == "refused"]
+    assert sorted(a.action for a in refused) == ["approve", "reject"]
+    assert all("already used for approve v1" in a.reason for a in refused)
     assert reg.version(v2).status == "pending_approval"
     # the key belongs to this model: another model may use it
     reg_b = Registry(reg.settings.model_copy(update={"project": reg.name + "-b"}))
@@ -300,7 +307,7 @@ from pathlib import Path
 from mlops_core.config import load_config
 from mlops_core.registry import Registry
 
-config, version, by, request_id, ready, go = sys.argv[1:7]
+config, action, version, by, request_id, expect, ready, go = sys.argv[1:9]
 reg = Registry(load_config(config))
 reg.aliases(), reg.audit(limit=1)  # connected to MLflow and the DB before the start signal
 Path(ready).touch()
@@ -309,24 +316,35 @@ while not Path(go).exists():
     if time.monotonic() > deadline:
         sys.exit("no start signal")
     time.sleep(0.002)
-res = reg.approve(version, by=by, expected_champion=None, request_id=request_id or None)
+if action == "reject":
+    res = reg.reject(version, by=by, comment="no", request_id=request_id or None)
+else:  # expect "none": there was no champion; "now": a plain approve, whatever it is
+    res = reg.approve(version, by=by, request_id=request_id or None,
+                      **({"expected_champion": None} if expect == "none" else {}))
 print(json.dumps(res.to_dict()))
 """
 
 
-def _approve_at_once(reg: Registry, tmp_path: Path, jobs: list[tuple[str, str, str]]
+def _approve_at_once(reg: Registry, tmp_path: Path, jobs: list[tuple[str, ...]]
                      ) -> list[dict[str, Any]]:
-    """Run ``reg.approve`` in one process per (version, by, request id), released together."""
+    """Run ``reg.approve`` in one process per (version, by, request id[, action, expect]),
+    released together. ``action``: approve (default) or reject; ``expect``: none (default, no
+    champion was seen) or now (a plain approve)."""
     config = write_config(reg.settings, tmp_path / "mlops.yaml")
     script = tmp_path / "approver.py"
     script.write_text(APPROVER)
     go = tmp_path / "go"
     procs, ready = [], []
-    for i, (version, by, rid) in enumerate(jobs):
+    if go.exists():
+        go.unlink()
+    for i, (version, by, rid, *more) in enumerate(jobs):
+        action, expect = (*more, "approve", "none")[:2] if more else ("approve", "none")
         ready.append(tmp_path / f"ready-{i}")
+        ready[-1].unlink(missing_ok=True)
         procs.append(subprocess.Popen(
-            [sys.executable, str(script), str(config), version, by, rid, str(ready[-1]),
-             str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            [sys.executable, str(script), str(config), action, version, by, rid, expect,
+             str(ready[-1]), str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True))
     try:
         deadline = time.monotonic() + 120
         while not all(p.exists() for p in ready):
@@ -384,6 +402,53 @@ def test_the_same_request_from_two_processes_is_recorded_once(
     assert reg.champion() == v1
     [rec] = audit_for(reg, "req-same")
     assert rec.outcome == "applied"
+
+
+@pytest.mark.slow
+def test_reject_racing_approve_never_leaves_a_rejected_champion(
+        make_registry: MakeRegistry, tmp_path: Path) -> None:
+    reg, versions = make_registry(3)
+    for v in versions:  # one race per version, each released at the same moment
+        results = _approve_at_once(reg, tmp_path, [(v, "alice", "", "approve", "now"),
+                                                   (v, "bob", "", "reject", "")])
+        by_action = {r["action"]: r for r in results}
+        assert sorted(r["outcome"] for r in results) == ["applied", "refused"], results
+        info = reg.version(v)
+        if by_action["approve"]["outcome"] == "applied":
+            assert reg.champion() == v and info.status == "approved"
+            assert "already approved" in by_action["reject"]["message"] or \
+                "is the champion" in by_action["reject"]["message"]
+        else:
+            assert reg.champion() != v and info.status == "rejected"
+            assert "already rejected" in by_action["approve"]["message"] or \
+                "is rejected" in by_action["approve"]["message"]
+        champ = reg.champion()
+        assert champ is None or reg.version(champ).status == "approved"
+        applied = [a.action for a in reg.audit(version=v) if a.outcome == "applied"]
+        assert len(applied) == 1
+
+
+@pytest.mark.slow
+def test_two_plain_approves_at_once_apply_once(make_registry: MakeRegistry,
+                                               tmp_path: Path) -> None:
+    """No --expect-champion: the champion when the command started is the expectation, so of
+    two approvals at once (of one version, or of two) one applies and the other is refused."""
+    reg, (v1, v2, v3, v4) = make_registry(4)
+    for v in (v1, v2):
+        results = _approve_at_once(reg, tmp_path, [(v, "alice", "", "approve", "now"),
+                                                   (v, "bob", "", "approve", "now")])
+        assert sorted(r["outcome"] for r in results) == ["applied", "refused"], results
+        lost = next(r for r in results if r["outcome"] == "refused")
+        assert "nothing was changed" in lost["message"]
+        assert reg.champion() == v
+        assert [a.outcome for a in reg.audit(action="approve", version=v)].count("applied") == 1
+    results = _approve_at_once(reg, tmp_path, [(v3, "alice", "", "approve", "now"),
+                                               (v4, "bob", "", "approve", "now")])
+    assert sorted(r["outcome"] for r in results) == ["applied", "refused"], results
+    won = next(r for r in results if r["outcome"] == "applied")
+    lost = next(r for r in results if r["outcome"] == "refused")
+    assert "champion changed while you decided" in lost["message"]
+    assert f"expected v{v2}" in lost["message"] and reg.champion() == won["version"]
 
 
 # a crash between the audit record and the alias move -------------------------------------------
