@@ -27,6 +27,7 @@ from mlops_core.auth import (
     users_path,
 )
 from mlops_core.errors import MlopsError
+from mlops_core.store import open_project
 
 st.set_page_config(layout="wide", page_title="mlops-ct dashboard", page_icon="📈")
 
@@ -46,10 +47,16 @@ def _load_project() -> None:
         st.stop()
     common.set_config(CONFIG)
     try:
-        common.settings()
+        settings = common.settings()
     except MlopsError as e:
         st.title("mlops-ct dashboard")
         st.error(f"The project configuration cannot be read: {e}")
+        st.stop()
+    try:  # the dashboard never creates a project: a moved one must not come back empty
+        open_project(settings.workspace, settings.db_url)
+    except MlopsError as e:
+        st.title("mlops-ct dashboard")
+        st.error(str(e).replace("--config FILE", f"--config {CONFIG}"))
         st.stop()
 
 

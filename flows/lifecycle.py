@@ -41,9 +41,13 @@ BACKOFF = exponential_backoff(backoff_factor=5)  # 5 s, 10 s, 20 s (jittered)
 
 
 def settings_for(config: str | Path) -> Any:
+    """The settings of a project that exists (a flow never creates its workspace or DB)."""
     from mlops_core.config import load_config
+    from mlops_core.store import open_project
 
-    return load_config(Path(config))
+    settings = load_config(Path(config))
+    open_project(settings.workspace, settings.db_url)
+    return settings
 
 
 def is_transient(_task: Any, _run: Any, state: Any) -> bool:
@@ -52,8 +56,12 @@ def is_transient(_task: Any, _run: Any, state: Any) -> bool:
     import httpx
     import sqlalchemy as sa
 
+    from mlops_core.errors import ProjectMissing
+
     try:
         state.result()
+    except ProjectMissing:
+        return False  # a moved or deleted project does not come back by itself
     except (OSError, httpx.TransportError, sa.exc.OperationalError, TimeoutError):
         return True  # SourceError, ConnectionError (requests) and friends are OSErrors
     except Exception as e:

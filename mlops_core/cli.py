@@ -57,6 +57,20 @@ def _settings(config: Path) -> Any:
     return load_config(config)
 
 
+def _project(config: Path) -> Any:
+    """The settings of a project that exists: its workspace and metadata DB are there (see
+    :func:`mlops_core.store.open_project`; only ``init`` and ``up`` create them)."""
+    from mlops_core.errors import ProjectMissing
+    from mlops_core.store import open_project
+
+    settings = _settings(config)
+    try:
+        open_project(settings.workspace, settings.db_url)
+    except ProjectMissing as e:
+        raise ProjectMissing(str(e).replace("--config FILE", f"--config {config}")) from None
+    return settings
+
+
 def _fail(message: str, code: int = 1) -> None:
     err.print(f"[red]error:[/] {escape(message)}")
     raise typer.Exit(code)
@@ -70,6 +84,10 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v",
     # XGBoost's OpenMP threads otherwise spin while waiting, starving the services beside them
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # a command fails within a minute when MLflow goes away mid-way (the defaults: 7 retries
+    # with back-off and 120 s a request, several minutes in all)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     if not verbose:
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
@@ -148,7 +166,7 @@ def ingest(
 
     Re-ingesting the same data is a no-op: batch ids come from content hashes."""
     try:
-        settings = _settings(config)
+        settings = _project(config)
         result = run_ingest(settings, paths, as_json)
     except MlopsError as e:
         _fail(str(e))
@@ -159,9 +177,11 @@ def ingest(
 
 @app.command()
 def init(
-    data: Annotated[Path, typer.Option("--data", help="A CSV, Parquet or JSON sample of the data.",
-                                       exists=True, dir_okay=False)],
-    target: Annotated[str, typer.Option("--target", help="The column to predict.")],
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="A CSV, Parquet or JSON sample of the data (to write a new mlops.yaml).",
+        exists=True, dir_okay=False)] = None,
+    target: Annotated[str | None, typer.Option("--target", help="The column to predict.")
+                      ] = None,
     time: Annotated[str | None, typer.Option("--time", help="The event time column.")] = None,
     id_col: Annotated[str | None, typer.Option("--id", help="The row id column.")] = None,
     config: ConfigOpt = Path("mlops.yaml"),
@@ -169,12 +189,39 @@ def init(
                        ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
-    """Write a commented mlops.yaml, inferring the task and feature kinds from a sample."""
-    from mlops_core.scaffold import init_project
+    """Create a project: write a commented mlops.yaml, inferring the task and feature kinds from
+    a sample (--data, --target), and create its workspace and metadata DB.
 
+    Without --data, create the workspace and metadata DB of the existing --config (a file
+    written by hand, or after changing storage.workspace / storage.db_url). Only init and up
+    create them: every other command refuses a project whose workspace or DB is missing."""
+    from mlops_core.scaffold import init_project
+    from mlops_core.store import open_project
+    from mlops_core.views import redact_url
+
+    if data is None:
+        if target is not None or not config.is_file():
+            _fail(f"{config} does not exist: give --data SAMPLE --target COLUMN to write it"
+                  if target is None else "--target needs --data (a sample of the data)")
+            return
+        try:
+            settings = _settings(config)
+            open_project(settings.workspace, settings.db_url, create=True)
+        except MlopsError as e:
+            _fail(str(e))
+            return
+        out.print(f"Project [bold]{escape(settings.project)}[/]: workspace {settings.workspace}, "
+                  f"metadata DB {escape(redact_url(settings.db_url))}. "
+                  f"Next: [bold]mlops ingest --config {config}[/]")
+        return
+    if target is None:
+        _fail("--data needs --target (the column to predict)")
+        return
     try:
         path, schema = init_project(data, target, time=time, id_col=id_col, out=config,
                                     project=project, force=force)
+        settings = _settings(path)
+        open_project(settings.workspace, settings.db_url, create=True)
     except MlopsError as e:
         _fail(str(e))
         return
@@ -183,7 +230,9 @@ def init(
               f"{len(schema.boolean)} boolean feature(s).")
     for col, why in schema.left_out.items():
         out.print(f"  left out [yellow]{escape(col)}[/]: {escape(why)}")
-    out.print(f"Review it, then: [bold]mlops ingest --config {path}[/]")
+    out.print(f"Workspace: {settings.workspace}")
+    out.print(f"Review it, then: [bold]mlops ingest --config {path}[/] (after changing "
+              f"storage.workspace or storage.db_url: [bold]mlops init --config {path}[/])")
 
 
 @batches_app.callback()
@@ -202,7 +251,7 @@ def batches(
         return
 
     try:
-        recs = MetadataStore(_settings(config).db_url).list_batches(status)
+        recs = MetadataStore(_project(config).db_url).list_batches(status)
     except MlopsError as e:
         _fail(str(e))
         return
@@ -234,7 +283,7 @@ def batches_withdraw(
     from mlops_core.actions import withdraw
 
     try:
-        res = withdraw(_settings(config), _cli_principal(by or _login_name()), batch_id,
+        res = withdraw(_project(config), _cli_principal(by or _login_name()), batch_id,
                        comment=comment, request_id=request_id)
     except (MlopsError, LookupError) as e:
         _fail(str(e))
@@ -254,7 +303,7 @@ def quarantine_list(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = F
     from mlops_core.store import MetadataStore
 
     try:
-        recs = MetadataStore(_settings(config).db_url).list_batches(
+        recs = MetadataStore(_project(config).db_url).list_batches(
             ["quarantined", "released"] if all_ else "quarantined")
     except MlopsError as e:
         _fail(str(e))
@@ -278,7 +327,7 @@ def quarantine_show(batch_id: Annotated[str, typer.Argument(help="Batch id (a pr
     from mlops_core.store import MetadataStore
 
     try:
-        settings = _settings(config)
+        settings = _project(config)
         rec = MetadataStore(settings.db_url).get_batch(batch_id)
     except (MlopsError, LookupError) as e:
         _fail(str(e))
@@ -317,7 +366,7 @@ def quarantine_release(
     from mlops_core.actions import release
 
     try:
-        res = release(_settings(config), _cli_principal(by or _login_name()), batch_id,
+        res = release(_project(config), _cli_principal(by or _login_name()), batch_id,
                       comment=comment, request_id=request_id, force=force)
     except (MlopsError, LookupError) as e:
         _fail(str(e))
@@ -335,7 +384,7 @@ def quarantine_release(
 def _registry(config: Path) -> Any:
     from mlops_core.registry import Registry
 
-    return Registry(_settings(config))
+    return Registry(_project(config))
 
 
 def _login_name() -> str:
@@ -418,7 +467,7 @@ def _train(config: Path, as_json: bool, doing: str, **kwargs: Any) -> None:
     from mlops_core.pipeline import train_and_register
 
     try:
-        settings = _settings(config)
+        settings = _project(config)
         with err.status(doing):
             res = train_and_register(settings, **kwargs)
     except MlopsError as e:
@@ -486,7 +535,7 @@ def approve(
     from mlops_core.actions import approve as approve_version
 
     try:
-        res = approve_version(_settings(config), _cli_principal(by), version, comment=comment,
+        res = approve_version(_project(config), _cli_principal(by), version, comment=comment,
                               expected_champion=_expected(expect_champion),
                               request_id=request_id)
     except (MlopsError, LookupError) as e:
@@ -508,7 +557,7 @@ def reject(
     from mlops_core.actions import reject as reject_version
 
     try:
-        res = reject_version(_settings(config), _cli_principal(by), version, comment=comment,
+        res = reject_version(_project(config), _cli_principal(by), version, comment=comment,
                              request_id=request_id)
     except (MlopsError, LookupError) as e:
         _fail(str(e))
@@ -531,7 +580,7 @@ def rollback(
     from mlops_core.actions import rollback as rollback_version
 
     try:
-        res = rollback_version(_settings(config), _cli_principal(by), to=to, comment=comment,
+        res = rollback_version(_project(config), _cli_principal(by), to=to, comment=comment,
                                expected_champion=_expected(expect_champion),
                                request_id=request_id)
     except (MlopsError, LookupError) as e:
@@ -557,7 +606,7 @@ def retrain(
     from mlops_core.actions import request_retrain
 
     try:
-        res = request_retrain(_settings(config), _cli_principal(by), reason=reason,
+        res = request_retrain(_project(config), _cli_principal(by), reason=reason,
                               request_id=request_id)
     except (MlopsError, LookupError) as e:
         _fail(str(e))
@@ -707,7 +756,7 @@ def monitor(
     from mlops_core.supervision import record_action
 
     try:
-        settings = _settings(config)
+        settings = _project(config)
         with err.status("Monitoring..."):
             res = run_monitor(settings, batch, report=report)
         trained = None
@@ -790,7 +839,7 @@ def decisions(
     from mlops_core.supervision import list_decisions, list_runs
 
     try:
-        settings = _settings(config)
+        settings = _project(config)
         meta = _metadata(settings)
         decided = list_decisions(meta, settings.project, limit)
         runs = {r["id"]: r for r in list_runs(meta, settings.project, limit * 2)}
@@ -1207,7 +1256,7 @@ def deploy(
     it: ingestion and monitoring on monitoring.schedule, training on retraining.schedule and on
     mlops.retrain.requested, promotion on mlops.model.approved."""
     try:
-        settings = _settings(config)
+        settings = _project(config) if do_apply else _settings(config)
         if not do_apply:
             from flows.deploy import config_parameter, render_prefect_yaml
 
@@ -1248,8 +1297,10 @@ def _bring_up(settings: Any, config: Path, *, deploy: bool = True, timeout: floa
         start_prefect,
         start_serving,
     )
+    from mlops_core.store import open_project
 
     ws = settings.workspace
+    open_project(ws, settings.db_url, create=True)
     t0 = time.perf_counter()
     pool = settings.orchestration.work_pool
     with err.status("Starting the Prefect server, work pool and worker..."):
@@ -1364,7 +1415,7 @@ def serve(
     from mlops_core.serving import serve as run_serving
 
     try:
-        settings = _settings(config)
+        settings = _project(config)
     except MlopsError as e:
         _fail(str(e))
         return
@@ -1383,7 +1434,7 @@ def status(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False) -> 
     from mlops_core.views import service_health
 
     try:
-        settings = _settings(config)
+        settings = _project(config)
         ws = settings.workspace
         services = [{"name": h.name, "running": h.running, "healthy": h.healthy, "url": h.url,
                      "pid": h.pid, "where": h.where}
@@ -1461,7 +1512,7 @@ def publish(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False) ->
     publication as Prefect events now (mlops.model.approved / mlops.model.rejected /
     mlops.retrain.requested); the publish-events deployment does it every two minutes anyway."""
     try:
-        settings = _settings(config)
+        settings = _project(config)
         if not _prefect_env_for(settings):
             _fail("no Prefect server: start it with `mlops up` (or set PREFECT_API_URL)")
             return

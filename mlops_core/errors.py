@@ -49,3 +49,13 @@ class InputError(MlopsError, ValueError):
 class AuthorizationError(MlopsError, PermissionError):
     """A write was refused to the person asking: a role they lack, or the four-eyes rule (the
     approver requested the retrain). Raised at the moment of the write, and audited."""
+
+
+class ServiceUnavailable(MlopsError, ConnectionError):
+    """A service the operation needs (the MLflow tracking server) does not answer."""
+
+
+class ProjectMissing(MlopsError, FileNotFoundError):
+    """The project's workspace or metadata DB is not there: never created here, or moved or
+    deleted. Only ``mlops init`` and ``mlops up`` create them; nothing else recreates them
+    silently (that would start a new, empty audit history)."""

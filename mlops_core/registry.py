@@ -29,7 +29,12 @@ import sqlalchemy as sa
 
 from mlops_core.config import Settings
 from mlops_core.errors import MlopsError, NotFoundError
-from mlops_core.services import mlflow_artifact_root, mlflow_paths, tracking_uri
+from mlops_core.services import (
+    mlflow_artifact_root,
+    mlflow_paths,
+    require_reachable,
+    tracking_uri,
+)
 from mlops_core.store import (
     MetadataStore,
     audit_log,
@@ -153,7 +158,6 @@ class Registry:
     def __init__(self, settings: Settings, meta: MetadataStore | None = None,
                  uri: str | None = None) -> None:
         import mlflow
-        from mlflow import MlflowClient
 
         self.settings = settings
         self.name = settings.project
@@ -162,7 +166,19 @@ class Registry:
         self._mlflow = mlflow
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
-        self.client = MlflowClient(self.uri, registry_uri=self.uri)
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        """The MLflow client, made at first use after checking that the server answers (a
+        :class:`ServiceUnavailable` in seconds, not minutes of MLflow's retries). Nothing
+        is asked of MLflow before that: a refusal (a missing role) comes first."""
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            require_reachable(self.uri)
+            self._client = MlflowClient(self.uri, registry_uri=self.uri)
+        return self._client
 
     # experiments and runs ----------------------------------------------------------------
     @property

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from mlops_core.config import Settings
-from mlops_core.errors import MlopsError
+from mlops_core.errors import MlopsError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,20 @@ def _env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env.update(extra or {})
     return env
+
+
+def require_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Raise :class:`ServiceUnavailable` at once when an HTTP(S) MLflow URI does not answer
+    (any HTTP answer counts: a proxy may not serve ``/health``), instead of MLflow's client
+    retrying for minutes. Other URIs (a local store, ``databricks``) are not checked."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        httpx.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except httpx.HTTPError as e:
+        raise ServiceUnavailable(
+            f"MLflow at {uri} does not answer ({type(e).__name__}): start it (`mlops up`) or "
+            "check storage.mlflow_uri") from None
 
 
 def is_healthy(url: str, timeout: float = 2.0) -> bool:

@@ -26,7 +26,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from mlops_core.errors import NotFoundError
+from mlops_core.errors import NotFoundError, ProjectMissing, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,42 @@ class BatchRecord:
         for k in ("start_time", "end_time", "created_at"):
             d[k] = d[k].isoformat() if d[k] else None
         return d
+
+
+def open_project(workspace: Path, db_url: str, *, create: bool = False) -> None:
+    """Check that the project's workspace and metadata DB exist, or with ``create`` make them.
+
+    Without ``create`` a missing one is :class:`ProjectMissing`, and nothing is created (no
+    folder, no empty DB): a workspace moved or deleted must not come back empty with a new
+    audit history and a new model registry starting at version 1. ``mlops init`` and
+    ``mlops up`` create; every other command and the flows only open."""
+    missing = []
+    if not workspace.is_dir():
+        missing.append(f"the workspace {workspace} (storage.workspace)")
+    if db_url.startswith("sqlite:///"):
+        path = db_url.removeprefix("sqlite:///")
+        if path and path != ":memory:" and not Path(path).is_file():
+            missing.append(f"the metadata DB {path} (storage.db_url)")
+    elif not missing and not create:
+        engine = sa.create_engine(db_url, pool_pre_ping=True)
+        try:
+            with engine.connect() as conn:
+                if not sa.inspect(conn).has_table("audit_log"):
+                    missing.append(f"the metadata tables in {engine.url!r} (storage.db_url)")
+        except sa.exc.OperationalError as e:
+            raise ServiceUnavailable(f"the metadata DB {engine.url!r} cannot be reached: "
+                                     f"{str(e.orig).strip().splitlines()[0]}") from None
+        finally:
+            engine.dispose()
+    if not missing:
+        return
+    if not create:
+        raise ProjectMissing(
+            "no project here: missing " + " and ".join(missing) + ". If it was moved, point "
+            "storage.workspace (or storage.db_url) at it; to start a new project from this "
+            "config run `mlops init --config FILE` (or `mlops up`). Nothing was created.")
+    workspace.mkdir(parents=True, exist_ok=True)
+    MetadataStore(db_url).dispose()
 
 
 class MetadataStore:

@@ -16,6 +16,7 @@ from mlops_core.ingest import ingest
 from mlops_core.registry import Registry
 from mlops_core.serving import json_records
 from mlops_core.simulate import ID, TARGET, TIME, generate_stream
+from mlops_core.store import open_project
 
 DEMO_FEATURES = generate_stream(10, days=28).features
 CAR_LOAN_FEATURES = {"numeric": ["car_value", "debt_to_income_ratio", "loan_length",
@@ -53,8 +54,12 @@ def with_changes(settings: Settings, **sections: Any) -> Settings:
     return parse_config(_merge(raw, sections), environ={})
 
 
-def write_config(settings: Settings, path: Path) -> Path:
+def write_config(settings: Settings, path: Path, *, create: bool = True) -> Path:
+    """Write ``settings`` as mlops.yaml and, as ``mlops init --config`` does, create its
+    workspace and metadata DB (``create=False``: the config alone, a project not made yet)."""
     path.write_text(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False))
+    if create:
+        open_project(settings.workspace, settings.db_url, create=True)
     return path
 
 

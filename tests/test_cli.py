@@ -4,6 +4,7 @@ demo, every --help, and clear errors for a bad configuration."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -256,5 +257,88 @@ def test_ingest_without_source_or_files_says_what_to_do(tmp_path: Path,
     cfg = tmp_path / "mlops.yaml"
     cfg.write_text("project: bare\n")
     res = _run(runner, "ingest", "--config", str(cfg))
+    assert res.exit_code != 0  # a config written by hand: its project is not created yet
+    said = " ".join(res.stderr.split())
+    assert "no project here" in said and f"mlops init --config {cfg}" in said
+    assert not (tmp_path / ".mlops").exists()
+    res = _run(runner, "init", "--config", str(cfg))
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / ".mlops").is_dir()
+    res = _run(runner, "ingest", "--config", str(cfg))
     assert res.exit_code != 0
     assert "no data.source" in res.stderr
+
+
+# a project that is not there, a server that does not answer ----------------------------------
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never answers (a hung server)."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("args", [["models"], ["approve", "1", "--by", "ana", "--comment", "ok"],
+                                  ["rollback", "--by", "ana", "--comment", "back"]])
+@pytest.mark.parametrize("server", ["closed", "silent"])
+def test_an_mlflow_that_does_not_answer_is_one_line_not_a_hang(
+        project: Path, runner: CliRunner, silent_port: int, args: list[str],
+        server: str) -> None:
+    raw = yaml.safe_load(project.read_text())
+    port = silent_port if server == "silent" else 1
+    raw["storage"]["mlflow_uri"] = f"http://127.0.0.1:{port}"
+    project.write_text(yaml.safe_dump(raw))
+    res = runner.invoke(app, [*args, "--config", str(project)])
+    assert res.exit_code == 1, res.output
+    said = " ".join(res.stderr.split())
+    assert said.startswith("error: MLflow at http://127.0.0.1:") and "does not answer" in said
+    assert "Traceback" not in res.output and len(res.stderr.strip().splitlines()) <= 2
+
+
+def test_a_missing_workspace_or_db_is_refused_and_never_recreated(
+        project: Path, runner: CliRunner) -> None:
+    import shutil
+
+    assert _run(runner, "ingest", "--config", str(project)).exit_code == 0
+    raw = yaml.safe_load(project.read_text())
+    ws = project.parent / raw["storage"]["workspace"]
+    moved = project.parent / "moved"
+    shutil.move(ws, moved)
+    for args in (["batches"], ["ingest"], ["quarantine", "list"], ["decisions"], ["status"],
+                 ["retrain", "--by", "ana", "--reason", "r"], ["models"]):
+        res = runner.invoke(app, [*args, "--config", str(project)])
+        assert res.exit_code == 1, (args, res.output)
+        said = " ".join(res.stderr.split())
+        assert "no project here: missing the workspace" in said and "Nothing was created" in said
+        assert not ws.exists(), args
+    # the workspace is back but its DB is gone: refused too, no new empty DB
+    shutil.move(moved, ws)
+    db = ws / "metadata.db"
+    db.rename(ws / "kept.db")
+    res = runner.invoke(app, ["batches", "--config", str(project)])
+    assert res.exit_code == 1 and "the metadata DB" in " ".join(res.stderr.split())
+    assert not db.exists()
+    (ws / "kept.db").rename(db)
+    assert _json(_run(runner, "batches", "--json", "--config", str(project)))
+
+
+def test_a_db_url_in_a_missing_folder_is_not_created_by_a_read(
+        project: Path, runner: CliRunner) -> None:
+    raw = yaml.safe_load(project.read_text())
+    folder = project.parent / "elsewhere"
+    raw["storage"]["db_url"] = f"sqlite:///{folder}/meta.db"
+    project.write_text(yaml.safe_dump(raw))
+    for args in (["batches"], ["decisions"], ["quarantine", "list"]):
+        res = runner.invoke(app, [*args, "--config", str(project)])
+        assert res.exit_code == 1 and "the metadata DB" in " ".join(res.stderr.split()), args
+        assert not folder.exists(), args
+    res = _run(runner, "init", "--config", str(project))
+    assert res.exit_code == 0, res.output
+    assert (folder / "meta.db").is_file()
+    assert _run(runner, "batches", "--config", str(project)).exit_code == 0
