@@ -17,6 +17,7 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import common
+from mlops_core.actions import record_failed_sign_in
 from mlops_core.auth import (
     Principal,
     current_principal,
@@ -74,6 +75,7 @@ def _sign_in_with_password(settings: object) -> None:
             st.error(str(e))
             return
         if principal is None:
+            record_failed_sign_in(settings, user)  # type: ignore[arg-type]
             st.error("Wrong user name or password.")
             return
         st.session_state[common.PRINCIPAL_KEY] = principal
@@ -143,7 +145,7 @@ def _sidebar(principal: Principal) -> None:
     s = common.settings()
     with st.sidebar:
         st.markdown(f"**{s.project}** · {s.task}")
-        st.caption(f"{principal.name} · {principal.role}"
+        st.caption(f"{common.plain(principal.name)} · {principal.role}"
                    + ("" if principal.via == "none" else f" · signed in via {principal.via}"))
         cols = st.columns(2)
         cols[0].button("Refresh", key="refresh", on_click=common.refresh,

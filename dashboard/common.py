@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -296,6 +297,15 @@ def forget_request(*parts: Any) -> None:
     st.session_state.setdefault(REQUESTS_KEY, {}).pop(json.dumps(parts, default=str), None)
 
 
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def plain(text: object) -> str:
+    """``text`` shown as it is inside Markdown (a caption, an expander's label, a message): a
+    comment, a name or a file name never turns into links, emphasis, headings or emoji."""
+    return _MARKDOWN.sub(r"\\\1", str(text)).replace("\n", "  \n")
+
+
 def flash(level: str, text: str) -> None:
     """A message shown at the top of the page on the next render (after a callback)."""
     st.session_state.setdefault(FLASH_KEY, []).append((level, text))
@@ -304,7 +314,7 @@ def flash(level: str, text: str) -> None:
 def show_flash() -> None:
     for level, text in st.session_state.pop(FLASH_KEY, []):
         {"success": st.success, "info": st.info, "warning": st.warning}.get(
-            level, st.error)(text)
+            level, st.error)(plain(text))
 
 
 def write(parts: tuple[Any, ...], call: Callable[[Principal, str], Any]) -> Any | None:

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from mlops_core.auth import Principal, authorize, current_principal
 from mlops_core.config import Settings
-from mlops_core.errors import AuthorizationError, InputError, MlopsError, NotFoundError
+from mlops_core.errors import AuthorizationError, InputError, MlopsError, NotFoundError, excerpt
 from mlops_core.registry import AuditRecord, DecisionResult, Registry, VersionInfo
 from mlops_core.store import MetadataStore, audit_log, champion_state, utcnow
 
@@ -122,10 +122,40 @@ def _authorize(settings: Settings, meta: MetadataStore, model: str, principal: P
     return principal
 
 
-def _require_text(text: str | None, what: str) -> str:
+def _require_text(text: str | None, what: str, meta: MetadataStore, model: str,
+                  principal: Principal, action: str, *, version: str | None = None,
+                  evidence: str | None = None, request_id: str | None = None) -> str:
+    """``text`` stripped; a missing one is a refusal, audited like any other."""
     if text is None or not str(text).strip():
-        raise InputError(f"{what} is required: say why (it is kept in the audit log)")
+        raise _refuse(meta, model, principal, action, f"{what} is required: say why (it is "
+                      "kept in the audit log)", version=version, evidence=evidence,
+                      request_id=request_id, error=InputError)
     return str(text).strip()
+
+
+def _earlier(meta: MetadataStore, model: str, principal: Principal, request_id: str,
+             action: str, *, evidence: str | None = None, comment: str = ""
+             ) -> AuditRecord | None:
+    """The record of an earlier request with this id, if it was this same request (a double
+    click, a retry); an id already used for another action or target is refused, audited."""
+    prior = _find_request(meta, model, request_id)
+    if prior is not None and (prior.action != action or prior.evidence != evidence):
+        raise _refuse(meta, model, principal, action,
+                      f"request id {request_id} was used for another action ({prior.action} "
+                      f"{prior.evidence or prior.version or ''}); use a new one",
+                      comment=comment, evidence=evidence, error=InputError)
+    return prior
+
+
+def record_failed_sign_in(settings: Settings, username: str, via: str = "password") -> None:
+    """Audit a refused sign-in (a wrong name or password): who tried, never the password."""
+    meta = MetadataStore(settings.db_url)
+    try:
+        _append(meta, settings.project, actor=excerpt(str(username).strip() or "?", 80),
+                action="sign_in", outcome="refused",
+                reason=f"wrong user name or password (via {via})")
+    finally:
+        meta.dispose()
 
 
 def _registry(settings: Settings, registry: Registry | None) -> Registry:
@@ -144,7 +174,8 @@ def approve(settings: Settings, principal: Principal, version: str, *, comment: 
     version = str(version)
     principal = _authorize(settings, reg.meta, reg.name, principal, "approve", version=version,
                            comment=comment, request_id=request_id)
-    comment = _require_text(comment, "a comment")
+    comment = _require_text(comment, "a comment", reg.meta, reg.name, principal, "approve",
+                            version=version, request_id=request_id)
     if settings.dashboard.four_eyes:
         requested_by = reg.version(version).tags.get(REQUESTED_BY, "").strip()
         if requested_by and requested_by.casefold() == principal.name.strip().casefold():
@@ -163,7 +194,8 @@ def reject(settings: Settings, principal: Principal, version: str, *, comment: s
     version = str(version)
     principal = _authorize(settings, reg.meta, reg.name, principal, "reject", version=version,
                            comment=comment, request_id=request_id)
-    comment = _require_text(comment, "a comment")
+    comment = _require_text(comment, "a comment", reg.meta, reg.name, principal, "reject",
+                            version=version, request_id=request_id)
     return reg.reject(version, by=principal.name, comment=comment, request_id=request_id)
 
 
@@ -177,7 +209,8 @@ def rollback(settings: Settings, principal: Principal, *, to: str | None = None,
     target = None if to is None else str(to)
     principal = _authorize(settings, reg.meta, reg.name, principal, "rollback", version=target,
                            comment=comment, request_id=request_id)
-    comment = _require_text(comment, "a comment")
+    comment = _require_text(comment, "a comment", reg.meta, reg.name, principal, "rollback",
+                            version=target, request_id=request_id)
     if request_id is not None and target is None:
         # the default target is read from the champion now, which a first click already moved
         prior = _find_request(reg.meta, reg.name, request_id)
@@ -223,9 +256,21 @@ def release(settings: Settings, principal: Principal, batch_id: str, *, comment:
     rid = request_id or uuid.uuid4().hex
     prior = _find_request(meta, model, rid)
     if prior is not None:
-        return ReleaseResult(batch_id, prior.action == "release" and prior.outcome == "applied",
+        if prior.action != "release" or not (prior.evidence or "").startswith(
+                f"batch:{batch_id}"):
+            raise _refuse(meta, model, principal, "release",
+                          f"request id {rid} was used for another action ({prior.action} "
+                          f"{prior.evidence or prior.version or ''}); use a new one",
+                          comment=comment, evidence=f"batch:{batch_id}", error=InputError)
+        return ReleaseResult(batch_id, prior.outcome == "applied",
                              [], f"request {rid} was already handled ({prior.outcome})")
-    res = release_batch(settings, batch_id, force=force, meta=meta)
+    try:
+        res = release_batch(settings, batch_id, force=force, meta=meta)
+    except (MlopsError, LookupError) as e:  # not quarantined, not found, its data missing
+        raise _refuse(meta, model, principal, "release", str(e), comment=comment,
+                      evidence=f"batch:{batch_id}", request_id=rid,
+                      error=NotFoundError if isinstance(e, LookupError) else MlopsError
+                      ) from None
     evidence = f"batch:{res.quarantined_id}" + (
         " -> " + ",".join(o.id for o in res.outcomes) if res.released else "")
     note = ("forced; " if force else "") + res.message
@@ -255,15 +300,12 @@ def withdraw(settings: Settings, principal: Principal, batch_id: str, *, comment
     model = settings.project
     principal = _authorize(settings, meta, model, principal, "withdraw", comment=comment,
                            evidence=f"batch:{batch_id}", request_id=request_id)
-    comment = _require_text(comment, "a comment")
+    comment = _require_text(comment, "a comment", meta, model, principal, "withdraw",
+                            evidence=f"batch:{batch_id}", request_id=request_id)
     rid = request_id or uuid.uuid4().hex
-    prior = _find_request(meta, model, rid)
+    prior = _earlier(meta, model, principal, rid, "withdraw", evidence=f"batch:{batch_id}",
+                     comment=comment)
     if prior is not None:
-        if prior.action != "withdraw" or prior.evidence != f"batch:{batch_id}":
-            raise _refuse(meta, model, principal, "withdraw",
-                          f"request id {rid} was used for another action ({prior.action} "
-                          f"{prior.evidence or prior.version or ''}); use a new one",
-                          comment=comment, error=InputError)
         return WithdrawResult("noop", batch_id, f"request {rid} was already handled "
                                                 f"({prior.outcome})")
     try:
@@ -294,9 +336,10 @@ def request_retrain(settings: Settings, principal: Principal, *, reason: str,
     model = settings.project
     principal = _authorize(settings, meta, model, principal, REQUEST_RETRAIN,
                            comment=reason or "", request_id=request_id)
-    reason = _require_text(reason, "a reason")
+    reason = _require_text(reason, "a reason", meta, model, principal, REQUEST_RETRAIN,
+                           request_id=request_id)
     rid = request_id or uuid.uuid4().hex
-    prior = _find_request(meta, model, rid)
+    prior = _earlier(meta, model, principal, rid, REQUEST_RETRAIN, comment=reason)
     audit_id = None
     if prior is None:
         audit_id = _append(meta, model, actor=principal.name, action=REQUEST_RETRAIN,

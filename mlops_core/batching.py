@@ -6,7 +6,6 @@ Pure functions over pandas: no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -90,9 +89,11 @@ class Batcher:
     """Accumulates chunks of one stream and yields complete batches.
 
     By ``size``: every ``size`` rows. By ``period``: all rows of one period, emitted once a row of
-    a later period is seen (rows are expected in time order; a period seen again later starts a
-    new batch, and validation reports the disorder). With neither: one batch at the end.
-    Memory holds at most one open batch plus one chunk.
+    a later period is seen. Rows of a chunk are grouped by their period, so rows whose times
+    go back and forth across a boundary (mixed time zones, a few late rows) still make one
+    batch per period; a row of a period already emitted (in an earlier chunk) starts a new
+    batch for it, and validation reports the disorder. With neither: one batch at the end.
+    Memory holds the open periods (one, for rows in time order) plus one chunk.
     """
 
     def __init__(self, *, size: int | None = None, period: str | None = None,
@@ -105,11 +106,11 @@ class Batcher:
         self.time_format = time_format
         self._parts: list[pd.DataFrame] = []
         self._rows = 0
-        self._open_period: pd.Timestamp | None = None
+        self._open: dict[pd.Timestamp, list[pd.DataFrame]] = {}  # by period: its rows so far
+        self._latest: pd.Timestamp | None = None
 
-    def _take(self) -> pd.DataFrame:
-        parts = self._parts
-        self._parts, self._rows = [], 0
+    @staticmethod
+    def _join(parts: list[pd.DataFrame]) -> pd.DataFrame:
         if len(parts) == 1:
             return parts[0].reset_index(drop=True)
         df = pd.concat(parts, ignore_index=True)
@@ -118,6 +119,11 @@ class Batcher:
                                              for p in parts):
                 df[c] = union_categoricals([p[c] for p in parts], ignore_order=True)
         return df
+
+    def _take(self) -> pd.DataFrame:
+        parts = self._parts
+        self._parts, self._rows = [], 0
+        return self._join(parts)
 
     def add(self, chunk: pd.DataFrame) -> Iterator[pd.DataFrame]:
         if chunk.empty:
@@ -153,18 +159,23 @@ class Batcher:
         if keys.isna().all():
             self._parts.append(chunk)
             return
-        # cut wherever the period key changes between consecutive rows
-        change = np.flatnonzero(keys.to_numpy()[1:] != keys.to_numpy()[:-1]) + 1
-        bounds = [0, *change.tolist(), len(chunk)]
-        for lo, hi in pairwise(bounds):
-            key = keys.iloc[lo]
-            if self._open_period is not None and key != self._open_period and self._parts:
-                yield self._take()
-            self._open_period = key
-            self._parts.append(chunk.iloc[lo:hi])
-            self._rows += hi - lo
+        codes, uniques = pd.factorize(keys, sort=True)
+        if len(uniques) == 1:  # the common case: the whole chunk in one period
+            self._open.setdefault(uniques[0], []).append(chunk)
+        else:  # each period's rows, in their order in the file
+            order = np.argsort(codes, kind="stable")
+            bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+            for i, key in enumerate(uniques):
+                self._open.setdefault(key, []).append(chunk.iloc[order[bounds[i]:bounds[i + 1]]])
+        latest = uniques[-1]
+        if self._latest is None or latest > self._latest:
+            self._latest = latest
+        for key in sorted(k for k in self._open if k < self._latest):  # complete periods
+            yield self._join(self._open.pop(key))
 
     def flush(self) -> Iterator[pd.DataFrame]:
+        for key in sorted(self._open):
+            yield self._join(self._open.pop(key))
         if self._parts:
             yield self._take()
-        self._open_period = None
+        self._latest = None

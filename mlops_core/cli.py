@@ -195,9 +195,9 @@ def init(
     Without --data, create the workspace and metadata DB of the existing --config (a file
     written by hand, or after changing storage.workspace / storage.db_url). Only init and up
     create them: every other command refuses a project whose workspace or DB is missing."""
+    from mlops_core.config import redact_url
     from mlops_core.scaffold import init_project
     from mlops_core.store import open_project
-    from mlops_core.views import redact_url
 
     if data is None:
         if target is not None or not config.is_file():

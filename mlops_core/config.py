@@ -141,6 +141,31 @@ class DataConfig(_Section):
         return out
 
 
+# query parameters that carry credentials (matched as parts of the name: api_key, X-Token...)
+_SECRET_PARAMS = ("token", "key", "secret", "password", "passwd", "pwd", "auth", "sig",
+                  "signature", "credential", "session", "code")
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit to print or store: a password in it and the values of query parameters
+    named like credentials (``token``, ``api_key``, ``sig``...) become ``***``."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            query = urlencode([(k, "***" if any(w in k.lower() for w in _SECRET_PARAMS) else v)
+                               for k, v in pairs], safe="*")
+    except ValueError:
+        return url
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
 RULES: dict[str, Severity] = {
     # file level: the file cannot be read into rows; always quarantined whole
     "empty_file": "fatal",
@@ -152,6 +177,7 @@ RULES: dict[str, Severity] = {
     # schema contract
     "missing_columns": "fatal",
     "extra_columns": "warning",
+    "duplicate_columns": "fatal",
     "renamed_columns": "fatal",
     "column_order": "warning",
     "dtype_mismatch": "fatal",
@@ -167,6 +193,8 @@ RULES: dict[str, Severity] = {
     "missing_target": "warning",
     "null_labels": "warning",
     "single_class_labels": "warning",
+    "unseen_classes": "fatal",  # binary: a third class
+    "new_classes": "warning",  # multiclass: a class the contract has not seen
     "duplicate_ids": "fatal",
     "duplicate_rows": "warning",
     "timestamp_unparseable": "fatal",

@@ -59,3 +59,13 @@ class ProjectMissing(MlopsError, FileNotFoundError):
     """The project's workspace or metadata DB is not there: never created here, or moved or
     deleted. Only ``mlops init`` and ``mlops up`` create them; nothing else recreates them
     silently (that would start a new, empty audit history)."""
+
+
+EXCERPT_CHARS = 60  # characters of a row or value quoted in a message
+
+
+def excerpt(text: object, limit: int = EXCERPT_CHARS) -> str:
+    """At most ``limit`` characters of ``text`` for a message (a finding never quotes a
+    whole value: it may be huge, or private)."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} chars)"

@@ -23,8 +23,8 @@ import pyarrow as pa
 
 from mlops_core.batching import Batcher
 from mlops_core.config import Settings
-from mlops_core.errors import FileNotReady, FileRejected, MlopsError
-from mlops_core.sources import ProgressFn, SourceUnit, file_unit, is_candidate, source_units
+from mlops_core.errors import FileNotReady, FileRejected, MlopsError, SourceError
+from mlops_core.sources import ProgressFn, SourceUnit, data_files, file_unit, source_units
 from mlops_core.store import (
     BatchRecord,
     BatchStore,
@@ -300,15 +300,23 @@ def _placeholder(bid: str, unit: SourceUnit, rows: int, digest: str, now: dateti
                        has_labels=False, path="", created_at=now, findings=[], reason="")
 
 
-def _units_for_paths(settings: Settings, paths: Iterable[Path]) -> Iterator[SourceUnit]:
-    for p in paths:
-        p = settings.resolve(p)
+def _units_for_paths(settings: Settings, paths: Iterable[Path]) -> list[SourceUnit]:
+    """One unit per named file, and per data file of a named folder. Every path is checked
+    before anything is read: a missing one, or a folder with no data file (a folder named
+    ``x.csv`` included), is an error that names it."""
+    files: list[Path] = []
+    for p in map(settings.resolve, paths):
         if p.is_dir():
-            files = sorted(q for q in p.iterdir() if is_candidate(q))
-            for q in files:
-                yield file_unit(q, settings.data, settings.data.source)
+            found = sorted(data_files(p))
+            if not found:
+                raise SourceError(f"{p} is a folder with no data file in it (.csv, .parquet, "
+                                  ".json; hidden, partial and linked files are skipped)")
+            files += found
+        elif not p.exists():
+            raise SourceError(f"{p}: no such file")
         else:
-            yield file_unit(p, settings.data, settings.data.source)
+            files.append(p)
+    return [file_unit(f, settings.data, settings.data.source) for f in files]
 
 
 def iter_ingest(settings: Settings, paths: Iterable[Path | str] | None = None, *,

@@ -25,8 +25,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from mlops_core.config import CsvOptions, DataConfig, SourceConfig
-from mlops_core.errors import FileNotReady, FileRejected, SourceError
+from mlops_core.config import CsvOptions, DataConfig, SourceConfig, redact_url
+from mlops_core.errors import FileNotReady, FileRejected, SourceError, excerpt
 from mlops_core.store import MetadataStore
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,8 @@ def _check_size(path: Path, max_mb: float) -> int:
     except FileNotFoundError:
         raise SourceError(f"{path}: file not found") from None
     if size > max_mb * 1024 * 1024:
-        raise FileRejected("file_too_large", f"{path.name} is {size / 2**20:,.0f} MB, over the "
-                           f"{max_mb:,.0f} MB cap (data.limits.max_file_mb)")
+        raise FileRejected("file_too_large", f"{path.name} is {size / 2**20:,.1f} MB, over the "
+                           f"{max_mb:,g} MB cap (data.limits.max_file_mb)")
     if size == 0:
         raise FileRejected("empty_file", f"{path.name} is empty (0 bytes)")
     return size
@@ -81,6 +81,13 @@ def _check_header(first_line: str, opts: CsvOptions, max_columns: int, expected:
     if len(header) > max_columns:
         raise FileRejected("too_many_columns", f"{name} has {len(header):,} columns, over the "
                            f"cap of {max_columns:,} (data.limits.max_columns)")
+    twice = {c: [i + 1 for i, h in enumerate(header) if h == c] for c in header
+             if header.count(c) > 1}
+    if twice:
+        shown = "; ".join(f"{excerpt(c)!r} (columns {', '.join(map(str, at))})"
+                          for c, at in list(twice.items())[:SHOWN_BAD_ROWS])
+        raise FileRejected("duplicate_columns", f"{name}: the header names a column more than "
+                           f"once: {shown}. Rename one, in the quarantine folder, then release it")
     if len(header) == 1 and len(expected) > 1:
         for d in _OTHER_DELIMITERS:
             if d != opts.delimiter and d in first_line:
@@ -97,14 +104,63 @@ def _check_header(first_line: str, opts: CsvOptions, max_columns: int, expected:
 # older, it is quarantined as torn
 WRITE_SETTLE_S = 60
 SHOWN_BAD_ROWS = 3  # bad rows quoted in a rejection
-EXCERPT_CHARS = 60  # characters of a row or value quoted in a message
 
 
-def excerpt(text: Any, limit: int = EXCERPT_CHARS) -> str:
-    """At most ``limit`` characters of ``text`` for a message (a finding never quotes a
-    whole value: it may be huge, or private)."""
-    text = str(text)
-    return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} chars)"
+# what a file that is not text starts with, and what to do about it
+_MAGIC = [
+    (b"\x1f\x8b", "gzip-compressed", "decompress it (gunzip) and ingest the file inside"),
+    (b"PK\x03\x04", "a ZIP archive (an Excel .xlsx workbook is one)",
+     "unzip it, or export the sheet as CSV"),
+    (b"\xd0\xcf\x11\xe0", "an Excel 97-2003 workbook", "export the sheet as CSV"),
+    (b"PAR1", "a Parquet file", "name it .parquet"),
+    (b"BZh", "bzip2-compressed", "decompress it (bunzip2) and ingest the file inside"),
+    (b"\xfd7zXZ\x00", "xz-compressed", "decompress it (unxz) and ingest the file inside"),
+]
+_NUL_SCAN_BLOCK = 1 << 24
+
+
+def _sniff(head: bytes, name: str, encoding: str) -> None:
+    """Reject a file that is not text in a way a person recognises: compressed, an archive or
+    a workbook named .csv, or UTF-16 text read as UTF-8."""
+    for magic, what, todo in _MAGIC:
+        if head.startswith(magic):
+            raise FileRejected("wrong_format", f"{name} is {what}, not {encoding} text: {todo}")
+    if not encoding.lower().replace("-", "").startswith("utf16") and (
+            head.startswith((b"\xff\xfe", b"\xfe\xff"))
+            or (len(head) >= 8 and any(head[z:8:2] == b"\0" * 4 and b"\0" not in head[1 - z:8:2]
+                                       for z in (0, 1)))):
+        raise FileRejected("encoding", f"{name} is UTF-16 text, not {encoding}: set "
+                           "data.source.csv.encoding: utf-16, or save it as UTF-8")
+
+
+def _check_nul(source: Path | bytes, name: str) -> None:
+    """A NUL byte never belongs in CSV text: the file is binary, or corrupted (a disk or a
+    transfer filled a hole with zeros). pandas would keep it inside a value."""
+    blocks: Iterator[bytes]
+    if isinstance(source, bytes):
+        blocks = iter([source])
+    else:
+        def read_blocks(path: Path = source) -> Iterator[bytes]:
+            with open(path, "rb") as fb:
+                while block := fb.read(_NUL_SCAN_BLOCK):
+                    yield block
+        blocks = read_blocks()
+    offset = lines = count = 0
+    first: tuple[int, int] | None = None
+    for block in blocks:
+        n = block.count(b"\0")
+        if n:
+            if first is None:
+                at = block.index(b"\0")
+                first = (offset + at, lines + block.count(b"\n", 0, at) + 1)
+            count += n
+        elif first is None:
+            lines += block.count(b"\n")
+        offset += len(block)
+    if first is not None:
+        raise FileRejected("nul_bytes", f"{name} holds {count:,} NUL byte(s), the first at "
+                           f"byte {first[0]:,} (line {first[1]:,}): a binary or damaged file, "
+                           "not CSV text")
 
 
 def _check_rows(source: Path | bytes, name: str, opts: CsvOptions) -> None:
@@ -178,6 +234,7 @@ def _read_csv(path: Path, data: DataConfig, opts: CsvOptions, progress: Progress
     size = _check_size(path, limits.max_file_mb)
     with open(path, "rb") as fb:
         head = fb.read(1 << 16)
+    _sniff(head, path.name, opts.encoding)
     try:
         text = head.decode(opts.encoding)
     except UnicodeDecodeError as e:
@@ -190,6 +247,7 @@ def _read_csv(path: Path, data: DataConfig, opts: CsvOptions, progress: Progress
     if not lines or not lines[0].strip():
         raise FileRejected("empty_file", f"{path.name} has no header line")
     _check_header(lines[0], opts, limits.max_columns, data.columns(), path.name)
+    _check_nul(path, path.name)
     _check_rows(path, path.name, opts)
     as_text = {c: "category" for c in data.features.categorical}
     rows = 0
@@ -278,6 +336,7 @@ def records_to_frame(payload: Any, name: str) -> pd.DataFrame:
 
 
 def _read_json_bytes(raw: bytes, name: str, encoding: str = "utf-8") -> pd.DataFrame:
+    _sniff(raw[:64], name, encoding)
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as e:
@@ -306,6 +365,7 @@ def _read_json(path: Path, data: DataConfig, progress: ProgressFn | None
 
 def _read_csv_bytes(raw: bytes, name: str, data: DataConfig, opts: CsvOptions
                     ) -> pd.DataFrame:
+    _sniff(raw[:64], name, opts.encoding)
     try:
         text = raw.decode(opts.encoding)
     except UnicodeDecodeError as e:
@@ -314,6 +374,7 @@ def _read_csv_bytes(raw: bytes, name: str, data: DataConfig, opts: CsvOptions
     if not text.strip():
         raise FileRejected("empty_file", f"{name} is empty")
     _check_header(text.splitlines()[0], opts, data.limits.max_columns, data.columns(), name)
+    _check_nul(raw, name)
     _check_rows(raw, name, opts)
     try:
         df = pd.read_csv(io.StringIO(text), sep=opts.delimiter, on_bad_lines="error",
@@ -379,11 +440,30 @@ def _not_ready(path: Path) -> FileNotReady:
                         "nothing of it was kept; the next run reads it again")
 
 
-def is_candidate(p: Path) -> bool:
-    """A complete data file, not a hidden one or one still being written (.tmp, .part...)."""
+def is_candidate(p: Path, folder: Path | None = None) -> bool:
+    """A complete data file, not a hidden one or one still being written (.tmp, .part...).
+
+    A symbolic link is never one, nor a file reached through a linked folder (outside
+    ``folder``): a link dropped in a landing folder could point anywhere (a system file, another
+    project's data), and its content would end up in batches or in findings."""
     name = p.name
-    return p.is_file() and not name.startswith((".", "~")) and \
-        not name.endswith((".tmp", ".part", ".crdownload", ".partial"))
+    if p.is_symlink() or not p.is_file() or name.startswith((".", "~")) or \
+            name.endswith((".tmp", ".part", ".crdownload", ".partial")):
+        return False
+    return folder is None or p.resolve().is_relative_to(folder.resolve())
+
+
+def data_files(folder: Path, pattern: str = "*") -> list[Path]:
+    """The candidate data files of ``folder`` matching ``pattern``; links are skipped, each
+    said once in the log."""
+    out = []
+    for p in folder.glob(pattern):
+        if is_candidate(p, folder):
+            out.append(p)
+        elif p.is_symlink():
+            log.warning("%s is a symbolic link: skipped (copy or move the file into %s)",
+                        p, folder)
+    return out
 
 
 def folder_units(cfg: SourceConfig, data: DataConfig, folder: Path, meta: MetadataStore
@@ -397,8 +477,7 @@ def folder_units(cfg: SourceConfig, data: DataConfig, folder: Path, meta: Metada
     if not folder.is_dir():
         raise SourceError(f"{folder}: folder not found (data.source.path)")
     key = f"folder:{folder.resolve()}"
-    files = sorted((p for p in folder.glob(cfg.pattern) if is_candidate(p)),
-                   key=lambda p: (p.stat().st_mtime_ns, p.name))
+    files = sorted(data_files(folder, cfg.pattern), key=lambda p: (p.stat().st_mtime_ns, p.name))
     for p in files:
         st = p.stat()
         stamp = f"{st.st_size}:{st.st_mtime_ns}"
@@ -460,15 +539,25 @@ def sql_unit(cfg: SourceConfig, data: DataConfig, meta: MetadataStore) -> Source
         if "wm" in seen:
             meta.set_state(key, seen["wm"])
 
-    return SourceUnit(kind="sql", origin=f"{_redact(cfg.url)} :: {cfg.query}",
+    return SourceUnit(kind="sql", origin=f"{redact_url(cfg.url)} :: {cfg.query}",
                       read_chunks=chunks, on_done=done)
 
 
-def _redact(url: str) -> str:
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return url
+def redact_secrets(text: str, cfg: SourceConfig) -> str:
+    """``text`` (an error, a response) with the source's credentials (header values, the URL's
+    password and token-like parameters) replaced by ``***``."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    secrets = [v for v in cfg.headers.values() if v]
+    secrets += [v.split(" ", 1)[-1] for v in cfg.headers.values() if " " in v]  # "Bearer X"
+    if cfg.url:
+        parts = urlsplit(cfg.url)
+        secrets += [parts.password or ""] + [v for k, v in parse_qsl(parts.query)
+                                             if redact_url(f"?{k}=x") != f"?{k}=x"]
+        text = text.replace(cfg.url, redact_url(cfg.url))
+    for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def http_unit(cfg: SourceConfig, data: DataConfig, meta: MetadataStore) -> SourceUnit:
@@ -477,19 +566,27 @@ def http_unit(cfg: SourceConfig, data: DataConfig, meta: MetadataStore) -> Sourc
     import httpx
 
     assert cfg.url
-    key = f"http:{cfg.url}"
+    # the URL may carry a token: what is printed or stored is redacted, the state key hashed
+    shown = redact_url(cfg.url)
+    key = f"http:{hashlib.sha256(cfg.url.encode()).hexdigest()[:16]}"
+    legacy = f"http:{cfg.url}"  # the key before tokens were kept out of the metadata DB
     params = {}
     last = meta.get_state(key) if cfg.watermark else None
+    if cfg.watermark and last is None and meta.get_state(legacy) is not None:
+        last = meta.get_state(legacy)
+        meta.set_state(key, last)
+        meta.delete_state(legacy)
     if cfg.watermark and last is not None:
         params[cfg.watermark] = str(last)
     try:
         resp = httpx.get(cfg.url, params=params, headers=cfg.headers, timeout=cfg.timeout_s,
                          follow_redirects=True)
     except httpx.HTTPError as e:
-        raise SourceError(f"HTTP source {cfg.url} unreachable: {e}") from e
+        raise SourceError(f"HTTP source {shown} unreachable: {e.__class__.__name__}: "
+                          f"{excerpt(redact_secrets(str(e), cfg), 200)}") from None
     if resp.status_code >= 400:
-        raise SourceError(f"HTTP source {cfg.url} answered {resp.status_code}: "
-                          f"{resp.text[:200]}")
+        raise SourceError(f"HTTP source {shown} answered {resp.status_code}: "
+                          f"{excerpt(redact_secrets(resp.text, cfg), 200)}")
     ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
     body = resp.content
     fmt = cfg.format if cfg.format != "auto" else ("csv" if "csv" in ctype else
@@ -502,8 +599,8 @@ def http_unit(cfg: SourceConfig, data: DataConfig, meta: MetadataStore) -> Sourc
         if not body.strip() or body.strip() in (b"[]", b"{}"):
             return  # nothing new: not an error for an incremental feed
         try:
-            df = (_read_csv_bytes(body, cfg.url or "", data, cfg.csv) if fmt == "csv"
-                  else _read_json_bytes(body, cfg.url or ""))
+            df = (_read_csv_bytes(body, shown, data, cfg.csv) if fmt == "csv"
+                  else _read_json_bytes(body, shown))
         except FileRejected as e:
             if e.rule == "empty_file":  # a header-only CSV or {"records": []}: nothing new
                 return
@@ -511,14 +608,14 @@ def http_unit(cfg: SourceConfig, data: DataConfig, meta: MetadataStore) -> Sourc
         if cfg.watermark and cfg.watermark in df.columns and len(df):
             seen["wm"] = _watermark_value(df[cfg.watermark])
         if progress:
-            progress(cfg.url or "", len(df), len(df), "rows")
+            progress(shown, len(df), len(df), "rows")
         yield df
 
     def done() -> None:
         if "wm" in seen:
             meta.set_state(key, seen["wm"])
 
-    return SourceUnit(kind="http", origin=cfg.url, read_chunks=chunks, raw_bytes=body,
+    return SourceUnit(kind="http", origin=shown, read_chunks=chunks, raw_bytes=body,
                       raw_suffix=f".{fmt}", on_done=done)
 
 

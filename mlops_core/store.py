@@ -328,6 +328,10 @@ class MetadataStore:
                 conn.execute(source_state.insert().values(key=key, value=payload,
                                                           updated_at=utcnow()))
 
+    def delete_state(self, key: str) -> None:
+        with self.write() as conn:
+            conn.execute(source_state.delete().where(source_state.c.key == key))
+
 
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()

@@ -13,7 +13,7 @@ import difflib
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mlops_core.batching import parse_times
 from mlops_core.config import Settings
+from mlops_core.errors import excerpt
 
 Kind = Literal["numeric", "categorical", "boolean", "datetime"]
 _TRUE = {"true", "t", "yes", "y", "1"}
@@ -181,8 +182,14 @@ def _norm(name: str) -> str:
 
 
 def _example(values: pd.Series, k: int = 3) -> str:
+    """Up to ``k`` distinct values for a message, each cut to a short excerpt."""
     ex = pd.unique(values.dropna().astype(str))[:k]
-    return ", ".join(repr(v) for v in ex)
+    return ", ".join(repr(excerpt(v)) for v in ex)
+
+
+def _classes(y: pd.Series) -> list[str]:
+    """The distinct labels of a classification target, as text ('1', not '1.0')."""
+    return sorted(set(as_text(y.dropna()).tolist()))
 
 
 def _infer_kind(s: pd.Series) -> Kind:
@@ -283,6 +290,30 @@ def _present(s: pd.Series) -> np.ndarray:
     return pd.unique(s.dropna())
 
 
+def _check_classes(y: pd.Series, settings: Settings, contract: SchemaContract | None,
+                   add: Callable[..., None]) -> None:
+    """The labels of a classification batch against the task and the contract's classes."""
+    target = settings.data.target
+    seen = _classes(y)
+    cc = contract.column(target) if contract else None
+    known = list(cc.categories) if cc is not None and cc.categories is not None else []
+    new = [c for c in seen if known and c not in known]
+    if settings.task == "binary" and len(set(seen) | set(known)) > 2:
+        shown = ", ".join(repr(excerpt(c)) for c in seen[:5])
+        add("unseen_classes", f"{target}: a binary target with "
+            + (f"the new class(es) {', '.join(repr(excerpt(c)) for c in new[:5])} (known: "
+               f"{', '.join(map(repr, known))})" if new else f"{len(seen)} classes ({shown})")
+            + "; if the task has more than two classes set task: multiclass", target,
+            int(as_text(y.dropna()).isin(new).sum()) if new else None)
+    elif new:
+        add("new_classes", f"{target}: class(es) not in the contract: "
+            + ", ".join(repr(excerpt(c)) for c in new[:5]), target,
+            int(as_text(y.dropna()).isin(new).sum()))
+    if len(seen) == 1 and len(y) >= _MIN_ROWS_FOR_CONSTANT:
+        add("single_class_labels", f"{target}: every label is {excerpt(seen[0])!r}: a model "
+            "cannot learn from this batch alone", target, len(y))
+
+
 def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContract | None,
                    now: datetime) -> ValidationReport:
     """Check one batch; every failed check is a finding with its configured severity."""
@@ -301,8 +332,9 @@ def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContrac
         return report
     present = list(df.columns)
     dupes = sorted({c for c in present if present.count(c) > 1})
-    if dupes:
-        add("extra_columns", f"columns appear twice: {dupes}")
+    if dupes:  # the first of each is checked; with the rule fatal the batch is refused
+        add("duplicate_columns", "column name(s) appear more than once: "
+            + ", ".join(repr(excerpt(c)) for c in dupes[:5]), count=len(dupes))
         df = df.loc[:, ~df.columns.duplicated()]
         present = list(df.columns)
     expected = _expected_kinds(settings, df, contract)
@@ -427,7 +459,8 @@ def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContrac
                 new = [v for v in values if str(v) not in known]
                 if new:
                     rows = int(s.isin(new).sum())
-                    shown = ", ".join(repr(v) for v in new[:5]) + (" ..." if len(new) > 5 else "")
+                    shown = ", ".join(repr(excerpt(v)) for v in new[:5]) + (
+                        " ..." if len(new) > 5 else "")
                     add("unseen_categories", f"{col}: {len(new)} unseen categor"
                         f"{'y' if len(new) == 1 else 'ies'} in {rows:,} row(s): {shown}", col, rows)
 
@@ -443,10 +476,8 @@ def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContrac
             if unlabelled:
                 add("null_labels", f"{d.target}: {unlabelled:,} of {n:,} labels missing",
                     d.target, unlabelled)
-            if settings.task != "regression" and report.has_labels and \
-                    n >= _MIN_ROWS_FOR_CONSTANT and y.nunique(dropna=True) == 1:
-                add("single_class_labels", f"{d.target}: every label is {y.dropna().iloc[0]!r}",
-                    d.target, n)
+            if settings.task != "regression" and report.has_labels:
+                _check_classes(y, settings, contract, add)
             if settings.task == "regression" and report.has_labels:
                 yv = y.to_numpy(dtype="float64", na_value=np.nan)
                 if np.isinf(yv).any():
@@ -508,9 +539,13 @@ def freeze_contract(frame: pd.DataFrame, settings: Settings, batch_id: str, now:
             v = v[np.isfinite(v)]
             if len(v):
                 cc["min"], cc["max"] = float(v.min()), float(v.max())
-        elif kind == "categorical" and role in ("feature", "target"):
+        elif kind == "categorical" and role == "feature":
             cats = {str(v) for v in _present(s)}
             if len(cats) <= settings.validation.max_categories:
                 cc["categories"] = sorted(cats)
+        if role == "target" and settings.task != "regression":
+            classes = _classes(s)  # the classes seen first, numbers or text, as text
+            if len(classes) <= settings.validation.max_categories:
+                cc["categories"] = classes
         cols.append(ColumnContract(**cc))
     return SchemaContract(frozen_at=now, from_batch=batch_id, columns=cols)

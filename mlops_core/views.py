@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from mlops_core.config import Settings
+from mlops_core.config import Settings, redact_url
 from mlops_core.errors import MlopsError, NotFoundError
 from mlops_core.registry import Registry, VersionInfo
 from mlops_core.store import (
@@ -796,20 +796,6 @@ class ServiceHealth:
     def checked(self) -> bool:
         """Whether it has a health to count (a store addressed directly has none)."""
         return self.where != "direct"
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***``."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.netloc.rsplit("@", 1)[1]
-    except ValueError:
-        return url
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def mlflow_health(uri: str, timeout: float = 1.0) -> ServiceHealth:

@@ -40,7 +40,7 @@ from mlops_core.auth import (
 )
 from mlops_core.cli import app
 from mlops_core.config import Settings, parse_config
-from mlops_core.errors import AuthorizationError, ConfigError, InputError
+from mlops_core.errors import AuthorizationError, ConfigError, InputError, NotFoundError
 from mlops_core.ingest import ingest
 from mlops_core.pipeline import train_and_register
 from mlops_core.registry import CHAMPION, Registry
@@ -285,7 +285,30 @@ def test_decisions_need_a_comment(tmp_path: Path, comment: Any) -> None:
         with pytest.raises(InputError, match="required") as e:
             write()
         assert isinstance(e.value, ValueError)
-    assert _rows(s) == []  # nothing was written
+    # nothing was done, and each refusal is in the audit log
+    assert [(r["action"], r["outcome"], r["actor"]) for r in _rows(s)] == [
+        (a, "refused", ANA.name) for a in ("approve", "reject", "rollback", "request_retrain")]
+    assert all(" is required" in r["reason"] for r in _rows(s))
+
+
+def test_every_refused_attempt_is_audited(tmp_path: Path) -> None:
+    """A wrong sign-in, a release of a batch that is not quarantined or does not exist, and a
+    request id reused for another action: each refused, each in the audit log."""
+    s = _settings(tmp_path)
+    actions.record_failed_sign_in(s, "mallory")
+    with pytest.raises(NotFoundError):
+        actions.release(s, ANA, "q-nope", comment="try")
+    actions.request_retrain(s, ANA, reason="fresh labels", request_id="rid-1")
+    with pytest.raises(InputError, match="used for another action"):
+        actions.release(s, ANA, "q-nope", comment="again", request_id="rid-1")
+    with pytest.raises(InputError, match="used for another action"):
+        actions.withdraw(s, ANA, "b-1", comment="bad labels", request_id="rid-1")
+
+    rows = [(r["actor"], r["action"], r["outcome"]) for r in _rows(s)]
+    assert rows == [("mallory", "sign_in", "refused"), (ANA.name, "release", "refused"),
+                    (ANA.name, "request_retrain", "applied"),
+                    (ANA.name, "release", "refused"), (ANA.name, "withdraw", "refused")]
+    assert "password" in _rows(s)[0]["reason"] and "q-nope" in _rows(s)[1]["reason"]
 
 
 # retrain requests and the outbox ------------------------------------------------------------------

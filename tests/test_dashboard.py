@@ -392,6 +392,24 @@ def test_approve_with_a_comment_makes_the_version_champion(project: Project,
     assert f"approve_{v}" not in _keys(at)  # no longer pending
 
 
+def test_markdown_in_a_comment_is_shown_as_text(project: Project, app: Any) -> None:
+    """A comment is the approver's words: `**`, links, headings and emoji codes in it are
+    shown as typed (escaped in the caption's Markdown), never rendered."""
+    v = _pending(project)
+    at = _approvals(app, project)
+    comment = "**ok** [click](http://evil.example) :rocket: # big"
+    at.text_area(key=f"approve_comment_{v}").input(comment)
+    at.button(key=f"approve_{v}").click().run()
+    assert _champion(project) == v
+
+    at = app(project.configs["none"])
+    at.run()
+    [quoted] = [c.value for c in at.caption if "ok" in c.value and "click" in c.value]
+    assert r"\*\*ok\*\*" in quoted and r"\[click\]\(http\://evil\.example\)" in quoted
+    assert r"\:rocket\:" in quoted and r"\# big" in quoted
+    assert "**ok**" not in quoted
+
+
 def test_an_empty_comment_is_refused(project: Project, app: Any) -> None:
     v = _pending(project)
     before = _champion(project)
@@ -509,6 +527,9 @@ def test_password_sign_in(project: Project, app: Any) -> None:
     assert "login_submit" in _keys(at) and "Overview" not in _texts(at)
     _login(at, "ana", "wrong password")
     assert "Wrong user name or password." in _messages(at, "error")
+    failed = _audit(project, actions=["sign_in"])
+    assert list(failed["actor"])[-1:] == ["ana"] and list(failed["outcome"])[-1:] == ["refused"]
+    assert "wrong password" not in " ".join(failed["reason"])
     _login(at, "ana", PASSWORDS["ana"][0])
     assert "Overview" in _texts(at) and "ana · approver" in _texts(at)
     assert not any("Sign-in is off" in w for w in _messages(at, "warning"))

@@ -127,6 +127,32 @@ def test_split_by_period(tmp_path: Path, period: str, sizes: list[int] | None) -
     assert all(a.end_time < b.start_time for a, b in pairwise(outcomes))
 
 
+@pytest.mark.parametrize("chunk_rows", [100_000, 7])
+def test_times_that_go_back_and_forth_make_one_batch_per_period(tmp_path: Path,
+                                                               chunk_rows: int) -> None:
+    """Mixed time-zone offsets send consecutive rows back and forth across midnight (UTC): the
+    rows of a day still make one batch, not one batch per change (57 from 60 rows before).
+    Across chunks a late row of a day already cut makes one more small batch, no more."""
+    df = _frame(60)
+    local = pd.date_range("2025-01-01", periods=60, freq="h")
+    df["ts"] = [t.strftime("%Y-%m-%dT%H:%M:%S") + ("+05:00" if i % 2 else "+00:00")
+                for i, t in enumerate(local)]
+    s = _settings(tmp_path, limits={"chunk_rows": chunk_rows})
+
+    report = ingest(s, [_csv(df, tmp_path / "d.csv")])
+
+    utc_days = pd.to_datetime(df["ts"], utc=True).dt.floor("D")
+    assert sum(o.rows for o in report.outcomes) == 60
+    assert all(o.status == "accepted" for o in report.outcomes)
+    if chunk_rows > 60:
+        assert sorted(o.rows for o in report.outcomes) == sorted(
+            utc_days.value_counts().tolist())
+    else:  # at most one extra batch per chunk boundary
+        assert len(report.outcomes) <= utc_days.nunique() + -(-60 // chunk_rows)
+    for o in report.outcomes:
+        assert pd.Timestamp(o.start_time).floor("D") == pd.Timestamp(o.end_time).floor("D")
+
+
 def test_one_batch_per_file_without_size_or_period(tmp_path: Path) -> None:
     s = _settings(tmp_path, batch={})
     report = ingest(s, [_csv(_frame(72), tmp_path / "d.csv")])

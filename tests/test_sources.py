@@ -120,6 +120,42 @@ def test_unknown_extension_is_rejected_with_a_hint(tmp_path: Path) -> None:
     assert "data.source.format" in e.value.message
 
 
+def _gzip(text: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(text)
+
+
+@pytest.mark.parametrize(("name", "content", "rule", "says"), [
+    ("gz.csv", lambda t: _gzip(t), "wrong_format", "gzip-compressed"),
+    ("zip.csv", lambda t: b"PK\x03\x04" + t, "wrong_format", "ZIP archive"),
+    ("pq.csv", lambda t: b"PAR1" + t, "wrong_format", "name it .parquet"),
+    ("utf16.csv", lambda t: t.decode().encode("utf-16"), "encoding", "UTF-16"),
+    ("utf16le.csv", lambda t: t.decode().encode("utf-16-le"), "encoding", "UTF-16"),
+    ("nul.csv", lambda t: t.replace(b",", b",\0", 3), "nul_bytes", "3 NUL byte(s)"),
+    ("dup.csv", lambda t: t.replace(b"id,ts,x", b"id,ts,id", 1), "duplicate_columns",
+     "'id' (columns 1, 3)"),
+    ("gz.json", lambda t: _gzip(t), "wrong_format", "gzip-compressed"),
+])
+def test_files_that_are_not_csv_text_say_what_they_are(tmp_path: Path, name: str,
+                                                       content: Any, rule: str,
+                                                       says: str) -> None:
+    """A compressed file, a workbook, UTF-16 text, NUL bytes or a column named twice: the file
+    is quarantined whole with a message that names the problem."""
+    frame = _frame(24)
+    text = (frame.to_json(orient="records") if name.endswith(".json")
+            else frame.to_csv(index=False)).encode()
+    path = tmp_path / name
+    path.write_bytes(content(text))
+    s = _settings(tmp_path)
+
+    report = ingest(s, [path])
+
+    assert [(o.status, o.findings[0].rule) for o in report.outcomes] == [("quarantined", rule)]
+    assert says in report.outcomes[0].reason
+    assert _stored(s).empty
+
+
 def test_file_unit_reads_in_chunks_of_chunk_rows(tmp_path: Path) -> None:
     path = tmp_path / "d.parquet"
     _frame(50).to_parquet(path, index=False)
@@ -248,6 +284,42 @@ def test_ingesting_a_folder_path_skips_partial_files(tmp_path: Path, landing: Pa
 
     assert _origins(report) == {"a.csv"}
     assert report.count("quarantined") == 0
+
+
+def test_links_in_a_landing_folder_are_never_read(tmp_path: Path, landing: Path) -> None:
+    """A link to a file outside the folder (a system file) or to a folder outside it is
+    skipped: its content reaches neither a batch nor a finding."""
+    outside = tmp_path / "private"
+    outside.mkdir()
+    secret = "root:x:0:0:SECRET-FIRST-LINE"
+    (outside / "passwd.csv").write_text(f"{secret}\n{secret}\n")
+    _frame(24).to_csv(outside / "data.csv", index=False)
+    _frame(24, "2025-01-02", id0=100).to_csv(landing / "a.csv", index=False)
+    os.symlink(outside / "passwd.csv", landing / "b.csv")
+    os.symlink(outside, landing / "sub")
+    s = _folder_settings(tmp_path, landing, pattern="**/*.csv")
+
+    second = tmp_path / "second"
+    second.mkdir()
+    for report in (ingest(s), ingest(_settings(second), [landing])):
+        assert _origins(report) == {"a.csv"}
+        assert _statuses(report) == [("accepted", 24)]
+        assert not any(secret in (o.reason + str(o.findings)) for o in report.outcomes)
+
+
+def test_a_named_folder_without_data_files_is_an_error(tmp_path: Path) -> None:
+    """`mlops ingest x.csv` where x.csv is a folder, or an empty folder: an error naming it,
+    not a silent success with nothing read."""
+    (tmp_path / "x.csv").mkdir()
+    (tmp_path / "x.csv" / ".hidden.csv").write_text("id\n1\n")
+    s = _settings(tmp_path)
+    with pytest.raises(SourceError, match=r"x\.csv is a folder with no data file"):
+        ingest(s, [tmp_path / "x.csv"])
+    good = tmp_path / "good.csv"
+    _frame(24).to_csv(good, index=False)
+    with pytest.raises(SourceError, match="no such file"):  # checked before anything is read
+        ingest(s, [good, tmp_path / "missing.csv"])
+    assert _stored(s).empty
 
 
 def test_folder_pattern_limits_which_files_count(tmp_path: Path, landing: Path) -> None:
@@ -442,6 +514,48 @@ def test_http_source_sends_configured_headers(tmp_path: Path, feed: Feed) -> Non
     s = _http_settings(tmp_path, feed.url, headers={"Authorization": "Bearer t0ken"})
     ingest(s)
     assert feed.requests[-1]["auth"] == "Bearer t0ken"
+
+
+def test_http_tokens_are_never_printed_or_stored(tmp_path: Path, feed: Feed) -> None:
+    """A token in the URL or a header reaches the server and nothing else: not the batch
+    records, the source state, the quarantine notes or an error."""
+    token, bearer = "tok-URL-5ecret", "hdr-5ecret-value"
+    url = f"{feed.url}?api_key={token}&region=eu"
+    s = _http_settings(tmp_path, url, watermark="id",
+                       headers={"Authorization": f"Bearer {bearer}"})
+
+    report = ingest(s)
+    assert report.count("accepted") == 2
+    assert feed.requests[-1]["auth"] == f"Bearer {bearer}"
+    assert {o.origin for o in report.outcomes} == {f"{feed.url}?api_key=***&region=eu"}
+    feed.fmt, feed.raw = "raw", b"not json"
+    assert ingest(s).count("quarantined") == 1
+    feed.status = 500
+    with pytest.raises(SourceError) as err:
+        ingest(s)
+    assert "api_key=***" in str(err.value)
+
+    stored = b"".join(p.read_bytes() for p in s.workspace.rglob("*") if p.is_file())
+    for secret in (token, bearer):
+        assert secret.encode() not in stored
+        assert secret not in str(err.value)
+    assert _state_rows(s, "http:") == [47]
+
+
+def test_an_http_watermark_kept_under_the_old_key_carries_on(tmp_path: Path,
+                                                             feed: Feed) -> None:
+    s = _http_settings(tmp_path, feed.url, watermark="id")
+    meta = MetadataStore(s.db_url)
+    meta.set_state(f"http:{feed.url}", 40)  # as an earlier release kept it
+    meta.dispose()
+
+    ingest(s)
+
+    assert feed.requests[-1]["query"] == {"id": ["40"]}
+    meta = MetadataStore(s.db_url)
+    assert meta.get_state(f"http:{feed.url}") is None
+    meta.dispose()
+    assert _state_rows(s, "http:") == [47]
 
 
 def test_http_server_error_is_a_source_error_and_nothing_moves(tmp_path: Path,

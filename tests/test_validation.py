@@ -205,12 +205,57 @@ def test_empty_batch_is_an_empty_file(cfg: Settings, clean: pd.DataFrame,
     assert _rules(report) == {"empty_file"} and not report.is_accepted
 
 
-def test_duplicate_column_names_are_reported(cfg: Settings, clean: pd.DataFrame,
-                                             contract: SchemaContract) -> None:
+def test_duplicate_column_names_refuse_the_batch(cfg: Settings, clean: pd.DataFrame,
+                                                 contract: SchemaContract) -> None:
+    """Two columns of one name (a Parquet file or a frame can have them) refuse the batch:
+    which of them is the feature is a guess."""
     df = pd.concat([clean, clean[["age"]]], axis=1)
     report = validate_batch(df, cfg, contract, NOW)
-    assert "extra_columns" in _rules(report)
+    assert _rules(report) == {"duplicate_columns"} and not report.is_accepted
+    assert "'age'" in report.findings[0].message
     assert report.frame is not None and list(report.frame.columns).count("age") == 1
+
+
+def _labelled(clean: pd.DataFrame, labels: list[Any]) -> pd.DataFrame:
+    return clean.assign(y=np.resize(np.array(labels, dtype=object), len(clean)))
+
+
+def test_a_third_class_in_a_binary_target_refuses_the_batch(cfg: Settings, clean: pd.DataFrame
+                                                            ) -> None:
+    """The contract keeps the classes seen first; a class it does not know in a binary task
+    refuses the batch (it cannot be trained on), and so does a first batch with three."""
+    contract = freeze_contract(_labelled(clean, [0, 1]), cfg, "b1", NOW)
+    assert contract.column("y").categories == ["0", "1"]
+    assert validate_batch(_labelled(clean, [1, 0]), cfg, contract, NOW).is_accepted
+    third = validate_batch(_labelled(clean, [0, 1, 2]), cfg, contract, NOW)
+    assert _rules(third) == {"unseen_classes"} and not third.is_accepted
+    assert "'2'" in third.findings[0].message and "known: '0', '1'" in third.findings[0].message
+    first = validate_batch(_labelled(clean, [0, 1, 2]), cfg, None, NOW)
+    assert "unseen_classes" in _rules(first) and "3 classes" in first.findings[0].message
+    multi = cfg.model_copy(update={"task": "multiclass"})
+    report = validate_batch(_labelled(clean, [0, 1, 2]), multi,
+                            freeze_contract(_labelled(clean, [0, 1]), multi, "b1", NOW), NOW)
+    assert _rules(report) == {"new_classes"} and report.is_accepted
+
+
+def test_a_one_class_batch_says_so(cfg: Settings, clean: pd.DataFrame,
+                                   contract: SchemaContract) -> None:
+    report = validate_batch(_labelled(clean, [1]), cfg, contract, NOW)
+    assert _rules(report) == {"single_class_labels"} and report.is_accepted
+    assert "every label is '1'" in report.findings[0].message
+
+
+def test_findings_quote_a_short_excerpt_of_a_huge_value(cfg: Settings, clean: pd.DataFrame,
+                                                        contract: SchemaContract) -> None:
+    df = clean.copy()
+    df["region"], df["age"] = df["region"].astype(object), df["age"].astype(object)
+    df.loc[0, "region"] = "Z" * 100_000
+    df.loc[1, "age"] = "Y" * 100_000
+    report = validate_batch(df, cfg, contract, NOW)
+    assert {"unseen_categories", "mixed_types"} <= _rules(report)
+    for f in report.findings:
+        assert "Z" * 61 not in f.message and "Y" * 61 not in f.message
+        assert len(f.message) < 400, f.message
 
 
 def test_first_batch_without_contract_checks_declared_columns(cfg: Settings,

@@ -168,9 +168,9 @@ if not held:
 else:
     can_release = ctx.can("release")
     for rec in common.paged_items(held, "quarantine_page", 10):
-        title = f"{rec.id} · {rec.status} · {rec.rows:,} rows · {rec.reason[:120]}"
+        title = f"{rec.id} · {rec.status} · {rec.rows:,} rows · {common.plain(rec.reason[:120])}"
         with st.expander(title, expanded=rec.status == "quarantined" and len(held) <= 3):
-            st.caption(f"from {rec.origin} · received {common.when(rec.created_at)}"
+            st.caption(f"from {common.plain(rec.origin)} · received {common.when(rec.created_at)}"
                        + (f" · released as {', '.join(rec.released_as)}" if rec.released_as
                           else ""))
             if rec.findings:

@@ -25,10 +25,10 @@ with c1, st.container(border=True):
     if champ.version:
         st.metric("Champion", f"v{champ.version}")
         st.caption(f"since {common.when(champ.since)}"
-                   + (f" · {champ.action.replace('_', ' ')} by **{champ.by}**" if champ.by
-                      else ""))
+                   + (f" · {champ.action.replace('_', ' ')} by **{common.plain(champ.by)}**"
+                      if champ.by else ""))
         if champ.reason:
-            st.caption(f"“{champ.reason[:200]}”")
+            st.caption(f"“{common.plain(champ.reason[:200])}”")
     else:
         st.metric("Champion", "none")
         st.caption("No champion yet: approve a version on **Approvals** or run "
