@@ -297,13 +297,19 @@ def forget_request(*parts: Any) -> None:
     st.session_state.setdefault(REQUESTS_KEY, {}).pop(json.dumps(parts, default=str), None)
 
 
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>~$|])")  # emphasis, code, links, HTML, math, tables
+_LINE_START = re.compile(r"(?m)^(\s*)([#>+-]|\d+[.)])")  # headings, quotes, lists
+_SHORTCODE = re.compile(r":(?=\w)")  # :rocket: emoji and :red[...] colours
 
 
 def plain(text: object) -> str:
     """``text`` shown as it is inside Markdown (a caption, an expander's label, a message): a
-    comment, a name or a file name never turns into links, emphasis, headings or emoji."""
-    return _MARKDOWN.sub(r"\\\1", str(text)).replace("\n", "  \n")
+    comment, a name or a file name never turns into links, emphasis, headings, colours or emoji.
+    Marks are escaped; a colon before a word gets a zero-width space (Streamlit expands
+    shortcodes after escapes are read)."""
+    out = _MARKDOWN.sub(r"\\\1", str(text))
+    out = _LINE_START.sub(r"\1\\\2", out)
+    return _SHORTCODE.sub(":\u200b", out).replace("\n", "  \n")
 
 
 def flash(level: str, text: str) -> None:
