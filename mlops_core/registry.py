@@ -470,22 +470,28 @@ class Registry:
 
     # the champion: decide in the DB, then move the alias ------------------------------------
     def reconcile(self) -> list[str]:
-        """Make MLflow match the metadata DB (the record of intent). Returns what it repaired."""
+        """Make MLflow match the metadata DB (the record of intent). Returns what it repaired.
+
+        A mismatch seen without the lock may be a decision half-way (committed, alias not
+        moved yet): the repair reads both again and moves the alias under the decision lock,
+        so a stale read never moves the alias back over a decision made meanwhile."""
         repaired = []
+        have = self.aliases().get(CHAMPION)  # the alias first: a decision moves it last
         want, _ = self._db_champion()
-        have = self.aliases().get(CHAMPION)
-        if want is None and have is not None:
-            # an alias set outside this tool (MLflow UI): adopt it, and say so in the audit
-            with self.meta.write() as conn:
-                if self._db_champion(conn)[0] is None:
+        if want != have:
+            with self.meta.write(lock=f"decide:{self.name}") as conn:
+                want = self._db_champion(conn)[0]
+                have = self.aliases().get(CHAMPION)
+                if want is None and have is not None:
+                    # an alias set outside this tool (MLflow UI): adopt it, and audit that
                     self._set_db_champion(conn, have, None)
                     self._audit(SYSTEM, "adopt", have, None, "applied",
                                 "champion alias found in MLflow without a record; adopted",
                                 conn=conn)
-            return [f"adopted champion v{have} from MLflow"]
-        if want != have:
-            self._move_alias(want, have)
-            repaired.append(f"champion alias moved v{have} -> v{want}")
+                    return [f"adopted champion v{have} from MLflow"]
+                if want != have:
+                    self._move_alias(want, have)
+                    repaired.append(f"champion alias moved v{have} -> v{want}")
         unmarked = sa.and_(audit_log.c.model == self.name, audit_log.c.outcome == "applied",
                            audit_log.c.alias_moved_at.is_(None),
                            audit_log.c.action.in_(["approve", "rollback", "auto_promote"]))
@@ -538,18 +544,20 @@ class Registry:
         with tempfile.TemporaryDirectory() as tmp:
             self.verify_package(version, self.download(version, Path(tmp)))
 
-    def _begin(self, action: str, version: str, by: str, request_id: str | None
-               ) -> tuple[str, DecisionResult | None]:
+    def _begin(self, action: str, version: str, by: str, request_id: str | None,
+               any_version: bool = False) -> tuple[str, DecisionResult | None]:
         """Start a decision: repair MLflow from the DB, then (request id, the answer if that
         request was seen before). The same request again (a retry, a double click) is a no-op;
-        its id reused for another action or version is refused, and the refusal audited."""
+        its id reused for another action or version is refused, and the refusal audited.
+        ``any_version``: the version was not chosen by the caller (a rollback to "the one
+        before", which the first click has changed), so the same action is the same request."""
         self.reconcile()
         rid = request_id or uuid.uuid4().hex
         prior = self._find_request(rid)
         if prior is None:
             return rid, None
         current = self._db_champion()[0]
-        if (prior.action, prior.version) != (action, version):
+        if prior.action != action or (prior.version != version and not any_version):
             why = (f"request id {rid} was already used for {prior.action} v{prior.version}; "
                    "a new action needs a new request id")
             self._audit(by, action, version, current, "refused", why)
@@ -570,7 +578,7 @@ class Registry:
 
     def _decide(self, action: str, version: str, by: str, comment: str,
                 expected: str | EllipsisType | None, request_id: str | None,
-                allowed: tuple[str, ...]) -> DecisionResult:
+                allowed: tuple[str, ...], any_version: bool = False) -> DecisionResult:
         """The one path of every decision on a version: approve, auto-promote, rollback,
         reject. The slow checks (status, package hash) run first; then, under the decision
         lock, the champion and the version's earlier decision are read again and the decision
@@ -578,7 +586,7 @@ class Registry:
         version at once: one applies, the other is refused and says why."""
         if expected is Ellipsis:  # no expectation: the champion when this decision started
             expected = self._db_champion()[0]
-        rid, done = self._begin(action, version, by, request_id)
+        rid, done = self._begin(action, version, by, request_id, any_version)
         if done is not None:
             return done
         info = self.version(version)
@@ -648,7 +656,18 @@ class Registry:
     def rollback(self, *, by: str, comment: str, to: str | None = None,
                  request_id: str | None = None,
                  expected_champion: str | EllipsisType | None = Ellipsis) -> DecisionResult:
-        """Make a previously approved version champion again (default: the one before)."""
+        """Make a previously approved version champion again (default: the one before).
+        Without ``to``, a request id seen before is the same request (a double click), whatever
+        the champion is now."""
+        default = to is None
+        if default and request_id is not None:
+            prior = self._find_request(request_id)
+            if prior is not None and prior.action == "rollback":
+                current = self._db_champion()[0]
+                return DecisionResult("noop", prior.action, prior.version, current,
+                                      prior.previous_champion,
+                                      f"request {request_id} was already handled "
+                                      f"({prior.outcome}); nothing was changed", request_id)
         if to is None:
             current = self.champion()
             previous = [r.previous_champion for r in self.audit()
@@ -659,7 +678,7 @@ class Registry:
                 raise RegistryError("no earlier champion to roll back to; use --to VERSION")
             to = previous[0]
         return self._decide("rollback", str(to), by, comment, expected_champion, request_id,
-                            ("approved", "retired"))
+                            ("approved", "retired"), any_version=default)
 
     def reject(self, version: str, *, by: str, comment: str,
                request_id: str | None = None) -> DecisionResult:

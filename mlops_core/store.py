@@ -405,6 +405,29 @@ class BatchStore:
             path = path / "data.parquet"
         return pd.read_parquet(path, columns=columns)
 
+    def labelled_rows(self, record: BatchRecord, target: str) -> int:
+        """Rows of a stored batch whose ``target`` is present: from the Parquet footer's null
+        counts (no data read) where it has them, else by reading the column."""
+        import pyarrow.parquet as pq
+
+        path = self.root / record.path
+        if path.is_dir():
+            path = path / "data.parquet"
+        try:
+            md = pq.ParquetFile(path).metadata
+            j = md.schema.names.index(target)
+            nulls = 0
+            for i in range(md.num_row_groups):
+                stats = md.row_group(i).column(j).statistics
+                if stats is None or not stats.has_null_count:
+                    raise LookupError(target)
+                nulls += stats.null_count
+            return md.num_rows - nulls
+        except (LookupError, ValueError):  # no such column, or no statistics
+            frame = self.read(record, [target]) if target in pq.read_schema(path).names \
+                else pd.DataFrame({target: []})
+            return int(frame[target].notna().sum())
+
     def read_accepted(self, meta: MetadataStore, *, labelled_only: bool = False,
                       columns: list[str] | None = None) -> pd.DataFrame:
         """All accepted batches in time order, as one frame (for training and monitoring)."""

@@ -325,7 +325,7 @@ def _new_labels(settings: Settings, meta: MetadataStore, reg: Registry, store: B
     accepted = meta.list_batches("accepted")
     trained = [r.created_at for r in accepted if r.id in lineage]
     since = max(trained) if trained else None
-    return sum(int(store.read(r, [target])[target].notna().sum()) for r in accepted
+    return sum(store.labelled_rows(r, target) for r in accepted
                if r.has_labels and r.id not in lineage and (since is None or r.created_at > since))
 
 

@@ -815,3 +815,18 @@ def test_a_quoted_value_spanning_lines_is_one_field_not_a_short_row(tmp_path: Pa
 
     assert [(o.status, o.rows) for o in report.outcomes] == [("accepted", 24)], \
         report.outcomes[0].reason
+
+
+def test_labelled_rows_come_from_the_parquet_footer_and_match_the_data(tmp_path: Path) -> None:
+    """Monitoring counts new labels on every run over every batch since the last training:
+    from the footer's null counts, the same number as reading the column."""
+    df = _frame(72)
+    df["y"] = df["y"].astype("float64")
+    df.loc[[3, 30, 31, 70], "y"] = np.nan
+    s = _settings(tmp_path)
+    ingest(s, [_csv(df, tmp_path / "d.csv")])
+    store = BatchStore(s.workspace)
+    recs = _records(s)
+    assert [store.labelled_rows(r, "y") for r in recs] == [
+        int(store.read(r, ["y"])["y"].notna().sum()) for r in recs] == [23, 22, 23]
+    assert store.labelled_rows(recs[0], "no_such_column") == 0

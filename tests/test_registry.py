@@ -556,3 +556,53 @@ def test_start_and_stop_a_service(tmp_path: Path) -> None:
     assert read_service(tmp_path, "web") is None
     with pytest.raises(httpx.HTTPError):
         httpx.get(info.health_url, timeout=2)
+
+
+def test_a_reconcile_that_read_before_an_approval_never_undoes_it(
+        make_registry: MakeRegistry) -> None:
+    """Another process's reconcile read the alias, then the DB, across an approval (the soak
+    found one moving the alias back to the old champion and re-tagging both): the repair reads
+    both again under the decision lock, so the approval stands."""
+    import threading
+
+    reg, (v1, v2) = make_registry(2)
+    reg.approve(v1, by="alice")
+    other = Registry(reg.settings)
+    real_db_champion = other._db_champion
+    read_alias, approved = threading.Event(), threading.Event()
+
+    def db_after_the_approval(conn: Any = None) -> tuple[str | None, int]:
+        if conn is None and not read_alias.is_set():  # the unlocked read: hold it
+            read_alias.set()
+            approved.wait(120)
+            return (v1, 1)  # what it read before the approval committed
+        return real_db_champion(conn)
+
+    other._db_champion = db_after_the_approval  # type: ignore[method-assign]
+    racing = threading.Thread(target=other.reconcile)
+    racing.start()
+    assert read_alias.wait(120)
+    assert reg.approve(v2, by="bob").outcome == "applied"
+    approved.set()
+    racing.join(120)
+
+    assert reg._db_champion()[0] == v2 and reg.aliases().get(CHAMPION) == v2
+    statuses = {v.version: v.status for v in reg.versions()}
+    assert (statuses[v1], statuses[v2]) == ("retired", "approved")
+
+
+def test_a_rollback_without_a_target_clicked_twice_is_done_once(
+        make_registry: MakeRegistry) -> None:
+    """The second click's default target ("the champion before") has moved with the first
+    click: it is the same request all the same, a no-op, not a refusal."""
+    reg, (v1, v2) = make_registry(2)
+    reg.approve(v1, by="alice")
+    reg.approve(v2, by="alice")
+
+    first = reg.rollback(by="bob", comment="v2 misbehaves", request_id="rb-twice")
+    again = reg.rollback(by="bob", comment="v2 misbehaves", request_id="rb-twice")
+
+    assert (first.outcome, first.version) == ("applied", v1)
+    assert again.outcome == "noop" and "already handled" in again.message
+    assert reg.champion() == v1
+    assert [r.outcome for r in reg.audit(action="rollback")] == ["applied"]
