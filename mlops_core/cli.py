@@ -473,6 +473,18 @@ def _train(config: Path, as_json: bool, doing: str, **kwargs: Any) -> None:
     except MlopsError as e:
         _fail(str(e))
         return
+    except Exception as e:  # MLflow gone or refusing an upload, a full disk: one line
+        from mlflow.exceptions import MlflowException
+
+        if not isinstance(e, MlflowException | OSError):
+            raise
+        from mlops_core.config import redact_url
+        from mlops_core.services import tracking_uri
+
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        _fail(f"training failed, nothing was registered: {type(e).__name__}: {first[:300]} "
+              f"(MLflow at {redact_url(tracking_uri(settings))}; more with --verbose)")
+        return
     if as_json:
         _print_json(res.to_dict())
         return

@@ -342,6 +342,7 @@ def _train_and_register(settings: Settings, trigger: str, meta: MetadataStore | 
             + ", ".join(f"{c} (score {s})" for c, s in leaks)
             + "; remove them from data.features")
     reg.ensure_registered_model()
+    reg.end_dead_runs()  # runs of trainings killed before this one: never left RUNNING
     fingerprint, config = data_fingerprint(data.lineage, since), config_hash(settings)
     if base is not None:
         fingerprint = f"{fingerprint[:24]}-online-v{base.version}"

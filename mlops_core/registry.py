@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+RUN_HOST, RUN_PID = "mlops.host", "mlops.pid"  # tags of a training run: where it runs
 STATUSES = ("candidate", "pending_approval", "approved", "rejected", "retired")
 MODEL_CODE = Path(__file__).parent / "pyfunc" / "tabular_model.py"
 SYSTEM = "system"
@@ -201,6 +204,27 @@ class Registry:
                 raise RegistryError(f"cannot create MLflow experiment '{self.name}': {e}") from e
             return str(exp.experiment_id)
 
+    def end_dead_runs(self) -> list[str]:
+        """Mark KILLED the project's runs still RUNNING whose process, on this machine, is
+        gone (a training killed, or its machine rebooted mid-run): MLflow cannot know, and
+        would show them running for ever. Runs of other machines are left alone. Returns the
+        run ids it ended."""
+        host = socket.gethostname()
+        ended = []
+        for run in self.client.search_runs([self.experiment_id()],
+                                           filter_string="attributes.status = 'RUNNING'",
+                                           max_results=200):
+            tags = run.data.tags
+            if tags.get(RUN_HOST) != host or not tags.get(RUN_PID, "").isdigit():
+                continue
+            if _alive(int(tags[RUN_PID])):
+                continue
+            self.client.set_terminated(run.info.run_id, "KILLED")
+            log.warning("run %s of process %s had died while running: marked KILLED",
+                        run.info.run_id, tags[RUN_PID])
+            ended.append(run.info.run_id)
+        return ended
+
     def log_candidate(self, *, model_dir: Path, artifacts: dict[str, Path], run_name: str,
                       params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str],
                       files: dict[str, Path], input_example: Any, signature_output: Any
@@ -223,7 +247,9 @@ class Registry:
         # MLflow prints the run's URL on stdout when a run ends: keep stdout for the output of
         # our commands (`mlops train --json`)
         with contextlib.redirect_stdout(sys.stderr), \
-                mlflow.start_run(experiment_id=self.experiment_id(), run_name=run_name) as run:
+                mlflow.start_run(experiment_id=self.experiment_id(), run_name=run_name,
+                                 tags={RUN_HOST: socket.gethostname(),
+                                       RUN_PID: str(os.getpid())}) as run:
             mlflow.log_params({k: _param(v) for k, v in params.items()})
             mlflow.log_metrics({k: float(v) for k, v in metrics.items() if _finite(v)})
             mlflow.set_tags(tags)
@@ -781,6 +807,17 @@ def conform_to_signature(frame: pd.DataFrame, schema: Any) -> pd.DataFrame:
             out[spec.name] = s.astype(object).where(s.notna(), None) if isinstance(
                 s.dtype, pd.CategoricalDtype) else s
     return pd.DataFrame(out, index=frame.index)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _finite(v: Any) -> bool:

@@ -289,7 +289,12 @@ def start_prefect_server(workspace: Path, port: int | None = None, timeout_s: fl
     prefect_home(workspace).mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     argv = [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(port)]
-    env = prefect_env(workspace)
+    # concurrency leases (the one-training-at-a-time slot) on disk under PREFECT_HOME: kept in
+    # memory (the default) they are lost when the server restarts, and a slot taken by a flow
+    # running across the restart is never given back
+    env = prefect_env(workspace) | {
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE":
+            "prefect.server.concurrency.lease_storage.filesystem"}
     if db_url:  # both names: the newer one wins over an older one inherited from the shell
         env |= {"PREFECT_SERVER_DATABASE_CONNECTION_URL": db_url,
                 "PREFECT_API_DATABASE_CONNECTION_URL": db_url}

@@ -8,6 +8,7 @@ test registers versions of its own registered model from those files (``add_vers
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -606,3 +607,30 @@ def test_a_rollback_without_a_target_clicked_twice_is_done_once(
     assert again.outcome == "noop" and "already handled" in again.message
     assert reg.champion() == v1
     assert [r.outcome for r in reg.audit(action="rollback")] == ["applied"]
+
+
+def test_runs_of_dead_trainings_are_ended_and_live_ones_left(make_registry: MakeRegistry) -> None:
+    """A training killed mid-run leaves its MLflow run RUNNING (MLflow cannot know): the next
+    training marks KILLED the runs of this machine whose process is gone, and only those."""
+    import socket
+
+    from mlops_core.registry import RUN_HOST, RUN_PID
+
+    reg, _ = make_registry(1)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    exp = reg.experiment_id()
+    here = socket.gethostname()
+    runs = {name: reg.client.create_run(exp, tags=tags, run_name=name).info.run_id
+            for name, tags in [("dead", {RUN_HOST: here, RUN_PID: dead}),
+                               ("alive", {RUN_HOST: here, RUN_PID: str(os.getpid())}),
+                               ("elsewhere", {RUN_HOST: "another-host", RUN_PID: dead}),
+                               ("untagged", {})]}
+
+    assert reg.end_dead_runs() == [runs["dead"]]
+
+    status = {n: reg.client.get_run(r).info.status for n, r in runs.items()}
+    assert status == {"dead": "KILLED", "alive": "RUNNING", "elsewhere": "RUNNING",
+                      "untagged": "RUNNING"}
+    for r in runs.values():
+        reg.client.set_terminated(r, "FINISHED")
