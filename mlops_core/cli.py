@@ -72,7 +72,8 @@ def _project(config: Path) -> Any:
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/] {escape(message)}")
+    # one line whatever the terminal's width: an error is read, grepped and logged whole
+    err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
