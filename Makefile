@@ -34,8 +34,14 @@ test: $(STAMP) ## Install, then run the whole test suite (slow end-to-end tests 
 test-fast: $(STAMP) ## Run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: $(STAMP) ## Lint and check formatting with ruff
+lint: $(STAMP) ## Lint (ruff), check formatting (ruff format) and types (mypy on mlops_core)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP) ## Format the code (ruff format) and apply ruff's safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 bench: $(STAMP) ## Run the benchmarks in bench/ (minutes; each prints key=value figures last)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

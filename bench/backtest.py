@@ -62,8 +62,15 @@ SHARED = ROOT.parent / "shared" / "data"
 STRATEGIES = ["static", "every-batch", "online", "policy"]
 MAX_GAP, MAX_SHARE = 0.01, 0.20
 INITIAL_BATCHES = 5
-CHEAP = ["static", "periodic:10", "performance", "drift", "detector:adwin",
-         "detector:page-hinkley", "detector:ddm"]
+CHEAP = [
+    "static",
+    "periodic:10",
+    "performance",
+    "drift",
+    "detector:adwin",
+    "detector:page-hinkley",
+    "detector:ddm",
+]
 SPEED_TARGET = 30.0  # seconds: "well under a minute"
 
 
@@ -83,10 +90,18 @@ class DataSet:
     seed: int = 0
 
 
-def _synthetic(stream: str, drift: str, batch: int, rows: int, seed: int,
-               changes: int = 2) -> DataSet:
-    return DataSet(f"{stream}-{drift}-{batch}", batch, stream=stream, drift=drift, rows=rows,
-                   changes=changes, seed=seed)
+def _synthetic(
+    stream: str, drift: str, batch: int, rows: int, seed: int, changes: int = 2
+) -> DataSet:
+    return DataSet(
+        f"{stream}-{drift}-{batch}",
+        batch,
+        stream=stream,
+        drift=drift,
+        rows=rows,
+        changes=changes,
+        seed=seed,
+    )
 
 
 DATASETS: list[DataSet] = [
@@ -116,8 +131,9 @@ def materialise(ds: DataSet, tmp: Path) -> Path:
         return Path(ds.path)
     from mlops_core.simulate import synthetic_stream
 
-    df, points = synthetic_stream(ds.stream, ds.rows, drift=ds.drift, changes=ds.changes,
-                                  seed=ds.seed)
+    df, points = synthetic_stream(
+        ds.stream, ds.rows, drift=ds.drift, changes=ds.changes, seed=ds.seed
+    )
     path = tmp / f"{ds.label}.parquet"
     df.to_parquet(path)
     path.with_name(path.stem + ".drift.json").write_text(json.dumps([int(p) for p in points]))
@@ -135,13 +151,24 @@ def run_one(ds: DataSet, tmp: str) -> dict[str, Any]:
         from mlops_core.backtest import load_replay, run_backtest
 
         path = materialise(ds, Path(tmp))
-        replay = load_replay(path, target=ds.target, time_column=ds.time_column,
-                             batch_size=ds.batch_size, initial_batches=INITIAL_BATCHES)
+        replay = load_replay(
+            path,
+            target=ds.target,
+            time_column=ds.time_column,
+            batch_size=ds.batch_size,
+            initial_batches=INITIAL_BATCHES,
+        )
         res = run_backtest(replay, STRATEGIES)
     except Exception as e:  # a data set that cannot run is a miss, not the end of the bench
-        return {"data": ds.label, "batch_rows": ds.batch_size, "ok": False,
-                "missed": ["error"], "error": f"{type(e).__name__}: {e}",
-                "traceback": traceback.format_exc(), "wall_s": time.perf_counter() - t0}
+        return {
+            "data": ds.label,
+            "batch_rows": ds.batch_size,
+            "ok": False,
+            "missed": ["error"],
+            "error": f"{type(e).__name__}: {e}",
+            "traceback": traceback.format_exc(),
+            "wall_s": time.perf_counter() - t0,
+        }
     by = {s.name: s for s in res.strategies}
     pol = by["policy"]
     m = {n: _finite(by[n].mean_metric) for n in STRATEGIES}
@@ -152,15 +179,25 @@ def run_one(ds: DataSet, tmp: str) -> dict[str, Any]:
         "not_below_static": m["policy"] >= m["static"],
     }
     cov = pol.estimate_coverage
-    row = {"data": ds.label, "batches": res.batches, "batch_rows": ds.batch_size,
-           "metric": res.metric_name, **m, "gap": m["policy"] - m["every-batch"],
-           "retrains": pol.retrains, "share": share, "refused": pol.refused,
-           "false_triggers": pol.false_triggers, "delays": pol.detection_delays,
-           "drift_batches": res.drift_batches,
-           "coverage": cov["within_interval"] if cov else None,
-           "coverage_checks": cov["checks"] if cov else 0,
-           "ok": all(checks.values()), "missed": [k for k, v in checks.items() if not v],
-           "wall_s": time.perf_counter() - t0}
+    row = {
+        "data": ds.label,
+        "batches": res.batches,
+        "batch_rows": ds.batch_size,
+        "metric": res.metric_name,
+        **m,
+        "gap": m["policy"] - m["every-batch"],
+        "retrains": pol.retrains,
+        "share": share,
+        "refused": pol.refused,
+        "false_triggers": pol.false_triggers,
+        "delays": pol.detection_delays,
+        "drift_batches": res.drift_batches,
+        "coverage": cov["within_interval"] if cov else None,
+        "coverage_checks": cov["checks"] if cov else 0,
+        "ok": all(checks.values()),
+        "missed": [k for k, v in checks.items() if not v],
+        "wall_s": time.perf_counter() - t0,
+    }
     return {**row, "result": res.to_dict() | {"label": ds.label}}
 
 
@@ -183,16 +220,17 @@ def _delays(d: list[int | None]) -> str:
 def line(r: dict[str, Any]) -> str:
     if "error" in r:
         err = " ".join(r["error"].split()).replace(" ", "_")[:200]
-        return (f"data={r['data']} batch_rows={r['batch_rows']} error={err} ok=false "
-                "missed=error")
+        return f"data={r['data']} batch_rows={r['batch_rows']} error={err} ok=false missed=error"
     ft = r["false_triggers"]
-    return (f"data={r['data']} batches={r['batches']} batch_rows={r['batch_rows']} "
-            f"static={_num(r['static'])} every_batch={_num(r['every-batch'])} "
-            f"online={_num(r['online'])} policy={_num(r['policy'])} gap={_num(r['gap'])} "
-            f"retrains={r['retrains']} share={r['share']:.2f} refused={r['refused']} "
-            f"false_triggers={'na' if ft is None else ft} delays={_delays(r['delays'])} "
-            f"coverage={_num(r['coverage'], 2)} wall_s={r['wall_s']:.0f} "
-            f"ok={str(r['ok']).lower()} missed={','.join(r['missed'])}")
+    return (
+        f"data={r['data']} batches={r['batches']} batch_rows={r['batch_rows']} "
+        f"static={_num(r['static'])} every_batch={_num(r['every-batch'])} "
+        f"online={_num(r['online'])} policy={_num(r['policy'])} gap={_num(r['gap'])} "
+        f"retrains={r['retrains']} share={r['share']:.2f} refused={r['refused']} "
+        f"false_triggers={'na' if ft is None else ft} delays={_delays(r['delays'])} "
+        f"coverage={_num(r['coverage'], 2)} wall_s={r['wall_s']:.0f} "
+        f"ok={str(r['ok']).lower()} missed={','.join(r['missed'])}"
+    )
 
 
 def _mean(xs: list[float]) -> float:
@@ -208,29 +246,42 @@ def summarise(rows: list[dict[str, Any]], wall: float) -> tuple[str, bool]:
     ok = bool(rows) and all(r["ok"] for r in rows) and online_ok
     missed = [r["data"] for r in rows if not r["ok"]] + ([] if online_ok else ["online_mean"])
     gaps = [r["gap"] for r in done]
-    text = (f"datasets={len(rows)} ok={sum(r['ok'] for r in rows)} "
-            f"worst_gap={_num(min(gaps) if gaps else None)} "
-            f"max_share={_num(max((r['share'] for r in done), default=None), 2)} "
-            f"below_static={sum(r['policy'] < r['static'] for r in done)} "
-            f"policy_mean={_num(policy_mean)} online_mean={_num(online_mean)} "
-            f"coverage_mean={_num(_mean([r['coverage'] for r in done]), 2)} "
-            f"missed={','.join(missed)} wall_s={wall:.0f} bar_met={str(ok).lower()}")
+    text = (
+        f"datasets={len(rows)} ok={sum(r['ok'] for r in rows)} "
+        f"worst_gap={_num(min(gaps) if gaps else None)} "
+        f"max_share={_num(max((r['share'] for r in done), default=None), 2)} "
+        f"below_static={sum(r['policy'] < r['static'] for r in done)} "
+        f"policy_mean={_num(policy_mean)} online_mean={_num(online_mean)} "
+        f"coverage_mean={_num(_mean([r['coverage'] for r in done]), 2)} "
+        f"missed={','.join(missed)} wall_s={wall:.0f} bar_met={str(ok).lower()}"
+    )
     return text, ok
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true",
-                    help=f"3 small streams, one per cadence: {', '.join(QUICK)}")
-    ap.add_argument("--only", help="comma-separated data sets to run; known: "
-                    + ", ".join(d.label for d in DATASETS))
-    ap.add_argument("--jobs", type=int, default=min(8, max(1, os.cpu_count() or 1)),
-                    help="data sets run in parallel, each in its own process with one OpenMP "
-                    "thread (default: the CPU count, at most 8; 1: one after the other here)")
+    ap.add_argument(
+        "--quick", action="store_true", help=f"3 small streams, one per cadence: {', '.join(QUICK)}"
+    )
+    ap.add_argument(
+        "--only",
+        help="comma-separated data sets to run; known: " + ", ".join(d.label for d in DATASETS),
+    )
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=min(8, max(1, os.cpu_count() or 1)),
+        help="data sets run in parallel, each in its own process with one OpenMP "
+        "thread (default: the CPU count, at most 8; 1: one after the other here)",
+    )
     ap.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
     ap.add_argument("--json", type=Path, help="also write every result here")
-    ap.add_argument("--speed", action="store_true", help="only time the cheap strategies "
-                    f"({', '.join(CHEAP)}) over 100 batches of a 100,000-row stream")
+    ap.add_argument(
+        "--speed",
+        action="store_true",
+        help="only time the cheap strategies "
+        f"({', '.join(CHEAP)}) over 100 batches of a 100,000-row stream",
+    )
     args = ap.parse_args()
     if args.speed:
         return speed()
@@ -243,16 +294,21 @@ def main() -> int:
         known = {d.label for d in DATASETS}
         unknown = [w for w in wanted if w not in known]
         if unknown:
-            print(f"unknown data set(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}",
-                  file=sys.stderr)
+            print(
+                f"unknown data set(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}",
+                file=sys.stderr,
+            )
             return 2
         chosen = [d for d in chosen if d.label in wanted]
     if not chosen:
         print("no data set selected", file=sys.stderr)
         return 2
     jobs = max(1, min(args.jobs, len(chosen)))
-    print(f"# {len(chosen)} data set(s), {jobs} job(s): "
-          + ", ".join(d.label for d in chosen), file=sys.stderr, flush=True)
+    print(
+        f"# {len(chosen)} data set(s), {jobs} job(s): " + ", ".join(d.label for d in chosen),
+        file=sys.stderr,
+        flush=True,
+    )
 
     rows: list[dict[str, Any]] = []
 
@@ -279,9 +335,16 @@ def main() -> int:
                         report(fut.result())
                     except Exception as e:  # the worker itself died
                         ds = futures[fut]
-                        report({"data": ds.label, "batch_rows": ds.batch_size, "ok": False,
-                                "missed": ["error"], "error": f"{type(e).__name__}: {e}",
-                                "wall_s": 0.0})
+                        report(
+                            {
+                                "data": ds.label,
+                                "batch_rows": ds.batch_size,
+                                "ok": False,
+                                "missed": ["error"],
+                                "error": f"{type(e).__name__}: {e}",
+                                "wall_s": 0.0,
+                            }
+                        )
     wall = time.perf_counter() - t0
     position = {d.label: i for i, d in enumerate(DATASETS)}
     rows.sort(key=lambda r: position[r["data"]])
@@ -291,8 +354,9 @@ def main() -> int:
         args.markdown.write_text(markdown(rows, summary), encoding="utf-8")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"summary": summary, "datasets": rows}, default=str),
-                             encoding="utf-8")
+        args.json.write_text(
+            json.dumps({"summary": summary, "datasets": rows}, default=str), encoding="utf-8"
+        )
     print(summary, flush=True)
     return 0 if ok else 1
 
@@ -317,34 +381,41 @@ def speed() -> int:
         res = run_backtest(replay, CHEAP)
         wall = time.perf_counter() - t0
     for st in res.strategies:
-        print(f"{st.name:16s} mean={st.mean_metric:.4f} retrains={st.retrains} "
-              f"wall_s={st.wall_s:.1f}")
-    print(f"batches={res.batches} rows=100000 cheap_wall_s={wall:.1f} target_s={SPEED_TARGET} "
-          f"met={str(wall < SPEED_TARGET).lower()}")
+        print(
+            f"{st.name:16s} mean={st.mean_metric:.4f} retrains={st.retrains} wall_s={st.wall_s:.1f}"
+        )
+    print(
+        f"batches={res.batches} rows=100000 cheap_wall_s={wall:.1f} target_s={SPEED_TARGET} "
+        f"met={str(wall < SPEED_TARGET).lower()}"
+    )
     return 0 if wall < SPEED_TARGET else 1
 
 
 def markdown(rows: list[dict[str, Any]], summary: str) -> str:
-    head = ("| data | batches | batch rows | static | every-batch | online (ARF) | **policy** | "
-            "policy retrains / share | refused by the gate | detection delays (batches) | "
-            "false triggers | estimate coverage | bar |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = (
+        "| data | batches | batch rows | static | every-batch | online (ARF) | **policy** | "
+        "policy retrains / share | refused by the gate | detection delays (batches) | "
+        "false triggers | estimate coverage | bar |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     body = []
     for r in rows:
         if "error" in r:
-            body.append(f"| {r['data']} | | {r['batch_rows']} | | | | | | | | | | "
-                        f"failed: {r['error'][:120]} |\n")
+            body.append(
+                f"| {r['data']} | | {r['batch_rows']} | | | | | | | | | | "
+                f"failed: {r['error'][:120]} |\n"
+            )
             continue
         ft = r["false_triggers"]
-        cov = ("n/a" if r["coverage"] is None
-               else f"{r['coverage']:.0%} of {r['coverage_checks']}")
+        cov = "n/a" if r["coverage"] is None else f"{r['coverage']:.0%} of {r['coverage_checks']}"
         body.append(
             f"| {r['data']} | {r['batches']} | {r['batch_rows']} | {_num(r['static'])} | "
             f"{_num(r['every-batch'])} | {_num(r['online'])} | **{_num(r['policy'])}** | "
             f"{r['retrains']} / {r['share']:.0%} | {r['refused']} | "
             f"{_delays(r['delays']).replace(',', ', ') or 'n/a'} | "
             f"{'n/a' if ft is None else ft} | {cov} | "
-            f"{'met' if r['ok'] else 'missed: ' + ', '.join(r['missed'])} |\n")
+            f"{'met' if r['ok'] else 'missed: ' + ', '.join(r['missed'])} |\n"
+        )
     return head + "".join(body) + f"\n`{summary}`\n"
 
 

@@ -48,6 +48,7 @@ make the peak grow by more than ``data_mb``: the memory check passes when it gro
 The last line is ``key=value`` pairs; exit status 1 when a page's cold time reaches 2 s or the
 memory check fails.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,8 +86,13 @@ def write_config(root: Path, auth: str) -> Path:
 
     raw: dict[str, Any] = {
         "project": PROJECT,
-        "data": {"id_column": ID, "time_column": TIME, "target": TARGET,
-                 "features": generate_stream(10, days=28).features, "batch": {"period": "W"}},
+        "data": {
+            "id_column": ID,
+            "time_column": TIME,
+            "target": TARGET,
+            "features": generate_stream(10, days=28).features,
+            "batch": {"period": "W"},
+        },
         "storage": {"workspace": "ws"},
         "model": {"window": {"rows": 20_000}, "search": {"trials": 1, "timeout_s": 60}},
         "gate": {"smoke_test": False},
@@ -145,30 +151,42 @@ def seed(config_path: Path, *, versions: int, runs: int, rows: int, auth: str) -
     first = str(out.version)
     reg.approve(first, by=USER, comment="first model")
     source = reg.client.get_model_version(reg.name, first)
-    base_tags = {k: v for k, v in (source.tags or {}).items()
-                 if k in ("model_sha256", "model_type", "rows", "data_window", "config_hash",
-                          "code_version")}
+    base_tags = {
+        k: v
+        for k, v in (source.tags or {}).items()
+        if k in ("model_sha256", "model_type", "rows", "data_window", "config_hash", "code_version")
+    }
     base_metrics = json.loads((source.tags or {}).get("metrics", "{}"))
     triggers = ["schedule", "drift", "performance", "manual", "detector:adwin", "growth"]
     approve_every = max(versions // 10, 2)
     for i in range(2, versions + 1):
-        metrics = {k: round(v + rng.uniform(-0.03, 0.03), 4) if isinstance(v, float) else v
-                   for k, v in base_metrics.items()}
+        metrics = {
+            k: round(v + rng.uniform(-0.03, 0.03), 4) if isinstance(v, float) else v
+            for k, v in base_metrics.items()
+        }
         gate_ok = i >= versions - 2 or i % approve_every == 0 or rng.random() < 0.6
-        tags = base_tags | {"status": "pending_approval" if gate_ok else "rejected",
-                            "gate_passed": str(gate_ok).lower(),
-                            "gate_reasons": json.dumps([] if gate_ok else [
-                                "roc_auc 0.71 is not above the champion's 0.73"]),
-                            "trigger": rng.choice(triggers), "metrics": json.dumps(metrics)}
+        tags = base_tags | {
+            "status": "pending_approval" if gate_ok else "rejected",
+            "gate_passed": str(gate_ok).lower(),
+            "gate_reasons": json.dumps(
+                [] if gate_ok else ["roc_auc 0.71 is not above the champion's 0.73"]
+            ),
+            "trigger": rng.choice(triggers),
+            "metrics": json.dumps(metrics),
+        }
         v = reg.register(source.source, source.run_id, tags)
         if not gate_ok:
-            reg.record_gate_rejection(v, reg.champion(), ["roc_auc below the champion's"],
-                                      source.run_id)
+            reg.record_gate_rejection(
+                v, reg.champion(), ["roc_auc below the champion's"], source.run_id
+            )
         elif i >= versions - 2:
             pass  # the last three await approval
         elif i % approve_every == 0:
-            reg.approve(v, by=rng.choice([USER, "ben", "chen"]),
-                        comment=f"better on the recent weeks (batch {i})")
+            reg.approve(
+                v,
+                by=rng.choice([USER, "ben", "chen"]),
+                comment=f"better on the recent weeks (batch {i})",
+            )
         else:
             reg.reject(v, by=rng.choice([USER, "ben"]), comment="no better than the champion")
     if versions >= 2:
@@ -179,18 +197,30 @@ def seed(config_path: Path, *, versions: int, runs: int, rows: int, auth: str) -
     # hour apart, oldest first (as they would have been written), the real one the oldest
     start = utcnow() - timedelta(hours=runs)
     real = monitor(settings, accepted[-2:], report=True, meta=meta, registry=reg, now=start)
-    champions = [r.version for r in reversed(reg.audit(action="approve")) if r.outcome ==
-                 "applied"] or [first]
+    champions = [
+        r.version for r in reversed(reg.audit(action="approve")) if r.outcome == "applied"
+    ] or [first]
     for k in range(1, runs):
-        run = varied_run(real, rng, id=f"m-bench{k:07d}", at=start + timedelta(hours=k),
-                         champion=champions[k * len(champions) // runs],
-                         batch=rng.choice(accepted), newest=k == runs - 1,
-                         delta=0.015 * math.sin(k / 60) + rng.gauss(0, 0.004))
+        run = varied_run(
+            real,
+            rng,
+            id=f"m-bench{k:07d}",
+            at=start + timedelta(hours=k),
+            champion=champions[k * len(champions) // runs],
+            batch=rng.choice(accepted),
+            newest=k == runs - 1,
+            delta=0.015 * math.sin(k / 60) + rng.gauss(0, 0.004),
+        )
         record(meta, run)
         if run.decision is not None and run.decision.retrain:
-            record_action(meta, run.id, {"version": str(rng.randint(2, versions)),
-                                         "status": rng.choice(["pending_approval",
-                                                               "rejected"])})
+            record_action(
+                meta,
+                run.id,
+                {
+                    "version": str(rng.randint(2, versions)),
+                    "status": rng.choice(["pending_approval", "rejected"]),
+                },
+            )
     # a backtest result, as `mlops backtest` leaves it for the Backtests page
     from mlops_core.backtest import load_replay, run_backtest, write_json
     from mlops_core.views import backtests_dir
@@ -198,22 +228,39 @@ def seed(config_path: Path, *, versions: int, runs: int, rows: int, auth: str) -
     history = landing / "history.parquet"
     frame.iloc[:: max(1, len(frame) // 10_000)].to_parquet(history, index=False)
     replay = load_replay(history, batch_period="W", settings=settings)
-    write_json(run_backtest(replay, ["static", "periodic:13"]),
-               backtests_dir(settings) / "history.json")
+    write_json(
+        run_backtest(replay, ["static", "periodic:13"]), backtests_dir(settings) / "history.json"
+    )
 
     if auth == "password":
         from mlops_core.auth import add_user, users_path
 
         add_user(users_path(settings), USER, PASSWORD, "approver")
     stored = sum(p.stat().st_size for p in BatchStore(ws).batches_dir.glob("*.parquet"))
-    return {"versions": len(reg.versions()), "monitoring_runs": runs,
-            "batches": len(accepted), "quarantined": quarantined, "champion": champion,
-            "rows": rows, "data_mb": round(data_mb, 1), "stored_mb": round(stored / 2**20, 1),
-            "seed_s": round(time.perf_counter() - t0, 1)}
+    return {
+        "versions": len(reg.versions()),
+        "monitoring_runs": runs,
+        "batches": len(accepted),
+        "quarantined": quarantined,
+        "champion": champion,
+        "rows": rows,
+        "data_mb": round(data_mb, 1),
+        "stored_mb": round(stored / 2**20, 1),
+        "seed_s": round(time.perf_counter() - t0, 1),
+    }
 
 
-def varied_run(real: Any, rng: random.Random, *, id: str, at: Any, champion: str, batch: str,
-               delta: float, newest: bool) -> Any:
+def varied_run(
+    real: Any,
+    rng: random.Random,
+    *,
+    id: str,
+    at: Any,
+    champion: str,
+    batch: str,
+    delta: float,
+    newest: bool,
+) -> Any:
     """A copy of the real monitoring result with its own drift (consistent per column and
     overall), metrics (moved by ``delta``) and decision. Runs with a dataset drift point at the
     real HTML report (reports are written on drift); so does the newest, so that Drift shows
@@ -229,30 +276,58 @@ def varied_run(real: Any, rng: random.Random, *, id: str, at: Any, champion: str
         c.score = c.threshold / factor if p_value else c.threshold * factor
         c.drifted, c.status = i in drifted, "drift" if i in drifted else "ok"
     share = len(drifted) / max(len(tested), 1)
-    status = "drift" if share >= real.drift.share_threshold else (
-        "not_enough_data" if rng.random() < 0.02 else "ok")
+    status = (
+        "drift"
+        if share >= real.drift.share_threshold
+        else ("not_enough_data" if rng.random() < 0.02 else "ok")
+    )
     total = sum(c.importance or 0.0 for c in tested)
-    weighted = sum(c.importance or 0.0 for i, c in enumerate(tested) if i in drifted) / total \
-        if total > 0 else share
-    drift = replace(real.drift, columns=columns, drift_share=share, status=status,
-                    weighted_drift_share=weighted,
-                    message=f"{len(drifted)} of {len(tested)} columns drifted ({share:.0%}, "
-                            f"{weighted:.0%} by importance)")
-    performance = {k: v + delta for k, v in real.performance.items()} \
-        if real.performance else None
-    estimated = {m: {k: (v + delta if k in ("value", "low", "high") else v)
-                     for k, v in e.items()} for m, e in real.estimated.items()}
+    weighted = (
+        sum(c.importance or 0.0 for i, c in enumerate(tested) if i in drifted) / total
+        if total > 0
+        else share
+    )
+    drift = replace(
+        real.drift,
+        columns=columns,
+        drift_share=share,
+        status=status,
+        weighted_drift_share=weighted,
+        message=f"{len(drifted)} of {len(tested)} columns drifted ({share:.0%}, "
+        f"{weighted:.0%} by importance)",
+    )
+    performance = {k: v + delta for k, v in real.performance.items()} if real.performance else None
+    estimated = {
+        m: {k: (v + delta if k in ("value", "low", "high") else v) for k, v in e.items()}
+        for m, e in real.estimated.items()
+    }
     retrain = status == "drift" or rng.random() < 0.03
-    reasons = (["data drift: share of drifted columns above 0.5"] if status == "drift"
-               else ["performance: roc_auc dropped by more than 0.05"] if retrain else [])
-    held = ["cooldown: last retrain less than 1D ago"] if retrain and rng.random() < 0.3 \
+    reasons = (
+        ["data drift: share of drifted columns above 0.5"]
+        if status == "drift"
+        else ["performance: roc_auc dropped by more than 0.05"]
+        if retrain
         else []
-    decision = replace(real.decision, retrain=retrain and not held, reasons=reasons,
-                       held_back=held) if real.decision else None
-    return replace(real, id=id, at=at, champion_version=champion, batch_ids=[batch],
-                   drift=drift, performance=performance, estimated=estimated,
-                   decision=decision, reconciled=[],
-                   report=real.report if status == "drift" or newest else None)
+    )
+    held = ["cooldown: last retrain less than 1D ago"] if retrain and rng.random() < 0.3 else []
+    decision = (
+        replace(real.decision, retrain=retrain and not held, reasons=reasons, held_back=held)
+        if real.decision
+        else None
+    )
+    return replace(
+        real,
+        id=id,
+        at=at,
+        champion_version=champion,
+        batch_ids=[batch],
+        drift=drift,
+        performance=performance,
+        estimated=estimated,
+        decision=decision,
+        reconciled=[],
+        report=real.report if status == "drift" or newest else None,
+    )
 
 
 # measuring ---------------------------------------------------------------------------------
@@ -334,8 +409,10 @@ def wait_rendered(page: Any, name: str, timeout_s: float = 60.0) -> None:
         page.wait_for_function(RENDERED_JS, arg=[name.lower()], timeout=timeout_s * 1000)
     except PlaywrightTimeout:
         state = page.evaluate(STATE_JS)
-        raise SystemExit(f"page '{name}' was not rendered within {timeout_s:.0f} s (at "
-                         f"{page.url}): {json.dumps(state)}") from None
+        raise SystemExit(
+            f"page '{name}' was not rendered within {timeout_s:.0f} s (at "
+            f"{page.url}): {json.dumps(state)}"
+        ) from None
 
 
 def timed(page: Any, name: str, action: Any) -> float:
@@ -392,8 +469,9 @@ def screenshot(page: Any, path: Path) -> None:
     height = page.evaluate("""() => Math.max(document.body.scrollHeight, ...[...document
         .querySelectorAll('[data-testid="stMain"], [data-testid="stMainBlockContainer"], '
                           + '[data-testid="stSidebarContent"]')].map(e => e.scrollHeight))""")
-    page.set_viewport_size({"width": size["width"],
-                            "height": min(max(height, size["height"]), 20_000)})
+    page.set_viewport_size(
+        {"width": size["width"], "height": min(max(height, size["height"]), 20_000)}
+    )
     try:
         page.wait_for_timeout(300)  # charts re-lay themselves out to the new size
         page.screenshot(path=str(path), full_page=True)
@@ -409,8 +487,9 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def measure(config_path: Path, workspace: Path, auth: str, screenshots: Path | None,
-            repeat: int = 1) -> dict[str, Any]:
+def measure(
+    config_path: Path, workspace: Path, auth: str, screenshots: Path | None, repeat: int = 1
+) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     from mlops_core.services import DASHBOARD, start_dashboard, stop_service
@@ -432,8 +511,12 @@ def measure(config_path: Path, workspace: Path, auth: str, screenshots: Path | N
                 # a throw-away session: each page's first run in this server process (imports)
                 res["rss_start_mb"] = peak_rss_mb(info.pid)
                 page = new_page(browser)
-                first["overview"] = open_app(page, info.url, auth, before=lambda: res.update(
-                    rss_before_mb=peak_rss_mb(info.pid)))
+                first["overview"] = open_app(
+                    page,
+                    info.url,
+                    auth,
+                    before=lambda: res.update(rss_before_mb=peak_rss_mb(info.pid)),
+                )
                 res["rss_overview_mb"] = peak_rss_mb(info.pid)
                 res.setdefault("rss_before_mb", res["rss_overview_mb"])  # no sign-in form
                 for name in PAGES[1:]:
@@ -466,22 +549,39 @@ def measure(config_path: Path, workspace: Path, auth: str, screenshots: Path | N
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     ap.add_argument("--versions", type=int, default=200, help="model versions in the registry")
     ap.add_argument("--runs", type=int, default=1000, help="monitoring runs in the store")
-    ap.add_argument("--rows", type=int, default=1_500_000,
-                    help="rows in the batch store (a year of weekly batches); as a pandas "
-                    "frame they must outweigh the ~240 MB the pages import, or the memory "
-                    "check cannot tell")
-    ap.add_argument("--auth", choices=["password", "none"], default="password",
-                    help="the dashboard's auth mode (password: log in as an approver)")
-    ap.add_argument("--dir", type=Path, help="project folder to use and keep: seeded on the "
-                    "first run, reused as it is by later ones (delete it to seed again)")
+    ap.add_argument(
+        "--rows",
+        type=int,
+        default=1_500_000,
+        help="rows in the batch store (a year of weekly batches); as a pandas "
+        "frame they must outweigh the ~240 MB the pages import, or the memory "
+        "check cannot tell",
+    )
+    ap.add_argument(
+        "--auth",
+        choices=["password", "none"],
+        default="password",
+        help="the dashboard's auth mode (password: log in as an approver)",
+    )
+    ap.add_argument(
+        "--dir",
+        type=Path,
+        help="project folder to use and keep: seeded on the "
+        "first run, reused as it is by later ones (delete it to seed again)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary project")
     ap.add_argument("--screenshots", type=Path, help="save a full-page PNG of each page here")
-    ap.add_argument("--repeat", type=int, default=1, help="measured sessions; each page's "
-                    "median is reported (steadier on a busy machine)")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measured sessions; each page's median is reported (steadier on a busy machine)",
+    )
     args = ap.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -505,8 +605,9 @@ def main() -> int:
         workspace = settings.workspace
         auth = settings.dashboard.auth  # a reused project keeps its own
         if not info_path.exists():
-            seeded = seed(config_path, versions=args.versions, runs=args.runs,
-                          rows=args.rows, auth=auth)
+            seeded = seed(
+                config_path, versions=args.versions, runs=args.runs, rows=args.rows, auth=auth
+            )
             info_path.write_text(json.dumps(seeded))
         else:
             seeded = json.loads(info_path.read_text())
@@ -527,23 +628,30 @@ def main() -> int:
     print(f"{'page':<10} {'first s':>8} {'cold s':>7} {'warm s':>7}")
     for name in PAGES:
         print(f"{name:<10} {first[name]:8.2f} {cold[name]:7.2f} {warm[name]:7.2f}")
-    print("server peak RSS, MiB: " + ", ".join(f"{k.removeprefix('rss_').removesuffix('_mb')} "
-                                                f"{v:.0f}" for k, v in res.items()
-                                                if k.startswith("rss_")))
+    print(
+        "server peak RSS, MiB: "
+        + ", ".join(
+            f"{k.removeprefix('rss_').removesuffix('_mb')} {v:.0f}"
+            for k, v in res.items()
+            if k.startswith("rss_")
+        )
+    )
     max_cold, max_warm = max(cold.values()), max(warm.values())
     growth = res["rss_after_mb"] - res["rss_before_mb"]
     mem_ok = growth < seeded["data_mb"]
     met = max_cold < TARGET_S and mem_ok
     figures = " ".join(f"{n}_s={cold[n]:.2f}" for n in PAGES)
     warm_figures = " ".join(f"{n}_warm_s={warm[n]:.2f}" for n in PAGES)
-    print(f"{figures} max_s={max_cold:.2f} {warm_figures} max_warm_s={max_warm:.2f} "
-          f"max_first_s={max(first.values()):.2f} login_s={res['login_s']:.2f} "
-          f"target_s={TARGET_S} "
-          f"rss_before_mb={res['rss_before_mb']:.0f} rss_after_mb={res['rss_after_mb']:.0f} "
-          f"rss_growth_mb={growth:.0f} data_mb={seeded['data_mb']:.0f} "
-          f"mem_ok={str(mem_ok).lower()} versions={seeded['versions']} "
-          f"monitoring_runs={seeded['monitoring_runs']} batch_rows={seeded['rows']} "
-          f"auth={auth} repeat={args.repeat} met={str(met).lower()}")
+    print(
+        f"{figures} max_s={max_cold:.2f} {warm_figures} max_warm_s={max_warm:.2f} "
+        f"max_first_s={max(first.values()):.2f} login_s={res['login_s']:.2f} "
+        f"target_s={TARGET_S} "
+        f"rss_before_mb={res['rss_before_mb']:.0f} rss_after_mb={res['rss_after_mb']:.0f} "
+        f"rss_growth_mb={growth:.0f} data_mb={seeded['data_mb']:.0f} "
+        f"mem_ok={str(mem_ok).lower()} versions={seeded['versions']} "
+        f"monitoring_runs={seeded['monitoring_runs']} batch_rows={seeded['rows']} "
+        f"auth={auth} repeat={args.repeat} met={str(met).lower()}"
+    )
     return 0 if met else 1
 
 

@@ -48,8 +48,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=int, default=20_000, help="rows of the demo stream (a year)")
     p.add_argument("--trials", type=int, default=1, help="model.search.trials")
-    p.add_argument("--poll", type=float, default=2.0,
-                   help="PREFECT_WORKER_QUERY_SECONDS of the worker (Prefect's default is 10)")
+    p.add_argument(
+        "--poll",
+        type=float,
+        default=2.0,
+        help="PREFECT_WORKER_QUERY_SECONDS of the worker (Prefect's default is 10)",
+    )
     p.add_argument("--no-smoke", action="store_true", help="gate.smoke_test: false")
     p.add_argument("--keep", action="store_true", help="keep the project folder")
     args = p.parse_args()
@@ -81,20 +85,39 @@ def main() -> int:
     stream = generate_stream(args.rows, days=364, seed=7)
     landing = work / "landing"
     landing.mkdir()
-    cfg.write_text(yaml.safe_dump({
-        "project": "loop-bench",
-        "data": {"source": {"kind": "folder", "path": "landing"}, "id_column": ID,
-                 "time_column": TIME, "target": TARGET, "features": stream.features,
-                 "batch": {"period": "W"}},
-        "model": {"search": {"trials": args.trials, "timeout_s": 120}},
-        "gate": {"smoke_test": not args.no_smoke},
-        "monitoring": {"min_rows": 50},
-        "retraining": {"cooldown": "1s", "min_new_labels": 0, "drift_share": 0.2,
-                       "max_model_age": None}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "project": "loop-bench",
+                "data": {
+                    "source": {"kind": "folder", "path": "landing"},
+                    "id_column": ID,
+                    "time_column": TIME,
+                    "target": TARGET,
+                    "features": stream.features,
+                    "batch": {"period": "W"},
+                },
+                "model": {"search": {"trials": args.trials, "timeout_s": 120}},
+                "gate": {"smoke_test": not args.no_smoke},
+                "monitoring": {"min_rows": 50},
+                "retraining": {
+                    "cooldown": "1s",
+                    "min_new_labels": 0,
+                    "drift_share": 0.2,
+                    "max_model_age": None,
+                },
+            }
+        )
+    )
     try:
         t = time.perf_counter()
-        up = subprocess.run([MLOPS, "up", "--json", "--config", str(cfg)], env=env,
-                            capture_output=True, text=True, cwd=REPO)
+        up = subprocess.run(
+            [MLOPS, "up", "--json", "--config", str(cfg)],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
         if up.returncode != 0:
             raise SystemExit(up.stdout + up.stderr)
         up_s = time.perf_counter() - t
@@ -127,8 +150,9 @@ def main() -> int:
         deadline = time.monotonic() + 900
         runs: list[dict[str, Any]] = []
         while time.monotonic() < deadline and not runs:
-            runs = [r for r in recent_runs(api, deployment=train_dep)
-                    if not r["auto_scheduled"]]  # not the weekly cron's runs
+            runs = [
+                r for r in recent_runs(api, deployment=train_dep) if not r["auto_scheduled"]
+            ]  # not the weekly cron's runs
             time.sleep(0.5)
         if not runs:
             raise SystemExit("the retrain event started no training run")
@@ -147,22 +171,30 @@ def main() -> int:
         train_task = task_seconds(api, train["id"], "train-")
         gating = float(seconds.get("smoke", 0.0))
         training = train_task - gating
-        event_s = (parse_time(train["expected_start_time"])
-                   - parse_time(mon["end_time"])).total_seconds()
+        event_s = (
+            parse_time(train["expected_start_time"]) - parse_time(mon["end_time"])
+        ).total_seconds()
         figures = {
-            "rows_landed": len(weeks(30, 40)), "total_s": round(total, 1),
-            "validation_s": round(validation, 1), "monitoring_s": round(monitoring, 1),
-            "training_s": round(training, 1), "gating_s": round(gating, 1),
+            "rows_landed": len(weeks(30, 40)),
+            "total_s": round(total, 1),
+            "validation_s": round(validation, 1),
+            "monitoring_s": round(monitoring, 1),
+            "training_s": round(training, 1),
+            "gating_s": round(gating, 1),
             "prefect_overhead_s": round(total - validation - monitoring - train_task, 1),
-            "event_to_run_s": round(event_s, 1), "worker_poll_s": args.poll,
-            "trials": args.trials, "smoke_test": str(not args.no_smoke).lower(),
+            "event_to_run_s": round(event_s, 1),
+            "worker_poll_s": args.poll,
+            "trials": args.trials,
+            "smoke_test": str(not args.no_smoke).lower(),
             "pending_version": pending[-1].version if pending else "none",
-            "mlops_up_s": round(up_s, 1)}
+            "mlops_up_s": round(up_s, 1),
+        }
         print(" ".join(f"{k}={v}" for k, v in figures.items()))
         return 0 if pending else 1
     finally:
-        subprocess.run([MLOPS, "down", "--config", str(cfg)], env=env, capture_output=True,
-                       cwd=REPO)
+        subprocess.run(
+            [MLOPS, "down", "--config", str(cfg)], env=env, capture_output=True, cwd=REPO
+        )
         if args.keep:
             print(f"kept {work}", file=sys.stderr)
         else:

@@ -75,11 +75,14 @@ def job_plain(rows: int) -> None:
     from mlops_core.monitoring import report_verdicts
 
     ref, cur, kinds = frames(rows)
-    dd = DataDefinition(numerical_columns=[c for c, k in kinds.items() if k == "numeric"],
-                        categorical_columns=[c for c, k in kinds.items() if k != "numeric"])
+    dd = DataDefinition(
+        numerical_columns=[c for c, k in kinds.items() if k == "numeric"],
+        categorical_columns=[c for c, k in kinds.items() if k != "numeric"],
+    )
     t0 = time.perf_counter()
-    snap = Report([DataDriftPreset()]).run(Dataset.from_pandas(cur, data_definition=dd),
-                                           Dataset.from_pandas(ref, data_definition=dd))
+    snap = Report([DataDriftPreset()]).run(
+        Dataset.from_pandas(cur, data_definition=dd), Dataset.from_pandas(ref, data_definition=dd)
+    )
     verdicts = report_verdicts(json.loads(snap.json()))
     _emit({"wall": time.perf_counter() - t0, "verdicts": verdicts})
 
@@ -97,28 +100,38 @@ def job_ours(rows: int, with_html: bool) -> None:
     if with_html:
         t1 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            drift_report(sample_rows(ref, 50_000, 0), sample_rows(cur, 50_000, 1), kinds,
-                         Path(tmp))
+            drift_report(sample_rows(ref, 50_000, 0), sample_rows(cur, 50_000, 1), kinds, Path(tmp))
         html_s = time.perf_counter() - t1
-    _emit({"wall": wall, "html_s": html_s, "status": summary.status,
-           "share": summary.drift_share,
-           "verdicts": {c.column: c.drifted for c in summary.columns}})
+    _emit(
+        {
+            "wall": wall,
+            "html_s": html_s,
+            "status": summary.status,
+            "share": summary.drift_share,
+            "verdicts": {c.column: c.drifted for c in summary.columns},
+        }
+    )
 
 
 def run_child(*args: str) -> tuple[dict[str, Any], float]:
-    proc = subprocess.Popen([sys.executable, __file__, "--job", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--job", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     out, errtext = proc.communicate()
     if proc.returncode != 0:
         sys.exit(f"job {args[0]} failed:\n{errtext[-3000:]}")
     line = next(ln for ln in out.splitlines()[::-1] if ln.startswith(RESULT_TAG))
-    result = json.loads(line[len(RESULT_TAG):])
+    result = json.loads(line[len(RESULT_TAG) :])
     return result, result["peak_mb"]
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     ap.add_argument("--rows", type=int, default=1_000_000, help="rows per frame")
     ap.add_argument("--job", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -137,19 +150,25 @@ def main() -> int:
     ratio_wall = ours["wall"] / plain["wall"]
     ratio_mem = ours_mb / plain_mb
     print(f"{'job':<6} {'wall s':>8} {'peak MB':>8}  drifted columns")
-    print(f"{'plain':<6} {plain['wall']:8.1f} {plain_mb:8.0f}  "
-          f"{sorted(c for c, v in plain['verdicts'].items() if v)}")
-    print(f"{'ours':<6} {ours['wall']:8.2f} {ours_mb:8.0f}  "
-          f"{sorted(c for c, v in ours['verdicts'].items() if v)}  (status {ours['status']}; "
-          f"HTML report on the same samples, when asked or on a drift: {ours['html_s']:.1f} s)")
+    print(
+        f"{'plain':<6} {plain['wall']:8.1f} {plain_mb:8.0f}  "
+        f"{sorted(c for c, v in plain['verdicts'].items() if v)}"
+    )
+    print(
+        f"{'ours':<6} {ours['wall']:8.2f} {ours_mb:8.0f}  "
+        f"{sorted(c for c, v in ours['verdicts'].items() if v)}  (status {ours['status']}; "
+        f"HTML report on the same samples, when asked or on a drift: {ours['html_s']:.1f} s)"
+    )
     if differ:
         print(f"verdicts differ on: {differ}")
     met = ratio_wall <= MAX_WALL and ratio_mem <= MAX_MEM and agree
-    print(f"ratio_wall={ratio_wall:.3f} ratio_mem={ratio_mem:.3f} "
-          f"verdicts_agree={str(agree).lower()} wall_ours_s={ours['wall']:.2f} "
-          f"wall_plain_s={plain['wall']:.1f} mem_ours_mb={ours_mb:.0f} "
-          f"mem_plain_mb={plain_mb:.0f} html_s={ours['html_s']:.1f} rows={args.rows} "
-          f"target_met={str(met).lower()}")
+    print(
+        f"ratio_wall={ratio_wall:.3f} ratio_mem={ratio_mem:.3f} "
+        f"verdicts_agree={str(agree).lower()} wall_ours_s={ours['wall']:.2f} "
+        f"wall_plain_s={plain['wall']:.1f} mem_ours_mb={ours_mb:.0f} "
+        f"mem_plain_mb={plain_mb:.0f} html_s={ours['html_s']:.1f} rows={args.rows} "
+        f"target_met={str(met).lower()}"
+    )
     return 0 if met else 1
 
 

@@ -49,30 +49,46 @@ def run_one(ds: DataSet, tmp: str) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     path = materialise(ds, Path(tmp))
-    replay = load_replay(path, target=ds.target, time_column=ds.time_column,
-                         batch_size=ds.batch_size, initial_batches=INITIAL_BATCHES)
+    replay = load_replay(
+        path,
+        target=ds.target,
+        time_column=ds.time_column,
+        batch_size=ds.batch_size,
+        initial_batches=INITIAL_BATCHES,
+    )
     res = run_backtest(replay, STRATEGIES)
     by = {s.name: s for s in res.strategies}
-    return {"data": ds.label, "batches": res.batches,
-            **{n: by[n].mean_metric for n in STRATEGIES},
-            "cpu_arf": by["online"].train_cpu_s, "cpu_xgb": by["online-xgboost"].train_cpu_s,
-            "wall_s": time.perf_counter() - t0}
+    return {
+        "data": ds.label,
+        "batches": res.batches,
+        **{n: by[n].mean_metric for n in STRATEGIES},
+        "cpu_arf": by["online"].train_cpu_s,
+        "cpu_xgb": by["online-xgboost"].train_cpu_s,
+        "wall_s": time.perf_counter() - t0,
+    }
 
 
 def line(r: dict[str, Any]) -> str:
-    return (f"data={r['data']} batches={r['batches']} static={r['static']:.4f} "
-            f"arf={r['online']:.4f} xgboost={r['online-xgboost']:.4f} "
-            f"gap={r['online-xgboost'] - r['online']:+.4f} cpu_arf={r['cpu_arf']:.1f} "
-            f"cpu_xgboost={r['cpu_xgb']:.1f} wall_s={r['wall_s']:.0f}")
+    return (
+        f"data={r['data']} batches={r['batches']} static={r['static']:.4f} "
+        f"arf={r['online']:.4f} xgboost={r['online-xgboost']:.4f} "
+        f"gap={r['online-xgboost'] - r['online']:+.4f} cpu_arf={r['cpu_arf']:.1f} "
+        f"cpu_xgboost={r['cpu_xgb']:.1f} wall_s={r['wall_s']:.0f}"
+    )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
-    ap.add_argument("--only", help="comma-separated data sets; known: "
-                    + ", ".join(d.label for d in DATASETS))
-    ap.add_argument("--jobs", type=int, default=min(8, max(1, os.cpu_count() or 1)),
-                    help="data sets in parallel (one OpenMP thread each)")
+    ap.add_argument(
+        "--only", help="comma-separated data sets; known: " + ", ".join(d.label for d in DATASETS)
+    )
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=min(8, max(1, os.cpu_count() or 1)),
+        help="data sets in parallel (one OpenMP thread each)",
+    )
     args = ap.parse_args()
     chosen = [d for d in DATASETS if d.label != "employment_ma"]  # 277k rows: minutes of ARF
     if args.quick:
@@ -87,8 +103,9 @@ def main() -> int:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mlops-bench-online-") as tmp:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max(1, min(args.jobs, len(chosen))), mp_context=ctx,
-                                 initializer=_init_worker) as pool:
+        with ProcessPoolExecutor(
+            max(1, min(args.jobs, len(chosen))), mp_context=ctx, initializer=_init_worker
+        ) as pool:
             futures = [pool.submit(run_one, ds, tmp) for ds in chosen]
             for fut in as_completed(futures):
                 r = fut.result()
@@ -100,9 +117,12 @@ def main() -> int:
     static = sum(r["static"] for r in rows) / n
     better = sum(r["online-xgboost"] >= r["online"] for r in rows)
     ok = xgb >= arf and xgb >= static
-    print(f"datasets={n} xgboost_mean={xgb:.4f} arf_mean={arf:.4f} static_mean={static:.4f} "
-          f"xgboost_better_on={better}/{n} wall_s={time.perf_counter() - t0:.0f} "
-          f"target_met={str(ok).lower()}", flush=True)
+    print(
+        f"datasets={n} xgboost_mean={xgb:.4f} arf_mean={arf:.4f} static_mean={static:.4f} "
+        f"xgboost_better_on={better}/{n} wall_s={time.perf_counter() - t0:.0f} "
+        f"target_met={str(ok).lower()}",
+        flush=True,
+    )
     return 0 if ok else 1
 
 

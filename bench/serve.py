@@ -84,15 +84,19 @@ def make_project(tmp: Path, mlflow_url: str) -> tuple[Path, list[dict[str, Any]]
     reg = Registry(settings)
     if reg.champion() is None:
         if out.version is None:
-            raise SystemExit(f"training registered nothing (status {out.status}): "
-                             f"{out.gate.reasons}")
+            raise SystemExit(
+                f"training registered nothing (status {out.status}): {out.gate.reasons}"
+            )
         res = reg.approve(out.version, by="bench", comment="bench/serve.py")
         if res.outcome != "applied":
             raise SystemExit(f"approving v{out.version} was refused: {res}")
     champion = reg.champion()
     assert champion is not None
-    print(f"ingested {len(frame):,} rows in {batches} batches; trained and approved "
-          f"v{champion} in {time.perf_counter() - t0:.1f} s", flush=True)
+    print(
+        f"ingested {len(frame):,} rows in {batches} batches; trained and approved "
+        f"v{champion} in {time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
     cfg = write_config(settings, tmp / "mlops.yaml")
     columns = [c for cols in DEMO_FEATURES.values() for c in cols]
     # through JSON: plain ints, floats, strings and booleans, as a client sends them
@@ -102,8 +106,14 @@ def make_project(tmp: Path, mlflow_url: str) -> tuple[Path, list[dict[str, Any]]
 
 def start(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with log.open("wb") as f:
-        return subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            argv,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+        )
 
 
 def stop(proc: subprocess.Popen[bytes] | None) -> None:
@@ -119,16 +129,24 @@ def stop(proc: subprocess.Popen[bytes] | None) -> None:
         pass
 
 
-def wait_ready(name: str, proc: subprocess.Popen[bytes], log: Path, url: str,
-               ready: Callable[[Any], bool], timeout_s: float = 180.0) -> float:
+def wait_ready(
+    name: str,
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    url: str,
+    ready: Callable[[Any], bool],
+    timeout_s: float = 180.0,
+) -> float:
     """Poll ``url`` until ``ready(response)``; returns the seconds it took."""
     import httpx
 
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < timeout_s:
         if proc.poll() is not None:
-            raise SystemExit(f"{name} exited ({proc.returncode}) before it was ready:\n"
-                             + log.read_text(errors="replace")[-3000:])
+            raise SystemExit(
+                f"{name} exited ({proc.returncode}) before it was ready:\n"
+                + log.read_text(errors="replace")[-3000:]
+            )
         try:
             r = httpx.get(url, timeout=2.0)
             if ready(r):
@@ -136,22 +154,29 @@ def wait_ready(name: str, proc: subprocess.Popen[bytes], log: Path, url: str,
         except httpx.HTTPError:
             pass
         time.sleep(0.25)
-    raise SystemExit(f"{name} not ready after {timeout_s:.0f} s:\n"
-                     + log.read_text(errors="replace")[-3000:])
+    raise SystemExit(
+        f"{name} not ready after {timeout_s:.0f} s:\n" + log.read_text(errors="replace")[-3000:]
+    )
 
 
 # measuring -------------------------------------------------------------------------------------
 class Target:
     """One server: how a list of records becomes a request, and how many answers came back."""
 
-    def __init__(self, name: str, url: str, path: str,
-                 body: Callable[[list[dict[str, Any]]], Any],
-                 answers: Callable[[Any], list[Any]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        path: str,
+        body: Callable[[list[dict[str, Any]]], Any],
+        answers: Callable[[Any], list[Any]],
+    ) -> None:
         import httpx
 
         self.name, self.path, self.body, self.answers = name, path, body, answers
-        self.client = httpx.Client(base_url=url, timeout=120.0,
-                                   headers={"content-type": "application/json"})
+        self.client = httpx.Client(
+            base_url=url, timeout=120.0, headers={"content-type": "application/json"}
+        )
         self.failures = 0
         self.first_failure: str | None = None
 
@@ -191,8 +216,9 @@ def single_row(t: Target, bodies: list[bytes], warmup: int, requests: int) -> li
     return times
 
 
-def batches(t: Target, bodies: list[bytes], requests: int, seconds: float
-            ) -> tuple[float, int, float]:
+def batches(
+    t: Target, bodies: list[bytes], requests: int, seconds: float
+) -> tuple[float, int, float]:
     """(rows per second, requests sent, seconds) of sequential 1,000-row requests."""
     for body in bodies[:2]:
         t.post(body, BATCH_ROWS)
@@ -252,22 +278,45 @@ def mlflow_proba(payload: dict[str, Any]) -> list[float]:
 # main ------------------------------------------------------------------------------------------
 def main() -> int:
     head, rest = __doc__.split("\n\n", 1)
-    ap = argparse.ArgumentParser(description=head, epilog=rest,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--requests", type=int, default=500,
-                    help="single-row requests measured per server (default 500)")
-    ap.add_argument("--warmup", type=int, default=50,
-                    help="single-row warm-up requests per server, not measured (default 50)")
-    ap.add_argument("--batch-requests", type=int, default=200,
-                    help="1,000-row requests per server, at most (default 30)")
-    ap.add_argument("--batch-seconds", type=float, default=10.0,
-                    help="stop sending batches after this long (default 10)")
-    ap.add_argument("--clients", type=int, default=4,
-                    help="concurrent clients for the throughput under load (default 4)")
-    ap.add_argument("--load-seconds", type=float, default=8.0,
-                    help="seconds of load per server (default 8)")
-    ap.add_argument("--keep", action="store_true",
-                    help="keep the temporary folder (workspace, server logs)")
+    ap = argparse.ArgumentParser(
+        description=head, epilog=rest, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--requests",
+        type=int,
+        default=500,
+        help="single-row requests measured per server (default 500)",
+    )
+    ap.add_argument(
+        "--warmup",
+        type=int,
+        default=50,
+        help="single-row warm-up requests per server, not measured (default 50)",
+    )
+    ap.add_argument(
+        "--batch-requests",
+        type=int,
+        default=200,
+        help="1,000-row requests per server, at most (default 30)",
+    )
+    ap.add_argument(
+        "--batch-seconds",
+        type=float,
+        default=10.0,
+        help="stop sending batches after this long (default 10)",
+    )
+    ap.add_argument(
+        "--clients",
+        type=int,
+        default=4,
+        help="concurrent clients for the throughput under load (default 4)",
+    )
+    ap.add_argument(
+        "--load-seconds", type=float, default=8.0, help="seconds of load per server (default 8)"
+    )
+    ap.add_argument(
+        "--keep", action="store_true", help="keep the temporary folder (workspace, server logs)"
+    )
     args = ap.parse_args()
 
     from mlops_core.services import MLFLOW, free_port, start_mlflow, stop_service
@@ -286,34 +335,74 @@ def main() -> int:
 
         port = free_port()
         ours_log = tmp / "ours.log"
-        ours_proc = start([str(bin_dir / "mlops"), "serve", "--config", str(cfg),
-                           "--host", "127.0.0.1", "--port", str(port)], ours_log, env)
+        ours_proc = start(
+            [
+                str(bin_dir / "mlops"),
+                "serve",
+                "--config",
+                str(cfg),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            ours_log,
+            env,
+        )
         ours_url = f"http://127.0.0.1:{port}"
-        took = wait_ready("mlops serve", ours_proc, ours_log, f"{ours_url}/health",
-                          lambda r: r.status_code == 200 and r.json().get("ready") is True)
+        took = wait_ready(
+            "mlops serve",
+            ours_proc,
+            ours_log,
+            f"{ours_url}/health",
+            lambda r: r.status_code == 200 and r.json().get("ready") is True,
+        )
         print(f"mlops serve ready in {took:.1f} s", flush=True)
 
         mport = free_port()
         mlflow_log = tmp / "mlflow-serve.log"
-        mlflow_proc = start([str(bin_dir / "mlflow"), "models", "serve",
-                             "-m", f"models:/{PROJECT}@champion", "--env-manager", "local",
-                             "-h", "127.0.0.1", "-p", str(mport)], mlflow_log,
-                            dict(env, MLFLOW_TRACKING_URI=server.url))
+        mlflow_proc = start(
+            [
+                str(bin_dir / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                f"models:/{PROJECT}@champion",
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(mport),
+            ],
+            mlflow_log,
+            dict(env, MLFLOW_TRACKING_URI=server.url),
+        )
         mlflow_url = f"http://127.0.0.1:{mport}"
-        took = wait_ready("mlflow models serve", mlflow_proc, mlflow_log, f"{mlflow_url}/ping",
-                          lambda r: r.status_code == 200)
+        took = wait_ready(
+            "mlflow models serve",
+            mlflow_proc,
+            mlflow_log,
+            f"{mlflow_url}/ping",
+            lambda r: r.status_code == 200,
+        )
         print(f"mlflow models serve ready in {took:.1f} s", flush=True)
 
-        ours = Target("ours", ours_url, "/predict", lambda recs: recs,
-                      lambda p: p["predictions"])
-        mlf = Target("mlflow", mlflow_url, "/invocations",
-                     lambda recs: {"dataframe_records": recs}, lambda p: p["predictions"])
+        ours = Target("ours", ours_url, "/predict", lambda recs: recs, lambda p: p["predictions"])
+        mlf = Target(
+            "mlflow",
+            mlflow_url,
+            "/invocations",
+            lambda recs: {"dataframe_records": recs},
+            lambda p: p["predictions"],
+        )
         targets = [ours, mlf]
 
         # the same rows, in the same order, for both
         one = [[r] for r in records]
-        many = [records[i:i + BATCH_ROWS] for i in range(0, len(records) - BATCH_ROWS + 1,
-                                                         BATCH_ROWS)]
+        many = [
+            records[i : i + BATCH_ROWS] for i in range(0, len(records) - BATCH_ROWS + 1, BATCH_ROWS)
+        ]
         ours_single = [json.dumps(r[0]).encode() for r in one]  # one record: a JSON object
         mlflow_single = [mlf.encode(r) for r in one]
         ours_many = [ours.encode(b) for b in many]
@@ -321,16 +410,24 @@ def main() -> int:
 
         # do both answer the same? (one batch; not timed)
         a, b = ours.post(ours_many[0], BATCH_ROWS), mlf.post(mlflow_many[0], BATCH_ROWS)
-        max_diff = (max(abs(x - y) for x, y in zip(ours_proba(a), mlflow_proba(b),
-                                                   strict=True))
-                    if a is not None and b is not None else float("nan"))
+        max_diff = (
+            max(abs(x - y) for x, y in zip(ours_proba(a), mlflow_proba(b), strict=True))
+            if a is not None and b is not None
+            else float("nan")
+        )
 
-        lat = {ours.name: single_row(ours, ours_single, args.warmup, args.requests),
-               mlf.name: single_row(mlf, mlflow_single, args.warmup, args.requests)}
-        thr = {ours.name: batches(ours, ours_many, args.batch_requests, args.batch_seconds),
-               mlf.name: batches(mlf, mlflow_many, args.batch_requests, args.batch_seconds)}
-        load = {t.name: under_load(t, many_bodies, args.clients, args.load_seconds)
-                for t, many_bodies in ((ours, ours_many), (mlf, mlflow_many))}
+        lat = {
+            ours.name: single_row(ours, ours_single, args.warmup, args.requests),
+            mlf.name: single_row(mlf, mlflow_single, args.warmup, args.requests),
+        }
+        thr = {
+            ours.name: batches(ours, ours_many, args.batch_requests, args.batch_seconds),
+            mlf.name: batches(mlf, mlflow_many, args.batch_requests, args.batch_seconds),
+        }
+        load = {
+            t.name: under_load(t, many_bodies, args.clients, args.load_seconds)
+            for t, many_bodies in ((ours, ours_many), (mlf, mlflow_many))
+        }
     finally:
         for t in targets:
             t.close()
@@ -343,17 +440,24 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
     failures = sum(t.failures for t in targets)
-    print(f"\nchampion v{champion}; {args.requests} single-row requests after {args.warmup} "
-          f"warm-up ones; batches of {BATCH_ROWS:,} rows")
-    print(f"{'server':<8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'batch rows/s':>13} "
-          f"{'batches':>8} {'batch s':>8} {f'{args.clients} clients rows/s':>18} "
-          f"{'failures':>9}")
+    print(
+        f"\nchampion v{champion}; {args.requests} single-row requests after {args.warmup} "
+        f"warm-up ones; batches of {BATCH_ROWS:,} rows"
+    )
+    print(
+        f"{'server':<8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'batch rows/s':>13} "
+        f"{'batches':>8} {'batch s':>8} {f'{args.clients} clients rows/s':>18} "
+        f"{'failures':>9}"
+    )
     for t in targets:
         ms, (rate, sent, wall) = lat[t.name], thr[t.name]
-        print(f"{t.name:<8} {pct(ms, 50):8.2f} {pct(ms, 99):8.2f} {max(ms):8.2f} "
-              f"{rate:13,.0f} {sent:8d} {wall:8.1f} {load[t.name]:18,.0f} {t.failures:9d}")
-    print(f"largest difference in P(class 1) between the two on {BATCH_ROWS:,} rows: "
-          f"{max_diff:.2g}")
+        print(
+            f"{t.name:<8} {pct(ms, 50):8.2f} {pct(ms, 99):8.2f} {max(ms):8.2f} "
+            f"{rate:13,.0f} {sent:8d} {wall:8.1f} {load[t.name]:18,.0f} {t.failures:9d}"
+        )
+    print(
+        f"largest difference in P(class 1) between the two on {BATCH_ROWS:,} rows: {max_diff:.2g}"
+    )
     for t in targets:
         if t.first_failure:
             print(f"{t.name}: first failure: {t.first_failure}")
@@ -361,13 +465,15 @@ def main() -> int:
     ratio = thr["ours"][0] / thr["mlflow"][0]
     ratio_load = load["ours"] / load["mlflow"]
     met = ratio >= MIN_RATIO_BATCH and ours_p99 < MAX_P99_MS and failures == 0
-    print(f"ours_p50_ms={pct(lat['ours'], 50):.2f} ours_p99_ms={ours_p99:.2f} "
-          f"mlflow_p50_ms={pct(lat['mlflow'], 50):.2f} "
-          f"mlflow_p99_ms={pct(lat['mlflow'], 99):.2f} "
-          f"ours_batch_rows_s={thr['ours'][0]:.0f} mlflow_batch_rows_s={thr['mlflow'][0]:.0f} "
-          f"ratio_batch={ratio:.2f} ours_load_rows_s={load['ours']:.0f} "
-          f"mlflow_load_rows_s={load['mlflow']:.0f} ratio_load={ratio_load:.2f} "
-          f"failures={failures} target_met={str(met).lower()}")
+    print(
+        f"ours_p50_ms={pct(lat['ours'], 50):.2f} ours_p99_ms={ours_p99:.2f} "
+        f"mlflow_p50_ms={pct(lat['mlflow'], 50):.2f} "
+        f"mlflow_p99_ms={pct(lat['mlflow'], 99):.2f} "
+        f"ours_batch_rows_s={thr['ours'][0]:.0f} mlflow_batch_rows_s={thr['mlflow'][0]:.0f} "
+        f"ratio_batch={ratio:.2f} ours_load_rows_s={load['ours']:.0f} "
+        f"mlflow_load_rows_s={load['mlflow']:.0f} ratio_load={ratio_load:.2f} "
+        f"failures={failures} target_met={str(met).lower()}"
+    )
     return 0 if met else 1
 
 

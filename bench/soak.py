@@ -126,8 +126,7 @@ def make_stream(batches: int, rows_per_batch: int, seed: int) -> tuple[Any, Any]
 
     train_days = max(28, -(-TRAIN_ROWS // rows_per_batch))
     days = train_days + batches
-    start = (pd.Timestamp.now(tz="UTC").tz_localize(None).normalize()
-             - pd.Timedelta(days=days + 3))
+    start = pd.Timestamp.now(tz="UTC").tz_localize(None).normalize() - pd.Timedelta(days=days + 3)
     stream = generate_stream(2 * rows_per_batch * days, start=start, days=days, seed=seed)
     df = stream.frame
     day = df[TIME].dt.floor("1D")
@@ -144,23 +143,26 @@ def make_stream(batches: int, rows_per_batch: int, seed: int) -> tuple[Any, Any]
     return df[df[TIME] < cut].reset_index(drop=True), df[df[TIME] >= cut].reset_index(drop=True)
 
 
-def write_landing(frame: Any, folder: Path, batches: int, bad_share: float, seed: int
-                  ) -> list[Landed]:
+def write_landing(
+    frame: Any, folder: Path, batches: int, bad_share: float, seed: int
+) -> list[Landed]:
     """One file per day; ``bad_share`` of them spoiled (cycling through BAD_KINDS), about 1%
     an earlier good file sent again under a new name."""
     from mlops_core.batching import period_start
     from mlops_core.simulate import TIME
 
     folder.mkdir(parents=True, exist_ok=True)
-    groups = [g.reset_index(drop=True) for _, g in
-              frame.groupby(period_start(frame[TIME], "1D"), sort=True)][:batches]
+    groups = [
+        g.reset_index(drop=True)
+        for _, g in frame.groupby(period_start(frame[TIME], "1D"), sort=True)
+    ][:batches]
     n = len(groups)
     rng = random.Random(seed)
     slots = list(range(2, n))
     rng.shuffle(slots)
     n_bad = round(n * bad_share)
     bad = sorted(slots[:n_bad])
-    resend = set(slots[n_bad:n_bad + round(n * RESEND_SHARE)])
+    resend = set(slots[n_bad : n_bad + round(n * RESEND_SHARE)])
     kind_of = {i: BAD_KINDS[j % len(BAD_KINDS)] for j, i in enumerate(bad)}
     out: list[Landed] = []
     for i, g in enumerate(groups):
@@ -205,8 +207,9 @@ def write_landing(frame: Any, folder: Path, batches: int, bad_share: float, seed
 
 
 # setup ---------------------------------------------------------------------------------------
-def make_project(tmp: Path, mlflow_url: str, rows_per_batch: int, batches: int,
-                 bad_share: float, seed: int) -> tuple[Any, Path, list[Landed], int, str]:
+def make_project(
+    tmp: Path, mlflow_url: str, rows_per_batch: int, batches: int, bad_share: float, seed: int
+) -> tuple[Any, Path, list[Landed], int, str]:
     """(settings, mlops.yaml, the landing files, batches ingested at setup, the champion)."""
     from registry_helpers import demo_settings, write_config
 
@@ -214,9 +217,14 @@ def make_project(tmp: Path, mlflow_url: str, rows_per_batch: int, batches: int,
     from mlops_core.ingest import ingest
     from mlops_core.pipeline import train_and_register
 
-    settings = demo_settings(tmp, mlflow_url, PROJECT, data={"batch": {"period": "1D"}},
-                             gate={"smoke_test": False},
-                             model={"search": {"trials": 2, "timeout_s": 60}})
+    settings = demo_settings(
+        tmp,
+        mlflow_url,
+        PROJECT,
+        data={"batch": {"period": "1D"}},
+        gate={"smoke_test": False},
+        model={"search": {"trials": 2, "timeout_s": 60}},
+    )
     cfg = write_config(settings, tmp / "mlops.yaml")
     train, soak = make_stream(batches, rows_per_batch, seed)
     first = tmp / "history" / "history.parquet"
@@ -228,41 +236,60 @@ def make_project(tmp: Path, mlflow_url: str, rows_per_batch: int, batches: int,
     if bad:
         raise SystemExit(f"setup: the first file was not accepted whole: {bad[:3]}")
     files = write_landing(soak, tmp / "landing", batches, bad_share, seed)
-    print(f"setup: {len(train):,} rows in {len(report.outcomes)} daily batches ingested; "
-          f"{len(files)} files landed ({sum(f.kind == 'good' for f in files)} good, "
-          f"{sum(f.expect == 'quarantined' for f in files)} bad, "
-          f"{sum(f.kind == 'resent' for f in files)} sent again) in "
-          f"{time.perf_counter() - t0:.1f} s", flush=True)
+    print(
+        f"setup: {len(train):,} rows in {len(report.outcomes)} daily batches ingested; "
+        f"{len(files)} files landed ({sum(f.kind == 'good' for f in files)} good, "
+        f"{sum(f.expect == 'quarantined' for f in files)} bad, "
+        f"{sum(f.kind == 'resent' for f in files)} sent again) in "
+        f"{time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
     t0 = time.perf_counter()
     out = train_and_register(settings, trigger="bench")
     if out.version is None:
-        raise SystemExit(f"setup: training registered nothing ({out.status}): "
-                         f"{out.gate.reasons}")
+        raise SystemExit(f"setup: training registered nothing ({out.status}): {out.gate.reasons}")
     from mlops_core.actions import approve
 
-    res = approve(settings, Principal("setup", "approver", "cli"), out.version,
-                  comment="bench/soak.py: the first champion")
+    res = approve(
+        settings,
+        Principal("setup", "approver", "cli"),
+        out.version,
+        comment="bench/soak.py: the first champion",
+    )
     if res.outcome != "applied":
         raise SystemExit(f"setup: approving v{out.version} was refused: {res.message}")
-    print(f"setup: v{out.version} trained and approved in {time.perf_counter() - t0:.1f} s",
-          flush=True)
+    print(
+        f"setup: v{out.version} trained and approved in {time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
     return settings, cfg, files, len(report.outcomes), out.version
 
 
 # the actor: people deciding while data flows ------------------------------------------------
-SCENARIOS = ("approve_race", "double_click_approve", "double_click_rollback",
-             "approve_vs_reject", "double_click_reject", "viewer_refused")
+SCENARIOS = (
+    "approve_race",
+    "double_click_approve",
+    "double_click_rollback",
+    "approve_vs_reject",
+    "double_click_reject",
+    "viewer_refused",
+)
 # what each scenario must end as (outcomes sorted); the sequential resend of approve_race's
 # first request is checked apart
-EXPECT = {"approve_race": ["applied", "refused"], "double_click_approve": ["applied", "noop"],
-          "double_click_rollback": ["applied", "noop"],
-          "approve_vs_reject": ["applied", "refused"],
-          "double_click_reject": ["applied", "noop"], "viewer_refused": ["applied", "refused"],
-          "cli_double_click": ["applied", "noop"]}
+EXPECT = {
+    "approve_race": ["applied", "refused"],
+    "double_click_approve": ["applied", "noop"],
+    "double_click_rollback": ["applied", "noop"],
+    "approve_vs_reject": ["applied", "refused"],
+    "double_click_reject": ["applied", "noop"],
+    "viewer_refused": ["applied", "refused"],
+    "cli_double_click": ["applied", "noop"],
+}
 
 
-def _act(settings: Any, action: str, who: str, version: str | None, rid: str,
-         role: str = "approver") -> dict[str, Any]:
+def _act(
+    settings: Any, action: str, who: str, version: str | None, rid: str, role: str = "approver"
+) -> dict[str, Any]:
     """One decision through mlops_core.actions, as the dashboard makes it (a Registry of its
     own, as each request or CLI process has); its outcome as plain data."""
     from mlops_core import actions
@@ -284,8 +311,12 @@ def _act(settings: Any, action: str, who: str, version: str | None, rid: str,
         out = {"outcome": "refused", "version": version, "message": str(e)}
     except Exception as e:  # not audited: counted as an error
         out = {"outcome": "error", "version": version, "message": f"{type(e).__name__}: {e}"}
-    return out | {"action": action, "actor": who, "request_id": rid,
-                  "seconds": round(time.perf_counter() - t0, 3)}
+    return out | {
+        "action": action,
+        "actor": who,
+        "request_id": rid,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
 
 
 def _at_once(*calls: Any) -> list[dict[str, Any]]:
@@ -307,21 +338,44 @@ def _at_once(*calls: Any) -> list[dict[str, Any]]:
 
 def _cli_at_once(cfg: Path, version: str, rid: str) -> list[dict[str, Any]]:
     """A double click through the CLI: two `mlops approve --request-id` processes at once."""
-    argv = [str(venv_bin() / "mlops"), "approve", version, "--by", "carol", "--comment",
-            "soak: a double click from the CLI", "--request-id", rid, "--config", str(cfg),
-            "--json"]
-    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    argv = [
+        str(venv_bin() / "mlops"),
+        "approve",
+        version,
+        "--by",
+        "carol",
+        "--comment",
+        "soak: a double click from the CLI",
+        "--request-id",
+        rid,
+        "--config",
+        str(cfg),
+        "--json",
+    ]
+    procs = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     out = []
     for p in procs:
         stdout, stderr = p.communicate(timeout=300)
         try:
             d = json.loads(stdout)
-            out.append({"outcome": d["outcome"], "version": d.get("version"),
-                        "message": d.get("message", "")})
+            out.append(
+                {
+                    "outcome": d["outcome"],
+                    "version": d.get("version"),
+                    "message": d.get("message", ""),
+                }
+            )
         except (ValueError, KeyError):
-            out.append({"outcome": "error", "version": version,
-                        "message": f"exit {p.returncode}: {stderr.strip()[-300:]}"})
+            out.append(
+                {
+                    "outcome": "error",
+                    "version": version,
+                    "message": f"exit {p.returncode}: {stderr.strip()[-300:]}",
+                }
+            )
         out[-1] |= {"action": "approve", "actor": "carol", "request_id": rid, "via": "cli"}
     return out
 
@@ -361,8 +415,10 @@ def actor_main(cfg: Path, state: Path, pause: float, cli_every: int) -> int:
         act = functools.partial(_act, settings)
         if scenario == "approve_race":  # two approvers, one version, at the same moment
             v, ra = new_version(), rid()
-            got = _at_once(functools.partial(act, "approve", "alice", v, ra),
-                           functools.partial(act, "approve", "bob", v, rid()))
+            got = _at_once(
+                functools.partial(act, "approve", "alice", v, ra),
+                functools.partial(act, "approve", "bob", v, rid()),
+            )
             extra = [act("approve", "alice", v, ra)]  # the first click again, later
         elif scenario == "double_click_approve":
             v, r = new_version(), rid()
@@ -374,12 +430,13 @@ def actor_main(cfg: Path, state: Path, pause: float, cli_every: int) -> int:
             got = _at_once(*[functools.partial(act, "rollback", "alice", None, rid())] * 2)
         elif scenario == "approve_vs_reject":
             v = new_version()
-            got = _at_once(functools.partial(act, "approve", "alice", v, rid()),
-                           functools.partial(act, "reject", "bob", v, rid()))
+            got = _at_once(
+                functools.partial(act, "approve", "alice", v, rid()),
+                functools.partial(act, "reject", "bob", v, rid()),
+            )
         elif scenario == "viewer_refused":  # a viewer's forced approval; then a real decision
             v = new_version()
-            got = [act("approve", "vic", v, rid(), role="viewer"),
-                   act("reject", "alice", v, rid())]
+            got = [act("approve", "vic", v, rid(), role="viewer"), act("reject", "alice", v, rid())]
         else:  # cli_double_click
             v = new_version()
             got = _cli_at_once(cfg, v, rid())
@@ -390,15 +447,24 @@ def actor_main(cfg: Path, state: Path, pause: float, cli_every: int) -> int:
         rounds += 1
         time.sleep(pause)
     results.close()
-    (state / SUMMARY).write_text(json.dumps({
-        "rounds": rounds, "registered": registered, "rss_start_mb": rss0,
-        "rss_end_mb": rss_mb(), "seconds": time.perf_counter() - t_start}))
+    (state / SUMMARY).write_text(
+        json.dumps(
+            {
+                "rounds": rounds,
+                "registered": registered,
+                "rss_start_mb": rss0,
+                "rss_end_mb": rss_mb(),
+                "seconds": time.perf_counter() - t_start,
+            }
+        )
+    )
     return 0
 
 
 # the checks at the end -------------------------------------------------------------------------
-def check_batches(settings: Any, files: list[Landed], outcomes: dict[int, list[Any]],
-                  setup_batches: int) -> tuple[bool, list[str]]:
+def check_batches(
+    settings: Any, files: list[Landed], outcomes: dict[int, list[Any]], setup_batches: int
+) -> tuple[bool, list[str]]:
     """Every file one outcome as its kind calls for; the DB one record per distinct batch."""
     import sqlalchemy as sa
 
@@ -414,12 +480,15 @@ def check_batches(settings: Any, files: list[Landed], outcomes: dict[int, list[A
             continue
         o = outs[0]
         if o.status != f.expect:
-            problems.append(f"{f.path.name} ({f.kind}): {o.status}, expected {f.expect} "
-                            f"({o.reason[:120]})")
+            problems.append(
+                f"{f.path.name} ({f.kind}): {o.status}, expected {f.expect} ({o.reason[:120]})"
+            )
         if o.status == "duplicate":
             if f.original is not None and first_id.get(f.original) != o.id:
-                problems.append(f"{f.path.name}: duplicate of {o.id}, not of file "
-                                f"{f.original}'s batch {first_id.get(f.original)}")
+                problems.append(
+                    f"{f.path.name}: duplicate of {o.id}, not of file "
+                    f"{f.original}'s batch {first_id.get(f.original)}"
+                )
             continue
         if o.id in ids:
             problems.append(f"batch {o.id} came out of two files")
@@ -428,8 +497,11 @@ def check_batches(settings: Any, files: list[Landed], outcomes: dict[int, list[A
     meta = MetadataStore(settings.db_url)
     try:
         with meta.engine.connect() as conn:
-            rows = conn.execute(sa.select(batches.c.id, batches.c.status, batches.c.rows,
-                                          batches.c.path, batches.c.origin)).all()
+            rows = conn.execute(
+                sa.select(
+                    batches.c.id, batches.c.status, batches.c.rows, batches.c.path, batches.c.origin
+                )
+            ).all()
     finally:
         meta.dispose()
     db = {r.id: r for r in rows}
@@ -437,8 +509,9 @@ def check_batches(settings: Any, files: list[Landed], outcomes: dict[int, list[A
         problems.append("batch ids repeated in the DB")
     soak_db = {k: r for k, r in db.items() if "/landing/" in r.origin}
     if len(db) - len(soak_db) != setup_batches:
-        problems.append(f"{len(db) - len(soak_db)} setup batches in the DB, "
-                        f"{setup_batches} ingested")
+        problems.append(
+            f"{len(db) - len(soak_db)} setup batches in the DB, {setup_batches} ingested"
+        )
     lost = sorted(set(ids) - set(soak_db))
     extra = sorted(set(soak_db) - set(ids))
     if lost:
@@ -463,8 +536,7 @@ def check_batches(settings: Any, files: list[Landed], outcomes: dict[int, list[A
     return not problems, problems
 
 
-def check_registry(settings: Any, actor: list[dict[str, Any]], monitor_runs: int
-                   ) -> dict[str, Any]:
+def check_registry(settings: Any, actor: list[dict[str, Any]], monitor_runs: int) -> dict[str, Any]:
     """Champion, audit log, races, runs and monitoring records, read from MLflow and the DB
     directly (nothing here repairs anything first)."""
     import sqlalchemy as sa
@@ -484,33 +556,52 @@ def check_registry(settings: Any, actor: list[dict[str, Any]], monitor_runs: int
     meta = MetadataStore(settings.db_url)
     try:
         with meta.engine.connect() as conn:
-            state = conn.execute(sa.select(champion_state).where(
-                champion_state.c.model == PROJECT)).first()
-            audit = [r._asdict() for r in conn.execute(sa.select(audit_log).where(
-                audit_log.c.model == PROJECT).order_by(audit_log.c.id))]
-            n_runs = conn.execute(sa.select(sa.func.count()).select_from(monitoring_runs)
-                                  ).scalar_one()
+            state = conn.execute(
+                sa.select(champion_state).where(champion_state.c.model == PROJECT)
+            ).first()
+            audit = [
+                r._asdict()
+                for r in conn.execute(
+                    sa.select(audit_log)
+                    .where(audit_log.c.model == PROJECT)
+                    .order_by(audit_log.c.id)
+                )
+            ]
+            n_runs = conn.execute(
+                sa.select(sa.func.count()).select_from(monitoring_runs)
+            ).scalar_one()
             n_dec = conn.execute(sa.select(sa.func.count()).select_from(decisions)).scalar_one()
     finally:
         meta.dispose()
     champ = state.version if state else None
     aliases = {k: str(v) for k, v in (client.get_registered_model(PROJECT).aliases or {}).items()}
     mvs = client.search_model_versions(f"name='{PROJECT}'", max_results=10_000)
-    approved = sorted((str(m.version) for m in mvs if (m.tags or {}).get("status") == "approved"),
-                      key=int)
+    approved = sorted(
+        (str(m.version) for m in mvs if (m.tags or {}).get("status") == "approved"), key=int
+    )
     if aliases.get(CHAMPION) != champ:
         problems.append(f"champion alias v{aliases.get(CHAMPION)}, DB v{champ}")
     if approved != [champ]:
         problems.append(f"versions with status approved: {approved}; champion v{champ}")
-    moves = [r for r in audit if r["outcome"] == "applied"
-             and r["action"] in ("approve", "rollback", "auto_promote", "adopt")]
-    if not moves or moves[-1]["version"] != champ or moves[-1]["action"] not in (
-            "approve", "rollback"):
-        problems.append(f"the last champion move is {moves[-1] if moves else None}, "
-                        f"champion v{champ}")
+    moves = [
+        r
+        for r in audit
+        if r["outcome"] == "applied"
+        and r["action"] in ("approve", "rollback", "auto_promote", "adopt")
+    ]
+    if (
+        not moves
+        or moves[-1]["version"] != champ
+        or moves[-1]["action"] not in ("approve", "rollback")
+    ):
+        problems.append(
+            f"the last champion move is {moves[-1] if moves else None}, champion v{champ}"
+        )
     if state is None or state.generation != len(moves):
-        problems.append(f"generation {state.generation if state else None}, "
-                        f"{len(moves)} applied champion moves audited")
+        problems.append(
+            f"generation {state.generation if state else None}, "
+            f"{len(moves)} applied champion moves audited"
+        )
     unmarked = [r["id"] for r in moves if r["action"] != "adopt" and r["alias_moved_at"] is None]
     if unmarked:
         problems.append(f"{len(unmarked)} applied moves without alias_moved_at: {unmarked[:5]}")
@@ -523,29 +614,47 @@ def check_registry(settings: Any, actor: list[dict[str, Any]], monitor_runs: int
         if r["request_id"]:
             by_rid.setdefault(r["request_id"], []).append(r)
     told = [a for a in actor if a["outcome"] in ("applied", "refused")]
-    ours = [r for r in audit if r["actor"] in ACTORS
-            and r["action"] in ("approve", "reject", "rollback")]
+    ours = [
+        r
+        for r in audit
+        if r["actor"] in ACTORS and r["action"] in ("approve", "reject", "rollback")
+    ]
     anonymous = [r for r in ours if not r["request_id"]]
     for a in told:  # each answer that says something was decided has its own record
-        recs = [r for r in by_rid.get(a["request_id"], [])
-                if (r["action"], r["outcome"]) == (a["action"], a["outcome"])]
+        recs = [
+            r
+            for r in by_rid.get(a["request_id"], [])
+            if (r["action"], r["outcome"]) == (a["action"], a["outcome"])
+        ]
         if len(recs) == 1:
             continue
-        bare = [r for r in anonymous if (r["actor"], r["action"], r["outcome"], r["reason"])
-                == (a["actor"], a["action"], a["outcome"], a["message"])]
+        bare = [
+            r
+            for r in anonymous
+            if (r["actor"], r["action"], r["outcome"], r["reason"])
+            == (a["actor"], a["action"], a["outcome"], a["message"])
+        ]
         audit_problems.append(
             f"{a['scenario']} round {a['round']}: told {a['outcome']} for {a['action']} "
             f"v{a['version']} (request {a['request_id'][:8]}): "
-            + (f"audited without its request id (record {bare[0]['id']})" if bare else
-               f"{len(recs)} records under its request id"))
+            + (
+                f"audited without its request id (record {bare[0]['id']})"
+                if bare
+                else f"{len(recs)} records under its request id"
+            )
+        )
     for a in actor:  # a no-op answers a request that has exactly one record
         if a["outcome"] == "noop" and len(by_rid.get(a["request_id"], [])) != 1:
-            audit_problems.append(f"{a['scenario']} round {a['round']}: noop for request "
-                                  f"{a['request_id'][:8]} with "
-                                  f"{len(by_rid.get(a['request_id'], []))} records")
+            audit_problems.append(
+                f"{a['scenario']} round {a['round']}: noop for request "
+                f"{a['request_id'][:8]} with "
+                f"{len(by_rid.get(a['request_id'], []))} records"
+            )
     if len(ours) != len(told):
-        audit_problems.append(f"{len(ours)} audit records by the actor's people, {len(told)} "
-                              "answers applied or refused")
+        audit_problems.append(
+            f"{len(ours)} audit records by the actor's people, {len(told)} "
+            "answers applied or refused"
+        )
     errors = [a for a in actor if a["outcome"] == "error"]
     for a in errors[:5]:
         audit_problems.append(f"{a['scenario']} round {a['round']}: error {a['message'][:200]}")
@@ -560,43 +669,71 @@ def check_registry(settings: Any, actor: list[dict[str, Any]], monitor_runs: int
         first = [a for a in acts if not a["resend"]]
         got = sorted(a["outcome"] for a in first)
         if got != EXPECT[scenario]:
-            race_problems.append(f"round {n} {scenario}: {got} "
-                                 f"({'; '.join(a['message'][:160] for a in first)})")
+            race_problems.append(
+                f"round {n} {scenario}: {got} ({'; '.join(a['message'][:160] for a in first)})"
+            )
         for a in acts:
             if a["resend"] and a["outcome"] != "noop":
-                race_problems.append(f"round {n} {scenario}: the same request again gave "
-                                     f"{a['outcome']}: {a['message'][:160]}")
+                race_problems.append(
+                    f"round {n} {scenario}: the same request again gave "
+                    f"{a['outcome']}: {a['message'][:160]}"
+                )
 
     exp = client.get_experiment_by_name(PROJECT)
-    running = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'") \
-        if exp else []
+    running = (
+        client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'") if exp else []
+    )
     if n_runs != monitor_runs or n_dec != monitor_runs:
-        problems.append(f"{n_runs} monitoring runs and {n_dec} decisions recorded, "
-                        f"{monitor_runs} runs made")
+        problems.append(
+            f"{n_runs} monitoring runs and {n_dec} decisions recorded, {monitor_runs} runs made"
+        )
     count = lambda action, outcome: sum(  # noqa: E731
-        1 for a in actor if a["action"] == action and a["outcome"] == outcome)
-    return {"one_champion": one_champion, "champion": champ, "versions": len(mvs),
-            "audit_ok": not audit_problems and not errors, "race_ok": not race_problems,
-            "runs_running": len(running), "monitor_records_ok": n_runs == n_dec == monitor_runs,
-            "problems": problems + audit_problems + race_problems,
-            "approvals": count("approve", "applied"), "rejections": count("reject", "applied"),
-            "rollbacks": count("rollback", "applied"),
-            "refused": sum(a["outcome"] == "refused" for a in actor),
-            "noops": sum(a["outcome"] == "noop" for a in actor), "errors": len(errors),
-            "races": len(rounds), "audit_records": len(audit)}
+        1 for a in actor if a["action"] == action and a["outcome"] == outcome
+    )
+    return {
+        "one_champion": one_champion,
+        "champion": champ,
+        "versions": len(mvs),
+        "audit_ok": not audit_problems and not errors,
+        "race_ok": not race_problems,
+        "runs_running": len(running),
+        "monitor_records_ok": n_runs == n_dec == monitor_runs,
+        "problems": problems + audit_problems + race_problems,
+        "approvals": count("approve", "applied"),
+        "rejections": count("reject", "applied"),
+        "rollbacks": count("rollback", "applied"),
+        "refused": sum(a["outcome"] == "refused" for a in actor),
+        "noops": sum(a["outcome"] == "noop" for a in actor),
+        "errors": len(errors),
+        "races": len(rounds),
+        "audit_records": len(audit),
+    }
 
 
 # the soak ------------------------------------------------------------------------------------
 def start_actor(cfg: Path, state: Path, args: argparse.Namespace) -> subprocess.Popen[bytes]:
     log = (state / "actor.log").open("wb")
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--_actor",
-                             str(cfg), str(state), str(args.actor_pause), str(args.cli_every)],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--_actor",
+            str(cfg),
+            str(state),
+            str(args.actor_pause),
+            str(args.cli_every),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 180
     while not (state / READY).exists():
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("the actor did not start:\n"
-                             + (state / "actor.log").read_text(errors="replace")[-3000:])
+            raise SystemExit(
+                "the actor did not start:\n"
+                + (state / "actor.log").read_text(errors="replace")[-3000:]
+            )
         time.sleep(0.2)
     return proc
 
@@ -621,24 +758,49 @@ def read_actor(state: Path) -> list[dict[str, Any]]:
 
 def main() -> int:
     head, rest = __doc__.split("\n\n", 1)
-    ap = argparse.ArgumentParser(description=head, epilog=rest,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batches", type=int, default=1000,
-                    help="daily batches (files) to ingest (default 1000)")
-    ap.add_argument("--rows-per-batch", type=int, default=100,
-                    help="mean rows of a batch; each has 1/2x to 3/2x of it (default 100)")
-    ap.add_argument("--monitor-every", type=int, default=10,
-                    help="run monitoring after every N batches (default 10)")
-    ap.add_argument("--bad-share", type=float, default=0.05,
-                    help="share of bad files that must be quarantined (default 0.05)")
-    ap.add_argument("--actor-pause", type=float, default=1.0,
-                    help="seconds the actor waits between rounds (default 1)")
-    ap.add_argument("--cli-every", type=int, default=25,
-                    help="every Nth round a double click through two `mlops approve` "
-                         "processes; 0: never (default 25)")
+    ap = argparse.ArgumentParser(
+        description=head, epilog=rest, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--batches", type=int, default=1000, help="daily batches (files) to ingest (default 1000)"
+    )
+    ap.add_argument(
+        "--rows-per-batch",
+        type=int,
+        default=100,
+        help="mean rows of a batch; each has 1/2x to 3/2x of it (default 100)",
+    )
+    ap.add_argument(
+        "--monitor-every",
+        type=int,
+        default=10,
+        help="run monitoring after every N batches (default 10)",
+    )
+    ap.add_argument(
+        "--bad-share",
+        type=float,
+        default=0.05,
+        help="share of bad files that must be quarantined (default 0.05)",
+    )
+    ap.add_argument(
+        "--actor-pause",
+        type=float,
+        default=1.0,
+        help="seconds the actor waits between rounds (default 1)",
+    )
+    ap.add_argument(
+        "--cli-every",
+        type=int,
+        default=25,
+        help="every Nth round a double click through two `mlops approve` "
+        "processes; 0: never (default 25)",
+    )
     ap.add_argument("--seed", type=int, default=7, help="seed of the stream and the faults")
-    ap.add_argument("--keep", action="store_true",
-                    help="keep the temporary folder (workspace, MLflow, landing files, logs)")
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary folder (workspace, MLflow, landing files, logs)",
+    )
     ap.add_argument("--_actor", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     # XGBoost's OpenMP threads spin while they wait; passive waiting shares the cores
@@ -675,10 +837,14 @@ def main() -> int:
     try:
         server = start_mlflow(server_ws)
         settings, cfg, files, setup_batches, first = make_project(
-            tmp, server.url, args.rows_per_batch, n, args.bad_share, args.seed)
+            tmp, server.url, args.rows_per_batch, n, args.bad_share, args.seed
+        )
         actor = start_actor(cfg, state, args)
-        print(f"actor started (pid {actor.pid}); soaking {len(files)} batches, monitoring "
-              f"every {args.monitor_every}", flush=True)
+        print(
+            f"actor started (pid {actor.pid}); soaking {len(files)} batches, monitoring "
+            f"every {args.monitor_every}",
+            flush=True,
+        )
         t_loop = time.perf_counter()
         every = max(1, len(files) // 20)
         for f in files:
@@ -700,20 +866,22 @@ def main() -> int:
             rss.append(rss_mb())
             if done % every == 0 or done == len(files):
                 recent = ingest_s[-every:]
-                print(f"batch {done:>5}/{len(files)}: {counts['accepted']} accepted, "
-                      f"{counts['quarantined']} quarantined, {counts['duplicate']} duplicate; "
-                      f"ingest p50 {pct(recent, 50) * 1000:.0f} ms; monitoring runs "
-                      f"{len(monitor_s)}"
-                      + (f" (last {monitor_s[-1][1]:.1f} s)" if monitor_s else "")
-                      + (f", {len(monitor_errors)} failed" if monitor_errors else "")
-                      + f"; RSS {rss[-1]:.0f} MB (actor {rss_mb(actor.pid):.0f} MB); "
-                      f"actor decisions {len(read_actor(state))}; "
-                      f"{time.perf_counter() - t_loop:.0f} s", flush=True)
+                print(
+                    f"batch {done:>5}/{len(files)}: {counts['accepted']} accepted, "
+                    f"{counts['quarantined']} quarantined, {counts['duplicate']} duplicate; "
+                    f"ingest p50 {pct(recent, 50) * 1000:.0f} ms; monitoring runs "
+                    f"{len(monitor_s)}"
+                    + (f" (last {monitor_s[-1][1]:.1f} s)" if monitor_s else "")
+                    + (f", {len(monitor_errors)} failed" if monitor_errors else "")
+                    + f"; RSS {rss[-1]:.0f} MB (actor {rss_mb(actor.pid):.0f} MB); "
+                    f"actor decisions {len(read_actor(state))}; "
+                    f"{time.perf_counter() - t_loop:.0f} s",
+                    flush=True,
+                )
         loop_s = time.perf_counter() - t_loop
         stop_actor(actor, state)
         acts = read_actor(state)
-        summary = json.loads((state / SUMMARY).read_text()) if (state / SUMMARY).exists() \
-            else {}
+        summary = json.loads((state / SUMMARY).read_text()) if (state / SUMMARY).exists() else {}
         db_ok, db_problems = check_batches(settings, files, outcomes, setup_batches)
         reg = check_registry(settings, acts, len(monitor_s))
     finally:
@@ -737,47 +905,62 @@ def main() -> int:
         print(f"problem: {p}")
     for e in monitor_errors[:5]:
         print(f"monitoring failed {e}")
-    print(f"\n{len(files)} batches in {loop_s:.0f} s ({loop_s / len(files) * 1000:.0f} ms a "
-          f"batch, monitoring included); {len(monitor_s)} monitoring runs; the actor: "
-          f"{summary.get('rounds', '?')} rounds, {summary.get('registered', '?')} versions "
-          f"registered, {len(acts)} decisions ({reg['approvals']} approvals, "
-          f"{reg['rejections']} rejections, {reg['rollbacks']} rollbacks applied; "
-          f"{reg['refused']} refused, {reg['noops']} no-ops, {reg['errors']} errors); "
-          f"champion v{reg['champion']} (first v{first})")
-    print(f"ingest ms   p50/p95: first {tenth} batches {pct(early, 50) * 1000:.0f}/"
-          f"{pct(early, 95) * 1000:.0f}, last {tenth} {pct(late, 50) * 1000:.0f}/"
-          f"{pct(late, 95) * 1000:.0f}; CPU ms p50: first {pct(cpu_early, 50) * 1000:.0f}, "
-          f"last {pct(cpu_late, 50) * 1000:.0f}")
-    print(f"monitoring s p50: first {m_tenth} runs {pct(m_early, 50):.2f}, last {m_tenth} "
-          f"{pct(m_late, 50):.2f}")
-    print(f"RSS MB: after batch {warm} {rss_start:.0f}, end {rss_end:.0f}, max {max(rss):.0f}; "
-          f"actor {summary.get('rss_start_mb', float('nan')):.0f} -> "
-          f"{summary.get('rss_end_mb', float('nan')):.0f}")
+    print(
+        f"\n{len(files)} batches in {loop_s:.0f} s ({loop_s / len(files) * 1000:.0f} ms a "
+        f"batch, monitoring included); {len(monitor_s)} monitoring runs; the actor: "
+        f"{summary.get('rounds', '?')} rounds, {summary.get('registered', '?')} versions "
+        f"registered, {len(acts)} decisions ({reg['approvals']} approvals, "
+        f"{reg['rejections']} rejections, {reg['rollbacks']} rollbacks applied; "
+        f"{reg['refused']} refused, {reg['noops']} no-ops, {reg['errors']} errors); "
+        f"champion v{reg['champion']} (first v{first})"
+    )
+    print(
+        f"ingest ms   p50/p95: first {tenth} batches {pct(early, 50) * 1000:.0f}/"
+        f"{pct(early, 95) * 1000:.0f}, last {tenth} {pct(late, 50) * 1000:.0f}/"
+        f"{pct(late, 95) * 1000:.0f}; CPU ms p50: first {pct(cpu_early, 50) * 1000:.0f}, "
+        f"last {pct(cpu_late, 50) * 1000:.0f}"
+    )
+    print(
+        f"monitoring s p50: first {m_tenth} runs {pct(m_early, 50):.2f}, last {m_tenth} "
+        f"{pct(m_late, 50):.2f}"
+    )
+    print(
+        f"RSS MB: after batch {warm} {rss_start:.0f}, end {rss_end:.0f}, max {max(rss):.0f}; "
+        f"actor {summary.get('rss_start_mb', float('nan')):.0f} -> "
+        f"{summary.get('rss_end_mb', float('nan')):.0f}"
+    )
     db_consistent = db_ok and reg["monitor_records_ok"] and not monitor_errors
-    checks = (db_consistent and reg["one_champion"] and reg["audit_ok"] and reg["race_ok"]
-              and reg["runs_running"] == 0)
+    checks = (
+        db_consistent
+        and reg["one_champion"]
+        and reg["audit_ok"]
+        and reg["race_ok"]
+        and reg["runs_running"] == 0
+    )
     met = growth <= MAX_RSS_GROWTH and slowdown <= MAX_SLOWDOWN and checks
     b = lambda x: str(bool(x)).lower()  # noqa: E731
-    print(f"batches={len(files)} accepted={counts['accepted']} "
-          f"quarantined={counts['quarantined']} duplicate={counts['duplicate']} "
-          f"monitor_runs={len(monitor_s)} monitor_errors={len(monitor_errors)} "
-          f"rss_start_mb={rss_start:.0f} rss_end_mb={rss_end:.0f} rss_max_mb={max(rss):.0f} "
-          f"rss_growth={growth:.2f} p50_early_ms={pct(early, 50) * 1000:.0f} "
-          f"p95_early_ms={pct(early, 95) * 1000:.0f} p50_late_ms={pct(late, 50) * 1000:.0f} "
-          f"p95_late_ms={pct(late, 95) * 1000:.0f} slowdown={slowdown:.2f} "
-          f"cpu_p50_early_ms={pct(cpu_early, 50) * 1000:.0f} "
-          f"cpu_p50_late_ms={pct(cpu_late, 50) * 1000:.0f} "
-          f"monitor_p50_early_s={pct(m_early, 50):.2f} "
-          f"monitor_p50_late_s={pct(m_late, 50):.2f} "
-          f"monitor_slowdown={pct(m_late, 50) / pct(m_early, 50):.2f} "
-          f"actor_rounds={summary.get('rounds', 0)} versions={reg['versions']} "
-          f"approvals={reg['approvals']} rejections={reg['rejections']} "
-          f"rollbacks={reg['rollbacks']} refused={reg['refused']} noops={reg['noops']} "
-          f"actor_errors={reg['errors']} audit_records={reg['audit_records']} "
-          f"audit_ok={b(reg['audit_ok'])} race_ok={b(reg['race_ok'])} "
-          f"db_consistent={b(db_consistent)} one_champion={b(reg['one_champion'])} "
-          f"runs_running={reg['runs_running']} wall_s={time.perf_counter() - t_all:.0f} "
-          f"target_met={b(met)}")
+    print(
+        f"batches={len(files)} accepted={counts['accepted']} "
+        f"quarantined={counts['quarantined']} duplicate={counts['duplicate']} "
+        f"monitor_runs={len(monitor_s)} monitor_errors={len(monitor_errors)} "
+        f"rss_start_mb={rss_start:.0f} rss_end_mb={rss_end:.0f} rss_max_mb={max(rss):.0f} "
+        f"rss_growth={growth:.2f} p50_early_ms={pct(early, 50) * 1000:.0f} "
+        f"p95_early_ms={pct(early, 95) * 1000:.0f} p50_late_ms={pct(late, 50) * 1000:.0f} "
+        f"p95_late_ms={pct(late, 95) * 1000:.0f} slowdown={slowdown:.2f} "
+        f"cpu_p50_early_ms={pct(cpu_early, 50) * 1000:.0f} "
+        f"cpu_p50_late_ms={pct(cpu_late, 50) * 1000:.0f} "
+        f"monitor_p50_early_s={pct(m_early, 50):.2f} "
+        f"monitor_p50_late_s={pct(m_late, 50):.2f} "
+        f"monitor_slowdown={pct(m_late, 50) / pct(m_early, 50):.2f} "
+        f"actor_rounds={summary.get('rounds', 0)} versions={reg['versions']} "
+        f"approvals={reg['approvals']} rejections={reg['rejections']} "
+        f"rollbacks={reg['rollbacks']} refused={reg['refused']} noops={reg['noops']} "
+        f"actor_errors={reg['errors']} audit_records={reg['audit_records']} "
+        f"audit_ok={b(reg['audit_ok'])} race_ok={b(reg['race_ok'])} "
+        f"db_consistent={b(db_consistent)} one_champion={b(reg['one_champion'])} "
+        f"runs_running={reg['runs_running']} wall_s={time.perf_counter() - t_all:.0f} "
+        f"target_met={b(met)}"
+    )
     return 0 if met else 1
 
 

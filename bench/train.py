@@ -36,21 +36,44 @@ import time
 from pathlib import Path
 from typing import Any
 
-EMPLOYMENT = Path(os.environ.get(
-    "MLOPS_BENCH_EMPLOYMENT",
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "employment_ma.parquet"))
+EMPLOYMENT = Path(
+    os.environ.get(
+        "MLOPS_BENCH_EMPLOYMENT",
+        Path(__file__).resolve().parents[2] / "shared" / "data" / "employment_ma.parquet",
+    )
+)
 MAX_OVERHEAD = 0.30
 RESULT_TAG = "BENCH_RESULT "
-FEATURES = ["SCHL", "MAR", "RELP", "DIS", "ESP", "CIT", "MIG", "MIL", "ANC", "NATIVITY",
-            "DEAR", "DEYE", "DREM", "SEX", "RAC1P"]
+FEATURES = [
+    "SCHL",
+    "MAR",
+    "RELP",
+    "DIS",
+    "ESP",
+    "CIT",
+    "MIG",
+    "MIL",
+    "ANC",
+    "NATIVITY",
+    "DEAR",
+    "DEYE",
+    "DREM",
+    "SEX",
+    "RAC1P",
+]
 
 
 def config(workspace: Path, trials: int) -> dict[str, Any]:
     return {
-        "project": "bench-train", "task": "binary",
-        "data": {"id_column": "id", "time_column": "year", "target": "employed",
-                 "features": {"numeric": ["AGEP"], "categorical": FEATURES},
-                 "batch": {"period": "YS"}},
+        "project": "bench-train",
+        "task": "binary",
+        "data": {
+            "id_column": "id",
+            "time_column": "year",
+            "target": "employed",
+            "features": {"numeric": ["AGEP"], "categorical": FEATURES},
+            "batch": {"period": "YS"},
+        },
         "model": {"type": "xgboost", "search": {"trials": trials, "timeout_s": None}},
         "storage": {"workspace": str(workspace)},
     }
@@ -77,9 +100,17 @@ def job_ours(cfg_path: Path) -> None:
     t0 = time.perf_counter()
     out = train_and_register(settings, trigger="bench")
     wall = time.perf_counter() - t0
-    _emit({"wall": wall, "auc": out.metrics["roc_auc"], "status": out.status,
-           "version": out.version, "run_id": out.run_id, "trials": out.trials,
-           "seconds": out.seconds})
+    _emit(
+        {
+            "wall": wall,
+            "auc": out.metrics["roc_auc"],
+            "status": out.status,
+            "version": out.version,
+            "run_id": out.run_id,
+            "trials": out.trials,
+            "seconds": out.seconds,
+        }
+    )
 
 
 def job_bare(cfg_path: Path, history_path: Path) -> None:
@@ -93,8 +124,9 @@ def job_bare(cfg_path: Path, history_path: Path) -> None:
     history = json.loads(history_path.read_text())
     t0 = time.perf_counter()
     folder = Path(cfg["storage"]["workspace"]) / "batches"
-    df = pd.concat([pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))],
-                   ignore_index=True).sort_values("year", kind="stable", ignore_index=True)
+    df = pd.concat(
+        [pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))], ignore_index=True
+    ).sort_values("year", kind="stable", ignore_index=True)
     X = df[["AGEP", *FEATURES]].copy()
     for c in FEATURES:
         X[c] = X[c].astype("category")
@@ -107,9 +139,15 @@ def job_bare(cfg_path: Path, history_path: Path) -> None:
     best_auc, best_model = -1.0, None
     for trial in history:
         params = {k: v for k, v in trial.items() if k not in ("trial", "score")}
-        m = xgb.XGBClassifier(tree_method="hist", enable_categorical=True, n_estimators=1000,
-                              early_stopping_rounds=50, eval_metric="logloss", random_state=42,
-                              **params)
+        m = xgb.XGBClassifier(
+            tree_method="hist",
+            enable_categorical=True,
+            n_estimators=1000,
+            early_stopping_rounds=50,
+            eval_metric="logloss",
+            random_state=42,
+            **params,
+        )
         m.fit(X.iloc[tr], y[tr], eval_set=[(X.iloc[va], y[va])], verbose=False)
         auc = roc_auc_score(y[va], m.predict_proba(X.iloc[va])[:, 1])
         if auc > best_auc:
@@ -117,29 +155,37 @@ def job_bare(cfg_path: Path, history_path: Path) -> None:
     assert best_model is not None
     hold_auc = float(roc_auc_score(y[ho], best_model.predict_proba(X.iloc[ho])[:, 1]))
     wall = time.perf_counter() - t0
-    _emit({"wall": wall, "auc": hold_auc, "trials": len(history),
-           "positives": float(np.mean(y))})
+    _emit({"wall": wall, "auc": hold_auc, "trials": len(history), "positives": float(np.mean(y))})
 
 
 # parent ----------------------------------------------------------------------------------------
 def run_child(*args: str) -> tuple[dict[str, Any], float]:
     """Run this script as a child job; returns its result and its peak RSS in MB."""
-    proc = subprocess.Popen([sys.executable, __file__, "--job", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--job", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     out = proc.stdout.read() if proc.stdout else ""
     errtext = proc.stderr.read() if proc.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"job {args[0]} failed:\n{errtext[-3000:]}")
     line = next(ln for ln in out.splitlines()[::-1] if ln.startswith(RESULT_TAG))
-    return json.loads(line[len(RESULT_TAG):]), usage.ru_maxrss / 1024
+    return json.loads(line[len(RESULT_TAG) :]), usage.ru_maxrss / 1024
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--trials", type=int, default=10,
-                    help="search budget in trials (both jobs); 10 is model.search.trials' default")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    ap.add_argument(
+        "--trials",
+        type=int,
+        default=10,
+        help="search budget in trials (both jobs); 10 is model.search.trials' default",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temp workspace")
     ap.add_argument("--job", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -165,17 +211,22 @@ def main() -> int:
         auc_gap = abs(ours["auc"] - bare["auc"])
         s = ours["seconds"]
         print(f"{'job':<6} {'wall s':>8} {'peak MB':>8} {'hold-out AUC':>13}  trials")
-        print(f"{'ours':<6} {ours['wall']:8.1f} {ours_mb:8.0f} {ours['auc']:13.4f}  "
-              f"{ours['trials']}  (search {s['search']:.1f} s, MLflow logging {s['log']:.1f} s, "
-              f"smoke test {s['smoke']:.1f} s; status {ours['status']})")
-        print(f"{'bare':<6} {bare['wall']:8.1f} {bare_mb:8.0f} {bare['auc']:13.4f}  "
-              f"{bare['trials']}")
+        print(
+            f"{'ours':<6} {ours['wall']:8.1f} {ours_mb:8.0f} {ours['auc']:13.4f}  "
+            f"{ours['trials']}  (search {s['search']:.1f} s, MLflow logging {s['log']:.1f} s, "
+            f"smoke test {s['smoke']:.1f} s; status {ours['status']})"
+        )
+        print(
+            f"{'bare':<6} {bare['wall']:8.1f} {bare_mb:8.0f} {bare['auc']:13.4f}  {bare['trials']}"
+        )
         met = overhead <= MAX_OVERHEAD and auc_gap <= 0.01
-        print(f"overhead={overhead:.3f} ratio_wall={ours['wall'] / bare['wall']:.3f} "
-              f"ratio_mem={ours_mb / bare_mb:.3f} wall_ours_s={ours['wall']:.1f} "
-              f"wall_bare_s={bare['wall']:.1f} mem_ours_mb={ours_mb:.0f} "
-              f"mem_bare_mb={bare_mb:.0f} auc_ours={ours['auc']:.4f} auc_bare={bare['auc']:.4f} "
-              f"trials={args.trials} target_met={str(met).lower()}")
+        print(
+            f"overhead={overhead:.3f} ratio_wall={ours['wall'] / bare['wall']:.3f} "
+            f"ratio_mem={ours_mb / bare_mb:.3f} wall_ours_s={ours['wall']:.1f} "
+            f"wall_bare_s={bare['wall']:.1f} mem_ours_mb={ours_mb:.0f} "
+            f"mem_bare_mb={bare_mb:.0f} auc_ours={ours['auc']:.4f} auc_bare={bare['auc']:.4f} "
+            f"trials={args.trials} target_met={str(met).lower()}"
+        )
         return 0 if met else 1
     finally:
         if args.keep:

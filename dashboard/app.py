@@ -42,9 +42,11 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 def _load_project() -> None:
     if not Path(CONFIG).expanduser().is_file():
         st.title("mlops-ct dashboard")
-        st.error(f"No project configuration at `{CONFIG}`. Start the dashboard with "
-                 "`MLOPS_CONFIG=path/to/mlops.yaml` (or from the project's folder), or create "
-                 "a project with `mlops init`.")
+        st.error(
+            f"No project configuration at `{CONFIG}`. Start the dashboard with "
+            "`MLOPS_CONFIG=path/to/mlops.yaml` (or from the project's folder), or create "
+            "a project with `mlops init`."
+        )
         st.stop()
     common.set_config(CONFIG)
     try:
@@ -88,12 +90,19 @@ def _principal() -> Principal | None:
     settings = common.settings()
     mode = settings.dashboard.auth
     if mode == "none":
-        st.warning("Sign-in is off (`dashboard.auth: none`): whoever reaches this address acts "
-                   "as an approver. Use it on this machine only; set `dashboard.auth` to "
-                   "`password` or `oidc` to share it.", icon="⚠️")
+        st.warning(
+            "Sign-in is off (`dashboard.auth: none`): whoever reaches this address acts "
+            "as an approver. Use it on this machine only; set `dashboard.auth` to "
+            "`password` or `oidc` to share it.",
+            icon="⚠️",
+        )
         default = common.os_user()
-        name = st.sidebar.text_input("Your name (kept in the audit log)", value=default,
-                                     key="display_name").strip() or default
+        name = (
+            st.sidebar.text_input(
+                "Your name (kept in the audit log)", value=default, key="display_name"
+            ).strip()
+            or default
+        )
         return local_principal(name)
     if mode == "password":
         current = st.session_state.get(common.PRINCIPAL_KEY)
@@ -118,18 +127,21 @@ def _principal() -> Principal | None:
         except FileNotFoundError:  # no secrets.toml at all
             ready = False
         if not ready:
-            st.error("`dashboard.auth: oidc` needs your identity provider in Streamlit's "
-                     "secrets: an `[auth]` section in `.streamlit/secrets.toml` with "
-                     "`redirect_uri` (…/oauth2callback), `cookie_secret`, `client_id`, "
-                     "`client_secret` and `server_metadata_url`.")
+            st.error(
+                "`dashboard.auth: oidc` needs your identity provider in Streamlit's "
+                "secrets: an `[auth]` section in `.streamlit/secrets.toml` with "
+                "`redirect_uri` (…/oauth2callback), `cookie_secret`, `client_id`, "
+                "`client_secret` and `server_metadata_url`."
+            )
             return None
         st.info("Sign in with your organisation's account to use the dashboard.")
         st.button("Sign in", key="login_oidc", type="primary", on_click=st.login)
         return None
     principal = oidc_principal(settings, st.user.to_dict())
     if principal is None:
-        st.error("Your account has no name or email the dashboard can record; sign in with "
-                 "another one.")
+        st.error(
+            "Your account has no name or email the dashboard can record; sign in with another one."
+        )
         st.button("Sign out", key="logout", on_click=st.logout)
         return None
     return principal
@@ -145,12 +157,17 @@ def _sidebar(principal: Principal) -> None:
     s = common.settings()
     with st.sidebar:
         st.markdown(f"**{s.project}** · {s.task}")
-        st.caption(f"{common.plain(principal.name)} · {principal.role}"
-                   + ("" if principal.via == "none" else f" · signed in via {principal.via}"))
+        st.caption(
+            f"{common.plain(principal.name)} · {principal.role}"
+            + ("" if principal.via == "none" else f" · signed in via {principal.via}")
+        )
         cols = st.columns(2)
-        cols[0].button("Refresh", key="refresh", on_click=common.refresh,
-                       help=f"Read everything again (answers are otherwise reused for "
-                            f"{common.TTL} s)")
+        cols[0].button(
+            "Refresh",
+            key="refresh",
+            on_click=common.refresh,
+            help=f"Read everything again (answers are otherwise reused for {common.TTL} s)",
+        )
         if s.dashboard.auth != "none":
             cols[1].button("Sign out", key="logout", on_click=_sign_out)
 
@@ -165,23 +182,47 @@ st.session_state[common.PRINCIPAL_KEY] = principal
 # not "pages/": Streamlit would also serve a folder of that name as pages of their own,
 # outside the sign-in and navigation below (a direct link to /overview would run it alone)
 PAGES = HERE / "app_pages"
-page = st.navigation([
-    st.Page(PAGES / "overview.py", title="Overview", icon=":material/monitoring:",
-            url_path="home", default=True),
-    # the same page under its own name, so that /overview works as a link
-    st.Page(PAGES / "overview.py", title="Overview", icon=":material/monitoring:",
-            url_path="overview", visibility="hidden"),
-    st.Page(PAGES / "drift.py", title="Drift", icon=":material/ssid_chart:", url_path="drift"),
-    st.Page(PAGES / "models.py", title="Models", icon=":material/model_training:",
-            url_path="models"),
-    st.Page(PAGES / "approvals.py", title="Approvals", icon=":material/approval:",
-            url_path="approvals"),
-    st.Page(PAGES / "serving.py", title="Serving", icon=":material/dns:",
-            url_path="serving"),
-    st.Page(PAGES / "pipeline.py", title="Pipeline", icon=":material/account_tree:",
-            url_path="pipeline"),
-    st.Page(PAGES / "backtests.py", title="Backtests", icon=":material/history:",
-            url_path="backtests"),
-])
+page = st.navigation(
+    [
+        st.Page(
+            PAGES / "overview.py",
+            title="Overview",
+            icon=":material/monitoring:",
+            url_path="home",
+            default=True,
+        ),
+        # the same page under its own name, so that /overview works as a link
+        st.Page(
+            PAGES / "overview.py",
+            title="Overview",
+            icon=":material/monitoring:",
+            url_path="overview",
+            visibility="hidden",
+        ),
+        st.Page(PAGES / "drift.py", title="Drift", icon=":material/ssid_chart:", url_path="drift"),
+        st.Page(
+            PAGES / "models.py", title="Models", icon=":material/model_training:", url_path="models"
+        ),
+        st.Page(
+            PAGES / "approvals.py",
+            title="Approvals",
+            icon=":material/approval:",
+            url_path="approvals",
+        ),
+        st.Page(PAGES / "serving.py", title="Serving", icon=":material/dns:", url_path="serving"),
+        st.Page(
+            PAGES / "pipeline.py",
+            title="Pipeline",
+            icon=":material/account_tree:",
+            url_path="pipeline",
+        ),
+        st.Page(
+            PAGES / "backtests.py",
+            title="Backtests",
+            icon=":material/history:",
+            url_path="backtests",
+        ),
+    ]
+)
 _sidebar(principal)
 page.run()

@@ -125,8 +125,10 @@ def versions_or_error(key: str) -> list[VersionInfo]:
     try:
         return versions(key)
     except (MlflowException, OSError) as e:
-        st.error(f"The model registry ({registry(key).uri}) cannot be read: {str(e)[:300]}. "
-                 "Is MLflow running? `mlops up` starts it.")
+        st.error(
+            f"The model registry ({registry(key).uri}) cannot be read: {str(e)[:300]}. "
+            "Is MLflow running? `mlops up` starts it."
+        )
         return []
 
 
@@ -187,10 +189,12 @@ def monitoring_span(key: str) -> tuple[datetime | None, datetime | None]:
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
-def monitoring_runs(key: str, start: datetime | None, end: datetime | None, limit: int,
-                    offset: int) -> pd.DataFrame:
-    return views.monitoring_runs_frame(settings(key), meta(key), start=start, end=end,
-                                       limit=limit, offset=offset)
+def monitoring_runs(
+    key: str, start: datetime | None, end: datetime | None, limit: int, offset: int
+) -> pd.DataFrame:
+    return views.monitoring_runs_frame(
+        settings(key), meta(key), start=start, end=end, limit=limit, offset=offset
+    )
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
@@ -199,8 +203,9 @@ def count_monitoring_runs(key: str, start: datetime | None, end: datetime | None
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
-def drift_matrix(key: str, start: datetime | None, end: datetime | None, limit: int
-                 ) -> views.DriftMatrix:
+def drift_matrix(
+    key: str, start: datetime | None, end: datetime | None, limit: int
+) -> views.DriftMatrix:
     return views.drift_matrix(settings(key), meta(key), start=start, end=end, limit=limit)
 
 
@@ -222,8 +227,7 @@ def batch_counts(key: str) -> dict[str, int]:
 @st.cache_data(ttl=TTL, show_spinner=False)
 def gate_evidence(key: str, version: str) -> views.GateEvidence:
     info = next(v for v in versions(key) if v.version == version)
-    return views.gate_evidence(settings(key), registry(key), meta(key), info,
-                               with_reports=False)
+    return views.gate_evidence(settings(key), registry(key), meta(key), info, with_reports=False)
 
 
 @st.cache_data(ttl=SLOW_TTL, show_spinner=False)
@@ -234,23 +238,53 @@ def run_file(key: str, version: str, path: str) -> Path | None:
 
 @st.cache_data(ttl=SLOW_TTL, show_spinner=False, max_entries=20)
 def compare(key: str, picked: tuple[str, ...], rows: int) -> views.Comparison | None:
-    return views.compare_versions(settings(key), registry(key), meta(key), picked, rows=rows,
-                                  infos=versions(key))
+    return views.compare_versions(
+        settings(key), registry(key), meta(key), picked, rows=rows, infos=versions(key)
+    )
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
-def audit(key: str, actor: str | None, actions: tuple[str, ...], version: str | None,
-          start: datetime | None, end: datetime | None, limit: int | None, offset: int
-          ) -> pd.DataFrame:
-    return views.audit_frame(settings(key), meta(key), actor=actor, actions=actions or None,
-                             version=version, start=start, end=end, limit=limit, offset=offset)
+def audit(
+    key: str,
+    actor: str | None,
+    actions: tuple[str, ...],
+    version: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    limit: int | None,
+    offset: int,
+) -> pd.DataFrame:
+    return views.audit_frame(
+        settings(key),
+        meta(key),
+        actor=actor,
+        actions=actions or None,
+        version=version,
+        start=start,
+        end=end,
+        limit=limit,
+        offset=offset,
+    )
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
-def count_audit(key: str, actor: str | None, actions: tuple[str, ...], version: str | None,
-                start: datetime | None, end: datetime | None) -> int:
-    return views.count_audit(settings(key), meta(key), actor=actor, actions=actions or None,
-                             version=version, start=start, end=end)
+def count_audit(
+    key: str,
+    actor: str | None,
+    actions: tuple[str, ...],
+    version: str | None,
+    start: datetime | None,
+    end: datetime | None,
+) -> int:
+    return views.count_audit(
+        settings(key),
+        meta(key),
+        actor=actor,
+        actions=actions or None,
+        version=version,
+        start=start,
+        end=end,
+    )
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
@@ -319,8 +353,9 @@ def flash(level: str, text: str) -> None:
 
 def show_flash() -> None:
     for level, text in st.session_state.pop(FLASH_KEY, []):
-        {"success": st.success, "info": st.info, "warning": st.warning}.get(
-            level, st.error)(plain(text))
+        {"success": st.success, "info": st.info, "warning": st.warning}.get(level, st.error)(
+            plain(text)
+        )
 
 
 def write(parts: tuple[Any, ...], call: Callable[[Principal, str], Any]) -> Any | None:
@@ -372,13 +407,13 @@ def paged(frame: pd.DataFrame, key: str, size: int = PAGE_SIZE) -> pd.DataFrame:
     """The rows of the page picked in a pagination widget under the table."""
     pages = max(1, -(-len(frame) // size))
     page = st.pagination(pages, key=key) if pages > 1 else 1
-    return frame.iloc[(page - 1) * size: page * size]
+    return frame.iloc[(page - 1) * size : page * size]
 
 
 def paged_items(items: list[Any], key: str, size: int = PAGE_SIZE) -> list[Any]:
     pages = max(1, -(-len(items) // size))
     page = st.pagination(pages, key=key) if pages > 1 else 1
-    return items[(page - 1) * size: page * size]
+    return items[(page - 1) * size : page * size]
 
 
 def page_number(total: int, key: str, size: int = PAGE_SIZE) -> int:
@@ -395,8 +430,11 @@ def day_range(value: Any) -> tuple[datetime | None, datetime | None]:
     if isinstance(value, date) and not isinstance(value, tuple | list):
         value = (value, value)
     start = datetime.combine(value[0], time.min) if len(value) > 0 and value[0] else None
-    end = datetime.combine(value[1], time.min) + timedelta(days=1) - timedelta(microseconds=1) \
-        if len(value) > 1 and value[1] else None
+    end = (
+        datetime.combine(value[1], time.min) + timedelta(days=1) - timedelta(microseconds=1)
+        if len(value) > 1 and value[1]
+        else None
+    )
     return start, end
 
 
@@ -433,12 +471,12 @@ def for_table(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(**{c: frame[c].map(lambda t: stamp(t, None)) for c in times})
 
 
-def table(data: pd.DataFrame, *, key: str, hide_index: bool | None = True,
-          **kwargs: Any) -> Any:
+def table(data: pd.DataFrame, *, key: str, hide_index: bool | None = True, **kwargs: Any) -> Any:
     """``st.dataframe`` as every page uses it: times as ``YYYY-MM-DD HH:MM``, missing values as
     :data:`MISSING` (never "None")."""
-    return st.dataframe(for_table(data), hide_index=hide_index, key=key, placeholder=MISSING,
-                        **kwargs)
+    return st.dataframe(
+        for_table(data), hide_index=hide_index, key=key, placeholder=MISSING, **kwargs
+    )
 
 
 def wide() -> Any:
@@ -452,26 +490,38 @@ def decision_box(dec: dict[str, Any]) -> None:
     if dec["retrain"]:
         st.error("Retrain: " + "; ".join(dec["reasons"]))
     elif dec["held_back"]:
-        st.warning("Held back: " + "; ".join(dec["held_back"]) + ". Asking: "
-                   + "; ".join(dec["reasons"]) + (
-                       f" (pending since {dec['pending_since'][:16]}; asks again at the next "
-                       "run)" if dec.get("pending_since") else ""))
+        st.warning(
+            "Held back: "
+            + "; ".join(dec["held_back"])
+            + ". Asking: "
+            + "; ".join(dec["reasons"])
+            + (
+                f" (pending since {dec['pending_since'][:16]}; asks again at the next run)"
+                if dec.get("pending_since")
+                else ""
+            )
+        )
     else:
         near = dec.get("nearest") or []
-        st.success("No retrain: no signal reached its threshold. "
-                   + ("Nearest: " + "; ".join(near) if near else
-                      "No signal was measured (no labels, or too few rows)."))
+        st.success(
+            "No retrain: no signal reached its threshold. "
+            + (
+                "Nearest: " + "; ".join(near)
+                if near
+                else "No signal was measured (no labels, or too few rows)."
+            )
+        )
 
 
-SERVICE_ICONS = {"healthy": "🟢", "not answering": "🔴", "stopped": "⚪",
-                 "direct store": "🔵"}
+SERVICE_ICONS = {"healthy": "🟢", "not answering": "🔴", "stopped": "⚪", "direct store": "🔵"}
 
 
 def service_label(s: views.ServiceHealth) -> str:
     """The service's health in words, with its icon: healthy, not answering, stopped or direct
     store; (external) for an MLflow the project does not run."""
     return f"{SERVICE_ICONS.get(s.state, '')} {s.state}" + (
-        " (external)" if s.where == "external" else "")
+        " (external)" if s.where == "external" else ""
+    )
 
 
 # Evidently reports -------------------------------------------------------------------------
@@ -479,9 +529,11 @@ REPORT_HEIGHT = 1200  # px; the report scrolls inside
 # Evidently lays its report out for about 1,000 px and cuts off what does not fit (its cards
 # hide their overflow): let its grid shrink to the frame and narrow the tables' cell padding,
 # so that it fits from about 900 px (narrower, its tables scroll sideways)
-REPORT_CSS = ("<style>/* mlops-ct dashboard: fit the frame's width */ .MuiGrid-root "
-              "{min-width: 0 !important; max-width: 100% !important;} .MuiTableCell-root "
-              "{padding-left: 8px !important; padding-right: 8px !important;}</style>")
+REPORT_CSS = (
+    "<style>/* mlops-ct dashboard: fit the frame's width */ .MuiGrid-root "
+    "{min-width: 0 !important; max-width: 100% !important;} .MuiTableCell-root "
+    "{padding-left: 8px !important; padding-right: 8px !important;}</style>"
+)
 
 
 @st.cache_data(ttl=SLOW_TTL, show_spinner=False, max_entries=4)

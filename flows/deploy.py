@@ -56,13 +56,18 @@ def config_parameter(config_path: Path, root: Path | None = None) -> str:
 
 
 def _trigger(project: str, event: str, parameters: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "event", "enabled": True,
-            "match": {"prefect.resource.id": events.resource_id(project)},
-            "expect": [event], "parameters": parameters}
+    return {
+        "type": "event",
+        "enabled": True,
+        "match": {"prefect.resource.id": events.resource_id(project)},
+        "expect": [event],
+        "parameters": parameters,
+    }
 
 
-def render_deployments(settings: Any, config: str, *, pool: str | None = None,
-                       timezone: str = "UTC") -> dict[str, Any]:
+def render_deployments(
+    settings: Any, config: str, *, pool: str | None = None, timezone: str = "UTC"
+) -> dict[str, Any]:
     """The ``prefect.yaml`` document (a dict) for ``settings``; ``config`` is the path the
     flows get as their ``config`` parameter. Every deployment goes to work pool ``pool``
     (default ``orchestration.work_pool``)."""
@@ -74,48 +79,109 @@ def render_deployments(settings: Any, config: str, *, pool: str | None = None,
     tags = ["mlops", f"project:{project}"]
 
     def deployment(flow: str, function: str, description: str, **extra: Any) -> dict[str, Any]:
-        return {"name": project, "entrypoint": f"{ENTRY}:{function}",
-                "description": description, "tags": list(tags), "work_pool": {"name": pool},
-                "parameters": dict(params), **extra}
+        return {
+            "name": project,
+            "entrypoint": f"{ENTRY}:{function}",
+            "description": description,
+            "tags": list(tags),
+            "work_pool": {"name": pool},
+            "parameters": dict(params),
+            **extra,
+        }
 
     return {
         "name": "mlops-ct",
         "prefect-version": PREFECT_VERSION,
         "deployments": [
-            deployment("ingest", "ingest", "Ingest what the source has ready.",
-                       # without data.source there is nothing to pull: by hand, with paths
-                       **({"schedules": [{"cron": watch_cron, "timezone": timezone}]}
-                          if settings.data.source is not None else {})),
-            deployment("monitor", "monitor", "Drift, performance and detectors against the "
-                       "champion; the retraining policy decides.",
-                       schedules=[{"cron": watch_cron, "timezone": timezone}]),
-            deployment("train", "train", "Train, gate and register a version: weekly, and "
-                       "when monitoring requests a retrain.",
-                       schedules=[{"cron": train_cron, "timezone": timezone}],
-                       concurrency_limit=1,
-                       triggers=[_trigger(project, events.RETRAIN_REQUESTED, {
-                           "config": config,
-                           "trigger": "{{ event.payload.trigger }}",
-                           "since": "{{ event.payload.since }}",
-                           "monitoring_run": "{{ event.payload.monitoring_run }}",
-                           # default(''): an event from before the key existed still renders
-                           "requested_by": "{{ event.payload.requested_by | default('') }}"})]),
-            deployment("promote", "promote", "Side effects of an approval.",
-                       triggers=[_trigger(project, events.MODEL_APPROVED, {
-                           "config": config,
-                           "version": "{{ event.payload.version }}",
-                           "action": "{{ event.payload.action }}"})]),
-            deployment("publish-events", "publish_events", "Approvals and rejections "
-                       "recorded in the CLI or dashboard, as events.",
-                       schedules=[{"interval": PUBLISH_INTERVAL_S, "timezone": timezone}]),
-            deployment("continuous-training", "continuous_training", "One pass of the loop "
-                       "(ingest, monitor, train if needed), by hand or for a backfill."),
-            *([deployment("online-update", "online_update", "The online model learns the "
-                          "labels that arrived and is registered as a version.",
-                          **({"schedules": [{"cron": settings.online.schedule,
-                                             "timezone": timezone}]}
-                             if settings.online.schedule else {}))]
-              if settings.online.enabled else []),
+            deployment(
+                "ingest",
+                "ingest",
+                "Ingest what the source has ready.",
+                # without data.source there is nothing to pull: by hand, with paths
+                **(
+                    {"schedules": [{"cron": watch_cron, "timezone": timezone}]}
+                    if settings.data.source is not None
+                    else {}
+                ),
+            ),
+            deployment(
+                "monitor",
+                "monitor",
+                "Drift, performance and detectors against the "
+                "champion; the retraining policy decides.",
+                schedules=[{"cron": watch_cron, "timezone": timezone}],
+            ),
+            deployment(
+                "train",
+                "train",
+                "Train, gate and register a version: weekly, and "
+                "when monitoring requests a retrain.",
+                schedules=[{"cron": train_cron, "timezone": timezone}],
+                concurrency_limit=1,
+                triggers=[
+                    _trigger(
+                        project,
+                        events.RETRAIN_REQUESTED,
+                        {
+                            "config": config,
+                            "trigger": "{{ event.payload.trigger }}",
+                            "since": "{{ event.payload.since }}",
+                            "monitoring_run": "{{ event.payload.monitoring_run }}",
+                            # default(''): an event from before the key existed still renders
+                            "requested_by": "{{ event.payload.requested_by | default('') }}",
+                        },
+                    )
+                ],
+            ),
+            deployment(
+                "promote",
+                "promote",
+                "Side effects of an approval.",
+                triggers=[
+                    _trigger(
+                        project,
+                        events.MODEL_APPROVED,
+                        {
+                            "config": config,
+                            "version": "{{ event.payload.version }}",
+                            "action": "{{ event.payload.action }}",
+                        },
+                    )
+                ],
+            ),
+            deployment(
+                "publish-events",
+                "publish_events",
+                "Approvals and rejections recorded in the CLI or dashboard, as events.",
+                schedules=[{"interval": PUBLISH_INTERVAL_S, "timezone": timezone}],
+            ),
+            deployment(
+                "continuous-training",
+                "continuous_training",
+                "One pass of the loop "
+                "(ingest, monitor, train if needed), by hand or for a backfill.",
+            ),
+            *(
+                [
+                    deployment(
+                        "online-update",
+                        "online_update",
+                        "The online model learns the "
+                        "labels that arrived and is registered as a version.",
+                        **(
+                            {
+                                "schedules": [
+                                    {"cron": settings.online.schedule, "timezone": timezone}
+                                ]
+                            }
+                            if settings.online.schedule
+                            else {}
+                        ),
+                    )
+                ]
+                if settings.online.enabled
+                else []
+            ),
         ],
     }
 
@@ -134,20 +200,34 @@ def render_prefect_yaml(settings: Any, config: str, *, pool: str | None = None) 
     """The text of ``prefect.yaml`` for ``settings`` (see :func:`render_deployments`)."""
     doc = render_deployments(settings, config, pool=pool)
     return HEADER.format(project=settings.project, config=config) + yaml.safe_dump(
-        doc, sort_keys=False, width=100)
+        doc, sort_keys=False, width=100
+    )
 
 
-def apply(prefect_file: Path, api_url: str, env: dict[str, str] | None = None,
-          timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+def apply(
+    prefect_file: Path, api_url: str, env: dict[str, str] | None = None, timeout_s: float = 300
+) -> subprocess.CompletedProcess[str]:
     """``prefect --no-prompt deploy --all`` of ``prefect_file`` against ``api_url``, from the
     code root. Raises ``RuntimeError`` with Prefect's output when it fails."""
     prefect = Path(sys.executable).parent / "prefect"
     full_env = dict(os.environ) | dict(env or {}) | {"PREFECT_API_URL": api_url}
-    res = subprocess.run([str(prefect) if prefect.exists() else "prefect", "--no-prompt",
-                          "deploy", "--all", "--prefect-file", str(Path(prefect_file).resolve())],
-                         cwd=code_root(), env=full_env, capture_output=True, text=True,
-                         timeout=timeout_s)
+    res = subprocess.run(
+        [
+            str(prefect) if prefect.exists() else "prefect",
+            "--no-prompt",
+            "deploy",
+            "--all",
+            "--prefect-file",
+            str(Path(prefect_file).resolve()),
+        ],
+        cwd=code_root(),
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
     if res.returncode != 0:
-        raise RuntimeError(f"prefect deploy failed (exit {res.returncode}):\n"
-                           f"{(res.stdout + res.stderr)[-3000:]}")
+        raise RuntimeError(
+            f"prefect deploy failed (exit {res.returncode}):\n{(res.stdout + res.stderr)[-3000:]}"
+        )
     return res

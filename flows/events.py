@@ -30,13 +30,25 @@ RETRAIN_REQUESTED = "mlops.retrain.requested"
 MODEL_REGISTERED = "mlops.model.registered"
 MODEL_APPROVED = "mlops.model.approved"
 MODEL_REJECTED = "mlops.model.rejected"
-EVENTS = (BATCH_ACCEPTED, BATCH_QUARANTINED, DRIFT_DETECTED, RETRAIN_REQUESTED,
-          MODEL_REGISTERED, MODEL_APPROVED, MODEL_REJECTED)
+EVENTS = (
+    BATCH_ACCEPTED,
+    BATCH_QUARANTINED,
+    DRIFT_DETECTED,
+    RETRAIN_REQUESTED,
+    MODEL_REGISTERED,
+    MODEL_APPROVED,
+    MODEL_REJECTED,
+)
 
 # audit actions → event (only applied decisions and requests are published)
-AUDIT_EVENTS = {"approve": MODEL_APPROVED, "auto_promote": MODEL_APPROVED,
-                "rollback": MODEL_APPROVED, "reject": MODEL_REJECTED,
-                "gate_reject": MODEL_REJECTED, "request_retrain": RETRAIN_REQUESTED}
+AUDIT_EVENTS = {
+    "approve": MODEL_APPROVED,
+    "auto_promote": MODEL_APPROVED,
+    "rollback": MODEL_APPROVED,
+    "reject": MODEL_REJECTED,
+    "gate_reject": MODEL_REJECTED,
+    "request_retrain": RETRAIN_REQUESTED,
+}
 # who asked for a retrain the monitoring policy decided (``requested_by`` of the event)
 POLICY = "policy"
 WATERMARK_KEY = "prefect.events.audit_published"
@@ -50,13 +62,18 @@ def resource(project: str) -> dict[str, str]:
     return {"prefect.resource.id": resource_id(project), "prefect.resource.name": project}
 
 
-def emit(event: str, project: str, payload: dict[str, Any] | None = None,
-         related: list[dict[str, str]] | None = None) -> Any:
+def emit(
+    event: str,
+    project: str,
+    payload: dict[str, Any] | None = None,
+    related: list[dict[str, str]] | None = None,
+) -> Any:
     """Send one event about ``project`` (a no-op, logged, when no Prefect API is configured)."""
     from prefect.events import emit_event
 
-    sent = emit_event(event=event, resource=resource(project), payload=payload or {},
-                      related=related)
+    sent = emit_event(
+        event=event, resource=resource(project), payload=payload or {}, related=related
+    )
     if sent is None:
         log.info("event %s not sent (no Prefect API configured)", event)
     return sent
@@ -69,42 +86,86 @@ def since_text(since: datetime | int | None) -> str:
     return since.isoformat() if isinstance(since, datetime) else str(since)
 
 
-def retrain_payload(*, trigger: str, reasons: list[str], since: str = "",
-                    monitoring_run: str = "", requested_by: str = "",
-                    **extra: Any) -> dict[str, Any]:
+def retrain_payload(
+    *,
+    trigger: str,
+    reasons: list[str],
+    since: str = "",
+    monitoring_run: str = "",
+    requested_by: str = "",
+    **extra: Any,
+) -> dict[str, Any]:
     """The payload of ``mlops.retrain.requested``. Every key the training deployment's trigger
     templates (``flows.deploy``) is always present: Prefect fails to render a missing one."""
-    return {"trigger": trigger, "reasons": list(reasons), "since": since,
-            "monitoring_run": monitoring_run, "requested_by": requested_by, **extra}
+    return {
+        "trigger": trigger,
+        "reasons": list(reasons),
+        "since": since,
+        "monitoring_run": monitoring_run,
+        "requested_by": requested_by,
+        **extra,
+    }
 
 
-def audit_payload(action: str, version: str | None, *, actor: str = "", reason: str = "",
-                  previous_champion: str | None = None, audit_id: int | None = None,
-                  request_id: str | None = None) -> dict[str, Any]:
+def audit_payload(
+    action: str,
+    version: str | None,
+    *,
+    actor: str = "",
+    reason: str = "",
+    previous_champion: str | None = None,
+    audit_id: int | None = None,
+    request_id: str | None = None,
+) -> dict[str, Any]:
     """The payload of the event of one audit record (``action`` as in the audit log)."""
     if action == "request_retrain":  # a person asked: the train flow's parameters
-        return retrain_payload(trigger="manual", reasons=[reason], requested_by=actor,
-                               champion_version=previous_champion, audit_id=audit_id,
-                               request_id=request_id)
-    return {"version": version, "action": action, "actor": actor, "reason": reason,
-            "previous_champion": previous_champion, "audit_id": audit_id}
+        return retrain_payload(
+            trigger="manual",
+            reasons=[reason],
+            requested_by=actor,
+            champion_version=previous_champion,
+            audit_id=audit_id,
+            request_id=request_id,
+        )
+    return {
+        "version": version,
+        "action": action,
+        "actor": actor,
+        "reason": reason,
+        "previous_champion": previous_champion,
+        "audit_id": audit_id,
+    }
 
 
-def emit_decision(project: str, action: str, version: str | None, *, actor: str = "",
-                  reason: str = "", previous_champion: str | None = None,
-                  audit_id: int | None = None, request_id: str | None = None) -> Any:
+def emit_decision(
+    project: str,
+    action: str,
+    version: str | None,
+    *,
+    actor: str = "",
+    reason: str = "",
+    previous_champion: str | None = None,
+    audit_id: int | None = None,
+    request_id: str | None = None,
+) -> Any:
     """Emit the event of one approval / rejection / rollback / retrain request (``action`` as
     in the audit log). Returns None for an action that has no event."""
     event = AUDIT_EVENTS.get(action)
     if event is None:
         return None
-    return emit(event, project, audit_payload(
-        action, version, actor=actor, reason=reason, previous_champion=previous_champion,
-        audit_id=audit_id, request_id=request_id))
-
-
-def emit_approved(project: str, version: str, *, actor: str = "", reason: str = "") -> Any:
-    return emit_decision(project, "approve", version, actor=actor, reason=reason)
+    return emit(
+        event,
+        project,
+        audit_payload(
+            action,
+            version,
+            actor=actor,
+            reason=reason,
+            previous_champion=previous_champion,
+            audit_id=audit_id,
+            request_id=request_id,
+        ),
+    )
 
 
 def publish_decisions(settings: Any, limit: int = 200) -> list[dict[str, Any]]:
@@ -124,9 +185,23 @@ def publish_decisions(settings: Any, limit: int = 200) -> list[dict[str, Any]]:
     for r in new:
         if r.outcome != "applied" or r.action not in AUDIT_EVENTS:
             continue
-        emit_decision(settings.project, r.action, r.version, actor=r.actor, reason=r.reason,
-                      previous_champion=r.previous_champion, audit_id=r.id,
-                      request_id=r.request_id)
-        sent.append({"event": AUDIT_EVENTS[r.action], "action": r.action,
-                     "version": r.version, "actor": r.actor, "audit_id": r.id})
+        emit_decision(
+            settings.project,
+            r.action,
+            r.version,
+            actor=r.actor,
+            reason=r.reason,
+            previous_champion=r.previous_champion,
+            audit_id=r.id,
+            request_id=r.request_id,
+        )
+        sent.append(
+            {
+                "event": AUDIT_EVENTS[r.action],
+                "action": r.action,
+                "version": r.version,
+                "actor": r.actor,
+                "audit_id": r.id,
+            }
+        )
     return sent

@@ -68,9 +68,11 @@ def is_transient(_task: Any, _run: Any, state: Any) -> bool:
         if type(e).__name__ == "MlflowException":
             code = str(getattr(e, "error_code", ""))
             text = str(e)
-            return code in ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE",
-                            "REQUEST_LIMIT_EXCEEDED") or "Max retries" in text \
+            return (
+                code in ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
+                or "Max retries" in text
                 or "Connection" in text
+            )
         return False
     return False
 
@@ -90,8 +92,13 @@ def ensure_training_limit(project: str) -> str:
 
 
 # tasks ---------------------------------------------------------------------------------------
-@task(retries=RETRIES, retry_delay_seconds=BACKOFF, retry_condition_fn=is_transient,
-      cache_policy=NO_CACHE, task_run_name="ingest-source")
+@task(
+    retries=RETRIES,
+    retry_delay_seconds=BACKOFF,
+    retry_condition_fn=is_transient,
+    cache_policy=NO_CACHE,
+    task_run_name="ingest-source",
+)
 def ingest_task(config: str, paths: list[str] | None = None) -> dict[str, Any]:
     """Read the source (or ``paths``) and ingest. A unit is all or nothing and batch ids are
     content hashes, so a retry after a partial read records nothing twice."""
@@ -100,20 +107,33 @@ def ingest_task(config: str, paths: list[str] | None = None) -> dict[str, Any]:
     return ingest(settings_for(config), paths or None).to_dict()
 
 
-@task(retries=RETRIES, retry_delay_seconds=BACKOFF, retry_condition_fn=is_transient,
-      cache_policy=NO_CACHE, task_run_name="champion")
+@task(
+    retries=RETRIES,
+    retry_delay_seconds=BACKOFF,
+    retry_condition_fn=is_transient,
+    cache_policy=NO_CACHE,
+    task_run_name="champion",
+)
 def champion_task(config: str) -> dict[str, Any]:
     """The champion and the versions awaiting a decision (MLflow)."""
     from mlops_core.registry import Registry
 
     reg = Registry(settings_for(config))
     versions = reg.versions()
-    return {"champion": reg.champion(), "versions": len(versions),
-            "pending": [v.version for v in versions if v.status == "pending_approval"]}
+    return {
+        "champion": reg.champion(),
+        "versions": len(versions),
+        "pending": [v.version for v in versions if v.status == "pending_approval"],
+    }
 
 
-@task(retries=RETRIES, retry_delay_seconds=BACKOFF, retry_condition_fn=is_transient,
-      cache_policy=NO_CACHE, task_run_name="monitor")
+@task(
+    retries=RETRIES,
+    retry_delay_seconds=BACKOFF,
+    retry_condition_fn=is_transient,
+    cache_policy=NO_CACHE,
+    task_run_name="monitor",
+)
 def monitor_task(config: str, batch_ids: list[str] | None = None) -> dict[str, Any]:
     from mlops_core.supervision import monitor
 
@@ -132,29 +152,48 @@ def _training_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> 
     from mlops_core.store import MetadataStore
 
     settings = settings_for(parameters["config"])
-    hashes = sorted(r.content_sha256 for r in MetadataStore(settings.db_url).list_batches(
-        "accepted") if r.has_labels)
-    digest = hashlib.sha256("\n".join([settings.project, config_hash(settings),
-                                       parameters.get("since") or "", *hashes]).encode())
+    hashes = sorted(
+        r.content_sha256
+        for r in MetadataStore(settings.db_url).list_batches("accepted")
+        if r.has_labels
+    )
+    digest = hashlib.sha256(
+        "\n".join(
+            [settings.project, config_hash(settings), parameters.get("since") or "", *hashes]
+        ).encode()
+    )
     return f"mlops-train-{settings.project}-{digest.hexdigest()[:24]}"
 
 
-@task(retries=RETRIES, retry_delay_seconds=BACKOFF, retry_condition_fn=is_transient,
-      cache_key_fn=_training_cache_key, cache_expiration=timedelta(days=7),
-      persist_result=True, task_run_name="train-{trigger}")
-def train_task(config: str, trigger: str, since: str = "", requested_by: str = ""
-               ) -> dict[str, Any]:
+@task(
+    retries=RETRIES,
+    retry_delay_seconds=BACKOFF,
+    retry_condition_fn=is_transient,
+    cache_key_fn=_training_cache_key,
+    cache_expiration=timedelta(days=7),
+    persist_result=True,
+    task_run_name="train-{trigger}",
+)
+def train_task(
+    config: str, trigger: str, since: str = "", requested_by: str = ""
+) -> dict[str, Any]:
     """Train, gate and register. Registration is the last step, so a retry after a failure
     registers at most one version."""
     from mlops_core.pipeline import train_and_register
 
     when = datetime.fromisoformat(since) if since else None
-    return train_and_register(settings_for(config), trigger=trigger, since=when,
-                              requested_by=requested_by or None).to_dict()
+    return train_and_register(
+        settings_for(config), trigger=trigger, since=when, requested_by=requested_by or None
+    ).to_dict()
 
 
-@task(retries=RETRIES, retry_delay_seconds=BACKOFF, retry_condition_fn=is_transient,
-      cache_policy=NO_CACHE, task_run_name="record-action")
+@task(
+    retries=RETRIES,
+    retry_delay_seconds=BACKOFF,
+    retry_condition_fn=is_transient,
+    cache_policy=NO_CACHE,
+    task_run_name="record-action",
+)
 def record_action_task(config: str, monitoring_run: str, outcome: dict[str, Any]) -> None:
     from mlops_core.store import MetadataStore
     from mlops_core.supervision import record_action
@@ -162,14 +201,24 @@ def record_action_task(config: str, monitoring_run: str, outcome: dict[str, Any]
     record_action(MetadataStore(settings_for(config).db_url), monitoring_run, outcome)
 
 
-@task(retries=RETRIES, retry_delay_seconds=BACKOFF, retry_condition_fn=is_transient,
-      cache_policy=NO_CACHE, task_run_name="publish-decisions")
+@task(
+    retries=RETRIES,
+    retry_delay_seconds=BACKOFF,
+    retry_condition_fn=is_transient,
+    cache_policy=NO_CACHE,
+    task_run_name="publish-decisions",
+)
 def publish_task(config: str) -> list[dict[str, Any]]:
     return events.publish_decisions(settings_for(config))
 
 
-@task(retries=RETRIES, retry_delay_seconds=BACKOFF, retry_condition_fn=is_transient,
-      cache_policy=NO_CACHE, task_run_name="reconcile-registry")
+@task(
+    retries=RETRIES,
+    retry_delay_seconds=BACKOFF,
+    retry_condition_fn=is_transient,
+    cache_policy=NO_CACHE,
+    task_run_name="reconcile-registry",
+)
 def reconcile_task(config: str) -> dict[str, Any]:
     """Make MLflow's aliases follow the decisions recorded in the metadata DB."""
     from mlops_core.registry import Registry
@@ -189,21 +238,31 @@ def ingest(config: str = "mlops.yaml", paths: list[str] | None = None) -> dict[s
     for b in report["batches"]:
         if b["status"] not in ("accepted", "quarantined"):
             continue  # duplicates: nothing new happened
-        events.emit(events.BATCH_ACCEPTED if b["status"] == "accepted"
-                    else events.BATCH_QUARANTINED, project,
-                    {k: b[k] for k in ("id", "rows", "origin", "start_time", "end_time",
-                                       "has_labels", "reason")},
-                    related=[{"prefect.resource.id": f"mlops.batch.{b['id']}",
-                              "prefect.resource.role": "batch"}])
-    logger.info("%s accepted (%s rows), %s quarantined, %s already ingested",
-                report["accepted"], report["rows_accepted"], report["quarantined"],
-                report["duplicate"])
+        events.emit(
+            events.BATCH_ACCEPTED if b["status"] == "accepted" else events.BATCH_QUARANTINED,
+            project,
+            {
+                k: b[k]
+                for k in ("id", "rows", "origin", "start_time", "end_time", "has_labels", "reason")
+            },
+            related=[
+                {"prefect.resource.id": f"mlops.batch.{b['id']}", "prefect.resource.role": "batch"}
+            ],
+        )
+    logger.info(
+        "%s accepted (%s rows), %s quarantined, %s already ingested",
+        report["accepted"],
+        report["rows_accepted"],
+        report["quarantined"],
+        report["duplicate"],
+    )
     return report
 
 
 @flow(name="monitor")
-def monitor(config: str = "mlops.yaml", batch_ids: list[str] | None = None,
-            request_retrain: bool = True) -> dict[str, Any] | None:
+def monitor(
+    config: str = "mlops.yaml", batch_ids: list[str] | None = None, request_retrain: bool = True
+) -> dict[str, Any] | None:
     """Monitor new batches against the champion. On a retrain decision, emit
     ``mlops.retrain.requested`` (the training deployment's trigger) unless ``request_retrain``
     is false (the caller trains itself)."""
@@ -216,26 +275,51 @@ def monitor(config: str = "mlops.yaml", batch_ids: list[str] | None = None,
     res = monitor_task(config, batch_ids)
     drift = res["drift"]
     if res["status"] == "drift":
-        events.emit(events.DRIFT_DETECTED, project, {
-            "monitoring_run": res["id"], "champion_version": res["champion_version"],
-            "drift_share": drift.get("drift_share"),
-            "weighted_drift_share": drift.get("weighted_drift_share"),
-            "columns": [c["column"] for c in drift.get("columns", []) if c.get("drifted")],
-            "batch_ids": res["batch_ids"], "report": res.get("report")})
+        events.emit(
+            events.DRIFT_DETECTED,
+            project,
+            {
+                "monitoring_run": res["id"],
+                "champion_version": res["champion_version"],
+                "drift_share": drift.get("drift_share"),
+                "weighted_drift_share": drift.get("weighted_drift_share"),
+                "columns": [c["column"] for c in drift.get("columns", []) if c.get("drifted")],
+                "batch_ids": res["batch_ids"],
+                "report": res.get("report"),
+            },
+        )
     decision = res.get("decision") or {}
     if decision.get("retrain") and request_retrain:
-        events.emit(events.RETRAIN_REQUESTED, project, events.retrain_payload(
-            trigger=res["trigger"], reasons=decision.get("reasons", []), since=res["since"],
-            monitoring_run=res["id"], requested_by=events.POLICY,
-            champion_version=res["champion_version"]))
-    logger.info("monitoring run %s: %s; retrain: %s %s", res["id"], res["status"],
-                bool(decision.get("retrain")), decision.get("reasons", []))
+        events.emit(
+            events.RETRAIN_REQUESTED,
+            project,
+            events.retrain_payload(
+                trigger=res["trigger"],
+                reasons=decision.get("reasons", []),
+                since=res["since"],
+                monitoring_run=res["id"],
+                requested_by=events.POLICY,
+                champion_version=res["champion_version"],
+            ),
+        )
+    logger.info(
+        "monitoring run %s: %s; retrain: %s %s",
+        res["id"],
+        res["status"],
+        bool(decision.get("retrain")),
+        decision.get("reasons", []),
+    )
     return res
 
 
 @flow(name="train")
-def train(config: str = "mlops.yaml", trigger: str = "schedule", since: str = "",
-          monitoring_run: str = "", requested_by: str = "") -> dict[str, Any]:
+def train(
+    config: str = "mlops.yaml",
+    trigger: str = "schedule",
+    since: str = "",
+    monitoring_run: str = "",
+    requested_by: str = "",
+) -> dict[str, Any]:
     """Train, gate and register one version; at most one at a time per project.
     ``since``: ISO time the window starts at (``Decision.since``); ``monitoring_run``: the run
     whose decision asked for it (what was done is recorded there); ``requested_by``: who asked
@@ -248,29 +332,47 @@ def train(config: str = "mlops.yaml", trigger: str = "schedule", since: str = ""
     # the slot's lease is renewed while the training runs; a run whose process was killed
     # frees it when the lease lapses (a minute), so the re-run does not wait long
     with concurrency(limit, occupy=1, strict=True, lease_duration=LEASE_S):
-        state = train_task(config, trigger or "manual", since, requested_by,
-                           return_state=True)
+        state = train_task(config, trigger or "manual", since, requested_by, return_state=True)
     outcome = state.result()
     if monitoring_run:
         record_action_task(config, monitoring_run, outcome)
     if state.name == "Cached":  # the same training was done before: nothing new to announce
-        logger.info("version %s: %s (the cached result of the same training)",
-                    outcome["version"], outcome["status"])
+        logger.info(
+            "version %s: %s (the cached result of the same training)",
+            outcome["version"],
+            outcome["status"],
+        )
         return outcome
-    events.emit(events.MODEL_REGISTERED, project, {
-        "version": outcome["version"], "status": outcome["status"],
-        "trigger": outcome["trigger"], "gate_passed": outcome["gate"].get("passed"),
-        "gate_reasons": outcome["gate"].get("reasons", []), "metrics": outcome["metrics"],
-        "since": since, "monitoring_run": monitoring_run, "requested_by": requested_by,
-        "run_id": outcome["run_id"]})
+    events.emit(
+        events.MODEL_REGISTERED,
+        project,
+        {
+            "version": outcome["version"],
+            "status": outcome["status"],
+            "trigger": outcome["trigger"],
+            "gate_passed": outcome["gate"].get("passed"),
+            "gate_reasons": outcome["gate"].get("reasons", []),
+            "metrics": outcome["metrics"],
+            "since": since,
+            "monitoring_run": monitoring_run,
+            "requested_by": requested_by,
+            "run_id": outcome["run_id"],
+        },
+    )
     publish_task(config)  # auto-promotion or a gate rejection: their events now
-    logger.info("version %s: %s (trigger %s)", outcome["version"], outcome["status"],
-                outcome["trigger"])
+    logger.info(
+        "version %s: %s (trigger %s)", outcome["version"], outcome["status"], outcome["trigger"]
+    )
     return outcome
 
 
-@task(retries=RETRIES, retry_delay_seconds=BACKOFF, retry_condition_fn=is_transient,
-      cache_policy=NO_CACHE, task_run_name="learn")
+@task(
+    retries=RETRIES,
+    retry_delay_seconds=BACKOFF,
+    retry_condition_fn=is_transient,
+    cache_policy=NO_CACHE,
+    task_run_name="learn",
+)
 def learn_task(config: str) -> dict[str, Any] | None:
     """Continue the online model on the new labels and register the snapshot; None when
     there is nothing new to learn yet."""
@@ -278,8 +380,7 @@ def learn_task(config: str) -> dict[str, Any] | None:
     from mlops_core.training import NothingNewError
 
     try:
-        return train_and_register(settings_for(config), trigger="online", online=True
-                                  ).to_dict()
+        return train_and_register(settings_for(config), trigger="online", online=True).to_dict()
     except NothingNewError as e:
         get_run_logger().info("%s", e)
         return None
@@ -293,16 +394,25 @@ def online_update(config: str = "mlops.yaml") -> dict[str, Any] | None:
     from prefect.concurrency.sync import concurrency
 
     project = settings_for(config).project
-    with concurrency(ensure_training_limit(project), occupy=1, strict=True,
-                     lease_duration=LEASE_S):
+    with concurrency(ensure_training_limit(project), occupy=1, strict=True, lease_duration=LEASE_S):
         outcome = learn_task(config)
     if outcome is not None:
-        events.emit(events.MODEL_REGISTERED, project, {
-            "version": outcome["version"], "status": outcome["status"],
-            "trigger": outcome["trigger"], "gate_passed": outcome["gate"].get("passed"),
-            "gate_reasons": outcome["gate"].get("reasons", []), "metrics": outcome["metrics"],
-            "since": "", "monitoring_run": "", "requested_by": "",
-            "run_id": outcome["run_id"]})
+        events.emit(
+            events.MODEL_REGISTERED,
+            project,
+            {
+                "version": outcome["version"],
+                "status": outcome["status"],
+                "trigger": outcome["trigger"],
+                "gate_passed": outcome["gate"].get("passed"),
+                "gate_reasons": outcome["gate"].get("reasons", []),
+                "metrics": outcome["metrics"],
+                "since": "",
+                "monitoring_run": "",
+                "requested_by": "",
+                "run_id": outcome["run_id"],
+            },
+        )
         publish_task(config)
     return outcome
 
@@ -317,8 +427,9 @@ def reload_serving_task(config: str) -> dict[str, Any] | None:
 
 
 @flow(name="promote")
-def promote(config: str = "mlops.yaml", version: str = "", action: str = "approve"
-            ) -> dict[str, Any]:
+def promote(
+    config: str = "mlops.yaml", version: str = "", action: str = "approve"
+) -> dict[str, Any]:
     """Side effects of an approval or a rollback: make sure MLflow's champion alias follows
     the recorded decision (repairs a crash between the audit record and the alias), then tell
     serving to load it (off its request path; if loading fails the old version keeps serving
@@ -326,8 +437,9 @@ def promote(config: str = "mlops.yaml", version: str = "", action: str = "approv
     logger = get_run_logger()
     state = reconcile_task(config)
     if version and state["champion"] != str(version):
-        logger.warning("v%s was %s, but the champion is now v%s", version, action,
-                       state["champion"])
+        logger.warning(
+            "v%s was %s, but the champion is now v%s", version, action, state["champion"]
+        )
     served = reload_serving_task(config)
     if served is None:
         logger.info("no serving API runs: nothing to reload")
@@ -347,14 +459,16 @@ def publish_events(config: str = "mlops.yaml") -> list[dict[str, Any]]:
 
 
 @flow(name="continuous-training")
-def continuous_training(config: str = "mlops.yaml", train_now: bool = True
-                        ) -> dict[str, Any]:
+def continuous_training(config: str = "mlops.yaml", train_now: bool = True) -> dict[str, Any]:
     """One pass of the loop in one run: ingest → monitor → train if the policy says so (or a
     first model when there is none)."""
     report = ingest(config)
     state = champion_task(config)
-    result: dict[str, Any] = {"ingest": {k: v for k, v in report.items() if k != "batches"},
-                              "monitor": None, "training": None}
+    result: dict[str, Any] = {
+        "ingest": {k: v for k, v in report.items() if k != "batches"},
+        "monitor": None,
+        "training": None,
+    }
     if state["champion"] is None:
         if train_now and not state["versions"]:
             result["training"] = train(config, trigger="initial")
@@ -363,6 +477,11 @@ def continuous_training(config: str = "mlops.yaml", train_now: bool = True
     result["monitor"] = res
     decision = (res or {}).get("decision") or {}
     if train_now and decision.get("retrain"):
-        result["training"] = train(config, trigger=res["trigger"], since=res["since"],
-                                   monitoring_run=res["id"], requested_by=events.POLICY)
+        result["training"] = train(
+            config,
+            trigger=res["trigger"],
+            since=res["since"],
+            monitoring_run=res["id"],
+            requested_by=events.POLICY,
+        )
     return result

@@ -66,84 +66,173 @@ class RetrainRequest:
 # the audit log, read and appended without MLflow ---------------------------------------------
 def _find_request(meta: MetadataStore, model: str, request_id: str) -> AuditRecord | None:
     with meta.engine.connect() as conn:
-        row = conn.execute(sa.select(audit_log).where(
-            audit_log.c.model == model, audit_log.c.request_id == request_id)).first()
+        row = conn.execute(
+            sa.select(audit_log).where(
+                audit_log.c.model == model, audit_log.c.request_id == request_id
+            )
+        ).first()
     return AuditRecord(**dict(row._mapping)) if row else None
 
 
 def _champion(meta: MetadataStore, model: str) -> str | None:
     with meta.engine.connect() as conn:
-        return conn.execute(sa.select(champion_state.c.version).where(
-            champion_state.c.model == model)).scalar_one_or_none()
+        return conn.execute(
+            sa.select(champion_state.c.version).where(champion_state.c.model == model)
+        ).scalar_one_or_none()
 
 
-def _append(meta: MetadataStore, model: str, *, actor: str, action: str, outcome: str,
-            reason: str, version: str | None = None, previous: str | None = None,
-            evidence: str | None = None, request_id: str | None = None) -> int | None:
+def _append(
+    meta: MetadataStore,
+    model: str,
+    *,
+    actor: str,
+    action: str,
+    outcome: str,
+    reason: str,
+    version: str | None = None,
+    previous: str | None = None,
+    evidence: str | None = None,
+    request_id: str | None = None,
+) -> int | None:
     """Append one audit record (an insert, nothing else); None if its request id is taken."""
     try:
         with meta.write() as conn:
-            key = conn.execute(audit_log.insert().values(
-                at=utcnow(), actor=actor, action=action, model=model, version=version,
-                previous_champion=previous, outcome=outcome, reason=reason,
-                evidence=evidence, request_id=request_id)).inserted_primary_key
+            key = conn.execute(
+                audit_log.insert().values(
+                    at=utcnow(),
+                    actor=actor,
+                    action=action,
+                    model=model,
+                    version=version,
+                    previous_champion=previous,
+                    outcome=outcome,
+                    reason=reason,
+                    evidence=evidence,
+                    request_id=request_id,
+                )
+            ).inserted_primary_key
             assert key is not None
             return int(key[0])
     except sa.exc.IntegrityError:
         return None
 
 
-def _refuse(meta: MetadataStore, model: str, principal: Principal, action: str, why: str,
-            *, version: str | None = None, comment: str = "", evidence: str | None = None,
-            request_id: str | None = None,
-            error: type[MlopsError] = AuthorizationError) -> MlopsError:
+def _refuse(
+    meta: MetadataStore,
+    model: str,
+    principal: Principal,
+    action: str,
+    why: str,
+    *,
+    version: str | None = None,
+    comment: str = "",
+    evidence: str | None = None,
+    request_id: str | None = None,
+    error: type[MlopsError] = AuthorizationError,
+) -> MlopsError:
     """Audit a refused attempt (who tried what, and why not); the error to raise
     (:class:`AuthorizationError` for a role or rule, another for a wrong state or input)."""
-    _append(meta, model, actor=principal.name, action=action, outcome="refused",
-            reason=f"{why} (via {principal.via})" + (f" (comment: {comment})" if comment
-                                                      else ""),
-            version=version, previous=_champion(meta, model), evidence=evidence,
-            request_id=request_id)
+    _append(
+        meta,
+        model,
+        actor=principal.name,
+        action=action,
+        outcome="refused",
+        reason=f"{why} (via {principal.via})" + (f" (comment: {comment})" if comment else ""),
+        version=version,
+        previous=_champion(meta, model),
+        evidence=evidence,
+        request_id=request_id,
+    )
     log.warning("refused %s by %s: %s", action, principal.name, why)
     return error(why)
 
 
-def _authorize(settings: Settings, meta: MetadataStore, model: str, principal: Principal,
-               action: str, *, version: str | None = None, comment: str = "",
-               evidence: str | None = None, request_id: str | None = None) -> Principal:
+def _authorize(
+    settings: Settings,
+    meta: MetadataStore,
+    model: str,
+    principal: Principal,
+    action: str,
+    *,
+    version: str | None = None,
+    comment: str = "",
+    evidence: str | None = None,
+    request_id: str | None = None,
+) -> Principal:
     """The principal with its role as it is now (see :func:`current_principal`), if that role
     may do ``action``; otherwise the refusal is audited and raised."""
     principal = current_principal(settings, principal)
     try:
         authorize(principal, action)
     except AuthorizationError as e:
-        raise _refuse(meta, model, principal, action, str(e), version=version, comment=comment,
-                      evidence=evidence, request_id=request_id) from None
+        raise _refuse(
+            meta,
+            model,
+            principal,
+            action,
+            str(e),
+            version=version,
+            comment=comment,
+            evidence=evidence,
+            request_id=request_id,
+        ) from None
     return principal
 
 
-def _require_text(text: str | None, what: str, meta: MetadataStore, model: str,
-                  principal: Principal, action: str, *, version: str | None = None,
-                  evidence: str | None = None, request_id: str | None = None) -> str:
+def _require_text(
+    text: str | None,
+    what: str,
+    meta: MetadataStore,
+    model: str,
+    principal: Principal,
+    action: str,
+    *,
+    version: str | None = None,
+    evidence: str | None = None,
+    request_id: str | None = None,
+) -> str:
     """``text`` stripped; a missing one is a refusal, audited like any other."""
     if text is None or not str(text).strip():
-        raise _refuse(meta, model, principal, action, f"{what} is required: say why (it is "
-                      "kept in the audit log)", version=version, evidence=evidence,
-                      request_id=request_id, error=InputError)
+        raise _refuse(
+            meta,
+            model,
+            principal,
+            action,
+            f"{what} is required: say why (it is kept in the audit log)",
+            version=version,
+            evidence=evidence,
+            request_id=request_id,
+            error=InputError,
+        )
     return str(text).strip()
 
 
-def _earlier(meta: MetadataStore, model: str, principal: Principal, request_id: str,
-             action: str, *, evidence: str | None = None, comment: str = ""
-             ) -> AuditRecord | None:
+def _earlier(
+    meta: MetadataStore,
+    model: str,
+    principal: Principal,
+    request_id: str,
+    action: str,
+    *,
+    evidence: str | None = None,
+    comment: str = "",
+) -> AuditRecord | None:
     """The record of an earlier request with this id, if it was this same request (a double
     click, a retry); an id already used for another action or target is refused, audited."""
     prior = _find_request(meta, model, request_id)
     if prior is not None and (prior.action != action or prior.evidence != evidence):
-        raise _refuse(meta, model, principal, action,
-                      f"request id {request_id} was used for another action ({prior.action} "
-                      f"{prior.evidence or prior.version or ''}); use a new one",
-                      comment=comment, evidence=evidence, error=InputError)
+        raise _refuse(
+            meta,
+            model,
+            principal,
+            action,
+            f"request id {request_id} was used for another action ({prior.action} "
+            f"{prior.evidence or prior.version or ''}); use a new one",
+            comment=comment,
+            evidence=evidence,
+            error=InputError,
+        )
     return prior
 
 
@@ -151,9 +240,14 @@ def record_failed_sign_in(settings: Settings, username: str, via: str = "passwor
     """Audit a refused sign-in (a wrong name or password): who tried, never the password."""
     meta = MetadataStore(settings.db_url)
     try:
-        _append(meta, settings.project, actor=excerpt(str(username).strip() or "?", 80),
-                action="sign_in", outcome="refused",
-                reason=f"wrong user name or password (via {via})")
+        _append(
+            meta,
+            settings.project,
+            actor=excerpt(str(username).strip() or "?", 80),
+            action="sign_in",
+            outcome="refused",
+            reason=f"wrong user name or password (via {via})",
+        )
     finally:
         meta.dispose()
 
@@ -163,87 +257,185 @@ def _registry(settings: Settings, registry: Registry | None) -> Registry:
 
 
 # decisions on versions -------------------------------------------------------------------------
-def approve(settings: Settings, principal: Principal, version: str, *, comment: str,
-            request_id: str | None = None,
-            expected_champion: str | EllipsisType | None = Ellipsis,
-            registry: Registry | None = None) -> DecisionResult:
+def approve(
+    settings: Settings,
+    principal: Principal,
+    version: str,
+    *,
+    comment: str,
+    request_id: str | None = None,
+    expected_champion: str | EllipsisType | None = Ellipsis,
+    registry: Registry | None = None,
+) -> DecisionResult:
     """Make a pending version champion. ``expected_champion``: the champion the approver saw
     (None: there was none; default: whatever it is now); if it changed meanwhile the approval is
     refused, and says so."""
     reg = _registry(settings, registry)
     version = str(version)
-    principal = _authorize(settings, reg.meta, reg.name, principal, "approve", version=version,
-                           comment=comment, request_id=request_id)
-    comment = _require_text(comment, "a comment", reg.meta, reg.name, principal, "approve",
-                            version=version, request_id=request_id)
+    principal = _authorize(
+        settings,
+        reg.meta,
+        reg.name,
+        principal,
+        "approve",
+        version=version,
+        comment=comment,
+        request_id=request_id,
+    )
+    comment = _require_text(
+        comment,
+        "a comment",
+        reg.meta,
+        reg.name,
+        principal,
+        "approve",
+        version=version,
+        request_id=request_id,
+    )
     if settings.dashboard.four_eyes:
         requested_by = reg.version(version).tags.get(REQUESTED_BY, "").strip()
         if requested_by and requested_by.casefold() == principal.name.strip().casefold():
-            raise _refuse(reg.meta, reg.name, principal, "approve",
-                          f"four-eyes rule: v{version} was trained at {requested_by}'s request; "
-                          "another approver must approve it",
-                          version=version, comment=comment, request_id=request_id)
-    return reg.approve(version, by=principal.name, comment=comment,
-                       expected_champion=expected_champion, request_id=request_id)
+            raise _refuse(
+                reg.meta,
+                reg.name,
+                principal,
+                "approve",
+                f"four-eyes rule: v{version} was trained at {requested_by}'s request; "
+                "another approver must approve it",
+                version=version,
+                comment=comment,
+                request_id=request_id,
+            )
+    return reg.approve(
+        version,
+        by=principal.name,
+        comment=comment,
+        expected_champion=expected_champion,
+        request_id=request_id,
+    )
 
 
-def reject(settings: Settings, principal: Principal, version: str, *, comment: str,
-           request_id: str | None = None, registry: Registry | None = None) -> DecisionResult:
+def reject(
+    settings: Settings,
+    principal: Principal,
+    version: str,
+    *,
+    comment: str,
+    request_id: str | None = None,
+    registry: Registry | None = None,
+) -> DecisionResult:
     """Reject a pending version (it never becomes champion)."""
     reg = _registry(settings, registry)
     version = str(version)
-    principal = _authorize(settings, reg.meta, reg.name, principal, "reject", version=version,
-                           comment=comment, request_id=request_id)
-    comment = _require_text(comment, "a comment", reg.meta, reg.name, principal, "reject",
-                            version=version, request_id=request_id)
+    principal = _authorize(
+        settings,
+        reg.meta,
+        reg.name,
+        principal,
+        "reject",
+        version=version,
+        comment=comment,
+        request_id=request_id,
+    )
+    comment = _require_text(
+        comment,
+        "a comment",
+        reg.meta,
+        reg.name,
+        principal,
+        "reject",
+        version=version,
+        request_id=request_id,
+    )
     return reg.reject(version, by=principal.name, comment=comment, request_id=request_id)
 
 
-def rollback(settings: Settings, principal: Principal, *, to: str | None = None, comment: str,
-             request_id: str | None = None,
-             expected_champion: str | EllipsisType | None = Ellipsis,
-             registry: Registry | None = None) -> DecisionResult:
+def rollback(
+    settings: Settings,
+    principal: Principal,
+    *,
+    to: str | None = None,
+    comment: str,
+    request_id: str | None = None,
+    expected_champion: str | EllipsisType | None = Ellipsis,
+    registry: Registry | None = None,
+) -> DecisionResult:
     """Make a previously approved version champion again: ``to``, or by default the champion
     before the current one (see :func:`rollback_targets`)."""
     reg = _registry(settings, registry)
     target = None if to is None else str(to)
-    principal = _authorize(settings, reg.meta, reg.name, principal, "rollback", version=target,
-                           comment=comment, request_id=request_id)
-    comment = _require_text(comment, "a comment", reg.meta, reg.name, principal, "rollback",
-                            version=target, request_id=request_id)
+    principal = _authorize(
+        settings,
+        reg.meta,
+        reg.name,
+        principal,
+        "rollback",
+        version=target,
+        comment=comment,
+        request_id=request_id,
+    )
+    comment = _require_text(
+        comment,
+        "a comment",
+        reg.meta,
+        reg.name,
+        principal,
+        "rollback",
+        version=target,
+        request_id=request_id,
+    )
     if request_id is not None and target is None:
         # the default target is read from the champion now, which a first click already moved
         prior = _find_request(reg.meta, reg.name, request_id)
         if prior is not None:
-            return DecisionResult("noop", prior.action, prior.version, reg.champion(),
-                                  prior.previous_champion, f"request {request_id} was already "
-                                  f"handled ({prior.outcome})", request_id)
-    return reg.rollback(by=principal.name, comment=comment, to=target, request_id=request_id,
-                        expected_champion=expected_champion)
+            return DecisionResult(
+                "noop",
+                prior.action,
+                prior.version,
+                reg.champion(),
+                prior.previous_champion,
+                f"request {request_id} was already handled ({prior.outcome})",
+                request_id,
+            )
+    return reg.rollback(
+        by=principal.name,
+        comment=comment,
+        to=target,
+        request_id=request_id,
+        expected_champion=expected_champion,
+    )
 
 
-def approvable_versions(settings: Settings, registry: Registry | None = None
-                        ) -> list[VersionInfo]:
+def approvable_versions(settings: Settings, registry: Registry | None = None) -> list[VersionInfo]:
     """Versions awaiting a decision (``pending_approval``), newest first."""
     versions = _registry(settings, registry).versions()
     return [v for v in reversed(versions) if v.status == "pending_approval"]
 
 
-def rollback_targets(settings: Settings, registry: Registry | None = None
-                     ) -> list[VersionInfo]:
+def rollback_targets(settings: Settings, registry: Registry | None = None) -> list[VersionInfo]:
     """Previously approved versions one can roll back to (approved or retired, the gate passed,
     not the champion now), newest first."""
     reg = _registry(settings, registry)
     versions = reg.versions()
     champion = reg.champion()
-    return [v for v in reversed(versions) if v.status in ("approved", "retired")
-            and v.version != champion and v.gate_passed is True]
+    return [
+        v
+        for v in reversed(versions)
+        if v.status in ("approved", "retired") and v.version != champion and v.gate_passed is True
+    ]
 
 
 # other writes ------------------------------------------------------------------------------------
-def release(settings: Settings, principal: Principal, batch_id: str, *, comment: str = "",
-            request_id: str | None = None, force: bool = False,
-            meta: MetadataStore | None = None) -> ReleaseResult:
+def release(
+    settings: Settings,
+    principal: Principal,
+    batch_id: str,
+    *,
+    comment: str = "",
+    request_id: str | None = None,
+    force: bool = False,
+    meta: MetadataStore | None = None,
+) -> ReleaseResult:
     """Replay a quarantined batch (see :func:`mlops_core.ingest.release_batch`) and audit it
     (action ``release``: ``applied`` when released, ``refused`` when its rows are still
     refused). ``force`` accepts readable rows despite their findings."""
@@ -251,33 +443,65 @@ def release(settings: Settings, principal: Principal, batch_id: str, *, comment:
 
     meta = meta or MetadataStore(settings.db_url)
     model = settings.project
-    principal = _authorize(settings, meta, model, principal, "release", comment=comment,
-                           evidence=f"batch:{batch_id}", request_id=request_id)
+    principal = _authorize(
+        settings,
+        meta,
+        model,
+        principal,
+        "release",
+        comment=comment,
+        evidence=f"batch:{batch_id}",
+        request_id=request_id,
+    )
     rid = request_id or uuid.uuid4().hex
     prior = _find_request(meta, model, rid)
     if prior is not None:
-        if prior.action != "release" or not (prior.evidence or "").startswith(
-                f"batch:{batch_id}"):
-            raise _refuse(meta, model, principal, "release",
-                          f"request id {rid} was used for another action ({prior.action} "
-                          f"{prior.evidence or prior.version or ''}); use a new one",
-                          comment=comment, evidence=f"batch:{batch_id}", error=InputError)
-        return ReleaseResult(batch_id, prior.outcome == "applied",
-                             [], f"request {rid} was already handled ({prior.outcome})")
+        if prior.action != "release" or not (prior.evidence or "").startswith(f"batch:{batch_id}"):
+            raise _refuse(
+                meta,
+                model,
+                principal,
+                "release",
+                f"request id {rid} was used for another action ({prior.action} "
+                f"{prior.evidence or prior.version or ''}); use a new one",
+                comment=comment,
+                evidence=f"batch:{batch_id}",
+                error=InputError,
+            )
+        return ReleaseResult(
+            batch_id,
+            prior.outcome == "applied",
+            [],
+            f"request {rid} was already handled ({prior.outcome})",
+        )
     try:
         res = release_batch(settings, batch_id, force=force, meta=meta)
     except (MlopsError, LookupError) as e:  # not quarantined, not found, its data missing
-        raise _refuse(meta, model, principal, "release", str(e), comment=comment,
-                      evidence=f"batch:{batch_id}", request_id=rid,
-                      error=NotFoundError if isinstance(e, LookupError) else MlopsError
-                      ) from None
+        raise _refuse(
+            meta,
+            model,
+            principal,
+            "release",
+            str(e),
+            comment=comment,
+            evidence=f"batch:{batch_id}",
+            request_id=rid,
+            error=NotFoundError if isinstance(e, LookupError) else MlopsError,
+        ) from None
     evidence = f"batch:{res.quarantined_id}" + (
-        " -> " + ",".join(o.id for o in res.outcomes) if res.released else "")
+        " -> " + ",".join(o.id for o in res.outcomes) if res.released else ""
+    )
     note = ("forced; " if force else "") + res.message
-    _append(meta, model, actor=principal.name, action="release",
-            outcome="applied" if res.released else "refused",
-            reason=f"{comment.strip()} ({note})" if comment and comment.strip() else note,
-            evidence=evidence[:2000], request_id=rid)
+    _append(
+        meta,
+        model,
+        actor=principal.name,
+        action="release",
+        outcome="applied" if res.released else "refused",
+        reason=f"{comment.strip()} ({note})" if comment and comment.strip() else note,
+        evidence=evidence[:2000],
+        request_id=rid,
+    )
     return res
 
 
@@ -290,66 +514,152 @@ class WithdrawResult:
     message: str
 
 
-def withdraw(settings: Settings, principal: Principal, batch_id: str, *, comment: str,
-             request_id: str | None = None, meta: MetadataStore | None = None
-             ) -> WithdrawResult:
+def withdraw(
+    settings: Settings,
+    principal: Principal,
+    batch_id: str,
+    *,
+    comment: str,
+    request_id: str | None = None,
+    meta: MetadataStore | None = None,
+) -> WithdrawResult:
     """Take an accepted batch out of training and monitoring windows without deleting it (its
     data and record stay; status ``withdrawn``); audited as ``withdraw``. A batch that is not
     accepted (any more) is refused, and the refusal audited."""
     meta = meta or MetadataStore(settings.db_url)
     model = settings.project
-    principal = _authorize(settings, meta, model, principal, "withdraw", comment=comment,
-                           evidence=f"batch:{batch_id}", request_id=request_id)
-    comment = _require_text(comment, "a comment", meta, model, principal, "withdraw",
-                            evidence=f"batch:{batch_id}", request_id=request_id)
+    principal = _authorize(
+        settings,
+        meta,
+        model,
+        principal,
+        "withdraw",
+        comment=comment,
+        evidence=f"batch:{batch_id}",
+        request_id=request_id,
+    )
+    comment = _require_text(
+        comment,
+        "a comment",
+        meta,
+        model,
+        principal,
+        "withdraw",
+        evidence=f"batch:{batch_id}",
+        request_id=request_id,
+    )
     rid = request_id or uuid.uuid4().hex
-    prior = _earlier(meta, model, principal, rid, "withdraw", evidence=f"batch:{batch_id}",
-                     comment=comment)
+    prior = _earlier(
+        meta, model, principal, rid, "withdraw", evidence=f"batch:{batch_id}", comment=comment
+    )
     if prior is not None:
-        return WithdrawResult("noop", batch_id, f"request {rid} was already handled "
-                                                f"({prior.outcome})")
+        return WithdrawResult(
+            "noop", batch_id, f"request {rid} was already handled ({prior.outcome})"
+        )
     try:
         rec = meta.get_batch(batch_id)
     except LookupError as e:
-        raise _refuse(meta, model, principal, "withdraw", str(e), comment=comment,
-                      evidence=f"batch:{batch_id}", request_id=rid, error=NotFoundError
-                      ) from None
+        raise _refuse(
+            meta,
+            model,
+            principal,
+            "withdraw",
+            str(e),
+            comment=comment,
+            evidence=f"batch:{batch_id}",
+            request_id=rid,
+            error=NotFoundError,
+        ) from None
     if not meta.withdraw_batch(rec.id):
-        raise _refuse(meta, model, principal, "withdraw",
-                      f"batch {rec.id} is {meta.get_batch(rec.id).status}, not accepted: only "
-                      "an accepted batch can be withdrawn", comment=comment,
-                      evidence=f"batch:{rec.id}", request_id=rid, error=MlopsError)
-    _append(meta, model, actor=principal.name, action="withdraw", outcome="applied",
-            reason=comment, evidence=f"batch:{rec.id}", request_id=rid)
+        raise _refuse(
+            meta,
+            model,
+            principal,
+            "withdraw",
+            f"batch {rec.id} is {meta.get_batch(rec.id).status}, not accepted: only "
+            "an accepted batch can be withdrawn",
+            comment=comment,
+            evidence=f"batch:{rec.id}",
+            request_id=rid,
+            error=MlopsError,
+        )
+    _append(
+        meta,
+        model,
+        actor=principal.name,
+        action="withdraw",
+        outcome="applied",
+        reason=comment,
+        evidence=f"batch:{rec.id}",
+        request_id=rid,
+    )
     log.info("batch %s withdrawn by %s: %s", rec.id, principal.name, comment)
-    return WithdrawResult("applied", rec.id, f"batch {rec.id} withdrawn: its {rec.rows:,} rows "
-                          "are kept but no longer train or monitor any model")
+    return WithdrawResult(
+        "applied",
+        rec.id,
+        f"batch {rec.id} withdrawn: its {rec.rows:,} rows "
+        "are kept but no longer train or monitor any model",
+    )
 
 
-def request_retrain(settings: Settings, principal: Principal, *, reason: str,
-                    request_id: str | None = None, meta: MetadataStore | None = None
-                    ) -> RetrainRequest:
+def request_retrain(
+    settings: Settings,
+    principal: Principal,
+    *,
+    reason: str,
+    request_id: str | None = None,
+    meta: MetadataStore | None = None,
+) -> RetrainRequest:
     """Record a request to retrain now. It is published as ``mlops.retrain.requested``
     (trigger ``manual``, ``requested_by`` the principal) by the events outbox, and the version it
     trains carries the ``requested_by`` tag that the four-eyes rule checks."""
     meta = meta or MetadataStore(settings.db_url)
     model = settings.project
-    principal = _authorize(settings, meta, model, principal, REQUEST_RETRAIN,
-                           comment=reason or "", request_id=request_id)
-    reason = _require_text(reason, "a reason", meta, model, principal, REQUEST_RETRAIN,
-                           request_id=request_id)
+    principal = _authorize(
+        settings,
+        meta,
+        model,
+        principal,
+        REQUEST_RETRAIN,
+        comment=reason or "",
+        request_id=request_id,
+    )
+    reason = _require_text(
+        reason, "a reason", meta, model, principal, REQUEST_RETRAIN, request_id=request_id
+    )
     rid = request_id or uuid.uuid4().hex
     prior = _earlier(meta, model, principal, rid, REQUEST_RETRAIN, comment=reason)
     audit_id = None
     if prior is None:
-        audit_id = _append(meta, model, actor=principal.name, action=REQUEST_RETRAIN,
-                           outcome="applied", reason=reason, previous=_champion(meta, model),
-                           request_id=rid)
+        audit_id = _append(
+            meta,
+            model,
+            actor=principal.name,
+            action=REQUEST_RETRAIN,
+            outcome="applied",
+            reason=reason,
+            previous=_champion(meta, model),
+            request_id=rid,
+        )
         if audit_id is None:  # the same request, recorded a moment ago by its twin
             prior = _find_request(meta, model, rid)
     if prior is not None:
-        return RetrainRequest("noop", rid, prior.actor, prior.reason, prior.at, prior.id,
-                              f"request {rid} was already handled ({prior.outcome})")
-    return RetrainRequest("applied", rid, principal.name, reason, utcnow(), audit_id,
-                          "retraining requested: it starts when the request is published "
-                          "(the publish-events deployment, or `mlops publish`)")
+        return RetrainRequest(
+            "noop",
+            rid,
+            prior.actor,
+            prior.reason,
+            prior.at,
+            prior.id,
+            f"request {rid} was already handled ({prior.outcome})",
+        )
+    return RetrainRequest(
+        "applied",
+        rid,
+        principal.name,
+        reason,
+        utcnow(),
+        audit_id,
+        "retraining requested: it starts when the request is published "
+        "(the publish-events deployment, or `mlops publish`)",
+    )

@@ -79,7 +79,8 @@ def authorize(principal: Principal, action: str) -> None:
     if not principal.can(action):
         raise AuthorizationError(
             f"{principal.name} ({principal.role}) may not {action.replace('_', ' ')}: "
-            f"it needs the {REQUIRED_ROLE[action]} role")
+            f"it needs the {REQUIRED_ROLE[action]} role"
+        )
 
 
 def local_principal(name: str) -> Principal:
@@ -94,8 +95,15 @@ def _b64(data: bytes) -> str:
 
 def _scrypt(password: str, salt: bytes, ln: int, r: int, p: int) -> bytes:
     n = 1 << ln
-    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=32,
-                          maxmem=2 * 128 * r * n * p + (1 << 20))
+    return hashlib.scrypt(
+        password.encode("utf-8"),
+        salt=salt,
+        n=n,
+        r=r,
+        p=p,
+        dklen=32,
+        maxmem=2 * 128 * r * n * p + (1 << 20),
+    )
 
 
 def hash_password(password: str) -> str:
@@ -116,8 +124,13 @@ def _parse(stored: str) -> tuple[int, int, int, bytes, bytes] | None:
         ln, r, p = int(kv["ln"]), int(kv["r"]), int(kv["p"])
         if not (1 <= ln <= _MAX_LN and 1 <= r <= _MAX_R and 1 <= p <= _MAX_P):
             return None
-        return ln, r, p, base64.b64decode(salt, validate=True), base64.b64decode(
-            digest, validate=True)
+        return (
+            ln,
+            r,
+            p,
+            base64.b64decode(salt, validate=True),
+            base64.b64decode(digest, validate=True),
+        )
     except (ValueError, KeyError, AttributeError):
         return None
 
@@ -168,9 +181,11 @@ def check_outside_repository(users_file: Path, base_dir: Path) -> Path:
     path = Path(users_file).expanduser().resolve()
     root = git_root(Path(base_dir).resolve())
     if root is not None and path.is_relative_to(root):
-        raise ConfigError(f"the users file {path} lies inside the repository {root}: keep it "
-                          "outside (default ~/.config/mlops/<project>/users.yaml), where password "
-                          "hashes cannot be committed")
+        raise ConfigError(
+            f"the users file {path} lies inside the repository {root}: keep it "
+            "outside (default ~/.config/mlops/<project>/users.yaml), where password "
+            "hashes cannot be committed"
+        )
     return path
 
 
@@ -178,15 +193,20 @@ def users_path(settings: Settings) -> Path:
     """``dashboard.users_file`` (relative to the config's folder), or
     ``~/.config/mlops/<project>/users.yaml``; never inside the project's repository."""
     configured = settings.dashboard.users_file
-    path = settings.resolve(configured) if configured is not None else (
-        Path.home() / ".config" / "mlops" / settings.project / "users.yaml")
+    path = (
+        settings.resolve(configured)
+        if configured is not None
+        else (Path.home() / ".config" / "mlops" / settings.project / "users.yaml")
+    )
     return check_outside_repository(path, settings.base_dir)
 
 
 def _check_name(name: str) -> str:
     if not isinstance(name, str) or not USER_NAME.match(name):
-        raise InputError(f"'{name}' is not a valid user name: letters, digits and _ . @ + - "
-                         "(starting with a letter or digit)")
+        raise InputError(
+            f"'{name}' is not a valid user name: letters, digits and _ . @ + - "
+            "(starting with a letter or digit)"
+        )
     return name
 
 
@@ -215,8 +235,7 @@ def load_users(path: Path) -> dict[str, User]:
             raise ConfigError(f"{path}: user '{name}' needs a password_hash")
         role = entry.get("role")
         if role not in ROLES:
-            raise ConfigError(f"{path}: user '{name}' has role {role!r}; roles: "
-                              f"{', '.join(ROLES)}")
+            raise ConfigError(f"{path}: user '{name}' has role {role!r}; roles: {', '.join(ROLES)}")
         users[str(name)] = User(str(name), entry["password_hash"], role)
     return users
 
@@ -237,8 +256,10 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-HEADER = ("# Dashboard users of mlops: scrypt password hashes, never passwords. Managed with\n"
-          "# `mlops users add`. Keep this file outside the repository, readable by you only.\n")
+HEADER = (
+    "# Dashboard users of mlops: scrypt password hashes, never passwords. Managed with\n"
+    "# `mlops users add`. Keep this file outside the repository, readable by you only.\n"
+)
 
 
 def add_user(path: Path, name: str, password: str, role: str) -> None:
@@ -255,8 +276,12 @@ def add_user(path: Path, name: str, password: str, role: str) -> None:
     with _locked(path):
         users = load_users(path)
         users[name] = User(name, hashed, role)
-        doc = {"users": {u.name: {"role": u.role, "password_hash": u.password_hash}
-                         for u in sorted(users.values(), key=lambda u: u.name)}}
+        doc = {
+            "users": {
+                u.name: {"role": u.role, "password_hash": u.password_hash}
+                for u in sorted(users.values(), key=lambda u: u.name)
+            }
+        }
         text = HEADER + yaml.safe_dump(doc, sort_keys=False)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:  # mkstemp creates the file 0600
@@ -285,8 +310,9 @@ def login(settings: Settings, username: str, password: str) -> Principal | None:
     path = users_path(settings)
     users = load_users(path)
     if not users:
-        raise ConfigError(f"no dashboard users in {path}: add one with "
-                          "`mlops users add NAME --role approver`")
+        raise ConfigError(
+            f"no dashboard users in {path}: add one with `mlops users add NAME --role approver`"
+        )
     user = users.get(username) if isinstance(username, str) else None
     ok = verify_password(user.password_hash if user else _dummy_hash(), password)
     if user is None or not ok:
@@ -336,4 +362,3 @@ def current_principal(settings: Settings, principal: Principal) -> Principal:
     if role != principal.role:
         log.info("%s is %s now (was %s at sign-in)", principal.name, role, principal.role)
     return replace(principal, role=role)
-

@@ -112,7 +112,7 @@ class Replay:
         return sorted(pd.unique(self.frame[self.target].dropna()).tolist())
 
     def batch(self, i: int) -> pd.DataFrame:
-        return self.frame.iloc[self.bounds[i]:self.bounds[i + 1]]
+        return self.frame.iloc[self.bounds[i] : self.bounds[i + 1]]
 
     @functools.cached_property
     def batch_period(self) -> timedelta | None:
@@ -122,8 +122,9 @@ class Replay:
     def features(self, i: int) -> pd.DataFrame:
         return self.batch(i)[list(self.kinds)]
 
-    def window(self, labelled_through: int, start_row: int | None = None,
-               min_rows: int = 0) -> pd.DataFrame:
+    def window(
+        self, labelled_through: int, start_row: int | None = None, min_rows: int = 0
+    ) -> pd.DataFrame:
         """Labelled rows of batches ``0..labelled_through`` within the training window, from
         ``start_row`` on where given (a detected change), but never fewer than ``min_rows``."""
         end = int(self.bounds[labelled_through + 1])
@@ -170,11 +171,19 @@ def _row_id_columns(df: pd.DataFrame, exclude: Iterable[str]) -> list[str]:
     return out
 
 
-def load_replay(data: Path, *, target: str | None = None, time_column: str | None = None,
-                batch_size: int | None = None, batch_period: str | None = None,
-                initial_batches: int = 5, window: str | None = None, label_delay: int = 0,
-                settings: Settings | None = None, drift_points: list[Any] | None = None
-                ) -> Replay:
+def load_replay(
+    data: Path,
+    *,
+    target: str | None = None,
+    time_column: str | None = None,
+    batch_size: int | None = None,
+    batch_period: str | None = None,
+    initial_batches: int = 5,
+    window: str | None = None,
+    label_delay: int = 0,
+    settings: Settings | None = None,
+    drift_points: list[Any] | None = None,
+) -> Replay:
     """Read ``data`` and split it into batches of ``batch_size`` rows or of ``batch_period``.
 
     ``window`` is a row count (``"20000"``) or a period (``"90D"``); default: the config's
@@ -196,8 +205,10 @@ def load_replay(data: Path, *, target: str | None = None, time_column: str | Non
     df = _read(data)
     missing = [c for c in (d.target, d.time_column) if c and c not in df.columns]
     if missing:
-        raise BacktestError(f"column(s) not in {data.name}: {', '.join(missing)}; the columns "
-                            f"are: {', '.join(map(str, df.columns))}")
+        raise BacktestError(
+            f"column(s) not in {data.name}: {', '.join(missing)}; the columns "
+            f"are: {', '.join(map(str, df.columns))}"
+        )
     notes: list[str] = []
     unlabelled = int(df[d.target].isna().sum())
     if unlabelled:
@@ -242,11 +253,24 @@ def load_replay(data: Path, *, target: str | None = None, time_column: str | Non
     else:
         times = [EPOCH + pd.Timedelta(days=i) for i in range(len(bounds) - 1)]
     if len(bounds) - 1 <= initial_batches:
-        raise BacktestError(f"{len(bounds) - 1} batches: need more than --initial-batches "
-                            f"({initial_batches}); use smaller batches")
+        raise BacktestError(
+            f"{len(bounds) - 1} batches: need more than --initial-batches "
+            f"({initial_batches}); use smaller batches"
+        )
     rows, period = _window(window, settings)
-    replay = Replay(df, settings, kinds, bounds, times, initial_batches, label_delay,
-                    rows, period, dataset=data.name, notes=notes)
+    replay = Replay(
+        df,
+        settings,
+        kinds,
+        bounds,
+        times,
+        initial_batches,
+        label_delay,
+        rows,
+        period,
+        dataset=data.name,
+        notes=notes,
+    )
     points = drift_points if drift_points is not None else _sidecar_drift(data)
     replay.drift_batches = _drift_batches(replay, points)
     return replay
@@ -262,8 +286,9 @@ def _window(window: str | None, settings: Settings) -> tuple[int | None, str | N
     try:
         pd.Timedelta(window)
     except ValueError:
-        raise BacktestError(f"--window '{window}' is neither a row count nor a duration such "
-                            "as '90D'") from None
+        raise BacktestError(
+            f"--window '{window}' is neither a row count nor a duration such as '90D'"
+        ) from None
     return None, window
 
 
@@ -279,8 +304,9 @@ def _sidecar_drift(data: Path) -> list[Any]:
         raise BacktestError(f"{side.name}: not JSON ({e})") from None
     points = raw.get("drift_points") if isinstance(raw, dict) else raw
     if not isinstance(points, list):
-        raise BacktestError(f"{side.name}: expected {{\"drift_points\": [...]}} or a list of "
-                            "rows or times")
+        raise BacktestError(
+            f'{side.name}: expected {{"drift_points": [...]}} or a list of rows or times'
+        )
     return [p.get("start", p.get("row")) if isinstance(p, dict) else p for p in points]
 
 
@@ -291,8 +317,11 @@ def _drift_batches(replay: Replay, points: list[Any]) -> list[int]:
         if isinstance(p, (int, float, np.integer, np.floating)) and not isinstance(p, bool):
             row = int(p)  # a row number (JSON may write it as 6000.0)
         elif tcol:
-            row = int(np.searchsorted(replay.frame[tcol].to_numpy(),
-                                      np.datetime64(pd.Timestamp(p).tz_localize(None))))
+            row = int(
+                np.searchsorted(
+                    replay.frame[tcol].to_numpy(), np.datetime64(pd.Timestamp(p).tz_localize(None))
+                )
+            )
         else:
             continue
         b = int(np.searchsorted(replay.bounds, row, side="right")) - 1
@@ -321,16 +350,19 @@ class Fitted:
     calibration: Calibration | None = None  # for its label-free estimates (validation rows)
     cpu_s: float = 0.0  # CPU seconds its training took
     # its predictions and their metrics by batch: strategies that serve the same model share them
-    _seen: dict[int, tuple[pd.DataFrame, dict[str, float]]] = field(default_factory=dict,
-                                                                   repr=False)
+    _seen: dict[int, tuple[pd.DataFrame, dict[str, float]]] = field(
+        default_factory=dict, repr=False
+    )
 
     def score(self, replay: Replay, t: int) -> tuple[pd.DataFrame, dict[str, float]]:
         """Predictions for batch ``t`` and their metrics (computed once per model)."""
         if t not in self._seen:
             batch = replay.batch(t)
             pred = self.model.predict_frame(batch[list(replay.kinds)])
-            self._seen[t] = (pred, compute_metrics(replay.task, batch[replay.target], pred,
-                                                   replay.classes))
+            self._seen[t] = (
+                pred,
+                compute_metrics(replay.task, batch[replay.target], pred, replay.classes),
+            )
         return self._seen[t]
 
 
@@ -378,9 +410,19 @@ class Trainer:
                 tr, va = slice(0, len(X) - n_val), slice(len(X) - n_val, len(X))
         w = r.settings.model.window
         available = len(X)
-        chosen = choose_window(self.kind, r.task, self.spec, self.params, X.iloc[tr],
-                               y.iloc[tr], X.iloc[va], y.iloc[va], min_rows=w.min_rows,
-                               choose=w.choose, seed=self.seed)
+        chosen = choose_window(
+            self.kind,
+            r.task,
+            self.spec,
+            self.params,
+            X.iloc[tr],
+            y.iloc[tr],
+            X.iloc[va],
+            y.iloc[va],
+            min_rows=w.min_rows,
+            choose=w.choose,
+            seed=self.seed,
+        )
         pred_va = chosen.model.predict_frame(X.iloc[va])
         baseline = compute_metrics(r.task, y.iloc[va], pred_va, classes)
         errors = error_stream(r.task, y.iloc[va], pred_va["prediction"])
@@ -388,16 +430,30 @@ class Trainer:
         calibration = None
         if classes is not None:
             calibration = fit_calibration(
-                r.task, pred_va[[f"proba_{c}" for c in classes]].to_numpy(),
-                pd.Categorical(y.iloc[va], categories=classes).codes, seed=self.seed)
-        X, y = X.iloc[chosen.start:], y.iloc[chosen.start:]
+                r.task,
+                pred_va[[f"proba_{c}" for c in classes]].to_numpy(),
+                pd.Categorical(y.iloc[va], categories=classes).codes,
+                seed=self.seed,
+            )
+        X, y = X.iloc[chosen.start :], y.iloc[chosen.start :]
         # as `mlops train` does: refit on the whole chosen window, its newest rows too
         model = refit(chosen.model, X, y, self.seed)
         ref = sample_rows(X, r.settings.model.reference_rows, self.seed)
-        return Fitted(model, baseline, ref, model.feature_importances(), through,
-                      int(X.index[0]), len(X), r.times[through], errors,
-                      val_rows=val_rows, val_pred=pred_va, window_rows=available,
-                      calibration=calibration)
+        return Fitted(
+            model,
+            baseline,
+            ref,
+            model.feature_importances(),
+            through,
+            int(X.index[0]),
+            len(X),
+            r.times[through],
+            errors,
+            val_rows=val_rows,
+            val_pred=pred_va,
+            window_rows=available,
+            calibration=calibration,
+        )
 
 
 # what a strategy sees ----------------------------------------------------------------------------
@@ -488,8 +544,7 @@ class Periodic(Strategy):
 
     def decide(self, step: Step, fitted: Fitted) -> Retrain | None:
         if step.labelled_through - fitted.trained_through >= self.every:
-            return Retrain([f"periodic: {self.every} batch(es) of new labels"],
-                           kinds=("periodic",))
+            return Retrain([f"periodic: {self.every} batch(es) of new labels"], kinds=("periodic",))
         return None
 
 
@@ -519,8 +574,11 @@ class PolicyStrategy(Strategy):
         self._reset(fitted)
 
     def _reset(self, fitted: Fitted) -> None:
-        self.detectors = {d: ErrorStreamDetector(d) for d in self.policy.detectors
-                          if not (d == "ddm" and self.replay.task == "regression")}
+        self.detectors = {
+            d: ErrorStreamDetector(d)
+            for d in self.policy.detectors
+            if not (d == "ddm" and self.replay.task == "regression")
+        }
         self.fed = 0  # errors seen since the model was trained
         self.fed_first_row: list[tuple[int, int]] = []  # (errors before, first row) per batch
         self.errors: list[np.ndarray] = []
@@ -530,9 +588,11 @@ class PolicyStrategy(Strategy):
         unless the gate refused its challenger (the model did not change)."""
         at = fitted.at.to_pydatetime()
         recent = self.state.recent_retrains + (() if refused else (at,))
-        self.state = PolicyState(last_retrain=at, recent_retrains=recent,
-                                 trained_for=tuple(Reason(k) for k in action.kinds
-                                                   if k in REASONS))
+        self.state = PolicyState(
+            last_retrain=at,
+            recent_retrains=recent,
+            trained_for=tuple(Reason(k) for k in action.kinds if k in REASONS),
+        )
 
     def retrained(self, fitted: Fitted, step: Step, action: Retrain) -> None:
         self.change_row = action.start_row
@@ -546,12 +606,13 @@ class PolicyStrategy(Strategy):
         """Labelled rows a retrain now would train on (from the change on, while the window
         reaches back to it)."""
         r = self.replay
-        if self.change_row is not None and \
-                int(r.window(labelled_through).index[0]) >= self.change_row:
+        if (
+            self.change_row is not None
+            and int(r.window(labelled_through).index[0]) >= self.change_row
+        ):
             self.change_row = None  # the window is past the change: back to normal
         m = r.settings.model
-        return len(r.window(labelled_through, self.change_row,
-                            max(m.min_rows, m.window.min_rows)))
+        return len(r.window(labelled_through, self.change_row, max(m.min_rows, m.window.min_rows)))
 
     def decide(self, step: Step, fitted: Fitted) -> Retrain | None:
         r, p = self.replay, self.policy
@@ -585,50 +646,83 @@ class PolicyStrategy(Strategy):
         if r.task != "regression":
             proba = step.prediction[[f"proba_{c}" for c in r.classes or []]].to_numpy()
             if len(proba) >= mcfg.min_rows:
-                e = estimate_performance(r.task, proba, r.classes or [], simulations=50,
-                                         seed=mcfg.seed + step.index,
-                                         calibration=fitted.calibration).get(self.metric)
+                e = estimate_performance(
+                    r.task,
+                    proba,
+                    r.classes or [],
+                    simulations=50,
+                    seed=mcfg.seed + step.index,
+                    calibration=fitted.calibration,
+                ).get(self.metric)
                 if e is not None:
                     est = e.value
                     self.estimates[step.index] = (e.value, e.low, e.high)
         self._check_estimates(step.arrived)
         if p.drift_share is not None:
-            drift = compute_drift(fitted.reference, step.X, r.kinds,
-                                  importances=fitted.importances if mcfg.weight_by_importance
-                                  else None, sample_size=mcfg.sample_rows,
-                                  min_rows=mcfg.min_rows, method=mcfg.method,
-                                  threshold=mcfg.threshold, drift_share=mcfg.drift_share,
-                                  seed=mcfg.seed)
+            drift = compute_drift(
+                fitted.reference,
+                step.X,
+                r.kinds,
+                importances=fitted.importances if mcfg.weight_by_importance else None,
+                sample_size=mcfg.sample_rows,
+                min_rows=mcfg.min_rows,
+                method=mcfg.method,
+                threshold=mcfg.threshold,
+                drift_share=mcfg.drift_share,
+                seed=mcfg.seed,
+            )
             share, wshare = drift.drift_share, drift.weighted_drift_share
             now_share = wshare if wshare is not None else share
-            if now_share is not None and now_share < p.drift_share and \
-                    Reason.DRIFT in self.state.trained_for:  # that drift is over: a new one asks
-                self.state = replace(self.state, trained_for=tuple(
-                    x for x in self.state.trained_for if x != Reason.DRIFT))
-        new_labels = int(r.bounds[step.labelled_through + 1]
-                         - r.bounds[fitted.trained_through + 1])
+            if (
+                now_share is not None
+                and now_share < p.drift_share
+                and Reason.DRIFT in self.state.trained_for
+            ):  # that drift is over: a new one asks
+                self.state = replace(
+                    self.state,
+                    trained_for=tuple(x for x in self.state.trained_for if x != Reason.DRIFT),
+                )
+        new_labels = int(r.bounds[step.labelled_through + 1] - r.bounds[fitted.trained_through + 1])
         signals = compute_signals(
-            metric=self.metric, baseline=fitted.baseline, realised=realised, estimated=est,
-            drift_share=share, weighted_drift_share=wshare, detectors_fired=fired,
-            model_trained_at=fitted.at.to_pydatetime(), new_labels=new_labels,
+            metric=self.metric,
+            baseline=fitted.baseline,
+            realised=realised,
+            estimated=est,
+            drift_share=share,
+            weighted_drift_share=wshare,
+            detectors_fired=fired,
+            model_trained_at=fitted.at.to_pydatetime(),
+            new_labels=new_labels,
             window_rows=self._window_rows(step.labelled_through),
             # where the error rose; else the first row of the evidence (the labelled rows seen
             # since the model was trained), as monitoring does
-            change_at=min(change_rows) if change_rows else (
-                self.fed_first_row[0][1] if self.fed_first_row else None))
-        state = replace(self.state, change_at=self.change_row, trained_rows=fitted.window_rows,
-                        drifted_before=self.drifted)
+            change_at=min(change_rows)
+            if change_rows
+            else (self.fed_first_row[0][1] if self.fed_first_row else None),
+        )
+        state = replace(
+            self.state,
+            change_at=self.change_row,
+            trained_rows=fitted.window_rows,
+            drifted_before=self.drifted,
+        )
         now_share = wshare if wshare is not None else share
-        self.drifted = bool(p.drift_share is not None and now_share is not None
-                            and now_share >= p.drift_share)
+        self.drifted = bool(
+            p.drift_share is not None and now_share is not None and now_share >= p.drift_share
+        )
         decision = decide(signals, state, p, step.time.to_pydatetime(), r.batch_period)
         if not decision.retrain:
-            self.state = replace(self.state, pending=tuple(decision.pending),
-                                 pending_change_at=decision.pending_change_at)
+            self.state = replace(
+                self.state,
+                pending=tuple(decision.pending),
+                pending_change_at=decision.pending_change_at,
+            )
             return None
-        return Retrain([f.text for f in decision.reasons],
-                       decision.since,  # type: ignore[arg-type]
-                       kinds=tuple(k.value for k in decision.kinds))
+        return Retrain(
+            [f.text for f in decision.reasons],
+            decision.since,  # type: ignore[arg-type]
+            kinds=tuple(k.value for k in decision.kinds),
+        )
 
     def _check_estimates(self, arrived: list[Arrival]) -> None:
         """Each arrived batch's earlier label-free estimate against its realised metric."""
@@ -640,9 +734,16 @@ class PolicyStrategy(Strategy):
             real = compute_metrics(r.task, a.y, a.prediction, r.classes).get(self.metric)
             if real is None or math.isnan(real):
                 continue
-            self.checked.append({"batch": a.batch, "estimated": value, "low": low,
-                                 "high": high, "realised": real,
-                                 "within": bool(low <= real <= high)})
+            self.checked.append(
+                {
+                    "batch": a.batch,
+                    "estimated": value,
+                    "low": low,
+                    "high": high,
+                    "realised": real,
+                    "within": bool(low <= real <= high),
+                }
+            )
 
     def _row(self, pos: int) -> int:
         """The frame row of position ``pos`` in the error stream fed since the last retrain."""
@@ -665,10 +766,16 @@ class RiverOnline(OnlineStrategy):
         from river import forest
 
         self.replay = replay
-        self.model = (forest.ARFRegressor(seed=self.seed) if replay.task == "regression"
-                      else forest.ARFClassifier(seed=self.seed))
-        self.fill = {c: float(pd.to_numeric(initial[c], errors="coerce").median())
-                     for c, k in replay.kinds.items() if k != "categorical"}
+        self.model = (
+            forest.ARFRegressor(seed=self.seed)
+            if replay.task == "regression"
+            else forest.ARFClassifier(seed=self.seed)
+        )
+        self.fill = {
+            c: float(pd.to_numeric(initial[c], errors="coerce").median())
+            for c, k in replay.kinds.items()
+            if k != "categorical"
+        }
         self.learn(initial[list(replay.kinds)], initial[replay.target])
 
     def _rows(self, X: pd.DataFrame) -> list[dict[str, Any]]:
@@ -678,11 +785,11 @@ class RiverOnline(OnlineStrategy):
             if k == "categorical":
                 cols[c] = s.astype(object).where(s.notna(), "<missing>").astype(str).tolist()
             else:
-                cols[c] = pd.to_numeric(s, errors="coerce").astype(float).fillna(
-                    self.fill[c]).tolist()
+                cols[c] = (
+                    pd.to_numeric(s, errors="coerce").astype(float).fillna(self.fill[c]).tolist()
+                )
         names = list(cols)
-        return [dict(zip(names, vals, strict=True)) for vals in zip(*cols.values(),
-                                                                     strict=True)]
+        return [dict(zip(names, vals, strict=True)) for vals in zip(*cols.values(), strict=True)]
 
     def learn(self, X: pd.DataFrame, y: pd.Series) -> None:
         for x, t in zip(self._rows(X), y.tolist(), strict=True):
@@ -693,17 +800,21 @@ class RiverOnline(OnlineStrategy):
 
         rows = self._rows(X)
         if self.replay.task == "regression":
-            raw = np.array([self.model.predict_one(x) or 0.0 for x in rows], dtype=float)
+            raw = np.array(
+                [self.model.predict_one(x) or 0.0 for x in rows],  # type: ignore[arg-type]
+                dtype="float64",
+            )
             return output_frame("regression", None, raw, X.index)
         classes = self.replay.classes or []
         proba = np.zeros((len(rows), len(classes)))
         for i, x in enumerate(rows):
-            p = self.model.predict_proba_one(x)
+            p = self.model.predict_proba_one(x)  # type: ignore[union-attr]  # a classifier
             for j, c in enumerate(classes):
                 proba[i, j] = p.get(c, 0.0)
         proba_sum = proba.sum(axis=1, keepdims=True)
-        proba = np.where(proba_sum > 0, proba / np.where(proba_sum > 0, proba_sum, 1),
-                         1 / max(len(classes), 1))
+        proba = np.where(
+            proba_sum > 0, proba / np.where(proba_sum > 0, proba_sum, 1), 1 / max(len(classes), 1)
+        )
         raw = proba[:, 1] if self.replay.task == "binary" else proba
         return output_frame(self.replay.task, classes, raw, X.index)
 
@@ -718,8 +829,10 @@ class BoostedOnline(OnlineStrategy):
         from mlops_core.online import OnlineBooster
 
         if replay.settings.model.type != "xgboost":
-            raise BacktestError("online-xgboost continues an XGBoost model; model.type is "
-                                f"'{replay.settings.model.type}'")
+            raise BacktestError(
+                "online-xgboost continues an XGBoost model; model.type is "
+                f"'{replay.settings.model.type}'"
+            )
         fitted = Trainer(replay).fit(replay.initial_batches - 1)
         self.model = OnlineBooster.from_trained(fitted.model, replay.settings.model.seed)
 
@@ -733,18 +846,46 @@ class BoostedOnline(OnlineStrategy):
 # strategies by name -------------------------------------------------------------------------
 def _single(policy: RetrainingConfig, **signal: Any) -> RetrainingConfig:
     """A policy with just one signal and no brakes: what a single-signal strategy does."""
-    off = dict(max_model_age=None, performance_drop=None, estimated_drop=None, drift_share=None,
-               detectors=[], cooldown="0s", max_retrains=10**9, per="1D", min_new_labels=0,
-               window_growth=None)
+    off: dict[str, Any] = dict(
+        max_model_age=None,
+        performance_drop=None,
+        estimated_drop=None,
+        drift_share=None,
+        detectors=[],
+        cooldown="0s",
+        max_retrains=10**9,
+        per="1D",
+        min_new_labels=0,
+        window_growth=None,
+    )
     return policy.model_copy(update=off | signal)
 
 
 DETECTOR_NAMES = {"adwin": "adwin", "page-hinkley": "page_hinkley", "ddm": "ddm"}
-STRATEGIES = ("static", "periodic:P", "every-batch", "performance", "drift",
-              "detector:adwin", "detector:page-hinkley", "detector:ddm", "estimated", "online",
-              "online-xgboost", "policy")
-DEFAULT_STRATEGIES = ("static", "every-batch", "periodic:10", "performance", "drift",
-                      "detector:adwin", "estimated", "policy")
+STRATEGIES = (
+    "static",
+    "periodic:P",
+    "every-batch",
+    "performance",
+    "drift",
+    "detector:adwin",
+    "detector:page-hinkley",
+    "detector:ddm",
+    "estimated",
+    "online",
+    "online-xgboost",
+    "policy",
+)
+DEFAULT_STRATEGIES = (
+    "static",
+    "every-batch",
+    "periodic:10",
+    "performance",
+    "drift",
+    "detector:adwin",
+    "estimated",
+    "policy",
+)
 
 
 def make_strategy(spec: str, settings: Settings) -> Strategy | OnlineStrategy:
@@ -767,8 +908,10 @@ def make_strategy(spec: str, settings: Settings) -> Strategy | OnlineStrategy:
         return PolicyStrategy(spec, _single(p, drift_share=p.drift_share or 0.5))
     if name == "detector":
         if arg not in DETECTOR_NAMES:
-            raise BacktestError(f"'{spec}': known detectors are "
-                                f"{', '.join('detector:' + d for d in DETECTOR_NAMES)}")
+            raise BacktestError(
+                f"'{spec}': known detectors are "
+                f"{', '.join('detector:' + d for d in DETECTOR_NAMES)}"
+            )
         return PolicyStrategy(spec, _single(p, detectors=[DETECTOR_NAMES[arg]]))
     if name == "online":
         return RiverOnline(settings.model.seed)
@@ -812,17 +955,31 @@ class BacktestResult:
     drift_batches: list[int]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA_VERSION, "dataset": self.dataset, "task": self.task,
-                "batches": self.batches, "metric_name": self.metric_name,
-                "drift_batches": self.drift_batches, "settings": self.settings,
-                "strategies": [s.to_dict() for s in self.strategies]}
+        return {
+            "schema": SCHEMA_VERSION,
+            "dataset": self.dataset,
+            "task": self.task,
+            "batches": self.batches,
+            "metric_name": self.metric_name,
+            "drift_batches": self.drift_batches,
+            "settings": self.settings,
+            "strategies": [s.to_dict() for s in self.strategies],
+        }
 
     def table(self) -> list[dict[str, Any]]:
-        return [{"strategy": s.name, s.metric_name: s.mean_metric, "retrains": s.retrains,
-                 "retrain_share": s.retrains / max(self.batches, 1),
-                 "train_cpu_s": s.train_cpu_s, "monitor_cpu_s": s.monitor_cpu_s,
-                 "false_triggers": s.false_triggers,
-                 "detection_delays": s.detection_delays} for s in self.strategies]
+        return [
+            {
+                "strategy": s.name,
+                s.metric_name: s.mean_metric,
+                "retrains": s.retrains,
+                "retrain_share": s.retrains / max(self.batches, 1),
+                "train_cpu_s": s.train_cpu_s,
+                "monitor_cpu_s": s.monitor_cpu_s,
+                "false_triggers": s.false_triggers,
+                "detection_delays": s.detection_delays,
+            }
+            for s in self.strategies
+        ]
 
 
 def headline_metric(task: str, metric: str | None = None) -> str:
@@ -830,9 +987,14 @@ def headline_metric(task: str, metric: str | None = None) -> str:
     return metric or ("rmse" if task == "regression" else "accuracy")
 
 
-def run_strategy(replay: Replay, strategy: Strategy | OnlineStrategy, *,
-                 metric: str | None = None, progress: ProgressFn | None = None,
-                 trainer: Trainer | None = None) -> StrategyResult:
+def run_strategy(
+    replay: Replay,
+    strategy: Strategy | OnlineStrategy,
+    *,
+    metric: str | None = None,
+    progress: ProgressFn | None = None,
+    trainer: Trainer | None = None,
+) -> StrategyResult:
     r = replay
     metric = headline_metric(r.task, metric)
     K = r.initial_batches
@@ -845,7 +1007,7 @@ def run_strategy(replay: Replay, strategy: Strategy | OnlineStrategy, *,
     fitted: Fitted | None = None
     if isinstance(strategy, OnlineStrategy):
         c0 = time.process_time()
-        strategy.start(r, r.frame.iloc[:r.bounds[K]])
+        strategy.start(r, r.frame.iloc[: r.bounds[K]])
         train_cpu += time.process_time() - c0
     else:
         fitted = trainer.fit(K - 1)
@@ -863,8 +1025,13 @@ def run_strategy(replay: Replay, strategy: Strategy | OnlineStrategy, *,
             assert fitted is not None
             pred, scores = fitted.score(r, t)
         preds[t] = pred
-        row = {"batch": t, "time": r.times[t].isoformat(), "rows": len(batch),
-               **{k: _num(v) for k, v in scores.items() if k in _KEPT}, "retrained": False}
+        row = {
+            "batch": t,
+            "time": r.times[t].isoformat(),
+            "rows": len(batch),
+            **{k: _num(v) for k, v in scores.items() if k in _KEPT},
+            "retrained": False,
+        }
         per_batch.append(row)
         labelled_through = max(K - 1, t - r.label_delay)
         arrived_ids = [t - r.label_delay] if t - r.label_delay >= K else []
@@ -884,10 +1051,18 @@ def run_strategy(replay: Replay, strategy: Strategy | OnlineStrategy, *,
                 challenger = trainer.fit(labelled_through, action.start_row)
                 train_cpu += challenger.cpu_s
                 refusal = gate(r, fitted, challenger) if strategy.gated else None
-                triggers.append({"batch": t, "time": r.times[t].isoformat(),
-                                 "reasons": action.reasons, "kinds": list(action.kinds),
-                                 "planned": action.planned, "start_row": action.start_row,
-                                 "window_rows": challenger.rows, "refused": refusal})
+                triggers.append(
+                    {
+                        "batch": t,
+                        "time": r.times[t].isoformat(),
+                        "reasons": action.reasons,
+                        "kinds": list(action.kinds),
+                        "planned": action.planned,
+                        "start_row": action.start_row,
+                        "window_rows": challenger.rows,
+                        "refused": refusal,
+                    }
+                )
                 if refusal:
                     strategy.refused(challenger, step, action)
                 else:
@@ -898,14 +1073,27 @@ def run_strategy(replay: Replay, strategy: Strategy | OnlineStrategy, *,
             progress(strategy.name, t - K + 1, r.n_batches - K)
     values = [b[metric] for b in per_batch if b.get(metric) is not None]
     served = [tr for tr in triggers if not tr["refused"]]
-    delays, false = detection_metrics(r, [tr["batch"] for tr in served], signalled=[
-        tr["batch"] for tr in served if not tr["planned"]])
+    delays, false = detection_metrics(
+        r,
+        [tr["batch"] for tr in served],
+        signalled=[tr["batch"] for tr in served if not tr["planned"]],
+    )
     checked = getattr(strategy, "checked", [])
-    return StrategyResult(strategy.name, metric, float(np.mean(values)) if values else None,
-                          len(served), round(train_cpu, 3), round(monitor_cpu, 3), per_batch,
-                          triggers, delays, false, round(time.perf_counter() - t_wall, 3),
-                          refused=len(triggers) - len(served),
-                          estimate_coverage=_coverage(checked))
+    return StrategyResult(
+        strategy.name,
+        metric,
+        float(np.mean(values)) if values else None,
+        len(served),
+        round(train_cpu, 3),
+        round(monitor_cpu, 3),
+        per_batch,
+        triggers,
+        delays,
+        false,
+        round(time.perf_counter() - t_wall, 3),
+        refused=len(triggers) - len(served),
+        estimate_coverage=_coverage(checked),
+    )
 
 
 def gate(r: Replay, champion: Fitted, challenger: Fitted) -> str | None:
@@ -915,26 +1103,28 @@ def gate(r: Replay, champion: Fitted, challenger: Fitted) -> str | None:
     if challenger.val_rows is None or challenger.val_pred is None:
         return None
     first = max(challenger.val_rows[0], int(r.bounds[champion.trained_through + 1]))
-    rows = r.frame.iloc[first:challenger.val_rows[1]]
+    rows = r.frame.iloc[first : challenger.val_rows[1]]
     if len(rows) < r.settings.monitoring.min_rows:
         return None
     metric = r.settings.gate.metric or PRIMARY[r.task]
-    mine = compute_metrics(r.task, rows[r.target], challenger.val_pred.loc[rows.index],
-                           r.classes).get(metric)
-    theirs = compute_metrics(r.task, rows[r.target],
-                             champion.model.predict_frame(rows[list(r.kinds)]),
-                             r.classes).get(metric)
+    mine = compute_metrics(
+        r.task, rows[r.target], challenger.val_pred.loc[rows.index], r.classes
+    ).get(metric)
+    theirs = compute_metrics(
+        r.task, rows[r.target], champion.model.predict_frame(rows[list(r.kinds)]), r.classes
+    ).get(metric)
     if mine is None or theirs is None or math.isnan(mine) or math.isnan(theirs):
         return None
     gain = -(metric_drop(metric, theirs, mine) or 0.0)  # positive: the challenger is better
     # beyond noise only: right after a change the challenger (before its refit) has not seen
     # the new concept, and the served model may have; two standard errors of a score in [0, 1]
-    noise = 2 * math.sqrt(max(theirs * (1 - theirs), 0.0) / len(rows)) \
-        if 0 <= theirs <= 1 else 0.0
+    noise = 2 * math.sqrt(max(theirs * (1 - theirs), 0.0) / len(rows)) if 0 <= theirs <= 1 else 0.0
     if gain >= r.settings.gate.min_improvement - noise:
         return None
-    return (f"gate: {metric} {mine:.4f} vs the served model's {theirs:.4f} on the {len(rows):,} "
-            "newest rows it has not trained on")
+    return (
+        f"gate: {metric} {mine:.4f} vs the served model's {theirs:.4f} on the {len(rows):,} "
+        "newest rows it has not trained on"
+    )
 
 
 def _coverage(checked: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -942,12 +1132,14 @@ def _coverage(checked: list[dict[str, Any]]) -> dict[str, Any] | None:
     90% interval, and the mean error (estimate minus realised)."""
     if not checked:
         return None
-    return {"checks": len(checked),
-            "within_interval": round(float(np.mean([c["within"] for c in checked])), 4),
-            "mean_error": round(float(np.mean([c["estimated"] - c["realised"]
-                                                for c in checked])), 4),
-            "mean_abs_error": round(float(np.mean([abs(c["estimated"] - c["realised"])
-                                                    for c in checked])), 4)}
+    return {
+        "checks": len(checked),
+        "within_interval": round(float(np.mean([c["within"] for c in checked])), 4),
+        "mean_error": round(float(np.mean([c["estimated"] - c["realised"] for c in checked])), 4),
+        "mean_abs_error": round(
+            float(np.mean([abs(c["estimated"] - c["realised"]) for c in checked])), 4
+        ),
+    }
 
 
 _KEPT = ("accuracy", "roc_auc", "f1_macro", "rmse", "mae")
@@ -957,8 +1149,12 @@ def _num(v: float) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(v, 6)
 
 
-def detection_metrics(r: Replay, trigger_batches: list[int], horizon: int | None = None,
-               signalled: list[int] | None = None) -> tuple[list[int | None], int | None]:
+def detection_metrics(
+    r: Replay,
+    trigger_batches: list[int],
+    horizon: int | None = None,
+    signalled: list[int] | None = None,
+) -> tuple[list[int | None], int | None]:
     """Per true drift point, batches until the first trigger after it (None: never, before the
     next point); false triggers: those (of ``signalled``, the triggers a signal asked for, not
     a planned schedule, periodic or growth retrain) before the first point or more than
@@ -973,37 +1169,61 @@ def detection_metrics(r: Replay, trigger_batches: list[int], horizon: int | None
         hits = [b for b in trigger_batches if p <= b < nxt]
         delays.append(hits[0] - p if hits else None)
     false = 0
-    for b in (signalled if signalled is not None else trigger_batches):
+    for b in signalled if signalled is not None else trigger_batches:
         before = [p for p in points if p <= b]
         if not before or b - before[-1] > horizon:
             false += 1
     return delays, false
 
 
-def run_backtest(replay: Replay, strategies: Iterable[str], *, metric: str | None = None,
-                 progress: ProgressFn | None = None,
-                 extra: dict[str, Strategy | OnlineStrategy] | None = None) -> BacktestResult:
+def run_backtest(
+    replay: Replay,
+    strategies: Iterable[str],
+    *,
+    metric: str | None = None,
+    progress: ProgressFn | None = None,
+    extra: dict[str, Strategy | OnlineStrategy] | None = None,
+) -> BacktestResult:
     """Run each strategy (by name, see :func:`make_strategy`; ``extra`` adds custom ones)."""
-    chosen: list[Strategy | OnlineStrategy] = [make_strategy(s, replay.settings)
-                                               for s in strategies]
+    chosen: list[Strategy | OnlineStrategy] = [
+        make_strategy(s, replay.settings) for s in strategies
+    ]
     for name, strategy in (extra or {}).items():
         strategy.name = name
         chosen.append(strategy)
     metric = headline_metric(replay.task, metric)
     trainer = Trainer(replay)  # one cache of fits for all the strategies
-    results = [run_strategy(replay, s, metric=metric, progress=progress, trainer=trainer)
-               for s in chosen]
+    results = [
+        run_strategy(replay, s, metric=metric, progress=progress, trainer=trainer) for s in chosen
+    ]
     s = replay.settings
-    settings = {"initial_batches": replay.initial_batches, "label_delay": replay.label_delay,
-                "window_rows": replay.window_rows, "window_period": replay.window_period,
-                "model": s.model.type, "target": replay.target,
-                "model_settings": {"params": trainer.params, "choose": s.model.window.choose,
-                                   "min_rows": s.model.window.min_rows,
-                                   "holdout": s.model.validation},
-                "time_column": s.data.time_column, "rows": len(replay.frame),
-                "policy": s.retraining.model_dump(mode="json"), "notes": replay.notes}
-    return BacktestResult(replay.dataset, replay.task, replay.n_batches - replay.initial_batches,
-                          metric, results, settings, replay.drift_batches)
+    settings = {
+        "initial_batches": replay.initial_batches,
+        "label_delay": replay.label_delay,
+        "window_rows": replay.window_rows,
+        "window_period": replay.window_period,
+        "model": s.model.type,
+        "target": replay.target,
+        "model_settings": {
+            "params": trainer.params,
+            "choose": s.model.window.choose,
+            "min_rows": s.model.window.min_rows,
+            "holdout": s.model.validation,
+        },
+        "time_column": s.data.time_column,
+        "rows": len(replay.frame),
+        "policy": s.retraining.model_dump(mode="json"),
+        "notes": replay.notes,
+    }
+    return BacktestResult(
+        replay.dataset,
+        replay.task,
+        replay.n_batches - replay.initial_batches,
+        metric,
+        results,
+        settings,
+        replay.drift_batches,
+    )
 
 
 def write_json(result: BacktestResult, path: Path) -> Path:
@@ -1032,33 +1252,66 @@ def figures(result: dict[str, Any]) -> dict[str, Any]:
     for s in result["strategies"]:
         xs = [pd.Timestamp(b["time"]) for b in s["per_batch"]]
         ys = [b.get(metric) for b in s["per_batch"]]
-        over.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=s["name"],
-                                  legendgroup=s["name"], line_color=colour[s["name"]]))
+        over.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="lines",
+                name=s["name"],
+                legendgroup=s["name"],
+                line_color=colour[s["name"]],
+            )
+        )
         marks = [i for i, b in enumerate(s["per_batch"]) if b.get("retrained")]
         if marks:
-            over.add_trace(go.Scatter(x=[xs[i] for i in marks], y=[ys[i] for i in marks],
-                                      mode="markers", marker_symbol="triangle-up",
-                                      marker_size=9, marker_color=colour[s["name"]],
-                                      name=f"{s['name']} retrains", legendgroup=s["name"],
-                                      showlegend=False,
-                                      hovertext=[", ".join(t["reasons"]) for t in s["triggers"]]))
+            over.add_trace(
+                go.Scatter(
+                    x=[xs[i] for i in marks],
+                    y=[ys[i] for i in marks],
+                    mode="markers",
+                    marker_symbol="triangle-up",
+                    marker_size=9,
+                    marker_color=colour[s["name"]],
+                    name=f"{s['name']} retrains",
+                    legendgroup=s["name"],
+                    showlegend=False,
+                    hovertext=[", ".join(t["reasons"]) for t in s["triggers"]],
+                )
+            )
     first = result["strategies"][0]["per_batch"] if result["strategies"] else []
     by_batch = {b["batch"]: pd.Timestamp(b["time"]) for b in first}
     for d in result.get("drift_batches", []):
         if d in by_batch:
             over.add_vline(x=by_batch[d], line_dash="dot", line_color="grey")
-    over.update_layout(title=f"{metric} per batch ({result['dataset']}); ▲ retrain, "
-                             "dotted: true drift point", xaxis_title="batch time",
-                       yaxis_title=metric, hovermode="x unified", template="plotly_white")
+    over.update_layout(
+        title=f"{metric} per batch ({result['dataset']}); ▲ retrain, dotted: true drift point",
+        xaxis_title="batch time",
+        yaxis_title=metric,
+        hovermode="x unified",
+        template="plotly_white",
+    )
     cost = go.Figure()
     for s in result["strategies"]:
-        cost.add_trace(go.Scatter(x=[s["train_cpu_s"] + s["monitor_cpu_s"]],
-                                  y=[s["mean_metric"]], mode="markers+text", text=[s["name"]],
-                                  textposition="top center", marker_size=12, name=s["name"],
-                                  marker_color=colour[s["name"]],
-                                  hovertext=f"{s['retrains']} retrains"))
-    cost.update_layout(title="quality against cost", xaxis_title="CPU seconds (train + monitor)",
-                       yaxis_title=f"mean {metric}", template="plotly_white", showlegend=False)
+        cost.add_trace(
+            go.Scatter(
+                x=[s["train_cpu_s"] + s["monitor_cpu_s"]],
+                y=[s["mean_metric"]],
+                mode="markers+text",
+                text=[s["name"]],
+                textposition="top center",
+                marker_size=12,
+                name=s["name"],
+                marker_color=colour[s["name"]],
+                hovertext=f"{s['retrains']} retrains",
+            )
+        )
+    cost.update_layout(
+        title="quality against cost",
+        xaxis_title="CPU seconds (train + monitor)",
+        yaxis_title=f"mean {metric}",
+        template="plotly_white",
+        showlegend=False,
+    )
     return {"over_time": over, "cost": cost}
 
 
@@ -1075,8 +1328,7 @@ def _coverage_text(s: dict[str, Any]) -> str:
     c = s.get("estimate_coverage")
     if not c:
         return "n/a"
-    return (f"{c['within_interval']:.0%} of {c['checks']} (mean error "
-            f"{c['mean_error']:+.3f})")
+    return f"{c['within_interval']:.0%} of {c['checks']} (mean error {c['mean_error']:+.3f})"
 
 
 def write_html(result: BacktestResult | dict[str, Any], path: Path) -> Path:
@@ -1094,15 +1346,21 @@ def write_html(result: BacktestResult | dict[str, Any], path: Path) -> Path:
         f"<td>{'n/a' if s.get('false_triggers') is None else s['false_triggers']}</td>"
         f"<td>{_coverage_text(s)}</td>"
         f"<td>{s['train_cpu_s']:.1f}</td><td>{s['monitor_cpu_s']:.1f}</td></tr>"
-        for s in raw["strategies"])
-    table = (f"<table><tr><th>strategy</th><th>mean {raw['metric_name']}</th><th>retrains</th>"
-             "<th>retrain share</th><th>refused by the gate</th>"
-             "<th>detection delay (batches)</th><th>false triggers</th>"
-             "<th>estimate inside its 90% interval</th>"
-             f"<th>train CPU s</th><th>monitor CPU s</th></tr>{rows}</table>")
+        for s in raw["strategies"]
+    )
+    table = (
+        f"<table><tr><th>strategy</th><th>mean {raw['metric_name']}</th><th>retrains</th>"
+        "<th>retrain share</th><th>refused by the gate</th>"
+        "<th>detection delay (batches)</th><th>false triggers</th>"
+        "<th>estimate inside its 90% interval</th>"
+        f"<th>train CPU s</th><th>monitor CPU s</th></tr>{rows}</table>"
+    )
     st = raw.get("settings", {})
-    window = (f"{st['window_rows']:,} newest rows" if st.get("window_rows") else
-              st.get("window_period") or "every labelled row")
+    window = (
+        f"{st['window_rows']:,} newest rows"
+        if st.get("window_rows")
+        else st.get("window_period") or "every labelled row"
+    )
     model = st.get("model_settings") or {}
     policy = st.get("policy") or {}
     notes = "".join(f"<li>{html.escape(str(x))}</li>" for x in st.get("notes") or [])
@@ -1123,9 +1381,11 @@ def write_html(result: BacktestResult | dict[str, Any], path: Path) -> Path:
         "<p>Retrain share: retrains over scored batches. Detection delay: batches from each "
         "true drift point to the first retrain after it. False triggers: retrains a signal "
         "asked for (not the schedule, a periodic or a growth retrain) before the first drift "
-        "point or long after the last.</p>")
-    body = (figs["over_time"].to_html(full_html=False, include_plotlyjs=True)
-            + figs["cost"].to_html(full_html=False, include_plotlyjs=False))
+        "point or long after the last.</p>"
+    )
+    body = figs["over_time"].to_html(full_html=False, include_plotlyjs=True) + figs["cost"].to_html(
+        full_html=False, include_plotlyjs=False
+    )
     name = html.escape(raw["dataset"])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
@@ -1133,5 +1393,7 @@ def write_html(result: BacktestResult | dict[str, Any], path: Path) -> Path:
         "</title><style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 12px;"
         "text-align:right}td:first-child,th:first-child{text-align:left}</style></head><body>"
         f"<h1>Backtest: {name}</h1><p>{raw['batches']} batches scored, task "
-        f"{raw['task']}.</p>{table}{settings}{body}</body></html>", encoding="utf-8")
+        f"{raw['task']}.</p>{table}{settings}{body}</body></html>",
+        encoding="utf-8",
+    )
     return path

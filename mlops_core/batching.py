@@ -14,8 +14,20 @@ from pandas.tseries.frequencies import to_offset
 from pandas.tseries.offsets import Tick
 
 # calendar offsets (not fixed length) and the pandas period that matches them
-_CALENDAR_PERIODS = {"W": "W", "MS": "M", "M": "M", "ME": "M", "QS": "Q", "Q": "Q", "QE": "Q",
-                     "YS": "Y", "Y": "Y", "YE": "Y", "AS": "Y", "A": "Y"}
+_CALENDAR_PERIODS = {
+    "W": "W",
+    "MS": "M",
+    "M": "M",
+    "ME": "M",
+    "QS": "Q",
+    "Q": "Q",
+    "QE": "Q",
+    "YS": "Y",
+    "Y": "Y",
+    "YE": "Y",
+    "AS": "Y",
+    "A": "Y",
+}
 
 
 _MAX_EPOCH_S = 9.2e9  # epoch seconds that datetime64[ns] can hold
@@ -26,16 +38,20 @@ def check_period(period: str) -> None:
     base = period.lstrip("0123456789")
     if base in _CALENDAR_PERIODS:
         if base != period:
-            raise ValueError(f"batch period '{period}': calendar periods take no multiple; "
-                             "use a fixed one such as '14D'")
+            raise ValueError(
+                f"batch period '{period}': calendar periods take no multiple; "
+                "use a fixed one such as '14D'"
+            )
         return
     try:
         offset = to_offset(period)
     except ValueError:
         offset = None
     if not isinstance(offset, Tick):
-        raise ValueError(f"batch period '{period}' is not understood; use a fixed length "
-                         "('1D', '7D', '6h') or a calendar period ('W', 'MS', 'QS', 'YS')")
+        raise ValueError(
+            f"batch period '{period}' is not understood; use a fixed length "
+            "('1D', '7D', '6h') or a calendar period ('W', 'MS', 'QS', 'YS')"
+        )
 
 
 def period_start(times: pd.Series, period: str) -> pd.Series:
@@ -55,8 +71,7 @@ def parse_times(values: pd.Series, time_format: str | None = None) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(values):
         out = values
     elif time_format:
-        out = pd.to_datetime(values.astype("string"), format=time_format, errors="coerce",
-                             utc=True)
+        out = pd.to_datetime(values.astype("string"), format=time_format, errors="coerce", utc=True)
     elif pd.api.types.is_integer_dtype(values) or pd.api.types.is_float_dtype(values):
         v = values.astype("float64")
         finite = v[np.isfinite(v)]
@@ -71,8 +86,7 @@ def parse_times(values: pd.Series, time_format: str | None = None) -> pd.Series:
             # rest are NaT. pandas' float conversion overflows on huge values and, given NaN,
             # can raise FloatingPointError from uninitialised memory.
             ok = v.abs() < _MAX_EPOCH_S
-            out = pd.Series(pd.NaT, index=v.index, dtype="datetime64[ns, UTC]",
-                            name=values.name)
+            out = pd.Series(pd.NaT, index=v.index, dtype="datetime64[ns, UTC]", name=values.name)
             if ok.any():
                 out[ok] = pd.to_datetime(v[ok], unit="s", utc=True)
     else:
@@ -96,8 +110,14 @@ class Batcher:
     Memory holds the open periods (one, for rows in time order) plus one chunk.
     """
 
-    def __init__(self, *, size: int | None = None, period: str | None = None,
-                 time_column: str | None = None, time_format: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        size: int | None = None,
+        period: str | None = None,
+        time_column: str | None = None,
+        time_format: str | None = None,
+    ) -> None:
         if period and not time_column:
             raise ValueError("batching by period needs data.time_column")
         self.size = size
@@ -115,8 +135,9 @@ class Batcher:
             return parts[0].reset_index(drop=True)
         df = pd.concat(parts, ignore_index=True)
         for c in df.columns:  # chunks' categories differ: unite them instead of going to text
-            if df[c].dtype == object and all(isinstance(p[c].dtype, pd.CategoricalDtype)
-                                             for p in parts):
+            if df[c].dtype == object and all(
+                isinstance(p[c].dtype, pd.CategoricalDtype) for p in parts
+            ):
                 df[c] = union_categoricals([p[c] for p in parts], ignore_order=True)
         return df
 
@@ -141,7 +162,7 @@ class Batcher:
         start = 0
         while start < len(chunk):
             take = min(self.size - self._rows, len(chunk) - start)
-            self._parts.append(chunk.iloc[start:start + take])
+            self._parts.append(chunk.iloc[start : start + take])
             self._rows += take
             start += take
             if self._rows >= self.size:
@@ -152,8 +173,7 @@ class Batcher:
         if self.time_column not in chunk.columns:  # validation will reject it; keep it whole
             self._parts.append(chunk)
             return
-        starts = period_start(parse_times(chunk[self.time_column], self.time_format),
-                              self.period)
+        starts = period_start(parse_times(chunk[self.time_column], self.time_format), self.period)
         # unparseable times stay with the rows around them: forward fill, then back fill
         keys = starts.ffill().bfill()
         if keys.isna().all():
@@ -166,7 +186,7 @@ class Batcher:
             order = np.argsort(codes, kind="stable")
             bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
             for i, key in enumerate(uniques):
-                self._open.setdefault(key, []).append(chunk.iloc[order[bounds[i]:bounds[i + 1]]])
+                self._open.setdefault(key, []).append(chunk.iloc[order[bounds[i] : bounds[i + 1]]])
         latest = uniques[-1]
         if self._latest is None or latest > self._latest:
             self._latest = latest

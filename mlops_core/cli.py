@@ -22,19 +22,27 @@ from rich.table import Table
 from mlops_core.errors import MlopsError
 
 app = typer.Typer(
-    name="mlops", no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
+    name="mlops",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    add_completion=False,
     help="Continuous training for tabular models: ingest and validate data batches, train, "
-         "gate, promote, monitor and retrain. Every command reads [bold]mlops.yaml[/] "
-         "(--config, or $MLOPS_CONFIG).",
+    "gate, promote, monitor and retrain. Every command reads [bold]mlops.yaml[/] "
+    "(--config, or $MLOPS_CONFIG).",
 )
 quarantine_app = typer.Typer(no_args_is_help=True, help="Inspect and replay quarantined batches.")
 app.add_typer(quarantine_app, name="quarantine")
-batches_app = typer.Typer(invoke_without_command=True,
-                          help="List the batches in the store; withdraw one from training.")
+batches_app = typer.Typer(
+    invoke_without_command=True, help="List the batches in the store; withdraw one from training."
+)
 app.add_typer(batches_app, name="batches")
-users_app = typer.Typer(no_args_is_help=True, help="Dashboard users (dashboard.auth: password): "
-                        "names, roles and password hashes in a file outside the repository.")
+users_app = typer.Typer(
+    no_args_is_help=True,
+    help="Dashboard users (dashboard.auth: password): "
+    "names, roles and password hashes in a file outside the repository.",
+)
 app.add_typer(users_app, name="users")
+
 
 def _console(stderr: bool = False) -> Console:
     c = Console(stderr=stderr)
@@ -44,11 +52,18 @@ def _console(stderr: bool = False) -> Console:
 out = _console()
 err = _console(stderr=True)
 
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="MLOPS_CONFIG",
-                                         help="Project configuration file.")]
+ConfigOpt = Annotated[
+    Path, typer.Option("--config", "-c", envvar="MLOPS_CONFIG", help="Project configuration file.")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document on stdout.")]
-STATUS_STYLE = {"accepted": "green", "quarantined": "red", "duplicate": "dim",
-                "released": "cyan", "deferred": "yellow", "withdrawn": "magenta"}
+STATUS_STYLE = {
+    "accepted": "green",
+    "quarantined": "red",
+    "duplicate": "dim",
+    "released": "cyan",
+    "deferred": "yellow",
+    "withdrawn": "magenta",
+}
 
 
 def _settings(config: Path) -> Any:
@@ -78,10 +93,13 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v",
-                                               help="Log what happens.")] = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     # XGBoost's OpenMP threads otherwise spin while waiting, starving the services beside them
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -103,17 +121,27 @@ def _when(ts: Any) -> str:
 
 def _outcome_row(table: Table, o: Any) -> None:
     style = STATUS_STYLE.get(o.status, "")
-    table.add_row(o.id, f"[{style}]{o.status}[/]", f"{o.rows:,}",
-                  f"{_when(o.start_time)} → {_when(o.end_time)}" if o.start_time else "-",
-                  escape(Path(o.origin).name if "://" not in o.origin else o.origin),
-                  escape(o.reason if o.status != "accepted" or o.findings else ""))
+    table.add_row(
+        o.id,
+        f"[{style}]{o.status}[/]",
+        f"{o.rows:,}",
+        f"{_when(o.start_time)} → {_when(o.end_time)}" if o.start_time else "-",
+        escape(Path(o.origin).name if "://" not in o.origin else o.origin),
+        escape(o.reason if o.status != "accepted" or o.findings else ""),
+    )
 
 
 def _batch_table(title: str) -> Table:
     t = Table(title=title, title_justify="left", expand=False)
-    for col, kw in [("batch", {"no_wrap": True}), ("status", {}), ("rows", {"justify": "right"}),
-                    ("time range", {"no_wrap": True}), ("from", {}),
-                    ("findings", {"overflow": "fold", "max_width": 70})]:
+    columns: list[tuple[str, dict[str, Any]]] = [
+        ("batch", {"no_wrap": True}),
+        ("status", {}),
+        ("rows", {"justify": "right"}),
+        ("time range", {"no_wrap": True}),
+        ("from", {}),
+        ("findings", {"overflow": "fold", "max_width": 70}),
+    ]
+    for col, kw in columns:
         t.add_column(col, **kw)
     return t
 
@@ -123,8 +151,14 @@ def run_ingest(settings: Any, paths: list[Path] | None, as_json: bool) -> dict[s
     from mlops_core.ingest import IngestReport, iter_ingest
 
     report = IngestReport()
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                        DownloadColumn(), TimeRemainingColumn(), console=err, transient=True)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
     tasks: dict[str, Any] = {}
 
     def on_progress(origin: str, done: int, total: int | None, unit: str) -> None:
@@ -136,30 +170,47 @@ def run_ingest(settings: Any, paths: list[Path] | None, as_json: bool) -> dict[s
         for o in iter_ingest(settings, paths or None, progress=on_progress):
             report.outcomes.append(o)
             if not as_json:
-                note = o.reason if o.status != "accepted" else (
-                    "warnings: " + ", ".join(sorted({f.rule for f in o.findings}))
-                    if o.findings else "")
+                note = (
+                    o.reason
+                    if o.status != "accepted"
+                    else (
+                        "warnings: " + ", ".join(sorted({f.rule for f in o.findings}))
+                        if o.findings
+                        else ""
+                    )
+                )
                 progress.console.print(
                     f"[{STATUS_STYLE.get(o.status, '')}]{o.status:>11}[/] {o.id}  "
                     f"{o.rows:>9,} rows  {escape(Path(o.origin).name)}"
-                    + (f"  [dim]{escape(note[:160])}[/]" if note else ""))
+                    + (f"  [dim]{escape(note[:160])}[/]" if note else "")
+                )
     if not as_json:
         summary = report.to_dict()
-        out.print(f"[green]{summary['accepted']} accepted[/] ({summary['rows_accepted']:,} rows), "
-                  f"[red]{summary['quarantined']} quarantined[/], "
-                  f"{summary['duplicate']} already ingested"
-                  + (f", [yellow]{summary['deferred']} still being written[/] (read at the "
-                     "next run)" if summary["deferred"] else "") + ".")
+        out.print(
+            f"[green]{summary['accepted']} accepted[/] ({summary['rows_accepted']:,} rows), "
+            f"[red]{summary['quarantined']} quarantined[/], "
+            f"{summary['duplicate']} already ingested"
+            + (
+                f", [yellow]{summary['deferred']} still being written[/] (read at the next run)"
+                if summary["deferred"]
+                else ""
+            )
+            + "."
+        )
         if summary["quarantined"]:
-            out.print("See why with [bold]mlops quarantine show ID[/]; fix the data or the "
-                      "contract, then [bold]mlops quarantine release ID[/].")
+            out.print(
+                "See why with [bold]mlops quarantine show ID[/]; fix the data or the "
+                "contract, then [bold]mlops quarantine release ID[/]."
+            )
     return report.to_dict()
 
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path] | None, typer.Argument(
-        help="Files or folders to ingest. Default: the configured data.source.")] = None,
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Files or folders to ingest. Default: the configured data.source."),
+    ] = None,
     config: ConfigOpt = Path("mlops.yaml"),
     as_json: JsonOpt = False,
 ) -> None:
@@ -178,16 +229,22 @@ def ingest(
 
 @app.command()
 def init(
-    data: Annotated[Path | None, typer.Option(
-        "--data", help="A CSV, Parquet or JSON sample of the data (to write a new mlops.yaml).",
-        exists=True, dir_okay=False)] = None,
-    target: Annotated[str | None, typer.Option("--target", help="The column to predict.")
-                      ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="A CSV, Parquet or JSON sample of the data (to write a new mlops.yaml).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    target: Annotated[str | None, typer.Option("--target", help="The column to predict.")] = None,
     time: Annotated[str | None, typer.Option("--time", help="The event time column.")] = None,
     id_col: Annotated[str | None, typer.Option("--id", help="The row id column.")] = None,
     config: ConfigOpt = Path("mlops.yaml"),
-    project: Annotated[str | None, typer.Option(help="Project name (default: from the file).")
-                       ] = None,
+    project: Annotated[
+        str | None, typer.Option(help="Project name (default: from the file).")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Create a project: write a commented mlops.yaml, inferring the task and feature kinds from
@@ -202,8 +259,11 @@ def init(
 
     if data is None:
         if target is not None or not config.is_file():
-            _fail(f"{config} does not exist: give --data SAMPLE --target COLUMN to write it"
-                  if target is None else "--target needs --data (a sample of the data)")
+            _fail(
+                f"{config} does not exist: give --data SAMPLE --target COLUMN to write it"
+                if target is None
+                else "--target needs --data (a sample of the data)"
+            )
             return
         try:
             settings = _settings(config)
@@ -211,37 +271,47 @@ def init(
         except MlopsError as e:
             _fail(str(e))
             return
-        out.print(f"Project [bold]{escape(settings.project)}[/]: workspace {settings.workspace}, "
-                  f"metadata DB {escape(redact_url(settings.db_url))}. "
-                  f"Next: [bold]mlops ingest --config {config}[/]")
+        out.print(
+            f"Project [bold]{escape(settings.project)}[/]: workspace {settings.workspace}, "
+            f"metadata DB {escape(redact_url(settings.db_url))}. "
+            f"Next: [bold]mlops ingest --config {config}[/]"
+        )
         return
     if target is None:
         _fail("--data needs --target (the column to predict)")
         return
     try:
-        path, schema = init_project(data, target, time=time, id_col=id_col, out=config,
-                                    project=project, force=force)
+        path, schema = init_project(
+            data, target, time=time, id_col=id_col, out=config, project=project, force=force
+        )
         settings = _settings(path)
         open_project(settings.workspace, settings.db_url, create=True)
     except MlopsError as e:
         _fail(str(e))
         return
-    out.print(f"Wrote [bold]{path}[/]: task [bold]{schema.task}[/], "
-              f"{len(schema.numeric)} numeric, {len(schema.categorical)} categorical, "
-              f"{len(schema.boolean)} boolean feature(s).")
+    out.print(
+        f"Wrote [bold]{path}[/]: task [bold]{schema.task}[/], "
+        f"{len(schema.numeric)} numeric, {len(schema.categorical)} categorical, "
+        f"{len(schema.boolean)} boolean feature(s)."
+    )
     for col, why in schema.left_out.items():
         out.print(f"  left out [yellow]{escape(col)}[/]: {escape(why)}")
     out.print(f"Workspace: {settings.workspace}")
-    out.print(f"Review it, then: [bold]mlops ingest --config {path}[/] (after changing "
-              f"storage.workspace or storage.db_url: [bold]mlops init --config {path}[/])")
+    out.print(
+        f"Review it, then: [bold]mlops ingest --config {path}[/] (after changing "
+        f"storage.workspace or storage.db_url: [bold]mlops init --config {path}[/])"
+    )
 
 
 @batches_app.callback()
 def batches(
     ctx: typer.Context,
     config: ConfigOpt = Path("mlops.yaml"),
-    status: Annotated[str | None, typer.Option(
-        help="Only batches with this status: accepted, quarantined, released or withdrawn.")
+    status: Annotated[
+        str | None,
+        typer.Option(
+            help="Only batches with this status: accepted, quarantined, released or withdrawn."
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -270,11 +340,16 @@ def batches_withdraw(
     batch_id: Annotated[str, typer.Argument(help="Batch id (a prefix will do).")],
     comment: Annotated[str, typer.Option(help="Why (required; kept in the audit log).")],
     config: ConfigOpt = Path("mlops.yaml"),
-    by: Annotated[str | None, typer.Option(
-        "--by", help="Who withdraws (recorded in the audit log; default: your login name).")
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by", help="Who withdraws (recorded in the audit log; default: your login name)."
+        ),
     ] = None,
-    request_id: Annotated[str | None, typer.Option(
-        "--request-id", help="Idempotency key: the same request twice is done once.")] = None,
+    request_id: Annotated[
+        str | None,
+        typer.Option("--request-id", help="Idempotency key: the same request twice is done once."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Take an accepted batch out of training and monitoring; its data stays. Audited.
@@ -284,28 +359,37 @@ def batches_withdraw(
     from mlops_core.actions import withdraw
 
     try:
-        res = withdraw(_project(config), _cli_principal(by or _login_name()), batch_id,
-                       comment=comment, request_id=request_id)
+        res = withdraw(
+            _project(config),
+            _cli_principal(by or _login_name()),
+            batch_id,
+            comment=comment,
+            request_id=request_id,
+        )
     except (MlopsError, LookupError) as e:
         _fail(str(e))
         return
     if as_json:
         _print_json({"id": res.batch_id, "outcome": res.outcome, "message": res.message})
     else:
-        out.print(f"[green]{escape(res.message)}[/]" if res.outcome == "applied"
-                  else escape(res.message))
+        out.print(
+            f"[green]{escape(res.message)}[/]" if res.outcome == "applied" else escape(res.message)
+        )
 
 
 @quarantine_app.command("list")
-def quarantine_list(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False,
-                    all_: Annotated[bool, typer.Option("--all", help="Include released ones.")
-                                    ] = False) -> None:
+def quarantine_list(
+    config: ConfigOpt = Path("mlops.yaml"),
+    as_json: JsonOpt = False,
+    all_: Annotated[bool, typer.Option("--all", help="Include released ones.")] = False,
+) -> None:
     """Quarantined batches and why."""
     from mlops_core.store import MetadataStore
 
     try:
         recs = MetadataStore(_project(config).db_url).list_batches(
-            ["quarantined", "released"] if all_ else "quarantined")
+            ["quarantined", "released"] if all_ else "quarantined"
+        )
     except MlopsError as e:
         _fail(str(e))
         return
@@ -322,8 +406,11 @@ def quarantine_list(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = F
 
 
 @quarantine_app.command("show")
-def quarantine_show(batch_id: Annotated[str, typer.Argument(help="Batch id (a prefix will do).")],
-                    config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False) -> None:
+def quarantine_show(
+    batch_id: Annotated[str, typer.Argument(help="Batch id (a prefix will do).")],
+    config: ConfigOpt = Path("mlops.yaml"),
+    as_json: JsonOpt = False,
+) -> None:
     """Every finding of one quarantined batch, and where its data is kept."""
     from mlops_core.store import MetadataStore
 
@@ -337,8 +424,10 @@ def quarantine_show(batch_id: Annotated[str, typer.Argument(help="Batch id (a pr
         _print_json(rec.to_dict())
         return
     folder = settings.workspace / rec.path
-    out.print(f"[bold]{rec.id}[/]  [{STATUS_STYLE.get(rec.status, '')}]{rec.status}[/]  "
-              f"{rec.rows:,} rows  from {escape(rec.origin)}")
+    out.print(
+        f"[bold]{rec.id}[/]  [{STATUS_STYLE.get(rec.status, '')}]{rec.status}[/]  "
+        f"{rec.rows:,} rows  from {escape(rec.origin)}"
+    )
     for f in rec.findings:
         color = "red" if f["severity"] == "fatal" else "yellow"
         out.print(f"  [{color}]{f['severity']:>7}[/] {f['rule']}: {escape(f['message'])}")
@@ -351,15 +440,23 @@ def quarantine_show(batch_id: Annotated[str, typer.Argument(help="Batch id (a pr
 def quarantine_release(
     batch_id: Annotated[str, typer.Argument(help="Batch id (a prefix will do).")],
     config: ConfigOpt = Path("mlops.yaml"),
-    force: Annotated[bool, typer.Option(
-        "--force", help="Accept the rows despite their findings (recorded with the batch).")
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Accept the rows despite their findings (recorded with the batch)."
+        ),
     ] = False,
-    by: Annotated[str | None, typer.Option(
-        "--by", help="Who releases (recorded in the audit log; default: your login name).")
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by", help="Who releases (recorded in the audit log; default: your login name)."
+        ),
     ] = None,
     comment: Annotated[str, typer.Option(help="Why (kept in the audit log).")] = "",
-    request_id: Annotated[str | None, typer.Option(
-        "--request-id", help="Idempotency key: the same request twice is done once.")] = None,
+    request_id: Annotated[
+        str | None,
+        typer.Option("--request-id", help="Idempotency key: the same request twice is done once."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay a quarantined batch after fixing its data (in the quarantine folder) or the
@@ -367,14 +464,26 @@ def quarantine_release(
     from mlops_core.actions import release
 
     try:
-        res = release(_project(config), _cli_principal(by or _login_name()), batch_id,
-                      comment=comment, request_id=request_id, force=force)
+        res = release(
+            _project(config),
+            _cli_principal(by or _login_name()),
+            batch_id,
+            comment=comment,
+            request_id=request_id,
+            force=force,
+        )
     except (MlopsError, LookupError) as e:
         _fail(str(e))
         return
     if as_json:
-        _print_json({"id": res.quarantined_id, "released": res.released, "message": res.message,
-                     "batches": [o.to_dict() for o in res.outcomes]})
+        _print_json(
+            {
+                "id": res.quarantined_id,
+                "released": res.released,
+                "message": res.message,
+                "batches": [o.to_dict() for o in res.outcomes],
+            }
+        )
     else:
         color = "green" if res.released else "red"
         out.print(f"[{color}]{res.quarantined_id}: {escape(res.message)}[/]")
@@ -411,18 +520,26 @@ def _print_decision(res: Any, as_json: bool) -> None:
         _print_json(res.to_dict())
     else:
         color = {"applied": "green", "noop": "yellow"}.get(res.outcome, "red")
-        out.print(f"[{color}]{res.outcome}[/]: {escape(res.message)}  "
-                  f"[dim](request {res.request_id})[/]")
+        out.print(
+            f"[{color}]{res.outcome}[/]: {escape(res.message)}  [dim](request {res.request_id})[/]"
+        )
     if res.outcome == "refused":
         raise typer.Exit(1)
 
 
 ByOpt = Annotated[str, typer.Option("--by", help="Who decides (recorded in the audit log).")]
-RequestOpt = Annotated[str | None, typer.Option(
-    "--request-id", help="Idempotency key: the same request twice is done once.")]
-ExpectOpt = Annotated[str | None, typer.Option(
-    "--expect-champion", help="The champion you saw ('none' if there was none); refused if it "
-    "changed meanwhile. Default: the champion now.")]
+RequestOpt = Annotated[
+    str | None,
+    typer.Option("--request-id", help="Idempotency key: the same request twice is done once."),
+]
+ExpectOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--expect-champion",
+        help="The champion you saw ('none' if there was none); refused if it "
+        "changed meanwhile. Default: the champion now.",
+    ),
+]
 
 
 def _expected(expect_champion: str | None) -> Any:
@@ -435,15 +552,23 @@ def _expected(expect_champion: str | None) -> Any:
 @app.command()
 def train(
     config: ConfigOpt = Path("mlops.yaml"),
-    trigger: Annotated[str, typer.Option("--trigger", help="Why: manual, schedule, drift, "
-                                         "performance... (recorded with the version).")
-                       ] = "manual",
+    trigger: Annotated[
+        str,
+        typer.Option(
+            "--trigger",
+            help="Why: manual, schedule, drift, performance... (recorded with the version).",
+        ),
+    ] = "manual",
     as_json: JsonOpt = False,
 ) -> None:
     """Train on the configured window of labelled batches, gate against the champion, and
     register the new version (pending approval, or champion in auto mode)."""
-    _train(config, as_json, "Training: search, hold-out evaluation, packaging, smoke test, "
-           "gate...", trigger=trigger)
+    _train(
+        config,
+        as_json,
+        "Training: search, hold-out evaluation, packaging, smoke test, gate...",
+        trigger=trigger,
+    )
 
 
 @app.command()
@@ -459,8 +584,13 @@ def learn(
     it learns them, gated against the champion and registered pending approval, like any
     training; serving runs it in shadow (online.enabled, serving.shadow) until it is approved
     or a newer one replaces it. The online-update deployment runs this on online.schedule."""
-    _train(config, as_json, "Learning the new labels, evaluation, packaging, gate...",
-           trigger="online", online=True)
+    _train(
+        config,
+        as_json,
+        "Learning the new labels, evaluation, packaging, gate...",
+        trigger="online",
+        online=True,
+    )
 
 
 def _train(config: Path, as_json: bool, doing: str, **kwargs: Any) -> None:
@@ -483,8 +613,10 @@ def _train(config: Path, as_json: bool, doing: str, **kwargs: Any) -> None:
         from mlops_core.services import tracking_uri
 
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        _fail(f"training failed, nothing was registered: {type(e).__name__}: {first[:300]} "
-              f"(MLflow at {redact_url(tracking_uri(settings))}; more with --verbose)")
+        _fail(
+            f"training failed, nothing was registered: {type(e).__name__}: {first[:300]} "
+            f"(MLflow at {redact_url(tracking_uri(settings))}; more with --verbose)"
+        )
         return
     if as_json:
         _print_json(res.to_dict())
@@ -495,21 +627,25 @@ def _train(config: Path, as_json: bool, doing: str, **kwargs: Any) -> None:
 def _print_training(res: Any, settings: Any) -> None:
     color = {"pending_approval": "yellow", "approved": "green"}.get(res.status, "red")
     if "online_base" in res.best_params:
-        what = (f"online, v{res.best_params['online_base']} continued on "
-                f"{res.best_params['rows_learnt']:,} new labelled rows")
+        what = (
+            f"online, v{res.best_params['online_base']} continued on "
+            f"{res.best_params['rows_learnt']:,} new labelled rows"
+        )
     else:
-        what = f"{settings.model.type}, {res.rows:,} rows, {res.batches} batches, " \
-               f"{res.trials} trials"
+        what = (
+            f"{settings.model.type}, {res.rows:,} rows, {res.batches} batches, {res.trials} trials"
+        )
     out.print(f"Version [bold]{res.version}[/] ({what}): [{color}]{res.status}[/]")
     for k, v in res.metrics.items():
         champ = res.champion_metrics.get(k) if res.champion_metrics else None
-        out.print(f"  {k:>18} {v:8.4f}" + (f"   champion v{res.champion_version}: {champ:.4f}"
-                                            if champ is not None else ""))
+        out.print(
+            f"  {k:>18} {v:8.4f}"
+            + (f"   champion v{res.champion_version}: {champ:.4f}" if champ is not None else "")
+        )
     for r in res.gate.reasons:
         out.print(f"  [{'green' if r.startswith('PASS') else 'red'}]{escape(r)}[/]")
     if res.status == "pending_approval":
-        out.print(f"Approve with: [bold]mlops approve {res.version} --by NAME "
-                  f"--comment WHY[/]")
+        out.print(f"Approve with: [bold]mlops approve {res.version} --by NAME --comment WHY[/]")
 
 
 @app.command()
@@ -528,9 +664,14 @@ def models(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False) -> 
     for c in ("version", "status", "aliases", "trigger", "created", "metrics"):
         t.add_column(c)
     for v in versions:
-        t.add_row(v.version, v.status, ", ".join(v.aliases), v.trigger,
-                  f"{v.created:%Y-%m-%d %H:%M}",
-                  "  ".join(f"{k}={x:.3f}" for k, x in list(v.metrics.items())[:4]))
+        t.add_row(
+            v.version,
+            v.status,
+            ", ".join(v.aliases),
+            v.trigger,
+            f"{v.created:%Y-%m-%d %H:%M}",
+            "  ".join(f"{k}={x:.3f}" for k, x in list(v.metrics.items())[:4]),
+        )
     out.print(t)
 
 
@@ -548,9 +689,14 @@ def approve(
     from mlops_core.actions import approve as approve_version
 
     try:
-        res = approve_version(_project(config), _cli_principal(by), version, comment=comment,
-                              expected_champion=_expected(expect_champion),
-                              request_id=request_id)
+        res = approve_version(
+            _project(config),
+            _cli_principal(by),
+            version,
+            comment=comment,
+            expected_champion=_expected(expect_champion),
+            request_id=request_id,
+        )
     except (MlopsError, LookupError) as e:
         _fail(str(e))
         return
@@ -570,8 +716,9 @@ def reject(
     from mlops_core.actions import reject as reject_version
 
     try:
-        res = reject_version(_project(config), _cli_principal(by), version, comment=comment,
-                             request_id=request_id)
+        res = reject_version(
+            _project(config), _cli_principal(by), version, comment=comment, request_id=request_id
+        )
     except (MlopsError, LookupError) as e:
         _fail(str(e))
         return
@@ -582,8 +729,12 @@ def reject(
 def rollback(
     by: ByOpt,
     comment: Annotated[str, typer.Option(help="Why (required; kept in the audit log).")],
-    to: Annotated[str | None, typer.Option("--to", help="Version to restore (default: the "
-                                           "champion before the current one).")] = None,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to", help="Version to restore (default: the champion before the current one)."
+        ),
+    ] = None,
     expect_champion: ExpectOpt = None,
     request_id: RequestOpt = None,
     config: ConfigOpt = Path("mlops.yaml"),
@@ -593,9 +744,14 @@ def rollback(
     from mlops_core.actions import rollback as rollback_version
 
     try:
-        res = rollback_version(_project(config), _cli_principal(by), to=to, comment=comment,
-                               expected_champion=_expected(expect_champion),
-                               request_id=request_id)
+        res = rollback_version(
+            _project(config),
+            _cli_principal(by),
+            to=to,
+            comment=comment,
+            expected_champion=_expected(expect_champion),
+            request_id=request_id,
+        )
     except (MlopsError, LookupError) as e:
         _fail(str(e))
         return
@@ -604,10 +760,18 @@ def rollback(
 
 @app.command()
 def retrain(
-    by: Annotated[str, typer.Option("--by", help="Who asks (recorded in the audit log and "
-                                    "tagged on the version it trains).")],
-    reason: Annotated[str, typer.Option("--reason", help="Why (required; kept in the audit "
-                                        "log, and the reason of the event).")],
+    by: Annotated[
+        str,
+        typer.Option(
+            "--by", help="Who asks (recorded in the audit log and tagged on the version it trains)."
+        ),
+    ],
+    reason: Annotated[
+        str,
+        typer.Option(
+            "--reason", help="Why (required; kept in the audit log, and the reason of the event)."
+        ),
+    ],
     request_id: RequestOpt = None,
     config: ConfigOpt = Path("mlops.yaml"),
     as_json: JsonOpt = False,
@@ -619,8 +783,9 @@ def retrain(
     from mlops_core.actions import request_retrain
 
     try:
-        res = request_retrain(_project(config), _cli_principal(by), reason=reason,
-                              request_id=request_id)
+        res = request_retrain(
+            _project(config), _cli_principal(by), reason=reason, request_id=request_id
+        )
     except (MlopsError, LookupError) as e:
         _fail(str(e))
         return
@@ -628,8 +793,9 @@ def retrain(
         _print_json(res.to_dict())
         return
     color = "green" if res.outcome == "applied" else "yellow"
-    out.print(f"[{color}]{res.outcome}[/]: {escape(res.message)}  "
-              f"[dim](request {res.request_id})[/]")
+    out.print(
+        f"[{color}]{res.outcome}[/]: {escape(res.message)}  [dim](request {res.request_id})[/]"
+    )
 
 
 def _users_file(config: Path, file: Path | None) -> Path:
@@ -642,20 +808,35 @@ def _users_file(config: Path, file: Path | None) -> Path:
     return users_path(_settings(config))
 
 
-UsersFileOpt = Annotated[Path | None, typer.Option(
-    "--file", help="The users file (default: dashboard.users_file of the config, else "
-    "~/.config/mlops/<project>/users.yaml).")]
+UsersFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--file",
+        help="The users file (default: dashboard.users_file of the config, else "
+        "~/.config/mlops/<project>/users.yaml).",
+    ),
+]
 
 
 @users_app.command("add")
 def users_add(
     name: Annotated[str, typer.Argument(help="User name (letters, digits, _ . @ + -).")],
-    role: Annotated[str, typer.Option("--role", help="viewer (reads) or approver (also "
-                                      "approves, rejects, rolls back, releases, retrains).")],
+    role: Annotated[
+        str,
+        typer.Option(
+            "--role",
+            help="viewer (reads) or approver (also "
+            "approves, rejects, rolls back, releases, retrains).",
+        ),
+    ],
     file: UsersFileOpt = None,
-    password_stdin: Annotated[bool, typer.Option(
-        "--password-stdin", help="Read the password from the first line of stdin (scripts) "
-        "instead of prompting.")] = False,
+    password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--password-stdin",
+            help="Read the password from the first line of stdin (scripts) instead of prompting.",
+        ),
+    ] = False,
     config: ConfigOpt = Path("mlops.yaml"),
 ) -> None:
     """Add a dashboard user, or change one's role and password. The password is prompted twice,
@@ -670,8 +851,9 @@ def users_add(
         if password_stdin:
             password = sys.stdin.readline().rstrip("\r\n")
         else:
-            password = typer.prompt(f"Password for {name}", hide_input=True,
-                                    confirmation_prompt=True, err=True)
+            password = typer.prompt(
+                f"Password for {name}", hide_input=True, confirmation_prompt=True, err=True
+            )
         add_user(path, name, password, role)
     except MlopsError as e:
         _fail(str(e))
@@ -680,8 +862,9 @@ def users_add(
 
 
 @users_app.command("list")
-def users_list(file: UsersFileOpt = None, config: ConfigOpt = Path("mlops.yaml"),
-               as_json: JsonOpt = False) -> None:
+def users_list(
+    file: UsersFileOpt = None, config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False
+) -> None:
     """Dashboard users and their roles (never the hashes)."""
     from mlops_core.auth import load_users
 
@@ -695,8 +878,9 @@ def users_list(file: UsersFileOpt = None, config: ConfigOpt = Path("mlops.yaml")
         _print_json({"file": str(path), "users": [u.to_dict() for u in users.values()]})
         return
     if not users:
-        out.print(f"No users in {path}: add one with [bold]mlops users add NAME --role "
-                  "approver[/].")
+        out.print(
+            f"No users in {path}: add one with [bold]mlops users add NAME --role approver[/]."
+        )
         return
     t = Table(title=f"{len(users)} user(s) in {path}", title_justify="left")
     for c in ("user", "role"):
@@ -725,8 +909,15 @@ def audit(
     for c in ("at", "actor", "action", "version", "previous", "outcome", "reason"):
         t.add_column(c, overflow="fold")
     for r in recs:
-        t.add_row(f"{r.at:%Y-%m-%d %H:%M:%S}", r.actor, r.action, r.version or "",
-                  r.previous_champion or "", r.outcome, escape(r.reason))
+        t.add_row(
+            f"{r.at:%Y-%m-%d %H:%M:%S}",
+            r.actor,
+            r.action,
+            r.version or "",
+            r.previous_champion or "",
+            r.outcome,
+            escape(r.reason),
+        )
     out.print(t)
 
 
@@ -744,22 +935,38 @@ def package(
     except (MlopsError, LookupError) as e:
         _fail(str(e))
         return
-    out.print(f"Wrote {folder}. Build and run where Docker runs:\n"
-              f"  docker build -t {folder.name} {folder}\n"
-              f"  docker run -p 8080:8080 {folder.name}")
+    out.print(
+        f"Wrote {folder}. Build and run where Docker runs:\n"
+        f"  docker build -t {folder.name} {folder}\n"
+        f"  docker run -p 8080:8080 {folder.name}"
+    )
 
 
 @app.command()
 def monitor(
-    batch: Annotated[list[str] | None, typer.Option(
-        "--batch", help="Batch id to monitor (repeatable). Default: the batches accepted since "
-        "the last monitoring run.")] = None,
-    retrain: Annotated[bool, typer.Option(
-        "--retrain", help="If the policy decides to retrain, train now (as `mlops train "
-        "--trigger REASONS`).")] = False,
-    report: Annotated[bool | None, typer.Option(
-        "--report/--no-report", help="Write the Evidently HTML report (default: on a drift, "
-        "per monitoring.report).")] = None,
+    batch: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--batch",
+            help="Batch id to monitor (repeatable). Default: the batches accepted since "
+            "the last monitoring run.",
+        ),
+    ] = None,
+    retrain: Annotated[
+        bool,
+        typer.Option(
+            "--retrain",
+            help="If the policy decides to retrain, train now (as `mlops train "
+            "--trigger REASONS`).",
+        ),
+    ] = False,
+    report: Annotated[
+        bool | None,
+        typer.Option(
+            "--report/--no-report",
+            help="Write the Evidently HTML report (default: on a drift, per monitoring.report).",
+        ),
+    ] = None,
     config: ConfigOpt = Path("mlops.yaml"),
     as_json: JsonOpt = False,
 ) -> None:
@@ -777,8 +984,11 @@ def monitor(
             from mlops_core.pipeline import train_and_register
 
             with err.status(f"Retraining ({res.decision.trigger})..."):
-                trained = train_and_register(settings, trigger=res.decision.trigger,
-                                             since=res.decision.since)  # type: ignore[arg-type]
+                trained = train_and_register(
+                    settings,
+                    trigger=res.decision.trigger,
+                    since=res.decision.since,  # type: ignore[arg-type]
+                )
             record_action(_metadata(settings), res.id, trained.to_dict())
     except (MlopsError, LookupError) as e:
         _fail(str(e))
@@ -788,39 +998,59 @@ def monitor(
         return
     d = res.drift
     color = {"ok": "green", "drift": "red"}.get(d.status, "yellow")
-    out.print(f"Monitoring run [bold]{res.id}[/]: champion v{res.champion_version}, "
-              f"{len(res.batch_ids)} batch(es), {res.rows:,} rows ({res.labelled_rows:,} "
-              f"labelled)")
+    out.print(
+        f"Monitoring run [bold]{res.id}[/]: champion v{res.champion_version}, "
+        f"{len(res.batch_ids)} batch(es), {res.rows:,} rows ({res.labelled_rows:,} "
+        f"labelled)"
+    )
     out.print(f"  data drift: [{color}]{d.status}[/] {escape(d.message)}")
     for c in d.columns:
         if c.drifted or c.status in ("all_missing", "constant"):
-            detail = (f"{c.method} {c.score:.3f} (threshold {c.threshold:g})"
-                      if c.score is not None else c.status)
-            out.print(f"    {'[red]drift[/]' if c.drifted else '[yellow]skipped[/]'} "
-                      f"{escape(c.column)}: {detail}")
+            detail = (
+                f"{c.method} {c.score:.3f} (threshold {c.threshold:g})"
+                if c.score is not None
+                else c.status
+            )
+            out.print(
+                f"    {'[red]drift[/]' if c.drifted else '[yellow]skipped[/]'} "
+                f"{escape(c.column)}: {detail}"
+            )
     m = res.metric
     if res.performance:
-        out.print(f"  realised {m}: {res.performance.get(m, float('nan')):.4f} "
-                  f"(champion at training {res.baseline.get(m, float('nan')):.4f})")
+        out.print(
+            f"  realised {m}: {res.performance.get(m, float('nan')):.4f} "
+            f"(champion at training {res.baseline.get(m, float('nan')):.4f})"
+        )
     if m in res.estimated:
-        e = res.estimated[m]
-        out.print(f"  estimated {m} without labels: {e['value']:.4f} "
-                  f"[{e['low']:.4f}, {e['high']:.4f}]")
-    for r in res.reconciled:
-        out.print(f"  labels arrived for run {r['run']}: realised {r['metric']} "
-                  f"{r['realised']:.4f} vs estimated {r['estimated']:.4f} "
-                  f"[{r['low']:.4f}, {r['high']:.4f}] on {r['rows']:,} rows")
+        est = res.estimated[m]
+        out.print(
+            f"  estimated {m} without labels: {est['value']:.4f} "
+            f"[{est['low']:.4f}, {est['high']:.4f}]"
+        )
+    for rec in res.reconciled:
+        out.print(
+            f"  labels arrived for run {rec['run']}: realised {rec['metric']} "
+            f"{rec['realised']:.4f} vs estimated {rec['estimated']:.4f} "
+            f"[{rec['low']:.4f}, {rec['high']:.4f}] on {rec['rows']:,} rows"
+        )
     for det in res.detectors:
-        out.print(f"  detector {det.name}: {'[red]fired[/]' if det.fired else 'quiet'} "
-                  f"on {det.rows:,} rows")
+        out.print(
+            f"  detector {det.name}: {'[red]fired[/]' if det.fired else 'quiet'} "
+            f"on {det.rows:,} rows"
+        )
     dec = res.decision
     if dec:
         verdict = "[red]retrain[/]" if dec.retrain else "no retrain"
         out.print(f"  decision: {verdict}")
         for r in dec.reasons:
-            out.print(f"    signal: {escape(r.text)}"
-                      + (f" [dim](pending since {_when(r.since)})[/]"
-                         if r.since and r.since != dec.at else ""))
+            out.print(
+                f"    signal: {escape(r.text)}"
+                + (
+                    f" [dim](pending since {_when(r.since)})[/]"
+                    if r.since and r.since != dec.at
+                    else ""
+                )
+            )
         for h in dec.held_back:
             out.print(f"    held back: {escape(h.text)} [dim](stays pending)[/]")
         if not dec.reasons:
@@ -866,61 +1096,113 @@ def decisions(
         out.print("No monitoring decisions yet: run [bold]mlops monitor[/].")
         return
     t = Table(title="Retraining decisions", title_justify="left")
-    for c in ("at", "run", "drift", "retrain", "signals (or the nearest)", "held back",
-              "acted"):
+    for c in ("at", "run", "drift", "retrain", "signals (or the nearest)", "held back", "acted"):
         t.add_column(c, overflow="fold")
     for d in decided:
         run = runs.get(d["monitoring_run"] or "", {})
         acted = d.get("acted") or {}
-        why = "\n".join(d["reasons"]) or "\n".join(f"[dim]{escape(n)}[/]"
-                                                   for n in d.get("nearest") or []) or "-"
-        held = "\n".join(d["held_back"]) + (f"\npending since {d['pending_since']}"
-                                            if d.get("pending_since") else "")
-        t.add_row(f"{d['at']:%Y-%m-%d %H:%M}", d["monitoring_run"] or "",
-                  str(run.get("status", "")), "[red]yes[/]" if d["retrain"] else "no",
-                  why if not d["reasons"] else escape(why), escape(held),
-                  f"v{acted['version']} {acted.get('status', '')}" if acted.get("version")
-                  else "")
+        why = (
+            "\n".join(d["reasons"])
+            or "\n".join(f"[dim]{escape(n)}[/]" for n in d.get("nearest") or [])
+            or "-"
+        )
+        held = "\n".join(d["held_back"]) + (
+            f"\npending since {d['pending_since']}" if d.get("pending_since") else ""
+        )
+        t.add_row(
+            f"{d['at']:%Y-%m-%d %H:%M}",
+            d["monitoring_run"] or "",
+            str(run.get("status", "")),
+            "[red]yes[/]" if d["retrain"] else "no",
+            why if not d["reasons"] else escape(why),
+            escape(held),
+            f"v{acted['version']} {acted.get('status', '')}" if acted.get("version") else "",
+        )
     out.print(t)
 
 
 @app.command()
 def backtest(
-    data: Annotated[Path, typer.Option("--data", help="Historical data: a Parquet, CSV or JSON "
-                                       "file with labels.")],
-    target: Annotated[str | None, typer.Option("--target", help="Label column (default: "
-                                               "data.target of the config).")] = None,
-    time_col: Annotated[str | None, typer.Option(
-        "--time", help="Time column; rows are replayed in its order. Without it, the file's "
-        "order, and batch i counts as day i for the policy's durations.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1,
-                                                   help="Rows per batch.")] = None,
-    batch_period: Annotated[str | None, typer.Option(
-        "--batch-period", help="One batch per period of the time column, e.g. 7D or W.")
+    data: Annotated[
+        Path,
+        typer.Option("--data", help="Historical data: a Parquet, CSV or JSON file with labels."),
+    ],
+    target: Annotated[
+        str | None,
+        typer.Option("--target", help="Label column (default: data.target of the config)."),
     ] = None,
-    initial_batches: Annotated[int, typer.Option(
-        "--initial-batches", min=1, help="Batches that train the first model.")] = 5,
-    window: Annotated[str | None, typer.Option(
-        "--window", help="Training window: newest ROWS, or a PERIOD such as 180D (default: "
-        "model.window of the config; neither = all labelled rows).")] = None,
-    label_delay: Annotated[int, typer.Option(
-        "--label-delay", min=0, help="Batches until a batch's labels arrive.")] = 0,
-    strategies: Annotated[str, typer.Option(
-        "--strategies", help="Comma-separated: static, periodic:P, every-batch, performance, "
-        "drift, detector:adwin|page-hinkley|ddm, estimated, online, policy.")
-    ] = ",".join(("static", "every-batch", "periodic:10", "performance", "drift",
-                  "detector:adwin", "estimated", "policy")),
-    metric: Annotated[str | None, typer.Option(
-        "--metric", help="Metric to compare on (default: accuracy; rmse for regression).")
+    time_col: Annotated[
+        str | None,
+        typer.Option(
+            "--time",
+            help="Time column; rows are replayed in its order. Without it, the file's "
+            "order, and batch i counts as day i for the policy's durations.",
+        ),
     ] = None,
-    config: Annotated[Path | None, typer.Option(
-        "--config", "-c", envvar="MLOPS_CONFIG", help="Configuration whose model, monitoring "
-        "and retraining policy to replay (default: ./mlops.yaml if present, else defaults).")
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Rows per batch.")
     ] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result here "
-                                                  "(JSON; docs/backtest.md).")] = None,
-    html_out: Annotated[Path | None, typer.Option("--html", help="Write an HTML page with "
-                                                  "the charts here.")] = None,
+    batch_period: Annotated[
+        str | None,
+        typer.Option(
+            "--batch-period", help="One batch per period of the time column, e.g. 7D or W."
+        ),
+    ] = None,
+    initial_batches: Annotated[
+        int, typer.Option("--initial-batches", min=1, help="Batches that train the first model.")
+    ] = 5,
+    window: Annotated[
+        str | None,
+        typer.Option(
+            "--window",
+            help="Training window: newest ROWS, or a PERIOD such as 180D (default: "
+            "model.window of the config; neither = all labelled rows).",
+        ),
+    ] = None,
+    label_delay: Annotated[
+        int, typer.Option("--label-delay", min=0, help="Batches until a batch's labels arrive.")
+    ] = 0,
+    strategies: Annotated[
+        str,
+        typer.Option(
+            "--strategies",
+            help="Comma-separated: static, periodic:P, every-batch, performance, "
+            "drift, detector:adwin|page-hinkley|ddm, estimated, online, policy.",
+        ),
+    ] = ",".join(
+        (
+            "static",
+            "every-batch",
+            "periodic:10",
+            "performance",
+            "drift",
+            "detector:adwin",
+            "estimated",
+            "policy",
+        )
+    ),
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            "--metric", help="Metric to compare on (default: accuracy; rmse for regression)."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            envvar="MLOPS_CONFIG",
+            help="Configuration whose model, monitoring "
+            "and retraining policy to replay (default: ./mlops.yaml if present, else defaults).",
+        ),
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the result here (JSON; docs/backtest.md).")
+    ] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Write an HTML page with the charts here.")
+    ] = None,
 ) -> None:
     """Replay a labelled history batch by batch and compare retraining strategies on quality
     against retraining cost, with the same training, monitoring and policy code as production.
@@ -934,18 +1216,34 @@ def backtest(
     from mlops_core.backtest import load_replay, run_backtest, write_html, write_json
 
     try:
-        cfg = config if config is not None else (Path("mlops.yaml") if Path(
-            "mlops.yaml").is_file() else None)
+        cfg = (
+            config
+            if config is not None
+            else (Path("mlops.yaml") if Path("mlops.yaml").is_file() else None)
+        )
         settings = _settings(cfg) if cfg is not None else None
-        replay = load_replay(data, target=target, time_column=time_col, batch_size=batch_size,
-                             batch_period=batch_period, initial_batches=initial_batches,
-                             window=window, label_delay=label_delay, settings=settings)
+        replay = load_replay(
+            data,
+            target=target,
+            time_column=time_col,
+            batch_size=batch_size,
+            batch_period=batch_period,
+            initial_batches=initial_batches,
+            window=window,
+            label_delay=label_delay,
+            settings=settings,
+        )
         names = [s.strip() for s in strategies.split(",") if s.strip()]
         for note in replay.notes:
             err.print(f"[dim]note: {escape(note)}[/]")
-        progress = Progress(TextColumn("[bold]{task.description:<22}"), BarColumn(),
-                            TextColumn("{task.completed}/{task.total} batches"),
-                            TimeRemainingColumn(), console=err, transient=False)
+        progress = Progress(
+            TextColumn("[bold]{task.description:<22}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} batches"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+        )
         tasks: dict[str, Any] = {}
 
         def on_progress(name: str, done: int, total: int) -> None:
@@ -959,19 +1257,32 @@ def backtest(
         _fail(str(e))
         return
     m = result.metric_name
-    table = Table(title=f"Backtest of {result.dataset}: {result.batches} batches scored "
-                        f"({replay.n_batches} in all, {replay.initial_batches} to start)",
-                  title_justify="left")
-    for col in ("strategy", f"mean {m}", "retrains", "train CPU s", "monitor CPU s",
-                "detection delay", "false triggers"):
+    table = Table(
+        title=f"Backtest of {result.dataset}: {result.batches} batches scored "
+        f"({replay.n_batches} in all, {replay.initial_batches} to start)",
+        title_justify="left",
+    )
+    for col in (
+        "strategy",
+        f"mean {m}",
+        "retrains",
+        "train CPU s",
+        "monitor CPU s",
+        "detection delay",
+        "false triggers",
+    ):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for s in result.strategies:
         delays = ", ".join("-" if d is None else str(d) for d in s.detection_delays) or "n/a"
-        table.add_row(s.name, "n/a" if s.mean_metric is None else f"{s.mean_metric:.4f}",
-                      f"{s.retrains} "
-                      f"({s.retrains / max(result.batches, 1):.0%})", f"{s.train_cpu_s:.1f}",
-                      f"{s.monitor_cpu_s:.1f}", delays,
-                      "n/a" if s.false_triggers is None else str(s.false_triggers))
+        table.add_row(
+            s.name,
+            "n/a" if s.mean_metric is None else f"{s.mean_metric:.4f}",
+            f"{s.retrains} ({s.retrains / max(result.batches, 1):.0%})",
+            f"{s.train_cpu_s:.1f}",
+            f"{s.monitor_cpu_s:.1f}",
+            delays,
+            "n/a" if s.false_triggers is None else str(s.false_triggers),
+        )
     out.print(table)
     if json_out:
         out.print(f"JSON: {write_json(result, json_out)}")
@@ -988,24 +1299,37 @@ def backtest(
 
 @app.command()
 def demo(
-    directory: Annotated[Path, typer.Option("--dir", help="Where to create the demo project.")
-                         ] = Path("demo-project"),
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where to create the demo project.")
+    ] = Path("demo-project"),
     rows: Annotated[int, typer.Option(help="Rows in the generated stream.", min=1000)] = 100_000,
     days: Annotated[int, typer.Option(help="Days the stream covers.", min=28)] = 364,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Delete an existing demo project first.")
-                     ] = False,
-    train: Annotated[bool, typer.Option("--train/--no-train", help="Also train a first model "
-                                        "and leave it awaiting approval.")] = True,
-    replay: Annotated[bool, typer.Option(
-        "--replay", help="Bring the system up (`mlops up`: Prefect, worker, MLflow, dashboard) "
-        "and replay the stream through the real deployments, a few weeks at a time: ingest and "
-        "monitor runs, drift, a retrain started by the mlops.retrain.requested event, a "
-        "candidate awaiting approval (a few minutes). `make up` runs this.")] = False,
-    per_step: Annotated[int, typer.Option(help="With --replay: weekly files landing per step.",
-                                          min=1)] = 6,
-    initial: Annotated[int, typer.Option(help="With --replay: weeks the first model trains on.",
-                                         min=2)] = 16,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Delete an existing demo project first.")
+    ] = False,
+    train: Annotated[
+        bool,
+        typer.Option(
+            "--train/--no-train", help="Also train a first model and leave it awaiting approval."
+        ),
+    ] = True,
+    replay: Annotated[
+        bool,
+        typer.Option(
+            "--replay",
+            help="Bring the system up (`mlops up`: Prefect, worker, MLflow, dashboard) "
+            "and replay the stream through the real deployments, a few weeks at a time: ingest and "
+            "monitor runs, drift, a retrain started by the mlops.retrain.requested event, a "
+            "candidate awaiting approval (a few minutes). `make up` runs this.",
+        ),
+    ] = False,
+    per_step: Annotated[
+        int, typer.Option(help="With --replay: weekly files landing per step.", min=1)
+    ] = 6,
+    initial: Annotated[
+        int, typer.Option(help="With --replay: weeks the first model trains on.", min=2)
+    ] = 16,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate a demo project (loan applications with drift, dropped weekly into a landing
@@ -1032,23 +1356,34 @@ def demo(
         (directory / "drift_points.json").write_text(stream.drift_json(), encoding="utf-8")
         if not as_json:
             faults = [f for f in files if f.fault]
-            out.print(f"Generated {rows:,} loan applications over {days} days into "
-                      f"{len(files)} weekly files in [bold]{drop}[/] "
-                      f"({len(faults)} spoiled on purpose: "
-                      f"{', '.join(sorted({f.fault or '' for f in faults}))}).")
+            out.print(
+                f"Generated {rows:,} loan applications over {days} days into "
+                f"{len(files)} weekly files in [bold]{drop}[/] "
+                f"({len(faults)} spoiled on purpose: "
+                f"{', '.join(sorted({f.fault or '' for f in faults}))})."
+            )
             for p in stream.drift_points:
-                out.print(f"  true drift: [bold]{p.kind}[/] {p.start:%Y-%m-%d}"
-                          + (f" → {p.end:%Y-%m-%d}" if p.end != p.start else "")
-                          + f": {p.description}")
+                out.print(
+                    f"  true drift: [bold]{p.kind}[/] {p.start:%Y-%m-%d}"
+                    + (f" → {p.end:%Y-%m-%d}" if p.end != p.start else "")
+                    + f": {p.description}"
+                )
     if not cfg_path.exists():
-        schema = InferredSchema(task="binary", **stream.features)
-        text = render_config(project="loans-demo", data=Path("landing"), target=TARGET,
-                             time=TIME, id_col=ID, schema=schema, source_kind="folder",
-                             trials=5,
-                             # the replay sends the applications through the serving API:
-                             # monitoring measures what it answered, the online model learns
-                             monitoring_source="predictions" if replay else "batches",
-                             online=replay)
+        schema = InferredSchema("binary", **stream.features)  # type: ignore[arg-type]
+        text = render_config(
+            project="loans-demo",
+            data=Path("landing"),
+            target=TARGET,
+            time=TIME,
+            id_col=ID,
+            schema=schema,
+            source_kind="folder",
+            trials=5,
+            # the replay sends the applications through the serving API:
+            # monitoring measures what it answered, the online model learns
+            monitoring_source="predictions" if replay else "batches",
+            online=replay,
+        )
         cfg_path.write_text(text, encoding="utf-8")
     settings = load_config(cfg_path)
     if replay:
@@ -1060,22 +1395,32 @@ def demo(
         from mlops_core.pipeline import train_and_register
 
         if not as_json:
-            out.print("\nTraining a first model on the labelled batches (search, hold-out, "
-                      "smoke test, gate)...")
+            out.print(
+                "\nTraining a first model on the labelled batches (search, hold-out, "
+                "smoke test, gate)..."
+            )
         with err.status("Training..."):
             trained = train_and_register(settings, trigger="demo")
         if not as_json:
             _print_training(trained, settings)
     if as_json:
-        _print_json(result | {"project": str(cfg_path.resolve()),
-                              "training": trained.to_dict() if trained else None})
+        _print_json(
+            result
+            | {
+                "project": str(cfg_path.resolve()),
+                "training": trained.to_dict() if trained else None,
+            }
+        )
     else:
-        out.print(f"\nProject: [bold]{cfg_path}[/]. Next: mlops quarantine list -c {cfg_path}"
-                  + (f"; mlops models -c {cfg_path}" if trained else ""))
+        out.print(
+            f"\nProject: [bold]{cfg_path}[/]. Next: mlops quarantine list -c {cfg_path}"
+            + (f"; mlops models -c {cfg_path}" if trained else "")
+        )
 
 
-def _replay_demo(settings: Any, cfg_path: Path, directory: Path, initial: int, per_step: int,
-                 as_json: bool) -> None:
+def _replay_demo(
+    settings: Any, cfg_path: Path, directory: Path, initial: int, per_step: int, as_json: bool
+) -> None:
     """`mlops demo --replay`: up, then the stream through the deployments."""
     from mlops_core.actions import approve
     from mlops_core.auth import Principal
@@ -1083,9 +1428,11 @@ def _replay_demo(settings: Any, cfg_path: Path, directory: Path, initial: int, p
 
     incoming, landing = directory / "incoming", settings.resolve(settings.data.source.path)
     if not incoming_files(incoming):
-        out.print(f"The stream was replayed already ({landing} holds it). Start over with "
-                  f"[bold]mlops demo --replay --fresh --dir {directory}[/], or see "
-                  f"[bold]mlops status -c {cfg_path}[/].")
+        out.print(
+            f"The stream was replayed already ({landing} holds it). Start over with "
+            f"[bold]mlops demo --replay --fresh --dir {directory}[/], or see "
+            f"[bold]mlops status -c {cfg_path}[/]."
+        )
         return
     try:
         # the worker polls every 2 s (Prefect's default is 10): the demo is a few minutes
@@ -1095,105 +1442,148 @@ def _replay_demo(settings: Any, cfg_path: Path, directory: Path, initial: int, p
         return
     if not as_json:
         _print_up(urls)
-        out.print(f"\nReplaying {len(incoming_files(incoming))} weekly files through the "
-                  f"deployments, {per_step} weeks per step (the policy counts in data time: "
-                  f"weeks of data, not seconds of replay). Watch the runs in Prefect "
-                  f"({urls['prefect']}) and the dashboard.\n")
+        out.print(
+            f"\nReplaying {len(incoming_files(incoming))} weekly files through the "
+            f"deployments, {per_step} weeks per step (the policy counts in data time: "
+            f"weeks of data, not seconds of replay). Watch the runs in Prefect "
+            f"({urls['prefect']}) and the dashboard.\n"
+        )
     demo = Principal(name=DEMO_ACTOR, role="approver", via="cli")
 
     def approve_first(version: str) -> None:
-        approve(settings, demo, version, comment="the demo approves its first model so that "
-                "monitoring has a champion to compare new data with")
+        approve(
+            settings,
+            demo,
+            version,
+            comment="the demo approves its first model so that "
+            "monitoring has a champion to compare new data with",
+        )
 
     def show(t: Tick) -> None:
         if as_json:
             return
-        out.print(f"[bold]step {t.number}[/]: {len(t.files)} files landed → "
-                  f"{t.accepted} batches accepted ({t.rows:,} rows)"
-                  + (f", {t.nothing_new} held nothing new" if t.nothing_new else ""))
+        out.print(
+            f"[bold]step {t.number}[/]: {len(t.files)} files landed → "
+            f"{t.accepted} batches accepted ({t.rows:,} rows)"
+            + (f", {t.nothing_new} held nothing new" if t.nothing_new else "")
+        )
         for q in t.quarantined:
             out.print(f"  [red]quarantined[/] {escape(q['origin'])}: {escape(q['reason'])}")
         sv = t.serving
         if sv:
-            out.print(f"  serving: {sv['rows']:,} applications answered by "
-                      + ", ".join(f"v{v}" for v in sv["versions"])
-                      + f", {sv['labels']:,} labels sent to /feedback"
-                      + (f", [red]{sv['refused']} request(s) refused[/]" if sv["refused"]
-                         else "")
-                      + (f", {sv['unreadable']} file(s) unreadable" if sv["unreadable"]
-                         else ""))
+            out.print(
+                f"  serving: {sv['rows']:,} applications answered by "
+                + ", ".join(f"v{v}" for v in sv["versions"])
+                + f", {sv['labels']:,} labels sent to /feedback"
+                + (f", [red]{sv['refused']} request(s) refused[/]" if sv["refused"] else "")
+                + (f", {sv['unreadable']} file(s) unreadable" if sv["unreadable"] else "")
+            )
             for e in sv["errors"][:2]:
                 out.print(f"    [dim]{escape(e)}[/]")
         m = t.monitoring
         if m:
             drift = m.get("weighted_drift_share") or m.get("drift_share") or 0.0
-            out.print(f"  monitor: {m['status']}, drift share {drift:.0%}"
-                      + (f" ({', '.join(m['drifted'][:5])})" if m["drifted"] else "")
-                      + (f", detectors fired: {', '.join(m['detectors'])}"
-                         if m["detectors"] else ""))
+            out.print(
+                f"  monitor: {m['status']}, drift share {drift:.0%}"
+                + (f" ({', '.join(m['drifted'][:5])})" if m["drifted"] else "")
+                + (f", detectors fired: {', '.join(m['detectors'])}" if m["detectors"] else "")
+            )
             if m["retrain"]:
                 out.print("  decision: [red]retrain[/] — " + escape("; ".join(m["reasons"])))
-                out.print(f"  mlops.retrain.requested → train run "
-                          f"[bold]{t.training_run or '(not seen yet)'}[/]")
+                out.print(
+                    f"  mlops.retrain.requested → train run "
+                    f"[bold]{t.training_run or '(not seen yet)'}[/]"
+                )
             elif m["held_back"]:
-                out.print("  decision: held back — " + escape("; ".join(m["held_back"]))
-                          + " — pending: " + escape("; ".join(m["reasons"]))
-                          + (f" (since {m['pending_since']})" if m.get("pending_since")
-                             else ""))
+                out.print(
+                    "  decision: held back — "
+                    + escape("; ".join(m["held_back"]))
+                    + " — pending: "
+                    + escape("; ".join(m["reasons"]))
+                    + (f" (since {m['pending_since']})" if m.get("pending_since") else "")
+                )
             else:
-                out.print("  decision: no retrain"
-                          + (f" (nearest: {escape('; '.join(m['nearest']))})"
-                             if m.get("nearest") else ""))
+                out.print(
+                    "  decision: no retrain"
+                    + (f" (nearest: {escape('; '.join(m['nearest']))})" if m.get("nearest") else "")
+                )
         if t.online:
             o = t.online
-            out.print(f"  online: v{o['version']} (v{o['base']} continued on "
-                      f"{o['rows_learnt']} new labelled rows): {o['status']}; in shadow "
-                      "until approved or replaced" if o["status"] == "pending_approval" else
-                      f"  online: v{o['version']} (v{o['base']} continued on "
-                      f"{o['rows_learnt']} new labelled rows): {o['status']} by the gate")
+            out.print(
+                f"  online: v{o['version']} (v{o['base']} continued on "
+                f"{o['rows_learnt']} new labelled rows): {o['status']}; in shadow "
+                "until approved or replaced"
+                if o["status"] == "pending_approval"
+                else f"  online: v{o['version']} (v{o['base']} continued on "
+                f"{o['rows_learnt']} new labelled rows): {o['status']} by the gate"
+            )
 
     try:
         with err.status("Replaying...") if not as_json else contextlib.nullcontext():
-            res = replay(settings, urls["prefect_api"], incoming, landing, initial=initial,
-                         per_tick=per_step, approve_first=approve_first, on_tick=show,
-                         say=(lambda _m: None) if as_json else
-                         (lambda m: out.print(f"[dim]{escape(m)}[/]")),
-                         serving_url=urls.get("serving"))
+            res = replay(
+                settings,
+                urls["prefect_api"],
+                incoming,
+                landing,
+                initial=initial,
+                per_tick=per_step,
+                approve_first=approve_first,
+                on_tick=show,
+                say=(lambda _m: None) if as_json else (lambda m: out.print(f"[dim]{escape(m)}[/]")),
+                serving_url=urls.get("serving"),
+            )
     except (MlopsError, RuntimeError, OSError) as e:
         _fail(f"the replay stopped: {e}")
         return
     swap = _demo_swap(settings, res, urls, demo, landing, as_json)
     if as_json:
-        _print_json(res.to_dict() | {"services": urls, "project": str(cfg_path.resolve()),
-                                     "swap": swap, "champion": swap["to"] if swap and
-                                     swap["swapped"] else res.champion})
+        _print_json(
+            res.to_dict()
+            | {
+                "services": urls,
+                "project": str(cfg_path.resolve()),
+                "swap": swap,
+                "champion": swap["to"] if swap and swap["swapped"] else res.champion,
+            }
+        )
         return
     served = [t.serving for t in res.ticks if t.serving]
     champion = swap["to"] if swap and swap["swapped"] else res.champion
-    out.print(f"\nReplayed in {res.seconds:.0f} s. Champion: v{champion}."
-              + (f" Serving answered {sum(x['rows'] for x in served):,} applications and "
-                 f"took {sum(x['labels'] for x in served):,} labels ({urls['serving']})."
-                 if served else ""))
+    out.print(
+        f"\nReplayed in {res.seconds:.0f} s. Champion: v{champion}."
+        + (
+            f" Serving answered {sum(x['rows'] for x in served):,} applications and "
+            f"took {sum(x['labels'] for x in served):,} labels ({urls['serving']})."
+            if served
+            else ""
+        )
+    )
     for r in res.training_runs:
-        out.print(f"  train run {r['name']} (trigger {r['trigger']}, started by "
-                  f"mlops.retrain.requested): {r['state']}")
+        out.print(
+            f"  train run {r['name']} (trigger {r['trigger']}, started by "
+            f"mlops.retrain.requested): {r['state']}"
+        )
     if swap:
-        out.print(f"  the demo approved v{swap['to']} (the retrain its policy asked for) to "
-                  f"show the hot swap: serving answered with "
-                  f"{' → '.join('v' + v for v in swap['versions'])} after {swap['seconds']} s, "
-                  f"{swap['answered']} requests answered meanwhile, {swap['failed']} failed")
+        out.print(
+            f"  the demo approved v{swap['to']} (the retrain its policy asked for) to "
+            f"show the hot swap: serving answered with "
+            f"{' → '.join('v' + v for v in swap['versions'])} after {swap['seconds']} s, "
+            f"{swap['answered']} requests answered meanwhile, {swap['failed']} failed"
+        )
     for p in res.pending:
         if swap and p["version"] == swap["to"]:
             continue
-        out.print(f"  [bold]v{p['version']}[/] awaits approval (trigger {p['trigger']}): "
-                  f"[bold]mlops approve {p['version']} --by NAME --comment WHY -c {cfg_path}[/]"
-                  + (f" or on the dashboard, {urls['dashboard']}/approvals"
-                     if urls["dashboard"] else ""))
+        out.print(
+            f"  [bold]v{p['version']}[/] awaits approval (trigger {p['trigger']}): "
+            f"[bold]mlops approve {p['version']} --by NAME --comment WHY -c {cfg_path}[/]"
+            + (f" or on the dashboard, {urls['dashboard']}/approvals" if urls["dashboard"] else "")
+        )
     out.print(f"Stop everything with [bold]mlops down -c {cfg_path}[/].")
 
 
-def _demo_swap(settings: Any, res: Any, urls: dict[str, Any], demo: Any, landing: Path,
-               as_json: bool) -> dict[str, Any] | None:
+def _demo_swap(
+    settings: Any, res: Any, urls: dict[str, Any], demo: Any, landing: Path, as_json: bool
+) -> dict[str, Any] | None:
     """The end of the demo's loop: approve the newest retrain the policy asked for (audited,
     by 'demo'), send the approval as an event (the promote flow tells serving to reload) and
     watch serving answer with it, without a failed request. None when no retrain passed."""
@@ -1210,23 +1600,29 @@ def _demo_swap(settings: Any, res: Any, urls: dict[str, Any], demo: Any, landing
     if not files:
         return None
     row = _first_row(files[-1], settings.data.target)
-    outcome = approve(settings, demo, version, comment="the demo approves the retrain its "
-                      "policy asked for, to show serving's hot swap; in your project a person "
-                      "decides")
+    outcome = approve(
+        settings,
+        demo,
+        version,
+        comment="the demo approves the retrain its "
+        "policy asked for, to show serving's hot swap; in your project a person "
+        "decides",
+    )
     if outcome.outcome != "applied":
         return None
     start_run(urls["prefect_api"], "publish-events", settings.project)
     if not as_json:
-        out.print(f"\nv{version} approved by 'demo'; mlops.model.approved → the promote "
-                  "deployment tells serving to reload...")
+        out.print(
+            f"\nv{version} approved by 'demo'; mlops.model.approved → the promote "
+            "deployment tells serving to reload..."
+        )
     return watch_swap(urls["serving"], json_records(row)[0], version)
 
 
 def _first_row(path: Path, target: str | None) -> Any:
     import pandas as pd
 
-    return pd.read_parquet(path).drop(columns=[target] if target else [],
-                                      errors="ignore").head(1)
+    return pd.read_parquet(path).drop(columns=[target] if target else [], errors="ignore").head(1)
 
 
 # Orchestration: Prefect server, work pool and worker, deployments ------------------------------
@@ -1258,12 +1654,22 @@ def _deploy(settings: Any, config: Path, out_file: Path | None, api: str | None)
 @app.command()
 def deploy(
     config: ConfigOpt = Path("mlops.yaml"),
-    out_file: Annotated[Path | None, typer.Option(
-        "--out", help="Write prefect.yaml here (default: print it; with --apply, "
-        "<workspace>/prefect/prefect.yaml).")] = None,
-    do_apply: Annotated[bool, typer.Option(
-        "--apply", help="Create or update the deployments on the project's running Prefect "
-        "server (`mlops up` starts it).")] = False,
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write prefect.yaml here (default: print it; with --apply, "
+            "<workspace>/prefect/prefect.yaml).",
+        ),
+    ] = None,
+    do_apply: Annotated[
+        bool,
+        typer.Option(
+            "--apply",
+            help="Create or update the deployments on the project's running Prefect "
+            "server (`mlops up` starts it).",
+        ),
+    ] = False,
 ) -> None:
     """Render prefect.yaml from mlops.yaml (schedules, event triggers), and optionally apply
     it: ingestion and monitoring on monitoring.schedule, training on retraining.schedule and on
@@ -1296,8 +1702,14 @@ def deploy(
     out.print(f"Applied {target} to {api}")
 
 
-def _bring_up(settings: Any, config: Path, *, deploy: bool = True, timeout: float = 180.0,
-              worker_env: dict[str, str] | None = None) -> dict[str, Any]:
+def _bring_up(
+    settings: Any,
+    config: Path,
+    *,
+    deploy: bool = True,
+    timeout: float = 180.0,
+    worker_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Start (or find running) every service of the project and create the deployments;
     returns their URLs. Shows a spinner per step."""
     import time
@@ -1318,22 +1730,32 @@ def _bring_up(settings: Any, config: Path, *, deploy: bool = True, timeout: floa
     pool = settings.orchestration.work_pool
     with err.status("Starting the Prefect server, work pool and worker..."):
         # no worker for a docker or kubernetes pool: its workers run where Docker or K8s is
-        server, worker = start_prefect(ws, timeout_s=timeout, worker_env=worker_env, pool=pool,
-                                       db_url=settings.storage.prefect_db_url)
+        server, worker = start_prefect(
+            ws,
+            timeout_s=timeout,
+            worker_env=worker_env,
+            pool=pool,
+            db_url=settings.storage.prefect_db_url,
+        )
     mlflow_info = None
     if not settings.storage.mlflow_uri:
         with err.status("Starting the MLflow server..."):
-            mlflow_info = start_mlflow(ws, timeout_s=timeout,
-                                       backend_uri=settings.storage.mlflow_backend_uri,
-                                       artifacts=mlflow_artifact_root(settings))
+            mlflow_info = start_mlflow(
+                ws,
+                timeout_s=timeout,
+                backend_uri=settings.storage.mlflow_backend_uri,
+                artifacts=mlflow_artifact_root(settings),
+            )
     dashboard = None
     if dashboard_app().is_file():
         with err.status("Starting the dashboard..."):
-            dashboard = start_dashboard(ws, config, port=_free_or_none(settings.dashboard.port),
-                                        timeout_s=timeout)
+            dashboard = start_dashboard(
+                ws, config, port=_free_or_none(settings.dashboard.port), timeout_s=timeout
+            )
     with err.status("Starting the serving API..."):
-        serving = start_serving(ws, config, port=_free_or_none(settings.serving.port),
-                                timeout_s=timeout)
+        serving = start_serving(
+            ws, config, port=_free_or_none(settings.serving.port), timeout_s=timeout
+        )
     api = f"{server.url}/api"
     deployed = None
     if deploy:
@@ -1341,13 +1763,17 @@ def _bring_up(settings: Any, config: Path, *, deploy: bool = True, timeout: floa
             os.environ[k] = v
         with err.status("Creating the deployments..."):
             deployed = _deploy(settings, config, None, api)
-    return {"prefect": server.url, "prefect_api": api, "work_pool": pool,
-            "worker_health": worker.health_url if worker else None,
-            "mlflow": mlflow_info.url if mlflow_info else settings.storage.mlflow_uri,
-            "dashboard": dashboard.url if dashboard else None,
-            "serving": serving.url,
-            "prefect_yaml": str(deployed) if deployed else None,
-            "seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        "prefect": server.url,
+        "prefect_api": api,
+        "work_pool": pool,
+        "worker_health": worker.health_url if worker else None,
+        "mlflow": mlflow_info.url if mlflow_info else settings.storage.mlflow_uri,
+        "dashboard": dashboard.url if dashboard else None,
+        "serving": serving.url,
+        "prefect_yaml": str(deployed) if deployed else None,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def _free_or_none(port: int) -> int | None:
@@ -1366,30 +1792,37 @@ def _print_up(urls: dict[str, Any]) -> None:
     out.print(f"Up in {urls['seconds']:.0f} s:")
     out.print(f"  Prefect UI and API  {urls['prefect']}  (api {urls['prefect_api']})")
     if urls["worker_health"]:
-        out.print(f"  Prefect worker      pool '{urls['work_pool']}', health "
-                  f"{urls['worker_health']}")
+        out.print(
+            f"  Prefect worker      pool '{urls['work_pool']}', health {urls['worker_health']}"
+        )
     else:
-        out.print(f"  work pool           '{urls['work_pool']}' is not a process pool: no worker "
-                  "here; run one where Docker or Kubernetes is: [bold]prefect worker start "
-                  f"--pool {urls['work_pool']}[/] (with PREFECT_API_URL set)")
+        out.print(
+            f"  work pool           '{urls['work_pool']}' is not a process pool: no worker "
+            "here; run one where Docker or Kubernetes is: [bold]prefect worker start "
+            f"--pool {urls['work_pool']}[/] (with PREFECT_API_URL set)"
+        )
     out.print(f"  MLflow              {urls['mlflow']}")
     if urls["dashboard"]:
         out.print(f"  dashboard           [bold]{urls['dashboard']}[/]")
-    out.print(f"  serving API         [bold]{urls['serving']}[/]  (POST /predict, /feedback; "
-              "GET /model, /metrics, /docs)")
+    out.print(
+        f"  serving API         [bold]{urls['serving']}[/]  (POST /predict, /feedback; "
+        "GET /model, /metrics, /docs)"
+    )
     if urls["prefect_yaml"]:
         out.print(f"  deployments         {urls['prefect_yaml']}")
-    out.print(f"Point Prefect's CLI at it: [bold]export PREFECT_API_URL={urls['prefect_api']}[/]. "
-              "See [bold]mlops status[/]; stop with [bold]mlops down[/].")
+    out.print(
+        f"Point Prefect's CLI at it: [bold]export PREFECT_API_URL={urls['prefect_api']}[/]. "
+        "See [bold]mlops status[/]; stop with [bold]mlops down[/]."
+    )
 
 
 @app.command()
 def up(
     config: ConfigOpt = Path("mlops.yaml"),
-    with_deploy: Annotated[bool, typer.Option("--deploy/--no-deploy",
-                                              help="Create the deployments.")] = True,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for each health check.")
-                       ] = 180.0,
+    with_deploy: Annotated[
+        bool, typer.Option("--deploy/--no-deploy", help="Create the deployments.")
+    ] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each health check.")] = 180.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Start the project's services on 127.0.0.1, state under the workspace: the Prefect server,
@@ -1403,9 +1836,13 @@ def up(
         _fail(str(e))
         return
     if as_json:
-        _print_json({"services": {k: v for k, v in urls.items()
-                                  if k not in ("prefect_yaml", "seconds")},
-                     "prefect_yaml": urls["prefect_yaml"], "seconds": urls["seconds"]})
+        _print_json(
+            {
+                "services": {k: v for k, v in urls.items() if k not in ("prefect_yaml", "seconds")},
+                "prefect_yaml": urls["prefect_yaml"],
+                "seconds": urls["seconds"],
+            }
+        )
         return
     _print_up(urls)
 
@@ -1413,8 +1850,9 @@ def up(
 @app.command()
 def serve(
     config: ConfigOpt = Path("mlops.yaml"),
-    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 for every interface.")
-                    ] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Address to bind; 0.0.0.0 for every interface.")
+    ] = "127.0.0.1",
     port: Annotated[int | None, typer.Option(help="Port (default serving.port).")] = None,
 ) -> None:
     """Serve the champion over HTTP until interrupted (`mlops up` runs it in the background).
@@ -1432,8 +1870,10 @@ def serve(
     except MlopsError as e:
         _fail(str(e))
         return
-    err.print(f"Serving '{settings.project}' on http://{host}:{port or settings.serving.port} "
-              "(Ctrl+C stops)")
+    err.print(
+        f"Serving '{settings.project}' on http://{host}:{port or settings.serving.port} "
+        "(Ctrl+C stops)"
+    )
     run_serving(settings, host=host, port=port)
 
 
@@ -1449,9 +1889,17 @@ def status(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False) -> 
     try:
         settings = _project(config)
         ws = settings.workspace
-        services = [{"name": h.name, "running": h.running, "healthy": h.healthy, "url": h.url,
-                     "pid": h.pid, "where": h.where}
-                    for h in service_health(settings, timeout=2.0)]
+        services = [
+            {
+                "name": h.name,
+                "running": h.running,
+                "healthy": h.healthy,
+                "url": h.url,
+                "pid": h.pid,
+                "where": h.where,
+            }
+            for h in service_health(settings, timeout=2.0)
+        ]
         api = prefect_api_url(ws)
         deps: list[dict[str, Any]] = []
         if api:
@@ -1470,39 +1918,57 @@ def status(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False) -> 
         _fail(str(e))
         return
     if as_json:
-        _print_json({"services": services, "deployments": deps, "champion": champion,
-                     "pending": pending, "decisions": decided})
+        _print_json(
+            {
+                "services": services,
+                "deployments": deps,
+                "champion": champion,
+                "pending": pending,
+                "decisions": decided,
+            }
+        )
         return
     t = Table(title="Services", title_justify="left")
     for c in ("service", "health", "url", "pid"):
         t.add_column(c)
     for s in services:
-        health = "[dim]direct store[/]" if s["where"] == "direct" else (
-            "[green]healthy[/]" if s["healthy"] else (
-                "[red]unhealthy[/]" if s["running"] else "[dim]stopped[/]"))
+        health = (
+            "[dim]direct store[/]"
+            if s["where"] == "direct"
+            else (
+                "[green]healthy[/]"
+                if s["healthy"]
+                else ("[red]unhealthy[/]" if s["running"] else "[dim]stopped[/]")
+            )
+        )
         if s["where"] == "external":
             health += " (external)"
-        t.add_row(s["name"], health, s["url"] or "", str(s["pid"] or ""))
+        t.add_row(str(s["name"]), health, str(s["url"] or ""), str(s["pid"] or ""))
     out.print(t)
     if deps:
         t = Table(title="Deployments", title_justify="left")
         for c in ("deployment", "schedules", "triggers", "next runs", "last run"):
             t.add_column(c, overflow="fold")
         for d in deps:
-            t.add_row(d["name"], "\n".join(d["schedules"]) or "-",
-                      "\n".join(d["triggers"]) or "-",
-                      "\n".join(d["next_runs"][:3]) or "-", d["last_run"] or "-")
+            t.add_row(
+                d["name"],
+                "\n".join(d["schedules"]) or "-",
+                "\n".join(d["triggers"]) or "-",
+                "\n".join(d["next_runs"][:3]) or "-",
+                d["last_run"] or "-",
+            )
         out.print(t)
     elif api:
         out.print("No deployments: run [bold]mlops deploy --apply[/].")
     out.print(f"Champion: {'v' + champion if champion else 'none'}")
     for p in pending:
-        out.print(f"  awaiting approval: v{p['version']} (trigger {p['trigger']}): "
-                  f"[bold]mlops approve {p['version']} --by NAME --comment WHY[/]")
+        out.print(
+            f"  awaiting approval: v{p['version']} (trigger {p['trigger']}): "
+            f"[bold]mlops approve {p['version']} --by NAME --comment WHY[/]"
+        )
     for d in decided:
         verdict = "[red]retrain[/]" if d["retrain"] else "no retrain"
-        out.print(f"  {d['at']:%Y-%m-%d %H:%M} {verdict} "
-                  f"{escape('; '.join(d['reasons']) or '-')}")
+        out.print(f"  {d['at']:%Y-%m-%d %H:%M} {verdict} {escape('; '.join(d['reasons']) or '-')}")
 
 
 @app.command()
@@ -1539,8 +2005,10 @@ def publish(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False) ->
         _print_json({"sent": sent})
         return
     for s in sent:
-        out.print(f"sent {s['event']} ({s['action']} "
-                  + (f"v{s['version']})" if s["version"] else f"by {escape(s['actor'])})"))
+        out.print(
+            f"sent {s['event']} ({s['action']} "
+            + (f"v{s['version']})" if s["version"] else f"by {escape(s['actor'])})")
+        )
     if not sent:
         out.print("Nothing new to publish.")
 

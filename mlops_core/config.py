@@ -58,8 +58,12 @@ class SourceConfig(_Section):
 
     @model_validator(mode="after")
     def _check_kind(self) -> SourceConfig:
-        need = {"file": ["path"], "folder": ["path"], "sql": ["url", "query", "watermark"],
-                "http": ["url"]}[self.kind]
+        need = {
+            "file": ["path"],
+            "folder": ["path"],
+            "sql": ["url", "query", "watermark"],
+            "http": ["url"],
+        }[self.kind]
         missing = [k for k in need if getattr(self, k) in (None, "")]
         if missing:
             raise ValueError(f"source kind '{self.kind}' needs {', '.join(missing)}")
@@ -118,17 +122,25 @@ class DataConfig(_Section):
     @model_validator(mode="after")
     def _one_role_each(self) -> DataConfig:
         f = self.features
-        roles = [("id_column", self.id_column), ("time_column", self.time_column),
-                 ("target", self.target), *((f"features.{kind}", c) for kind in
-                                            ("numeric", "categorical", "boolean")
-                                            for c in getattr(f, kind))]
+        roles = [
+            ("id_column", self.id_column),
+            ("time_column", self.time_column),
+            ("target", self.target),
+            *(
+                (f"features.{kind}", c)
+                for kind in ("numeric", "categorical", "boolean")
+                for c in getattr(f, kind)
+            ),
+        ]
         seen: dict[str, str] = {}
         for role, col in roles:
             if col is None:
                 continue
             if col in seen:
-                raise ValueError(f"column '{col}' is given two roles ({seen[col]} and {role}); "
-                                 "each column has one")
+                raise ValueError(
+                    f"column '{col}' is given two roles ({seen[col]} and {role}); "
+                    "each column has one"
+                )
             seen[col] = role
         return self
 
@@ -142,8 +154,20 @@ class DataConfig(_Section):
 
 
 # query parameters that carry credentials (matched as parts of the name: api_key, X-Token...)
-_SECRET_PARAMS = ("token", "key", "secret", "password", "passwd", "pwd", "auth", "sig",
-                  "signature", "credential", "session", "code")
+_SECRET_PARAMS = (
+    "token",
+    "key",
+    "secret",
+    "password",
+    "passwd",
+    "pwd",
+    "auth",
+    "sig",
+    "signature",
+    "credential",
+    "session",
+    "code",
+)
 
 
 def redact_url(url: str) -> str:
@@ -159,12 +183,19 @@ def redact_url(url: str) -> str:
         query = parts.query
         if query:
             pairs = parse_qsl(query, keep_blank_values=True)
-            query = urlencode([(k, "***" if any(w in k.lower() for w in _SECRET_PARAMS) else v)
-                               for k, v in pairs], safe="*")
+            query = urlencode(
+                [
+                    (k, "***" if any(w in k.lower() for w in _SECRET_PARAMS) else v)
+                    for k, v in pairs
+                ],
+                safe="*",
+            )
     except ValueError:
         return url
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
+
+Detector = Literal["adwin", "page_hinkley", "ddm"]
 
 RULES: dict[str, Severity] = {
     # file level: the file cannot be read into rows; always quarantined whole
@@ -271,16 +302,20 @@ class StorageConfig(_Section):
     @classmethod
     def _async_driver(cls, url: str | None) -> str | None:
         if url and not url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
-            raise ValueError("Prefect's server needs an async driver: postgresql+asyncpg://... "
-                             "(or sqlite+aiosqlite:///...)")
+            raise ValueError(
+                "Prefect's server needs an async driver: postgresql+asyncpg://... "
+                "(or sqlite+aiosqlite:///...)"
+            )
         return url
 
     @model_validator(mode="after")
     def _one_mlflow(self) -> StorageConfig:
         own = [k for k in ("mlflow_backend_uri", "mlflow_artifacts") if getattr(self, k)]
         if self.mlflow_uri and own:
-            raise ValueError(f"storage.mlflow_uri names an MLflow you run, so `mlops up` starts "
-                             f"none and {', '.join(own)} would be ignored: set one or the other")
+            raise ValueError(
+                f"storage.mlflow_uri names an MLflow you run, so `mlops up` starts "
+                f"none and {', '.join(own)} would be ignored: set one or the other"
+            )
         return self
 
 
@@ -316,8 +351,9 @@ class WindowConfig(_Section):
             try:
                 pd.Timedelta(self.period)
             except ValueError:
-                raise ValueError(f"window period '{self.period}' is not a duration such as "
-                                 "'90D' or '12h'") from None
+                raise ValueError(
+                    f"window period '{self.period}' is not a duration such as '90D' or '12h'"
+                ) from None
         return self
 
 
@@ -385,8 +421,9 @@ def parse_span(value: str) -> tuple[float, str]:
     try:
         return pd.Timedelta(value).total_seconds(), "seconds"
     except ValueError:
-        raise ValueError(f"'{value}' is neither a number of batches ('6 batches') nor a "
-                         "duration ('12h', '90D')") from None
+        raise ValueError(
+            f"'{value}' is neither a number of batches ('6 batches') nor a duration ('12h', '90D')"
+        ) from None
 
 
 class RetrainingConfig(_Section):
@@ -408,8 +445,7 @@ class RetrainingConfig(_Section):
     drift_persists: bool = True
     # ADWIN by default: quiet on stationary error streams in our tests, where DDM (and
     # Page-Hinkley on unscaled regression errors) raised false alarms
-    detectors: list[Literal["adwin", "page_hinkley", "ddm"]] = Field(
-        default_factory=lambda: ["adwin"])
+    detectors: list[Detector] = Field(default_factory=lambda: list[Detector](["adwin"]))
     cooldown: str = "2 batches"  # no retrain sooner than this after the last one
     max_retrains: int = Field(2, ge=1)  # at most this many retrains ...
     per: str = "10 batches"  # ... per this period (2 per 10: at most a fifth of the batches)
@@ -531,7 +567,7 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str
     """Merge ``MLOPS_A__B=value`` variables into ``raw``; returns {dotted key: variable name}."""
     applied: dict[str, str] = {}
     for name, value in sorted(environ.items()):
-        rest = name[len(ENV_PREFIX):]
+        rest = name[len(ENV_PREFIX) :]
         if not name.startswith(ENV_PREFIX) or ("__" not in rest and rest not in _TOP_LEVEL_ENV):
             continue
         keys = [k.lower() for k in rest.split("__")]
@@ -577,9 +613,13 @@ def _format_errors(err: ValidationError, where: str, from_env: dict[str, str]) -
     return f"{where}: invalid configuration\n" + "\n".join(lines)
 
 
-def parse_config(raw: Mapping[str, Any] | None, *, source: str = "<config>",
-                 config_path: Path | None = None,
-                 environ: Mapping[str, str] | None = None) -> Settings:
+def parse_config(
+    raw: Mapping[str, Any] | None,
+    *,
+    source: str = "<config>",
+    config_path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
     """Validate a configuration mapping (plus environment overrides) into :class:`Settings`."""
     data: dict[str, Any] = copy.deepcopy(dict(raw or {}))  # env overrides: not the caller's
     from_env = _apply_env(data, os.environ if environ is None else environ)
@@ -591,13 +631,16 @@ def parse_config(raw: Mapping[str, Any] | None, *, source: str = "<config>",
     return settings
 
 
-def load_config(path: Path | str = DEFAULT_CONFIG, *,
-                environ: Mapping[str, str] | None = None) -> Settings:
+def load_config(
+    path: Path | str = DEFAULT_CONFIG, *, environ: Mapping[str, str] | None = None
+) -> Settings:
     """Read ``mlops.yaml`` (or ``path``) into typed settings; raises :class:`ConfigError`."""
     path = Path(path).expanduser().resolve()
     if not path.is_file():
-        raise ConfigError(f"{path}: no configuration file here; create one with "
-                          f"`mlops init --data FILE --target COLUMN`")
+        raise ConfigError(
+            f"{path}: no configuration file here; create one with "
+            f"`mlops init --data FILE --target COLUMN`"
+        )
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:

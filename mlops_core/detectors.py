@@ -106,8 +106,9 @@ def locate_rise(errors: Iterable[float], min_z: float = 4.0) -> int | None:
     return at if z >= min_z else None
 
 
-def where_error_rose(baseline: Iterable[float] | None, errors: Iterable[float],
-                     min_z: float = 6.0) -> int | None:
+def where_error_rose(
+    baseline: Iterable[float] | None, errors: Iterable[float], min_z: float = 6.0
+) -> int | None:
     """Where in ``errors`` (a model's errors on new rows, in time order) the error rose
     clearly, judged against ``baseline``, the same model's errors on its own hold-out rows just
     before: a rise between the two means the model was poor from its first unseen row on (0);
@@ -127,8 +128,9 @@ def error_stream(task: str, y_true: Any, prediction: Any) -> np.ndarray:
     return (y.astype(str) != p.astype(str)).astype(float)
 
 
-def run_detectors(names: Iterable[str], task: str, y_true: Any, prediction: Any
-                  ) -> list[DetectorResult]:
+def run_detectors(
+    names: Iterable[str], task: str, y_true: Any, prediction: Any
+) -> list[DetectorResult]:
     errors = error_stream(task, y_true, prediction)
     out = []
     for name in names:

@@ -12,9 +12,18 @@ from sklearn import metrics as skm
 
 # the metric the gate compares, and whether higher is better
 PRIMARY = {"binary": "roc_auc", "multiclass": "f1_macro", "regression": "rmse"}
-HIGHER_IS_BETTER = {"roc_auc": True, "pr_auc": True, "accuracy": True, "f1": True,
-                    "f1_macro": True, "log_loss": False, "calibration_error": False,
-                    "rmse": False, "mae": False, "r2": True}
+HIGHER_IS_BETTER = {
+    "roc_auc": True,
+    "pr_auc": True,
+    "accuracy": True,
+    "f1": True,
+    "f1_macro": True,
+    "log_loss": False,
+    "calibration_error": False,
+    "rmse": False,
+    "mae": False,
+    "r2": True,
+}
 MIN_SLICE_ROWS = 200  # smaller slices are reported but too noisy to decide anything
 
 
@@ -30,8 +39,9 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
     return float(err)
 
 
-def compute_metrics(task: str, y_true: pd.Series | np.ndarray, pred: pd.DataFrame,
-                    classes: list[Any] | None = None) -> dict[str, float]:
+def compute_metrics(
+    task: str, y_true: pd.Series | np.ndarray, pred: pd.DataFrame, classes: list[Any] | None = None
+) -> dict[str, float]:
     """Metrics of ``pred`` (our prediction frame: ``prediction`` and, for classification,
     ``proba_<class>`` columns) against ``y_true``. NaN where a metric is undefined (one class)."""
     y = np.asarray(y_true)
@@ -54,22 +64,32 @@ def compute_metrics(task: str, y_true: pd.Series | np.ndarray, pred: pd.DataFram
         both = len(present) == 2
         out["roc_auc"] = float(skm.roc_auc_score(yb, p1)) if both else math.nan
         out["pr_auc"] = float(skm.average_precision_score(yb, p1)) if both else math.nan
-        out["f1"] = float(skm.f1_score(yb, (yhat.astype(str) == str(pos)).astype(int),
-                                       zero_division=0))
+        out["f1"] = float(
+            skm.f1_score(yb, (yhat.astype(str) == str(pos)).astype(int), zero_division=0)
+        )
         out["log_loss"] = float(skm.log_loss(yb, np.clip(p1, 1e-7, 1 - 1e-7), labels=[0, 1]))
         out["calibration_error"] = expected_calibration_error(yb, p1)
     else:
-        out["f1_macro"] = float(skm.f1_score(y.astype(str), yhat.astype(str), average="macro",
-                                             zero_division=0))
+        out["f1_macro"] = float(
+            skm.f1_score(y.astype(str), yhat.astype(str), average="macro", zero_division=0)
+        )
         p = np.clip(proba, 1e-7, 1)
-        out["log_loss"] = float(skm.log_loss(y.astype(str), p / p.sum(axis=1, keepdims=True),
-                                             labels=[str(c) for c in classes]))
+        out["log_loss"] = float(
+            skm.log_loss(
+                y.astype(str), p / p.sum(axis=1, keepdims=True), labels=[str(c) for c in classes]
+            )
+        )
     return out
 
 
-def slice_metrics(task: str, frame: pd.DataFrame, y_true: pd.Series, pred: pd.DataFrame,
-                  columns: list[str], classes: list[Any] | None = None
-                  ) -> dict[str, dict[str, dict[str, float]]]:
+def slice_metrics(
+    task: str,
+    frame: pd.DataFrame,
+    y_true: pd.Series,
+    pred: pd.DataFrame,
+    columns: list[str],
+    classes: list[Any] | None = None,
+) -> dict[str, dict[str, dict[str, float]]]:
     """{column: {value: metrics + rows}} for each configured categorical column."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     if classes is None and task != "regression":  # the hold-out's classes, not each slice's
@@ -106,14 +126,23 @@ def _better(metric: str, a: float, b: float) -> float:
     return (a - b) if HIGHER_IS_BETTER.get(metric, True) else (b - a)
 
 
-def decide_gate(*, task: str, challenger: dict[str, float], champion: dict[str, float] | None,
-                challenger_slices: dict[str, dict[str, dict[str, float]]] | None = None,
-                champion_slices: dict[str, dict[str, dict[str, float]]] | None = None,
-                smoke_ok: bool | None = None, smoke_detail: str = "",
-                metric: str | None = None, min_score: float | None = None,
-                min_improvement: float = 0.0, max_slice_regression: float | None = None,
-                compared: dict[str, float] | None = None, compared_rows: int | None = None,
-                comparable: bool = True) -> GateResult:
+def decide_gate(
+    *,
+    task: str,
+    challenger: dict[str, float],
+    champion: dict[str, float] | None,
+    challenger_slices: dict[str, dict[str, dict[str, float]]] | None = None,
+    champion_slices: dict[str, dict[str, dict[str, float]]] | None = None,
+    smoke_ok: bool | None = None,
+    smoke_detail: str = "",
+    metric: str | None = None,
+    min_score: float | None = None,
+    min_improvement: float = 0.0,
+    max_slice_regression: float | None = None,
+    compared: dict[str, float] | None = None,
+    compared_rows: int | None = None,
+    comparable: bool = True,
+) -> GateResult:
     """The promotion gate. Pure: metrics in, decision with every reason out.
 
     ``champion``: the champion's metrics on the newest rows it has not trained on (``compared_
@@ -121,8 +150,12 @@ def decide_gate(*, task: str, challenger: dict[str, float], champion: dict[str, 
     its metrics on the whole hold-out). ``comparable=False``: the champion has trained on the
     hold-out rows (too few newer ones): no comparison."""
     metric = metric or PRIMARY[task]
-    res = GateResult(passed=True, metric=metric, challenger=challenger.get(metric),
-                     champion=champion.get(metric) if champion else None)
+    res = GateResult(
+        passed=True,
+        metric=metric,
+        challenger=challenger.get(metric),
+        champion=champion.get(metric) if champion else None,
+    )
 
     def check(ok: bool, text: str) -> None:
         res.reasons.append(("PASS " if ok else "FAIL ") + text)
@@ -138,23 +171,38 @@ def decide_gate(*, task: str, challenger: dict[str, float], champion: dict[str, 
         ok = _better(metric, score, min_score) >= 0
         check(ok, f"{metric} {score:.4f} {'meets' if ok else 'misses'} the minimum {min_score:.4f}")
     mine = (compared or challenger).get(metric, math.nan)
-    if champion is not None and champion.get(metric) is not None and \
-            not math.isnan(champion[metric]) and mine is not None and not math.isnan(mine):
+    if (
+        champion is not None
+        and champion.get(metric) is not None
+        and not math.isnan(champion[metric])
+        and mine is not None
+        and not math.isnan(mine)
+    ):
         gain = _better(metric, mine, champion[metric])
         ok = gain >= min_improvement
-        where = (f"the {compared_rows:,} newest rows the champion has not trained on"
-                 if compared_rows else "the same recent data")
+        where = (
+            f"the {compared_rows:,} newest rows the champion has not trained on"
+            if compared_rows
+            else "the same recent data"
+        )
         res.challenger, res.champion = mine, champion[metric]
-        check(ok, f"{metric} {mine:.4f} vs champion {champion[metric]:.4f} on {where}: "
-                  f"{'+' if gain >= 0 else ''}{gain:.4f} (needs ≥ {min_improvement:+.4f})")
+        check(
+            ok,
+            f"{metric} {mine:.4f} vs champion {champion[metric]:.4f} on {where}: "
+            f"{'+' if gain >= 0 else ''}{gain:.4f} (needs ≥ {min_improvement:+.4f})",
+        )
     elif not comparable:
-        res.reasons.append(f"PASS no comparison: the champion has trained on the hold-out rows "
-                           f"(too few newer rows to compare on; challenger {score:.4f})")
+        res.reasons.append(
+            f"PASS no comparison: the champion has trained on the hold-out rows "
+            f"(too few newer rows to compare on; challenger {score:.4f})"
+        )
     elif champion is None:
         res.reasons.append(f"PASS no champion yet: {metric} {score:.4f}")
     else:
-        res.reasons.append(f"PASS no comparison: the champion has no {metric} on the same "
-                           f"recent data (challenger {score:.4f})")
+        res.reasons.append(
+            f"PASS no comparison: the champion has no {metric} on the same "
+            f"recent data (challenger {score:.4f})"
+        )
     if max_slice_regression is not None and challenger_slices and champion_slices:
         worst: tuple[float, str] | None = None
         for col, values in challenger_slices.items():
@@ -169,14 +217,22 @@ def decide_gate(*, task: str, challenger: dict[str, float], champion: dict[str, 
                     worst = (drop, f"{col}={value}")
         if worst is not None:
             ok = worst[0] <= max_slice_regression
-            check(ok, f"worst slice {worst[1]}: {metric} regresses by {worst[0]:.4f} "
-                      f"(allowed {max_slice_regression:.4f})")
+            check(
+                ok,
+                f"worst slice {worst[1]}: {metric} regresses by {worst[0]:.4f} "
+                f"(allowed {max_slice_regression:.4f})",
+            )
         else:
-            res.reasons.append(f"PASS no slice to compare: none has {MIN_SLICE_ROWS} rows and "
-                               f"a {metric} for both models")
+            res.reasons.append(
+                f"PASS no slice to compare: none has {MIN_SLICE_ROWS} rows and "
+                f"a {metric} for both models"
+            )
     if smoke_ok is not None:
-        check(smoke_ok, "packaged model loads and predicts in a fresh process"
-              + (f" ({smoke_detail})" if smoke_detail else ""))
+        check(
+            smoke_ok,
+            "packaged model loads and predicts in a fresh process"
+            + (f" ({smoke_detail})" if smoke_detail else ""),
+        )
     return res
 
 
@@ -225,8 +281,9 @@ class Calibration:
         return cls(**d)
 
 
-def fit_calibration(task: str, proba: np.ndarray, y_index: np.ndarray, *, chunks: int = 5,
-                    seed: int = 0) -> Calibration | None:
+def fit_calibration(
+    task: str, proba: np.ndarray, y_index: np.ndarray, *, chunks: int = 5, seed: int = 0
+) -> Calibration | None:
     """A :class:`Calibration` from hold-out probabilities (rows × classes) and the index of
     each row's true class. ``None`` for regression or fewer than 50 rows."""
     from sklearn.isotonic import IsotonicRegression
@@ -247,8 +304,15 @@ def fit_calibration(task: str, proba: np.ndarray, y_index: np.ndarray, *, chunks
     for part in np.array_split(np.arange(len(p)), chunks):
         if len(part) < 20:
             continue
-        est = estimate_performance(task, p[part], list(range(p.shape[1])), simulations=50,
-                                   seed=seed, calibration=cal, widen=False)
+        est = estimate_performance(
+            task,
+            p[part],
+            list(range(p.shape[1])),
+            simulations=50,
+            seed=seed,
+            calibration=cal,
+            widen=False,
+        )
         yi = np.asarray(y_index)[part]
         real = {"accuracy": float((p[part].argmax(axis=1) == yi).mean())}
         if binary and 0 < yi.sum() < len(yi):
@@ -267,10 +331,16 @@ def _as_proba(proba: np.ndarray) -> np.ndarray:
     return p / np.clip(p.sum(axis=1, keepdims=True), 1e-12, None)
 
 
-def estimate_performance(task: str, proba: np.ndarray, classes: list[Any], *,
-                         simulations: int = 200, seed: int = 0,
-                         calibration: Calibration | None = None,
-                         widen: bool = True) -> dict[str, Estimate]:
+def estimate_performance(
+    task: str,
+    proba: np.ndarray,
+    classes: list[Any],
+    *,
+    simulations: int = 200,
+    seed: int = 0,
+    calibration: Calibration | None = None,
+    widen: bool = True,
+) -> dict[str, Estimate]:
     """Confidence-based performance estimation (as NannyML's CBPE): if the champion's
     probabilities are calibrated, the labels are draws from them. Simulate the labels, score
     the champion's own predictions against each draw, and report the mean and the 5-95%
@@ -301,8 +371,8 @@ def estimate_performance(task: str, proba: np.ndarray, classes: list[Any], *,
             continue
         mean = float(np.mean(values))
         low, high = (float(v) for v in np.percentile(values, [5, 95]))
-        extra = (calibration.spread.get(name, 0.0) * 1.645
-                 if calibration is not None and widen else 0.0)
-        out[name] = Estimate(name, mean, max(low - extra, 0.0), min(high + extra, 1.0),
-                             rows=len(p))
+        extra = (
+            calibration.spread.get(name, 0.0) * 1.645 if calibration is not None and widen else 0.0
+        )
+        out[name] = Estimate(name, mean, max(low - extra, 0.0), min(high + extra, 1.0), rows=len(p))
     return out

@@ -65,11 +65,17 @@ class BatchOutcome:
     reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "status": self.status, "rows": self.rows, "origin": self.origin,
-                "start_time": self.start_time.isoformat() if self.start_time else None,
-                "end_time": self.end_time.isoformat() if self.end_time else None,
-                "has_labels": self.has_labels, "reason": self.reason,
-                "findings": [f.to_dict() for f in self.findings]}
+        return {
+            "id": self.id,
+            "status": self.status,
+            "rows": self.rows,
+            "origin": self.origin,
+            "start_time": self.start_time.isoformat() if self.start_time else None,
+            "end_time": self.end_time.isoformat() if self.end_time else None,
+            "has_labels": self.has_labels,
+            "reason": self.reason,
+            "findings": [f.to_dict() for f in self.findings],
+        }
 
 
 @dataclass
@@ -84,10 +90,14 @@ class IngestReport:
         return sum(o.rows for o in self.outcomes if o.status == "accepted")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"accepted": self.count("accepted"), "quarantined": self.count("quarantined"),
-                "duplicate": self.count("duplicate"), "deferred": self.count("deferred"),
-                "rows_accepted": self.rows,
-                "batches": [o.to_dict() for o in self.outcomes]}
+        return {
+            "accepted": self.count("accepted"),
+            "quarantined": self.count("quarantined"),
+            "duplicate": self.count("duplicate"),
+            "deferred": self.count("deferred"),
+            "rows_accepted": self.rows,
+            "batches": [o.to_dict() for o in self.outcomes],
+        }
 
 
 @dataclass
@@ -110,21 +120,30 @@ def _write_frame(df: pd.DataFrame, path: Path) -> None:
 
 
 def _reason_text(rec: BatchRecord, findings: Iterable[Finding]) -> str:
-    lines = [f"Batch {rec.id} was quarantined at {rec.created_at:%Y-%m-%d %H:%M:%S} UTC.",
-             f"Origin: {rec.origin}", f"Rows: {rec.rows:,}", "", "Findings:"]
+    lines = [
+        f"Batch {rec.id} was quarantined at {rec.created_at:%Y-%m-%d %H:%M:%S} UTC.",
+        f"Origin: {rec.origin}",
+        f"Rows: {rec.rows:,}",
+        "",
+        "Findings:",
+    ]
     for f in findings:
         lines.append(f"  [{f.severity.upper()}] {f.rule}: {f.message}")
-    lines += ["", "Nothing was lost: the data is kept whole in this folder.",
-              "To replay it after fixing the data (edit the file here) or the contract",
-              f"(contract.yaml in the workspace):  mlops quarantine release {rec.id}"]
+    lines += [
+        "",
+        "Nothing was lost: the data is kept whole in this folder.",
+        "To replay it after fixing the data (edit the file here) or the contract",
+        f"(contract.yaml in the workspace):  mlops quarantine release {rec.id}",
+    ]
     return "\n".join(lines) + "\n"
 
 
 class Ingestor:
     """Runs units through batching and validation into the store; one per ingest call."""
 
-    def __init__(self, settings: Settings, meta: MetadataStore | None = None,
-                 now: datetime | None = None) -> None:
+    def __init__(
+        self, settings: Settings, meta: MetadataStore | None = None, now: datetime | None = None
+    ) -> None:
         self.settings = settings
         self.workspace = settings.workspace
         self.meta = meta or MetadataStore(settings.db_url)
@@ -134,11 +153,16 @@ class Ingestor:
         self._contract_unsaved = False
 
     # one unit ----------------------------------------------------------------------------
-    def run_unit(self, unit: SourceUnit, progress: ProgressFn | None = None, *,
-                 commit: bool = True) -> list[BatchOutcome]:
+    def run_unit(
+        self, unit: SourceUnit, progress: ProgressFn | None = None, *, commit: bool = True
+    ) -> list[BatchOutcome]:
         d = self.settings.data
-        batcher = Batcher(size=d.batch.size, period=d.batch.period, time_column=d.time_column,
-                          time_format=d.time_format)
+        batcher = Batcher(
+            size=d.batch.size,
+            period=d.batch.period,
+            time_column=d.time_column,
+            time_format=d.time_format,
+        )
         staged: list[_Staged] = []
         contract_before = self.contract
         try:
@@ -149,15 +173,23 @@ class Ingestor:
             self._discard(staged)
             self.contract, self._contract_unsaved = contract_before, False
             log.warning("%s", e)
-            return [BatchOutcome(id="", status="deferred", rows=0, origin=unit.origin,
-                                 reason=str(e))]
+            return [
+                BatchOutcome(id="", status="deferred", rows=0, origin=unit.origin, reason=str(e))
+            ]
         except FileRejected as e:
             self._discard(staged)
             self.contract, self._contract_unsaved = contract_before, False
             if not commit:
-                return [BatchOutcome(id="", status="quarantined", rows=0, origin=unit.origin,
-                                     findings=[Finding(e.rule, "fatal", e.message)],
-                                     reason=e.message)]
+                return [
+                    BatchOutcome(
+                        id="",
+                        status="quarantined",
+                        rows=0,
+                        origin=unit.origin,
+                        findings=[Finding(e.rule, "fatal", e.message)],
+                        reason=e.message,
+                    )
+                ]
             outcome = self._quarantine_unit(unit, e)
             unit.on_done()
             return [outcome]
@@ -201,21 +233,36 @@ class Ingestor:
                 continue
         return None
 
-    def _stage(self, frame: pd.DataFrame, unit: SourceUnit, staged: list[_Staged],
-               *, force: bool = False, skip_id: str | None = None) -> _Staged:
+    def _stage(
+        self,
+        frame: pd.DataFrame,
+        unit: SourceUnit,
+        staged: list[_Staged],
+        *,
+        force: bool = False,
+        skip_id: str | None = None,
+    ) -> _Staged:
         digest = content_hash(frame)
         rows = len(frame)
         existing = self._existing(digest, staged)
         if existing and existing != skip_id:
-            rec = self.meta.get_batch(existing) if not any(
-                s.record.id == existing for s in staged) else None
-            out = BatchOutcome(id=existing, status="duplicate", rows=rows, origin=unit.origin,
-                               start_time=rec.start_time if rec else None,
-                               end_time=rec.end_time if rec else None,
-                               reason=f"already ingested ({rec.status})" if rec else
-                               "repeated in this input")
-            return _Staged(record=_placeholder(existing, unit, rows, digest, self.now),
-                           outcome=out, written=[])
+            rec = (
+                self.meta.get_batch(existing)
+                if not any(s.record.id == existing for s in staged)
+                else None
+            )
+            out = BatchOutcome(
+                id=existing,
+                status="duplicate",
+                rows=rows,
+                origin=unit.origin,
+                start_time=rec.start_time if rec else None,
+                end_time=rec.end_time if rec else None,
+                reason=f"already ingested ({rec.status})" if rec else "repeated in this input",
+            )
+            return _Staged(
+                record=_placeholder(existing, unit, rows, digest, self.now), outcome=out, written=[]
+            )
         report = validate_batch(frame, self.settings, self.contract, self.now)
         accepted = report.is_accepted or force
         bid = ("b-" if accepted else "q-") + digest[:ID_CHARS]
@@ -236,29 +283,58 @@ class Ingestor:
             if bid != skip_id:  # a release that still fails leaves the kept batch as it was
                 _write_frame(frame, path / "data.parquet")
                 written = [path]
-        reason = report.reason if not (force and report.fatal) else \
-            "released by force despite: " + report.reason
-        rec = BatchRecord(id=bid, status="accepted" if accepted else "quarantined",
-                          source=unit.kind, origin=unit.origin, rows=rows,
-                          start_time=report.start_time, end_time=report.end_time,
-                          content_sha256=digest, has_labels=report.has_labels and accepted,
-                          path=self.store.relative(path), created_at=self.now,
-                          findings=[f.to_dict() for f in report.findings], reason=reason)
+        reason = (
+            report.reason
+            if not (force and report.fatal)
+            else "released by force despite: " + report.reason
+        )
+        rec = BatchRecord(
+            id=bid,
+            status="accepted" if accepted else "quarantined",
+            source=unit.kind,
+            origin=unit.origin,
+            rows=rows,
+            start_time=report.start_time,
+            end_time=report.end_time,
+            content_sha256=digest,
+            has_labels=report.has_labels and accepted,
+            path=self.store.relative(path),
+            created_at=self.now,
+            findings=[f.to_dict() for f in report.findings],
+            reason=reason,
+        )
         if not accepted and bid != skip_id:
             self._write_quarantine_notes(path, rec, report)
-        out = BatchOutcome(id=bid, status=rec.status, rows=rows, origin=unit.origin,
-                           start_time=report.start_time, end_time=report.end_time,
-                           has_labels=rec.has_labels, findings=report.findings, reason=reason)
+        out = BatchOutcome(
+            id=bid,
+            status=rec.status,
+            rows=rows,
+            origin=unit.origin,
+            start_time=report.start_time,
+            end_time=report.end_time,
+            has_labels=rec.has_labels,
+            findings=report.findings,
+            reason=reason,
+        )
         return _Staged(record=rec, outcome=out, written=written)
 
-    def _write_quarantine_notes(self, folder: Path, rec: BatchRecord,
-                                report: ValidationReport | None,
-                                findings: list[Finding] | None = None) -> None:
+    def _write_quarantine_notes(
+        self,
+        folder: Path,
+        rec: BatchRecord,
+        report: ValidationReport | None,
+        findings: list[Finding] | None = None,
+    ) -> None:
         fs = findings if findings is not None else (report.findings if report else [])
         atomic_write_bytes(folder / "reason.txt", _reason_text(rec, fs).encode())
-        atomic_write_bytes(folder / "report.json", json.dumps(
-            {"batch": rec.to_dict(), "findings": [f.to_dict() for f in fs]},
-            indent=2, default=str).encode())
+        atomic_write_bytes(
+            folder / "report.json",
+            json.dumps(
+                {"batch": rec.to_dict(), "findings": [f.to_dict() for f in fs]},
+                indent=2,
+                default=str,
+            ).encode(),
+        )
 
     def _quarantine_unit(self, unit: SourceUnit, err: FileRejected) -> BatchOutcome:
         """Keep an unreadable unit whole (the file itself) beside its reason."""
@@ -270,8 +346,14 @@ class Ingestor:
         finding = Finding(err.rule, "fatal", err.message)
         try:
             old = self.meta.get_batch(bid)
-            return BatchOutcome(id=bid, status="duplicate", rows=0, origin=unit.origin,
-                                reason=f"already ingested ({old.status})", findings=[finding])
+            return BatchOutcome(
+                id=bid,
+                status="duplicate",
+                rows=0,
+                origin=unit.origin,
+                reason=f"already ingested ({old.status})",
+                findings=[finding],
+            )
         except LookupError:
             pass
         folder = self.store.quarantine_path(bid)
@@ -281,23 +363,57 @@ class Ingestor:
             shutil.copyfile(unit.raw_file, kept)
         elif unit.raw_bytes is not None:
             atomic_write_bytes(kept, unit.raw_bytes)
-        rec = BatchRecord(id=bid, status="quarantined", source=unit.kind, origin=unit.origin,
-                          rows=0, start_time=None, end_time=None, content_sha256=digest,
-                          has_labels=False, path=self.store.relative(folder),
-                          created_at=self.now, findings=[finding.to_dict()], reason=err.message)
+        rec = BatchRecord(
+            id=bid,
+            status="quarantined",
+            source=unit.kind,
+            origin=unit.origin,
+            rows=0,
+            start_time=None,
+            end_time=None,
+            content_sha256=digest,
+            has_labels=False,
+            path=self.store.relative(folder),
+            created_at=self.now,
+            findings=[finding.to_dict()],
+            reason=err.message,
+        )
         self._write_quarantine_notes(folder, rec, None, [finding])
         if not self.meta.add_batch(rec):
-            return BatchOutcome(id=bid, status="duplicate", rows=0, origin=unit.origin,
-                                reason="already ingested", findings=[finding])
-        return BatchOutcome(id=bid, status="quarantined", rows=0, origin=unit.origin,
-                            findings=[finding], reason=err.message)
+            return BatchOutcome(
+                id=bid,
+                status="duplicate",
+                rows=0,
+                origin=unit.origin,
+                reason="already ingested",
+                findings=[finding],
+            )
+        return BatchOutcome(
+            id=bid,
+            status="quarantined",
+            rows=0,
+            origin=unit.origin,
+            findings=[finding],
+            reason=err.message,
+        )
 
 
-def _placeholder(bid: str, unit: SourceUnit, rows: int, digest: str, now: datetime
-                 ) -> BatchRecord:
-    return BatchRecord(id=bid, status="duplicate", source=unit.kind, origin=unit.origin,
-                       rows=rows, start_time=None, end_time=None, content_sha256=digest,
-                       has_labels=False, path="", created_at=now, findings=[], reason="")
+def _placeholder(bid: str, unit: SourceUnit, rows: int, digest: str, now: datetime) -> BatchRecord:
+    return BatchRecord(
+        id=bid,
+        status="duplicate",
+        source=unit.kind,
+        origin=unit.origin,
+        rows=rows,
+        start_time=None,
+        end_time=None,
+        content_sha256=digest,
+        has_labels=False,
+        path="",
+        created_at=now,
+        findings=[],
+        reason="",
+    )
 
 
 def _units_for_paths(settings: Settings, paths: Iterable[Path]) -> list[SourceUnit]:
@@ -309,8 +425,10 @@ def _units_for_paths(settings: Settings, paths: Iterable[Path]) -> list[SourceUn
         if p.is_dir():
             found = sorted(data_files(p))
             if not found:
-                raise SourceError(f"{p} is a folder with no data file in it (.csv, .parquet, "
-                                  ".json; hidden, partial and linked files are skipped)")
+                raise SourceError(
+                    f"{p} is a folder with no data file in it (.csv, .parquet, "
+                    ".json; hidden, partial and linked files are skipped)"
+                )
             files += found
         elif not p.exists():
             raise SourceError(f"{p}: no such file")
@@ -319,9 +437,14 @@ def _units_for_paths(settings: Settings, paths: Iterable[Path]) -> list[SourceUn
     return [file_unit(f, settings.data, settings.data.source) for f in files]
 
 
-def iter_ingest(settings: Settings, paths: Iterable[Path | str] | None = None, *,
-                meta: MetadataStore | None = None, now: datetime | None = None,
-                progress: ProgressFn | None = None) -> Iterator[BatchOutcome]:
+def iter_ingest(
+    settings: Settings,
+    paths: Iterable[Path | str] | None = None,
+    *,
+    meta: MetadataStore | None = None,
+    now: datetime | None = None,
+    progress: ProgressFn | None = None,
+) -> Iterator[BatchOutcome]:
     """Ingest the given files (or what the configured source has ready), yielding what became
     of each batch as soon as its unit (file, read) is recorded.
 
@@ -334,18 +457,23 @@ def iter_ingest(settings: Settings, paths: Iterable[Path | str] | None = None, *
     elif settings.data.source is not None:
         units = source_units(settings.data.source, settings.data, ing.meta, settings.resolve)
     else:
-        raise MlopsError("no data.source in the configuration: pass files, "
-                         "e.g. `mlops ingest data/*.csv`")
+        raise MlopsError(
+            "no data.source in the configuration: pass files, e.g. `mlops ingest data/*.csv`"
+        )
     for unit in units:
         yield from ing.run_unit(unit, progress)
 
 
-def ingest(settings: Settings, paths: Iterable[Path | str] | None = None, *,
-           meta: MetadataStore | None = None, now: datetime | None = None,
-           progress: ProgressFn | None = None) -> IngestReport:
+def ingest(
+    settings: Settings,
+    paths: Iterable[Path | str] | None = None,
+    *,
+    meta: MetadataStore | None = None,
+    now: datetime | None = None,
+    progress: ProgressFn | None = None,
+) -> IngestReport:
     """:func:`iter_ingest`, collected into one report."""
-    return IngestReport(list(iter_ingest(settings, paths, meta=meta, now=now,
-                                         progress=progress)))
+    return IngestReport(list(iter_ingest(settings, paths, meta=meta, now=now, progress=progress)))
 
 
 @dataclass
@@ -356,9 +484,14 @@ class ReleaseResult:
     message: str
 
 
-def release_batch(settings: Settings, batch_id: str, *, force: bool = False,
-                  meta: MetadataStore | None = None, now: datetime | None = None
-                  ) -> ReleaseResult:
+def release_batch(
+    settings: Settings,
+    batch_id: str,
+    *,
+    force: bool = False,
+    meta: MetadataStore | None = None,
+    now: datetime | None = None,
+) -> ReleaseResult:
     """Replay a quarantined batch against the current contract (after the data in its folder or
     the contract was fixed). It is released only if every batch it yields is accepted; with
     ``force`` a batch whose rows could be read is accepted despite its findings (recorded)."""
@@ -379,17 +512,21 @@ def release_batch(settings: Settings, batch_id: str, *, force: bool = False,
     else:
         outcomes = ing.run_unit(unit, commit=False)
         if any(o.status == "quarantined" and not o.id for o in outcomes):
-            return ReleaseResult(rec.id, False, outcomes,
-                                 f"still unreadable: {outcomes[0].reason}")
+            return ReleaseResult(rec.id, False, outcomes, f"still unreadable: {outcomes[0].reason}")
         staged = ing._pending
     outcomes = [s.outcome for s in staged]
     bad = [o for o in outcomes if o.status == "quarantined"]
     if bad:
         ing._discard([s for s in staged if s.outcome.status == "quarantined"])
         ing._discard([s for s in staged if s.outcome.status == "accepted"])
-        return ReleaseResult(rec.id, False, outcomes, "still refused: " + "; ".join(
-            o.reason for o in bad) + (" (use --force to accept anyway)" if kept.name ==
-                                      "data.parquet" else ""))
+        return ReleaseResult(
+            rec.id,
+            False,
+            outcomes,
+            "still refused: "
+            + "; ".join(o.reason for o in bad)
+            + (" (use --force to accept anyway)" if kept.name == "data.parquet" else ""),
+        )
     ing.commit(staged)
     new_ids = [o.id for o in outcomes]
     ing.meta.mark_released(rec.id, new_ids)

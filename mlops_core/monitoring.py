@@ -42,11 +42,19 @@ def _definition(task: str, classes: list[Any] | None, proba_cols: list[str]) -> 
         return DataDefinition(regression=[Regression(target="target", prediction="prediction")])
     if task == "binary":
         assert classes is not None
-        return DataDefinition(classification=[BinaryClassification(
-            target="target", prediction_labels="prediction", prediction_probas=proba_cols[-1],
-            pos_label=classes[-1])])
-    return DataDefinition(classification=[MulticlassClassification(
-        target="target", prediction_labels="prediction")])
+        return DataDefinition(
+            classification=[
+                BinaryClassification(
+                    target="target",
+                    prediction_labels="prediction",
+                    prediction_probas=proba_cols[-1],
+                    pos_label=classes[-1],
+                )
+            ]
+        )
+    return DataDefinition(
+        classification=[MulticlassClassification(target="target", prediction_labels="prediction")]
+    )
 
 
 def _frame(y: pd.Series, pred: pd.DataFrame, task: str, proba_cols: list[str]) -> pd.DataFrame:
@@ -58,11 +66,17 @@ def _frame(y: pd.Series, pred: pd.DataFrame, task: str, proba_cols: list[str]) -
     return df
 
 
-def performance_report(task: str, y_current: pd.Series, pred_current: pd.DataFrame,
-                       out_dir: Path, *, classes: list[Any] | None = None,
-                       y_reference: pd.Series | None = None,
-                       pred_reference: pd.DataFrame | None = None,
-                       name: str = "performance") -> ReportFiles:
+def performance_report(
+    task: str,
+    y_current: pd.Series,
+    pred_current: pd.DataFrame,
+    out_dir: Path,
+    *,
+    classes: list[Any] | None = None,
+    y_reference: pd.Series | None = None,
+    pred_reference: pd.DataFrame | None = None,
+    name: str = "performance",
+) -> ReportFiles:
     """Evidently ``ClassificationPreset`` / ``RegressionPreset`` of predictions against labels,
     optionally against a reference (e.g. the champion on the same rows), saved as HTML + JSON."""
     from evidently import Dataset, Report
@@ -70,12 +84,12 @@ def performance_report(task: str, y_current: pd.Series, pred_current: pd.DataFra
 
     proba_cols = [f"proba_{c}" for c in classes] if classes else []
     dd = _definition(task, classes, proba_cols)
-    cur = Dataset.from_pandas(_frame(y_current, pred_current, task, proba_cols),
-                              data_definition=dd)
+    cur = Dataset.from_pandas(_frame(y_current, pred_current, task, proba_cols), data_definition=dd)
     ref = None
     if y_reference is not None and pred_reference is not None:
-        ref = Dataset.from_pandas(_frame(y_reference, pred_reference, task, proba_cols),
-                                  data_definition=dd)
+        ref = Dataset.from_pandas(
+            _frame(y_reference, pred_reference, task, proba_cols), data_definition=dd
+        )
     preset = RegressionPreset() if task == "regression" else ClassificationPreset()
     snap = Report([preset]).run(cur, ref)
     return _save(snap, out_dir, name)
@@ -122,8 +136,10 @@ class DriftSummary:
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
 
-        return asdict(self) | {"dataset_drift": self.dataset_drift,
-                               "drifted_columns": self.drifted_columns}
+        return asdict(self) | {
+            "dataset_drift": self.dataset_drift,
+            "drifted_columns": self.drifted_columns,
+        }
 
 
 def sample_rows(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -144,15 +160,26 @@ def _clean(s: pd.Series, kind: str) -> pd.Series:
         v = pd.to_numeric(s, errors="coerce").astype("float64")
         return v[np.isfinite(v.to_numpy())]
     s = s.dropna()
-    return s.astype(str) if s.dtype != object or isinstance(s.dtype, pd.CategoricalDtype) \
+    return (
+        s.astype(str)
+        if s.dtype != object or isinstance(s.dtype, pd.CategoricalDtype)
         else s.map(str)
+    )
 
 
-def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[str, str], *,
-                  importances: dict[str, float] | None = None, sample_size: int = 50_000,
-                  min_rows: int = 100, method: str | None = None,
-                  threshold: float | None = None, drift_share: float = 0.5, seed: int = 0
-                  ) -> DriftSummary:
+def compute_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    kinds: dict[str, str],
+    *,
+    importances: dict[str, float] | None = None,
+    sample_size: int = 50_000,
+    min_rows: int = 100,
+    method: str | None = None,
+    threshold: float | None = None,
+    drift_share: float = 0.5,
+    seed: int = 0,
+) -> DriftSummary:
     """Per-column drift of ``current`` against ``reference`` with Evidently's own stattests
     (the same default test per column as ``DataDriftPreset``: it depends on the reference
     size), on a seeded sample of at most ``sample_size`` rows per side.
@@ -166,13 +193,22 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[st
 
     ref = sample_rows(reference, sample_size, seed)
     cur = sample_rows(current, sample_size, seed + 1)
-    summary = DriftSummary(status="ok", rows_reference=len(reference), rows_current=len(current),
-                           sampled_rows=max(len(ref), len(cur)), columns=[], drift_share=None,
-                           weighted_drift_share=None, share_threshold=drift_share)
+    summary = DriftSummary(
+        status="ok",
+        rows_reference=len(reference),
+        rows_current=len(current),
+        sampled_rows=max(len(ref), len(cur)),
+        columns=[],
+        drift_share=None,
+        weighted_drift_share=None,
+        share_threshold=drift_share,
+    )
     if len(ref) < min_rows or len(cur) < min_rows:
         summary.status = "not_enough_data"
-        summary.message = (f"not enough data: {len(cur):,} current and {len(ref):,} reference "
-                           f"rows (need {min_rows:,} each)")
+        summary.message = (
+            f"not enough data: {len(cur):,} current and {len(ref):,} reference "
+            f"rows (need {min_rows:,} each)"
+        )
         return summary
     for col, kind in kinds.items():
         imp = (importances or {}).get(col)
@@ -189,9 +225,18 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[st
         test = get_stattest(r, c, ftype, method)
         res = test(r, c, ftype, threshold)
         drifted = bool(res.drifted)
-        summary.columns.append(ColumnDrift(col, kind, "drift" if drifted else "ok",
-                                           test.name, float(res.drift_score),
-                                           float(res.actual_threshold), drifted, imp))
+        summary.columns.append(
+            ColumnDrift(
+                col,
+                kind,
+                "drift" if drifted else "ok",
+                test.name,
+                float(res.drift_score),
+                float(res.actual_threshold),
+                drifted,
+                imp,
+            )
+        )
     tested = [c for c in summary.columns if c.drifted is not None]
     if not tested:
         summary.status = "not_enough_data"
@@ -201,20 +246,35 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[st
     if importances:
         total = sum(c.importance or 0.0 for c in tested)
         if total > 0:
-            summary.weighted_drift_share = sum(c.importance or 0.0 for c in tested
-                                               if c.drifted) / total
+            summary.weighted_drift_share = (
+                sum(c.importance or 0.0 for c in tested if c.drifted) / total
+            )
     summary.status = "drift" if summary.drift_share >= drift_share else "ok"
     n_drift = sum(bool(c.drifted) for c in tested)
-    summary.message = (f"{n_drift} of {len(tested)} columns drifted "
-                       f"({summary.drift_share:.0%}" + (
-                           f", {summary.weighted_drift_share:.0%} by importance"
-                           if summary.weighted_drift_share is not None else "") + ")")
+    summary.message = (
+        f"{n_drift} of {len(tested)} columns drifted "
+        f"({summary.drift_share:.0%}"
+        + (
+            f", {summary.weighted_drift_share:.0%} by importance"
+            if summary.weighted_drift_share is not None
+            else ""
+        )
+        + ")"
+    )
     return summary
 
 
-def drift_report(reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[str, str],
-                 out_dir: Path, *, method: str | None = None, threshold: float | None = None,
-                 drift_share: float = 0.5, name: str = "drift") -> ReportFiles:
+def drift_report(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    kinds: dict[str, str],
+    out_dir: Path,
+    *,
+    method: str | None = None,
+    threshold: float | None = None,
+    drift_share: float = 0.5,
+    name: str = "drift",
+) -> ReportFiles:
     """The full Evidently report (``DataDriftPreset`` and ``DataSummaryPreset``) as HTML and
     JSON, for people. Pass the samples :func:`compute_drift` used: the same data gives the
     same verdicts."""
@@ -223,26 +283,40 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[str
 
     # Evidently raises on a column empty on either side (after NaN/inf removal): leave it out,
     # as compute_drift does
-    cols = [c for c in kinds if c in reference.columns and c in current.columns
-            and not _clean(reference[c], kinds[c]).empty and not _clean(current[c], kinds[c]).empty]
+    cols = [
+        c
+        for c in kinds
+        if c in reference.columns
+        and c in current.columns
+        and not _clean(reference[c], kinds[c]).empty
+        and not _clean(current[c], kinds[c]).empty
+    ]
     num = [c for c in cols if kinds[c] == "numeric"]
     cat = [c for c in cols if kinds[c] != "numeric"]
 
     def prepared(df: pd.DataFrame) -> pd.DataFrame:
         out = df[cols].copy()
         for c in cat:
-            out[c] = out[c].astype(object).where(out[c].notna(), None).map(
-                lambda v: v if v is None else str(v))
+            out[c] = (
+                out[c]
+                .astype(object)
+                .where(out[c].notna(), None)
+                .map(lambda v: v if v is None else str(v))
+            )
         for c in num:
             out[c] = pd.to_numeric(out[c], errors="coerce").astype("float64")
         return out
 
     dd = DataDefinition(numerical_columns=num, categorical_columns=cat)
-    preset = DataDriftPreset(method=method, threshold=threshold, drift_share=drift_share) \
-        if method or threshold else DataDriftPreset(drift_share=drift_share)
+    preset = (
+        DataDriftPreset(method=method, threshold=threshold, drift_share=drift_share)
+        if method or threshold
+        else DataDriftPreset(drift_share=drift_share)
+    )
     snap = Report([preset, DataSummaryPreset()]).run(
         Dataset.from_pandas(prepared(current), data_definition=dd),
-        Dataset.from_pandas(prepared(reference), data_definition=dd))
+        Dataset.from_pandas(prepared(reference), data_definition=dd),
+    )
     return _save(snap, out_dir, name)
 
 

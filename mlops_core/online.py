@@ -29,8 +29,13 @@ from mlops_core.pyfunc.tabular_model import output_frame, prepare_features
 ROWS_PER_TREE = 100
 MAX_TREES_PER_UPDATE = 20
 # shallower and slower than a full training: each update sees one batch
-UPDATE_PARAMS = {"max_depth": 4, "learning_rate": 0.1, "min_child_weight": 1.0,
-                 "subsample": 1.0, "reg_lambda": 1.0}
+UPDATE_PARAMS = {
+    "max_depth": 4,
+    "learning_rate": 0.1,
+    "min_child_weight": 1.0,
+    "subsample": 1.0,
+    "reg_lambda": 1.0,
+}
 
 
 def _objective(task: str, classes: list[Any] | None) -> dict[str, Any]:
@@ -71,13 +76,19 @@ class OnlineBooster:
         art = folder / "artifacts"
         spec = json.loads((art / "spec.json").read_text(encoding="utf-8"))
         if spec.get("kind") != "xgboost":
-            raise ValueError(f"online learning continues an XGBoost model, not "
-                             f"'{spec.get('kind')}'")
+            raise ValueError(
+                f"online learning continues an XGBoost model, not '{spec.get('kind')}'"
+            )
         booster = xgb.Booster()
         booster.load_model(str(art / "model.ubj"))
         online = spec.get("online", {})
-        return cls(spec=spec, booster=booster, rows_learnt=int(online.get("rows_learnt", 0)),
-                   updates=int(online.get("updates", 0)), seed=seed)
+        return cls(
+            spec=spec,
+            booster=booster,
+            rows_learnt=int(online.get("rows_learnt", 0)),
+            updates=int(online.get("updates", 0)),
+            seed=seed,
+        )
 
     @property
     def task(self) -> str:
@@ -112,8 +123,14 @@ class OnlineBooster:
         Xp = prepare_features(X.reset_index(drop=True)[ok], self.spec, for_xgboost=True)
         dm = xgb.DMatrix(Xp, label=labels[ok], enable_categorical=True)
         rounds = min(MAX_TREES_PER_UPDATE, max(1, math.ceil(int(ok.sum()) / ROWS_PER_TREE)))
-        params = {**self.params, **_objective(self.task, self.classes), "tree_method": "hist",
-                  "max_cat_to_onehot": 8, "seed": self.seed, "verbosity": 0}
+        params = {
+            **self.params,
+            **_objective(self.task, self.classes),
+            "tree_method": "hist",
+            "max_cat_to_onehot": 8,
+            "seed": self.seed,
+            "verbosity": 0,
+        }
         self.booster = xgb.train(params, dm, num_boost_round=rounds, xgb_model=self.booster)
         self.rows_learnt += int(ok.sum())
         self.updates += 1
@@ -137,8 +154,13 @@ class OnlineBooster:
         """The artifacts of a model package, as :meth:`TrainedModel.save` writes them: the
         snapshot is served and loaded like any trained XGBoost model."""
         folder.mkdir(parents=True, exist_ok=True)
-        spec = dict(self.spec) | {"online": {"rows_learnt": self.rows_learnt,
-                                             "updates": self.updates, "trees": self.trees}}
+        spec = dict(self.spec) | {
+            "online": {
+                "rows_learnt": self.rows_learnt,
+                "updates": self.updates,
+                "trees": self.trees,
+            }
+        }
         spec_path = folder / "spec.json"
         spec_path.write_text(json.dumps(spec, indent=2, default=str), encoding="utf-8")
         path = folder / "model.ubj"
@@ -147,7 +169,7 @@ class OnlineBooster:
 
 
 def _int_text(v: Any) -> str:
-    """"1" for 1.0 or True: labels that arrive as text or floats name integer classes."""
+    """ "1" for 1.0 or True: labels that arrive as text or floats name integer classes."""
     try:
         f = float(v)
     except (TypeError, ValueError):

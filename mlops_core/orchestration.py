@@ -30,8 +30,7 @@ def parse_time(iso: str) -> datetime:
 
 
 def _call(http: httpx.Client, method: str, path: str, body: Any = None) -> Any:
-    res = prefect_request(method, path, client=http, **({"json": body} if body is not None
-                                                          else {}))
+    res = prefect_request(method, path, client=http, **({"json": body} if body is not None else {}))
     return res.raise_for_status().json()
 
 
@@ -39,43 +38,78 @@ def _client(api_url: str, timeout: float) -> httpx.Client:
     return httpx.Client(base_url=api_url.rstrip("/"), timeout=timeout)
 
 
-def deployments_status(api_url: str, project: str, timeout: float = 10.0
-                       ) -> list[dict[str, Any]]:
+def deployments_status(api_url: str, project: str, timeout: float = 10.0) -> list[dict[str, Any]]:
     """The project's deployments on the server (by name), with their schedules, triggers, next
     scheduled runs and last run."""
     with _client(api_url, timeout) as http:
-        deps = _call(http, "POST", "/deployments/filter", {
-            "deployments": {"name": {"any_": [project]}}})
+        deps = _call(
+            http, "POST", "/deployments/filter", {"deployments": {"name": {"any_": [project]}}}
+        )
         if not deps:
             return []
-        flows = {f["id"]: f["name"] for f in _call(http, "POST", "/flows/filter", {
-            "flows": {"id": {"any_": list({d["flow_id"] for d in deps})}}})}
+        flows = {
+            f["id"]: f["name"]
+            for f in _call(
+                http,
+                "POST",
+                "/flows/filter",
+                {"flows": {"id": {"any_": list({d["flow_id"] for d in deps})}}},
+            )
+        }
         automations = _call(http, "POST", "/automations/filter", {})
         out = []
         for d in sorted(deps, key=lambda d: flows.get(d["flow_id"], "")):
-            runs = _call(http, "POST", "/flow_runs/filter", {
-                "deployments": {"id": {"any_": [d["id"]]}},
-                "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
-                "sort": "EXPECTED_START_TIME_ASC", "limit": 3})
-            last = _call(http, "POST", "/flow_runs/filter", {
-                "deployments": {"id": {"any_": [d["id"]]}},
-                "flow_runs": {"state": {"type": {"not_any_": ["SCHEDULED"]}}},
-                "sort": "START_TIME_DESC", "limit": 1})
+            runs = _call(
+                http,
+                "POST",
+                "/flow_runs/filter",
+                {
+                    "deployments": {"id": {"any_": [d["id"]]}},
+                    "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
+                    "sort": "EXPECTED_START_TIME_ASC",
+                    "limit": 3,
+                },
+            )
+            last = _call(
+                http,
+                "POST",
+                "/flow_runs/filter",
+                {
+                    "deployments": {"id": {"any_": [d["id"]]}},
+                    "flow_runs": {"state": {"type": {"not_any_": ["SCHEDULED"]}}},
+                    "sort": "START_TIME_DESC",
+                    "limit": 1,
+                },
+            )
             scheds = []
             for s in d.get("schedules") or []:
                 sch = s.get("schedule") or {}
-                scheds.append(f"cron {sch['cron']}" if "cron" in sch else
-                              f"every {float(sch['interval']):g} s" if "interval" in sch
-                              else str(sch))
-            trig = [", ".join(a.get("trigger", {}).get("expect") or [])
-                    for a in automations
-                    if any(act.get("deployment_id") == d["id"] for act in a.get("actions", []))]
-            out.append({
-                "name": f"{flows.get(d['flow_id'], '?')}/{d['name']}", "id": d["id"],
-                "schedules": scheds, "triggers": [t for t in trig if t],
-                "next_runs": [_when(r.get("expected_start_time")) for r in runs],
-                "last_run": (f"{last[0]['state_name']} {_when(last[0].get('start_time'))}"
-                             if last else None)})
+                scheds.append(
+                    f"cron {sch['cron']}"
+                    if "cron" in sch
+                    else f"every {float(sch['interval']):g} s"
+                    if "interval" in sch
+                    else str(sch)
+                )
+            trig = [
+                ", ".join(a.get("trigger", {}).get("expect") or [])
+                for a in automations
+                if any(act.get("deployment_id") == d["id"] for act in a.get("actions", []))
+            ]
+            out.append(
+                {
+                    "name": f"{flows.get(d['flow_id'], '?')}/{d['name']}",
+                    "id": d["id"],
+                    "schedules": scheds,
+                    "triggers": [t for t in trig if t],
+                    "next_runs": [_when(r.get("expected_start_time")) for r in runs],
+                    "last_run": (
+                        f"{last[0]['state_name']} {_when(last[0].get('start_time'))}"
+                        if last
+                        else None
+                    ),
+                }
+            )
     return out
 
 
@@ -85,14 +119,20 @@ def deployment_id(api_url: str, flow: str, project: str, timeout: float = 30.0) 
         return str(_call(http, "GET", f"/deployments/name/{flow}/{project}")["id"])
 
 
-def start_run(api_url: str, flow: str, project: str, parameters: dict[str, Any] | None = None,
-              timeout: float = 30.0) -> str:
+def start_run(
+    api_url: str,
+    flow: str,
+    project: str,
+    parameters: dict[str, Any] | None = None,
+    timeout: float = 30.0,
+) -> str:
     """Create a flow run of deployment ``flow/project`` (the worker picks it up, as it would
     a scheduled one); returns its id."""
     dep = deployment_id(api_url, flow, project, timeout)
     with _client(api_url, timeout) as http:
-        run = _call(http, "POST", f"/deployments/{dep}/create_flow_run",
-                    {"parameters": parameters or {}})
+        run = _call(
+            http, "POST", f"/deployments/{dep}/create_flow_run", {"parameters": parameters or {}}
+        )
     return str(run["id"])
 
 
@@ -101,24 +141,33 @@ def flow_run(api_url: str, run_id: str, timeout: float = 30.0) -> dict[str, Any]
         return dict(_call(http, "GET", f"/flow_runs/{run_id}"))
 
 
-def wait_run(api_url: str, run_id: str, wait_s: float = 900.0, poll_s: float = 0.5
-             ) -> dict[str, Any]:
+def wait_run(
+    api_url: str, run_id: str, wait_s: float = 900.0, poll_s: float = 0.5
+) -> dict[str, Any]:
     """Wait until the flow run ends; returns it when Completed, else raises FlowRunError."""
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         run = flow_run(api_url, run_id)
         if run["state_type"] in FINAL:
             if run["state_type"] != "COMPLETED":
-                raise FlowRunError(f"flow run {run['name']} ended {run['state_type']}: "
-                                   f"{(run.get('state') or {}).get('message')}")
+                raise FlowRunError(
+                    f"flow run {run['name']} ended {run['state_type']}: "
+                    f"{(run.get('state') or {}).get('message')}"
+                )
             return run
         time.sleep(poll_s)
     raise FlowRunError(f"flow run {run_id} did not end within {wait_s:.0f} s")
 
 
-def recent_runs(api_url: str, project: str | None = None, *, deployment: str | None = None,
-                limit: int = 20, since: datetime | None = None, timeout: float = 10.0
-                ) -> list[dict[str, Any]]:
+def recent_runs(
+    api_url: str,
+    project: str | None = None,
+    *,
+    deployment: str | None = None,
+    limit: int = 20,
+    since: datetime | None = None,
+    timeout: float = 10.0,
+) -> list[dict[str, Any]]:
     """The newest flow runs (of the project's deployments, or of one deployment id), newest
     first: id, name, flow, deployment, state, start and end, whether a schedule made it."""
     body: dict[str, Any] = {"sort": "EXPECTED_START_TIME_DESC", "limit": limit}
@@ -130,19 +179,40 @@ def recent_runs(api_url: str, project: str | None = None, *, deployment: str | N
         if since is not None:
             body["flow_runs"] = {"expected_start_time": {"after_": since.isoformat()}}
         runs = _call(http, "POST", "/flow_runs/filter", body)
-        flows = {f["id"]: f["name"] for f in _call(http, "POST", "/flows/filter", {
-            "flows": {"id": {"any_": list({r["flow_id"] for r in runs})}}})} if runs else {}
-    return [{"id": r["id"], "name": r["name"], "flow": flows.get(r["flow_id"], "?"),
-             "deployment_id": r.get("deployment_id"), "state": r.get("state_name"),
-             "state_type": r.get("state_type"), "expected_start": r.get("expected_start_time"),
-             "start": r.get("start_time"), "end": r.get("end_time"),
-             "seconds": r.get("total_run_time"), "auto_scheduled": r.get("auto_scheduled"),
-             "parameters": r.get("parameters") or {}} for r in runs]
+        flows = (
+            {
+                f["id"]: f["name"]
+                for f in _call(
+                    http,
+                    "POST",
+                    "/flows/filter",
+                    {"flows": {"id": {"any_": list({r["flow_id"] for r in runs})}}},
+                )
+            }
+            if runs
+            else {}
+        )
+    return [
+        {
+            "id": r["id"],
+            "name": r["name"],
+            "flow": flows.get(r["flow_id"], "?"),
+            "deployment_id": r.get("deployment_id"),
+            "state": r.get("state_name"),
+            "state_type": r.get("state_type"),
+            "expected_start": r.get("expected_start_time"),
+            "start": r.get("start_time"),
+            "end": r.get("end_time"),
+            "seconds": r.get("total_run_time"),
+            "auto_scheduled": r.get("auto_scheduled"),
+            "parameters": r.get("parameters") or {},
+        }
+        for r in runs
+    ]
 
 
 def task_seconds(api_url: str, run_id: str, prefix: str, timeout: float = 30.0) -> float:
     """Run time of the flow run's tasks whose names start with ``prefix``."""
     with _client(api_url, timeout) as http:
-        tasks = _call(http, "POST", "/task_runs/filter", {
-            "flow_runs": {"id": {"any_": [run_id]}}})
+        tasks = _call(http, "POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
     return float(sum(t["total_run_time"] for t in tasks if t["name"].startswith(prefix)))

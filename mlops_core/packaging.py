@@ -22,12 +22,30 @@ def package_version(reg: Registry, version: str, out_dir: Path) -> Path:
     env = dict(os.environ, MLFLOW_TRACKING_URI=reg.uri, MLFLOW_REGISTRY_URI=reg.uri)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     mlflow_bin = Path(sys.executable).parent / "mlflow"
-    res = subprocess.run([str(mlflow_bin), "models", "generate-dockerfile", "-m",
-                          reg.model_uri(version), "-d", str(out_dir), "--env-manager", "local"],
-                         capture_output=True, text=True, env=env, timeout=300)
+    res = subprocess.run(
+        [
+            str(mlflow_bin),
+            "models",
+            "generate-dockerfile",
+            "-m",
+            reg.model_uri(version),
+            "-d",
+            str(out_dir),
+            "--env-manager",
+            "local",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     if res.returncode != 0:
         raise MlopsError(f"mlflow generate-dockerfile failed: {res.stderr.strip()[-500:]}")
-    (out_dir / "version.json").write_text(json.dumps(
-        {"model": reg.name, **info.to_dict(), "model_sha256": info.tags.get("model_sha256")},
-        indent=2, default=str))
+    (out_dir / "version.json").write_text(
+        json.dumps(
+            {"model": reg.name, **info.to_dict(), "model_sha256": info.tags.get("model_sha256")},
+            indent=2,
+            default=str,
+        )
+    )
     return out_dir

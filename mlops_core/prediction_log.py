@@ -44,8 +44,7 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)  # naive UTC, as all our times
 
 
-def write_segment(folder: Path, frame: pd.DataFrame | Any, at: datetime | None = None
-                  ) -> Path:
+def write_segment(folder: Path, frame: pd.DataFrame | Any, at: datetime | None = None) -> Path:
     """Write ``frame`` (a DataFrame or an Arrow table) as a new segment under
     ``folder/<date>/``, atomically: a reader never sees half a file."""
     import pyarrow as pa
@@ -56,8 +55,11 @@ def write_segment(folder: Path, frame: pd.DataFrame | Any, at: datetime | None =
     day.mkdir(parents=True, exist_ok=True)
     path = day / f"{at.strftime('%H%M%S.%f')}-{uuid.uuid4().hex[:8]}.parquet"
     tmp = path.with_name(f".{path.name}.tmp")
-    table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(
-        frame.reset_index(drop=True), preserve_index=False)
+    table = (
+        frame
+        if isinstance(frame, pa.Table)
+        else pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+    )
     pq.write_table(table, tmp)
     tmp.replace(path)
     return path
@@ -93,9 +95,16 @@ class LogWriter:
     rows wait; beyond that a request's rows are dropped and counted (``on_drop``), because
     serving must not wait for a disk."""
 
-    def __init__(self, workspace: Path, *, max_rows: int = 200_000, flush_seconds: float = 2.0,
-                 flush_rows: int = 50_000, on_drop: Callable[[int], None] | None = None,
-                 on_write: Callable[[str, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        workspace: Path,
+        *,
+        max_rows: int = 200_000,
+        flush_seconds: float = 2.0,
+        flush_rows: int = 50_000,
+        on_drop: Callable[[int], None] | None = None,
+        on_write: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.root = log_dir(workspace)
         self.max_rows = max_rows
         self.flush_seconds = flush_seconds
@@ -112,8 +121,7 @@ class LogWriter:
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
-    def put(self, kind: str, frame: pd.DataFrame | dict[str, Any], rows: int | None = None
-            ) -> bool:
+    def put(self, kind: str, frame: pd.DataFrame | dict[str, Any], rows: int | None = None) -> bool:
         """Hand over ``frame`` (or its columns by name, ``rows`` long, where a scalar is the
         same value on every row) for the ``kind`` folder (:data:`SERVED` or
         :data:`FEEDBACK`). False (and counted) when the queue is full."""
@@ -168,8 +176,11 @@ class LogWriter:
         try:
             tables = [_table(data, k) for data, k in items]
             # columns a request lacked (a shadow, another version's classes) are nulls
-            table = pa.concat_tables(tables, promote_options="permissive") \
-                if len(tables) > 1 else tables[0]
+            table = (
+                pa.concat_tables(tables, promote_options="permissive")
+                if len(tables) > 1
+                else tables[0]
+            )
             write_segment(self.root / kind, table)
             if self.on_write:
                 self.on_write(kind, n)
@@ -191,8 +202,12 @@ def _segments(folder: Path, since: datetime | None) -> list[Path]:
     if not folder.is_dir():
         return []
     first = since.strftime("%Y-%m-%d") if since else ""
-    return sorted(p for day in folder.iterdir() if day.is_dir() and day.name >= first
-                  for p in day.glob("*.parquet"))
+    return sorted(
+        p
+        for day in folder.iterdir()
+        if day.is_dir() and day.name >= first
+        for p in day.glob("*.parquet")
+    )
 
 
 def _read(paths: list[Path]) -> pd.DataFrame:
@@ -210,8 +225,14 @@ def read_feedback(workspace: Path) -> pd.DataFrame:
     return fb.sort_values("labelled_at").drop_duplicates("served_row_id", keep="last")
 
 
-def read_log(workspace: Path, *, since: datetime | None = None, until: datetime | None = None,
-             version: str | None = None, labels: bool = True) -> pd.DataFrame:
+def read_log(
+    workspace: Path,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    version: str | None = None,
+    labels: bool = True,
+) -> pd.DataFrame:
     """Served rows logged after ``since`` (exclusive) and up to ``until``, optionally of one
     model version, with the newest label of each (``label``: text, missing when none came)."""
     served = _read(_segments(log_dir(workspace) / SERVED, since))
@@ -233,5 +254,10 @@ def read_log(workspace: Path, *, since: datetime | None = None, until: datetime 
 
 def features_of(log_rows: pd.DataFrame) -> pd.DataFrame:
     """The columns a client sent (no served_/shadow_ columns, no label)."""
-    return log_rows[[c for c in log_rows.columns if not c.startswith(META_PREFIXES)
-                     and c not in (LABEL, "labelled_at")]]
+    return log_rows[
+        [
+            c
+            for c in log_rows.columns
+            if not c.startswith(META_PREFIXES) and c not in (LABEL, "labelled_at")
+        ]
+    ]

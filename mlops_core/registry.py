@@ -55,8 +55,13 @@ STATUSES = ("candidate", "pending_approval", "approved", "rejected", "retired")
 MODEL_CODE = Path(__file__).parent / "pyfunc" / "tabular_model.py"
 SYSTEM = "system"
 # the audited actions that decide a version's fate once (a rollback re-decides the champion)
-PAST = {"approve": "approved", "auto_promote": "promoted", "reject": "rejected",
-        "gate_reject": "rejected by the gate", "supersede": "superseded"}
+PAST = {
+    "approve": "approved",
+    "auto_promote": "promoted",
+    "reject": "rejected",
+    "gate_reject": "rejected by the gate",
+    "supersede": "superseded",
+}
 DECISIONS = tuple(PAST)
 
 
@@ -90,10 +95,16 @@ class VersionInfo:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "status": self.status, "aliases": self.aliases,
-                "metrics": self.metrics, "trigger": self.trigger,
-                "created": self.created.isoformat(), "run_id": self.run_id,
-                "gate_passed": self.gate_passed}
+        return {
+            "version": self.version,
+            "status": self.status,
+            "aliases": self.aliases,
+            "metrics": self.metrics,
+            "trigger": self.trigger,
+            "created": self.created.isoformat(),
+            "run_id": self.run_id,
+            "gate_passed": self.gate_passed,
+        }
 
 
 @dataclass
@@ -158,8 +169,9 @@ def pip_requirements() -> list[str]:
 class Registry:
     """Registered model ``settings.project`` in the configured MLflow."""
 
-    def __init__(self, settings: Settings, meta: MetadataStore | None = None,
-                 uri: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, meta: MetadataStore | None = None, uri: str | None = None
+    ) -> None:
         import mlflow
 
         self.settings = settings
@@ -194,8 +206,14 @@ class Registry:
         exp = self.client.get_experiment_by_name(self.name)
         if exp is not None:
             return str(exp.experiment_id)
-        location = (mlflow_artifact_root(self.settings)
-                    or mlflow_paths(self.settings.workspace)[1].as_uri()) if self.is_local else None
+        location = (
+            (
+                mlflow_artifact_root(self.settings)
+                or mlflow_paths(self.settings.workspace)[1].as_uri()
+            )
+            if self.is_local
+            else None
+        )
         try:
             return str(self.client.create_experiment(self.name, artifact_location=location))
         except MlflowException as e:  # created concurrently: read theirs
@@ -211,24 +229,36 @@ class Registry:
         run ids it ended."""
         host = socket.gethostname()
         ended = []
-        for run in self.client.search_runs([self.experiment_id()],
-                                           filter_string="attributes.status = 'RUNNING'",
-                                           max_results=200):
+        for run in self.client.search_runs(
+            [self.experiment_id()], filter_string="attributes.status = 'RUNNING'", max_results=200
+        ):
             tags = run.data.tags
             if tags.get(RUN_HOST) != host or not tags.get(RUN_PID, "").isdigit():
                 continue
             if _alive(int(tags[RUN_PID])):
                 continue
             self.client.set_terminated(run.info.run_id, "KILLED")
-            log.warning("run %s of process %s had died while running: marked KILLED",
-                        run.info.run_id, tags[RUN_PID])
+            log.warning(
+                "run %s of process %s had died while running: marked KILLED",
+                run.info.run_id,
+                tags[RUN_PID],
+            )
             ended.append(run.info.run_id)
         return ended
 
-    def log_candidate(self, *, model_dir: Path, artifacts: dict[str, Path], run_name: str,
-                      params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str],
-                      files: dict[str, Path], input_example: Any, signature_output: Any
-                      ) -> tuple[str, str]:
+    def log_candidate(
+        self,
+        *,
+        model_dir: Path,
+        artifacts: dict[str, Path],
+        run_name: str,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        files: dict[str, Path],
+        input_example: Any,
+        signature_output: Any,
+    ) -> tuple[str, str]:
         """Log a run with its model (not yet registered) and files. Returns (run_id, model_uri).
 
         ``files`` maps an artifact sub-folder to a local file or folder to upload."""
@@ -241,15 +271,21 @@ class Registry:
             inferred = infer_signature(input_example, signature_output)
         # every input column may be missing in a request: the model handles missing values
         signature = ModelSignature(
-            inputs=Schema([ColSpec(c.type, c.name, required=False)
-                           for c in inferred.inputs.inputs]),
-            outputs=inferred.outputs)
+            inputs=Schema(
+                [ColSpec(c.type, c.name, required=False) for c in inferred.inputs.inputs]
+            ),
+            outputs=inferred.outputs,
+        )
         # MLflow prints the run's URL on stdout when a run ends: keep stdout for the output of
         # our commands (`mlops train --json`)
-        with contextlib.redirect_stdout(sys.stderr), \
-                mlflow.start_run(experiment_id=self.experiment_id(), run_name=run_name,
-                                 tags={RUN_HOST: socket.gethostname(),
-                                       RUN_PID: str(os.getpid())}) as run:
+        with (
+            contextlib.redirect_stdout(sys.stderr),
+            mlflow.start_run(
+                experiment_id=self.experiment_id(),
+                run_name=run_name,
+                tags={RUN_HOST: socket.gethostname(), RUN_PID: str(os.getpid())},
+            ) as run,
+        ):
             mlflow.log_params({k: _param(v) for k, v in params.items()})
             mlflow.log_metrics({k: float(v) for k, v in metrics.items() if _finite(v)})
             mlflow.set_tags(tags)
@@ -259,10 +295,13 @@ class Registry:
                 else:
                     mlflow.log_artifact(str(path), artifact_path=sub)
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(MODEL_CODE),
+                name="model",
+                python_model=str(MODEL_CODE),
                 artifacts={k: str(v) for k, v in artifacts.items()},
-                pip_requirements=pip_requirements(), signature=signature,
-                input_example=input_example)
+                pip_requirements=pip_requirements(),
+                signature=signature,
+                input_example=input_example,
+            )
             return run.info.run_id, info.model_uri
 
     def log_run_files(self, run_id: str, files: dict[str, Path]) -> None:
@@ -272,17 +311,31 @@ class Registry:
             else:
                 self.client.log_artifact(run_id, str(path), artifact_path=sub)
 
-    def register(self, model_uri: str, run_id: str, tags: dict[str, str],
-                 description: str | None = None) -> str:
+    def register(
+        self, model_uri: str, run_id: str, tags: dict[str, str], description: str | None = None
+    ) -> str:
         """Register a logged model as a new version, with its tags (and the model card as its
         description) set in the same call."""
         mv = self.client.create_model_version(
-            self.name, source=model_uri, run_id=run_id, tags=tags, description=description,
-            model_id=model_uri.removeprefix("models:/") if model_uri.startswith(
-                "models:/m-") else None)
+            self.name,
+            source=model_uri,
+            run_id=run_id,
+            tags=tags,
+            description=description,
+            model_id=model_uri.removeprefix("models:/")
+            if model_uri.startswith("models:/m-")
+            else None,
+        )
         version = str(mv.version)
-        self._audit(SYSTEM, "register", version, None, "recorded",
-                    f"registered with status {tags.get('status')}", f"runs:/{run_id}")
+        self._audit(
+            SYSTEM,
+            "register",
+            version,
+            None,
+            "recorded",
+            f"registered with status {tags.get('status')}",
+            f"runs:/{run_id}",
+        )
         return version
 
     def ensure_registered_model(self) -> None:
@@ -328,21 +381,32 @@ class Registry:
         only: no reconcile (serving calls it)."""
         aliases = self.aliases()
         mvs = self.client.search_model_versions(f"name='{self.name}'")
-        return sorted((self._info(mv, aliases) for mv in mvs
-                       if (mv.tags or {}).get("model_type") == "online"),
-                      key=lambda v: int(v.version))
+        return sorted(
+            (
+                self._info(mv, aliases)
+                for mv in mvs
+                if (mv.tags or {}).get("model_type") == "online"
+            ),
+            key=lambda v: int(v.version),
+        )
 
     def _info(self, mv: Any, aliases: dict[str, str]) -> VersionInfo:
         tags = dict(mv.tags or {})
         metrics = json.loads(tags.get("metrics", "{}"))
         gp = tags.get("gate_passed")
-        return VersionInfo(version=str(mv.version), status=tags.get("status", "candidate"),
-                           aliases=sorted(a for a, v in aliases.items() if v == str(mv.version)),
-                           metrics=metrics, trigger=tags.get("trigger", ""),
-                           created=datetime.fromtimestamp(  # naive UTC, as all our times
-                               mv.creation_timestamp / 1000, UTC).replace(tzinfo=None),
-                           run_id=mv.run_id, gate_passed=None if gp is None else gp == "true",
-                           tags=tags)
+        return VersionInfo(
+            version=str(mv.version),
+            status=tags.get("status", "candidate"),
+            aliases=sorted(a for a, v in aliases.items() if v == str(mv.version)),
+            metrics=metrics,
+            trigger=tags.get("trigger", ""),
+            created=datetime.fromtimestamp(  # naive UTC, as all our times
+                mv.creation_timestamp / 1000, UTC
+            ).replace(tzinfo=None),
+            run_id=mv.run_id,
+            gate_passed=None if gp is None else gp == "true",
+            tags=tags,
+        )
 
     def model_uri(self, version: str) -> str:
         return f"models:/{self.name}/{version}"
@@ -365,23 +429,33 @@ class Registry:
             info = self.version(version)
             if not info.run_id:
                 raise NotFoundError(f"version {version} has no training run")
-            tmp = Path(self._mlflow.artifacts.download_artifacts(
-                run_id=info.run_id, artifact_path=path,
-                dst_path=str(cache_dir / f".download-{uuid.uuid4().hex}")))
+            tmp = Path(
+                self._mlflow.artifacts.download_artifacts(
+                    run_id=info.run_id,
+                    artifact_path=path,
+                    dst_path=str(cache_dir / f".download-{uuid.uuid4().hex}"),
+                )
+            )
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp.replace(target)
         return target
 
     def download(self, version: str, dst: Path) -> Path:
-        return Path(self._mlflow.artifacts.download_artifacts(
-            artifact_uri=self.model_uri(version), dst_path=str(dst)))
+        return Path(
+            self._mlflow.artifacts.download_artifacts(
+                artifact_uri=self.model_uri(version), dst_path=str(dst)
+            )
+        )
 
     def artifact_hash(self, version: str) -> str:
         """sha256 of the version's model file, as stored now."""
         with tempfile.TemporaryDirectory() as tmp:
             local = self.download(version, Path(tmp))
-            files = [p for p in (local / "artifacts").rglob("*")
-                     if p.is_file() and p.name.startswith("model.")]
+            files = [
+                p
+                for p in (local / "artifacts").rglob("*")
+                if p.is_file() and p.name.startswith("model.")
+            ]
             if not files:
                 raise RegistryError(f"version {version} has no model file")
             return file_sha256(files[0])
@@ -389,8 +463,11 @@ class Registry:
     def package_hash(self, model_uri: str) -> str:
         """:func:`package_sha256` of the model package at ``model_uri``, as stored now."""
         with tempfile.TemporaryDirectory() as tmp:
-            return package_sha256(Path(self._mlflow.artifacts.download_artifacts(
-                artifact_uri=model_uri, dst_path=tmp)))
+            return package_sha256(
+                Path(
+                    self._mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+                )
+            )
 
     def verify_package(self, version: str, folder: Path) -> None:
         """Raise :class:`RegistryError` unless ``folder`` (the version's downloaded package)
@@ -407,8 +484,10 @@ class Registry:
             have = file_sha256(files[0]) if files else "(no model file)"
             what = "model file"
         if not want or want != have:
-            raise RegistryError(f"version {version}: the {what}'s sha256 no longer matches "
-                                f"the one recorded at registration ({want} != {have})")
+            raise RegistryError(
+                f"version {version}: the {what}'s sha256 no longer matches "
+                f"the one recorded at registration ({want} != {have})"
+            )
 
     def set_status(self, version: str, status: str) -> None:
         assert status in STATUSES
@@ -428,43 +507,87 @@ class Registry:
             self.client.set_registered_model_alias(self.name, CHALLENGER, version)
 
     # audit ---------------------------------------------------------------------------------
-    def record_gate_rejection(self, version: str, champion: str | None, reasons: list[str],
-                              run_id: str) -> None:
+    def record_gate_rejection(
+        self, version: str, champion: str | None, reasons: list[str], run_id: str
+    ) -> None:
         """Audit that the gate refused ``version`` (its status tag already says rejected)."""
-        self._audit("gate", "gate_reject", version, champion, "applied", "; ".join(reasons),
-                    f"runs:/{run_id}")
+        self._audit(
+            "gate",
+            "gate_reject",
+            version,
+            champion,
+            "applied",
+            "; ".join(reasons),
+            f"runs:/{run_id}",
+        )
 
     def supersede_online(self, newer: str) -> list[str]:
         """Retire the online snapshots still awaiting approval that ``newer`` (a later
         snapshot, continued from them) replaces; each is audited. Returns their versions."""
         done = []
         for v in self.online_versions():
-            if v.version != newer and int(v.version) < int(newer) and \
-                    v.status == "pending_approval":
+            if (
+                v.version != newer
+                and int(v.version) < int(newer)
+                and v.status == "pending_approval"
+            ):
                 self.set_tags(v.version, {"status": "retired", "superseded_by": newer})
-                self._audit(SYSTEM, "supersede", v.version, None, "applied",
-                            f"online snapshot superseded by v{newer}, which continued it")
+                self._audit(
+                    SYSTEM,
+                    "supersede",
+                    v.version,
+                    None,
+                    "applied",
+                    f"online snapshot superseded by v{newer}, which continued it",
+                )
                 done.append(v.version)
         return done
 
-    def _audit(self, actor: str, action: str, version: str | None, previous: str | None,
-               outcome: str, reason: str, evidence: str | None = None,
-               request_id: str | None = None, conn: sa.Connection | None = None) -> int:
-        values = dict(at=utcnow(), actor=actor, action=action, model=self.name, version=version,
-                      previous_champion=previous, outcome=outcome, reason=reason,
-                      evidence=evidence, request_id=request_id)
+    def _audit(
+        self,
+        actor: str,
+        action: str,
+        version: str | None,
+        previous: str | None,
+        outcome: str,
+        reason: str,
+        evidence: str | None = None,
+        request_id: str | None = None,
+        conn: sa.Connection | None = None,
+    ) -> int:
+        values = dict(
+            at=utcnow(),
+            actor=actor,
+            action=action,
+            model=self.name,
+            version=version,
+            previous_champion=previous,
+            outcome=outcome,
+            reason=reason,
+            evidence=evidence,
+            request_id=request_id,
+        )
         if conn is not None:
-            return int(conn.execute(audit_log.insert().values(**values)).inserted_primary_key[0])
+            return _inserted_id(conn.execute(audit_log.insert().values(**values)))
         with self.meta.write() as c:
-            return int(c.execute(audit_log.insert().values(**values)).inserted_primary_key[0])
+            return _inserted_id(c.execute(audit_log.insert().values(**values)))
 
-    def audit(self, *, limit: int | None = None, action: str | None = None,
-              actor: str | None = None, version: str | None = None,
-              after_id: int | None = None) -> list[AuditRecord]:
+    def audit(
+        self,
+        *,
+        limit: int | None = None,
+        action: str | None = None,
+        actor: str | None = None,
+        version: str | None = None,
+        after_id: int | None = None,
+    ) -> list[AuditRecord]:
         """Audit records, newest first; with ``after_id``, those appended after that record,
         oldest first (how an outbox reads: ``limit`` at a time, none skipped)."""
-        q = sa.select(audit_log).where(audit_log.c.model == self.name).order_by(
-            audit_log.c.id.desc() if after_id is None else audit_log.c.id.asc())
+        q = (
+            sa.select(audit_log)
+            .where(audit_log.c.model == self.name)
+            .order_by(audit_log.c.id.desc() if after_id is None else audit_log.c.id.asc())
+        )
         if after_id is not None:
             q = q.where(audit_log.c.id > after_id)
         if action:
@@ -480,13 +603,17 @@ class Registry:
 
     def _find_request(self, request_id: str) -> AuditRecord | None:
         with self.meta.engine.connect() as conn:
-            row = conn.execute(sa.select(audit_log).where(
-                audit_log.c.model == self.name, audit_log.c.request_id == request_id)).first()
+            row = conn.execute(
+                sa.select(audit_log).where(
+                    audit_log.c.model == self.name, audit_log.c.request_id == request_id
+                )
+            ).first()
         return AuditRecord(**dict(row._mapping)) if row else None
 
     def _db_champion(self, conn: sa.Connection | None = None) -> tuple[str | None, int]:
         q = sa.select(champion_state.c.version, champion_state.c.generation).where(
-            champion_state.c.model == self.name)
+            champion_state.c.model == self.name
+        )
         if conn is None:
             with self.meta.engine.connect() as c:
                 row = c.execute(q).first()
@@ -511,40 +638,60 @@ class Registry:
                 if want is None and have is not None:
                     # an alias set outside this tool (MLflow UI): adopt it, and audit that
                     self._set_db_champion(conn, have, None)
-                    self._audit(SYSTEM, "adopt", have, None, "applied",
-                                "champion alias found in MLflow without a record; adopted",
-                                conn=conn)
+                    self._audit(
+                        SYSTEM,
+                        "adopt",
+                        have,
+                        None,
+                        "applied",
+                        "champion alias found in MLflow without a record; adopted",
+                        conn=conn,
+                    )
                     return [f"adopted champion v{have} from MLflow"]
                 if want != have:
                     self._move_alias(want, have)
                     repaired.append(f"champion alias moved v{have} -> v{want}")
-        unmarked = sa.and_(audit_log.c.model == self.name, audit_log.c.outcome == "applied",
-                           audit_log.c.alias_moved_at.is_(None),
-                           audit_log.c.action.in_(["approve", "rollback", "auto_promote"]))
+        unmarked = sa.and_(
+            audit_log.c.model == self.name,
+            audit_log.c.outcome == "applied",
+            audit_log.c.alias_moved_at.is_(None),
+            audit_log.c.action.in_(["approve", "rollback", "auto_promote"]),
+        )
         with self.meta.engine.connect() as c:  # a read first: most calls have nothing to mark
             todo = c.execute(sa.select(audit_log.c.id).where(unmarked).limit(1)).first()
         if todo is not None:
             with self.meta.write() as conn:
-                conn.execute(audit_log.update().where(unmarked).values(
-                    alias_moved_at=utcnow()))
+                conn.execute(audit_log.update().where(unmarked).values(alias_moved_at=utcnow()))
         if repaired:
             log.warning("registry reconcile: %s", "; ".join(repaired))
         return repaired
 
-    def _set_db_champion(self, conn: sa.Connection, version: str | None,
-                         expected: str | None) -> bool:
+    def _set_db_champion(
+        self, conn: sa.Connection, version: str | None, expected: str | None
+    ) -> bool:
         """Compare-and-set: only if the champion is still ``expected``."""
         cur, gen = self._db_champion(conn)
         if cur != expected:
             return False
-        if gen == 0 and cur is None and conn.execute(sa.select(champion_state.c.model).where(
-                champion_state.c.model == self.name)).first() is None:
-            conn.execute(champion_state.insert().values(model=self.name, version=version,
-                                                        generation=1, updated_at=utcnow()))
+        if (
+            gen == 0
+            and cur is None
+            and conn.execute(
+                sa.select(champion_state.c.model).where(champion_state.c.model == self.name)
+            ).first()
+            is None
+        ):
+            conn.execute(
+                champion_state.insert().values(
+                    model=self.name, version=version, generation=1, updated_at=utcnow()
+                )
+            )
         else:
-            done = conn.execute(champion_state.update().where(
-                champion_state.c.model == self.name, champion_state.c.generation == gen
-            ).values(version=version, generation=gen + 1, updated_at=utcnow()))
+            done = conn.execute(
+                champion_state.update()
+                .where(champion_state.c.model == self.name, champion_state.c.generation == gen)
+                .values(version=version, generation=gen + 1, updated_at=utcnow())
+            )
             return bool(done.rowcount)
         return True
 
@@ -570,8 +717,9 @@ class Registry:
         with tempfile.TemporaryDirectory() as tmp:
             self.verify_package(version, self.download(version, Path(tmp)))
 
-    def _begin(self, action: str, version: str, by: str, request_id: str | None,
-               any_version: bool = False) -> tuple[str, DecisionResult | None]:
+    def _begin(
+        self, action: str, version: str, by: str, request_id: str | None, any_version: bool = False
+    ) -> tuple[str, DecisionResult | None]:
         """Start a decision: repair MLflow from the DB, then (request id, the answer if that
         request was seen before). The same request again (a retry, a double click) is a no-op;
         its id reused for another action or version is refused, and the refusal audited.
@@ -584,27 +732,49 @@ class Registry:
             return rid, None
         current = self._db_champion()[0]
         if prior.action != action or (prior.version != version and not any_version):
-            why = (f"request id {rid} was already used for {prior.action} v{prior.version}; "
-                   "a new action needs a new request id")
+            why = (
+                f"request id {rid} was already used for {prior.action} v{prior.version}; "
+                "a new action needs a new request id"
+            )
             self._audit(by, action, version, current, "refused", why)
             return rid, DecisionResult("refused", action, version, current, current, why, rid)
-        return rid, DecisionResult("noop", prior.action, prior.version, current,
-                                   prior.previous_champion,
-                                   f"request {rid} was already handled ({prior.outcome}); "
-                                   "nothing was changed", rid)
+        return rid, DecisionResult(
+            "noop",
+            prior.action,
+            prior.version,
+            current,
+            prior.previous_champion,
+            f"request {rid} was already handled ({prior.outcome}); nothing was changed",
+            rid,
+        )
 
     def _decided(self, conn: sa.Connection, version: str) -> AuditRecord | None:
         """The decision already applied to ``version`` (approved, rejected by a person or the
         gate, superseded), read inside the decision lock; None while it awaits one."""
-        row = conn.execute(sa.select(audit_log).where(
-            audit_log.c.model == self.name, audit_log.c.version == version,
-            audit_log.c.outcome == "applied", audit_log.c.action.in_(DECISIONS)).order_by(
-            audit_log.c.id).limit(1)).first()
+        row = conn.execute(
+            sa.select(audit_log)
+            .where(
+                audit_log.c.model == self.name,
+                audit_log.c.version == version,
+                audit_log.c.outcome == "applied",
+                audit_log.c.action.in_(DECISIONS),
+            )
+            .order_by(audit_log.c.id)
+            .limit(1)
+        ).first()
         return AuditRecord(**dict(row._mapping)) if row else None
 
-    def _decide(self, action: str, version: str, by: str, comment: str,
-                expected: str | EllipsisType | None, request_id: str | None,
-                allowed: tuple[str, ...], any_version: bool = False) -> DecisionResult:
+    def _decide(
+        self,
+        action: str,
+        version: str,
+        by: str,
+        comment: str,
+        expected: str | EllipsisType | None,
+        request_id: str | None,
+        allowed: tuple[str, ...],
+        any_version: bool = False,
+    ) -> DecisionResult:
         """The one path of every decision on a version: approve, auto-promote, rollback,
         reject. The slow checks (status, package hash) run first; then, under the decision
         lock, the champion and the version's earlier decision are read again and the decision
@@ -630,58 +800,114 @@ class Registry:
             current = self._db_champion(conn)[0]
             prior = self._decided(conn, version) if action != "rollback" else None
             if refusal is None and version == current:
-                refusal = (f"version {version} is the champion; it cannot be rejected"
-                           if action == "reject" else
-                           f"version {version} is already the champion; nothing was changed")
+                refusal = (
+                    f"version {version} is the champion; it cannot be rejected"
+                    if action == "reject"
+                    else f"version {version} is already the champion; nothing was changed"
+                )
             elif refusal is None and prior is not None:
-                refusal = (f"version {version} was already {PAST[prior.action]} (by "
-                           f"{prior.actor} at {prior.at:%Y-%m-%d %H:%M:%S} UTC); nothing was "
-                           "changed")
-            elif refusal is None and moves_champion and \
-                    not self._set_db_champion(conn, version, expected):  # type: ignore[arg-type]
+                refusal = (
+                    f"version {version} was already {PAST[prior.action]} (by "
+                    f"{prior.actor} at {prior.at:%Y-%m-%d %H:%M:%S} UTC); nothing was "
+                    "changed"
+                )
+            elif (
+                refusal is None
+                and moves_champion
+                and not self._set_db_champion(conn, version, expected)
+            ):  # type: ignore[arg-type]
                 now = self._db_champion(conn)[0]
-                refusal = (f"the champion changed while you decided: expected "
-                           f"{'v' + str(expected) if expected else 'none'}, now "
-                           f"{'v' + now if now else 'none'}; nothing was changed")
+                refusal = (
+                    f"the champion changed while you decided: expected "
+                    f"{'v' + str(expected) if expected else 'none'}, now "
+                    f"{'v' + now if now else 'none'}; nothing was changed"
+                )
             outcome = "refused" if refusal else "applied"
             try:
-                self._audit(by, action, version, current, outcome,
-                            comment if not refusal else f"{refusal} (comment: {comment})",
-                            evidence, rid, conn=conn)
+                self._audit(
+                    by,
+                    action,
+                    version,
+                    current,
+                    outcome,
+                    comment if not refusal else f"{refusal} (comment: {comment})",
+                    evidence,
+                    rid,
+                    conn=conn,
+                )
             except sa.exc.IntegrityError:  # the same request raced itself
                 conn.rollback()
-                return DecisionResult("noop", action, version, current, current,
-                                      f"request {rid} was already handled; nothing was "
-                                      "changed", rid)
+                return DecisionResult(
+                    "noop",
+                    action,
+                    version,
+                    current,
+                    current,
+                    f"request {rid} was already handled; nothing was changed",
+                    rid,
+                )
         if refusal:
             return DecisionResult("refused", action, version, current, current, refusal, rid)
         if not moves_champion:
             self.set_status(version, "rejected")
             if self.aliases().get(CHALLENGER) == version:
                 self.set_challenger(None)
-            return DecisionResult("applied", action, version, current, current,
-                                  f"v{version} rejected", rid)
+            return DecisionResult(
+                "applied", action, version, current, current, f"v{version} rejected", rid
+            )
         self._move_alias(version, current)  # a crash here is repaired by reconcile()
         self.reconcile()
-        return DecisionResult("applied", action, version, version, current,
-                              f"v{version} is champion (was "
-                              f"{'v' + current if current else 'none'})", rid)
+        return DecisionResult(
+            "applied",
+            action,
+            version,
+            version,
+            current,
+            f"v{version} is champion (was {'v' + current if current else 'none'})",
+            rid,
+        )
 
-    def approve(self, version: str, *, by: str, comment: str = "",
-                expected_champion: str | EllipsisType | None = Ellipsis,
-                request_id: str | None = None) -> DecisionResult:
+    def approve(
+        self,
+        version: str,
+        *,
+        by: str,
+        comment: str = "",
+        expected_champion: str | EllipsisType | None = Ellipsis,
+        request_id: str | None = None,
+    ) -> DecisionResult:
         """Make a pending version champion. ``expected_champion`` is the champion the approver
         saw; if it changed meanwhile the approval is refused (and audited)."""
-        return self._decide("approve", str(version), by, comment, expected_champion,
-                            request_id, ("pending_approval",))
+        return self._decide(
+            "approve",
+            str(version),
+            by,
+            comment,
+            expected_champion,
+            request_id,
+            ("pending_approval",),
+        )
 
     def auto_promote(self, version: str, *, comment: str) -> DecisionResult:
-        return self._decide("auto_promote", str(version), SYSTEM, comment, Ellipsis, None,
-                            ("pending_approval", "candidate"))
+        return self._decide(
+            "auto_promote",
+            str(version),
+            SYSTEM,
+            comment,
+            Ellipsis,
+            None,
+            ("pending_approval", "candidate"),
+        )
 
-    def rollback(self, *, by: str, comment: str, to: str | None = None,
-                 request_id: str | None = None,
-                 expected_champion: str | EllipsisType | None = Ellipsis) -> DecisionResult:
+    def rollback(
+        self,
+        *,
+        by: str,
+        comment: str,
+        to: str | None = None,
+        request_id: str | None = None,
+        expected_champion: str | EllipsisType | None = Ellipsis,
+    ) -> DecisionResult:
         """Make a previously approved version champion again (default: the one before).
         Without ``to``, a request id seen before is the same request (a double click), whatever
         the champion is now."""
@@ -690,30 +916,50 @@ class Registry:
             prior = self._find_request(request_id)
             if prior is not None and prior.action == "rollback":
                 current = self._db_champion()[0]
-                return DecisionResult("noop", prior.action, prior.version, current,
-                                      prior.previous_champion,
-                                      f"request {request_id} was already handled "
-                                      f"({prior.outcome}); nothing was changed", request_id)
+                return DecisionResult(
+                    "noop",
+                    prior.action,
+                    prior.version,
+                    current,
+                    prior.previous_champion,
+                    f"request {request_id} was already handled "
+                    f"({prior.outcome}); nothing was changed",
+                    request_id,
+                )
         if to is None:
             current = self.champion()
-            previous = [r.previous_champion for r in self.audit()
-                        if r.outcome == "applied" and r.version == current
-                        and r.action in ("approve", "rollback", "auto_promote")
-                        and r.previous_champion]
+            previous = [
+                r.previous_champion
+                for r in self.audit()
+                if r.outcome == "applied"
+                and r.version == current
+                and r.action in ("approve", "rollback", "auto_promote")
+                and r.previous_champion
+            ]
             if not previous:
                 raise RegistryError("no earlier champion to roll back to; use --to VERSION")
             to = previous[0]
-        return self._decide("rollback", str(to), by, comment, expected_champion, request_id,
-                            ("approved", "retired"), any_version=default)
+        return self._decide(
+            "rollback",
+            str(to),
+            by,
+            comment,
+            expected_champion,
+            request_id,
+            ("approved", "retired"),
+            any_version=default,
+        )
 
-    def reject(self, version: str, *, by: str, comment: str,
-               request_id: str | None = None) -> DecisionResult:
+    def reject(
+        self, version: str, *, by: str, comment: str, request_id: str | None = None
+    ) -> DecisionResult:
         """Reject a pending version: it never becomes champion. Shares :meth:`_decide` with
         approve, so a rejection racing an approval of the same version cannot both apply."""
         if not comment.strip():
             raise RegistryError("a rejection needs a comment saying why")
-        return self._decide("reject", str(version), by, comment, None, request_id,
-                            ("pending_approval", "candidate"))
+        return self._decide(
+            "reject", str(version), by, comment, None, request_id, ("pending_approval", "candidate")
+        )
 
 
 _SMOKE_CODE = """
@@ -737,9 +983,13 @@ class SmokeTest:
 
     def __init__(self) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="mlops-smoke-")
-        self._proc = subprocess.Popen([sys.executable, "-c", _SMOKE_CODE],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _SMOKE_CODE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def submit(self, model_uri: str, example: pd.DataFrame, tracking: str) -> None:
         path = Path(self._tmp.name) / "example.parquet"
@@ -778,8 +1028,9 @@ class SmokeTest:
         self._tmp.cleanup()
 
 
-def smoke_test(model_uri: str, example: pd.DataFrame, tracking: str, timeout_s: float = 180
-               ) -> tuple[bool, str, list[str] | None]:
+def smoke_test(
+    model_uri: str, example: pd.DataFrame, tracking: str, timeout_s: float = 180
+) -> tuple[bool, str, list[str] | None]:
     """Load ``model_uri`` in a fresh Python process and predict ``example`` (passed as Parquet,
     so types survive). Returns (ok, detail, predictions as text)."""
     test = SmokeTest()
@@ -793,20 +1044,33 @@ def conform_to_signature(frame: pd.DataFrame, schema: Any) -> pd.DataFrame:
         return frame
     out = {}
     for spec in schema.inputs:
-        s = frame[spec.name] if spec.name in frame.columns else pd.Series(None, index=frame.index,
-                                                                          dtype=object)
+        s = (
+            frame[spec.name]
+            if spec.name in frame.columns
+            else pd.Series(None, index=frame.index, dtype=object)
+        )
         kind = str(spec.type).lower()
         if kind in ("double", "float", "datatype.double", "datatype.float"):
             out[spec.name] = pd.to_numeric(s, errors="coerce").astype("float64")
         elif kind in ("long", "integer", "datatype.long", "datatype.integer"):
             out[spec.name] = pd.to_numeric(s, errors="coerce")
         elif kind in ("string", "datatype.string"):
-            out[spec.name] = s.astype(object).where(s.notna(), None).map(
-                lambda v: v if v is None else str(v))
+            out[spec.name] = (
+                s.astype(object).where(s.notna(), None).map(lambda v: v if v is None else str(v))
+            )
         else:
-            out[spec.name] = s.astype(object).where(s.notna(), None) if isinstance(
-                s.dtype, pd.CategoricalDtype) else s
+            out[spec.name] = (
+                s.astype(object).where(s.notna(), None)
+                if isinstance(s.dtype, pd.CategoricalDtype)
+                else s
+            )
     return pd.DataFrame(out, index=frame.index)
+
+
+def _inserted_id(result: sa.CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 def _alive(pid: int) -> bool:

@@ -69,9 +69,13 @@ class ReplayResult:
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ticks": [t.to_dict() for t in self.ticks], "champion": self.champion,
-                "pending": self.pending, "training_runs": self.training_runs,
-                "seconds": round(self.seconds, 1)}
+        return {
+            "ticks": [t.to_dict() for t in self.ticks],
+            "champion": self.champion,
+            "pending": self.pending,
+            "training_runs": self.training_runs,
+            "seconds": round(self.seconds, 1),
+        }
 
 
 def incoming_files(incoming: Path) -> list[Path]:
@@ -87,8 +91,15 @@ def land(files: list[Path], landing: Path) -> list[str]:
     return [f.name for f in files]
 
 
-def serve_files(url: str, files: list[Path], *, id_column: str | None, target: str | None,
-                chunk: int = 1000, timeout: float = 60.0) -> dict[str, Any]:
+def serve_files(
+    url: str,
+    files: list[Path],
+    *,
+    id_column: str | None,
+    target: str | None,
+    chunk: int = 1000,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
     """Send the applications in ``files`` through the serving API (``POST /predict``, without
     the target) and, where a file holds them, their labels (``POST /feedback``, by the id
     column): what a client of the served model does. A file that cannot be read is skipped,
@@ -98,26 +109,32 @@ def serve_files(url: str, files: list[Path], *, id_column: str | None, target: s
 
     from mlops_core.serving import json_records
 
-    out: dict[str, Any] = {"rows": 0, "refused": 0, "labels": 0, "unreadable": 0,
-                           "versions": [], "errors": []}
+    out: dict[str, Any] = {
+        "rows": 0,
+        "refused": 0,
+        "labels": 0,
+        "unreadable": 0,
+        "versions": [],
+        "errors": [],
+    }
     with httpx.Client(base_url=url, timeout=timeout) as client:
         client.post("/reload")  # a champion approved a moment ago is served from now on
         for path in files:
             try:
-                df = (pd.read_parquet(path) if path.suffix == ".parquet"
-                      else pd.read_csv(path))
+                df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
             except (OSError, ValueError, UnicodeDecodeError):
                 out["unreadable"] += 1
                 continue
             labels = df[target] if target and target in df.columns else None
             features = df.drop(columns=[target], errors="ignore")
             for start in range(0, len(df), chunk):
-                part = features.iloc[start:start + chunk]
+                part = features.iloc[start : start + chunk]
                 r = client.post("/predict", json=json_records(part))
                 if r.status_code != 200:
                     out["refused"] += 1
-                    out["errors"].append(f"{path.name}: {r.status_code} "
-                                         f"{r.json().get('detail', '')}"[:300])
+                    out["errors"].append(
+                        f"{path.name}: {r.status_code} {r.json().get('detail', '')}"[:300]
+                    )
                     continue
                 body = r.json()
                 out["rows"] += len(body["predictions"])
@@ -125,23 +142,28 @@ def serve_files(url: str, files: list[Path], *, id_column: str | None, target: s
                     out["versions"].append(body["version"])
                 if labels is None:
                     continue
-                got = labels.iloc[start:start + chunk]
-                fb = [{"id": p["id"], "label": v.item() if hasattr(v, "item") else v}
-                      for p, v in zip(body["predictions"], got, strict=True) if pd.notna(v)]
+                got = labels.iloc[start : start + chunk]
+                fb = [
+                    {"id": p["id"], "label": v.item() if hasattr(v, "item") else v}
+                    for p, v in zip(body["predictions"], got, strict=True)
+                    if pd.notna(v)
+                ]
                 if fb and client.post("/feedback", json=fb).status_code == 202:
                     out["labels"] += len(fb)
     return out
 
 
-def watch_swap(url: str, record: dict[str, Any], version: str, timeout_s: float = 90.0
-               ) -> dict[str, Any]:
+def watch_swap(
+    url: str, record: dict[str, Any], version: str, timeout_s: float = 90.0
+) -> dict[str, Any]:
     """Ask serving for one prediction after another until ``version`` answers: how long the
     swap took, how many requests were answered meanwhile, by which versions, and how many
     failed (the promise: none)."""
     import httpx
 
     t0 = time.perf_counter()
-    answered, failed, seen = 0, 0, []
+    answered, failed = 0, 0
+    seen: list[str] = []
     with httpx.Client(base_url=url, timeout=30) as client:
         while time.perf_counter() - t0 < timeout_s:
             try:
@@ -159,36 +181,46 @@ def watch_swap(url: str, record: dict[str, Any], version: str, timeout_s: float 
             if got == version:
                 break
             time.sleep(0.05)
-    return {"to": version, "seconds": round(time.perf_counter() - t0, 1), "swapped":
-            bool(seen) and seen[-1] == version, "answered": answered, "failed": failed,
-            "versions": seen}
+    return {
+        "to": version,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "swapped": bool(seen) and seen[-1] == version,
+        "answered": answered,
+        "failed": failed,
+        "versions": seen,
+    }
 
 
 def _online_since(settings: Settings, since: datetime) -> dict[str, Any] | None:
     from mlops_core.registry import Registry
 
-    newest = [v for v in Registry(settings).online_versions()
-              if v.created >= since]
+    newest = [v for v in Registry(settings).online_versions() if v.created >= since]
     if not newest:
         return None
     v = newest[-1]
-    return {"version": v.version, "status": v.status,
-            "rows_learnt": v.tags.get("online_rows_learnt"),
-            "metrics": v.metrics, "base": v.tags.get("online_base")}
+    return {
+        "version": v.version,
+        "status": v.status,
+        "rows_learnt": v.tags.get("online_rows_learnt"),
+        "metrics": v.metrics,
+        "base": v.tags.get("online_base"),
+    }
 
 
 def _ingested_since(meta: MetadataStore, since: datetime, tick: Tick) -> None:
     new = [b for b in meta.list_batches() if b.created_at >= since]
     acc = [b for b in new if b.status == "accepted"]
     tick.accepted, tick.rows = len(acc), sum(b.rows for b in acc)
-    tick.quarantined = [{"origin": Path(b.origin).name, "reason": b.reason}
-                        for b in new if b.status == "quarantined"]
+    tick.quarantined = [
+        {"origin": Path(b.origin).name, "reason": b.reason}
+        for b in new
+        if b.status == "quarantined"
+    ]
     origins = {Path(b.origin).name for b in new}
     tick.nothing_new = sum(1 for f in tick.files if f not in origins)
 
 
-def _monitoring_since(meta: MetadataStore, project: str, since: datetime
-                      ) -> dict[str, Any] | None:
+def _monitoring_since(meta: MetadataStore, project: str, since: datetime) -> dict[str, Any] | None:
     runs = list_runs(meta, project, 1)
     if not runs or datetime.fromisoformat(str(runs[0]["at"])) < since:  # naive UTC, stored
         return None
@@ -196,31 +228,46 @@ def _monitoring_since(meta: MetadataStore, project: str, since: datetime
     decided = list_decisions(meta, project, 1)
     decision = decided[0] if decided and decided[0]["monitoring_run"] == run["id"] else None
     drift = run.get("drift") or {}
-    return {"id": run["id"], "status": run["status"], "rows": run.get("rows"),
-            "served_rows": run.get("served_rows", 0),
-            "drift_share": drift.get("drift_share"),
-            "weighted_drift_share": drift.get("weighted_drift_share"),
-            "drifted": [c["column"] for c in drift.get("columns", []) if c.get("drifted")],
-            "detectors": [d["name"] for d in run.get("detectors", []) if d.get("fired")],
-            "retrain": bool(decision and decision["retrain"]),
-            "reasons": decision["reasons"] if decision else [],
-            "held_back": decision["held_back"] if decision else [],
-            "nearest": decision["nearest"] if decision else [],
-            "pending_since": decision["pending_since"] if decision else None}
+    return {
+        "id": run["id"],
+        "status": run["status"],
+        "rows": run.get("rows"),
+        "served_rows": run.get("served_rows", 0),
+        "drift_share": drift.get("drift_share"),
+        "weighted_drift_share": drift.get("weighted_drift_share"),
+        "drifted": [c["column"] for c in drift.get("columns", []) if c.get("drifted")],
+        "detectors": [d["name"] for d in run.get("detectors", []) if d.get("fired")],
+        "retrain": bool(decision and decision["retrain"]),
+        "reasons": decision["reasons"] if decision else [],
+        "held_back": decision["held_back"] if decision else [],
+        "nearest": decision["nearest"] if decision else [],
+        "pending_since": decision["pending_since"] if decision else None,
+    }
 
 
 def _event_runs(api: str, train_dep: str, since: datetime) -> list[dict[str, Any]]:
     """Train runs started by an event (not the weekly schedule, not by hand) since ``since``."""
-    return [r for r in recent_runs(api, deployment=train_dep, since=since, limit=50)
-            if not r["auto_scheduled"] and r["parameters"].get("trigger") != "initial"]
+    return [
+        r
+        for r in recent_runs(api, deployment=train_dep, since=since, limit=50)
+        if not r["auto_scheduled"] and r["parameters"].get("trigger") != "initial"
+    ]
 
 
-def replay(settings: Settings, api: str, incoming: Path, landing: Path, *,
-           initial: int = 16, per_tick: int = 6,
-           approve_first: Callable[[str], Any] | None = None,
-           on_tick: Callable[[Tick], None] | None = None,
-           say: Callable[[str], None] = log.info, wait_s: float = 900.0,
-           serving_url: str | None = None) -> ReplayResult:
+def replay(
+    settings: Settings,
+    api: str,
+    incoming: Path,
+    landing: Path,
+    *,
+    initial: int = 16,
+    per_tick: int = 6,
+    approve_first: Callable[[str], Any] | None = None,
+    on_tick: Callable[[Tick], None] | None = None,
+    say: Callable[[str], None] = log.info,
+    wait_s: float = 900.0,
+    serving_url: str | None = None,
+) -> ReplayResult:
     """Replay the files in ``incoming`` through the project's deployments on ``api``.
 
     ``initial`` files land first and train the first model when there is no champion;
@@ -255,9 +302,11 @@ def replay(settings: Settings, api: str, incoming: Path, landing: Path, *,
         pending = [v for v in reg.versions() if v.status == "pending_approval"]
         if pending and approve_first is not None:
             approve_first(pending[-1].version)
-            say(f"v{pending[-1].version} approved by '{DEMO_ACTOR}' as the first champion; "
+            say(
+                f"v{pending[-1].version} approved by '{DEMO_ACTOR}' as the first champion; "
                 "the publish-events deployment sends mlops.model.approved and the promote "
-                "deployment runs on it")
+                "deployment runs on it"
+            )
             start_run(api, "publish-events", project)
     number = len(ticks)
     while batch := incoming_files(incoming)[:per_tick]:
@@ -265,12 +314,14 @@ def replay(settings: Settings, api: str, incoming: Path, landing: Path, *,
         number += 1
         since = datetime.now(UTC)
         names = batch[0].name if len(batch) == 1 else f"{batch[0].name} … {batch[-1].name}"
-        say(f"{len(batch)} weekly file(s) land ({names}); the ingest and monitor deployments "
-            "run")
+        say(f"{len(batch)} weekly file(s) land ({names}); the ingest and monitor deployments run")
         if serving_url:
-            tick.serving = serve_files(serving_url, [landing / f for f in tick.files],
-                                       id_column=settings.data.id_column,
-                                       target=settings.data.target)
+            tick.serving = serve_files(
+                serving_url,
+                [landing / f for f in tick.files],
+                id_column=settings.data.id_column,
+                target=settings.data.target,
+            )
             time.sleep(settings.serving.log_flush_seconds + 0.5)  # the log is written
         wait_run(api, start_run(api, "ingest", project), wait_s)
         _ingested_since(meta, since.replace(tzinfo=None), tick)
@@ -302,9 +353,18 @@ def replay(settings: Settings, api: str, incoming: Path, landing: Path, *,
         except FlowRunError as e:  # a failed training is reported below, not fatal here
             log.warning("%s", e)
     runs = _event_runs(api, train_dep, started)
-    pending = [{"version": v.version, "trigger": v.trigger, "metrics": v.metrics}
-               for v in reg.versions() if v.status == "pending_approval"]
-    return ReplayResult(ticks, reg.champion(), pending,
-                        [{"name": r["name"], "state": r["state"],
-                          "trigger": r["parameters"].get("trigger")} for r in runs],
-                        time.perf_counter() - t0)
+    awaiting = [
+        {"version": v.version, "trigger": v.trigger, "metrics": v.metrics}
+        for v in reg.versions()
+        if v.status == "pending_approval"
+    ]
+    return ReplayResult(
+        ticks,
+        reg.champion(),
+        awaiting,
+        [
+            {"name": r["name"], "state": r["state"], "trigger": r["parameters"].get("trigger")}
+            for r in runs
+        ],
+        time.perf_counter() - t0,
+    )

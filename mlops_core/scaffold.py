@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from mlops_core.config import parse_config
+from mlops_core.config import Task, parse_config
 from mlops_core.errors import ConfigError, FileRejected
 from mlops_core.sources import detect_format
 
@@ -40,7 +40,7 @@ def read_sample(path: Path, rows: int = SAMPLE_ROWS) -> pd.DataFrame:
     return pd.read_json(path, lines=path.suffix in (".jsonl", ".ndjson")).head(rows)
 
 
-def infer_task(y: pd.Series) -> str:
+def infer_task(y: pd.Series) -> Task:
     values = y.dropna()
     n_unique = values.nunique()
     if n_unique <= 2:
@@ -52,12 +52,15 @@ def infer_task(y: pd.Series) -> str:
     return "multiclass"
 
 
-def infer_schema(df: pd.DataFrame, target: str, time: str | None, id_col: str | None
-                 ) -> InferredSchema:
+def infer_schema(
+    df: pd.DataFrame, target: str, time: str | None, id_col: str | None
+) -> InferredSchema:
     missing = [c for c in (target, time, id_col) if c and c not in df.columns]
     if missing:
-        raise ConfigError(f"column(s) not in the data: {', '.join(missing)}; "
-                          f"the columns are: {', '.join(map(str, df.columns))}")
+        raise ConfigError(
+            f"column(s) not in the data: {', '.join(missing)}; "
+            f"the columns are: {', '.join(map(str, df.columns))}"
+        )
     out = InferredSchema(task=infer_task(df[target]))
     n = len(df)
     for c in df.columns:
@@ -75,8 +78,9 @@ def infer_schema(df: pd.DataFrame, target: str, time: str | None, id_col: str | 
         else:
             distinct = s.nunique(dropna=True)
             if n >= 50 and distinct > 0.5 * n:
-                out.left_out[c] = f"text with {distinct:,} distinct values in {n:,} rows " \
-                                  "(an id or free text?)"
+                out.left_out[c] = (
+                    f"text with {distinct:,} distinct values in {n:,} rows (an id or free text?)"
+                )
             else:
                 out.categorical.append(c)
     return out
@@ -99,17 +103,29 @@ def _yaml_scalar(value: object) -> str:
     return text.removesuffix("...\n").strip()
 
 
-def render_config(*, project: str, data: Path, target: str, time: str | None, id_col: str | None,
-                  schema: InferredSchema, workspace: str = ".mlops",
-                  source_kind: str = "file", trials: int = 10,
-                  cooldown: str = "2 batches", monitoring_source: str = "batches",
-                  online: bool = False) -> str:
+def render_config(
+    *,
+    project: str,
+    data: Path,
+    target: str,
+    time: str | None,
+    id_col: str | None,
+    schema: InferredSchema,
+    workspace: str = ".mlops",
+    source_kind: str = "file",
+    trials: int = 10,
+    cooldown: str = "2 batches",
+    monitoring_source: str = "batches",
+    online: bool = False,
+) -> str:
     """The text of a commented ``mlops.yaml``. ``cooldown``: the retraining policy's."""
     left = "".join(f"\n    #   {c}: {why}" for c, why in schema.left_out.items())
     cands = _yaml_list(schema.categorical[:2])
-    batch = "    period: W          # one batch per calendar week of the time column ('1D', " \
-        "'7D', 'MS')" \
-        if time else "    size: 10000        # rows per batch (no time column was given)"
+    batch = (
+        "    period: W          # one batch per calendar week of the time column ('1D', '7D', 'MS')"
+        if time
+        else "    size: 10000        # rows per batch (no time column was given)"
+    )
     return f"""\
 # mlops.yaml: the one configuration of this project. Written by `mlops init`; edit freely.
 # Environment variables override any key: MLOPS_STORAGE__DB_URL=postgresql://... sets
@@ -128,7 +144,7 @@ data:
   id_column: {_yaml_scalar(id_col)}
   time_column: {_yaml_scalar(time)}
   target: {_yaml_scalar(target)}
-  features:             # inferred from a sample of {SAMPLE_ROWS:,} rows{left or ''}
+  features:             # inferred from a sample of {SAMPLE_ROWS:,} rows{left or ""}
     numeric: {_yaml_list(schema.numeric)}
     categorical: {_yaml_list(schema.categorical)}
     boolean: {_yaml_list(schema.boolean)}
@@ -215,9 +231,16 @@ online:                   # the champion continued on the labels that arrive (`m
 """
 
 
-def init_project(data: Path, target: str, *, time: str | None = None, id_col: str | None = None,
-                 out: Path = Path("mlops.yaml"), project: str | None = None,
-                 force: bool = False) -> tuple[Path, InferredSchema]:
+def init_project(
+    data: Path,
+    target: str,
+    *,
+    time: str | None = None,
+    id_col: str | None = None,
+    out: Path = Path("mlops.yaml"),
+    project: str | None = None,
+    force: bool = False,
+) -> tuple[Path, InferredSchema]:
     """Write ``out`` from a sample of ``data``; refuses to overwrite unless ``force``."""
     if out.exists() and not force:
         raise ConfigError(f"{out} exists; pass --force to overwrite it")
@@ -225,14 +248,18 @@ def init_project(data: Path, target: str, *, time: str | None = None, id_col: st
         raise ConfigError(f"{data}: no such file")
     sample = read_sample(data)
     schema = infer_schema(sample, target, time, id_col)
-    name = project or "".join(ch if ch.isalnum() or ch in "-_" else "-"
-                              for ch in data.stem).strip("-") or "project"
+    name = (
+        project
+        or "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in data.stem).strip("-")
+        or "project"
+    )
     try:
         rel = Path(os.path.relpath(data.resolve(), out.resolve().parent))
     except ValueError:
         rel = data.resolve()
-    text = render_config(project=name, data=rel, target=target, time=time, id_col=id_col,
-                         schema=schema)
+    text = render_config(
+        project=name, data=rel, target=target, time=time, id_col=id_col, schema=schema
+    )
     import yaml
 
     parse_config(yaml.safe_load(text), source=str(out), environ={})  # we never write a bad one

@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -85,7 +86,8 @@ def require_reachable(uri: str, timeout: float = 5.0) -> None:
     except httpx.HTTPError as e:
         raise ServiceUnavailable(
             f"MLflow at {uri} does not answer ({type(e).__name__}): start it (`mlops up`) or "
-            "check storage.mlflow_uri") from None
+            "check storage.mlflow_uri"
+        ) from None
 
 
 def is_healthy(url: str, timeout: float = 2.0) -> bool:
@@ -117,9 +119,17 @@ def read_service(workspace: Path, name: str) -> ServiceInfo | None:
     return info
 
 
-def start_service(workspace: Path, name: str, argv: Sequence[str], *, port: int,
-                  health_path: str, env: Mapping[str, str] | None = None,
-                  timeout_s: float = 120.0, cwd: Path | None = None) -> ServiceInfo:
+def start_service(
+    workspace: Path,
+    name: str,
+    argv: Sequence[str],
+    *,
+    port: int,
+    health_path: str,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 120.0,
+    cwd: Path | None = None,
+) -> ServiceInfo:
     """Start ``argv`` in its own process group and wait until ``health_path`` answers 200."""
     existing = read_service(workspace, name)
     if existing and is_healthy(existing.health_url):
@@ -130,26 +140,42 @@ def start_service(workspace: Path, name: str, argv: Sequence[str], *, port: int,
     log_file = logs / f"{name}.log"
     url = f"http://{HOST}:{port}"
     with open(log_file, "ab") as fh:
-        proc = subprocess.Popen(list(argv), stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=_env(env), cwd=cwd,
-                                start_new_session=True)
-    info = ServiceInfo(name=name, pid=proc.pid, port=port, url=url,
-                       health_url=url + health_path, log_file=str(log_file),
-                       started_at=time.time())
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_env(env),
+            cwd=cwd,
+            start_new_session=True,
+        )
+    info = ServiceInfo(
+        name=name,
+        pid=proc.pid,
+        port=port,
+        url=url,
+        health_url=url + health_path,
+        log_file=str(log_file),
+        started_at=time.time(),
+    )
     (_run_dir(workspace) / f"{name}.json").write_text(json.dumps(asdict(info)))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             (_run_dir(workspace) / f"{name}.json").unlink(missing_ok=True)
-            raise ServiceError(f"{name} exited with code {proc.returncode} while starting; "
-                               f"last lines of {log_file}:\n{_tail(log_file)}")
+            raise ServiceError(
+                f"{name} exited with code {proc.returncode} while starting; "
+                f"last lines of {log_file}:\n{_tail(log_file)}"
+            )
         if is_healthy(info.health_url):
             log.info("%s is up at %s (pid %s)", name, url, proc.pid)
             return info
         time.sleep(0.3)
     stop_service(workspace, name)
-    raise ServiceError(f"{name} did not answer {info.health_url} within {timeout_s:.0f} s; "
-                       f"last lines of {log_file}:\n{_tail(log_file)}")
+    raise ServiceError(
+        f"{name} did not answer {info.health_url} within {timeout_s:.0f} s; "
+        f"last lines of {log_file}:\n{_tail(log_file)}"
+    )
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -201,8 +227,14 @@ def local_mlflow_uri(workspace: Path) -> str:
     return f"sqlite:///{db}"
 
 
-def start_mlflow(workspace: Path, port: int | None = None, timeout_s: float = 120.0, *,
-                 backend_uri: str | None = None, artifacts: str | None = None) -> ServiceInfo:
+def start_mlflow(
+    workspace: Path,
+    port: int | None = None,
+    timeout_s: float = 120.0,
+    *,
+    backend_uri: str | None = None,
+    artifacts: str | None = None,
+) -> ServiceInfo:
     """Start (or find running) the project's MLflow tracking server: backend store
     ``backend_uri`` (``storage.mlflow_backend_uri``, e.g. Postgres; default SQLite in the
     workspace), artifact root ``artifacts`` (a URI such as ``s3://bucket/prefix``; default a
@@ -217,9 +249,19 @@ def start_mlflow(workspace: Path, port: int | None = None, timeout_s: float = 12
     if artifacts is None:
         folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    argv = [_bin("mlflow"), "server", "--host", HOST, "--port", str(port),
-            "--default-artifact-root", artifacts or folder.as_uri(), "--no-serve-artifacts",
-            "--workers", "1"]
+    argv = [
+        _bin("mlflow"),
+        "server",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--default-artifact-root",
+        artifacts or folder.as_uri(),
+        "--no-serve-artifacts",
+        "--workers",
+        "1",
+    ]
     # a configured URL (it may hold a password) goes through the environment, not the command
     # line that every user of the machine can read
     env = {}
@@ -227,8 +269,9 @@ def start_mlflow(workspace: Path, port: int | None = None, timeout_s: float = 12
         env["MLFLOW_BACKEND_STORE_URI"] = backend_uri
     else:
         argv += ["--backend-store-uri", f"sqlite:///{db}"]
-    return start_service(workspace, MLFLOW, argv, port=port, health_path="/health", env=env,
-                         timeout_s=timeout_s)
+    return start_service(
+        workspace, MLFLOW, argv, port=port, health_path="/health", env=env, timeout_s=timeout_s
+    )
 
 
 def mlflow_artifact_root(settings: Settings) -> str | None:
@@ -267,8 +310,10 @@ def prefect_home(workspace: Path) -> Path:
 def prefect_env(workspace: Path, api_url: str | None = None) -> dict[str, str]:
     """The environment every Prefect process of the project runs with (server, worker, CLI);
     the worker passes it on to the flow runs it starts."""
-    env = {"PREFECT_HOME": str(prefect_home(workspace)),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {
+        "PREFECT_HOME": str(prefect_home(workspace)),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
     if api_url:
         env["PREFECT_API_URL"] = api_url
     return env
@@ -280,8 +325,9 @@ def prefect_api_url(workspace: Path) -> str | None:
     return f"{info.url}/api" if info else None
 
 
-def start_prefect_server(workspace: Path, port: int | None = None, timeout_s: float = 120.0,
-                         *, db_url: str | None = None) -> ServiceInfo:
+def start_prefect_server(
+    workspace: Path, port: int | None = None, timeout_s: float = 120.0, *, db_url: str | None = None
+) -> ServiceInfo:
     """Start (or find running) the project's Prefect server on 127.0.0.1, its database
     ``db_url`` (``storage.prefect_db_url``, ``postgresql+asyncpg://...``; default SQLite in
     ``<workspace>/prefect``). Postgres needs the ``pg_trgm`` extension: the server creates it
@@ -292,18 +338,27 @@ def start_prefect_server(workspace: Path, port: int | None = None, timeout_s: fl
     # concurrency leases (the one-training-at-a-time slot) on disk under PREFECT_HOME: kept in
     # memory (the default) they are lost when the server restarts, and a slot taken by a flow
     # running across the restart is never given back
-    env = prefect_env(workspace) | {
-        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE":
-            "prefect.server.concurrency.lease_storage.filesystem"}
+    leases = "prefect.server.concurrency.lease_storage.filesystem"
+    env = prefect_env(workspace) | {"PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": leases}
     if db_url:  # both names: the newer one wins over an older one inherited from the shell
-        env |= {"PREFECT_SERVER_DATABASE_CONNECTION_URL": db_url,
-                "PREFECT_API_DATABASE_CONNECTION_URL": db_url}
-    return start_service(workspace, PREFECT_SERVER, argv, port=port, health_path="/api/health",
-                         env=env, timeout_s=timeout_s)
+        env |= {
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": db_url,
+            "PREFECT_API_DATABASE_CONNECTION_URL": db_url,
+        }
+    return start_service(
+        workspace,
+        PREFECT_SERVER,
+        argv,
+        port=port,
+        health_path="/api/health",
+        env=env,
+        timeout_s=timeout_s,
+    )
 
 
-def ensure_work_pool(api_url: str, name: str = WORK_POOL, pool_type: str = "process",
-                     timeout: float = 30.0) -> bool:
+def ensure_work_pool(
+    api_url: str, name: str = WORK_POOL, pool_type: str = "process", timeout: float = 30.0
+) -> bool:
     """Create the work pool unless it exists (of whatever type: see :func:`work_pool_type`).
     True if it was created. The worker fills in the pool's default job template when it first
     connects."""
@@ -312,15 +367,17 @@ def ensure_work_pool(api_url: str, name: str = WORK_POOL, pool_type: str = "proc
         got = prefect_request("GET", f"{base}/work_pools/{name}", timeout=timeout)
         if got.status_code == 200:
             return False
-        res = prefect_request("POST", f"{base}/work_pools/", timeout=timeout,
-                              json={"name": name, "type": pool_type})
+        res = prefect_request(
+            "POST", f"{base}/work_pools/", timeout=timeout, json={"name": name, "type": pool_type}
+        )
     except httpx.HTTPError as e:
         raise ServiceError(f"cannot reach the Prefect API at {base}: {e}") from e
     if res.status_code == 409:  # created meanwhile
         return False
     if res.status_code >= 400:
-        raise ServiceError(f"cannot create work pool '{name}': HTTP {res.status_code} "
-                           f"{res.text[:300]}")
+        raise ServiceError(
+            f"cannot create work pool '{name}': HTTP {res.status_code} {res.text[:300]}"
+        )
     return True
 
 
@@ -335,19 +392,30 @@ def work_pool_type(api_url: str, name: str, timeout: float = 30.0) -> str | None
     if got.status_code == 404:
         return None
     if got.status_code >= 400:
-        raise ServiceError(f"cannot read work pool '{name}': HTTP {got.status_code} "
-                           f"{got.text[:300]}")
+        raise ServiceError(
+            f"cannot read work pool '{name}': HTTP {got.status_code} {got.text[:300]}"
+        )
     return str(got.json()["type"])
 
 
-def prefect_request(method: str, url: str, *, client: httpx.Client | None = None,
-                    attempts: int = 6, timeout: float = 30.0, **kw: object) -> httpx.Response:
+def prefect_request(
+    method: str,
+    url: str,
+    *,
+    client: httpx.Client | None = None,
+    attempts: int = 6,
+    timeout: float = 30.0,
+    **kw: Any,
+) -> httpx.Response:
     """One call to the Prefect API (through ``client`` if given, ``url`` then relative to its
     base); a 503 (the server's SQLite busy under load) is retried with backoff, as Prefect's
     own client does. The last response is returned as it is."""
     for attempt in range(attempts):
-        res = (client.request(method, url, **kw) if client is not None  # type: ignore[arg-type]
-               else httpx.request(method, url, timeout=timeout, **kw))  # type: ignore[arg-type]
+        res = (
+            client.request(method, url, **kw)
+            if client is not None
+            else httpx.request(method, url, timeout=timeout, **kw)
+        )
         if res.status_code != 503:
             break
         time.sleep(0.5 * 2 ** min(attempt, 3))
@@ -358,26 +426,42 @@ CRASH_AUTOMATION = "mlops: mark flow runs crashed when their heartbeats stop"
 HEARTBEAT_S = 30  # flow runs of the worker emit prefect.flow-run.heartbeat this often
 
 
-def ensure_crash_automation(api_url: str, within_s: int = 3 * HEARTBEAT_S,
-                            timeout: float = 30.0) -> bool:
+def ensure_crash_automation(
+    api_url: str, within_s: int = 3 * HEARTBEAT_S, timeout: float = 30.0
+) -> bool:
     """Create (unless it exists) the automation that marks a flow run Crashed when its
     heartbeats stop for ``within_s`` seconds (a worker or flow-run process killed), so nothing
     stays Running forever. True if it was created."""
     base = api_url.rstrip("/")
     body = {
-        "name": CRASH_AUTOMATION, "enabled": True,
+        "name": CRASH_AUTOMATION,
+        "enabled": True,
         "description": "Created by mlops up: a flow run whose heartbeats stopped is crashed.",
         "trigger": {
-            "type": "event", "posture": "Proactive",
+            "type": "event",
+            "posture": "Proactive",
             "after": ["prefect.flow-run.heartbeat"],
-            "expect": ["prefect.flow-run.heartbeat", "prefect.flow-run.Completed",
-                       "prefect.flow-run.Failed", "prefect.flow-run.Cancelled",
-                       "prefect.flow-run.Crashed"],
+            "expect": [
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            ],
             "match": {"prefect.resource.id": ["prefect.flow-run.*"]},
-            "for_each": ["prefect.resource.id"], "threshold": 1, "within": within_s},
-        "actions": [{"type": "change-flow-run-state", "state": "CRASHED",
-                     "message": f"no heartbeat for {within_s} s: the worker or the flow run's "
-                                "process died"}]}
+            "for_each": ["prefect.resource.id"],
+            "threshold": 1,
+            "within": within_s,
+        },
+        "actions": [
+            {
+                "type": "change-flow-run-state",
+                "state": "CRASHED",
+                "message": f"no heartbeat for {within_s} s: the worker or the flow run's "
+                "process died",
+            }
+        ],
+    }
     try:
         got = prefect_request("POST", f"{base}/automations/filter", timeout=timeout, json={})
         got.raise_for_status()
@@ -387,30 +471,63 @@ def ensure_crash_automation(api_url: str, within_s: int = 3 * HEARTBEAT_S,
     except httpx.HTTPError as e:
         raise ServiceError(f"cannot reach the Prefect API at {base}: {e}") from e
     if res.status_code >= 400:
-        raise ServiceError(f"cannot create the crash automation: HTTP {res.status_code} "
-                           f"{res.text[:300]}")
+        raise ServiceError(
+            f"cannot create the crash automation: HTTP {res.status_code} {res.text[:300]}"
+        )
     return True
 
 
-def start_prefect_worker(workspace: Path, api_url: str, pool: str = WORK_POOL, *,
-                         port: int | None = None, env: Mapping[str, str] | None = None,
-                         timeout_s: float = 120.0) -> ServiceInfo:
+def start_prefect_worker(
+    workspace: Path,
+    api_url: str,
+    pool: str = WORK_POOL,
+    *,
+    port: int | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 120.0,
+) -> ServiceInfo:
     """Start (or find running) a process worker on ``pool``, with its health check server on
     127.0.0.1 (``/health`` answers 200 while the worker polls). ``env`` adds variables (e.g.
     ``PREFECT_WORKER_QUERY_SECONDS``), passed on to the flow runs."""
     port = port or free_port()
-    argv = [_bin("prefect"), "worker", "start", "--pool", pool, "--type", "process",
-            "--with-healthcheck"]
-    extra = prefect_env(workspace, api_url) | {
-        "PREFECT_WORKER_WEBSERVER_HOST": HOST, "PREFECT_WORKER_WEBSERVER_PORT": str(port),
-        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)} | dict(env or {})
-    return start_service(workspace, PREFECT_WORKER, argv, port=port, health_path="/health",
-                         env=extra, timeout_s=timeout_s)
+    argv = [
+        _bin("prefect"),
+        "worker",
+        "start",
+        "--pool",
+        pool,
+        "--type",
+        "process",
+        "--with-healthcheck",
+    ]
+    extra = (
+        prefect_env(workspace, api_url)
+        | {
+            "PREFECT_WORKER_WEBSERVER_HOST": HOST,
+            "PREFECT_WORKER_WEBSERVER_PORT": str(port),
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
+        }
+        | dict(env or {})
+    )
+    return start_service(
+        workspace,
+        PREFECT_WORKER,
+        argv,
+        port=port,
+        health_path="/health",
+        env=extra,
+        timeout_s=timeout_s,
+    )
 
 
-def start_prefect(workspace: Path, *, pool: str = WORK_POOL,
-                  worker_env: Mapping[str, str] | None = None, timeout_s: float = 120.0,
-                  db_url: str | None = None) -> tuple[ServiceInfo, ServiceInfo | None]:
+def start_prefect(
+    workspace: Path,
+    *,
+    pool: str = WORK_POOL,
+    worker_env: Mapping[str, str] | None = None,
+    timeout_s: float = 120.0,
+    db_url: str | None = None,
+) -> tuple[ServiceInfo, ServiceInfo | None]:
     """Server (its database ``db_url``, default SQLite), then pool and crash automation, then
     a worker: (server, worker). ``pool`` is created as a process pool unless it exists; a pool
     of another type (docker, kubernetes: created by the user) gets no worker here, since its
@@ -440,37 +557,69 @@ def dashboard_app() -> Path:
     return Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 
 
-def start_dashboard(workspace: Path, config_path: Path, port: int | None = None,
-                    timeout_s: float = 120.0) -> ServiceInfo:
+def start_dashboard(
+    workspace: Path, config_path: Path, port: int | None = None, timeout_s: float = 120.0
+) -> ServiceInfo:
     """Start (or find running) the project's Streamlit dashboard on 127.0.0.1; the app finds
     the project through ``MLOPS_CONFIG``."""
     app = dashboard_app()
     if not app.is_file():
         raise ServiceError(f"the dashboard app is missing: {app}")
     port = port or free_port()
-    argv = [_bin("streamlit"), "run", str(app), "--server.address", HOST,
-            "--server.port", str(port), "--server.headless", "true",
-            "--browser.gatherUsageStats", "false",
-            "--client.toolbarMode", "minimal"]  # no "Deploy" button: this is self-hosted
-    return start_service(workspace, DASHBOARD, argv, port=port, health_path="/_stcore/health",
-                         env={"MLOPS_CONFIG": str(Path(config_path).resolve())},
-                         timeout_s=timeout_s, cwd=app.parent.parent)
+    argv = [
+        _bin("streamlit"),
+        "run",
+        str(app),
+        "--server.address",
+        HOST,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.toolbarMode",
+        "minimal",
+    ]  # no "Deploy" button: this is self-hosted
+    return start_service(
+        workspace,
+        DASHBOARD,
+        argv,
+        port=port,
+        health_path="/_stcore/health",
+        env={"MLOPS_CONFIG": str(Path(config_path).resolve())},
+        timeout_s=timeout_s,
+        cwd=app.parent.parent,
+    )
 
 
 # Serving -----------------------------------------------------------------------------------
 SERVING = "serving"
 
 
-def start_serving(workspace: Path, config_path: Path, port: int | None = None,
-                  timeout_s: float = 120.0, env: Mapping[str, str] | None = None
-                  ) -> ServiceInfo:
+def start_serving(
+    workspace: Path,
+    config_path: Path,
+    port: int | None = None,
+    timeout_s: float = 120.0,
+    env: Mapping[str, str] | None = None,
+) -> ServiceInfo:
     """Start (or find running) `mlops serve` for the project on 127.0.0.1. It answers
     ``/health`` at once and serves the champion as soon as it has loaded and checked it."""
     port = port or free_port()
-    argv = [_bin("mlops"), "serve", "--config", str(Path(config_path).resolve()),
-            "--host", HOST, "--port", str(port)]
-    return start_service(workspace, SERVING, argv, port=port, health_path="/health", env=env,
-                         timeout_s=timeout_s)
+    argv = [
+        _bin("mlops"),
+        "serve",
+        "--config",
+        str(Path(config_path).resolve()),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+    ]
+    return start_service(
+        workspace, SERVING, argv, port=port, health_path="/health", env=env, timeout_s=timeout_s
+    )
 
 
 def notify_serving(workspace: Path, timeout: float = 120.0) -> dict[str, object] | None:

@@ -94,8 +94,10 @@ class ServedModel:
 
     def __post_init__(self) -> None:
         # category → code, as pandas' Categorical over the training categories numbers them
-        self._codes = {c: {str(v): float(i) for i, v in enumerate(known)}
-                       for c, known in self.spec.get("categories", {}).items()}
+        self._codes = {
+            c: {str(v): float(i) for i, v in enumerate(known)}
+            for c, known in self.spec.get("categories", {}).items()
+        }
 
     def _matrix(self, frame: pd.DataFrame | dict[str, Any], n: int) -> np.ndarray:
         """The features as one NumPy matrix in training order: categories as their codes
@@ -107,62 +109,85 @@ class ServedModel:
             kind = self.spec["kinds"][c]
             values = np.asarray(frame[c]) if c in frame else np.full(n, None)
             if kind == "numeric":
-                cols.append(pd.to_numeric(values, errors="coerce").astype("float64")
-                            if values.dtype == object else values.astype("float64"))
+                cols.append(
+                    pd.to_numeric(values, errors="coerce").astype("float64")
+                    if values.dtype == object
+                    else values.astype("float64")
+                )
             elif kind == "boolean":
                 types = set(map(type, values))
-                cols.append(np.array(values, dtype="float64")  # True 1, False 0, None NaN
-                            if types <= {bool, type(None)} else
-                            np.array([_flag(v) for v in values], dtype="float64"))
+                cols.append(
+                    np.array(values, dtype="float64")  # True 1, False 0, None NaN
+                    if types <= {bool, type(None)}
+                    else np.array([_flag(v) for v in values], dtype="float64")
+                )
             elif set(map(type, values)) <= {str, type(None)}:
                 get = self._codes[c].get
                 cols.append(np.array([get(v, math.nan) for v in values], dtype="float64"))
             else:
                 codes = self._codes[c]
-                cols.append(np.array([codes.get(v if isinstance(v, str) else _text(v),
-                                                math.nan) for v in values], dtype="float64"))
+                cols.append(
+                    np.array(
+                        [
+                            codes.get(v if isinstance(v, str) else _text(v), math.nan)
+                            for v in values
+                        ],
+                        dtype="float64",
+                    )
+                )
         return np.column_stack(cols) if cols else np.empty((n, 0))
 
     def predict(self, frame: pd.DataFrame | dict[str, Any]) -> pd.DataFrame:
         """``prediction`` and, for classification, ``proba_<class>`` per row. ``frame``: a
         DataFrame, or columns by name (as :func:`check_records` returns them)."""
         spec = self.spec
-        n = len(frame) if isinstance(frame, pd.DataFrame) else len(next(iter(frame.values()),
-                                                                         []))
+        n = len(frame) if isinstance(frame, pd.DataFrame) else len(next(iter(frame.values()), []))
         if not isinstance(frame, pd.DataFrame):
             frame = pd.DataFrame(frame) if spec["kind"] != "xgboost" else frame
         if spec["kind"] == "xgboost":
             raw = self._raw(frame, n)
             return output_frame(spec["task"], spec.get("classes"), raw, pd.RangeIndex(n))
-        else:
-            X = prepare_features(frame, spec, for_xgboost=False)
-            raw = (self.model.predict(X) if spec["task"] == "regression"
-                   else self.model.predict_proba(X))
+        assert isinstance(frame, pd.DataFrame)  # made one above for every kind but xgboost
+        X = prepare_features(frame, spec, for_xgboost=False)
+        raw = self.model.predict(X) if spec["task"] == "regression" else self.model.predict_proba(X)
         return output_frame(spec["task"], spec.get("classes"), raw, frame.index)
 
     def _raw(self, frame: pd.DataFrame | dict[str, Any], n: int) -> np.ndarray:
-        booster = self.batch_model if self.batch_model is not None and \
-            n >= BATCH_THREADS_FROM else self.model
+        booster = (
+            self.batch_model
+            if self.batch_model is not None and n >= BATCH_THREADS_FROM
+            else self.model
+        )
         matrix = self._matrix(frame, n)
         if booster.feature_types is None and "categorical" in self.spec["kinds"].values():
             import xgboost as xgb  # a booster that does not know its categories: tell it
 
-            types = ["c" if self.spec["kinds"][c] == "categorical" else "q"
-                     for c in self.features]
-            return np.asarray(booster.predict(xgb.DMatrix(
-                matrix, feature_names=self.features, feature_types=types,
-                enable_categorical=True)))
+            types = ["c" if self.spec["kinds"][c] == "categorical" else "q" for c in self.features]
+            return np.asarray(
+                booster.predict(
+                    xgb.DMatrix(
+                        matrix,
+                        feature_names=self.features,
+                        feature_types=types,
+                        enable_categorical=True,
+                    )
+                )
+            )
         return np.asarray(booster.inplace_predict(matrix))
 
-    def answers(self, columns: dict[str, Any], n: int
-                ) -> tuple[list[Any], np.ndarray | None, list[str]]:
+    def answers(
+        self, columns: dict[str, Any], n: int
+    ) -> tuple[list[Any], np.ndarray | None, list[str]]:
         """The request path's predictions without a DataFrame: (predictions, probabilities
         (rows x classes, or None for regression), class names as text)."""
         if self.spec["kind"] != "xgboost":
             out = self.predict(columns)
             cols = [c for c in out.columns if c.startswith("proba_")]
-            return (out["prediction"].tolist(), out[cols].to_numpy() if cols else None,
-                    [c.removeprefix("proba_") for c in cols])
+            return (
+                out["prediction"].tolist(),
+                out[cols].to_numpy() if cols else None,
+                [c.removeprefix("proba_") for c in cols],
+            )
         raw = self._raw(columns, n)
         if self.task == "regression":
             return raw.astype("float64").tolist(), None, []
@@ -174,13 +199,26 @@ class ServedModel:
         return labels, proba, [str(c) for c in classes]
 
     def describe(self) -> dict[str, Any]:
-        return {"version": self.version, "since": self.loaded_at.isoformat(),
-                "package_sha256": self.package_sha256, "task": self.task,
-                "kind": self.spec["kind"], "classes": self.classes,
-                "features": [{"name": c, "kind": self.spec["kinds"][c],
-                              **({"categories": self.spec["categories"][c]}
-                                 if c in self.spec.get("categories", {}) else {})}
-                             for c in self.features]}
+        return {
+            "version": self.version,
+            "since": self.loaded_at.isoformat(),
+            "package_sha256": self.package_sha256,
+            "task": self.task,
+            "kind": self.spec["kind"],
+            "classes": self.classes,
+            "features": [
+                {
+                    "name": c,
+                    "kind": self.spec["kinds"][c],
+                    **(
+                        {"categories": self.spec["categories"][c]}
+                        if c in self.spec.get("categories", {})
+                        else {}
+                    ),
+                }
+                for c in self.features
+            ],
+        }
 
 
 def _flag(v: Any) -> float:
@@ -210,14 +248,21 @@ def load_package(folder: Path, version: str, package_sha256: str) -> ServedModel
         # one thread per small prediction: requests run side by side in the thread pool, and
         # on a busy machine OpenMP's waiting threads cost more than small predictions take
         model.set_param({"nthread": 1})
-        return ServedModel(version=version, spec=spec, model=model,
-                           package_sha256=package_sha256, batch_model=batch)
+        return ServedModel(
+            version=version,
+            spec=spec,
+            model=model,
+            package_sha256=package_sha256,
+            batch_model=batch,
+        )
     elif (art / "model.skops").is_file():
         model = load_sklearn(str(art / "model.skops"))
     else:
         found = sorted(p.name for p in art.iterdir()) if art.is_dir() else []
-        raise ServingError(f"version {version}: no model file serving can load without "
-                           f"unpickling (model.ubj or model.skops); found {found}")
+        raise ServingError(
+            f"version {version}: no model file serving can load without "
+            f"unpickling (model.ubj or model.skops); found {found}"
+        )
     return ServedModel(version=version, spec=spec, model=model, package_sha256=package_sha256)
 
 
@@ -232,13 +277,15 @@ def smoke_test(model: ServedModel, folder: Path) -> None:
     try:
         out = model.predict(frame)
     except Exception as e:
-        raise ServingError(f"version {model.version} failed its smoke test: "
-                           f"{type(e).__name__}: {e}") from e
+        raise ServingError(
+            f"version {model.version} failed its smoke test: {type(e).__name__}: {e}"
+        ) from e
     if len(out) != len(frame):
         raise ServingError(f"version {model.version}: {len(out)} answers for {len(frame)} rows")
     proba = out[[c for c in out.columns if c.startswith("proba_")]].to_numpy(dtype=float)
-    if proba.size and (not np.isfinite(proba).all()
-                       or not np.allclose(proba.sum(axis=1), 1.0, atol=1e-3)):
+    if proba.size and (
+        not np.isfinite(proba).all() or not np.allclose(proba.sum(axis=1), 1.0, atol=1e-3)
+    ):
         raise ServingError(f"version {model.version}: its probabilities do not sum to one")
 
 
@@ -295,7 +342,10 @@ def _boolean(v: Any) -> tuple[bool | None, str | None]:
 
 
 _CHECKS: dict[str, Callable[[Any], tuple[Any, str | None]]] = {
-    "numeric": _numeric, "categorical": _categorical, "boolean": _boolean}
+    "numeric": _numeric,
+    "categorical": _categorical,
+    "boolean": _boolean,
+}
 
 
 @dataclass
@@ -305,13 +355,21 @@ class Checked:
     errors: list[dict[str, Any]]
 
 
-_FAST_TYPES: dict[str, set[type]] = {"numeric": {int, float, type(None)},
-                                     "categorical": {str, type(None)},
-                                     "boolean": {bool, type(None)}}
+_FAST_TYPES: dict[str, set[type]] = {
+    "numeric": {int, float, type(None)},
+    "categorical": {str, type(None)},
+    "boolean": {bool, type(None)},
+}
 
 
-def check_records(records: list[Any], model: ServedModel, *, id_column: str | None,
-                  time_column: str | None, request_id: str) -> Checked:
+def check_records(
+    records: list[Any],
+    model: ServedModel,
+    *,
+    id_column: str | None,
+    time_column: str | None,
+    request_id: str,
+) -> Checked:
     """Every record against the model's features. Errors name the row, the field and why.
 
     Column by column: a column whose values are all of the expected JSON types is converted
@@ -329,8 +387,12 @@ def check_records(records: list[Any], model: ServedModel, *, id_column: str | No
         by_feature = {name: [r.get(name) for r in rows] for name in features}
     else:  # every feature is there: only records with more keys need a look
         if longest > n_features:
-            _check_keys(((i, r) for i, r in enumerate(records) if len(r) > n_features),
-                        features, allowed, errors)
+            _check_keys(
+                ((i, r) for i, r in enumerate(records) if len(r) > n_features),
+                features,
+                allowed,
+                errors,
+            )
         rows = records
     if longest <= n_features:  # no record sent the id or time column
         passthrough = []
@@ -342,9 +404,14 @@ def check_records(records: list[Any], model: ServedModel, *, id_column: str | No
             if kind == "numeric":
                 arr = np.array(vals, dtype="float64")
                 if np.isinf(arr).any():  # an integer too large for a float
-                    for i in np.flatnonzero(np.isinf(arr)):
-                        errors.append({"row": int(i), "field": name, "error":
-                                       f"expected a finite number, got {_excerpt(vals[i])}"})
+                    for bad in np.flatnonzero(np.isinf(arr)):
+                        errors.append(
+                            {
+                                "row": int(bad),
+                                "field": name,
+                                "error": f"expected a finite number, got {_excerpt(vals[bad])}",
+                            }
+                        )
                 columns[name] = arr
             else:
                 columns[name] = _objects(vals)
@@ -355,11 +422,11 @@ def check_records(records: list[Any], model: ServedModel, *, id_column: str | No
             if problem:
                 errors.append({"row": i, "field": name, "error": problem})
             checked.append(value)
-        columns[name] = (np.array(checked, dtype="float64") if kind == "numeric"
-                         else _objects(checked))
+        columns[name] = (
+            np.array(checked, dtype="float64") if kind == "numeric" else _objects(checked)
+        )
     for name in passthrough:
-        columns[name] = _objects([None if (v := r.get(name)) is None else str(v)
-                                  for r in rows])
+        columns[name] = _objects([None if (v := r.get(name)) is None else str(v) for r in rows])
     if id_column and id_column in columns:
         ids = columns[id_column].tolist()
         row_ids = [f"{request_id}:{i}" if v is None else v for i, v in enumerate(ids)]
@@ -372,25 +439,33 @@ def check_records(records: list[Any], model: ServedModel, *, id_column: str | No
     return Checked(columns, row_ids, errors)
 
 
-def _check_keys(indexed: Any, features: list[str], allowed: set[str],
-                errors: list[dict[str, Any]]) -> None:
+def _check_keys(
+    indexed: Any, features: list[str], allowed: set[str], errors: list[dict[str, Any]]
+) -> None:
     """Name each record that is not an object, each field too many and each one missing."""
     for i, rec in indexed:
         if not isinstance(rec, dict):
-            errors.append({"row": i, "field": None,
-                           "error": f"expected an object of field: value, got {_excerpt(rec)}"})
+            errors.append(
+                {
+                    "row": i,
+                    "field": None,
+                    "error": f"expected an object of field: value, got {_excerpt(rec)}",
+                }
+            )
             continue
         keys = rec.keys()
         for name in sorted(keys - allowed):
             errors.append({"row": i, "field": name, "error": "not a field of this model"})
         for name in features:
             if name not in keys:
-                errors.append({"row": i, "field": name,
-                               "error": "missing (send null for an unknown value)"})
+                errors.append(
+                    {"row": i, "field": name, "error": "missing (send null for an unknown value)"}
+                )
 
 
-def _columns_of(records: list[Any], features: list[str], most_keys: int
-                ) -> tuple[dict[str, list[Any]] | None, int]:
+def _columns_of(
+    records: list[Any], features: list[str], most_keys: int
+) -> tuple[dict[str, list[Any]] | None, int]:
     """Each feature's values, read at C speed, when every record is an object holding every
     feature and at most ``most_keys`` keys, and the most keys a record has; None when not
     (the caller then checks record by record, to name each problem)."""
@@ -400,8 +475,7 @@ def _columns_of(records: list[Any], features: list[str], most_keys: int
     if longest > most_keys:
         return None, longest
     try:
-        return {name: list(map(operator.itemgetter(name), records))
-                for name in features}, longest
+        return {name: list(map(operator.itemgetter(name), records)) for name in features}, longest
     except KeyError:
         return None, longest
 
@@ -417,10 +491,20 @@ def json_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     times as ISO text."""
     out = []
     for rec in frame.to_dict(orient="records"):
-        out.append({k: (None if v is None or (isinstance(v, float) and math.isnan(v))
-                        or v is pd.NaT else v.isoformat() if isinstance(v, pd.Timestamp)
-                        else v.item() if isinstance(v, np.generic) else v)
-                    for k, v in rec.items()})
+        out.append(
+            {
+                k: (
+                    None
+                    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NaT
+                    else v.isoformat()
+                    if isinstance(v, pd.Timestamp)
+                    else v.item()
+                    if isinstance(v, np.generic)
+                    else v
+                )
+                for k, v in rec.items()
+            }
+        )
     return out
 
 
@@ -434,29 +518,55 @@ class Metrics:
 
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("mlops_requests", "HTTP requests by endpoint and status",
-                                ["endpoint", "status"], registry=r)
-        self.latency = Histogram("mlops_request_seconds", "Request latency by endpoint",
-                                 ["endpoint"], registry=r,
-                                 buckets=(.001, .0025, .005, .01, .02, .05, .1, .25, .5, 1, 2.5))
+        self.requests = Counter(
+            "mlops_requests",
+            "HTTP requests by endpoint and status",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "mlops_request_seconds",
+            "Request latency by endpoint",
+            ["endpoint"],
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
         self.rows = Counter("mlops_predicted_rows", "Rows predicted", ["version"], registry=r)
-        self.classes = Counter("mlops_predictions", "Predicted class counts", ["prediction"],
-                               registry=r)
-        self.values = Histogram("mlops_prediction_value", "Predicted values (regression)",
-                                registry=r, buckets=(-1e3, -10, -1, 0, 1, 10, 100, 1e3, 1e4, 1e6))
-        self.model = Gauge("mlops_model_info", "The served version (1) and its hash",
-                           ["version", "package_sha256"], registry=r)
-        self.loaded_at = Gauge("mlops_model_loaded_timestamp_seconds",
-                               "When the served version was swapped in", registry=r)
+        self.classes = Counter(
+            "mlops_predictions", "Predicted class counts", ["prediction"], registry=r
+        )
+        self.values = Histogram(
+            "mlops_prediction_value",
+            "Predicted values (regression)",
+            registry=r,
+            buckets=(-1e3, -10, -1, 0, 1, 10, 100, 1e3, 1e4, 1e6),
+        )
+        self.model = Gauge(
+            "mlops_model_info",
+            "The served version (1) and its hash",
+            ["version", "package_sha256"],
+            registry=r,
+        )
+        self.loaded_at = Gauge(
+            "mlops_model_loaded_timestamp_seconds",
+            "When the served version was swapped in",
+            registry=r,
+        )
         self.swaps = Counter("mlops_model_swaps", "Versions swapped in", registry=r)
-        self.load_failures = Counter("mlops_model_load_failures",
-                                     "Versions that failed to load (the old one kept serving)",
-                                     registry=r)
+        self.load_failures = Counter(
+            "mlops_model_load_failures",
+            "Versions that failed to load (the old one kept serving)",
+            registry=r,
+        )
         self.feedback = Counter("mlops_feedback_labels", "Labels received", registry=r)
-        self.log_dropped = Counter("mlops_prediction_log_dropped_rows",
-                                   "Rows the prediction log could not keep", registry=r)
-        self.log_written = Counter("mlops_prediction_log_rows", "Rows written to the log",
-                                   ["kind"], registry=r)
+        self.log_dropped = Counter(
+            "mlops_prediction_log_dropped_rows",
+            "Rows the prediction log could not keep",
+            registry=r,
+        )
+        self.log_written = Counter(
+            "mlops_prediction_log_rows", "Rows written to the log", ["kind"], registry=r
+        )
 
     def served(self, model: ServedModel) -> None:
         self.model.clear()
@@ -468,8 +578,9 @@ class Metrics:
 class ModelSlot:
     """The served model, replaced whole. ``current`` is read once per request."""
 
-    def __init__(self, registry_factory: Callable[[], Any], metrics: Metrics, *,
-                 shadow: bool = False) -> None:
+    def __init__(
+        self, registry_factory: Callable[[], Any], metrics: Metrics, *, shadow: bool = False
+    ) -> None:
         self._registry_factory = registry_factory
         self._registry: Any = None
         self.metrics = metrics
@@ -488,8 +599,11 @@ class ModelSlot:
     def _error(self, version: str | None, message: str) -> dict[str, Any]:
         self.last_error = {"version": version, "error": message, "at": _now().isoformat()}
         log.error("serving: %s", message)
-        return {"version": self.current.version if self.current else None, "swapped": False,
-                "error": message}
+        return {
+            "version": self.current.version if self.current else None,
+            "swapped": False,
+            "error": message,
+        }
 
     def refresh(self, *, force: bool = False) -> dict[str, Any]:
         """Serve the version the champion alias names, if it is not served yet. Returns
@@ -498,8 +612,9 @@ class ModelSlot:
             try:
                 want = self.registry().aliases().get(CHAMPION_ALIAS)
             except Exception as e:
-                return self._error(None, f"cannot read the champion alias: "
-                                         f"{type(e).__name__}: {str(e)[:300]}")
+                return self._error(
+                    None, f"cannot read the champion alias: {type(e).__name__}: {str(e)[:300]}"
+                )
             have = self.current.version if self.current else None
             if self.follow_shadow:
                 self._refresh_shadow(want)
@@ -507,32 +622,43 @@ class ModelSlot:
                 return {"version": have, "swapped": False, "error": None}
             failed_at = self._failed.get(want)
             if failed_at and not force and time.monotonic() - failed_at < RETRY_FAILED_S:
-                return {"version": have, "swapped": False,
-                        "error": (self.last_error or {}).get("error")}
+                return {
+                    "version": have,
+                    "swapped": False,
+                    "error": (self.last_error or {}).get("error"),
+                }
             t0 = time.perf_counter()
             try:
                 model = load_version(self.registry(), want)
             except Exception as e:
                 self._failed[want] = time.monotonic()
                 self.metrics.load_failures.inc()
-                return self._error(want, f"version {want} not served, v{have} kept: "
-                                         f"{type(e).__name__}: {str(e)[:500]}")
+                return self._error(
+                    want,
+                    f"version {want} not served, v{have} kept: {type(e).__name__}: {str(e)[:500]}",
+                )
             self.current = model  # the swap: one reference assignment
             self._failed.pop(want, None)
             self.last_error = None
             self.metrics.swaps.inc()
             self.metrics.served(model)
-            log.info("serving v%s (was v%s), loaded and checked in %.2f s", want, have,
-                     time.perf_counter() - t0)
+            log.info(
+                "serving v%s (was v%s), loaded and checked in %.2f s",
+                want,
+                have,
+                time.perf_counter() - t0,
+            )
             return {"version": want, "swapped": True, "previous": have, "error": None}
-
 
     def _refresh_shadow(self, champion: str | None) -> None:
         """Run the newest online version that is neither rejected nor the champion beside it
         (none: no shadow). A shadow that fails to load is reported and skipped."""
         try:
-            online = [v for v in self.registry().online_versions()
-                      if v.status in ("pending_approval", "candidate")]
+            online = [
+                v
+                for v in self.registry().online_versions()
+                if v.status in ("pending_approval", "candidate")
+            ]
         except Exception as e:  # the registry down: keep what runs
             log.warning("serving: cannot list online versions: %s", e)
             return
@@ -549,8 +675,9 @@ class ModelSlot:
         except Exception as e:  # the shadow is optional; the champion serves
             self._failed[want] = time.monotonic()
             self.metrics.load_failures.inc()
-            self._error(want, f"online version {want} not run in shadow: "
-                              f"{type(e).__name__}: {str(e)[:300]}")
+            self._error(
+                want, f"online version {want} not run in shadow: {type(e).__name__}: {str(e)[:300]}"
+            )
 
 
 # the app -----------------------------------------------------------------------------------
@@ -559,8 +686,12 @@ def _json(payload: Any, status: int = 200, version: str | None = None) -> Any:
     from fastapi.responses import Response
 
     headers = {"X-Model-Version": version} if version else None
-    return Response(orjson.dumps(payload, default=_plain, option=orjson.OPT_SERIALIZE_NUMPY),
-                    status_code=status, media_type="application/json", headers=headers)
+    return Response(
+        orjson.dumps(payload, default=_plain, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 def _plain(v: Any) -> Any:
@@ -591,8 +722,12 @@ class _State:
     stop: threading.Event = field(default_factory=threading.Event)
 
 
-def create_app(settings: Settings, *, registry_factory: Callable[[], Any] | None = None,
-               background: bool = True) -> Any:
+def create_app(
+    settings: Settings,
+    *,
+    registry_factory: Callable[[], Any] | None = None,
+    background: bool = True,
+) -> Any:
     """The FastAPI app for ``settings``' project. ``background``: poll the champion alias and
     write the prediction log from threads (off for tests that drive ``refresh`` themselves;
     the log is then written at shutdown)."""
@@ -606,8 +741,11 @@ def create_app(settings: Settings, *, registry_factory: Callable[[], Any] | None
 
     scfg = settings.serving
     metrics = Metrics()
-    slot = ModelSlot(registry_factory or (lambda: Registry(settings)), metrics,
-                     shadow=settings.online.enabled and scfg.shadow)
+    slot = ModelSlot(
+        registry_factory or (lambda: Registry(settings)),
+        metrics,
+        shadow=settings.online.enabled and scfg.shadow,
+    )
     state = _State(settings, slot, metrics, None)
     max_body = int(scfg.max_body_mb * 1024 * 1024)
     id_column, time_column = settings.data.id_column, settings.data.time_column
@@ -621,11 +759,13 @@ def create_app(settings: Settings, *, registry_factory: Callable[[], Any] | None
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:
         if scfg.log:
-            state.writer = LogWriter(settings.workspace, max_rows=scfg.log_queue_rows,
-                                     flush_seconds=scfg.log_flush_seconds if background
-                                     else 3600.0,
-                                     on_drop=metrics.log_dropped.inc,
-                                     on_write=lambda k, n: metrics.log_written.labels(k).inc(n))
+            state.writer = LogWriter(
+                settings.workspace,
+                max_rows=scfg.log_queue_rows,
+                flush_seconds=scfg.log_flush_seconds if background else 3600.0,
+                on_drop=metrics.log_dropped.inc,
+                on_write=lambda k, n: metrics.log_written.labels(k).inc(n),
+            )
         poller = None
         if background:
             poller = threading.Thread(target=poll, name="champion-poll", daemon=True)
@@ -639,8 +779,11 @@ def create_app(settings: Settings, *, registry_factory: Callable[[], Any] | None
             if poller:
                 poller.join(5)
 
-    app = FastAPI(title=f"mlops serving: {settings.project}", lifespan=lifespan,
-                  description="The champion of the registered model, following promotions.")
+    app = FastAPI(
+        title=f"mlops serving: {settings.project}",
+        lifespan=lifespan,
+        description="The champion of the registered model, following promotions.",
+    )
     app.state.mlops = state
 
     def body_limit(request: Request) -> Any | None:
@@ -661,9 +804,14 @@ def create_app(settings: Settings, *, registry_factory: Callable[[], Any] | None
         with the served version, counted as a 500."""
         log.exception("serving: %s %s failed", request.method, request.url.path)
         model = slot.current
-        return _json({"detail": f"internal error: {type(exc).__name__}: {str(exc)[:300]}",
-                      "version": model.version if model else None}, 500,
-                     model.version if model else None)
+        return _json(
+            {
+                "detail": f"internal error: {type(exc).__name__}: {str(exc)[:300]}",
+                "version": model.version if model else None,
+            },
+            500,
+            model.version if model else None,
+        )
 
     @app.post("/predict", summary="Predict one record or a list of records")
     async def predict(request: Request) -> Any:
@@ -676,19 +824,33 @@ def create_app(settings: Settings, *, registry_factory: Callable[[], Any] | None
             return _json({"detail": f"request body over {scfg.max_body_mb:g} MB"}, 413)
         model = slot.current  # once: this request is answered by this version only
         if model is None:
-            return _json({"detail": "no champion is served yet: approve a version "
-                                    "(`mlops approve VERSION --by NAME`)"}, 503)
+            return _json(
+                {
+                    "detail": "no champion is served yet: approve a version "
+                    "(`mlops approve VERSION --by NAME`)"
+                },
+                503,
+            )
         try:
             payload = _parse_json(body)
         except ValueError as e:
-            return _json({"detail": f"the body is not valid JSON: {str(e)[:200]}",
-                          "errors": []}, 422, model.version)
+            return _json(
+                {"detail": f"the body is not valid JSON: {str(e)[:200]}", "errors": []},
+                422,
+                model.version,
+            )
         records = payload if isinstance(payload, list) else [payload]
         if not records:
             return _json({"detail": "no records to predict", "errors": []}, 422, model.version)
         if len(records) > scfg.max_rows:
-            return _json({"detail": f"{len(records)} records in one request; at most "
-                                    f"{scfg.max_rows} (serving.max_rows)"}, 413, model.version)
+            return _json(
+                {
+                    "detail": f"{len(records)} records in one request; at most "
+                    f"{scfg.max_rows} (serving.max_rows)"
+                },
+                413,
+                model.version,
+            )
         rid = request_id_of(request)
         if len(records) <= INLINE_ROWS:
             # on the event loop: a few milliseconds of work costs less here than the thread
@@ -697,48 +859,70 @@ def create_app(settings: Settings, *, registry_factory: Callable[[], Any] | None
         return await _run(predict_rows, model, records, rid, t0)  # the loop stays responsive
 
     def predict_rows(model: ServedModel, records: list[Any], rid: str, t0: float) -> Any:
-        checked = check_records(records, model, id_column=id_column, time_column=time_column,
-                                request_id=rid)
+        checked = check_records(
+            records, model, id_column=id_column, time_column=time_column, request_id=rid
+        )
         if checked.errors:
             n = len(checked.errors)
             fields = sorted({str(e["field"]) for e in checked.errors if e["field"]})
-            return _json({"detail": f"{n} bad field{'s' if n != 1 else ''} in "
-                                    f"{len({e['row'] for e in checked.errors})} record(s): "
-                                    + ", ".join(fields[:20]),
-                          "errors": checked.errors[:MAX_ERRORS_LISTED],
-                          "version": model.version}, 422, model.version)
+            return _json(
+                {
+                    "detail": f"{n} bad field{'s' if n != 1 else ''} in "
+                    f"{len({e['row'] for e in checked.errors})} record(s): "
+                    + ", ".join(fields[:20]),
+                    "errors": checked.errors[:MAX_ERRORS_LISTED],
+                    "version": model.version,
+                },
+                422,
+                model.version,
+            )
         preds, proba, names = model.answers(checked.frame, len(checked.row_ids))
         latency_ms = (time.perf_counter() - t0) * 1000
         if proba is not None:
             probs = proba.round(6).tolist()
             if len(names) == 2:  # binary: the common case, built without zip per row
                 n0, n1 = names
-                rows = [{"id": i, "prediction": p, "probabilities": {n0: a, n1: b}}
-                        for i, p, (a, b) in zip(checked.row_ids, preds, probs, strict=True)]
+                rows = [
+                    {"id": i, "prediction": p, "probabilities": {n0: a, n1: b}}
+                    for i, p, (a, b) in zip(checked.row_ids, preds, probs, strict=True)
+                ]
             else:
-                rows = [{"id": i, "prediction": p, "probabilities": dict(zip(names, pr,
-                                                                           strict=True))}
-                        for i, p, pr in zip(checked.row_ids, preds, probs, strict=True)]
+                rows = [
+                    {"id": i, "prediction": p, "probabilities": dict(zip(names, pr, strict=True))}
+                    for i, p, pr in zip(checked.row_ids, preds, probs, strict=True)
+                ]
             for cls, count in Counter(preds).items():
                 metrics.classes.labels(str(cls)).inc(count)
         else:
-            rows = [{"id": i, "prediction": p} for i, p in zip(checked.row_ids, preds,
-                                                                strict=True)]
+            rows = [{"id": i, "prediction": p} for i, p in zip(checked.row_ids, preds, strict=True)]
             for v in preds:
                 metrics.values.observe(float(v))
         metrics.rows.labels(model.version).inc(len(rows))
         shadow = _shadow_columns(slot.shadow, checked.frame)
         if state.writer is not None:  # columns as they are: the writer's thread frames them
             n = len(rows)
-            state.writer.put(SERVED, {
-                **checked.frame, **shadow, "served_request_id": rid,
-                "served_row_id": checked.row_ids, "served_at": _now(),
-                "served_version": model.version, "served_latency_ms": latency_ms,
-                "served_prediction": AsText(preds),
-                **({f"served_proba_{c}": proba[:, j] for j, c in enumerate(names)}
-                   if proba is not None else {})}, rows=n)
-        return _json({"request_id": rid, "version": model.version, "predictions": rows},
-                     200, model.version)
+            state.writer.put(
+                SERVED,
+                {
+                    **checked.frame,
+                    **shadow,
+                    "served_request_id": rid,
+                    "served_row_id": checked.row_ids,
+                    "served_at": _now(),
+                    "served_version": model.version,
+                    "served_latency_ms": latency_ms,
+                    "served_prediction": AsText(preds),
+                    **(
+                        {f"served_proba_{c}": proba[:, j] for j, c in enumerate(names)}
+                        if proba is not None
+                        else {}
+                    ),
+                },
+                rows=n,
+            )
+        return _json(
+            {"request_id": rid, "version": model.version, "predictions": rows}, 200, model.version
+        )
 
     @app.post("/feedback", summary="Labels for served rows, by row id")
     async def feedback(request: Request) -> Any:
@@ -765,48 +949,76 @@ def create_app(settings: Settings, *, registry_factory: Callable[[], Any] | None
                 errors.append({"row": i, "field": name, "error": "not a feedback field"})
             rid, label = it.get("id"), it.get(LABEL)
             if not isinstance(rid, str | int) or isinstance(rid, bool) or str(rid) == "":
-                errors.append({"row": i, "field": "id",
-                               "error": "the id of a served row (from /predict) is required"})
+                errors.append(
+                    {
+                        "row": i,
+                        "field": "id",
+                        "error": "the id of a served row (from /predict) is required",
+                    }
+                )
             if label is None or isinstance(label, list | dict):
                 errors.append({"row": i, "field": LABEL, "error": "a label value is required"})
             elif model is not None and _class_text(label, classes) is None:
-                errors.append({"row": i, "field": LABEL, "error": (
-                    f"{_excerpt(label)} is not a class of this model "
-                    f"({', '.join(sorted(classes))})" if classes else
-                    f"expected a number, got {_excerpt(label)}")})
+                errors.append(
+                    {
+                        "row": i,
+                        "field": LABEL,
+                        "error": (
+                            f"{_excerpt(label)} is not a class of this model "
+                            f"({', '.join(sorted(classes))})"
+                            if classes
+                            else f"expected a number, got {_excerpt(label)}"
+                        ),
+                    }
+                )
             ids.append(str(rid))
             labels.append(_class_text(label, classes) or str(label))
         if errors:
-            return _json({"detail": f"{len(errors)} bad field(s)",
-                          "errors": errors[:MAX_ERRORS_LISTED]}, 422)
+            return _json(
+                {"detail": f"{len(errors)} bad field(s)", "errors": errors[:MAX_ERRORS_LISTED]}, 422
+            )
         if state.writer is not None:
-            state.writer.put(FEEDBACK, pd.DataFrame({"served_row_id": ids, LABEL: labels,
-                                                     "labelled_at": _now()}))
+            state.writer.put(
+                FEEDBACK, pd.DataFrame({"served_row_id": ids, LABEL: labels, "labelled_at": _now()})
+            )
         metrics.feedback.inc(len(ids))
         return _json({"accepted": len(ids)}, 202)
 
     @app.get("/health", summary="Is the process up, and is a model served?")
     def health() -> Any:
         model = slot.current
-        return _json({"status": "ok" if model else "waiting for a champion",
-                      "ready": model is not None,
-                      "version": model.version if model else None},
-                     200, model.version if model else None)
+        return _json(
+            {
+                "status": "ok" if model else "waiting for a champion",
+                "ready": model is not None,
+                "version": model.version if model else None,
+            },
+            200,
+            model.version if model else None,
+        )
 
     @app.get("/model", summary="The served version: since when, its hash and features")
     def model_info() -> Any:
         model = slot.current
-        return _json({"project": settings.project,
-                      **(model.describe() if model else {"version": None}),
-                      "shadow": slot.shadow.describe() if slot.shadow else None,
-                      "last_error": slot.last_error, "poll_seconds": scfg.poll_seconds,
-                      "log": scfg.log, "log_waiting_rows": state.writer.waiting
-                      if state.writer else 0,
-                      "started_at": state.started_at.isoformat()},
-                     200, model.version if model else None)
+        return _json(
+            {
+                "project": settings.project,
+                **(model.describe() if model else {"version": None}),
+                "shadow": slot.shadow.describe() if slot.shadow else None,
+                "last_error": slot.last_error,
+                "poll_seconds": scfg.poll_seconds,
+                "log": scfg.log,
+                "log_waiting_rows": state.writer.waiting if state.writer else 0,
+                "started_at": state.started_at.isoformat(),
+            },
+            200,
+            model.version if model else None,
+        )
 
-    @app.post("/reload", summary="Serve the champion alias's version now (off the request "
-                                 "path of predictions)")
+    @app.post(
+        "/reload",
+        summary="Serve the champion alias's version now (off the request path of predictions)",
+    )
     def reload() -> Any:
         res = slot.refresh(force=True)
         return _json(res, 200 if not res.get("error") else 409, res.get("version"))
@@ -842,10 +1054,10 @@ class _CountMiddleware:
                 status["code"] = message["status"]
                 headers = message.setdefault("headers", [])
                 served = self.slot.current
-                if served is not None and not any(k.lower() == b"x-model-version"
-                                                  for k, _ in headers):
-                    message["headers"] = [*headers, (b"x-model-version",
-                                                     served.version.encode())]
+                if served is not None and not any(
+                    k.lower() == b"x-model-version" for k, _ in headers
+                ):
+                    message["headers"] = [*headers, (b"x-model-version", served.version.encode())]
             await send(message)
 
         try:
@@ -865,17 +1077,18 @@ def _shadow_columns(shadow: ServedModel | None, frame: dict[str, Any]) -> dict[s
     except Exception as e:  # a shadow's failure never fails a request
         log.warning("serving: shadow v%s failed: %s", shadow.version, e)
         return {}
-    return {"shadow_version": shadow.version,
-            "shadow_prediction": out["prediction"].astype(str).to_numpy(),
-            **{f"shadow_{c}": out[c].to_numpy() for c in out.columns if c.startswith("proba_")}}
+    return {
+        "shadow_version": shadow.version,
+        "shadow_prediction": out["prediction"].astype(str).to_numpy(),
+        **{f"shadow_{c}": out[c].to_numpy() for c in out.columns if c.startswith("proba_")},
+    }
 
 
 def _class_text(label: Any, classes: set[str]) -> str | None:
     """The class ``label`` names, as text (``1``, ``1.0`` and ``true`` name class "1"); with no
     classes (regression) the value as text. None: no class of the model."""
     if not classes:  # regression
-        ok = isinstance(label, int | float) and not isinstance(label, bool) and math.isfinite(
-            label)
+        ok = isinstance(label, int | float) and not isinstance(label, bool) and math.isfinite(label)
         return str(label) if ok else None
     forms = [str(label)]
     if isinstance(label, bool) or (isinstance(label, float) and label.is_integer()):
@@ -894,5 +1107,10 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int | None = None) 
     """Run the app with uvicorn until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(settings), host=host, port=port or settings.serving.port,
-                log_level="warning", access_log=False)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port or settings.serving.port,
+        log_level="warning",
+        access_log=False,
+    )

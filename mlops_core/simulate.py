@@ -45,9 +45,15 @@ class DemoStream:
     features: dict[str, list[str]] = field(default_factory=dict)
 
     def drift_json(self) -> str:
-        return json.dumps({"seed": self.seed, "label_delay_days": self.label_delay.days,
-                           "drift_points": [asdict(p) for p in self.drift_points]},
-                          default=str, indent=2)
+        return json.dumps(
+            {
+                "seed": self.seed,
+                "label_delay_days": self.label_delay.days,
+                "drift_points": [asdict(p) for p in self.drift_points],
+            },
+            default=str,
+            indent=2,
+        )
 
 
 def _ramp(t: np.ndarray, start: float, end: float) -> np.ndarray:
@@ -55,9 +61,16 @@ def _ramp(t: np.ndarray, start: float, end: float) -> np.ndarray:
     return np.clip((t - start) / max(end - start, 1e-9), 0.0, 1.0)
 
 
-def generate_stream(n_rows: int = 100_000, *, start: str | datetime = "2025-01-06",
-                    days: int = 365, seed: int = 42, shift: tuple[float, float] = (0.35, 0.65),
-                    concept_change_at: float = 0.75, label_delay_days: int = 14) -> DemoStream:
+def generate_stream(
+    n_rows: int = 100_000,
+    *,
+    start: str | datetime = "2025-01-06",
+    days: int = 365,
+    seed: int = 42,
+    shift: tuple[float, float] = (0.35, 0.65),
+    concept_change_at: float = 0.75,
+    label_delay_days: int = 14,
+) -> DemoStream:
     """Generate ``n_rows`` applications spread evenly over ``days`` from ``start``.
 
     ``shift`` is the (start, end) of the gradual covariate shift and ``concept_change_at`` the
@@ -90,45 +103,72 @@ def generate_stream(n_rows: int = 100_000, *, start: str | datetime = "2025-01-0
     has_cosigner = rng.uniform(size=n_rows) < 0.18
 
     changed = t >= concept_change_at
-    logit = (-1.6 - 0.012 * (credit_score - 680) + 2.4 * (dti - 0.3)
-             - 0.35 * np.log(income / 50_000) + 0.5 * np.log(loan_amount / 20_000)
-             - 0.04 * np.minimum(employment_years, 15) - 0.6 * has_cosigner
-             + 0.25 * season + 0.015 * (age < 25) * (25 - age)
-             + np.select([region == "south", region == "central"], [0.2, -0.15], 0.0)
-             + np.select([purpose == "business", purpose == "home"], [0.35, -0.3], 0.0))
+    logit = (
+        -1.6
+        - 0.012 * (credit_score - 680)
+        + 2.4 * (dti - 0.3)
+        - 0.35 * np.log(income / 50_000)
+        + 0.5 * np.log(loan_amount / 20_000)
+        - 0.04 * np.minimum(employment_years, 15)
+        - 0.6 * has_cosigner
+        + 0.25 * season
+        + 0.015 * (age < 25) * (25 - age)
+        + np.select([region == "south", region == "central"], [0.2, -0.15], 0.0)
+        + np.select([purpose == "business", purpose == "home"], [0.35, -0.3], 0.0)
+    )
     # concept change: the same applicants behave differently (a fraud wave online, high-debt
     # borrowers hit by a rate rise): no feature distribution moves at that moment
-    logit = logit + changed * (3.0 * (dti - 0.3) + 0.9 * (channel == "online")
-                               - 0.6 * (channel == "branch"))
+    logit = logit + changed * (
+        3.0 * (dti - 0.3) + 0.9 * (channel == "online") - 0.6 * (channel == "branch")
+    )
     p = 1.0 / (1.0 + np.exp(-logit))
     defaulted = (rng.uniform(size=n_rows) < p).astype(np.int64)
 
-    frame = pd.DataFrame({
-        ID: np.arange(1, n_rows + 1, dtype=np.int64),
-        TIME: times,
-        "age": age,
-        "income": income,
-        "loan_amount": loan_amount,
-        "credit_score": credit_score,
-        "debt_to_income": dti,
-        "employment_years": employment_years,
-        "region": region,
-        "purpose": purpose,
-        "channel": channel,
-        "has_cosigner": has_cosigner,
-        TARGET: defaulted,
-    })
+    frame = pd.DataFrame(
+        {
+            ID: np.arange(1, n_rows + 1, dtype=np.int64),
+            TIME: times,
+            "age": age,
+            "income": income,
+            "loan_amount": loan_amount,
+            "credit_score": credit_score,
+            "debt_to_income": dti,
+            "employment_years": employment_years,
+            "region": region,
+            "purpose": purpose,
+            "channel": channel,
+            "has_cosigner": has_cosigner,
+            TARGET: defaulted,
+        }
+    )
     when = lambda x: (t0 + pd.Timedelta(seconds=x * span_s)).to_pydatetime()  # noqa: E731
     points = [
-        DriftPoint("covariate_shift", when(shift[0]), when(shift[1]),
-                   "gradual: incomes +28%, debt-to-income +0.05, credit scores -15, "
-                   "online share 25% -> 60%"),
-        DriftPoint("concept_change", when(concept_change_at), when(concept_change_at),
-                   "abrupt: default risk rises for high debt-to-income and online applicants"),
+        DriftPoint(
+            "covariate_shift",
+            when(shift[0]),
+            when(shift[1]),
+            "gradual: incomes +28%, debt-to-income +0.05, credit scores -15, "
+            "online share 25% -> 60%",
+        ),
+        DriftPoint(
+            "concept_change",
+            when(concept_change_at),
+            when(concept_change_at),
+            "abrupt: default risk rises for high debt-to-income and online applicants",
+        ),
     ]
-    features = {"numeric": ["age", "income", "loan_amount", "credit_score", "debt_to_income",
-                            "employment_years"],
-                "categorical": ["region", "purpose", "channel"], "boolean": ["has_cosigner"]}
+    features = {
+        "numeric": [
+            "age",
+            "income",
+            "loan_amount",
+            "credit_score",
+            "debt_to_income",
+            "employment_years",
+        ],
+        "categorical": ["region", "purpose", "channel"],
+        "boolean": ["has_cosigner"],
+    }
     return DemoStream(frame, points, timedelta(days=label_delay_days), seed, features)
 
 
@@ -139,8 +179,9 @@ class LandedFile:
     fault: str | None  # what is wrong with it on purpose, or None
 
 
-def write_landing(stream: DemoStream, folder: Path, *, period: str = "W",
-                  faults: bool = True) -> list[LandedFile]:
+def write_landing(
+    stream: DemoStream, folder: Path, *, period: str = "W", faults: bool = True
+) -> list[LandedFile]:
     """Write the stream as one file per batch ``period`` into ``folder`` (CSV and Parquet
     alternating), the way an upstream system would drop them. Files whose labels are not yet
     due (within the label delay of the stream's end) carry no target column. With ``faults``,
@@ -153,8 +194,13 @@ def write_landing(stream: DemoStream, folder: Path, *, period: str = "W",
     n = len(groups)
     spoil = {}
     if faults and n >= 10:
-        spoil = {n // 6: "renamed_column", n // 3: "corrupt_parquet", n // 2: "all_null_feature",
-                 (2 * n) // 3: "non_utf8_csv", (5 * n) // 6: "resent_duplicate"}
+        spoil = {
+            n // 6: "renamed_column",
+            n // 3: "corrupt_parquet",
+            n // 2: "all_null_feature",
+            (2 * n) // 3: "non_utf8_csv",
+            (5 * n) // 6: "resent_duplicate",
+        }
     out: list[LandedFile] = []
     prev: Path | None = None
     for i, (start, g) in enumerate(groups):
@@ -203,9 +249,16 @@ def _write(df: pd.DataFrame, path: Path) -> None:
 SYNTHETIC = ("sea", "agrawal", "hyperplane")
 
 
-def synthetic_stream(name: str, n_rows: int = 100_000, *, drift: str = "abrupt",
-                     changes: int = 2, width: int | None = None, noise: float = 0.1,
-                     seed: int = 42) -> tuple[pd.DataFrame, list[int]]:
+def synthetic_stream(
+    name: str,
+    n_rows: int = 100_000,
+    *,
+    drift: str = "abrupt",
+    changes: int = 2,
+    width: int | None = None,
+    noise: float = 0.1,
+    seed: int = 42,
+) -> tuple[pd.DataFrame, list[int]]:
     """A seeded River benchmark stream (``sea``, ``agrawal``, ``hyperplane``) with ``changes``
     concept changes at evenly spaced rows: ``abrupt`` switches at once, ``gradual`` blends
     the two concepts over ``width`` rows (default a tenth of the stream) with a sigmoid, as
@@ -224,8 +277,14 @@ def synthetic_stream(name: str, n_rows: int = 100_000, *, drift: str = "abrupt",
     if drift == "incremental":  # one concept that moves a little with every row
         if name != "hyperplane":
             raise ValueError("incremental drift: only the hyperplane stream moves by itself")
-        gen = synth.Hyperplane(seed=seed * 100, n_features=10, noise_percentage=noise / 2,
-                               n_drift_features=5, mag_change=0.001, sigma=0.1)
+        gen = synth.Hyperplane(
+            seed=seed * 100,
+            n_features=10,
+            noise_percentage=noise / 2,
+            n_drift_features=5,
+            mag_change=0.001,
+            sigma=0.1,
+        )
         out = pd.DataFrame([x | {"y": y} for x, y in islice(gen, n_rows)])
         out.columns = [str(c) for c in out.columns]
         return out, []
@@ -235,8 +294,9 @@ def synthetic_stream(name: str, n_rows: int = 100_000, *, drift: str = "abrupt",
         if name == "sea":
             return synth.SEA(variant=[0, 3, 1, 2][k % 4], noise=noise, seed=s)
         if name == "agrawal":
-            return synth.Agrawal(classification_function=[0, 2, 5, 8][k % 4], seed=s,
-                                 perturbation=noise / 2)
+            return synth.Agrawal(
+                classification_function=[0, 2, 5, 8][k % 4], seed=s, perturbation=noise / 2
+            )
         return synth.Hyperplane(seed=s, n_features=10, noise_percentage=noise / 2)
 
     frames = []
@@ -249,8 +309,11 @@ def synthetic_stream(name: str, n_rows: int = 100_000, *, drift: str = "abrupt",
     which = np.zeros(n_rows, dtype=int)
     idx = np.arange(n_rows)
     for p in points:  # past each change point, move to the next concept (sigmoid for gradual)
-        prob = 1 / (1 + np.exp(np.clip(-4 * (idx - p) / width, -50, 50))) if width > 1 \
+        prob = (
+            1 / (1 + np.exp(np.clip(-4 * (idx - p) / width, -50, 50)))
+            if width > 1
             else (idx >= p).astype(float)
+        )
         which += (rng.uniform(size=n_rows) < prob).astype(int)
     out = frames[0].copy()
     for k in range(1, changes + 1):

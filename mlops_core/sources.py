@@ -31,8 +31,16 @@ from mlops_core.store import MetadataStore
 
 log = logging.getLogger(__name__)
 
-FORMATS = {".csv": "csv", ".txt": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet",
-           ".json": "json", ".jsonl": "json", ".ndjson": "json"}
+FORMATS = {
+    ".csv": "csv",
+    ".txt": "csv",
+    ".tsv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".json": "json",
+    ".jsonl": "json",
+    ".ndjson": "json",
+}
 _OTHER_DELIMITERS = [";", "\t", "|", ","]
 
 # (origin, done, total, unit): progress of reading one unit; total is None when unknown
@@ -57,8 +65,11 @@ def detect_format(path: Path, declared: str = "auto") -> str:
         return declared
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise FileRejected("corrupt_file", f"{path.name}: unknown file type '{path.suffix}'; "
-                           "expected .csv, .parquet or .json (or set data.source.format)")
+        raise FileRejected(
+            "corrupt_file",
+            f"{path.name}: unknown file type '{path.suffix}'; "
+            "expected .csv, .parquet or .json (or set data.source.format)",
+        )
     return fmt
 
 
@@ -68,36 +79,52 @@ def _check_size(path: Path, max_mb: float) -> int:
     except FileNotFoundError:
         raise SourceError(f"{path}: file not found") from None
     if size > max_mb * 1024 * 1024:
-        raise FileRejected("file_too_large", f"{path.name} is {size / 2**20:,.1f} MB, over the "
-                           f"{max_mb:,g} MB cap (data.limits.max_file_mb)")
+        raise FileRejected(
+            "file_too_large",
+            f"{path.name} is {size / 2**20:,.1f} MB, over the "
+            f"{max_mb:,g} MB cap (data.limits.max_file_mb)",
+        )
     if size == 0:
         raise FileRejected("empty_file", f"{path.name} is empty (0 bytes)")
     return size
 
 
-def _check_header(first_line: str, opts: CsvOptions, max_columns: int, expected: list[str],
-                  name: str) -> None:
+def _check_header(
+    first_line: str, opts: CsvOptions, max_columns: int, expected: list[str], name: str
+) -> None:
     header = next(csv.reader([first_line], delimiter=opts.delimiter), [])
     if len(header) > max_columns:
-        raise FileRejected("too_many_columns", f"{name} has {len(header):,} columns, over the "
-                           f"cap of {max_columns:,} (data.limits.max_columns)")
-    twice = {c: [i + 1 for i, h in enumerate(header) if h == c] for c in header
-             if header.count(c) > 1}
+        raise FileRejected(
+            "too_many_columns",
+            f"{name} has {len(header):,} columns, over the "
+            f"cap of {max_columns:,} (data.limits.max_columns)",
+        )
+    twice = {
+        c: [i + 1 for i, h in enumerate(header) if h == c] for c in header if header.count(c) > 1
+    }
     if twice:
-        shown = "; ".join(f"{excerpt(c)!r} (columns {', '.join(map(str, at))})"
-                          for c, at in list(twice.items())[:SHOWN_BAD_ROWS])
-        raise FileRejected("duplicate_columns", f"{name}: the header names a column more than "
-                           f"once: {shown}. Rename one, in the quarantine folder, then release it")
+        shown = "; ".join(
+            f"{excerpt(c)!r} (columns {', '.join(map(str, at))})"
+            for c, at in list(twice.items())[:SHOWN_BAD_ROWS]
+        )
+        raise FileRejected(
+            "duplicate_columns",
+            f"{name}: the header names a column more than "
+            f"once: {shown}. Rename one, in the quarantine folder, then release it",
+        )
     if len(header) == 1 and len(expected) > 1:
         for d in _OTHER_DELIMITERS:
             if d != opts.delimiter and d in first_line:
                 alt = next(csv.reader([first_line], delimiter=d))
                 if len(alt) > 1:
                     shown = {"\t": "tab"}.get(d, repr(d))
-                    raise FileRejected("wrong_delimiter", f"{name}: the header has one column "
-                                       f"with '{opts.delimiter}' but {len(alt)} with {shown}; "
-                                       f"the file looks {shown}-separated (set "
-                                       "data.source.csv.delimiter)")
+                    raise FileRejected(
+                        "wrong_delimiter",
+                        f"{name}: the header has one column "
+                        f"with '{opts.delimiter}' but {len(alt)} with {shown}; "
+                        f"the file looks {shown}-separated (set "
+                        "data.source.csv.delimiter)",
+                    )
 
 
 # a file cut mid-row and modified less than this long ago is still being written (deferred);
@@ -109,8 +136,11 @@ SHOWN_BAD_ROWS = 3  # bad rows quoted in a rejection
 # what a file that is not text starts with, and what to do about it
 _MAGIC = [
     (b"\x1f\x8b", "gzip-compressed", "decompress it (gunzip) and ingest the file inside"),
-    (b"PK\x03\x04", "a ZIP archive (an Excel .xlsx workbook is one)",
-     "unzip it, or export the sheet as CSV"),
+    (
+        b"PK\x03\x04",
+        "a ZIP archive (an Excel .xlsx workbook is one)",
+        "unzip it, or export the sheet as CSV",
+    ),
     (b"\xd0\xcf\x11\xe0", "an Excel 97-2003 workbook", "export the sheet as CSV"),
     (b"PAR1", "a Parquet file", "name it .parquet"),
     (b"BZh", "bzip2-compressed", "decompress it (bunzip2) and ingest the file inside"),
@@ -126,11 +156,17 @@ def _sniff(head: bytes, name: str, encoding: str) -> None:
         if head.startswith(magic):
             raise FileRejected("wrong_format", f"{name} is {what}, not {encoding} text: {todo}")
     if not encoding.lower().replace("-", "").startswith("utf16") and (
-            head.startswith((b"\xff\xfe", b"\xfe\xff"))
-            or (len(head) >= 8 and any(head[z:8:2] == b"\0" * 4 and b"\0" not in head[1 - z:8:2]
-                                       for z in (0, 1)))):
-        raise FileRejected("encoding", f"{name} is UTF-16 text, not {encoding}: set "
-                           "data.source.csv.encoding: utf-16, or save it as UTF-8")
+        head.startswith((b"\xff\xfe", b"\xfe\xff"))
+        or (
+            len(head) >= 8
+            and any(head[z:8:2] == b"\0" * 4 and b"\0" not in head[1 - z : 8 : 2] for z in (0, 1))
+        )
+    ):
+        raise FileRejected(
+            "encoding",
+            f"{name} is UTF-16 text, not {encoding}: set "
+            "data.source.csv.encoding: utf-16, or save it as UTF-8",
+        )
 
 
 def _check_nul(source: Path | bytes, name: str) -> None:
@@ -140,10 +176,12 @@ def _check_nul(source: Path | bytes, name: str) -> None:
     if isinstance(source, bytes):
         blocks = iter([source])
     else:
+
         def read_blocks(path: Path = source) -> Iterator[bytes]:
             with open(path, "rb") as fb:
                 while block := fb.read(_NUL_SCAN_BLOCK):
                     yield block
+
         blocks = read_blocks()
     offset = lines = count = 0
     first: tuple[int, int] | None = None
@@ -158,9 +196,12 @@ def _check_nul(source: Path | bytes, name: str) -> None:
             lines += block.count(b"\n")
         offset += len(block)
     if first is not None:
-        raise FileRejected("nul_bytes", f"{name} holds {count:,} NUL byte(s), the first at "
-                           f"byte {first[0]:,} (line {first[1]:,}): a binary or damaged file, "
-                           "not CSV text")
+        raise FileRejected(
+            "nul_bytes",
+            f"{name} holds {count:,} NUL byte(s), the first at "
+            f"byte {first[0]:,} (line {first[1]:,}): a binary or damaged file, "
+            "not CSV text",
+        )
 
 
 def _check_rows(source: Path | bytes, name: str, opts: CsvOptions) -> None:
@@ -171,18 +212,22 @@ def _check_rows(source: Path | bytes, name: str, opts: CsvOptions) -> None:
     in a row cut mid-value that parses as data. Either rejects the whole file (it is
     quarantined; nothing of it is used). One pass of Arrow's multi-threaded parser, converting
     no column."""
+    readable: Path | bytes = source
     if isinstance(source, bytes):  # an HTTP body: complete when the response was
-        last, readable = b"\n", source
+        last = b"\n"
     else:
         with open(source, "rb") as fb:
             fb.seek(0, io.SEEK_END)
             fb.seek(max(0, fb.tell() - 1))
-            last, readable = fb.read(1), source
+            last = fb.read(1)
     if last not in (b"\n", b"\r"):
         raise FileRejected(
-            "torn_row", f"{name} does not end with a line break: its last row looks cut "
+            "torn_row",
+            f"{name} does not end with a line break: its last row looks cut "
             "off while the file was written. If the file is complete, add a line break at its "
-            "end in the quarantine folder, then release it")
+            "end in the quarantine folder, then release it",
+        )
+
     def bad_rows(newlines_in_values: bool) -> list[tuple[int | None, int, int, str]] | None:
         bad: list[tuple[int | None, int, int, str]] = []
 
@@ -193,12 +238,15 @@ def _check_rows(source: Path | bytes, name: str, opts: CsvOptions) -> None:
         source = io.BytesIO(readable) if isinstance(readable, bytes) else readable
         try:
             reader = pacsv.open_csv(
-                source, read_options=pacsv.ReadOptions(encoding=opts.encoding,
-                                                       block_size=1 << 24),
-                parse_options=pacsv.ParseOptions(delimiter=opts.delimiter,
-                                                 newlines_in_values=newlines_in_values,
-                                                 invalid_row_handler=on_bad),
-                convert_options=pacsv.ConvertOptions(include_columns=[]))
+                source,
+                read_options=pacsv.ReadOptions(encoding=opts.encoding, block_size=1 << 24),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=opts.delimiter,
+                    newlines_in_values=newlines_in_values,
+                    invalid_row_handler=on_bad,
+                ),
+                convert_options=pacsv.ConvertOptions(include_columns=[]),
+            )
             for _ in reader:
                 pass
         except (pa.ArrowInvalid, UnicodeDecodeError) as e:
@@ -215,21 +263,27 @@ def _check_rows(source: Path | bytes, name: str, opts: CsvOptions) -> None:
         return
     quoted = next((text for _n, _w, _g, text in bad if text.count('"') % 2), None)
     if quoted is not None:
-        raise FileRejected("corrupt_file", f"{name}: malformed CSV: a quote is never "
-                           f"closed (from {excerpt(quoted)!r}); an unclosed quote?")
+        raise FileRejected(
+            "corrupt_file",
+            f"{name}: malformed CSV: a quote is never "
+            f"closed (from {excerpt(quoted)!r}); an unclosed quote?",
+        )
     shown = "; ".join(
-        (f"line {n}: " if n is not None else "") + f"{got} of {want} fields "
-        f"({excerpt(text)!r})" for n, want, got, text in bad[:SHOWN_BAD_ROWS])
+        (f"line {n}: " if n is not None else "") + f"{got} of {want} fields ({excerpt(text)!r})"
+        for n, want, got, text in bad[:SHOWN_BAD_ROWS]
+    )
     short = any(got < want for _n, want, got, _t in bad)
     raise FileRejected(
         "short_row" if short else "extra_fields",
         f"{name}: {len(bad):,} row(s) do not have the header's number of fields "
         f"({shown}{'; …' if len(bad) > SHOWN_BAD_ROWS else ''}); the file may be cut "
-        "or hand-edited. Fix it in the quarantine folder, then release it")
+        "or hand-edited. Fix it in the quarantine folder, then release it",
+    )
 
 
-def _read_csv(path: Path, data: DataConfig, opts: CsvOptions, progress: ProgressFn | None
-              ) -> Iterator[pd.DataFrame]:
+def _read_csv(
+    path: Path, data: DataConfig, opts: CsvOptions, progress: ProgressFn | None
+) -> Iterator[pd.DataFrame]:
     limits = data.limits
     size = _check_size(path, limits.max_file_mb)
     with open(path, "rb") as fb:
@@ -239,10 +293,13 @@ def _read_csv(path: Path, data: DataConfig, opts: CsvOptions, progress: Progress
         text = head.decode(opts.encoding)
     except UnicodeDecodeError as e:
         if e.start < len(head) - 4:  # not just a multi-byte character cut by our 64 KB read
-            raise FileRejected("encoding", f"{path.name} is not {opts.encoding} text: byte "
-                               f"0x{head[e.start]:02x} at offset {e.start} (set "
-                               "data.source.csv.encoding)") from None
-        text = head[:e.start].decode(opts.encoding)
+            raise FileRejected(
+                "encoding",
+                f"{path.name} is not {opts.encoding} text: byte "
+                f"0x{head[e.start]:02x} at offset {e.start} (set "
+                "data.source.csv.encoding)",
+            ) from None
+        text = head[: e.start].decode(opts.encoding)
     lines = text.splitlines()
     if not lines or not lines[0].strip():
         raise FileRejected("empty_file", f"{path.name} has no header line")
@@ -252,26 +309,39 @@ def _read_csv(path: Path, data: DataConfig, opts: CsvOptions, progress: Progress
     as_text = {c: "category" for c in data.features.categorical}
     rows = 0
     try:
-        with open(path, encoding=opts.encoding, newline="") as fh:
-            reader = pd.read_csv(fh, sep=opts.delimiter, dtype=as_text, chunksize=limits.chunk_rows,
-                                 on_bad_lines="error", engine="c", low_memory=False)
+        with (
+            open(path, "rb") as raw,
+            io.TextIOWrapper(raw, encoding=opts.encoding, newline="") as fh,
+        ):
+            reader = pd.read_csv(
+                fh,
+                sep=opts.delimiter,
+                dtype=as_text,
+                chunksize=limits.chunk_rows,
+                on_bad_lines="error",
+                engine="c",
+                low_memory=False,
+            )
             for chunk in reader:
                 rows += len(chunk)
                 if progress:
-                    progress(str(path), fh.buffer.tell() if hasattr(fh, "buffer") else 0, size,
-                             "bytes")
+                    progress(str(path), raw.tell(), size, "bytes")
                 yield _strings_to_object(chunk)
     except UnicodeDecodeError as e:
-        raise FileRejected("encoding", f"{path.name} is not {opts.encoding} text "
-                           f"({e.reason} at byte {e.start} of a read block); set "
-                           "data.source.csv.encoding") from None
+        raise FileRejected(
+            "encoding",
+            f"{path.name} is not {opts.encoding} text "
+            f"({e.reason} at byte {e.start} of a read block); set "
+            "data.source.csv.encoding",
+        ) from None
     except pd.errors.EmptyDataError:
         raise FileRejected("empty_file", f"{path.name} has no columns") from None
     except pd.errors.ParserError as e:
         msg = str(e).replace("Error tokenizing data. C error: ", "")
         hint = " (an unclosed quote?)" if "EOF inside string" in msg else ""
-        raise FileRejected("corrupt_file", f"{path.name}: malformed CSV: {msg.strip()}{hint}"
-                           ) from None
+        raise FileRejected(
+            "corrupt_file", f"{path.name}: malformed CSV: {msg.strip()}{hint}"
+        ) from None
     if rows == 0:
         raise FileRejected("empty_file", f"{path.name} has a header but no rows")
 
@@ -284,8 +354,9 @@ def _strings_to_object(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _read_parquet(path: Path, data: DataConfig, progress: ProgressFn | None
-                  ) -> Iterator[pd.DataFrame]:
+def _read_parquet(
+    path: Path, data: DataConfig, progress: ProgressFn | None
+) -> Iterator[pd.DataFrame]:
     limits = data.limits
     _check_size(path, limits.max_file_mb)
     try:
@@ -293,12 +364,16 @@ def _read_parquet(path: Path, data: DataConfig, progress: ProgressFn | None
         # so memory would grow with the file's size instead of staying at one chunk
         pf = pq.ParquetFile(path, pre_buffer=False)
     except (pa.ArrowException, OSError) as e:
-        raise FileRejected("corrupt_file", f"{path.name}: not a readable Parquet file, "
-                           f"truncated or corrupt ({e})") from None
+        raise FileRejected(
+            "corrupt_file", f"{path.name}: not a readable Parquet file, truncated or corrupt ({e})"
+        ) from None
     n_cols = len(pf.schema_arrow.names)
     if n_cols > limits.max_columns:
-        raise FileRejected("too_many_columns", f"{path.name} has {n_cols:,} columns, over the "
-                           f"cap of {limits.max_columns:,} (data.limits.max_columns)")
+        raise FileRejected(
+            "too_many_columns",
+            f"{path.name} has {n_cols:,} columns, over the "
+            f"cap of {limits.max_columns:,} (data.limits.max_columns)",
+        )
     total = pf.metadata.num_rows
     if total == 0:
         raise FileRejected("empty_file", f"{path.name} has a schema but no rows")
@@ -306,9 +381,12 @@ def _read_parquet(path: Path, data: DataConfig, progress: ProgressFn | None
     # to read, and the batch store writes dictionaries back just as fast)
     declared = set(data.features.categorical) if data.features.all() else None
     roles = {data.id_column, data.time_column, data.target}
-    as_category = [f.name for f in pf.schema_arrow
-                   if (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
-                   and (f.name in declared if declared is not None else f.name not in roles)]
+    as_category = [
+        f.name
+        for f in pf.schema_arrow
+        if (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
+        and (f.name in declared if declared is not None else f.name not in roles)
+    ]
     done = 0
     try:
         for rb in pf.iter_batches(batch_size=limits.chunk_rows):
@@ -317,8 +395,10 @@ def _read_parquet(path: Path, data: DataConfig, progress: ProgressFn | None
                 progress(str(path), done, total, "rows")
             yield rb.to_pandas(categories=as_category)
     except (pa.ArrowException, OSError) as e:
-        raise FileRejected("corrupt_file", f"{path.name}: Parquet data is truncated or corrupt "
-                           f"after {done:,} rows ({e})") from None
+        raise FileRejected(
+            "corrupt_file",
+            f"{path.name}: Parquet data is truncated or corrupt after {done:,} rows ({e})",
+        ) from None
 
 
 def records_to_frame(payload: Any, name: str) -> pd.DataFrame:
@@ -340,8 +420,9 @@ def _read_json_bytes(raw: bytes, name: str, encoding: str = "utf-8") -> pd.DataF
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as e:
-        raise FileRejected("encoding", f"{name} is not {encoding} text: byte at offset "
-                           f"{e.start}") from None
+        raise FileRejected(
+            "encoding", f"{name} is not {encoding} text: byte at offset {e.start}"
+        ) from None
     if not text.strip():
         raise FileRejected("empty_file", f"{name} is empty")
     try:
@@ -354,8 +435,7 @@ def _read_json_bytes(raw: bytes, name: str, encoding: str = "utf-8") -> pd.DataF
     return records_to_frame(payload, name)
 
 
-def _read_json(path: Path, data: DataConfig, progress: ProgressFn | None
-               ) -> Iterator[pd.DataFrame]:
+def _read_json(path: Path, data: DataConfig, progress: ProgressFn | None) -> Iterator[pd.DataFrame]:
     _check_size(path, data.limits.max_file_mb)
     df = _read_json_bytes(path.read_bytes(), path.name)
     if progress:
@@ -363,22 +443,26 @@ def _read_json(path: Path, data: DataConfig, progress: ProgressFn | None
     yield df
 
 
-def _read_csv_bytes(raw: bytes, name: str, data: DataConfig, opts: CsvOptions
-                    ) -> pd.DataFrame:
+def _read_csv_bytes(raw: bytes, name: str, data: DataConfig, opts: CsvOptions) -> pd.DataFrame:
     _sniff(raw[:64], name, opts.encoding)
     try:
         text = raw.decode(opts.encoding)
     except UnicodeDecodeError as e:
-        raise FileRejected("encoding", f"{name} is not {opts.encoding} text: byte at offset "
-                           f"{e.start}") from None
+        raise FileRejected(
+            "encoding", f"{name} is not {opts.encoding} text: byte at offset {e.start}"
+        ) from None
     if not text.strip():
         raise FileRejected("empty_file", f"{name} is empty")
     _check_header(text.splitlines()[0], opts, data.limits.max_columns, data.columns(), name)
     _check_nul(raw, name)
     _check_rows(raw, name, opts)
     try:
-        df = pd.read_csv(io.StringIO(text), sep=opts.delimiter, on_bad_lines="error",
-                         dtype={c: "category" for c in data.features.categorical})
+        df = pd.read_csv(
+            io.StringIO(text),
+            sep=opts.delimiter,
+            on_bad_lines="error",
+            dtype={c: "category" for c in data.features.categorical},
+        )
     except pd.errors.ParserError as e:
         raise FileRejected("corrupt_file", f"{name}: malformed CSV: {e}") from None
     if df.empty:
@@ -386,9 +470,15 @@ def _read_csv_bytes(raw: bytes, name: str, data: DataConfig, opts: CsvOptions
     return _strings_to_object(df)
 
 
-def file_unit(path: Path, data: DataConfig, source: SourceConfig | None = None,
-              kind: str = "file", on_done: Callable[[], None] = lambda: None, *,
-              defer_fresh: bool = False) -> SourceUnit:
+def file_unit(
+    path: Path,
+    data: DataConfig,
+    source: SourceConfig | None = None,
+    kind: str = "file",
+    on_done: Callable[[], None] = lambda: None,
+    *,
+    defer_fresh: bool = False,
+) -> SourceUnit:
     """A unit for one file; the format comes from its extension unless the source declares it.
 
     A file that changes while it is read is deferred (:class:`FileNotReady`), never partly
@@ -396,7 +486,7 @@ def file_unit(path: Path, data: DataConfig, source: SourceConfig | None = None,
     last :data:`WRITE_SETTLE_S` seconds is deferred too; a file named on the command line is
     judged as it is."""
     declared = source.format if source else "auto"
-    opts = source.csv if source else CsvOptions()
+    opts = source.csv if source else CsvOptions.model_validate({})
 
     def read(progress: ProgressFn | None) -> Iterator[pd.DataFrame]:
         fmt = detect_format(path, declared)
@@ -414,17 +504,29 @@ def file_unit(path: Path, data: DataConfig, source: SourceConfig | None = None,
         except FileRejected as e:
             if _stamp(path) != before:  # cut mid-write rather than broken: read it again later
                 raise _not_ready(path) from e
-            if defer_fresh and e.rule == "torn_row" and before is not None and \
-                    time.time() - before[1] / 1e9 < WRITE_SETTLE_S:
-                raise FileNotReady(f"{path.name} ends mid-row and was modified less than "
-                                   f"{WRITE_SETTLE_S} s ago: it looks still being written; "
-                                   "the next run reads it again") from e
+            if (
+                defer_fresh
+                and e.rule == "torn_row"
+                and before is not None
+                and time.time() - before[1] / 1e9 < WRITE_SETTLE_S
+            ):
+                raise FileNotReady(
+                    f"{path.name} ends mid-row and was modified less than "
+                    f"{WRITE_SETTLE_S} s ago: it looks still being written; "
+                    "the next run reads it again"
+                ) from e
             raise
         if _stamp(path) != before:
             raise _not_ready(path)
 
-    return SourceUnit(kind=kind, origin=str(path), read_chunks=chunks, raw_file=path,
-                      raw_suffix=path.suffix or ".bin", on_done=on_done)
+    return SourceUnit(
+        kind=kind,
+        origin=str(path),
+        read_chunks=chunks,
+        raw_file=path,
+        raw_suffix=path.suffix or ".bin",
+        on_done=on_done,
+    )
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -436,8 +538,10 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 
 def _not_ready(path: Path) -> FileNotReady:
-    return FileNotReady(f"{path.name} changed while it was read (it is still being written): "
-                        "nothing of it was kept; the next run reads it again")
+    return FileNotReady(
+        f"{path.name} changed while it was read (it is still being written): "
+        "nothing of it was kept; the next run reads it again"
+    )
 
 
 def is_candidate(p: Path, folder: Path | None = None) -> bool:
@@ -447,8 +551,12 @@ def is_candidate(p: Path, folder: Path | None = None) -> bool:
     ``folder``): a link dropped in a landing folder could point anywhere (a system file, another
     project's data), and its content would end up in batches or in findings."""
     name = p.name
-    if p.is_symlink() or not p.is_file() or name.startswith((".", "~")) or \
-            name.endswith((".tmp", ".part", ".crdownload", ".partial")):
+    if (
+        p.is_symlink()
+        or not p.is_file()
+        or name.startswith((".", "~"))
+        or name.endswith((".tmp", ".part", ".crdownload", ".partial"))
+    ):
         return False
     return folder is None or p.resolve().is_relative_to(folder.resolve())
 
@@ -461,13 +569,13 @@ def data_files(folder: Path, pattern: str = "*") -> list[Path]:
         if is_candidate(p, folder):
             out.append(p)
         elif p.is_symlink():
-            log.warning("%s is a symbolic link: skipped (copy or move the file into %s)",
-                        p, folder)
+            log.warning("%s is a symbolic link: skipped (copy or move the file into %s)", p, folder)
     return out
 
 
-def folder_units(cfg: SourceConfig, data: DataConfig, folder: Path, meta: MetadataStore
-                 ) -> Iterator[SourceUnit]:
+def folder_units(
+    cfg: SourceConfig, data: DataConfig, folder: Path, meta: MetadataStore
+) -> Iterator[SourceUnit]:
     """New files in ``folder`` (each picked up once), oldest first.
 
     A file counts as seen by its name, size and modification time, so a file replaced with new
@@ -519,8 +627,9 @@ def sql_unit(cfg: SourceConfig, data: DataConfig, meta: MetadataStore) -> Source
         rows = 0
         try:
             with engine.connect() as conn:
-                for chunk in pd.read_sql(sa.text(sql), conn, params=params,
-                                         chunksize=data.limits.chunk_rows):
+                for chunk in pd.read_sql(
+                    sa.text(sql), conn, params=params, chunksize=data.limits.chunk_rows
+                ):
                     if wm not in chunk.columns:
                         raise SourceError(f"the query returns no watermark column '{wm}'")
                     rows += len(chunk)
@@ -530,8 +639,9 @@ def sql_unit(cfg: SourceConfig, data: DataConfig, meta: MetadataStore) -> Source
                         progress(cfg.query or "", rows, None, "rows")
                     yield chunk
         except sa.exc.SQLAlchemyError as e:
-            raise SourceError(f"SQL source failed: {e.__class__.__name__}: "
-                              f"{str(e).splitlines()[0]}") from e
+            raise SourceError(
+                f"SQL source failed: {e.__class__.__name__}: {str(e).splitlines()[0]}"
+            ) from e
         finally:
             engine.dispose()
 
@@ -539,8 +649,9 @@ def sql_unit(cfg: SourceConfig, data: DataConfig, meta: MetadataStore) -> Source
         if "wm" in seen:
             meta.set_state(key, seen["wm"])
 
-    return SourceUnit(kind="sql", origin=f"{redact_url(cfg.url)} :: {cfg.query}",
-                      read_chunks=chunks, on_done=done)
+    return SourceUnit(
+        kind="sql", origin=f"{redact_url(cfg.url)} :: {cfg.query}", read_chunks=chunks, on_done=done
+    )
 
 
 def redact_secrets(text: str, cfg: SourceConfig) -> str:
@@ -552,8 +663,9 @@ def redact_secrets(text: str, cfg: SourceConfig) -> str:
     secrets += [v.split(" ", 1)[-1] for v in cfg.headers.values() if " " in v]  # "Bearer X"
     if cfg.url:
         parts = urlsplit(cfg.url)
-        secrets += [parts.password or ""] + [v for k, v in parse_qsl(parts.query)
-                                             if redact_url(f"?{k}=x") != f"?{k}=x"]
+        secrets += [parts.password or ""] + [
+            v for k, v in parse_qsl(parts.query) if redact_url(f"?{k}=x") != f"?{k}=x"
+        ]
         text = text.replace(cfg.url, redact_url(cfg.url))
     for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
         text = text.replace(secret, "***")
@@ -579,18 +691,30 @@ def http_unit(cfg: SourceConfig, data: DataConfig, meta: MetadataStore) -> Sourc
     if cfg.watermark and last is not None:
         params[cfg.watermark] = str(last)
     try:
-        resp = httpx.get(cfg.url, params=params, headers=cfg.headers, timeout=cfg.timeout_s,
-                         follow_redirects=True)
+        resp = httpx.get(
+            cfg.url,
+            params=params,
+            headers=cfg.headers,
+            timeout=cfg.timeout_s,
+            follow_redirects=True,
+        )
     except httpx.HTTPError as e:
-        raise SourceError(f"HTTP source {shown} unreachable: {e.__class__.__name__}: "
-                          f"{excerpt(redact_secrets(str(e), cfg), 200)}") from None
+        raise SourceError(
+            f"HTTP source {shown} unreachable: {e.__class__.__name__}: "
+            f"{excerpt(redact_secrets(str(e), cfg), 200)}"
+        ) from None
     if resp.status_code >= 400:
-        raise SourceError(f"HTTP source {shown} answered {resp.status_code}: "
-                          f"{excerpt(redact_secrets(resp.text, cfg), 200)}")
+        raise SourceError(
+            f"HTTP source {shown} answered {resp.status_code}: "
+            f"{excerpt(redact_secrets(resp.text, cfg), 200)}"
+        )
     ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
     body = resp.content
-    fmt = cfg.format if cfg.format != "auto" else ("csv" if "csv" in ctype else
-                                                   "json" if "json" in ctype else None)
+    fmt = (
+        cfg.format
+        if cfg.format != "auto"
+        else ("csv" if "csv" in ctype else "json" if "json" in ctype else None)
+    )
     if fmt is None:
         fmt = "json" if body.lstrip()[:1] in (b"[", b"{") else "csv"
     seen: dict[str, Any] = {}
@@ -599,8 +723,11 @@ def http_unit(cfg: SourceConfig, data: DataConfig, meta: MetadataStore) -> Sourc
         if not body.strip() or body.strip() in (b"[]", b"{}"):
             return  # nothing new: not an error for an incremental feed
         try:
-            df = (_read_csv_bytes(body, shown, data, cfg.csv) if fmt == "csv"
-                  else _read_json_bytes(body, shown))
+            df = (
+                _read_csv_bytes(body, shown, data, cfg.csv)
+                if fmt == "csv"
+                else _read_json_bytes(body, shown)
+            )
         except FileRejected as e:
             if e.rule == "empty_file":  # a header-only CSV or {"records": []}: nothing new
                 return
@@ -615,12 +742,19 @@ def http_unit(cfg: SourceConfig, data: DataConfig, meta: MetadataStore) -> Sourc
         if "wm" in seen:
             meta.set_state(key, seen["wm"])
 
-    return SourceUnit(kind="http", origin=shown, read_chunks=chunks, raw_bytes=body,
-                      raw_suffix=f".{fmt}", on_done=done)
+    return SourceUnit(
+        kind="http",
+        origin=shown,
+        read_chunks=chunks,
+        raw_bytes=body,
+        raw_suffix=f".{fmt}",
+        on_done=done,
+    )
 
 
-def source_units(cfg: SourceConfig, data: DataConfig, meta: MetadataStore,
-                 resolve: Callable[[Path], Path]) -> Iterator[SourceUnit]:
+def source_units(
+    cfg: SourceConfig, data: DataConfig, meta: MetadataStore, resolve: Callable[[Path], Path]
+) -> Iterator[SourceUnit]:
     """The units the configured source has ready now."""
     if cfg.kind == "file":
         assert cfg.path

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 metadata = sa.MetaData()
 
 batches = sa.Table(
-    "batches", metadata,
+    "batches",
+    metadata,
     sa.Column("id", sa.String(40), primary_key=True),
     # accepted | quarantined | released | withdrawn
     sa.Column("status", sa.String(16), nullable=False, index=True),
@@ -52,7 +53,8 @@ batches = sa.Table(
 )
 
 source_state = sa.Table(
-    "source_state", metadata,
+    "source_state",
+    metadata,
     sa.Column("key", sa.String(200), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("updated_at", sa.DateTime, nullable=False),
@@ -62,7 +64,8 @@ source_state = sa.Table(
 # the registry's state in the metadata DB: who is champion (compare-and-set under a write
 # lock) and the append-only audit log of every approval, rejection, promotion and rollback
 champion_state = sa.Table(
-    "champion_state", metadata,
+    "champion_state",
+    metadata,
     sa.Column("model", sa.String(200), primary_key=True),
     sa.Column("version", sa.String(20), nullable=True),
     sa.Column("generation", sa.Integer, nullable=False, default=0),
@@ -70,7 +73,8 @@ champion_state = sa.Table(
 )
 
 audit_log = sa.Table(
-    "audit_log", metadata,
+    "audit_log",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("at", sa.DateTime, nullable=False, index=True),
     sa.Column("actor", sa.String(200), nullable=False),
@@ -88,7 +92,8 @@ audit_log = sa.Table(
 
 
 monitoring_runs = sa.Table(
-    "monitoring_runs", metadata,
+    "monitoring_runs",
+    metadata,
     sa.Column("id", sa.String(40), primary_key=True),
     sa.Column("at", sa.DateTime, nullable=False, index=True),
     sa.Column("model", sa.String(200), nullable=False, index=True),
@@ -103,7 +108,8 @@ monitoring_runs = sa.Table(
 )
 
 decisions = sa.Table(
-    "decisions", metadata,
+    "decisions",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("at", sa.DateTime, nullable=False, index=True),
     sa.Column("model", sa.String(200), nullable=False, index=True),
@@ -215,8 +221,10 @@ def open_project(workspace: Path, db_url: str, *, create: bool = False) -> None:
                 if not sa.inspect(conn).has_table("audit_log"):
                     missing.append(f"the metadata tables in {engine.url!r} (storage.db_url)")
         except sa.exc.OperationalError as e:
-            raise ServiceUnavailable(f"the metadata DB {engine.url!r} cannot be reached: "
-                                     f"{str(e.orig).strip().splitlines()[0]}") from None
+            raise ServiceUnavailable(
+                f"the metadata DB {engine.url!r} cannot be reached: "
+                f"{str(e.orig).strip().splitlines()[0]}"
+            ) from None
         finally:
             engine.dispose()
     if not missing:
@@ -225,7 +233,8 @@ def open_project(workspace: Path, db_url: str, *, create: bool = False) -> None:
         raise ProjectMissing(
             "no project here: missing " + " and ".join(missing) + ". If it was moved, point "
             "storage.workspace (or storage.db_url) at it; to start a new project from this "
-            "config run `mlops init --config FILE` (or `mlops up`). Nothing was created.")
+            "config run `mlops init --config FILE` (or `mlops up`). Nothing was created."
+        )
     workspace.mkdir(parents=True, exist_ok=True)
     MetadataStore(db_url).dispose()
 
@@ -274,15 +283,19 @@ class MetadataStore:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(batches).where(batches.c.id == batch_id)).first()
             if row is None:  # allow unique prefixes, as git does
-                rows = conn.execute(sa.select(batches).where(
-                    batches.c.id.startswith(batch_id, autoescape=True)).limit(2)).all()
+                rows = conn.execute(
+                    sa.select(batches)
+                    .where(batches.c.id.startswith(batch_id, autoescape=True))
+                    .limit(2)
+                ).all()
                 row = rows[0] if len(rows) == 1 else None
         if row is None:
             raise NotFoundError(f"no batch with id '{batch_id}'")
         return BatchRecord.from_row(row)
 
-    def list_batches(self, status: str | Sequence[str] | None = None,
-                     limit: int | None = None) -> list[BatchRecord]:
+    def list_batches(
+        self, status: str | Sequence[str] | None = None, limit: int | None = None
+    ) -> list[BatchRecord]:
         q = sa.select(batches).order_by(batches.c.start_time, batches.c.created_at)
         if status:
             q = q.where(batches.c.status.in_([status] if isinstance(status, str) else status))
@@ -291,42 +304,46 @@ class MetadataStore:
         with self.engine.connect() as conn:
             return [BatchRecord.from_row(r) for r in conn.execute(q)]
 
-    def count_accepted(self) -> int:
-        with self.engine.connect() as conn:
-            q = sa.select(sa.func.count()).select_from(batches).where(
-                batches.c.status == "accepted")
-            return int(conn.execute(q).scalar_one())
-
     def withdraw_batch(self, batch_id: str) -> bool:
         """Take an accepted batch out of every training and monitoring window, keeping its
         data and record (status ``withdrawn``). Compare-and-set: False unless it was
         ``accepted`` at that moment."""
         with self.write() as conn:
-            done = conn.execute(batches.update().where(
-                batches.c.id == batch_id, batches.c.status == "accepted").values(
-                status="withdrawn"))
+            done = conn.execute(
+                batches.update()
+                .where(batches.c.id == batch_id, batches.c.status == "accepted")
+                .values(status="withdrawn")
+            )
         return bool(done.rowcount)
 
     def mark_released(self, batch_id: str, new_ids: list[str]) -> None:
         with self.write() as conn:
-            conn.execute(batches.update().where(batches.c.id == batch_id).values(
-                status="released", released_as=json.dumps(new_ids)))
+            conn.execute(
+                batches.update()
+                .where(batches.c.id == batch_id)
+                .values(status="released", released_as=json.dumps(new_ids))
+            )
 
     # sources' incremental state ----------------------------------------------------------
     def get_state(self, key: str, default: Any = None) -> Any:
         with self.engine.connect() as conn:
-            v = conn.execute(sa.select(source_state.c.value).where(
-                source_state.c.key == key)).scalar_one_or_none()
+            v = conn.execute(
+                sa.select(source_state.c.value).where(source_state.c.key == key)
+            ).scalar_one_or_none()
         return json.loads(v) if v is not None else default
 
     def set_state(self, key: str, value: Any) -> None:
         payload = json.dumps(value, default=str)
         with self.write() as conn:
-            updated = conn.execute(source_state.update().where(source_state.c.key == key).values(
-                value=payload, updated_at=utcnow())).rowcount
+            updated = conn.execute(
+                source_state.update()
+                .where(source_state.c.key == key)
+                .values(value=payload, updated_at=utcnow())
+            ).rowcount
             if not updated:
-                conn.execute(source_state.insert().values(key=key, value=payload,
-                                                          updated_at=utcnow()))
+                conn.execute(
+                    source_state.insert().values(key=key, value=payload, updated_at=utcnow())
+                )
 
     def delete_state(self, key: str) -> None:
         with self.write() as conn:
@@ -350,8 +367,9 @@ def package_sha256(folder: Path) -> str:
     MLmodel, environment files and the model itself), in path order, so no file can change,
     appear or go unnoticed."""
     h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()
-                       and p.name not in _DOWNLOAD_ONLY):
+    for path in sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.name not in _DOWNLOAD_ONLY
+    ):
         h.update(path.relative_to(folder).as_posix().encode() + b"\0")
         h.update(file_sha256(path).encode() + b"\n")
     return h.hexdigest()
@@ -424,12 +442,16 @@ class BatchStore:
                 nulls += stats.null_count
             return md.num_rows - nulls
         except (LookupError, ValueError):  # no such column, or no statistics
-            frame = self.read(record, [target]) if target in pq.read_schema(path).names \
+            frame = (
+                self.read(record, [target])
+                if target in pq.read_schema(path).names
                 else pd.DataFrame({target: []})
+            )
             return int(frame[target].notna().sum())
 
-    def read_accepted(self, meta: MetadataStore, *, labelled_only: bool = False,
-                      columns: list[str] | None = None) -> pd.DataFrame:
+    def read_accepted(
+        self, meta: MetadataStore, *, labelled_only: bool = False, columns: list[str] | None = None
+    ) -> pd.DataFrame:
         """All accepted batches in time order, as one frame (for training and monitoring)."""
         recs = [r for r in meta.list_batches("accepted") if r.has_labels or not labelled_only]
         if not recs:
@@ -442,9 +464,12 @@ def decision_row(r: Any) -> dict[str, Any]:
     m = dict(r._mapping)
     summary = m.pop("summary", None)
     full = (json.loads(summary).get("decision") or {}) if summary else {}
-    return m | {"reasons": json.loads(r.reasons), "held_back": json.loads(r.held_back),
-                "acted": json.loads(r.acted) if r.acted else None,
-                "nearest": full.get("nearest") or [],
-                "pending_since": full.get("pending_since"),
-                "reason_kinds": full.get("reason_kinds") or [],
-                "summary": full.get("summary")}
+    return m | {
+        "reasons": json.loads(r.reasons),
+        "held_back": json.loads(r.held_back),
+        "acted": json.loads(r.acted) if r.acted else None,
+        "nearest": full.get("nearest") or [],
+        "pending_since": full.get("pending_since"),
+        "reason_kinds": full.get("reason_kinds") or [],
+        "summary": full.get("summary"),
+    }

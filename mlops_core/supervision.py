@@ -85,17 +85,27 @@ class MonitoringResult:
         return self.drift.status
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "at": self.at.isoformat(), "model": self.model,
-                "champion_version": self.champion_version, "batch_ids": self.batch_ids,
-                "rows": self.rows, "labelled_rows": self.labelled_rows, "status": self.status,
-                "metric": self.metric, "drift": self.drift.to_dict(),
-                "performance": self.performance, "baseline": self.baseline,
-                "estimated": self.estimated,
-                "detectors": [d.to_dict() for d in self.detectors],
-                "decision": self.decision.to_dict() if self.decision else None,
-                "report": self.report, "reconciled": self.reconciled,
-                "change_at": self.change_at.isoformat() if self.change_at else None,
-                "served_rows": self.served_rows}
+        return {
+            "id": self.id,
+            "at": self.at.isoformat(),
+            "model": self.model,
+            "champion_version": self.champion_version,
+            "batch_ids": self.batch_ids,
+            "rows": self.rows,
+            "labelled_rows": self.labelled_rows,
+            "status": self.status,
+            "metric": self.metric,
+            "drift": self.drift.to_dict(),
+            "performance": self.performance,
+            "baseline": self.baseline,
+            "estimated": self.estimated,
+            "detectors": [d.to_dict() for d in self.detectors],
+            "decision": self.decision.to_dict() if self.decision else None,
+            "report": self.report,
+            "reconciled": self.reconciled,
+            "change_at": self.change_at.isoformat() if self.change_at else None,
+            "served_rows": self.served_rows,
+        }
 
 
 def _kinds(settings: Settings, frame: pd.DataFrame) -> dict[str, str]:
@@ -103,42 +113,61 @@ def _kinds(settings: Settings, frame: pd.DataFrame) -> dict[str, str]:
     if feats.all():
         return {c: feats.kind_of(c) or "numeric" for c in feats.all()}
     d = settings.data
-    return {c: ("numeric" if pd.api.types.is_numeric_dtype(frame[c])
-                and not pd.api.types.is_bool_dtype(frame[c]) else "categorical")
-            for c in frame.columns if c not in (d.id_column, d.time_column, d.target)}
+    return {
+        c: (
+            "numeric"
+            if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+            else "categorical"
+        )
+        for c in frame.columns
+        if c not in (d.id_column, d.time_column, d.target)
+    }
 
 
 def _last_run_at(meta: MetadataStore, model: str) -> datetime | None:
     with meta.engine.connect() as conn:
-        return conn.execute(sa.select(sa.func.max(monitoring_runs.c.at)).where(
-            monitoring_runs.c.model == model)).scalar_one_or_none()
+        return conn.execute(
+            sa.select(sa.func.max(monitoring_runs.c.at)).where(monitoring_runs.c.model == model)
+        ).scalar_one_or_none()
 
 
-def select_batches(meta: MetadataStore, model: str, batch_ids: list[str] | None,
-                   trained_on: set[str] | None = None) -> list[BatchRecord]:
+def select_batches(
+    meta: MetadataStore, model: str, batch_ids: list[str] | None, trained_on: set[str] | None = None
+) -> list[BatchRecord]:
     """The given batches (accepted ones only); else those accepted since the last monitoring
     run that did not train the champion; else the newest batch."""
     if batch_ids:
         recs = [meta.get_batch(b) for b in batch_ids]
-        refused = [f"{r.id} ({r.status}" + (f", released as {', '.join(r.released_as)}"
-                                           if r.released_as else "") + ")"
-                   for r in recs if r.status != "accepted"]
+        refused = [
+            f"{r.id} ({r.status}"
+            + (f", released as {', '.join(r.released_as)}" if r.released_as else "")
+            + ")"
+            for r in recs
+            if r.status != "accepted"
+        ]
         if refused:  # quarantined data failed validation: the champion may not even score it
-            raise MlopsError("only accepted batches can be monitored, not: "
-                             + ", ".join(refused))
+            raise MlopsError("only accepted batches can be monitored, not: " + ", ".join(refused))
         return recs
     accepted = meta.list_batches("accepted")
     if not accepted:
         raise MlopsError("no accepted batches to monitor: ingest data first")
     since = _last_run_at(meta, model)
-    new = [r for r in accepted if (since is None or r.created_at > since)
-           and r.id not in (trained_on or set())]
+    new = [
+        r
+        for r in accepted
+        if (since is None or r.created_at > since) and r.id not in (trained_on or set())
+    ]
     return new or [max(accepted, key=lambda r: (r.end_time or r.created_at, r.created_at))]
 
 
-def _current_data(settings: Settings, meta: MetadataStore, reg: Registry, champion: str,
-                  batch_ids: list[str] | None, store: BatchStore
-                  ) -> tuple[list[BatchRecord], pd.DataFrame, int]:
+def _current_data(
+    settings: Settings,
+    meta: MetadataStore,
+    reg: Registry,
+    champion: str,
+    batch_ids: list[str] | None,
+    store: BatchStore,
+) -> tuple[list[BatchRecord], pd.DataFrame, int]:
     """What a monitoring run measures (``monitoring.source``): the new batches, the rows
     serving answered since the last run (their labels from /feedback in the target column),
     or both. Returns (batches, rows, rows from the prediction log)."""
@@ -160,8 +189,7 @@ def _current_data(settings: Settings, meta: MetadataStore, reg: Registry, champi
             feats = features_of(rows)
             tcol = settings.data.time_column
             if tcol and tcol in feats.columns:  # sent as text, parsed as ingestion does
-                feats = feats.assign(**{tcol: parse_times(feats[tcol],
-                                                          settings.data.time_format)})
+                feats = feats.assign(**{tcol: parse_times(feats[tcol], settings.data.time_format)})
             target = settings.data.target
             if target:
                 feats = feats.assign(**{target: rows[LABEL].to_numpy()})
@@ -170,9 +198,11 @@ def _current_data(settings: Settings, meta: MetadataStore, reg: Registry, champi
             frames.append(feats)
             served = len(feats)
         elif source == "predictions":
-            raise MlopsError("nothing served in the last 7 days: the prediction log under "
-                             f"{settings.workspace / 'predictions'} has no rows to monitor "
-                             "(monitoring.source is 'predictions')")
+            raise MlopsError(
+                "nothing served in the last 7 days: the prediction log under "
+                f"{settings.workspace / 'predictions'} has no rows to monitor "
+                "(monitoring.source is 'predictions')"
+            )
     frames = [f for f in frames if len(f)]
     current = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return recs, current, served
@@ -207,8 +237,13 @@ def trainings(versions: list[VersionInfo]) -> list[VersionInfo]:
     return [v for v in versions if v.tags.get("model_type") != "online"]
 
 
-def _policy_state(meta: MetadataStore, model: str, versions: list[VersionInfo],
-                  clock: DataClock, threshold: float | None = None) -> PolicyState:
+def _policy_state(
+    meta: MetadataStore,
+    model: str,
+    versions: list[VersionInfo],
+    clock: DataClock,
+    threshold: float | None = None,
+) -> PolicyState:
     """Retrain times (each version's data end, in data time), what the newest version was
     trained for, and the signals still pending from the last decision, unless a version was
     registered after it."""
@@ -218,17 +253,19 @@ def _policy_state(meta: MetadataStore, model: str, versions: list[VersionInfo],
     pending: tuple[Finding, ...] = ()
     pending_change: datetime | None = None
     with meta.engine.connect() as conn:
-        last = conn.execute(sa.select(monitoring_runs.c.at, monitoring_runs.c.summary).where(
-            monitoring_runs.c.model == model).order_by(monitoring_runs.c.at.desc())
-            .limit(1)).first()
+        last = conn.execute(
+            sa.select(monitoring_runs.c.at, monitoring_runs.c.summary)
+            .where(monitoring_runs.c.model == model)
+            .order_by(monitoring_runs.c.at.desc())
+            .limit(1)
+        ).first()
     drifted_before = False
     prev = json.loads(last.summary) if last is not None else {}
     if last is not None:
         d = prev.get("drift") or {}
         share = d.get("weighted_drift_share")
         share = share if share is not None else d.get("drift_share")
-        drifted_before = bool(threshold is not None and share is not None
-                              and share >= threshold)
+        drifted_before = bool(threshold is not None and share is not None and share >= threshold)
     if last is not None and (newest is None or newest.created <= last.at):
         dec = prev.get("decision") or {}
         # held back, or a retrain asked for that no training has served yet (`mlops monitor`
@@ -236,26 +273,30 @@ def _policy_state(meta: MetadataStore, model: str, versions: list[VersionInfo],
         asked = dec.get("pending") if not dec.get("retrain") else dec.get("asking")
         if asked:
             pending = tuple(Finding.from_dict(f) for f in asked)
-            change = dec.get("pending_change_at") or (dec.get("since") if dec.get("retrain")
-                                                      else None)
+            change = dec.get("pending_change_at") or (
+                dec.get("since") if dec.get("retrain") else None
+            )
             if change:
                 pending_change = pd.Timestamp(change).to_pydatetime()
     kinds = {r.value for r in Reason}
-    return PolicyState(last_retrain=times[-1] if times else None,
-                       recent_retrains=tuple(times),
-                       change_at=datetime.fromisoformat(tags["change_at"])
-                       if tags.get("change_at") else None,
-                       # the window it chose from (growth compares the window with it)
-                       trained_rows=int(tags.get("window_rows") or tags["rows"])
-                       if tags.get("rows") else None,
-                       trained_for=tuple(Reason(k) for k in (newest.trigger.split(",")
-                                                             if newest else []) if k in kinds),
-                       pending=pending, pending_change_at=pending_change,
-                       drifted_before=drifted_before)
+    return PolicyState(
+        last_retrain=times[-1] if times else None,
+        recent_retrains=tuple(times),
+        change_at=datetime.fromisoformat(tags["change_at"]) if tags.get("change_at") else None,
+        # the window it chose from (growth compares the window with it)
+        trained_rows=int(tags.get("window_rows") or tags["rows"]) if tags.get("rows") else None,
+        trained_for=tuple(
+            Reason(k) for k in (newest.trigger.split(",") if newest else []) if k in kinds
+        ),
+        pending=pending,
+        pending_change_at=pending_change,
+        drifted_before=drifted_before,
+    )
 
 
-def window_rows(settings: Settings, meta: MetadataStore, store: BatchStore,
-                change_at: datetime | None) -> tuple[int, datetime | None]:
+def window_rows(
+    settings: Settings, meta: MetadataStore, store: BatchStore, change_at: datetime | None
+) -> tuple[int, datetime | None]:
     """Labelled rows a training run now would use, as :func:`load_training_data` picks them
     (newest batches first until ``model.window`` is full), from ``change_at`` on; and
     ``change_at`` itself, or ``None`` once the window no longer reaches back to it."""
@@ -265,8 +306,10 @@ def window_rows(settings: Settings, meta: MetadataStore, store: BatchStore,
         return 0, change_at
     window = settings.model.window
     newest = max((r.end_time for r in recs if r.end_time is not None), default=None)
-    frames = [df[df[target].notna()] for _, df in window_batches(
-        settings, recs, store, [target] + ([tcol] if tcol else []))]
+    frames = [
+        df[df[target].notna()]
+        for _, df in window_batches(settings, recs, store, [target] + ([tcol] if tcol else []))
+    ]
     rows = sum(len(df) for df in frames)
     if not tcol or change_at is None:
         return min(rows, window.rows or rows), None
@@ -274,7 +317,7 @@ def window_rows(settings: Settings, meta: MetadataStore, store: BatchStore,
     if window.period and newest is not None:
         t = t[t >= newest - pd.Timedelta(window.period)]
     if window.rows:
-        t = t.iloc[-window.rows:]
+        t = t.iloc[-window.rows :]
     if t.empty or t.iloc[0] >= pd.Timestamp(change_at):
         return len(t), None  # the window is past the change
     return max(int((t >= pd.Timestamp(change_at)).sum()), settings.model.min_rows), change_at
@@ -297,8 +340,11 @@ def _calibration(settings: Settings, reg: Registry, version: str) -> Calibration
     from mlflow.exceptions import MlflowException
 
     try:
-        return Calibration.from_dict(json.loads(reg.run_file(
-            version, "training/calibration.json", _cache(settings)).read_text()))
+        return Calibration.from_dict(
+            json.loads(
+                reg.run_file(version, "training/calibration.json", _cache(settings)).read_text()
+            )
+        )
     except (MlopsError, MlflowException, OSError, ValueError, TypeError):
         return None
 
@@ -313,8 +359,7 @@ def _cache(settings: Settings) -> Path:
     return settings.workspace / "monitoring" / "cache"
 
 
-def _new_labels(settings: Settings, meta: MetadataStore, reg: Registry, store: BatchStore
-                ) -> int:
+def _new_labels(settings: Settings, meta: MetadataStore, reg: Registry, store: BatchStore) -> int:
     """Labelled rows accepted since the last training (of any version, approved or not):
     in batches outside its lineage, ingested after the newest batch it trained on."""
     target = settings.data.target
@@ -325,13 +370,22 @@ def _new_labels(settings: Settings, meta: MetadataStore, reg: Registry, store: B
     accepted = meta.list_batches("accepted")
     trained = [r.created_at for r in accepted if r.id in lineage]
     since = max(trained) if trained else None
-    return sum(store.labelled_rows(r, target) for r in accepted
-               if r.has_labels and r.id not in lineage and (since is None or r.created_at > since))
+    return sum(
+        store.labelled_rows(r, target)
+        for r in accepted
+        if r.has_labels and r.id not in lineage and (since is None or r.created_at > since)
+    )
 
 
-def monitor(settings: Settings, batch_ids: list[str] | None = None, *,
-            report: bool | None = None, meta: MetadataStore | None = None,
-            registry: Registry | None = None, now: datetime | None = None) -> MonitoringResult:
+def monitor(
+    settings: Settings,
+    batch_ids: list[str] | None = None,
+    *,
+    report: bool | None = None,
+    meta: MetadataStore | None = None,
+    registry: Registry | None = None,
+    now: datetime | None = None,
+) -> MonitoringResult:
     """Monitor new batches against the champion, decide about retraining, record both."""
     now = now or utcnow()
     meta = meta or MetadataStore(settings.db_url)
@@ -339,32 +393,52 @@ def monitor(settings: Settings, batch_ids: list[str] | None = None, *,
     mcfg = settings.monitoring
     champion = reg.champion()
     if champion is None:
-        raise MlopsError(f"model '{reg.name}' has no champion yet: train and approve one "
-                         "(`mlops train`, `mlops approve VERSION --by NAME`)")
+        raise MlopsError(
+            f"model '{reg.name}' has no champion yet: train and approve one "
+            "(`mlops train`, `mlops approve VERSION --by NAME`)"
+        )
     info = reg.version(champion)
     cache = _cache(settings)
     reference = pd.read_parquet(reg.run_file(champion, "reference/reference.parquet", cache))
     try:
-        importances = json.loads(reg.run_file(champion, "training/feature_importance.json",
-                                              cache).read_text())
+        importances = json.loads(
+            reg.run_file(champion, "training/feature_importance.json", cache).read_text()
+        )
     except (MlopsError, OSError, ValueError):
         importances = None
     store = BatchStore(settings.workspace)
     recs, current, served_rows = _current_data(settings, meta, reg, champion, batch_ids, store)
     kinds = _kinds(settings, reference)
-    drift = compute_drift(reference, current, kinds,
-                          importances=importances if mcfg.weight_by_importance else None,
-                          sample_size=mcfg.sample_rows, min_rows=mcfg.min_rows,
-                          method=mcfg.method, threshold=mcfg.threshold,
-                          drift_share=mcfg.drift_share, seed=mcfg.seed)
+    drift = compute_drift(
+        reference,
+        current,
+        kinds,
+        importances=importances if mcfg.weight_by_importance else None,
+        sample_size=mcfg.sample_rows,
+        min_rows=mcfg.min_rows,
+        method=mcfg.method,
+        threshold=mcfg.threshold,
+        drift_share=mcfg.drift_share,
+        seed=mcfg.seed,
+    )
     task = settings.task
     metric = settings.gate.metric or PRIMARY[task]
     baseline = info.metrics
     target = settings.data.target
-    result = MonitoringResult(id=f"m-{uuid.uuid4().hex[:12]}", at=now, model=reg.name,
-                              champion_version=champion, batch_ids=[r.id for r in recs],
-                              rows=len(current), labelled_rows=0, drift=drift, performance=None,
-                              baseline=baseline, metric=metric, served_rows=served_rows)
+    result = MonitoringResult(
+        id=f"m-{uuid.uuid4().hex[:12]}",
+        at=now,
+        model=reg.name,
+        champion_version=champion,
+        batch_ids=[r.id for r in recs],
+        rows=len(current),
+        labelled_rows=0,
+        drift=drift,
+        performance=None,
+        baseline=baseline,
+        metric=metric,
+        served_rows=served_rows,
+    )
     classes = None
     preds = None
     if len(current):
@@ -373,12 +447,19 @@ def monitor(settings: Settings, batch_ids: list[str] | None = None, *,
         if task != "regression" and proba_cols:
             classes = [c.removeprefix("proba_") for c in proba_cols]
             if len(current) >= mcfg.min_rows:  # too few rows: no estimate to decide from
-                est = estimate_performance(task, preds[proba_cols].to_numpy(), classes,
-                                           seed=mcfg.seed,
-                                           calibration=_calibration(settings, reg, champion))
+                est = estimate_performance(
+                    task,
+                    preds[proba_cols].to_numpy(),
+                    classes,
+                    seed=mcfg.seed,
+                    calibration=_calibration(settings, reg, champion),
+                )
                 result.estimated = {k: v.to_dict() for k, v in est.items()}
-    labelled = current[target].notna() if target and target in current.columns else \
-        pd.Series(False, index=current.index)
+    labelled = (
+        current[target].notna()
+        if target and target in current.columns
+        else pd.Series(False, index=current.index)
+    )
     result.labelled_rows = int(labelled.sum())
     if preds is not None and result.labelled_rows >= mcfg.min_rows:
         y = current.loc[labelled, target]
@@ -387,13 +468,13 @@ def monitor(settings: Settings, batch_ids: list[str] | None = None, *,
             y = as_text(y)
             p = p.assign(prediction=as_text(p["prediction"]))
         result.performance = compute_metrics(task, y, p, classes)
-        result.detectors = run_detectors(settings.retraining.detectors, task, y,
-                                         p["prediction"])
+        result.detectors = run_detectors(settings.retraining.detectors, task, y, p["prediction"])
         tcol = settings.data.time_column
         starts = [d.change_starts[0] for d in result.detectors if d.change_starts]
         if not starts:  # no detector fired: did the error rise clearly, and where?
-            rise = where_error_rose(_holdout_errors(settings, reg, champion),
-                                    error_stream(task, y, p["prediction"]))
+            rise = where_error_rose(
+                _holdout_errors(settings, reg, champion), error_stream(task, y, p["prediction"])
+            )
             # else the first row of the evidence
             starts = [rise] if rise is not None else [0]
         if starts and tcol and tcol in current.columns:  # where the error rose, as a time
@@ -404,41 +485,57 @@ def monitor(settings: Settings, batch_ids: list[str] | None = None, *,
     versions = trainings(reg.versions())
     clock = data_clock(settings, meta, now)
     state = _policy_state(meta, reg.name, versions, clock, settings.retraining.drift_share)
-    rows, change_at = window_rows(settings, meta, store, state.change_at)
+    rows, change_at = window_rows(
+        settings, meta, store, state.change_at if isinstance(state.change_at, datetime) else None
+    )
     state = replace(state, change_at=change_at)
     estimate = result.estimated.get(metric, {}).get("value") if result.estimated else None
     signals = compute_signals(
-        metric=metric, baseline=baseline, realised=result.performance, estimated=estimate,
-        drift_share=drift.drift_share, weighted_drift_share=drift.weighted_drift_share,
+        metric=metric,
+        baseline=baseline,
+        realised=result.performance,
+        estimated=estimate,
+        drift_share=drift.drift_share,
+        weighted_drift_share=drift.weighted_drift_share,
         detectors_fired=[d.name for d in result.detectors if d.fired],
         # the newest training, approved or not: a candidate awaiting approval already answers
         # the schedule (measured from the champion, every run would ask again meanwhile)
         model_trained_at=clock.trained_at(versions[-1] if versions else info),
-        new_labels=_new_labels(settings, meta, reg, store), window_rows=rows,
-        change_at=result.change_at)
-    result.decision = decide(signals, state, settings.retraining, clock.now,
-                             clock.batch_period)
-    want_report = report if report is not None else (
-        mcfg.report == "always" or (mcfg.report == "on_drift" and drift.dataset_drift))
+        new_labels=_new_labels(settings, meta, reg, store),
+        window_rows=rows,
+        change_at=result.change_at,
+    )
+    result.decision = decide(signals, state, settings.retraining, clock.now, clock.batch_period)
+    want_report = (
+        report
+        if report is not None
+        else (mcfg.report == "always" or (mcfg.report == "on_drift" and drift.dataset_drift))
+    )
     if want_report and drift.status != "not_enough_data":
         out_dir = settings.workspace / "reports" / result.id
-        drift_report(_sample(reference, mcfg.sample_rows, mcfg.seed),
-                     _sample(current, mcfg.sample_rows, mcfg.seed + 1), kinds, out_dir,
-                     method=mcfg.method, threshold=mcfg.threshold, drift_share=mcfg.drift_share)
+        drift_report(
+            _sample(reference, mcfg.sample_rows, mcfg.seed),
+            _sample(current, mcfg.sample_rows, mcfg.seed + 1),
+            kinds,
+            out_dir,
+            method=mcfg.method,
+            threshold=mcfg.threshold,
+            drift_share=mcfg.drift_share,
+        )
         if result.performance is not None and preds is not None:
             y_all = current.loc[labelled, target]
             p_all = preds.loc[labelled]
             if classes is not None:
-                y_all, p_all = as_text(y_all), p_all.assign(prediction=as_text(
-                    p_all["prediction"]))
+                y_all, p_all = as_text(y_all), p_all.assign(prediction=as_text(p_all["prediction"]))
             performance_report(task, y_all, p_all, out_dir, classes=classes)
         result.report = str((out_dir / "drift.html").relative_to(settings.workspace))
     record(meta, result)
     return result
 
 
-def reconcile_estimates(settings: Settings, meta: MetadataStore, reg: Registry,
-                        store: BatchStore, limit: int = 20) -> list[dict[str, Any]]:
+def reconcile_estimates(
+    settings: Settings, meta: MetadataStore, reg: Registry, store: BatchStore, limit: int = 20
+) -> list[dict[str, Any]]:
     """Check earlier label-free estimates now that labels arrived for their rows.
 
     A run that estimated performance without (enough) labels is reconciled once other
@@ -449,87 +546,137 @@ def reconcile_estimates(settings: Settings, meta: MetadataStore, reg: Registry,
     if not d.id_column or not d.target or settings.task == "regression":
         return []
     with meta.engine.connect() as conn:
-        rows = conn.execute(sa.select(monitoring_runs.c.id, monitoring_runs.c.summary).where(
-            monitoring_runs.c.model == reg.name).order_by(monitoring_runs.c.at.desc())
-            .limit(limit)).all()
+        rows = conn.execute(
+            sa.select(monitoring_runs.c.id, monitoring_runs.c.summary)
+            .where(monitoring_runs.c.model == reg.name)
+            .order_by(monitoring_runs.c.at.desc())
+            .limit(limit)
+        ).all()
     done = []
     all_labels: pd.DataFrame | None = None
     for run_id, text in rows:
         summary = json.loads(text)
         metric = summary.get("metric")
         est = summary.get("estimated", {}).get(metric)
-        if summary.get("reconciled_with") or not est or not summary.get("batch_ids") or \
-                summary.get("labelled_rows", 0) >= mcfg.min_rows:
+        if (
+            summary.get("reconciled_with")
+            or not est
+            or not summary.get("batch_ids")
+            or summary.get("labelled_rows", 0) >= mcfg.min_rows
+        ):
             continue
         if all_labels is None:  # read once per call, only when a run needs it
             all_labels = _labels_by_batch(settings, meta, store)
-        labels = all_labels[~all_labels["_batch"].isin(summary["batch_ids"])].drop(
-            columns="_batch").drop_duplicates(d.id_column, keep="last")
+        labels = (
+            all_labels[~all_labels["_batch"].isin(summary["batch_ids"])]
+            .drop(columns="_batch")
+            .drop_duplicates(d.id_column, keep="last")
+        )
         if len(labels) < mcfg.min_rows:
             continue
-        scored = pd.concat([store.read(meta.get_batch(b)) for b in summary["batch_ids"]],
-                           ignore_index=True)
-        rows_now = scored.drop(columns=[d.target], errors="ignore").merge(labels,
-                                                                         on=d.id_column)
+        scored = pd.concat(
+            [store.read(meta.get_batch(b)) for b in summary["batch_ids"]], ignore_index=True
+        )
+        rows_now = scored.drop(columns=[d.target], errors="ignore").merge(labels, on=d.id_column)
         if len(rows_now) < mcfg.min_rows:
             continue
         preds = reg.predict(summary["champion_version"], rows_now)
         classes = [c.removeprefix("proba_") for c in preds.columns if c.startswith("proba_")]
-        realised = compute_metrics(settings.task, as_text(rows_now[d.target]), preds.assign(
-            prediction=as_text(preds["prediction"])), classes).get(metric)
+        realised = compute_metrics(
+            settings.task,
+            as_text(rows_now[d.target]),
+            preds.assign(prediction=as_text(preds["prediction"])),
+            classes,
+        ).get(metric)
         if realised is None or np.isnan(realised):
             continue
-        check = {"run": run_id, "metric": metric, "rows": len(rows_now),
-                 "estimated": est["value"], "low": est["low"], "high": est["high"],
-                 "realised": realised, "error": realised - est["value"],
-                 "within_interval": est["low"] <= realised <= est["high"]}
+        check = {
+            "run": run_id,
+            "metric": metric,
+            "rows": len(rows_now),
+            "estimated": est["value"],
+            "low": est["low"],
+            "high": est["high"],
+            "realised": realised,
+            "error": realised - est["value"],
+            "within_interval": est["low"] <= realised <= est["high"],
+        }
         with meta.write() as conn:
-            conn.execute(monitoring_runs.update().where(monitoring_runs.c.id == run_id).values(
-                summary=json.dumps(summary | {"reconciled_with": check}, default=str)))
+            conn.execute(
+                monitoring_runs.update()
+                .where(monitoring_runs.c.id == run_id)
+                .values(summary=json.dumps(summary | {"reconciled_with": check}, default=str))
+            )
         done.append(check)
     return done
 
 
-def _labels_by_batch(settings: Settings, meta: MetadataStore, store: BatchStore
-                     ) -> pd.DataFrame:
+def _labels_by_batch(settings: Settings, meta: MetadataStore, store: BatchStore) -> pd.DataFrame:
     """(id, label, batch id) of every labelled row in the accepted batches."""
     d = settings.data
     assert d.id_column and d.target
-    frames = [store.read(r, [d.id_column, d.target]).dropna().assign(_batch=r.id)
-              for r in meta.list_batches("accepted") if r.has_labels]
-    return pd.concat(frames, ignore_index=True) if frames else \
-        pd.DataFrame(columns=[d.id_column, d.target, "_batch"])
+    frames = [
+        store.read(r, [d.id_column, d.target]).dropna().assign(_batch=r.id)
+        for r in meta.list_batches("accepted")
+        if r.has_labels
+    ]
+    return (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=[d.id_column, d.target, "_batch"])
+    )
 
 
 def record(meta: MetadataStore, result: MonitoringResult) -> None:
     """Store the run and the decision (retrain or not, and why)."""
     d = result.decision
     with meta.write() as conn:
-        conn.execute(monitoring_runs.insert().values(
-            id=result.id, at=result.at, model=result.model,
-            champion_version=result.champion_version, batch_ids=json.dumps(result.batch_ids),
-            rows=result.rows, status=result.status, drift_share=result.drift.drift_share,
-            weighted_drift_share=result.drift.weighted_drift_share,
-            summary=json.dumps(result.to_dict(), default=str), report_path=result.report))
+        conn.execute(
+            monitoring_runs.insert().values(
+                id=result.id,
+                at=result.at,
+                model=result.model,
+                champion_version=result.champion_version,
+                batch_ids=json.dumps(result.batch_ids),
+                rows=result.rows,
+                status=result.status,
+                drift_share=result.drift.drift_share,
+                weighted_drift_share=result.drift.weighted_drift_share,
+                summary=json.dumps(result.to_dict(), default=str),
+                report_path=result.report,
+            )
+        )
         if d is not None:
-            conn.execute(decisions.insert().values(
-                at=result.at, model=result.model, monitoring_run=result.id,
-                retrain=d.retrain, reasons=json.dumps([f.text for f in d.reasons]),
-                held_back=json.dumps([h.text for h in d.held_back])))
+            conn.execute(
+                decisions.insert().values(
+                    at=result.at,
+                    model=result.model,
+                    monitoring_run=result.id,
+                    retrain=d.retrain,
+                    reasons=json.dumps([f.text for f in d.reasons]),
+                    held_back=json.dumps([h.text for h in d.held_back]),
+                )
+            )
 
 
 def record_action(meta: MetadataStore, monitoring_run: str, acted: dict[str, Any]) -> None:
     """Say what was done about a decision (the training it started)."""
     with meta.write() as conn:
-        conn.execute(decisions.update().where(decisions.c.monitoring_run == monitoring_run)
-                     .values(acted=json.dumps(acted, default=str)))
+        conn.execute(
+            decisions.update()
+            .where(decisions.c.monitoring_run == monitoring_run)
+            .values(acted=json.dumps(acted, default=str))
+        )
 
 
 def list_runs(meta: MetadataStore, model: str, limit: int = 50) -> list[dict[str, Any]]:
     with meta.engine.connect() as conn:
-        rows = conn.execute(sa.select(monitoring_runs.c.summary).where(
-            monitoring_runs.c.model == model).order_by(monitoring_runs.c.at.desc())
-            .limit(limit)).all()
+        rows = conn.execute(
+            sa.select(monitoring_runs.c.summary)
+            .where(monitoring_runs.c.model == model)
+            .order_by(monitoring_runs.c.at.desc())
+            .limit(limit)
+        ).all()
     return [json.loads(r[0]) for r in rows]
 
 
@@ -537,14 +684,11 @@ def list_decisions(meta: MetadataStore, model: str, limit: int = 50) -> list[dic
     """Decisions, newest first, each with its reasons, brakes, the signals nearest their
     thresholds (a no), what stays pending and since when, and what was done about it."""
     with meta.engine.connect() as conn:
-        rows = conn.execute(sa.select(decisions, monitoring_runs.c.summary).join(
-            monitoring_runs, monitoring_runs.c.id == decisions.c.monitoring_run, isouter=True)
-            .where(decisions.c.model == model).order_by(decisions.c.id.desc()).limit(limit)
+        rows = conn.execute(
+            sa.select(decisions, monitoring_runs.c.summary)
+            .join(monitoring_runs, monitoring_runs.c.id == decisions.c.monitoring_run, isouter=True)
+            .where(decisions.c.model == model)
+            .order_by(decisions.c.id.desc())
+            .limit(limit)
         ).all()
     return [decision_row(r) for r in rows]
-
-
-
-
-def reports_dir(settings: Settings, run_id: str) -> Path:
-    return settings.workspace / "reports" / run_id

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -48,8 +48,9 @@ class TrainingData:
     skipped: list[dict[str, str]] = field(default_factory=list)  # batches left out, and why
 
 
-def load_training_data(settings: Settings, meta: MetadataStore | None = None, *,
-                       since: datetime | None = None) -> TrainingData:
+def load_training_data(
+    settings: Settings, meta: MetadataStore | None = None, *, since: datetime | None = None
+) -> TrainingData:
     """Accepted, labelled batches of the configured window (newest first until it is full);
     with ``since`` (a change a detector located), only rows from then on, but never fewer than
     ``model.min_rows`` and ``model.window.min_rows`` (fewer would not make a hold-out worth
@@ -61,14 +62,17 @@ def load_training_data(settings: Settings, meta: MetadataStore | None = None, *,
         raise TrainingInputError("data.target is not set in the configuration")
     recs = [r for r in meta.list_batches("accepted") if r.has_labels]
     if not recs:
-        raise TrainingInputError("no accepted batches with labels yet: ingest data first "
-                                 "(`mlops ingest`)")
+        raise TrainingInputError(
+            "no accepted batches with labels yet: ingest data first (`mlops ingest`)"
+        )
     window = settings.model.window
     skipped: list[dict[str, str]] = []
     picked = window_batches(settings, recs, store, skipped=skipped)
     if not picked:
-        raise TrainingInputError("no usable labelled batch in the window: " + "; ".join(
-            f"{s['id']}: {s['reason']}" for s in skipped))
+        raise TrainingInputError(
+            "no usable labelled batch in the window: "
+            + "; ".join(f"{s['id']}: {s['reason']}" for s in skipped)
+        )
     chosen, frames = [r for r, _ in picked], [f for _, f in picked]
     df = pd.concat(frames, ignore_index=True)
     tcol = settings.data.time_column
@@ -83,13 +87,21 @@ def load_training_data(settings: Settings, meta: MetadataStore | None = None, *,
     dropped = int((~labelled).sum())
     df = df[labelled].reset_index(drop=True)
     if since is not None and tcol and tcol in df.columns:
-        first = min(int(np.searchsorted(df[tcol].to_numpy(), np.datetime64(since))),
-                    max(0, len(df) - max(settings.model.min_rows,
-                                         settings.model.window.min_rows)))
+        first = min(
+            int(np.searchsorted(df[tcol].to_numpy(), np.datetime64(since))),
+            max(0, len(df) - max(settings.model.min_rows, settings.model.window.min_rows)),
+        )
         df = df.iloc[first:].reset_index(drop=True)
-    lineage = [{"id": r.id, "sha256": r.content_sha256, "rows": r.rows,
-                "start": r.start_time.isoformat() if r.start_time else None,
-                "end": r.end_time.isoformat() if r.end_time else None} for r in chosen]
+    lineage = [
+        {
+            "id": r.id,
+            "sha256": r.content_sha256,
+            "rows": r.rows,
+            "start": r.start_time.isoformat() if r.start_time else None,
+            "end": r.end_time.isoformat() if r.end_time else None,
+        }
+        for r in chosen
+    ]
     start = df[tcol].min().to_pydatetime() if tcol in df and len(df) else None
     end = df[tcol].max().to_pydatetime() if tcol in df and len(df) else None
     return TrainingData(df, lineage, start, end, dropped, skipped)
@@ -100,21 +112,30 @@ def unusable(settings: Settings, frame: pd.DataFrame) -> str | None:
     one accepted before (or with the rule relaxed) must not stop every later training."""
     skip = {settings.data.id_column, settings.data.time_column}
     for col in frame.columns:
-        if col in skip or not pd.api.types.is_numeric_dtype(frame[col]) or \
-                pd.api.types.is_bool_dtype(frame[col]):
+        if (
+            col in skip
+            or not pd.api.types.is_numeric_dtype(frame[col])
+            or pd.api.types.is_bool_dtype(frame[col])
+        ):
             continue
         v = frame[col].to_numpy(dtype="float64", na_value=np.nan)
         bad = int((np.abs(v[~np.isnan(v)]) > FLOAT32_MAX).sum())
         if bad:
-            return (f"{col}: {bad:,} value(s) infinite or beyond ±{FLOAT32_MAX:.4g}, which the "
-                    "models cannot represent")
+            return (
+                f"{col}: {bad:,} value(s) infinite or beyond ±{FLOAT32_MAX:.4g}, which the "
+                "models cannot represent"
+            )
     return None
 
 
-def window_batches(settings: Settings, recs: list[BatchRecord], store: BatchStore,
-                   columns: list[str] | None = None, *,
-                   skipped: list[dict[str, str]] | None = None
-                   ) -> list[tuple[BatchRecord, pd.DataFrame]]:
+def window_batches(
+    settings: Settings,
+    recs: list[BatchRecord],
+    store: BatchStore,
+    columns: list[str] | None = None,
+    *,
+    skipped: list[dict[str, str]] | None = None,
+) -> list[tuple[BatchRecord, pd.DataFrame]]:
     """The labelled batches of ``recs`` the training window takes, oldest first, each with its
     frame (``columns`` only, if given): the newest batches until ``model.window`` holds enough
     labelled rows or its period is covered. The caller trims rows at the window's edges.
@@ -131,8 +152,12 @@ def window_batches(settings: Settings, recs: list[BatchRecord], store: BatchStor
     for r in reversed(recs):
         if window.rows and rows >= window.rows:
             break
-        if window.period and newest is not None and r.end_time is not None and \
-                r.end_time < newest - pd.Timedelta(window.period):
+        if (
+            window.period
+            and newest is not None
+            and r.end_time is not None
+            and r.end_time < newest - pd.Timedelta(window.period)
+        ):
             break
         try:
             frame = store.read(r, columns)
@@ -140,8 +165,13 @@ def window_batches(settings: Settings, recs: list[BatchRecord], store: BatchStor
         except (OSError, ValueError, pa.ArrowException) as e:  # missing or damaged file
             why = f"its data cannot be read ({e})"
         if why is not None:
-            log.warning("training leaves out batch %s: %s (withdraw it with `mlops batches "
-                        "withdraw %s --comment ...`)", r.id, why, r.id)
+            log.warning(
+                "training leaves out batch %s: %s (withdraw it with `mlops batches "
+                "withdraw %s --comment ...`)",
+                r.id,
+                why,
+                r.id,
+            )
             if skipped is not None:
                 skipped.append({"id": r.id, "reason": why})
             continue
@@ -162,8 +192,9 @@ def to_plain(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # feature spec ------------------------------------------------------------------------------
-def feature_spec(settings: Settings, frame: pd.DataFrame, kind: str,
-                 classes: list[Any] | None) -> dict[str, Any]:
+def feature_spec(
+    settings: Settings, frame: pd.DataFrame, kind: str, classes: list[Any] | None
+) -> dict[str, Any]:
     """What the packaged model needs to prepare its input (JSON-serialisable)."""
     d = settings.data
     feats = d.features
@@ -177,16 +208,29 @@ def feature_spec(settings: Settings, frame: pd.DataFrame, kind: str,
             if c in (d.id_column, d.time_column, d.target):
                 continue
             s = frame[c]
-            kinds[c] = ("boolean" if pd.api.types.is_bool_dtype(s) else
-                        "numeric" if pd.api.types.is_numeric_dtype(s) else "categorical")
+            kinds[c] = (
+                "boolean"
+                if pd.api.types.is_bool_dtype(s)
+                else "numeric"
+                if pd.api.types.is_numeric_dtype(s)
+                else "categorical"
+            )
     missing = [c for c in kinds if c not in frame.columns]
     if missing:
         raise TrainingInputError(f"feature(s) not in the training data: {missing}")
-    categories = {c: sorted(pd.unique(frame[c].dropna().astype(str)).tolist())
-                  for c, k in kinds.items() if k == "categorical"}
-    return {"kind": kind, "task": settings.task, "feature_order": list(kinds), "kinds": kinds,
-            "categories": categories,
-            "classes": [_plain(c) for c in classes] if classes is not None else None}
+    categories = {
+        c: sorted(pd.unique(frame[c].dropna().astype(str)).tolist())
+        for c, k in kinds.items()
+        if k == "categorical"
+    }
+    return {
+        "kind": kind,
+        "task": settings.task,
+        "feature_order": list(kinds),
+        "kinds": kinds,
+        "categories": categories,
+        "classes": [_plain(c) for c in classes] if classes is not None else None,
+    }
 
 
 def _plain(v: Any) -> Any:
@@ -198,28 +242,37 @@ def check_training_input(X: pd.DataFrame, y: pd.Series, task: str, min_rows: int
     """Raise :class:`TrainingInputError` with every problem that makes training pointless."""
     problems = []
     if len(X) < min_rows:
-        problems.append(f"too few rows: {len(X):,} labelled rows, need at least {min_rows:,} "
-                        "(model.min_rows)")
+        problems.append(
+            f"too few rows: {len(X):,} labelled rows, need at least {min_rows:,} (model.min_rows)"
+        )
     nan = int(y.isna().sum())
     if nan:
         problems.append(f"the target has {nan:,} missing value(s)")
     if task != "regression" and y.nunique(dropna=True) < 2:
-        problems.append(f"a single class in the target ({y.dropna().unique()[:1].tolist()}): "
-                        "nothing to learn")
+        problems.append(
+            f"a single class in the target ({y.dropna().unique()[:1].tolist()}): nothing to learn"
+        )
     if task == "regression" and not pd.api.types.is_numeric_dtype(y):
         problems.append("task is regression but the target is not numeric")
     elif task == "regression" and y.nunique(dropna=True) < 2:
-        problems.append(f"the target is constant ({y.dropna().unique()[:1].tolist()}): "
-                        "nothing to learn")
+        problems.append(
+            f"the target is constant ({y.dropna().unique()[:1].tolist()}): nothing to learn"
+        )
     if not X.shape[1]:
         problems.append("no features")
     if problems:
         raise TrainingInputError("cannot train: " + "; ".join(problems))
 
 
-def detect_leaks(X: pd.DataFrame, y: pd.Series, spec: dict[str, Any], task: str,
-                 threshold: float = 0.99, sample: int = 20_000, seed: int = 0
-                 ) -> list[tuple[str, float]]:
+def detect_leaks(
+    X: pd.DataFrame,
+    y: pd.Series,
+    spec: dict[str, Any],
+    task: str,
+    threshold: float = 0.99,
+    sample: int = 20_000,
+    seed: int = 0,
+) -> list[tuple[str, float]]:
     """Features that alone predict the target almost perfectly on later data (a leak: the
     feature is computed from the label, or recorded after it). A depth-limited tree per
     feature, fit on the first 70% of the rows in time order and scored on the rest."""
@@ -246,8 +299,9 @@ def detect_leaks(X: pd.DataFrame, y: pd.Series, spec: dict[str, Any], task: str,
             tree = DecisionTreeRegressor(max_depth=8, random_state=0).fit(v[:cut], ys[:cut])
             score = float(tree.score(v[cut:], ys[cut:]))
         else:
-            tree = DecisionTreeClassifier(max_depth=8, random_state=0).fit(v[:cut],
-                                                                            ys[:cut].astype(str))
+            tree = DecisionTreeClassifier(max_depth=8, random_state=0).fit(
+                v[:cut], ys[:cut].astype(str)
+            )
             yt = ys[cut:].astype(str).to_numpy()
             present = np.unique(yt)
             if len(present) < 2:  # one class in the later rows: no evidence either way
@@ -282,14 +336,20 @@ class TrainedModel:
     def predict_frame(self, X: pd.DataFrame) -> pd.DataFrame:
         if self.kind == "xgboost":
             Xp = prepare_features(X, self.spec, for_xgboost=True)
-            raw = (self.estimator.predict(Xp) if self.task == "regression"
-                   else self.estimator.predict_proba(Xp))
+            raw = (
+                self.estimator.predict(Xp)
+                if self.task == "regression"
+                else self.estimator.predict_proba(Xp)
+            )
             if self.task == "binary":
                 raw = raw[:, 1]
         else:
             Xp = prepare_features(X, self.spec, for_xgboost=False)
-            raw = (self.estimator.predict(Xp) if self.task == "regression"
-                   else self.estimator.predict_proba(Xp))
+            raw = (
+                self.estimator.predict(Xp)
+                if self.task == "regression"
+                else self.estimator.predict_proba(Xp)
+            )
         return output_frame(self.task, self.classes, raw, X.index)
 
     def save(self, folder: Path) -> dict[str, Path]:
@@ -319,14 +379,23 @@ class TrainedModel:
         est = self.estimator[-1]
         pre = self.estimator[0]
         out_names = list(pre.get_feature_names_out())
-        raw = (np.abs(est.coef_).reshape(-1, len(out_names)).sum(axis=0)
-               if hasattr(est, "coef_") else est.feature_importances_)
+        raw = (
+            np.abs(est.coef_).reshape(-1, len(out_names)).sum(axis=0)
+            if hasattr(est, "coef_")
+            else est.feature_importances_
+        )
         imp = dict.fromkeys(names, 0.0)
         for name, v in zip(out_names, raw, strict=True):
             # a missing-value indicator counts for its column
             base = name.split("__", 1)[1].removeprefix("missingindicator_")
-            col = next((c for c in sorted(names, key=len, reverse=True)
-                        if base == c or base.startswith(c + "_")), None)
+            col = next(
+                (
+                    c
+                    for c in sorted(names, key=len, reverse=True)
+                    if base == c or base.startswith(c + "_")
+                ),
+                None,
+            )
             if col is not None:
                 imp[col] += float(v)
         total = sum(imp.values()) or 1.0
@@ -340,8 +409,9 @@ def _encode_y(y: pd.Series, classes: list[Any] | None) -> np.ndarray:
     return y.map(lookup).to_numpy(dtype="int64")
 
 
-def _sklearn_pipeline(kind: str, task: str, spec: dict[str, Any], params: dict[str, Any],
-                      seed: int) -> Any:
+def _sklearn_pipeline(
+    kind: str, task: str, spec: dict[str, Any], params: dict[str, Any], seed: int
+) -> Any:
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
     from sklearn.impute import SimpleImputer
@@ -353,31 +423,53 @@ def _sklearn_pipeline(kind: str, task: str, spec: dict[str, Any], params: dict[s
     num = [c for c, k in kinds.items() if k in ("numeric", "boolean")]
     cat = [c for c, k in kinds.items() if k == "categorical"]
     if kind == "linear":
-        num_pipe = make_pipeline(SimpleImputer(strategy="median", add_indicator=True),
-                                 StandardScaler())
-        cat_pipe = make_pipeline(SimpleImputer(strategy="constant", fill_value="<missing>"),
-                                 OneHotEncoder(handle_unknown="infrequent_if_exist",
-                                               min_frequency=10, sparse_output=True))
-        model = (Ridge(alpha=params.get("alpha", 1.0)) if task == "regression" else
-                 LogisticRegression(C=params.get("C", 1.0), max_iter=2000, random_state=seed))
+        num_pipe = make_pipeline(
+            SimpleImputer(strategy="median", add_indicator=True), StandardScaler()
+        )
+        cat_pipe = make_pipeline(
+            SimpleImputer(strategy="constant", fill_value="<missing>"),
+            OneHotEncoder(
+                handle_unknown="infrequent_if_exist", min_frequency=10, sparse_output=True
+            ),
+        )
+        model = (
+            Ridge(alpha=params.get("alpha", 1.0))
+            if task == "regression"
+            else LogisticRegression(C=params.get("C", 1.0), max_iter=2000, random_state=seed)
+        )
     else:
         num_pipe = SimpleImputer(strategy="median")
-        cat_pipe = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
-                                  encoded_missing_value=-2)
+        cat_pipe = OrdinalEncoder(
+            handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-2
+        )
         rf = RandomForestRegressor if task == "regression" else RandomForestClassifier
-        model = rf(n_estimators=params.get("n_estimators", 200),
-                   max_depth=params.get("max_depth"),
-                   min_samples_leaf=params.get("min_samples_leaf", 5),
-                   max_features=params.get("max_features", "sqrt"),
-                   n_jobs=-1, random_state=seed)
-    pre = ColumnTransformer([("num", num_pipe, num), ("cat", cat_pipe, cat)],
-                            remainder="drop", sparse_threshold=0.3 if kind == "linear" else 0)
+        model = rf(
+            n_estimators=params.get("n_estimators", 200),
+            max_depth=params.get("max_depth"),
+            min_samples_leaf=params.get("min_samples_leaf", 5),
+            max_features=params.get("max_features", "sqrt"),
+            n_jobs=-1,
+            random_state=seed,
+        )
+    pre = ColumnTransformer(
+        [("num", num_pipe, num), ("cat", cat_pipe, cat)],
+        remainder="drop",
+        sparse_threshold=0.3 if kind == "linear" else 0,
+    )
     return Pipeline([("prepare", pre), ("model", model)])
 
 
-def fit_model(kind: str, task: str, spec: dict[str, Any], params: dict[str, Any],
-              X_tr: pd.DataFrame, y_tr: pd.Series, X_val: pd.DataFrame | None,
-              y_val: pd.Series | None, seed: int = 42) -> TrainedModel:
+def fit_model(
+    kind: str,
+    task: str,
+    spec: dict[str, Any],
+    params: dict[str, Any],
+    X_tr: pd.DataFrame,
+    y_tr: pd.Series,
+    X_val: pd.DataFrame | None,
+    y_val: pd.Series | None,
+    seed: int = 42,
+) -> TrainedModel:
     """Fit one model; XGBoost stops early on the (later) validation rows (without them, it
     grows ``n_estimators`` trees: see :func:`refit`)."""
     classes = spec.get("classes")
@@ -388,29 +480,36 @@ def fit_model(kind: str, task: str, spec: dict[str, Any], params: dict[str, Any]
             raise TrainingInputError(
                 f"cannot train: class(es) {unseen} of the target occur only in the latest rows "
                 "(validation or hold-out), never in the training rows; widen the window or "
-                "wait for more labelled data")
+                "wait for more labelled data"
+            )
     if kind == "xgboost":
         import xgboost as xgb
 
-        common = dict(tree_method="hist", enable_categorical=True, max_cat_to_onehot=8,
-                      n_estimators=params.get("n_estimators", 1000),
-                      early_stopping_rounds=params.get("early_stopping_rounds", 50),
-                      random_state=seed, n_jobs=None)
-        hp = {k: v for k, v in params.items() if k not in ("n_estimators",
-                                                           "early_stopping_rounds")}
+        common = dict(
+            tree_method="hist",
+            enable_categorical=True,
+            max_cat_to_onehot=8,
+            n_estimators=params.get("n_estimators", 1000),
+            early_stopping_rounds=params.get("early_stopping_rounds", 50),
+            random_state=seed,
+            n_jobs=None,
+        )
+        hp = {k: v for k, v in params.items() if k not in ("n_estimators", "early_stopping_rounds")}
         if task == "regression":
             est = xgb.XGBRegressor(**common, **hp)
         else:
-            est = xgb.XGBClassifier(**common, **hp, eval_metric="logloss" if task == "binary"
-                                    else "mlogloss")
+            est = xgb.XGBClassifier(
+                **common, **hp, eval_metric="logloss" if task == "binary" else "mlogloss"
+            )
         Xt = prepare_features(X_tr, spec, for_xgboost=True)
         if X_val is None or y_val is None:
             est.set_params(early_stopping_rounds=None)
             est.fit(Xt, _encode_y(y_tr, classes), verbose=False)
             return TrainedModel(kind, task, spec, est, params, None)
         Xv = prepare_features(X_val, spec, for_xgboost=True)
-        est.fit(Xt, _encode_y(y_tr, classes), eval_set=[(Xv, _encode_y(y_val, classes))],
-                verbose=False)
+        est.fit(
+            Xt, _encode_y(y_tr, classes), eval_set=[(Xv, _encode_y(y_val, classes))], verbose=False
+        )
         best = getattr(est, "best_iteration", None)
         return TrainedModel(kind, task, spec, est, params, best)
     pipe = _sklearn_pipeline(kind, task, spec, params, seed)
@@ -424,10 +523,12 @@ def refit(model: TrainedModel, X: pd.DataFrame, y: pd.Series, seed: int = 42) ->
     window, its newest rows included), XGBoost with the number of trees that early stopping
     chose on the validation rows: the model that is served learns the newest data too."""
     if model.kind != "xgboost":
-        return fit_model(model.kind, model.task, model.spec, model.params, X, y, None, None,
-                         seed)
-    trees = (model.best_iteration + 1) if model.best_iteration is not None else \
-        model.params.get("n_estimators", 1000)
+        return fit_model(model.kind, model.task, model.spec, model.params, X, y, None, None, seed)
+    trees = (
+        (model.best_iteration + 1)
+        if model.best_iteration is not None
+        else model.params.get("n_estimators", 1000)
+    )
     params = model.params | {"n_estimators": trees, "early_stopping_rounds": None}
     fitted = fit_model("xgboost", model.task, model.spec, params, X, y, None, None, seed)
     fitted.params = model.params | {"n_estimators": trees}
@@ -442,9 +543,20 @@ class WindowChoice:
     scores: dict[int, float]  # candidate start row → its validation score
 
 
-def choose_window(kind: str, task: str, spec: dict[str, Any], params: dict[str, Any],
-                  X_tr: pd.DataFrame, y_tr: pd.Series, X_val: pd.DataFrame, y_val: pd.Series,
-                  *, min_rows: int, choose: bool = True, seed: int = 42) -> WindowChoice:
+def choose_window(
+    kind: str,
+    task: str,
+    spec: dict[str, Any],
+    params: dict[str, Any],
+    X_tr: pd.DataFrame,
+    y_tr: pd.Series,
+    X_val: pd.DataFrame,
+    y_val: pd.Series,
+    *,
+    min_rows: int,
+    choose: bool = True,
+    seed: int = 42,
+) -> WindowChoice:
     """Fit on all of the training rows, on their newest half and on their newest quarter (each
     of at least ``min_rows`` rows), score each on the validation rows that follow them, and keep
     the best (on a tie, the longest). After a change the older rows teach the old concept and a
@@ -463,8 +575,7 @@ def choose_window(kind: str, task: str, spec: dict[str, Any], params: dict[str, 
         if classes is not None and s and y_part.nunique() < 2:
             continue
         m = fit_model(kind, task, spec, params, X_tr.iloc[s:], y_part, X_val, y_val, seed)
-        score = compute_metrics(task, y_val, m.predict_frame(X_val), classes).get(metric,
-                                                                                  math.nan)
+        score = compute_metrics(task, y_val, m.predict_frame(X_val), classes).get(metric, math.nan)
         scores[s] = score
         if math.isnan(score):
             score = -math.inf if higher else math.inf
@@ -476,20 +587,24 @@ def choose_window(kind: str, task: str, spec: dict[str, Any], params: dict[str, 
 
 def suggest_params(trial: Any, kind: str, task: str) -> dict[str, Any]:
     if kind == "xgboost":
-        return {"max_depth": trial.suggest_int("max_depth", 3, 10),
-                "learning_rate": trial.suggest_float("learning_rate", 0.03, 0.3, log=True),
-                "min_child_weight": trial.suggest_float("min_child_weight", 1, 30, log=True),
-                "subsample": trial.suggest_float("subsample", 0.6, 1.0),
-                "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
-                "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10, log=True)}
+        return {
+            "max_depth": trial.suggest_int("max_depth", 3, 10),
+            "learning_rate": trial.suggest_float("learning_rate", 0.03, 0.3, log=True),
+            "min_child_weight": trial.suggest_float("min_child_weight", 1, 30, log=True),
+            "subsample": trial.suggest_float("subsample", 0.6, 1.0),
+            "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
+            "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10, log=True),
+        }
     if kind == "linear":
         if task == "regression":
             return {"alpha": trial.suggest_float("alpha", 1e-3, 1e3, log=True)}
         return {"C": trial.suggest_float("C", 1e-3, 1e2, log=True)}
-    return {"n_estimators": trial.suggest_int("n_estimators", 100, 400, step=50),
-            "max_depth": trial.suggest_int("max_depth", 4, 24),
-            "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 50, log=True),
-            "max_features": trial.suggest_float("max_features", 0.2, 0.9)}
+    return {
+        "n_estimators": trial.suggest_int("n_estimators", 100, 400, step=50),
+        "max_depth": trial.suggest_int("max_depth", 4, 24),
+        "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 50, log=True),
+        "max_features": trial.suggest_float("max_features", 0.2, 0.9),
+    }
 
 
 @dataclass
@@ -502,16 +617,29 @@ class SearchResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def search(kind: str, task: str, spec: dict[str, Any], X_tr: pd.DataFrame, y_tr: pd.Series,
-           X_val: pd.DataFrame, y_val: pd.Series, *, trials: int, timeout_s: float | None,
-           seed: int, fixed: dict[str, Any] | None = None) -> SearchResult:
+def search(
+    kind: str,
+    task: str,
+    spec: dict[str, Any],
+    X_tr: pd.DataFrame,
+    y_tr: pd.Series,
+    X_val: pd.DataFrame,
+    y_val: pd.Series,
+    *,
+    trials: int,
+    timeout_s: float | None,
+    seed: int,
+    fixed: dict[str, Any] | None = None,
+) -> SearchResult:
     """Optuna TPE search (seeded) within a budget of trials and seconds. Every trial trains on
     the earlier rows and is scored on the later validation rows: no future leaks into a fit."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     metric = PRIMARY[task]
-    direction = "maximize" if HIGHER_IS_BETTER[metric] else "minimize"
+    direction: Literal["maximize", "minimize"] = (
+        "maximize" if HIGHER_IS_BETTER[metric] else "minimize"
+    )
     best: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
 
@@ -522,8 +650,9 @@ def search(kind: str, task: str, spec: dict[str, Any], X_tr: pd.DataFrame, y_tr:
         if math.isnan(score):
             score = -math.inf if direction == "maximize" else math.inf
         history.append({"trial": trial.number, "score": score, **params})
-        better = (not best or (score > best["score"] if direction == "maximize"
-                               else score < best["score"]))
+        better = not best or (
+            score > best["score"] if direction == "maximize" else score < best["score"]
+        )
         if better:
             best.update(score=score, model=m, params=params)
         return score
@@ -537,14 +666,26 @@ def search(kind: str, task: str, spec: dict[str, Any], X_tr: pd.DataFrame, y_tr:
     left = None if timeout_s is None else timeout_s - (time.perf_counter() - t0)
     if trials > 1 and (left is None or left > 0):
         study.optimize(objective, n_trials=trials - 1, timeout=left)
-    return SearchResult(best["model"], best["params"], best["score"], len(study.trials),
-                        time.perf_counter() - t0, history)
+    return SearchResult(
+        best["model"],
+        best["params"],
+        best["score"],
+        len(study.trials),
+        time.perf_counter() - t0,
+        history,
+    )
 
 
 def default_params(kind: str, task: str) -> dict[str, Any]:
     if kind == "xgboost":
-        return {"max_depth": 6, "learning_rate": 0.1, "min_child_weight": 1.0, "subsample": 1.0,
-                "colsample_bytree": 1.0, "reg_lambda": 1.0}
+        return {
+            "max_depth": 6,
+            "learning_rate": 0.1,
+            "min_child_weight": 1.0,
+            "subsample": 1.0,
+            "colsample_bytree": 1.0,
+            "reg_lambda": 1.0,
+        }
     if kind == "linear":
         return {"alpha": 1.0} if task == "regression" else {"C": 1.0}
     return {"n_estimators": 200, "max_depth": 16, "min_samples_leaf": 5, "max_features": 0.5}

@@ -119,15 +119,25 @@ class Finding:
         return float(self.value / self.threshold)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"reason": self.reason.value, "text": self.text, "value": self.value,
-                "threshold": self.threshold, "fired": self.fired,
-                "since": self.since.isoformat() if self.since else None}
+        return {
+            "reason": self.reason.value,
+            "text": self.text,
+            "value": self.value,
+            "threshold": self.threshold,
+            "fired": self.fired,
+            "since": self.since.isoformat() if self.since else None,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Finding:
-        return cls(Reason(d["reason"]), d["text"], d.get("value"), d.get("threshold"),
-                   bool(d.get("fired")), pd.Timestamp(d["since"]).to_pydatetime()
-                   if d.get("since") else None)
+        return cls(
+            Reason(d["reason"]),
+            d["text"],
+            d.get("value"),
+            d.get("threshold"),
+            bool(d.get("fired")),
+            pd.Timestamp(d["since"]).to_pydatetime() if d.get("since") else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -190,29 +200,39 @@ class Decision:
             return "retrain: " + "; ".join(f.text for f in self.reasons)
         if self.held_back:
             since = self.pending_since
-            return ("held back (" + "; ".join(h.text for h in self.held_back) + ") — "
-                    + "; ".join(f.text for f in self.reasons)
-                    + (f"; pending since {since:%Y-%m-%d %H:%M}" if since else ""))
+            return (
+                "held back ("
+                + "; ".join(h.text for h in self.held_back)
+                + ") — "
+                + "; ".join(f.text for f in self.reasons)
+                + (f"; pending since {since:%Y-%m-%d %H:%M}" if since else "")
+            )
         near = "; ".join(f.text for f in self.nearest)
-        return "no retrain: no signal reached its threshold" + (f" (nearest: {near})"
-                                                                 if near else "")
+        return "no retrain: no signal reached its threshold" + (
+            f" (nearest: {near})" if near else ""
+        )
 
     def to_dict(self) -> dict[str, Any]:
         def plain(v: Any) -> Any:
             return v.isoformat() if isinstance(v, datetime) else v
 
-        return {"retrain": self.retrain, "reasons": [f.text for f in self.reasons],
-                "held_back": [h.text for h in self.held_back],
-                "reason_kinds": [k.value for k in self.kinds],
-                "brakes": [h.brake.value for h in self.held_back],
-                "at": plain(self.at), "since": plain(self.since),
-                "nearest": [f.text for f in self.nearest],
-                "pending": [f.to_dict() for f in self.pending],
-                # every signal that asks, with when it first asked (served by a retrain)
-                "asking": [f.to_dict() for f in self.reasons],
-                "pending_since": plain(self.pending_since),
-                "pending_change_at": plain(self.pending_change_at),
-                "trigger": self.trigger, "summary": self.summary()}
+        return {
+            "retrain": self.retrain,
+            "reasons": [f.text for f in self.reasons],
+            "held_back": [h.text for h in self.held_back],
+            "reason_kinds": [k.value for k in self.kinds],
+            "brakes": [h.brake.value for h in self.held_back],
+            "at": plain(self.at),
+            "since": plain(self.since),
+            "nearest": [f.text for f in self.nearest],
+            "pending": [f.to_dict() for f in self.pending],
+            # every signal that asks, with when it first asked (served by a retrain)
+            "asking": [f.to_dict() for f in self.reasons],
+            "pending_since": plain(self.pending_since),
+            "pending_change_at": plain(self.pending_change_at),
+            "trigger": self.trigger,
+            "summary": self.summary(),
+        }
 
 
 def metric_drop(metric: str, baseline: float | None, value: float | None) -> float | None:
@@ -223,25 +243,37 @@ def metric_drop(metric: str, baseline: float | None, value: float | None) -> flo
     return (baseline - value) if HIGHER_IS_BETTER.get(metric, True) else (value - baseline)
 
 
-def compute_signals(*, metric: str, baseline: dict[str, float],
-                    realised: dict[str, float] | None = None,
-                    estimated: float | None = None, drift_share: float | None = None,
-                    weighted_drift_share: float | None = None,
-                    detectors_fired: tuple[str, ...] | list[str] = (),
-                    model_trained_at: datetime | None = None, new_labels: int = 0,
-                    window_rows: int | None = None,
-                    change_at: datetime | int | None = None) -> Signals:
+def compute_signals(
+    *,
+    metric: str,
+    baseline: dict[str, float],
+    realised: dict[str, float] | None = None,
+    estimated: float | None = None,
+    drift_share: float | None = None,
+    weighted_drift_share: float | None = None,
+    detectors_fired: tuple[str, ...] | list[str] = (),
+    model_trained_at: datetime | None = None,
+    new_labels: int = 0,
+    window_rows: int | None = None,
+    change_at: datetime | int | None = None,
+) -> Signals:
     """The signals of one monitoring step, from its measurements: the champion's ``baseline``
     metrics (its hold-out), the ``realised`` metrics on the labelled rows, the label-free
     ``estimated`` value of ``metric``, the drift shares and the detectors that fired."""
     return Signals(
-        performance_drop=metric_drop(metric, baseline.get(metric),
-                                     realised.get(metric) if realised else None),
+        performance_drop=metric_drop(
+            metric, baseline.get(metric), realised.get(metric) if realised else None
+        ),
         estimated_drop=metric_drop(metric, baseline.get(metric), estimated),
-        drift_share=drift_share, weighted_drift_share=weighted_drift_share,
+        drift_share=drift_share,
+        weighted_drift_share=weighted_drift_share,
         detectors_fired=tuple(dict.fromkeys(detectors_fired)),
-        model_trained_at=model_trained_at, new_labels=new_labels, metric=metric,
-        window_rows=window_rows, change_at=change_at)
+        model_trained_at=model_trained_at,
+        new_labels=new_labels,
+        metric=metric,
+        window_rows=window_rows,
+        change_at=change_at,
+    )
 
 
 def median_period(times: list[datetime] | list[pd.Timestamp]) -> timedelta | None:
@@ -263,8 +295,13 @@ def span(value: str | None, batch_period: timedelta | None) -> timedelta | None:
     return timedelta(seconds=amount)
 
 
-def _findings(signals: Signals, state: PolicyState, policy: RetrainingConfig, now: datetime,
-              batch_period: timedelta | None) -> list[Finding]:
+def _findings(
+    signals: Signals,
+    state: PolicyState,
+    policy: RetrainingConfig,
+    now: datetime,
+    batch_period: timedelta | None,
+) -> list[Finding]:
     """Every measured signal against its threshold, asking or not."""
     out: list[Finding] = []
     m = signals.metric
@@ -272,22 +309,44 @@ def _findings(signals: Signals, state: PolicyState, policy: RetrainingConfig, no
     if max_age and signals.model_trained_at is not None:
         age = now - signals.model_trained_at
         fired = age >= max_age
-        out.append(Finding(Reason.SCHEDULE, f"schedule: the champion's data is {_ago(age)} old "
-                           f"({'max' if fired else 'retrain at'} {policy.max_model_age})",
-                           age / max_age, 1.0, fired))
+        out.append(
+            Finding(
+                Reason.SCHEDULE,
+                f"schedule: the champion's data is {_ago(age)} old "
+                f"({'max' if fired else 'retrain at'} {policy.max_model_age})",
+                age / max_age,
+                1.0,
+                fired,
+            )
+        )
     for reason, drop, allowed, what in (
-            (Reason.PERFORMANCE, signals.performance_drop, policy.performance_drop, m),
-            (Reason.ESTIMATED, signals.estimated_drop, policy.estimated_drop,
-             f"label-free {m} estimate")):
+        (Reason.PERFORMANCE, signals.performance_drop, policy.performance_drop, m),
+        (
+            Reason.ESTIMATED,
+            signals.estimated_drop,
+            policy.estimated_drop,
+            f"label-free {m} estimate",
+        ),
+    ):
         if allowed is None or drop is None:
             continue
         fired = drop > allowed
-        out.append(Finding(reason, f"{reason.value}: {what} {abs(drop):.3f} "
-                           f"{'below' if drop >= 0 else 'above'} the champion's validation "
-                           f"({'allowed' if fired else 'retrain beyond'} {allowed:.3f})",
-                           max(drop, 0.0), allowed, fired))
-    share = signals.weighted_drift_share if signals.weighted_drift_share is not None \
+        out.append(
+            Finding(
+                reason,
+                f"{reason.value}: {what} {abs(drop):.3f} "
+                f"{'below' if drop >= 0 else 'above'} the champion's validation "
+                f"({'allowed' if fired else 'retrain beyond'} {allowed:.3f})",
+                max(drop, 0.0),
+                allowed,
+                fired,
+            )
+        )
+    share = (
+        signals.weighted_drift_share
+        if signals.weighted_drift_share is not None
         else signals.drift_share
+    )
     if policy.drift_share is not None and share is not None:
         kind = "importance-weighted " if signals.weighted_drift_share is not None else ""
         reached = share >= policy.drift_share
@@ -296,23 +355,50 @@ def _findings(signals: Signals, state: PolicyState, policy: RetrainingConfig, no
         # would add a batch, not a new view (that storm is what this stops)
         served = reached and Reason.DRIFT in state.trained_for
         persists = state.drifted_before or not policy.drift_persists
-        note = " but the champion was trained for this drift" if served else (
-            " in one run only (asks when it persists into the next)"
-            if reached and not persists else "")
-        out.append(Finding(Reason.DRIFT, f"drift: {kind}drift share {share:.0%} "
-                           f"{'≥' if reached else '<'} {policy.drift_share:.0%}{note}",
-                           share, policy.drift_share, reached and not served and persists))
+        note = (
+            " but the champion was trained for this drift"
+            if served
+            else (
+                " in one run only (asks when it persists into the next)"
+                if reached and not persists
+                else ""
+            )
+        )
+        out.append(
+            Finding(
+                Reason.DRIFT,
+                f"drift: {kind}drift share {share:.0%} "
+                f"{'≥' if reached else '<'} {policy.drift_share:.0%}{note}",
+                share,
+                policy.drift_share,
+                reached and not served and persists,
+            )
+        )
     fired_d = [d for d in signals.detectors_fired if d in policy.detectors]
     if fired_d:
-        out.append(Finding(Reason.CONCEPT, "concept: detector(s) fired on the error stream: "
-                           + ", ".join(fired_d), 1.0, 1.0, True))
+        out.append(
+            Finding(
+                Reason.CONCEPT,
+                "concept: detector(s) fired on the error stream: " + ", ".join(fired_d),
+                1.0,
+                1.0,
+                True,
+            )
+        )
     grown, trained = signals.window_rows, state.trained_rows
     if policy.window_growth and grown and trained:
         fired = grown >= policy.window_growth * trained
-        out.append(Finding(Reason.GROWTH, f"growth: the training window holds {grown:,} "
-                           f"labelled rows, {grown / trained:.1f}x the {trained:,} the model "
-                           f"was trained on (retrain at {policy.window_growth:g}x)",
-                           grown / trained, policy.window_growth, fired))
+        out.append(
+            Finding(
+                Reason.GROWTH,
+                f"growth: the training window holds {grown:,} "
+                f"labelled rows, {grown / trained:.1f}x the {trained:,} the model "
+                f"was trained on (retrain at {policy.window_growth:g}x)",
+                grown / trained,
+                policy.window_growth,
+                fired,
+            )
+        )
     return out
 
 
@@ -331,8 +417,13 @@ def min_new_labels(policy: RetrainingConfig, trained_rows: int | None) -> int:
     return int(np.ceil(policy.min_new_labels * trained_rows))
 
 
-def decide(signals: Signals, state: PolicyState, policy: RetrainingConfig, now: datetime,
-           batch_period: timedelta | None = None) -> Decision:
+def decide(
+    signals: Signals,
+    state: PolicyState,
+    policy: RetrainingConfig,
+    now: datetime,
+    batch_period: timedelta | None = None,
+) -> Decision:
     findings = _findings(signals, state, policy, now, batch_period)
     reasons = [f for f in findings if f.fired]
     asking = {f.reason for f in reasons}
@@ -341,31 +432,53 @@ def decide(signals: Signals, state: PolicyState, policy: RetrainingConfig, now: 
     # a detector, a drop, a drift, asks again when it is no longer measured)
     first = {f.reason: f.since for f in state.pending}
     reasons = [replace(f, since=first.get(f.reason) or now) for f in reasons] + [
-        f for f in state.pending if f.reason not in asking and f.reason not in PLANNED_REASONS]
-    nearest = sorted((f for f in findings if not f.fired and f.value is not None
-                      and f.closeness > 0), key=lambda f: -f.closeness)[:3]
+        f for f in state.pending if f.reason not in asking and f.reason not in PLANNED_REASONS
+    ]
+    nearest = sorted(
+        (f for f in findings if not f.fired and f.value is not None and f.closeness > 0),
+        key=lambda f: -f.closeness,
+    )[:3]
     decision = Decision(retrain=False, reasons=reasons, at=now, nearest=nearest)
     if not reasons:
         return decision
     cooldown = span(policy.cooldown, batch_period)
     if state.last_retrain is not None and cooldown and now - state.last_retrain < cooldown:
-        decision.held_back.append(Hold(Brake.COOLDOWN, (
-            f"cooldown: last retrain {state.last_retrain:%Y-%m-%d %H:%M}, cooldown "
-            f"{policy.cooldown}")))
+        decision.held_back.append(
+            Hold(
+                Brake.COOLDOWN,
+                (
+                    f"cooldown: last retrain {state.last_retrain:%Y-%m-%d %H:%M}, cooldown "
+                    f"{policy.cooldown}"
+                ),
+            )
+        )
     per = span(policy.per, batch_period) or timedelta(0)
     recent = [t for t in state.recent_retrains if now - per <= t <= now]
     if len(recent) >= policy.max_retrains:
-        decision.held_back.append(Hold(Brake.CAP, f"cap: {len(recent)} retrains in the last "
-                                       f"{policy.per} (max {policy.max_retrains})"))
+        decision.held_back.append(
+            Hold(
+                Brake.CAP,
+                f"cap: {len(recent)} retrains in the last {policy.per} (max {policy.max_retrains})",
+            )
+        )
     need = min_new_labels(policy, state.trained_rows)
     if signals.new_labels < need:
-        decision.held_back.append(Hold(Brake.LABELS, (
-            f"labels: {signals.new_labels:,} new labelled rows since the last training "
-            f"(need {need:,})")))
+        decision.held_back.append(
+            Hold(
+                Brake.LABELS,
+                (
+                    f"labels: {signals.new_labels:,} new labelled rows since the last training "
+                    f"(need {need:,})"
+                ),
+            )
+        )
     decision.retrain = not decision.held_back
     erred = any(f.reason in ERROR_REASONS for f in reasons)
-    located = signals.change_at if any(f.reason in ERROR_REASONS for f in reasons
-                                       if f.reason in asking) else None
+    located = (
+        signals.change_at
+        if any(f.reason in ERROR_REASONS for f in reasons if f.reason in asking)
+        else None
+    )
     if located is None and erred:
         located = state.pending_change_at
     if not decision.retrain:

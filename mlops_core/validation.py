@@ -29,6 +29,7 @@ from mlops_core.config import Settings
 from mlops_core.errors import excerpt
 
 Kind = Literal["numeric", "categorical", "boolean", "datetime"]
+Role = Literal["id", "time", "feature", "target"]
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 _MIN_ROWS_FOR_CONSTANT = 30  # below this a constant column is likely chance, not a fault
@@ -79,7 +80,7 @@ class ColumnContract(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    role: Literal["id", "time", "feature", "target"]
+    role: Role
     kind: Kind
     dtype: str
     null_rate: float
@@ -111,6 +112,7 @@ CONTRACT_FILE = "contract.yaml"
 # XGBoost and the packaged models compute in float32: a larger magnitude becomes infinite there
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
+
 def load_contract(workspace: Path) -> SchemaContract | None:
     path = workspace / CONTRACT_FILE
     if not path.exists():
@@ -123,11 +125,14 @@ def save_contract(contract: SchemaContract, workspace: Path, *, exclusive: bool 
     Returns whether this call wrote it."""
     path = workspace / CONTRACT_FILE
     workspace.mkdir(parents=True, exist_ok=True)
-    body = ("# Schema contract: frozen from the first accepted batch. Edit it to widen it\n"
-            "# (categories, ranges, null rates), then replay refused batches with\n"
-            "# `mlops quarantine release ID`.\n"
-            + yaml.safe_dump(contract.model_dump(mode="json", exclude_none=True),
-                             sort_keys=False, allow_unicode=True))
+    body = (
+        "# Schema contract: frozen from the first accepted batch. Edit it to widen it\n"
+        "# (categories, ranges, null rates), then replay refused batches with\n"
+        "# `mlops quarantine release ID`.\n"
+        + yaml.safe_dump(
+            contract.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True
+        )
+    )
     if not exclusive:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(body, encoding="utf-8")
@@ -161,15 +166,15 @@ def _column_bytes(s: pd.Series) -> Iterator[bytes]:
             codes, uniques = pd.factorize(s.map(repr), use_na_sentinel=True)
         yield np.ascontiguousarray(codes.astype(np.int64)).tobytes()
         yield "\x1e".join(f"{type(v).__name__}:{v!r}" for v in uniques).encode(
-            "utf-8", "surrogatepass")
+            "utf-8", "surrogatepass"
+        )
 
 
 def content_hash(df: pd.DataFrame) -> str:
     """sha256 of a frame's content (column names, dtypes and values), independent of the index
     and of how the data was stored."""
     h = hashlib.sha256()
-    h.update("\x1f".join(f"{c}:{df[c].dtype}" for c in df.columns).encode("utf-8",
-                                                                           "surrogatepass"))
+    h.update("\x1f".join(f"{c}:{df[c].dtype}" for c in df.columns).encode("utf-8", "surrogatepass"))
     for i in range(df.shape[1]):
         h.update(b"\x1d")
         for chunk in _column_bytes(df.iloc[:, i]):
@@ -202,8 +207,9 @@ def _infer_kind(s: pd.Series) -> Kind:
     return "categorical"
 
 
-def _expected_kinds(settings: Settings, df: pd.DataFrame, contract: SchemaContract | None
-                    ) -> dict[str, tuple[str, Kind]]:
+def _expected_kinds(
+    settings: Settings, df: pd.DataFrame, contract: SchemaContract | None
+) -> dict[str, tuple[Role, Kind]]:
     """{column: (role, kind)} that the batch should have."""
     d = settings.data
     if contract is not None:
@@ -212,10 +218,12 @@ def _expected_kinds(settings: Settings, df: pd.DataFrame, contract: SchemaContra
             # frozen from a batch without labels: the target is typed as in a first batch
             known[d.target] = ("target", _target_kind(settings, df))
         return known
-    out: dict[str, tuple[str, Kind]] = {}
+    out: dict[str, tuple[Role, Kind]] = {}
     if d.id_column:
-        out[d.id_column] = ("id", _infer_kind(df[d.id_column]) if d.id_column in df else
-                            "categorical")
+        out[d.id_column] = (
+            "id",
+            _infer_kind(df[d.id_column]) if d.id_column in df else "categorical",
+        )
     if d.time_column:
         out[d.time_column] = ("time", "datetime")
     features = d.features.all()
@@ -250,9 +258,11 @@ def _to_numeric(s: pd.Series) -> tuple[pd.Series, int, int]:
 def _to_boolean(s: pd.Series) -> tuple[pd.Series, int]:
     if pd.api.types.is_bool_dtype(s):
         return s, 0
-    text = s.astype(str).str.strip().str.lower().where(s.notna())
-    out = pd.Series(np.where(text.isin(_TRUE), True, np.where(text.isin(_FALSE), False, None)),
-                    index=s.index, dtype=object)
+    text = s.astype(str).str.strip().str.lower().mask(s.isna())
+    values = np.full(len(text), None, dtype=object)
+    values[text.isin(_TRUE).to_numpy()] = True
+    values[text.isin(_FALSE).to_numpy()] = False
+    out = pd.Series(values, index=s.index, dtype=object)
     bad = int((s.notna() & out.isna()).sum())
     return out, bad
 
@@ -290,39 +300,57 @@ def _present(s: pd.Series) -> np.ndarray:
     return pd.unique(s.dropna())
 
 
-def _check_classes(y: pd.Series, settings: Settings, contract: SchemaContract | None,
-                   add: Callable[..., None]) -> None:
+def _check_classes(
+    y: pd.Series, settings: Settings, contract: SchemaContract | None, add: Callable[..., None]
+) -> None:
     """The labels of a classification batch against the task and the contract's classes."""
-    target = settings.data.target
+    target = settings.data.target or str(y.name)
     seen = _classes(y)
     cc = contract.column(target) if contract else None
     known = list(cc.categories) if cc is not None and cc.categories is not None else []
     new = [c for c in seen if known and c not in known]
     if settings.task == "binary" and len(set(seen) | set(known)) > 2:
         shown = ", ".join(repr(excerpt(c)) for c in seen[:5])
-        add("unseen_classes", f"{target}: a binary target with "
-            + (f"the new class(es) {', '.join(repr(excerpt(c)) for c in new[:5])} (known: "
-               f"{', '.join(map(repr, known))})" if new else f"{len(seen)} classes ({shown})")
-            + "; if the task has more than two classes set task: multiclass", target,
-            int(as_text(y.dropna()).isin(new).sum()) if new else None)
+        add(
+            "unseen_classes",
+            f"{target}: a binary target with "
+            + (
+                f"the new class(es) {', '.join(repr(excerpt(c)) for c in new[:5])} (known: "
+                f"{', '.join(map(repr, known))})"
+                if new
+                else f"{len(seen)} classes ({shown})"
+            )
+            + "; if the task has more than two classes set task: multiclass",
+            target,
+            int(as_text(y.dropna()).isin(new).sum()) if new else None,
+        )
     elif new:
-        add("new_classes", f"{target}: class(es) not in the contract: "
-            + ", ".join(repr(excerpt(c)) for c in new[:5]), target,
-            int(as_text(y.dropna()).isin(new).sum()))
+        add(
+            "new_classes",
+            f"{target}: class(es) not in the contract: "
+            + ", ".join(repr(excerpt(c)) for c in new[:5]),
+            target,
+            int(as_text(y.dropna()).isin(new).sum()),
+        )
     if len(seen) == 1 and len(y) >= _MIN_ROWS_FOR_CONSTANT:
-        add("single_class_labels", f"{target}: every label is {excerpt(seen[0])!r}: a model "
-            "cannot learn from this batch alone", target, len(y))
+        add(
+            "single_class_labels",
+            f"{target}: every label is {excerpt(seen[0])!r}: a model "
+            "cannot learn from this batch alone",
+            target,
+            len(y),
+        )
 
 
-def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContract | None,
-                   now: datetime) -> ValidationReport:
+def validate_batch(
+    df: pd.DataFrame, settings: Settings, contract: SchemaContract | None, now: datetime
+) -> ValidationReport:
     """Check one batch; every failed check is a finding with its configured severity."""
     vcfg = settings.validation
     d = settings.data
     report = ValidationReport()
 
-    def add(rule: str, message: str, column: str | None = None, count: int | None = None
-            ) -> None:
+    def add(rule: str, message: str, column: str | None = None, count: int | None = None) -> None:
         severity = vcfg.severity(rule)
         if severity != "off":
             report.findings.append(Finding(rule, severity, message, column, count))
@@ -333,8 +361,12 @@ def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContrac
     present = list(df.columns)
     dupes = sorted({c for c in present if present.count(c) > 1})
     if dupes:  # the first of each is checked; with the rule fatal the batch is refused
-        add("duplicate_columns", "column name(s) appear more than once: "
-            + ", ".join(repr(excerpt(c)) for c in dupes[:5]), count=len(dupes))
+        add(
+            "duplicate_columns",
+            "column name(s) appear more than once: "
+            + ", ".join(repr(excerpt(c)) for c in dupes[:5]),
+            count=len(dupes),
+        )
         df = df.loc[:, ~df.columns.duplicated()]
         present = list(df.columns)
     expected = _expected_kinds(settings, df, contract)
@@ -345,7 +377,8 @@ def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContrac
     extra = [c for c in present if c not in expected]
     for m in list(missing):
         match = next((e for e in extra if _norm(e) == _norm(m)), None) or next(
-            iter(difflib.get_close_matches(m, extra, n=1, cutoff=0.8)), None)
+            iter(difflib.get_close_matches(m, extra, n=1, cutoff=0.8)), None
+        )
         if match:
             add("renamed_columns", f"column '{m}' looks renamed to '{match}'", m)
             missing.remove(m)
@@ -369,8 +402,13 @@ def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContrac
             t = parse_times(s, d.time_format)
             bad = int((s.notna() & t.isna()).sum())
             if bad:
-                add("timestamp_unparseable", f"{col}: {bad:,} value(s) are not readable times "
-                    f"(e.g. {_example(s[s.notna() & t.isna()])})", col, bad)
+                add(
+                    "timestamp_unparseable",
+                    f"{col}: {bad:,} value(s) are not readable times "
+                    f"(e.g. {_example(s[s.notna() & t.isna()])})",
+                    col,
+                    bad,
+                )
             out[col] = t
             continue
         if isinstance(s.dtype, pd.CategoricalDtype) and kind != "categorical":
@@ -378,23 +416,35 @@ def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContrac
         if s.dtype == object and kind != "categorical":
             inferred = pd.api.types.infer_dtype(s, skipna=True)
             if inferred in ("mixed", "mixed-integer"):
-                add("mixed_types", f"{col}: values of mixed types "
-                    f"(e.g. {_example(s)})", col)
+                add("mixed_types", f"{col}: values of mixed types (e.g. {_example(s)})", col)
         if kind == "numeric":
             num, bad, nonnull = _to_numeric(s)
             if bad and bad == nonnull:
                 mismatched.add(col)
-                add("dtype_mismatch", f"{col}: expected numbers, got text (e.g. "
-                    f"{_example(s)})", col, bad)
+                add(
+                    "dtype_mismatch",
+                    f"{col}: expected numbers, got text (e.g. {_example(s)})",
+                    col,
+                    bad,
+                )
             elif bad:
-                add("mixed_types", f"{col}: {bad:,} of {nonnull:,} values are not numbers "
-                    f"(e.g. {_example(s[num.isna() & s.notna()])})", col, bad)
+                add(
+                    "mixed_types",
+                    f"{col}: {bad:,} of {nonnull:,} values are not numbers "
+                    f"(e.g. {_example(s[num.isna() & s.notna()])})",
+                    col,
+                    bad,
+                )
             out[col] = num
         elif kind == "boolean":
             b, bad = _to_boolean(s)
             if bad:
-                add("dtype_mismatch", f"{col}: expected true/false, got "
-                    f"{_example(s[b.isna() & s.notna()])}", col, bad)
+                add(
+                    "dtype_mismatch",
+                    f"{col}: expected true/false, got {_example(s[b.isna() & s.notna()])}",
+                    col,
+                    bad,
+                )
             out[col] = b
         elif kind == "datetime":
             out[col] = parse_times(s)
@@ -425,8 +475,12 @@ def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContrac
             add("all_null_feature", f"{col}: every value is missing", col, n)
             continue
         if cc is not None and nulls / n > cc.null_rate + vcfg.null_rate_increase:
-            add("null_rate_spike", f"{col}: {nulls / n:.0%} missing, was {cc.null_rate:.0%}",
-                col, nulls)
+            add(
+                "null_rate_spike",
+                f"{col}: {nulls / n:.0%} missing, was {cc.null_rate:.0%}",
+                col,
+                nulls,
+            )
         if kind == "numeric":
             v = s.to_numpy(dtype="float64", na_value=np.nan)
             inf = int(np.isinf(v).sum())
@@ -435,24 +489,40 @@ def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContrac
             finite = v[np.isfinite(v)]
             huge = int((np.abs(finite) > FLOAT32_MAX).sum())
             if huge:
-                add("unrepresentable_values", f"{col}: {huge:,} value(s) beyond ±{FLOAT32_MAX:.4g}"
+                add(
+                    "unrepresentable_values",
+                    f"{col}: {huge:,} value(s) beyond ±{FLOAT32_MAX:.4g}"
                     f" (e.g. {_example(pd.Series(finite[np.abs(finite) > FLOAT32_MAX]))}), "
-                    "which the models cannot represent", col, huge)
+                    "which the models cannot represent",
+                    col,
+                    huge,
+                )
             if len(finite):
                 lo, hi = float(finite.min()), float(finite.max())
-                if n >= _MIN_ROWS_FOR_CONSTANT and lo == hi and not (
-                        cc and cc.min is not None and cc.min == cc.max):
+                if (
+                    n >= _MIN_ROWS_FOR_CONSTANT
+                    and lo == hi
+                    and not (cc and cc.min is not None and cc.min == cc.max)
+                ):
                     add("constant_feature", f"{col}: every value is {lo:g}", col, n)
                 if cc and cc.min is not None and cc.max is not None:
                     slack = vcfg.range_tolerance * max(cc.max - cc.min, abs(cc.max) * 1e-9, 1e-12)
                     outside = int(((finite < cc.min - slack) | (finite > cc.max + slack)).sum())
                     if outside:
-                        add("out_of_range", f"{col}: {outside:,} value(s) outside "
-                            f"[{cc.min:g}, {cc.max:g}] (seen {lo:g} to {hi:g})", col, outside)
+                        add(
+                            "out_of_range",
+                            f"{col}: {outside:,} value(s) outside "
+                            f"[{cc.min:g}, {cc.max:g}] (seen {lo:g} to {hi:g})",
+                            col,
+                            outside,
+                        )
         else:
             values = _present(s)
-            if n >= _MIN_ROWS_FOR_CONSTANT and len(values) == 1 and not (
-                    cc and cc.categories is not None and len(cc.categories) == 1):
+            if (
+                n >= _MIN_ROWS_FOR_CONSTANT
+                and len(values) == 1
+                and not (cc and cc.categories is not None and len(cc.categories) == 1)
+            ):
                 add("constant_feature", f"{col}: every value is {values[0]!r}", col, n)
             if kind == "categorical" and cc and cc.categories is not None:
                 known = set(cc.categories)
@@ -460,22 +530,35 @@ def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContrac
                 if new:
                     rows = int(s.isin(new).sum())
                     shown = ", ".join(repr(excerpt(v)) for v in new[:5]) + (
-                        " ..." if len(new) > 5 else "")
-                    add("unseen_categories", f"{col}: {len(new)} unseen categor"
-                        f"{'y' if len(new) == 1 else 'ies'} in {rows:,} row(s): {shown}", col, rows)
+                        " ..." if len(new) > 5 else ""
+                    )
+                    add(
+                        "unseen_categories",
+                        f"{col}: {len(new)} unseen categor"
+                        f"{'y' if len(new) == 1 else 'ies'} in {rows:,} row(s): {shown}",
+                        col,
+                        rows,
+                    )
 
     # labels ---------------------------------------------------------------------------------
     if d.target:
         if d.target not in conformed.columns:
-            add("missing_target", f"no target column '{d.target}': usable for scoring and "
-                "monitoring, not for training")
+            add(
+                "missing_target",
+                f"no target column '{d.target}': usable for scoring and "
+                "monitoring, not for training",
+            )
         else:
             y = conformed[d.target]
             unlabelled = int(y.isna().sum())
             report.has_labels = unlabelled < n
             if unlabelled:
-                add("null_labels", f"{d.target}: {unlabelled:,} of {n:,} labels missing",
-                    d.target, unlabelled)
+                add(
+                    "null_labels",
+                    f"{d.target}: {unlabelled:,} of {n:,} labels missing",
+                    d.target,
+                    unlabelled,
+                )
             if settings.task != "regression" and report.has_labels:
                 _check_classes(y, settings, contract, add)
             if settings.task == "regression" and report.has_labels:
@@ -483,16 +566,24 @@ def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContrac
                 if np.isinf(yv).any():
                     add("infinite_values", f"{d.target}: infinite labels", d.target)
                 elif (np.abs(yv[np.isfinite(yv)]) > FLOAT32_MAX).any():
-                    add("unrepresentable_values", f"{d.target}: labels beyond "
-                        f"±{FLOAT32_MAX:.4g}, which the models cannot represent", d.target)
+                    add(
+                        "unrepresentable_values",
+                        f"{d.target}: labels beyond "
+                        f"±{FLOAT32_MAX:.4g}, which the models cannot represent",
+                        d.target,
+                    )
 
     # ids and duplicates -----------------------------------------------------------------------
     if d.id_column and d.id_column in conformed.columns:
         dup = int(conformed[d.id_column].duplicated().sum())
         if dup:
-            add("duplicate_ids", f"{d.id_column}: {dup:,} duplicate id(s) (e.g. "
+            add(
+                "duplicate_ids",
+                f"{d.id_column}: {dup:,} duplicate id(s) (e.g. "
                 f"{_example(conformed.loc[conformed[d.id_column].duplicated(), d.id_column])})",
-                d.id_column, dup)
+                d.id_column,
+                dup,
+            )
     else:
         try:
             dup = int(conformed.duplicated().sum())
@@ -511,19 +602,28 @@ def validate_batch(df: pd.DataFrame, settings: Settings, contract: SchemaContrac
             tn = tv.to_numpy()
             back = int((tn[1:] < tn[:-1]).sum())  # not diff(): it overflows over 292 years
             if back:
-                add("timestamp_out_of_order", f"{d.time_column}: {back:,} row(s) earlier than "
-                    "the row before", d.time_column, back)
+                add(
+                    "timestamp_out_of_order",
+                    f"{d.time_column}: {back:,} row(s) earlier than the row before",
+                    d.time_column,
+                    back,
+                )
             limit = pd.Timestamp(now) + pd.Timedelta(vcfg.future_tolerance)
             future = int((tv > limit).sum())
             if future:
-                add("timestamp_in_future", f"{d.time_column}: {future:,} time(s) in the future "
-                    f"(latest {tv.max()})", d.time_column, future)
+                add(
+                    "timestamp_in_future",
+                    f"{d.time_column}: {future:,} time(s) in the future (latest {tv.max()})",
+                    d.time_column,
+                    future,
+                )
     report.frame = conformed
     return report
 
 
-def freeze_contract(frame: pd.DataFrame, settings: Settings, batch_id: str, now: datetime
-                    ) -> SchemaContract:
+def freeze_contract(
+    frame: pd.DataFrame, settings: Settings, batch_id: str, now: datetime
+) -> SchemaContract:
     """A contract describing ``frame`` (a conformed, accepted batch)."""
     expected = _expected_kinds(settings, frame, None)
     cols = []
@@ -532,8 +632,13 @@ def freeze_contract(frame: pd.DataFrame, settings: Settings, batch_id: str, now:
             continue
         role, kind = expected[name]
         s = frame[name]
-        cc: dict[str, Any] = {"name": name, "role": role, "kind": kind, "dtype": str(s.dtype),
-                              "null_rate": round(float(s.isna().mean()), 6)}
+        cc: dict[str, Any] = {
+            "name": name,
+            "role": role,
+            "kind": kind,
+            "dtype": str(s.dtype),
+            "null_rate": round(float(s.isna().mean()), 6),
+        }
         if kind == "numeric" and role != "target":
             v = s.to_numpy(dtype="float64", na_value=np.nan)
             v = v[np.isfinite(v)]

@@ -46,9 +46,15 @@ from mlops_core.store import (
 log = logging.getLogger(__name__)
 
 CHAMPION_ACTIONS = ("approve", "auto_promote", "rollback", "adopt")
-EVENT_KINDS = {"register": "retrain", "approve": "promotion", "auto_promote": "promotion",
-               "adopt": "promotion", "rollback": "rollback", "reject": "rejection",
-               "gate_reject": "rejection"}
+EVENT_KINDS = {
+    "register": "retrain",
+    "approve": "promotion",
+    "auto_promote": "promotion",
+    "adopt": "promotion",
+    "rollback": "rollback",
+    "reject": "rejection",
+    "gate_reject": "rejection",
+}
 SEVERITY_CAP = 10.0  # drift severity is clipped here (1 = at the threshold)
 
 
@@ -87,52 +93,95 @@ class ChampionView:
     data_window: str | None = None
 
 
-def champion_view(settings: Settings, meta: MetadataStore,
-                  versions: Sequence[VersionInfo] | None = None) -> ChampionView:
+def champion_view(
+    settings: Settings, meta: MetadataStore, versions: Sequence[VersionInfo] | None = None
+) -> ChampionView:
     """The champion as the metadata DB records it (the record of intent), with the audit record
     that made it champion and, when ``versions`` are given, its metrics."""
     with meta.engine.connect() as conn:
-        row = conn.execute(sa.select(champion_state.c.version, champion_state.c.updated_at)
-                           .where(champion_state.c.model == settings.project)).first()
+        row = conn.execute(
+            sa.select(champion_state.c.version, champion_state.c.updated_at).where(
+                champion_state.c.model == settings.project
+            )
+        ).first()
         if row is None or row[0] is None:
             return ChampionView(None, None, None, None, None)
         version, updated = row[0], row[1]
-        rec = conn.execute(sa.select(audit_log.c.at, audit_log.c.actor, audit_log.c.action,
-                                     audit_log.c.reason).where(
-            audit_log.c.model == settings.project, audit_log.c.version == version,
-            audit_log.c.outcome == "applied", audit_log.c.action.in_(CHAMPION_ACTIONS))
-            .order_by(audit_log.c.id.desc()).limit(1)).first()
+        rec = conn.execute(
+            sa.select(audit_log.c.at, audit_log.c.actor, audit_log.c.action, audit_log.c.reason)
+            .where(
+                audit_log.c.model == settings.project,
+                audit_log.c.version == version,
+                audit_log.c.outcome == "applied",
+                audit_log.c.action.in_(CHAMPION_ACTIONS),
+            )
+            .order_by(audit_log.c.id.desc())
+            .limit(1)
+        ).first()
     info = next((v for v in versions or () if v.version == version), None)
     return ChampionView(
-        version=version, since=rec[0] if rec else updated, by=rec[1] if rec else None,
-        action=rec[2] if rec else None, reason=rec[3] if rec else None,
-        metrics=dict(info.metrics) if info else {}, trigger=info.trigger if info else None,
-        data_window=info.tags.get("data_window") if info else None)
+        version=version,
+        since=rec[0] if rec else updated,
+        by=rec[1] if rec else None,
+        action=rec[2] if rec else None,
+        reason=rec[3] if rec else None,
+        metrics=dict(info.metrics) if info else {},
+        trigger=info.trigger if info else None,
+        data_window=info.tags.get("data_window") if info else None,
+    )
 
 
-def champion_history(settings: Settings, meta: MetadataStore, limit: int = 50
-                     ) -> pd.DataFrame:
+def champion_history(settings: Settings, meta: MetadataStore, limit: int = 50) -> pd.DataFrame:
     """Every change of champion, newest first: version, since, until, by, action, reason."""
     with meta.engine.connect() as conn:
-        rows = conn.execute(sa.select(audit_log.c.at, audit_log.c.version, audit_log.c.actor,
-                                      audit_log.c.action, audit_log.c.reason).where(
-            audit_log.c.model == settings.project, audit_log.c.outcome == "applied",
-            audit_log.c.action.in_(CHAMPION_ACTIONS)).order_by(audit_log.c.id.desc())
-            .limit(limit)).all()
+        rows = conn.execute(
+            sa.select(
+                audit_log.c.at,
+                audit_log.c.version,
+                audit_log.c.actor,
+                audit_log.c.action,
+                audit_log.c.reason,
+            )
+            .where(
+                audit_log.c.model == settings.project,
+                audit_log.c.outcome == "applied",
+                audit_log.c.action.in_(CHAMPION_ACTIONS),
+            )
+            .order_by(audit_log.c.id.desc())
+            .limit(limit)
+        ).all()
     df = pd.DataFrame(rows, columns=["since", "version", "by", "action", "reason"])
     df.insert(2, "until", df["since"].shift(1))
     return df
 
 
-def model_events(settings: Settings, meta: MetadataStore, *, start: datetime | None = None,
-                 end: datetime | None = None, limit: int = 1000) -> pd.DataFrame:
+def model_events(
+    settings: Settings,
+    meta: MetadataStore,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: int = 1000,
+) -> pd.DataFrame:
     """Retrains, promotions, rollbacks and rejections from the audit log, oldest first:
     at, kind, action, version, actor, reason."""
-    q = sa.select(audit_log.c.at, audit_log.c.action, audit_log.c.version, audit_log.c.actor,
-                  audit_log.c.reason).where(
-        audit_log.c.model == settings.project, audit_log.c.action.in_(list(EVENT_KINDS)),
-        audit_log.c.outcome.in_(["applied", "recorded"]),
-        *_time_filter(audit_log.c.at, start, end)).order_by(audit_log.c.id.desc()).limit(limit)
+    q = (
+        sa.select(
+            audit_log.c.at,
+            audit_log.c.action,
+            audit_log.c.version,
+            audit_log.c.actor,
+            audit_log.c.reason,
+        )
+        .where(
+            audit_log.c.model == settings.project,
+            audit_log.c.action.in_(list(EVENT_KINDS)),
+            audit_log.c.outcome.in_(["applied", "recorded"]),
+            *_time_filter(audit_log.c.at, start, end),
+        )
+        .order_by(audit_log.c.id.desc())
+        .limit(limit)
+    )
     with meta.engine.connect() as conn:
         rows = conn.execute(q).all()
     df = pd.DataFrame(rows, columns=["at", "action", "version", "actor", "reason"])
@@ -141,48 +190,86 @@ def model_events(settings: Settings, meta: MetadataStore, *, start: datetime | N
 
 
 # monitoring: the live metric, drift --------------------------------------------------------
-RUN_COLUMNS = ["id", "at", "champion_version", "rows", "status", "drift_share",
-               "weighted_drift_share", "report_path"]
+RUN_COLUMNS = [
+    "id",
+    "at",
+    "champion_version",
+    "rows",
+    "status",
+    "drift_share",
+    "weighted_drift_share",
+    "report_path",
+]
 
 
-def monitoring_runs_frame(settings: Settings, meta: MetadataStore, *,
-                          start: datetime | None = None, end: datetime | None = None,
-                          limit: int = 50, offset: int = 0) -> pd.DataFrame:
+def monitoring_runs_frame(
+    settings: Settings,
+    meta: MetadataStore,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> pd.DataFrame:
     """Monitoring runs, newest first, summary columns only (no JSON parsed)."""
     t = monitoring_runs
-    q = sa.select(*[t.c[c] for c in RUN_COLUMNS]).where(
-        t.c.model == settings.project, *_time_filter(t.c.at, start, end)).order_by(
-        t.c.at.desc()).limit(limit).offset(offset)
+    q = (
+        sa.select(*[t.c[c] for c in RUN_COLUMNS])
+        .where(t.c.model == settings.project, *_time_filter(t.c.at, start, end))
+        .order_by(t.c.at.desc())
+        .limit(limit)
+        .offset(offset)
+    )
     with meta.engine.connect() as conn:
         rows = conn.execute(q).all()
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
-def count_monitoring_runs(settings: Settings, meta: MetadataStore, *,
-                          start: datetime | None = None, end: datetime | None = None) -> int:
+def count_monitoring_runs(
+    settings: Settings,
+    meta: MetadataStore,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> int:
     t = monitoring_runs
     with meta.engine.connect() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(t).where(
-            t.c.model == settings.project, *_time_filter(t.c.at, start, end))).scalar_one())
+        return int(
+            conn.execute(
+                sa.select(sa.func.count())
+                .select_from(t)
+                .where(t.c.model == settings.project, *_time_filter(t.c.at, start, end))
+            ).scalar_one()
+        )
 
 
-def monitoring_span(settings: Settings, meta: MetadataStore
-                    ) -> tuple[datetime | None, datetime | None]:
+def monitoring_span(
+    settings: Settings, meta: MetadataStore
+) -> tuple[datetime | None, datetime | None]:
     """The times of the oldest and newest monitoring runs."""
     t = monitoring_runs
     with meta.engine.connect() as conn:
-        lo, hi = conn.execute(sa.select(sa.func.min(t.c.at), sa.func.max(t.c.at)).where(
-            t.c.model == settings.project)).one()
+        lo, hi = conn.execute(
+            sa.select(sa.func.min(t.c.at), sa.func.max(t.c.at)).where(t.c.model == settings.project)
+        ).one()
     return lo, hi
 
 
-def _summaries(settings: Settings, meta: MetadataStore, start: datetime | None,
-               end: datetime | None, limit: int) -> list[dict[str, Any]]:
+def _summaries(
+    settings: Settings,
+    meta: MetadataStore,
+    start: datetime | None,
+    end: datetime | None,
+    limit: int,
+) -> list[dict[str, Any]]:
     """The newest ``limit`` runs' JSON summaries in the range, oldest first."""
     t = monitoring_runs
-    q = sa.select(t.c.summary).where(t.c.model == settings.project,
-                                     *_time_filter(t.c.at, start, end)).order_by(
-        t.c.at.desc()).limit(limit)
+    q = (
+        sa.select(t.c.summary)
+        .where(t.c.model == settings.project, *_time_filter(t.c.at, start, end))
+        .order_by(t.c.at.desc())
+        .limit(limit)
+    )
     with meta.engine.connect() as conn:
         texts = [r[0] for r in conn.execute(q)]
     return [json.loads(x) for x in reversed(texts)]
@@ -196,23 +283,54 @@ def _num(v: Any) -> float:
     return f
 
 
-def metric_series(settings: Settings, meta: MetadataStore, *, start: datetime | None = None,
-                  end: datetime | None = None, limit: int = 1000) -> pd.DataFrame:
+def metric_series(
+    settings: Settings,
+    meta: MetadataStore,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: int = 1000,
+) -> pd.DataFrame:
     """The champion's live metric over time, one row per monitoring run (oldest first): at,
     run, champion_version, status, drift_share, rows, labelled_rows, metric, realised,
     estimated (label-free) with its interval, baseline (the champion's hold-out metric)."""
-    cols = ["at", "run", "champion_version", "status", "drift_share", "rows", "labelled_rows",
-            "metric", "realised", "estimated", "estimated_low", "estimated_high", "baseline"]
+    cols = [
+        "at",
+        "run",
+        "champion_version",
+        "status",
+        "drift_share",
+        "rows",
+        "labelled_rows",
+        "metric",
+        "realised",
+        "estimated",
+        "estimated_low",
+        "estimated_high",
+        "baseline",
+    ]
     out = []
     default = primary_metric(settings)
     for s in _summaries(settings, meta, start, end, limit):
         m = s.get("metric") or default
         est = (s.get("estimated") or {}).get(m) or {}
-        out.append((pd.Timestamp(s["at"]), s["id"], s.get("champion_version"), s.get("status"),
-                    _num((s.get("drift") or {}).get("drift_share")), s.get("rows"),
-                    s.get("labelled_rows"), m, _num((s.get("performance") or {}).get(m)),
-                    _num(est.get("value")), _num(est.get("low")), _num(est.get("high")),
-                    _num((s.get("baseline") or {}).get(m))))
+        out.append(
+            (
+                pd.Timestamp(s["at"]),
+                s["id"],
+                s.get("champion_version"),
+                s.get("status"),
+                _num((s.get("drift") or {}).get("drift_share")),
+                s.get("rows"),
+                s.get("labelled_rows"),
+                m,
+                _num((s.get("performance") or {}).get(m)),
+                _num(est.get("value")),
+                _num(est.get("low")),
+                _num(est.get("high")),
+                _num((s.get("baseline") or {}).get(m)),
+            )
+        )
     return pd.DataFrame(out, columns=cols)
 
 
@@ -232,30 +350,41 @@ def latest_drift(settings: Settings, meta: MetadataStore) -> DriftStatus | None:
     """The newest monitoring run's drift verdict (one row read)."""
     t = monitoring_runs
     with meta.engine.connect() as conn:
-        row = conn.execute(sa.select(t.c.summary).where(t.c.model == settings.project)
-                           .order_by(t.c.at.desc()).limit(1)).first()
+        row = conn.execute(
+            sa.select(t.c.summary)
+            .where(t.c.model == settings.project)
+            .order_by(t.c.at.desc())
+            .limit(1)
+        ).first()
     if row is None:
         return None
     s = json.loads(row[0])
     d = s.get("drift") or {}
-    return DriftStatus(run=s["id"], at=pd.Timestamp(s["at"]).to_pydatetime(),
-                       status=s.get("status", d.get("status", "")),
-                       drift_share=d.get("drift_share"),
-                       weighted_drift_share=d.get("weighted_drift_share"),
-                       message=d.get("message", ""),
-                       drifted_columns=list(d.get("drifted_columns") or []),
-                       champion_version=s.get("champion_version"))
+    return DriftStatus(
+        run=s["id"],
+        at=pd.Timestamp(s["at"]).to_pydatetime(),
+        status=s.get("status", d.get("status", "")),
+        drift_share=d.get("drift_share"),
+        weighted_drift_share=d.get("weighted_drift_share"),
+        message=d.get("message", ""),
+        drifted_columns=list(d.get("drifted_columns") or []),
+        champion_version=s.get("champion_version"),
+    )
 
 
-def recent_decisions(settings: Settings, meta: MetadataStore, limit: int = 10
-                     ) -> list[dict[str, Any]]:
+def recent_decisions(
+    settings: Settings, meta: MetadataStore, limit: int = 10
+) -> list[dict[str, Any]]:
     """The newest retraining decisions with their reasons (as supervision.list_decisions, by
     time)."""
     with meta.engine.connect() as conn:
-        rows = conn.execute(sa.select(decisions, monitoring_runs.c.summary).join(
-            monitoring_runs, monitoring_runs.c.id == decisions.c.monitoring_run, isouter=True)
+        rows = conn.execute(
+            sa.select(decisions, monitoring_runs.c.summary)
+            .join(monitoring_runs, monitoring_runs.c.id == decisions.c.monitoring_run, isouter=True)
             .where(decisions.c.model == settings.project)
-            .order_by(decisions.c.at.desc(), decisions.c.id.desc()).limit(limit)).all()
+            .order_by(decisions.c.at.desc(), decisions.c.id.desc())
+            .limit(limit)
+        ).all()
     return [decision_row(r) for r in rows]
 
 
@@ -299,8 +428,14 @@ class DriftMatrix:
         return self.runs.empty
 
 
-def drift_matrix(settings: Settings, meta: MetadataStore, *, start: datetime | None = None,
-                 end: datetime | None = None, limit: int = 300) -> DriftMatrix:
+def drift_matrix(
+    settings: Settings,
+    meta: MetadataStore,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: int = 300,
+) -> DriftMatrix:
     """The newest ``limit`` monitoring runs in the range, as a runs × columns matrix."""
     runs: list[tuple[Any, ...]] = []
     sev: dict[str, dict[str, float]] = {}
@@ -310,8 +445,15 @@ def drift_matrix(settings: Settings, meta: MetadataStore, *, start: datetime | N
     for s in _summaries(settings, meta, start, end, limit):
         rid = s["id"]
         d = s.get("drift") or {}
-        runs.append((rid, pd.Timestamp(s["at"]), s.get("status"), d.get("drift_share"),
-                     s.get("champion_version")))
+        runs.append(
+            (
+                rid,
+                pd.Timestamp(s["at"]),
+                s.get("status"),
+                d.get("drift_share"),
+                s.get("champion_version"),
+            )
+        )
         sev[rid], score[rid], drifted[rid] = {}, {}, {}
         for c in d.get("columns") or []:
             name = c["column"]
@@ -321,8 +463,7 @@ def drift_matrix(settings: Settings, meta: MetadataStore, *, start: datetime | N
             if c.get("method"):
                 method[name] = c["method"]
     ids = [r[0] for r in runs]
-    frame = pd.DataFrame(runs, columns=["run", "at", "status", "drift_share",
-                                        "champion_version"])
+    frame = pd.DataFrame(runs, columns=["run", "at", "status", "drift_share", "champion_version"])
 
     def matrix(values: dict[str, dict[str, Any]]) -> pd.DataFrame:
         m = pd.DataFrame.from_dict(values, orient="index")
@@ -342,11 +483,17 @@ class RunDetail:
 def monitoring_run(settings: Settings, meta: MetadataStore, run_id: str) -> RunDetail:
     t = monitoring_runs
     with meta.engine.connect() as conn:
-        row = conn.execute(sa.select(t.c.summary, t.c.report_path).where(
-            t.c.model == settings.project, t.c.id == run_id)).first()
-        dec = conn.execute(sa.select(decisions, t.c.summary).join(
-            t, t.c.id == decisions.c.monitoring_run).where(
-            decisions.c.monitoring_run == run_id).limit(1)).first()
+        row = conn.execute(
+            sa.select(t.c.summary, t.c.report_path).where(
+                t.c.model == settings.project, t.c.id == run_id
+            )
+        ).first()
+        dec = conn.execute(
+            sa.select(decisions, t.c.summary)
+            .join(t, t.c.id == decisions.c.monitoring_run)
+            .where(decisions.c.monitoring_run == run_id)
+            .limit(1)
+        ).first()
     if row is None:
         raise NotFoundError(f"no monitoring run '{run_id}'")
     summary = json.loads(row[0])
@@ -355,18 +502,26 @@ def monitoring_run(settings: Settings, meta: MetadataStore, run_id: str) -> RunD
     decision = None
     if dec is not None:
         decision = decision_row(dec)
-    return RunDetail(summary, report if report and report.is_file() else None,
-                     perf if perf and perf.is_file() else None, decision)
+    return RunDetail(
+        summary,
+        report if report and report.is_file() else None,
+        perf if perf and perf.is_file() else None,
+        decision,
+    )
 
 
-def drift_report_before(settings: Settings, meta: MetadataStore, when: datetime
-                        ) -> tuple[str, Path] | None:
+def drift_report_before(
+    settings: Settings, meta: MetadataStore, when: datetime
+) -> tuple[str, Path] | None:
     """The newest monitoring run with an HTML report at or before ``when``: (run id, path)."""
     t = monitoring_runs
     with meta.engine.connect() as conn:
-        row = conn.execute(sa.select(t.c.id, t.c.report_path).where(
-            t.c.model == settings.project, t.c.at <= when, t.c.report_path.is_not(None))
-            .order_by(t.c.at.desc()).limit(1)).first()
+        row = conn.execute(
+            sa.select(t.c.id, t.c.report_path)
+            .where(t.c.model == settings.project, t.c.at <= when, t.c.report_path.is_not(None))
+            .order_by(t.c.at.desc())
+            .limit(1)
+        ).first()
     if row is None:
         return None
     path = settings.workspace / row[1]
@@ -374,46 +529,63 @@ def drift_report_before(settings: Settings, meta: MetadataStore, when: datetime
 
 
 # data quality: quarantine ------------------------------------------------------------------
-def quarantined(settings: Settings, meta: MetadataStore, *, include_released: bool = False,
-                limit: int = 200) -> list[BatchRecord]:
+def quarantined(
+    settings: Settings, meta: MetadataStore, *, include_released: bool = False, limit: int = 200
+) -> list[BatchRecord]:
     """Quarantined batches (newest first) with their findings and reason."""
     status = ["quarantined", "released"] if include_released else ["quarantined"]
-    q = sa.select(batches).where(batches.c.status.in_(status)).order_by(
-        batches.c.created_at.desc()).limit(limit)
+    q = (
+        sa.select(batches)
+        .where(batches.c.status.in_(status))
+        .order_by(batches.c.created_at.desc())
+        .limit(limit)
+    )
     with meta.engine.connect() as conn:
         return [BatchRecord.from_row(r) for r in conn.execute(q)]
 
 
-def batches_with_findings(settings: Settings, meta: MetadataStore, limit: int = 50
-                          ) -> pd.DataFrame:
+def batches_with_findings(settings: Settings, meta: MetadataStore, limit: int = 50) -> pd.DataFrame:
     """Accepted batches that carry data-quality warnings, newest first: batch, created, rows,
     rules, findings (one line each)."""
-    q = sa.select(batches.c.id, batches.c.created_at, batches.c.rows, batches.c.findings).where(
-        batches.c.status == "accepted", batches.c.findings != "[]").order_by(
-        batches.c.created_at.desc()).limit(limit)
+    q = (
+        sa.select(batches.c.id, batches.c.created_at, batches.c.rows, batches.c.findings)
+        .where(batches.c.status == "accepted", batches.c.findings != "[]")
+        .order_by(batches.c.created_at.desc())
+        .limit(limit)
+    )
     with meta.engine.connect() as conn:
         rows = conn.execute(q).all()
     out = []
     for bid, created, n, text in rows:
         found = json.loads(text or "[]")
-        out.append({"batch": bid, "created": created, "rows": n,
-                    "rules": ", ".join(sorted({f.get("rule", "") for f in found})),
-                    "findings": "; ".join(f"{f.get('severity', '')} {f.get('rule', '')}: "
-                                          f"{f.get('message', '')}" for f in found)[:1000]})
+        out.append(
+            {
+                "batch": bid,
+                "created": created,
+                "rows": n,
+                "rules": ", ".join(sorted({f.get("rule", "") for f in found})),
+                "findings": "; ".join(
+                    f"{f.get('severity', '')} {f.get('rule', '')}: {f.get('message', '')}"
+                    for f in found
+                )[:1000],
+            }
+        )
     return pd.DataFrame(out, columns=["batch", "created", "rows", "rules", "findings"])
 
 
 def batch_counts(meta: MetadataStore) -> dict[str, int]:
     """Batches by status."""
     with meta.engine.connect() as conn:
-        rows = conn.execute(sa.select(batches.c.status, sa.func.count()).group_by(
-            batches.c.status)).all()
+        rows = conn.execute(
+            sa.select(batches.c.status, sa.func.count()).group_by(batches.c.status)
+        ).all()
     return {s: int(n) for s, n in rows}
 
 
 # versions ----------------------------------------------------------------------------------
-def version_table(versions: Sequence[VersionInfo], metrics: Sequence[str] | None = None
-                  ) -> pd.DataFrame:
+def version_table(
+    versions: Sequence[VersionInfo], metrics: Sequence[str] | None = None
+) -> pd.DataFrame:
     """One row per version, newest first: status, aliases, trigger, created, data window, rows,
     model type, gate, and the hold-out metrics (``metrics`` first)."""
     names: list[str] = list(metrics or [])
@@ -421,15 +593,32 @@ def version_table(versions: Sequence[VersionInfo], metrics: Sequence[str] | None
         names += [k for k in v.metrics if k not in names]
     rows = []
     for v in sorted(versions, key=lambda v: int(v.version), reverse=True):
-        rows.append({"version": v.version, "status": v.status,
-                     "aliases": ", ".join(v.aliases), "trigger": v.trigger,
-                     "created": v.created, "data_window": v.tags.get("data_window", ""),
-                     "rows": int(v.tags["rows"]) if v.tags.get("rows", "").isdigit() else None,
-                     "model_type": v.tags.get("model_type", ""),
-                     "gate_passed": v.gate_passed}
-                    | {m: v.metrics.get(m) for m in names})
-    cols = ["version", "status", "aliases", "trigger", "created", "data_window", "rows",
-            "model_type", "gate_passed", *names]
+        rows.append(
+            {
+                "version": v.version,
+                "status": v.status,
+                "aliases": ", ".join(v.aliases),
+                "trigger": v.trigger,
+                "created": v.created,
+                "data_window": v.tags.get("data_window", ""),
+                "rows": int(v.tags["rows"]) if v.tags.get("rows", "").isdigit() else None,
+                "model_type": v.tags.get("model_type", ""),
+                "gate_passed": v.gate_passed,
+            }
+            | {m: v.metrics.get(m) for m in names}
+        )
+    cols = [
+        "version",
+        "status",
+        "aliases",
+        "trigger",
+        "created",
+        "data_window",
+        "rows",
+        "model_type",
+        "gate_passed",
+        *names,
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -437,9 +626,11 @@ def rollback_targets(versions: Sequence[VersionInfo], champion: str | None) -> l
     """Versions that were approved before and may be champion again (approved or retired, the
     gate passed, not the champion now), newest first: as ``actions.rollback_targets``, from
     versions already read."""
-    return [v.version for v in sorted(versions, key=lambda v: int(v.version), reverse=True)
-            if v.status in ("approved", "retired") and v.version != champion
-            and v.gate_passed is True]
+    return [
+        v.version
+        for v in sorted(versions, key=lambda v: int(v.version), reverse=True)
+        if v.status in ("approved", "retired") and v.version != champion and v.gate_passed is True
+    ]
 
 
 def run_json(settings: Settings, reg: Registry, version: str, path: str) -> Any | None:
@@ -479,33 +670,58 @@ class GateEvidence:
     drift_report: tuple[str, Path] | None  # (monitoring run, HTML) current at training time
 
 
-def gate_evidence(settings: Settings, reg: Registry, meta: MetadataStore,
-                  info: VersionInfo, *, with_reports: bool = True) -> GateEvidence:
+def gate_evidence(
+    settings: Settings,
+    reg: Registry,
+    meta: MetadataStore,
+    info: VersionInfo,
+    *,
+    with_reports: bool = True,
+) -> GateEvidence:
     comp = run_json(settings, reg, info.version, "evidence/comparison.json") or {}
     reasons = comp.get("gate", {}).get("reasons") or json.loads(
-        info.tags.get("gate_reasons") or "[]")
+        info.tags.get("gate_reasons") or "[]"
+    )
     metric = comp.get("metric") or primary_metric(settings)
     chall = comp.get("challenger") or info.metrics
     champ = comp.get("champion") or {}
     names = list(dict.fromkeys([*chall, *champ]))
-    metrics = pd.DataFrame({"challenger": [chall.get(k) for k in names],
-                            "champion": [champ.get(k) for k in names]}, index=names)
+    metrics = pd.DataFrame(
+        {"challenger": [chall.get(k) for k in names], "champion": [champ.get(k) for k in names]},
+        index=names,
+    )
     metrics.index.name = "metric"
     rows = []
     sl = comp.get("slices") or {}
     for col, values in (sl.get("challenger") or {}).items():
         base = (sl.get("champion") or {}).get(col) or {}
         for value, m in values.items():
-            rows.append({"column": col, "value": value, "rows": int(m.get("rows", 0)),
-                         "challenger": m.get(metric), "champion": (base.get(value) or {}).get(
-                             metric)})
+            rows.append(
+                {
+                    "column": col,
+                    "value": value,
+                    "rows": int(m.get("rows", 0)),
+                    "challenger": m.get(metric),
+                    "champion": (base.get(value) or {}).get(metric),
+                }
+            )
     slices = pd.DataFrame(rows, columns=["column", "value", "rows", "challenger", "champion"])
-    perf = run_path(settings, reg, info.version, "evidence/performance.html") \
-        if with_reports else None
+    perf = (
+        run_path(settings, reg, info.version, "evidence/performance.html") if with_reports else None
+    )
     drift = drift_report_before(settings, meta, info.created)
-    return GateEvidence(info.version, info.gate_passed, list(reasons), metric, metrics,
-                        comp.get("champion_version"), comp.get("holdout_rows"), slices, perf,
-                        drift)
+    return GateEvidence(
+        info.version,
+        info.gate_passed,
+        list(reasons),
+        metric,
+        metrics,
+        comp.get("champion_version"),
+        comp.get("holdout_rows"),
+        slices,
+        perf,
+        drift,
+    )
 
 
 # comparing versions on the same recent window ----------------------------------------------
@@ -518,8 +734,9 @@ class ComparisonWindow:
     end: datetime | None
 
 
-def comparison_window(settings: Settings, meta: MetadataStore, rows: int = 5000
-                      ) -> ComparisonWindow | None:
+def comparison_window(
+    settings: Settings, meta: MetadataStore, rows: int = 5000
+) -> ComparisonWindow | None:
     """The newest accepted, labelled batches holding at least ``rows`` rows (the same rows for
     every version compared); None if no labelled batch exists."""
     recs = [r for r in meta.list_batches("accepted") if r.has_labels]
@@ -538,16 +755,15 @@ def comparison_window(settings: Settings, meta: MetadataStore, rows: int = 5000
     key = hashlib.sha256(f"{','.join(ids)}|{rows}".encode()).hexdigest()[:16]
     starts = [r.start_time for r in picked if r.start_time]
     ends = [r.end_time for r in picked if r.end_time]
-    return ComparisonWindow(key, ids, rows, min(starts) if starts else None,
-                            max(ends) if ends else None)
+    return ComparisonWindow(
+        key, ids, rows, min(starts) if starts else None, max(ends) if ends else None
+    )
 
 
-def window_frame(settings: Settings, meta: MetadataStore, window: ComparisonWindow
-                 ) -> pd.DataFrame:
+def window_frame(settings: Settings, meta: MetadataStore, window: ComparisonWindow) -> pd.DataFrame:
     """The labelled rows of the window (the newest ``window.rows`` of its batches)."""
     store = BatchStore(settings.workspace)
-    frame = pd.concat([store.read(meta.get_batch(b)) for b in window.batch_ids],
-                      ignore_index=True)
+    frame = pd.concat([store.read(meta.get_batch(b)) for b in window.batch_ids], ignore_index=True)
     target, tcol = settings.data.target, settings.data.time_column
     if target and target in frame.columns:
         frame = frame[frame[target].notna()]
@@ -556,8 +772,9 @@ def window_frame(settings: Settings, meta: MetadataStore, window: ComparisonWind
     return frame.tail(window.rows).reset_index(drop=True)
 
 
-def cached_predictions(settings: Settings, reg: Registry, version: str, frame: pd.DataFrame,
-                       window: ComparisonWindow) -> pd.DataFrame:
+def cached_predictions(
+    settings: Settings, reg: Registry, version: str, frame: pd.DataFrame, window: ComparisonWindow
+) -> pd.DataFrame:
     """``version``'s predictions of the window's rows, computed once and kept on disk."""
     path = cache_dir(settings) / "predictions" / f"{reg.name}-v{version}-{window.key}.parquet"
     if path.is_file():
@@ -569,8 +786,9 @@ def cached_predictions(settings: Settings, reg: Registry, version: str, frame: p
     return preds.set_axis(frame.index)
 
 
-def _sample_curve(x: np.ndarray, y: np.ndarray, points: int = 200) -> tuple[list[float],
-                                                                             list[float]]:
+def _sample_curve(
+    x: np.ndarray, y: np.ndarray, points: int = 200
+) -> tuple[list[float], list[float]]:
     if len(x) > points:
         idx = np.unique(np.linspace(0, len(x) - 1, points).round().astype(int))
         x, y = x[idx], y[idx]
@@ -608,9 +826,15 @@ def _hyper_parameters(card: str | None) -> dict[str, Any]:
     return out if isinstance(out, dict) else {}
 
 
-def compare_versions(settings: Settings, reg: Registry, meta: MetadataStore,
-                     versions: Iterable[str], *, rows: int = 5000,
-                     infos: Sequence[VersionInfo] | None = None) -> Comparison | None:
+def compare_versions(
+    settings: Settings,
+    reg: Registry,
+    meta: MetadataStore,
+    versions: Iterable[str],
+    *,
+    rows: int = 5000,
+    infos: Sequence[VersionInfo] | None = None,
+) -> Comparison | None:
     """Score ``versions`` on the same newest labelled rows: metrics, slice metrics, ROC / PR
     curves (binary) or residuals (regression), feature importances, the parameters that differ
     and the data each was trained on. None when there is no labelled batch to score."""
@@ -627,15 +851,19 @@ def compare_versions(settings: Settings, reg: Registry, meta: MetadataStore,
     frame = window_frame(settings, meta, window)
     target, task = settings.data.target, settings.task
     y = frame[target] if target and target in frame.columns else pd.Series(dtype=object)
-    slice_cols = list(settings.gate.slice_columns) or [
-        c for c in (settings.data.features.categorical + settings.data.features.boolean)
-        if c in frame.columns][:2]
+    slice_cols = (
+        list(settings.gate.slice_columns)
+        or [
+            c
+            for c in (settings.data.features.categorical + settings.data.features.boolean)
+            if c in frame.columns
+        ][:2]
+    )
     metric_rows, slice_rows, curves, resid, errors = {}, [], {}, {}, {}
     for v in versions:
         try:  # a version that cannot read today's rows is reported, not a crash of the page
             preds = cached_predictions(settings, reg, v, frame, window)
-        except (MlopsError, MlflowException, LookupError, ValueError, TypeError,
-                OSError) as e:
+        except (MlopsError, MlflowException, LookupError, ValueError, TypeError, OSError) as e:
             errors[v] = f"{type(e).__name__}: {e}"[:300]
             continue
         classes = [c.removeprefix("proba_") for c in preds.columns if c.startswith("proba_")]
@@ -644,12 +872,12 @@ def compare_versions(settings: Settings, reg: Registry, meta: MetadataStore,
             yy = as_text(y)
             pp = preds.assign(prediction=as_text(preds["prediction"]))
         metric_rows[v] = compute_metrics(task, yy, pp, classes or None)
-        for col, values in slice_metrics(task, frame, yy, pp, slice_cols,
-                                         classes or None).items():
+        for col, values in slice_metrics(task, frame, yy, pp, slice_cols, classes or None).items():
             for value, m in values.items():
-                slice_rows.append({"version": v, "column": col, "value": value,
-                                   "rows": int(m.get("rows", 0))}
-                                  | {k: x for k, x in m.items() if k != "rows"})
+                slice_rows.append(
+                    {"version": v, "column": col, "value": value, "rows": int(m.get("rows", 0))}
+                    | {k: x for k, x in m.items() if k != "rows"}
+                )
         if task == "binary" and len(classes) == 2 and yy.nunique() == 2:
             from sklearn.metrics import precision_recall_curve, roc_curve
 
@@ -659,9 +887,12 @@ def compare_versions(settings: Settings, reg: Registry, meta: MetadataStore,
             prec, rec, _ = precision_recall_curve(yb, p1)
             curves[v] = {"roc": _sample_curve(fpr, tpr), "pr": _sample_curve(rec, prec)}
         elif task == "regression":
-            r = pd.DataFrame({"prediction": pp["prediction"].to_numpy(dtype=float),
-                              "residual": y.to_numpy(dtype=float)
-                              - pp["prediction"].to_numpy(dtype=float)})
+            r = pd.DataFrame(
+                {
+                    "prediction": pp["prediction"].to_numpy(dtype=float),
+                    "residual": y.to_numpy(dtype=float) - pp["prediction"].to_numpy(dtype=float),
+                }
+            )
             resid[v] = r.sample(min(len(r), 2000), random_state=0)
     metrics = pd.DataFrame.from_dict(metric_rows, orient="index")
     metrics.index.name = "version"
@@ -673,19 +904,30 @@ def compare_versions(settings: Settings, reg: Registry, meta: MetadataStore,
             imps[v] = imp
         info = by_version.get(v) or reg.version(v)
         card = run_path(settings, reg, v, "card/model_card.md")
-        p = {f"hp.{k}": json.dumps(x, default=str) if isinstance(x, dict | list) else x
-             for k, x in _hyper_parameters(card.read_text() if card else None).items()}
-        p |= {k: info.tags.get(k) for k in ("model_type", "trigger", "rows", "data_window",
-                                            "config_hash", "code_version")}
+        p = {
+            f"hp.{k}": json.dumps(x, default=str) if isinstance(x, dict | list) else x
+            for k, x in _hyper_parameters(card.read_text() if card else None).items()
+        }
+        p |= {
+            k: info.tags.get(k)
+            for k in ("model_type", "trigger", "rows", "data_window", "config_hash", "code_version")
+        }
         params[v] = p
         lin = run_json(settings, reg, v, "lineage/lineage.json") or {}
         ids = {b["id"] for b in lin.get("batches", [])}
         if first_batches is None:
             first_batches = ids
-        lineage.append({"version": v, "batches": len(ids), "rows": lin.get("rows"),
-                        "start": lin.get("start"), "end": lin.get("end"),
-                        "shared_with_first": len(ids & first_batches),
-                        "batch_ids": ", ".join(sorted(ids))[:2000]})
+        lineage.append(
+            {
+                "version": v,
+                "batches": len(ids),
+                "rows": lin.get("rows"),
+                "start": lin.get("start"),
+                "end": lin.get("end"),
+                "shared_with_first": len(ids & first_batches),
+                "batch_ids": ", ".join(sorted(ids))[:2000],
+            }
+        )
     imp_df = pd.DataFrame(imps).fillna(0.0)
     if not imp_df.empty:
         imp_df = imp_df.loc[imp_df.max(axis=1).sort_values(ascending=False).index]
@@ -693,25 +935,52 @@ def compare_versions(settings: Settings, reg: Registry, meta: MetadataStore,
     par_df = pd.DataFrame(params)
     if not par_df.empty:
         par_df = par_df.astype(object).where(par_df.notna(), None)
-        par_df["differs"] = [len({json.dumps(x, default=str) for x in row}) > 1
-                             for row in par_df.itertuples(index=False)]
+        par_df["differs"] = [
+            len({json.dumps(x, default=str) for x in row}) > 1
+            for row in par_df.itertuples(index=False)
+        ]
         par_df = par_df.sort_values("differs", ascending=False, kind="stable")
     par_df.index.name = "parameter"
-    return Comparison(window=window, rows=len(frame), task=task,
-                      metric=primary_metric(settings), metrics=metrics,
-                      slices=pd.DataFrame(slice_rows), curves=curves, residuals=resid,
-                      importances=imp_df, params=par_df, lineage=pd.DataFrame(lineage),
-                      errors=errors)
+    return Comparison(
+        window=window,
+        rows=len(frame),
+        task=task,
+        metric=primary_metric(settings),
+        metrics=metrics,
+        slices=pd.DataFrame(slice_rows),
+        curves=curves,
+        residuals=resid,
+        importances=imp_df,
+        params=par_df,
+        lineage=pd.DataFrame(lineage),
+        errors=errors,
+    )
 
 
 # the audit log -----------------------------------------------------------------------------
-AUDIT_COLUMNS = ["id", "at", "actor", "action", "version", "previous_champion", "outcome",
-                 "reason", "evidence", "request_id"]
+AUDIT_COLUMNS = [
+    "id",
+    "at",
+    "actor",
+    "action",
+    "version",
+    "previous_champion",
+    "outcome",
+    "reason",
+    "evidence",
+    "request_id",
+]
 
 
-def _audit_filters(settings: Settings, actor: str | None, actions: Sequence[str] | None,
-                   version: str | None, outcome: str | None, start: datetime | None,
-                   end: datetime | None) -> list[Any]:
+def _audit_filters(
+    settings: Settings,
+    actor: str | None,
+    actions: Sequence[str] | None,
+    version: str | None,
+    outcome: str | None,
+    start: datetime | None,
+    end: datetime | None,
+) -> list[Any]:
     """The WHERE clauses of an audit-log query (shared by the page and its count)."""
     t = audit_log
     where = [t.c.model == settings.project, *_time_filter(t.c.at, start, end)]
@@ -726,15 +995,24 @@ def _audit_filters(settings: Settings, actor: str | None, actions: Sequence[str]
     return where
 
 
-def audit_frame(settings: Settings, meta: MetadataStore, *, actor: str | None = None,
-                actions: Sequence[str] | None = None, version: str | None = None,
-                outcome: str | None = None, start: datetime | None = None,
-                end: datetime | None = None, limit: int | None = 100, offset: int = 0
-                ) -> pd.DataFrame:
+def audit_frame(
+    settings: Settings,
+    meta: MetadataStore,
+    *,
+    actor: str | None = None,
+    actions: Sequence[str] | None = None,
+    version: str | None = None,
+    outcome: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: int | None = 100,
+    offset: int = 0,
+) -> pd.DataFrame:
     """The audit log, newest first, filtered in SQL."""
     t = audit_log
-    q = sa.select(*[t.c[c] for c in AUDIT_COLUMNS]).where(*_audit_filters(
-        settings, actor, actions, version, outcome, start, end))
+    q = sa.select(*[t.c[c] for c in AUDIT_COLUMNS]).where(
+        *_audit_filters(settings, actor, actions, version, outcome, start, end)
+    )
     q = q.order_by(t.c.id.desc()).offset(offset)
     if limit:
         q = q.limit(limit)
@@ -743,12 +1021,22 @@ def audit_frame(settings: Settings, meta: MetadataStore, *, actor: str | None = 
     return pd.DataFrame(rows, columns=AUDIT_COLUMNS)
 
 
-def count_audit(settings: Settings, meta: MetadataStore, *, actor: str | None = None,
-                actions: Sequence[str] | None = None, version: str | None = None,
-                outcome: str | None = None, start: datetime | None = None,
-                end: datetime | None = None) -> int:
-    q = sa.select(sa.func.count()).select_from(audit_log).where(*_audit_filters(
-        settings, actor, actions, version, outcome, start, end))
+def count_audit(
+    settings: Settings,
+    meta: MetadataStore,
+    *,
+    actor: str | None = None,
+    actions: Sequence[str] | None = None,
+    version: str | None = None,
+    outcome: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> int:
+    q = (
+        sa.select(sa.func.count())
+        .select_from(audit_log)
+        .where(*_audit_filters(settings, actor, actions, version, outcome, start, end))
+    )
     with meta.engine.connect() as conn:
         return int(conn.execute(q).scalar_one())
 
@@ -759,8 +1047,12 @@ def audit_facets(settings: Settings, meta: MetadataStore) -> dict[str, list[str]
     out = {}
     with meta.engine.connect() as conn:
         for c in ("actor", "action", "outcome"):
-            out[c] = sorted(r[0] for r in conn.execute(sa.select(t.c[c]).where(
-                t.c.model == settings.project).distinct()))
+            out[c] = sorted(
+                r[0]
+                for r in conn.execute(
+                    sa.select(t.c[c]).where(t.c.model == settings.project).distinct()
+                )
+            )
     return out
 
 
@@ -808,8 +1100,9 @@ def mlflow_health(uri: str, timeout: float = 1.0) -> ServiceHealth:
     shown = redact_url(uri)
     if urlsplit(uri).scheme.lower() not in ("http", "https"):
         return ServiceHealth(MLFLOW, False, False, shown, None, "direct")
-    return ServiceHealth(MLFLOW, True, is_healthy(uri.rstrip("/") + "/health", timeout),
-                         shown, None, "external")
+    return ServiceHealth(
+        MLFLOW, True, is_healthy(uri.rstrip("/") + "/health", timeout), shown, None, "external"
+    )
 
 
 def service_health(settings: Settings, timeout: float = 1.0) -> list[ServiceHealth]:
@@ -824,9 +1117,13 @@ def service_health(settings: Settings, timeout: float = 1.0) -> list[ServiceHeal
         if name == MLFLOW and external:
             return mlflow_health(external, timeout)
         info = read_service(settings.workspace, name)
-        return ServiceHealth(name, info is not None,
-                             bool(info and is_healthy(info.health_url, timeout)),
-                             info.url if info else None, info.pid if info else None)
+        return ServiceHealth(
+            name,
+            info is not None,
+            bool(info and is_healthy(info.health_url, timeout)),
+            info.url if info else None,
+            info.pid if info else None,
+        )
 
     with ThreadPoolExecutor(max_workers=len(SERVICES)) as pool:
         return list(pool.map(check, SERVICES))
@@ -841,8 +1138,9 @@ class PipelineStatus:
     runs: list[dict[str, Any]]
 
 
-def pipeline_status(settings: Settings, api_url: str | None = None, timeout: float = 3.0,
-                    runs: int = 20) -> PipelineStatus:
+def pipeline_status(
+    settings: Settings, api_url: str | None = None, timeout: float = 3.0, runs: int = 20
+) -> PipelineStatus:
     """Deployments (schedules, triggers, next runs) and recent flow runs from the project's
     Prefect server (``api_url``, default: the one ``mlops up`` started), through
     :mod:`mlops_core.orchestration`. An unreachable server is a value (``reachable`` False and
@@ -857,19 +1155,25 @@ def pipeline_status(settings: Settings, api_url: str | None = None, timeout: flo
         return PipelineStatus(None, False, None, [], [])
     try:
         deps = deployments_status(api, settings.project, timeout=timeout)
-        flow_runs = recent_runs(api, settings.project, limit=runs, timeout=timeout) \
-            if deps else []
+        flow_runs = recent_runs(api, settings.project, limit=runs, timeout=timeout) if deps else []
     except (httpx.HTTPError, ValueError) as e:
         return PipelineStatus(api, False, f"{type(e).__name__}: {e}"[:300], [], [])
     names = {d["id"]: d["name"] for d in deps}
-    rows = [{"flow run": r["name"], "deployment": names.get(r.get("deployment_id") or "",
-                                                             r.get("flow", "")),
-             "state": r.get("state"), "state_type": r.get("state_type"),
-             "expected start": _api_time(r.get("expected_start")),
-             "start": _api_time(r.get("start")), "end": _api_time(r.get("end")),
-             "seconds": r.get("seconds"), "scheduled": r.get("auto_scheduled"),
-             "parameters": json.dumps(r.get("parameters") or {}, default=str)[:300]}
-            for r in flow_runs]
+    rows = [
+        {
+            "flow run": r["name"],
+            "deployment": names.get(r.get("deployment_id") or "", r.get("flow", "")),
+            "state": r.get("state"),
+            "state_type": r.get("state_type"),
+            "expected start": _api_time(r.get("expected_start")),
+            "start": _api_time(r.get("start")),
+            "end": _api_time(r.get("end")),
+            "seconds": r.get("seconds"),
+            "scheduled": r.get("auto_scheduled"),
+            "parameters": json.dumps(r.get("parameters") or {}, default=str)[:300],
+        }
+        for r in flow_runs
+    ]
     return PipelineStatus(api, True, None, deps, rows)
 
 
@@ -881,8 +1185,7 @@ def _api_time(iso: str | None) -> datetime | None:
     return (t.tz_convert("UTC").tz_localize(None) if t.tzinfo else t).to_pydatetime()
 
 
-def retrain_requests(settings: Settings, meta: MetadataStore, limit: int = 10
-                     ) -> pd.DataFrame:
+def retrain_requests(settings: Settings, meta: MetadataStore, limit: int = 10) -> pd.DataFrame:
     """The newest retraining requests made by people (audit action ``request_retrain``)."""
     return audit_frame(settings, meta, actions=["request_retrain"], limit=limit)
 
@@ -921,11 +1224,18 @@ def list_backtests(settings: Settings, limit: int = 100) -> list[BacktestEntry]:
         except (BacktestError, OSError, ValueError) as e:
             log.info("skipping %s: %s", p, e)
             continue
-        out.append(BacktestEntry(p, p.stem, datetime.fromtimestamp(p.stat().st_mtime),
-                                 str(raw.get("dataset", "")), str(raw.get("task", "")),
-                                 int(raw.get("batches") or 0),
-                                 tuple(s["name"] for s in raw["strategies"]),
-                                 str(raw.get("metric_name", ""))))
+        out.append(
+            BacktestEntry(
+                p,
+                p.stem,
+                datetime.fromtimestamp(p.stat().st_mtime),
+                str(raw.get("dataset", "")),
+                str(raw.get("task", "")),
+                int(raw.get("batches") or 0),
+                tuple(s["name"] for s in raw["strategies"]),
+                str(raw.get("metric_name", "")),
+            )
+        )
     return out
 
 
@@ -936,12 +1246,17 @@ def backtest_table(result: dict[str, Any]) -> pd.DataFrame:
     n = max(int(result.get("batches") or 0), 1)
     for s in result["strategies"]:
         delays = s.get("detection_delays") or []
-        rows.append({"strategy": s["name"], f"mean {s.get('metric_name', '')}": s.get(
-            "mean_metric"), "retrains": s.get("retrains"),
-            "retrain rate": (s.get("retrains") or 0) / n,
-            "CPU s": (s.get("train_cpu_s") or 0) + (s.get("monitor_cpu_s") or 0),
-            "detection delays": ", ".join("-" if d is None else str(d) for d in delays),
-            "false triggers": s.get("false_triggers")})
+        rows.append(
+            {
+                "strategy": s["name"],
+                f"mean {s.get('metric_name', '')}": s.get("mean_metric"),
+                "retrains": s.get("retrains"),
+                "retrain rate": (s.get("retrains") or 0) / n,
+                "CPU s": (s.get("train_cpu_s") or 0) + (s.get("monitor_cpu_s") or 0),
+                "detection delays": ", ".join("-" if d is None else str(d) for d in delays),
+                "false triggers": s.get("false_triggers"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -981,29 +1296,45 @@ def _histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float |
     return prev_le
 
 
-_SERVING_COUNTERS = {"mlops_predicted_rows_total": "rows", "mlops_model_swaps_total": "swaps",
-                     "mlops_model_load_failures_total": "load_failures",
-                     "mlops_prediction_log_dropped_rows_total": "log_dropped",
-                     "mlops_feedback_labels_total": "feedback"}
+_SERVING_COUNTERS = {
+    "mlops_predicted_rows_total": "rows",
+    "mlops_model_swaps_total": "swaps",
+    "mlops_model_load_failures_total": "load_failures",
+    "mlops_prediction_log_dropped_rows_total": "log_dropped",
+    "mlops_feedback_labels_total": "feedback",
+}
 
 
 def parse_serving_metrics(text: str) -> dict[str, float]:
     """The counters the page shows, from ``/metrics``' text."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    out: dict[str, float] = {"requests_ok": 0, "requests_rejected": 0, "requests_failed": 0,
-                             "rows": 0, "swaps": 0, "load_failures": 0, "log_dropped": 0,
-                             "feedback": 0}
+    out: dict[str, float] = {
+        "requests_ok": 0,
+        "requests_rejected": 0,
+        "requests_failed": 0,
+        "rows": 0,
+        "swaps": 0,
+        "load_failures": 0,
+        "log_dropped": 0,
+        "feedback": 0,
+    }
     buckets: list[tuple[float, float]] = []
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
             if s.name == "mlops_requests_total" and s.labels.get("endpoint") == "/predict":
                 code = s.labels.get("status", "")
-                key = ("requests_ok" if code.startswith("2") else "requests_rejected"
-                       if code.startswith("4") else "requests_failed")
+                key = (
+                    "requests_ok"
+                    if code.startswith("2")
+                    else "requests_rejected"
+                    if code.startswith("4")
+                    else "requests_failed"
+                )
                 out[key] += s.value
-            elif s.name == "mlops_request_seconds_bucket" and \
-                    s.labels.get("endpoint") == "/predict":
+            elif (
+                s.name == "mlops_request_seconds_bucket" and s.labels.get("endpoint") == "/predict"
+            ):
                 buckets.append((float(s.labels["le"]), s.value))
             elif s.name in _SERVING_COUNTERS:
                 out[_SERVING_COUNTERS[s.name]] += s.value
@@ -1014,8 +1345,14 @@ def parse_serving_metrics(text: str) -> dict[str, float]:
     return out
 
 
-def serving_view(settings: Settings, *, days: int = 7, max_rows: int = 200_000,
-                 timeout: float = 2.0, now: datetime | None = None) -> ServingView:
+def serving_view(
+    settings: Settings,
+    *,
+    days: int = 7,
+    max_rows: int = 200_000,
+    timeout: float = 2.0,
+    now: datetime | None = None,
+) -> ServingView:
     """The serving API and its prediction log (see :class:`ServingView`). An API that does
     not answer is a value (``error``), not an exception."""
     import httpx
@@ -1031,23 +1368,30 @@ def serving_view(settings: Settings, *, days: int = 7, max_rows: int = 200_000,
     if info is not None:
         try:
             model = httpx.get(f"{info.url}/model", timeout=timeout).json()
-            counters = parse_serving_metrics(httpx.get(f"{info.url}/metrics",
-                                                       timeout=timeout).text)
+            counters = parse_serving_metrics(httpx.get(f"{info.url}/metrics", timeout=timeout).text)
         except (httpx.HTTPError, ValueError) as e:
             error = f"{info.url} did not answer: {e}"
     now = now or utcnow()
     since = now - pd.Timedelta(days=days)
-    rows = read_log(settings.workspace, since=since.to_pydatetime()
-                    if isinstance(since, pd.Timestamp) else since)
+    rows = read_log(
+        settings.workspace,
+        since=since.to_pydatetime() if isinstance(since, pd.Timestamp) else since,
+    )
     if len(rows) > max_rows:
         rows = rows.tail(max_rows)
     when, time_axis = _serving_times(settings, rows)
     span = when.max() - when.min() if len(when) and when.notna().any() else pd.Timedelta(0)
-    period = "h" if span <= pd.Timedelta(days=2) else "D" if span <= pd.Timedelta(days=60) \
-        else "W"
-    return ServingView(info.url if info else None, model, error, counters,
-                       _serving_timeline(settings, rows.assign(_when=when), period, LABEL),
-                       live_comparison(settings, rows), period, time_axis)
+    period = "h" if span <= pd.Timedelta(days=2) else "D" if span <= pd.Timedelta(days=60) else "W"
+    return ServingView(
+        info.url if info else None,
+        model,
+        error,
+        counters,
+        _serving_timeline(settings, rows.assign(_when=when), period, LABEL),
+        live_comparison(settings, rows),
+        period,
+        time_axis,
+    )
 
 
 def _serving_times(settings: Settings, rows: pd.DataFrame) -> tuple[pd.Series, str]:
@@ -1069,37 +1413,64 @@ def _observed(settings: Settings, labels: pd.Series) -> pd.Series:
     """Labels as numbers for a timeline: the positive class's share (binary), or the value."""
     if settings.task == "regression":
         return pd.to_numeric(labels, errors="coerce")
-    return labels.astype(str).isin({"1", "True", "true", "yes"}).astype(float).where(
-        labels.notna())
+    return labels.astype(str).isin({"1", "True", "true", "yes"}).astype(float).where(labels.notna())
 
 
-def _serving_timeline(settings: Settings, rows: pd.DataFrame, period: str,
-                      label: str) -> pd.DataFrame:
-    cols = ["at", "rows", "latency_ms", "predicted", "observed", "labelled", "accuracy",
-            "shadow_accuracy"]
+def _serving_timeline(
+    settings: Settings, rows: pd.DataFrame, period: str, label: str
+) -> pd.DataFrame:
+    cols = [
+        "at",
+        "rows",
+        "latency_ms",
+        "predicted",
+        "observed",
+        "labelled",
+        "accuracy",
+        "shadow_accuracy",
+    ]
     if rows.empty:
         return pd.DataFrame(columns=cols)
     proba = [c for c in rows.columns if c.startswith("served_proba_")]
-    positive = next((c for c in proba if c.removeprefix("served_proba_") in
-                     ("1", "True", "true", "yes")), proba[-1] if proba else None)
+    positive = next(
+        (c for c in proba if c.removeprefix("served_proba_") in ("1", "True", "true", "yes")),
+        proba[-1] if proba else None,
+    )
     when = rows["_when"] if "_when" in rows.columns else rows["served_at"]
-    frame = pd.DataFrame({
-        "at": when.dt.to_period(period).dt.start_time if period == "W" else
-        when.dt.floor(period),
-        "latency_ms": rows["served_latency_ms"],
-        "predicted": rows[positive] if positive else pd.to_numeric(
-            rows["served_prediction"], errors="coerce"),
-        "observed": _observed(settings, rows[label]),
-        "hit": (rows["served_prediction"].astype(str) == rows[label].astype(str)).where(
-            rows[label].notna()).astype(float),
-        "shadow_hit": ((rows["shadow_prediction"].astype(str) == rows[label].astype(str))
-                       .where(rows[label].notna() & rows["shadow_prediction"].notna())
-                       .astype(float)) if "shadow_prediction" in rows.columns else np.nan})
+    frame = pd.DataFrame(
+        {
+            "at": when.dt.to_period(period).dt.start_time
+            if period == "W"
+            else when.dt.floor(period),
+            "latency_ms": rows["served_latency_ms"],
+            "predicted": rows[positive]
+            if positive
+            else pd.to_numeric(rows["served_prediction"], errors="coerce"),
+            "observed": _observed(settings, rows[label]),
+            "hit": (rows["served_prediction"].astype(str) == rows[label].astype(str))
+            .where(rows[label].notna())
+            .astype(float),
+            "shadow_hit": (
+                (rows["shadow_prediction"].astype(str) == rows[label].astype(str))
+                .where(rows[label].notna() & rows["shadow_prediction"].notna())
+                .astype(float)
+            )
+            if "shadow_prediction" in rows.columns
+            else np.nan,
+        }
+    )
     g = frame.groupby("at")
-    out = pd.DataFrame({"rows": g.size(), "latency_ms": g["latency_ms"].mean(),
-                        "predicted": g["predicted"].mean(), "observed": g["observed"].mean(),
-                        "labelled": g["observed"].count(), "accuracy": g["hit"].mean(),
-                        "shadow_accuracy": g["shadow_hit"].mean()}).reset_index()
+    out = pd.DataFrame(
+        {
+            "rows": g.size(),
+            "latency_ms": g["latency_ms"].mean(),
+            "predicted": g["predicted"].mean(),
+            "observed": g["observed"].mean(),
+            "labelled": g["observed"].count(),
+            "accuracy": g["hit"].mean(),
+            "shadow_accuracy": g["shadow_hit"].mean(),
+        }
+    ).reset_index()
     return out[cols]
 
 
@@ -1121,8 +1492,9 @@ def live_comparison(settings: Settings, rows: pd.DataFrame) -> pd.DataFrame:
 
     def measure(part: pd.DataFrame, prefix: str, version: str, role: str) -> None:
         y = part[LABEL]
-        pred = pd.DataFrame({"prediction": part[f"{prefix}_prediction"].astype(str)},
-                            index=part.index)
+        pred = pd.DataFrame(
+            {"prediction": part[f"{prefix}_prediction"].astype(str)}, index=part.index
+        )
         classes = None
         if task != "regression":
             cols = sorted(c for c in part.columns if c.startswith(f"{prefix}_proba_"))
@@ -1136,8 +1508,14 @@ def live_comparison(settings: Settings, rows: pd.DataFrame) -> pd.DataFrame:
             metrics = compute_metrics(task, y.astype(str) if classes else y, pred, classes)
         except (ValueError, KeyError, TypeError):
             metrics = {}
-        out.append({"version": version, "role": role, "labelled_rows": len(part),
-                    **{k: round(float(v), 4) for k, v in metrics.items()}})
+        out.append(
+            {
+                "version": version,
+                "role": role,
+                "labelled_rows": len(part),
+                **{k: round(float(v), 4) for k, v in metrics.items()},
+            }
+        )
 
     has_shadow = "shadow_version" in labelled.columns
     for version, part in labelled.groupby(labelled["served_version"].astype(str)):

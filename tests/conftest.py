@@ -18,8 +18,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def find_shared_data() -> Path | None:
     """``shared/data`` beside the checkout (as CI lays it out), or $MLOPS_SHARED_DATA."""
-    for p in (os.environ.get("MLOPS_SHARED_DATA"), REPO.parent / "shared" / "data",
-              Path("/work/shared/data")):
+    for p in (
+        os.environ.get("MLOPS_SHARED_DATA"),
+        REPO.parent / "shared" / "data",
+        Path("/work/shared/data"),
+    ):
         if p and (Path(p) / "car_loan.parquet").exists():
             return Path(p)
     return None

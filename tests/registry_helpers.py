@@ -19,10 +19,11 @@ from mlops_core.simulate import ID, TARGET, TIME, generate_stream
 from mlops_core.store import open_project
 
 DEMO_FEATURES = generate_stream(10, days=28).features
-CAR_LOAN_FEATURES = {"numeric": ["car_value", "debt_to_income_ratio", "loan_length",
-                                 "driver_tenure"],
-                     "categorical": ["salary_range", "size_of_downpayment"],
-                     "boolean": ["repaid_loan_on_prev_car"]}
+CAR_LOAN_FEATURES = {
+    "numeric": ["car_value", "debt_to_income_ratio", "loan_length", "driver_tenure"],
+    "categorical": ["salary_range", "size_of_downpayment"],
+    "boolean": ["repaid_loan_on_prev_car"],
+}
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -36,8 +37,13 @@ def demo_raw(tmp_path: Path, mlflow_url: str, project: str, **sections: Any) -> 
     """The raw configuration of a demo-stream project (weekly batches, a small search)."""
     raw: dict[str, Any] = {
         "project": project,
-        "data": {"id_column": ID, "time_column": TIME, "target": TARGET,
-                 "features": copy.deepcopy(DEMO_FEATURES), "batch": {"period": "W"}},
+        "data": {
+            "id_column": ID,
+            "time_column": TIME,
+            "target": TARGET,
+            "features": copy.deepcopy(DEMO_FEATURES),
+            "batch": {"period": "W"},
+        },
         "storage": {"workspace": str(tmp_path / "ws"), "mlflow_uri": mlflow_url},
         "model": {"search": {"trials": 2, "timeout_s": 60}},
     }
@@ -67,8 +73,9 @@ def demo_frame(rows: int = 8000, days: int = 112, seed: int = 1) -> pd.DataFrame
     return generate_stream(rows, days=days, seed=seed).frame
 
 
-def ingest_frame(settings: Settings, frame: pd.DataFrame, folder: Path,
-                 name: str = "data.parquet") -> int:
+def ingest_frame(
+    settings: Settings, frame: pd.DataFrame, folder: Path, name: str = "data.parquet"
+) -> int:
     """Ingest ``frame`` as one file; returns the number of accepted batches (all must be)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
@@ -79,27 +86,51 @@ def ingest_frame(settings: Settings, frame: pd.DataFrame, folder: Path,
     return len(report.outcomes)
 
 
-def car_loan_settings(tmp_path: Path, mlflow_url: str, project: str, **sections: Any
-                      ) -> Settings:
+def car_loan_settings(tmp_path: Path, mlflow_url: str, project: str, **sections: Any) -> Settings:
     raw: dict[str, Any] = {
         "project": project,
-        "data": {"id_column": "id", "time_column": "timestamp", "target": "repaid",
-                 "features": copy.deepcopy(CAR_LOAN_FEATURES), "batch": {"period": "MS"}},
+        "data": {
+            "id_column": "id",
+            "time_column": "timestamp",
+            "target": "repaid",
+            "features": copy.deepcopy(CAR_LOAN_FEATURES),
+            "batch": {"period": "MS"},
+        },
         "storage": {"workspace": str(tmp_path / "ws"), "mlflow_uri": mlflow_url},
         "model": {"search": {"trials": 2, "timeout_s": 60}},
     }
     return parse_config(_merge(raw, sections), environ={})
 
 
-def add_version(reg: Registry, source: Registry, version: str, *,
-                status: str = "pending_approval", challenger: bool = False) -> str:
+def add_version(
+    reg: Registry,
+    source: Registry,
+    version: str,
+    *,
+    status: str = "pending_approval",
+    challenger: bool = False,
+) -> str:
     """A new version of ``reg``'s model registered from ``source``'s trained ``version`` (the
     same packaged files and recorded hash): a real MLflow version without another training."""
     mv = source.client.get_model_version(source.name, version)
-    tags = {k: v for k, v in (mv.tags or {}).items()
-            if k in ("trigger", "model_sha256", "package_sha256", "gate_passed", "gate_reasons",
-                     "metrics", "model_type", "rows", "data_window", "config_hash",
-                     "code_version")}
+    tags = {
+        k: v
+        for k, v in (mv.tags or {}).items()
+        if k
+        in (
+            "trigger",
+            "model_sha256",
+            "package_sha256",
+            "gate_passed",
+            "gate_reasons",
+            "metrics",
+            "model_type",
+            "rows",
+            "data_window",
+            "config_hash",
+            "code_version",
+        )
+    }
     reg.ensure_registered_model()
     new = reg.register(mv.source, mv.run_id, tags | {"status": status})
     if challenger:

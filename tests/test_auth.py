@@ -62,8 +62,9 @@ def _rows(settings: Settings) -> list[dict[str, Any]]:
     """The whole audit table, as stored."""
     meta = MetadataStore(settings.db_url)
     with meta.engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(
-            sa.select(audit_log).order_by(audit_log.c.id))]
+        return [
+            dict(r._mapping) for r in conn.execute(sa.select(audit_log).order_by(audit_log.c.id))
+        ]
 
 
 # passwords and the users file --------------------------------------------------------------------
@@ -76,8 +77,14 @@ def test_password_hash_round_trip_and_wrong_password() -> None:
     assert not verify_password(stored, PASSWORD + "!")
     assert not verify_password(stored, "")
     # malformed or unreasonable stored hashes match nothing (and do not raise)
-    for bad in ("", "plain", "md5$x$y$z", stored.replace("ln=15", "ln=40"),
-                stored.replace("ln=15", "ln=x"), stored[:-8]):
+    for bad in (
+        "",
+        "plain",
+        "md5$x$y$z",
+        stored.replace("ln=15", "ln=40"),
+        stored.replace("ln=15", "ln=x"),
+        stored[:-8],
+    ):
         assert not verify_password(bad, PASSWORD)
     with pytest.raises(InputError):
         hash_password("")
@@ -92,7 +99,8 @@ def test_users_file_is_0600_replaced_atomically_and_holds_no_password(tmp_path: 
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert sorted(p.name for p in path.parent.iterdir() if p.name != ".users.yaml.lock") == [
-        "users.yaml"]  # no temporary file left behind
+        "users.yaml"
+    ]  # no temporary file left behind
     text = path.read_text()
     assert PASSWORD not in text and "a new password" not in text and "viewer-password" not in text
     users = load_users(path)
@@ -103,14 +111,18 @@ def test_users_file_is_0600_replaced_atomically_and_holds_no_password(tmp_path: 
     assert load_users(tmp_path / "none.yaml") == {}
 
 
-@pytest.mark.parametrize(("name", "password", "role", "match"), [
-    ("ana", "short", "approver", "at least 8"),
-    ("ana", PASSWORD, "admin", "unknown role"),
-    ("", PASSWORD, "viewer", "not a valid user name"),
-    ("ana smith", PASSWORD, "viewer", "not a valid user name"),
-])
-def test_add_user_refuses_bad_input(tmp_path: Path, name: str, password: str, role: str,
-                                    match: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "password", "role", "match"),
+    [
+        ("ana", "short", "approver", "at least 8"),
+        ("ana", PASSWORD, "admin", "unknown role"),
+        ("", PASSWORD, "viewer", "not a valid user name"),
+        ("ana smith", PASSWORD, "viewer", "not a valid user name"),
+    ],
+)
+def test_add_user_refuses_bad_input(
+    tmp_path: Path, name: str, password: str, role: str, match: str
+) -> None:
     with pytest.raises(InputError, match=match):
         add_user(tmp_path / "users.yaml", name, password, role)
     assert not (tmp_path / "users.yaml").exists()
@@ -126,8 +138,9 @@ def test_a_broken_users_file_is_a_clear_error(tmp_path: Path) -> None:
         load_users(path)
 
 
-def test_the_users_file_stays_outside_the_repository(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_users_file_stays_outside_the_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     repo = tmp_path / "repo"
     (repo / ".git").mkdir(parents=True)
     cfg = repo / "proj" / "mlops.yaml"
@@ -140,15 +153,22 @@ def test_the_users_file_stays_outside_the_repository(tmp_path: Path,
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     cfg.write_text("project: safe\ndashboard: {auth: password}\n")
     assert users_path(load_config(cfg, environ={})) == (
-        tmp_path / "home" / ".config" / "mlops" / "safe" / "users.yaml")
+        tmp_path / "home" / ".config" / "mlops" / "safe" / "users.yaml"
+    )
 
 
 def test_dashboard_config_defaults_and_checks(tmp_path: Path) -> None:
     d = parse_config({}, environ={}).dashboard
     assert (d.auth, d.users_file, d.approvers, d.four_eyes, d.port) == (
-        "none", None, [], False, 8501)
-    s = parse_config({}, environ={"MLOPS_DASHBOARD__AUTH": "oidc",
-                                  "MLOPS_DASHBOARD__APPROVERS": "[ana@corp.io]"})
+        "none",
+        None,
+        [],
+        False,
+        8501,
+    )
+    s = parse_config(
+        {}, environ={"MLOPS_DASHBOARD__AUTH": "oidc", "MLOPS_DASHBOARD__APPROVERS": "[ana@corp.io]"}
+    )
     assert (s.dashboard.auth, s.dashboard.approvers) == ("oidc", ["ana@corp.io"])
     with pytest.raises(ConfigError, match=r"dashboard\.auth"):
         parse_config({"dashboard": {"auth": "ldap"}}, environ={})
@@ -179,12 +199,18 @@ def test_oidc_principal_from_st_user(tmp_path: Path) -> None:
     assert oidc_principal(s, {"is_logged_in": False}) is None
     assert oidc_principal(s, {}) is None
     assert oidc_principal(s, {"is_logged_in": True, "email": "ana@corp.io"}) == Principal(
-        "ana@corp.io", "approver", "oidc")
+        "ana@corp.io", "approver", "oidc"
+    )
     assert oidc_principal(s, {"is_logged_in": True, "email": "eve@corp.io"}) == Principal(
-        "eve@corp.io", "viewer", "oidc")
+        "eve@corp.io", "viewer", "oidc"
+    )
     # a provider that says the email is not verified gets no approver role from it
-    assert oidc_principal(s, {"is_logged_in": True, "email": "ana@corp.io",
-                              "email_verified": False}).role == "viewer"  # type: ignore[union-attr]
+    assert (
+        oidc_principal(
+            s, {"is_logged_in": True, "email": "ana@corp.io", "email_verified": False}
+        ).role
+        == "viewer"
+    )  # type: ignore[union-attr]
     with pytest.raises(ConfigError):
         oidc_principal(_settings(tmp_path), {"is_logged_in": True, "email": "ana@corp.io"})
 
@@ -236,17 +262,19 @@ WRITES: dict[str, Callable[[Settings, Principal, str], Any]] = {
     "approve": lambda s, p, rid: actions.approve(s, p, "1", comment="ship it", request_id=rid),
     "reject": lambda s, p, rid: actions.reject(s, p, "1", comment="worse", request_id=rid),
     "rollback": lambda s, p, rid: actions.rollback(s, p, comment="broken", request_id=rid),
-    "release": lambda s, p, rid: actions.release(s, p, "q-123", comment="fixed",
-                                                 request_id=rid),
-    "withdraw": lambda s, p, rid: actions.withdraw(s, p, "b-123", comment="wrong labels",
-                                                   request_id=rid),
-    "request_retrain": lambda s, p, rid: actions.request_retrain(s, p, reason="drift",
-                                                                 request_id=rid),
+    "release": lambda s, p, rid: actions.release(s, p, "q-123", comment="fixed", request_id=rid),
+    "withdraw": lambda s, p, rid: actions.withdraw(
+        s, p, "b-123", comment="wrong labels", request_id=rid
+    ),
+    "request_retrain": lambda s, p, rid: actions.request_retrain(
+        s, p, reason="drift", request_id=rid
+    ),
 }
 
 
 def test_a_viewer_is_refused_every_write_and_each_attempt_is_audited(
-        tmp_path: Path, emitted: list[tuple[str, str, dict[str, Any]]]) -> None:
+    tmp_path: Path, emitted: list[tuple[str, str, dict[str, Any]]]
+) -> None:
     s = _settings(tmp_path)
     assert set(WRITES) == set(ACTIONS)
     earlier = actions.request_retrain(s, ANA, reason="a record that must not change")
@@ -259,12 +287,14 @@ def test_a_viewer_is_refused_every_write_and_each_attempt_is_audited(
             write(s, VIEWER, f"rid-{action}")
 
     rows = _rows(s)
-    assert rows[:len(before)] == before  # append-only: nothing earlier changed or went
-    refused = rows[len(before):]
+    assert rows[: len(before)] == before  # append-only: nothing earlier changed or went
+    refused = rows[len(before) :]
     assert [(r["actor"], r["action"], r["outcome"], r["request_id"]) for r in refused] == [
-        ("val", a, "refused", f"rid-{a}") for a in WRITES]
-    assert all("needs the approver role" in r["reason"] and "via password" in r["reason"]
-               for r in refused)
+        ("val", a, "refused", f"rid-{a}") for a in WRITES
+    ]
+    assert all(
+        "needs the approver role" in r["reason"] and "via password" in r["reason"] for r in refused
+    )
     by_action = {r["action"]: r for r in refused}
     assert by_action["approve"]["version"] == "1" and "ship it" in by_action["approve"]["reason"]
     assert by_action["release"]["evidence"] == "batch:q-123"
@@ -278,16 +308,19 @@ def test_a_viewer_is_refused_every_write_and_each_attempt_is_audited(
 @pytest.mark.parametrize("comment", ["", "   ", None])
 def test_decisions_need_a_comment(tmp_path: Path, comment: Any) -> None:
     s = _settings(tmp_path)
-    for write in (lambda: actions.approve(s, ANA, "1", comment=comment),
-                  lambda: actions.reject(s, ANA, "1", comment=comment),
-                  lambda: actions.rollback(s, ANA, comment=comment),
-                  lambda: actions.request_retrain(s, ANA, reason=comment)):
+    for write in (
+        lambda: actions.approve(s, ANA, "1", comment=comment),
+        lambda: actions.reject(s, ANA, "1", comment=comment),
+        lambda: actions.rollback(s, ANA, comment=comment),
+        lambda: actions.request_retrain(s, ANA, reason=comment),
+    ):
         with pytest.raises(InputError, match="required") as e:
             write()
         assert isinstance(e.value, ValueError)
     # nothing was done, and each refusal is in the audit log
     assert [(r["action"], r["outcome"], r["actor"]) for r in _rows(s)] == [
-        (a, "refused", ANA.name) for a in ("approve", "reject", "rollback", "request_retrain")]
+        (a, "refused", ANA.name) for a in ("approve", "reject", "rollback", "request_retrain")
+    ]
     assert all(" is required" in r["reason"] for r in _rows(s))
 
 
@@ -305,9 +338,13 @@ def test_every_refused_attempt_is_audited(tmp_path: Path) -> None:
         actions.withdraw(s, ANA, "b-1", comment="bad labels", request_id="rid-1")
 
     rows = [(r["actor"], r["action"], r["outcome"]) for r in _rows(s)]
-    assert rows == [("mallory", "sign_in", "refused"), (ANA.name, "release", "refused"),
-                    (ANA.name, "request_retrain", "applied"),
-                    (ANA.name, "release", "refused"), (ANA.name, "withdraw", "refused")]
+    assert rows == [
+        ("mallory", "sign_in", "refused"),
+        (ANA.name, "release", "refused"),
+        (ANA.name, "request_retrain", "applied"),
+        (ANA.name, "release", "refused"),
+        (ANA.name, "withdraw", "refused"),
+    ]
     assert "password" in _rows(s)[0]["reason"] and "q-nope" in _rows(s)[1]["reason"]
 
 
@@ -316,41 +353,70 @@ def test_every_refused_attempt_is_audited(tmp_path: Path) -> None:
 def emitted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, dict[str, Any]]]:
     """Events the outbox sends, caught instead of sent (no Prefect server)."""
     sent: list[tuple[str, str, dict[str, Any]]] = []
-    monkeypatch.setattr(events, "emit", lambda event, project, payload=None, related=None:
-                        sent.append((event, project, payload or {})))
+    monkeypatch.setattr(
+        events,
+        "emit",
+        lambda event, project, payload=None, related=None: sent.append(
+            (event, project, payload or {})
+        ),
+    )
     return sent
 
 
 def test_a_retrain_request_is_recorded_once_and_published_as_an_event(
-        tmp_path: Path, emitted: list[tuple[str, str, dict[str, Any]]]) -> None:
+    tmp_path: Path, emitted: list[tuple[str, str, dict[str, Any]]]
+) -> None:
     s = _settings(tmp_path)
     req = actions.request_retrain(s, ANA, reason="the north region looks off", request_id="r-1")
     again = actions.request_retrain(s, ANA, reason="clicked twice", request_id="r-1")
 
     assert (req.outcome, req.requested_by, req.request_id) == ("applied", "ana", "r-1")
     assert (again.outcome, again.reason, again.audit_id) == (
-        "noop", "the north region looks off", req.audit_id)
+        "noop",
+        "the north region looks off",
+        req.audit_id,
+    )
     assert "already handled" in again.message
     assert json.loads(json.dumps(req.to_dict()))["request_id"] == "r-1"
     [rec] = Registry(s).audit(action="request_retrain")
     assert (rec.actor, rec.outcome, rec.reason, rec.request_id, rec.version) == (
-        "ana", "applied", "the north region looks off", "r-1", None)
+        "ana",
+        "applied",
+        "the north region looks off",
+        "r-1",
+        None,
+    )
 
     sent = events.publish_decisions(s)
 
-    assert sent == [{"event": events.RETRAIN_REQUESTED, "action": "request_retrain",
-                     "version": None, "actor": "ana", "audit_id": rec.id}]
+    assert sent == [
+        {
+            "event": events.RETRAIN_REQUESTED,
+            "action": "request_retrain",
+            "version": None,
+            "actor": "ana",
+            "audit_id": rec.id,
+        }
+    ]
     [(event, project, payload)] = emitted
     assert (event, project) == ("mlops.retrain.requested", "safety")
-    assert {k: payload[k] for k in ("trigger", "reasons", "since", "monitoring_run",
-                                    "requested_by", "request_id")} == {
-        "trigger": "manual", "reasons": ["the north region looks off"], "since": "",
-        "monitoring_run": "", "requested_by": "ana", "request_id": "r-1"}
+    assert {
+        k: payload[k]
+        for k in ("trigger", "reasons", "since", "monitoring_run", "requested_by", "request_id")
+    } == {
+        "trigger": "manual",
+        "reasons": ["the north region looks off"],
+        "since": "",
+        "monitoring_run": "",
+        "requested_by": "ana",
+        "request_id": "r-1",
+    }
     assert events.publish_decisions(s) == []  # the watermark moved: sent once
 
 
 def test_the_outbox_reads_oldest_first_and_skips_nothing(
-        tmp_path: Path, emitted: list[tuple[str, str, dict[str, Any]]]) -> None:
+    tmp_path: Path, emitted: list[tuple[str, str, dict[str, Any]]]
+) -> None:
     """More records than one call publishes (here refused clicks): the request still goes out,
     on the next call."""
     s = _settings(tmp_path)
@@ -370,34 +436,51 @@ def test_the_outbox_reads_oldest_first_and_skips_nothing(
 
 # release from quarantine --------------------------------------------------------------------------
 def test_release_is_authorised_audited_and_done_once(tmp_path: Path) -> None:
-    s = parse_config({"project": "safety", "storage": {"workspace": str(tmp_path / "ws")},
-                      "data": {"id_column": "id", "time_column": "ts", "target": "y",
-                               "features": {"numeric": ["x"]}, "batch": {"period": "1D"}}},
-                     environ={})
+    s = parse_config(
+        {
+            "project": "safety",
+            "storage": {"workspace": str(tmp_path / "ws")},
+            "data": {
+                "id_column": "id",
+                "time_column": "ts",
+                "target": "y",
+                "features": {"numeric": ["x"]},
+                "batch": {"period": "1D"},
+            },
+        },
+        environ={},
+    )
     n = 48
-    df = pd.DataFrame({"id": np.arange(n), "ts": pd.date_range("2025-01-01", periods=n,
-                                                               freq="h").astype(str),
-                       "x": np.linspace(0, 1, n), "y": np.resize([0, 1], n)})
+    df = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "ts": pd.date_range("2025-01-01", periods=n, freq="h").astype(str),
+            "x": np.linspace(0, 1, n),
+            "y": np.resize([0, 1], n),
+        }
+    )
     df.loc[30, "x"] = np.inf  # the second day is quarantined
     df.to_csv(tmp_path / "d.csv", index=False)
-    qid = next(o.id for o in ingest(s, [tmp_path / "d.csv"]).outcomes
-               if o.status == "quarantined")
+    qid = next(o.id for o in ingest(s, [tmp_path / "d.csv"]).outcomes if o.status == "quarantined")
 
     with pytest.raises(AuthorizationError):
         actions.release(s, VIEWER, qid, comment="let it in", force=True)
     assert MetadataStore(s.db_url).get_batch(qid).status == "quarantined"
     still = actions.release(s, ANA, qid, comment="checked", request_id="rel-1")
     assert not still.released and "still refused" in still.message
-    done = actions.release(s, ANA, qid, comment="the inf is a sensor glitch", force=True,
-                           request_id="rel-2")
-    twice = actions.release(s, ANA, qid, comment="double click", force=True,
-                            request_id="rel-2")
+    done = actions.release(
+        s, ANA, qid, comment="the inf is a sensor glitch", force=True, request_id="rel-2"
+    )
+    twice = actions.release(s, ANA, qid, comment="double click", force=True, request_id="rel-2")
 
     assert done.released and twice.released and "already handled" in twice.message
     assert MetadataStore(s.db_url).get_batch(qid).status == "released"
     recs = [(r.actor, r.outcome, r.request_id) for r in Registry(s).audit(action="release")]
-    assert recs == [("ana", "applied", "rel-2"), ("ana", "refused", "rel-1"),
-                    ("val", "refused", None)]
+    assert recs == [
+        ("ana", "applied", "rel-2"),
+        ("ana", "refused", "rel-1"),
+        ("val", "refused", None),
+    ]
     [applied] = Registry(s).audit(action="release", actor="ana", limit=1)
     assert applied.reason.startswith("the inf is a sensor glitch (forced; released as")
     assert applied.evidence.startswith(f"batch:{qid} -> ")  # type: ignore[union-attr]
@@ -410,21 +493,32 @@ def test_cli_users_add_list_and_login(tmp_path: Path) -> None:
     cfg = str(write_config(s, tmp_path / "mlops.yaml"))
     runner = CliRunner()
 
-    res = runner.invoke(app, ["users", "add", "ana", "--role", "approver", "--password-stdin",
-                              "-c", cfg], input=PASSWORD + "\n")
+    res = runner.invoke(
+        app,
+        ["users", "add", "ana", "--role", "approver", "--password-stdin", "-c", cfg],
+        input=PASSWORD + "\n",
+    )
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["users", "add", "val", "--role", "viewer", "-c", cfg],
-                        input="viewer-password\nviewer-password\n")  # prompted twice
+    res = runner.invoke(
+        app,
+        ["users", "add", "val", "--role", "viewer", "-c", cfg],
+        input="viewer-password\nviewer-password\n",
+    )  # prompted twice
     assert res.exit_code == 0, res.output
     assert "viewer-password" not in res.output
-    bad = runner.invoke(app, ["users", "add", "eve", "--role", "root", "--password-stdin",
-                              "-c", cfg], input=PASSWORD + "\n")
+    bad = runner.invoke(
+        app,
+        ["users", "add", "eve", "--role", "root", "--password-stdin", "-c", cfg],
+        input=PASSWORD + "\n",
+    )
     assert bad.exit_code == 1 and "unknown role" in bad.stderr
 
     assert stat.S_IMODE(users.stat().st_mode) == 0o600
     listed = json.loads(runner.invoke(app, ["users", "list", "-c", cfg, "--json"]).stdout)
-    assert listed == {"file": str(users), "users": [{"name": "ana", "role": "approver"},
-                                                    {"name": "val", "role": "viewer"}]}
+    assert listed == {
+        "file": str(users),
+        "users": [{"name": "ana", "role": "approver"}, {"name": "val", "role": "viewer"}],
+    }
     assert login(s, "ana", PASSWORD) == ANA
     assert login(s, "val", "viewer-password") == VIEWER
 
@@ -432,9 +526,22 @@ def test_cli_users_add_list_and_login(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     (repo / ".git").mkdir(parents=True)
     inside = write_config(s, repo / "mlops.yaml")
-    res = runner.invoke(app, ["users", "add", "ana", "--role", "viewer", "--password-stdin",
-                              "--file", str(repo / "users.yaml"), "-c", str(inside)],
-                        input=PASSWORD + "\n")
+    res = runner.invoke(
+        app,
+        [
+            "users",
+            "add",
+            "ana",
+            "--role",
+            "viewer",
+            "--password-stdin",
+            "--file",
+            str(repo / "users.yaml"),
+            "-c",
+            str(inside),
+        ],
+        input=PASSWORD + "\n",
+    )
     assert res.exit_code == 1 and "inside the repository" in res.stderr
     assert not (repo / "users.yaml").exists()
 
@@ -444,17 +551,36 @@ def test_cli_retrain_records_a_request_and_decisions_need_a_comment(tmp_path: Pa
     cfg = str(write_config(s, tmp_path / "mlops.yaml"))
     runner = CliRunner()
 
-    res = runner.invoke(app, ["retrain", "--by", "ana", "--reason", "new season", "--json",
-                              "--request-id", "cli-1", "-c", cfg])
+    res = runner.invoke(
+        app,
+        [
+            "retrain",
+            "--by",
+            "ana",
+            "--reason",
+            "new season",
+            "--json",
+            "--request-id",
+            "cli-1",
+            "-c",
+            cfg,
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["outcome"] == "applied"
-    again = runner.invoke(app, ["retrain", "--by", "ana", "--reason", "new season",
-                                "--request-id", "cli-1", "-c", cfg])
+    again = runner.invoke(
+        app,
+        ["retrain", "--by", "ana", "--reason", "new season", "--request-id", "cli-1", "-c", cfg],
+    )
     assert again.exit_code == 0 and "noop" in again.stdout
     [rec] = Registry(s).audit(action="request_retrain")
     assert (rec.actor, rec.reason) == ("ana", "new season")
-    for args in (["approve", "1", "--by", "ana"], ["reject", "1", "--by", "ana"],
-                 ["rollback", "--by", "ana"], ["retrain", "--by", "ana"]):
+    for args in (
+        ["approve", "1", "--by", "ana"],
+        ["reject", "1", "--by", "ana"],
+        ["rollback", "--by", "ana"],
+        ["retrain", "--by", "ana"],
+    ):
         res = runner.invoke(app, [*args, "-c", cfg])
         assert res.exit_code == 2 and "Missing option" in res.output, args
     res = runner.invoke(app, ["approve", "1", "--by", "ana", "--comment", " ", "-c", cfg])
@@ -468,8 +594,9 @@ FAST_GATE = {"smoke_test": False}
 
 
 @pytest.fixture(scope="module")
-def source(mlflow_server: ServiceInfo, tmp_path_factory: pytest.TempPathFactory
-           ) -> tuple[Registry, str]:
+def source(
+    mlflow_server: ServiceInfo, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Registry, str]:
     """One model trained at ana's request: the files the tests' versions are registered from."""
     tmp = tmp_path_factory.mktemp("auth-source")
     s = demo_settings(tmp, mlflow_server.url, "auth-source", gate=FAST_GATE)
@@ -480,8 +607,12 @@ def source(mlflow_server: ServiceInfo, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture
-def project(source: tuple[Registry, str], mlflow_server: ServiceInfo, tmp_path: Path,
-            request: pytest.FixtureRequest) -> Callable[..., tuple[Settings, Registry, list[str]]]:
+def project(
+    source: tuple[Registry, str],
+    mlflow_server: ServiceInfo,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Callable[..., tuple[Settings, Registry, list[str]]]:
     """Settings and a registered model of this test's own with ``n`` pending versions."""
 
     def make(n: int = 2, **sections: Any) -> tuple[Settings, Registry, list[str]]:
@@ -494,8 +625,7 @@ def project(source: tuple[Registry, str], mlflow_server: ServiceInfo, tmp_path: 
 
 
 @pytest.mark.slow
-def test_a_version_is_tagged_with_who_requested_its_training(source: tuple[Registry, str]
-                                                              ) -> None:
+def test_a_version_is_tagged_with_who_requested_its_training(source: tuple[Registry, str]) -> None:
     reg, version = source
     info = reg.version(version)
     assert info.tags["requested_by"] == "ana"
@@ -506,15 +636,22 @@ def test_a_version_is_tagged_with_who_requested_its_training(source: tuple[Regis
 
 @pytest.mark.slow
 def test_four_eyes_refuses_the_requester_and_lets_another_approver_approve(
-        project: Callable[..., tuple[Settings, Registry, list[str]]]) -> None:
+    project: Callable[..., tuple[Settings, Registry, list[str]]],
+) -> None:
     s, reg, (v1, v2, v3) = project(3, dashboard={"four_eyes": True})
     for v in (v1, v3):
         reg.set_tags(v, {"requested_by": "ana"})
 
     for who in (ANA, Principal("ANA", "approver", "oidc")):
         with pytest.raises(AuthorizationError, match="four-eyes"):
-            actions.approve(s, who, v1, comment="my own model", expected_champion=None,
-                            request_id=f"fe-{who.name}")
+            actions.approve(
+                s,
+                who,
+                v1,
+                comment="my own model",
+                expected_champion=None,
+                request_id=f"fe-{who.name}",
+            )
     assert reg.champion() is None and reg.version(v1).status == "pending_approval"
     refused = [r for r in reg.audit(action="approve") if r.outcome == "refused"]
     assert {(r.actor, r.version) for r in refused} == {("ana", v1), ("ANA", v1)}
@@ -523,26 +660,33 @@ def test_four_eyes_refuses_the_requester_and_lets_another_approver_approve(
     res = actions.approve(s, BOB, v1, comment="reviewed ana's model", expected_champion=None)
     assert (res.outcome, res.champion) == ("applied", v1)
     # a version nobody asked for (the schedule): ana may approve it
-    assert actions.approve(s, ANA, v2, comment="scheduled model",
-                           expected_champion=v1).outcome == "applied"
+    assert (
+        actions.approve(s, ANA, v2, comment="scheduled model", expected_champion=v1).outcome
+        == "applied"
+    )
     # with the rule off, the requester may approve her own
-    s_off = s.model_copy(update={"dashboard": s.dashboard.model_copy(update={
-        "four_eyes": False})})
-    assert actions.approve(s_off, ANA, v3, comment="mine, no rule",
-                           expected_champion=v2).outcome == "applied"
+    s_off = s.model_copy(update={"dashboard": s.dashboard.model_copy(update={"four_eyes": False})})
+    assert (
+        actions.approve(s_off, ANA, v3, comment="mine, no rule", expected_champion=v2).outcome
+        == "applied"
+    )
 
 
 @pytest.mark.slow
 def test_a_double_click_is_a_noop_and_a_lost_race_says_so(
-        project: Callable[..., tuple[Settings, Registry, list[str]]]) -> None:
+    project: Callable[..., tuple[Settings, Registry, list[str]]],
+) -> None:
     s, reg, (v1, v2) = project(2)
     # two people look at the page while there is no champion
-    first = actions.approve(s, ANA, v1, comment="good", expected_champion=None,
-                            request_id="click-1")
-    double = actions.approve(s, ANA, v1, comment="good", expected_champion=None,
-                             request_id="click-1")
-    race = actions.approve(s, BOB, v2, comment="better", expected_champion=None,
-                           request_id="click-2")
+    first = actions.approve(
+        s, ANA, v1, comment="good", expected_champion=None, request_id="click-1"
+    )
+    double = actions.approve(
+        s, ANA, v1, comment="good", expected_champion=None, request_id="click-1"
+    )
+    race = actions.approve(
+        s, BOB, v2, comment="better", expected_champion=None, request_id="click-2"
+    )
 
     assert first.outcome == "applied" and reg.champion() == v1
     assert double.outcome == "noop" and double.ok and "already handled" in double.message
@@ -557,7 +701,8 @@ def test_a_double_click_is_a_noop_and_a_lost_race_says_so(
 
 @pytest.mark.slow
 def test_rollback_targets_and_a_repeated_rollback(
-        project: Callable[..., tuple[Settings, Registry, list[str]]]) -> None:
+    project: Callable[..., tuple[Settings, Registry, list[str]]],
+) -> None:
     s, reg, (v1, v2, v3) = project(3)
     assert [v.version for v in actions.approvable_versions(s, reg)] == [v3, v2, v1]
     assert actions.rollback_targets(s, reg) == []
@@ -577,4 +722,3 @@ def test_rollback_targets_and_a_repeated_rollback(
     with pytest.raises(InputError):
         actions.reject(s, ANA, v3, comment="")
     assert actions.reject(s, ANA, v3, comment="not better").outcome == "applied"
-

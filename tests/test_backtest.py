@@ -54,7 +54,8 @@ def write_stream(path: Path, rows: int = ROWS, seed: int = SEED, sidecar: bool =
     df.to_parquet(path)
     if sidecar:
         path.with_name(path.stem + ".drift.json").write_text(
-            json.dumps({"drift_points": [{"row": p} for p in points]}), encoding="utf-8")
+            json.dumps({"drift_points": [{"row": p} for p in points]}), encoding="utf-8"
+        )
     return path
 
 
@@ -65,8 +66,7 @@ def sea(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def replay_of(path: Path, **kw: Any) -> Replay:
-    return load_replay(path, target="y", **({"batch_size": BATCH, "initial_batches": INITIAL}
-                                           | kw))
+    return load_replay(path, target="y", **({"batch_size": BATCH, "initial_batches": INITIAL} | kw))
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +78,9 @@ def windowed(sea: Path) -> BacktestResult:
 @pytest.fixture(scope="module")
 def sea_long(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """24,000 rows, the change at row 12,000: 21 scored batches, so shares are not too coarse."""
-    return write_stream(tmp_path_factory.mktemp("backtest-long") / "sea_long.parquet",
-                        rows=LONG_ROWS)
+    return write_stream(
+        tmp_path_factory.mktemp("backtest-long") / "sea_long.parquet", rows=LONG_ROWS
+    )
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +108,10 @@ def test_every_batch_beats_static_after_an_abrupt_change(windowed: BacktestResul
     assert every.mean_metric == pytest.approx(mean_accuracy(every.per_batch))
     assert every.mean_metric >= static.mean_metric + 0.02
     # the gap is the change: after it, the static model is clearly worse than before
-    assert mean_accuracy(every.per_batch, CHANGE_BATCH) >= \
-        mean_accuracy(static.per_batch, CHANGE_BATCH) + 0.03
+    assert (
+        mean_accuracy(every.per_batch, CHANGE_BATCH)
+        >= mean_accuracy(static.per_batch, CHANGE_BATCH) + 0.03
+    )
     before = [b["accuracy"] for b in static.per_batch if b["batch"] < CHANGE_BATCH]
     assert mean_accuracy(static.per_batch, CHANGE_BATCH) < np.mean(before) - 0.03
 
@@ -118,8 +121,11 @@ def test_every_batch_beats_static_after_an_abrupt_change(windowed: BacktestResul
 def test_retrain_counts_match_the_triggers(sea: Path, delay: int) -> None:
     calls: list[tuple[str, int, int]] = []
     replay = replay_of(sea, window="2000", label_delay=delay)
-    result = run_backtest(replay, ["static", "every-batch", "periodic:3", "periodic:4"],
-                          progress=lambda name, done, total: calls.append((name, done, total)))
+    result = run_backtest(
+        replay,
+        ["static", "every-batch", "periodic:3", "periodic:4"],
+        progress=lambda name, done, total: calls.append((name, done, total)),
+    )
     s = by_name(result)
     labelled = SCORED - delay  # scored batches that brought labels
 
@@ -131,17 +137,19 @@ def test_retrain_counts_match_the_triggers(sea: Path, delay: int) -> None:
         assert all(b["rows"] == BATCH for b in r.per_batch)
         assert all(t["window_rows"] == 2000 and t["start_row"] is None for t in r.triggers)
         assert [c for c in calls if c[0] == r.name] == [
-            (r.name, i, SCORED) for i in range(1, SCORED + 1)]
+            (r.name, i, SCORED) for i in range(1, SCORED + 1)
+        ]
     assert s["static"].retrains == 0 and s["static"].train_cpu_s >= 0
-    assert [t["batch"] for t in s["every-batch"].triggers] == \
-        list(range(INITIAL + delay, N_BATCHES))
+    assert [t["batch"] for t in s["every-batch"].triggers] == list(
+        range(INITIAL + delay, N_BATCHES)
+    )
     for p in (3, 4):
         r = s[f"periodic:{p}"]
         assert r.retrains == labelled // p
-        assert [t["batch"] for t in r.triggers] == [INITIAL - 1 + delay + j * p
-                                                   for j in range(1, labelled // p + 1)]
-        assert all(t["reasons"] == [f"periodic: {p} batch(es) of new labels"]
-                   for t in r.triggers)
+        assert [t["batch"] for t in r.triggers] == [
+            INITIAL - 1 + delay + j * p for j in range(1, labelled // p + 1)
+        ]
+        assert all(t["reasons"] == [f"periodic: {p} batch(es) of new labels"] for t in r.triggers)
     assert s["every-batch"].train_cpu_s > s["static"].train_cpu_s
 
 
@@ -162,15 +170,19 @@ class Spy(Strategy):
 
     def decide(self, step: Step, fitted: Fitted) -> Retrain | None:
         r = self.replay
-        self.steps.append({
-            "index": step.index, "labelled_through": step.labelled_through,
-            "arrived": [a.batch for a in step.arrived],
-            "labels_match": all(a.y.equals(r.batch(a.batch)[r.target]) for a in step.arrived),
-            "prediction_rows": all(a.prediction.index.equals(r.batch(a.batch).index)
-                                   for a in step.arrived),
-            "x_has_target": r.target in step.X.columns,
-            "x_rows": step.X.index.equals(r.batch(step.index).index),
-        })
+        self.steps.append(
+            {
+                "index": step.index,
+                "labelled_through": step.labelled_through,
+                "arrived": [a.batch for a in step.arrived],
+                "labels_match": all(a.y.equals(r.batch(a.batch)[r.target]) for a in step.arrived),
+                "prediction_rows": all(
+                    a.prediction.index.equals(r.batch(a.batch).index) for a in step.arrived
+                ),
+                "x_has_target": r.target in step.X.columns,
+                "x_rows": step.X.index.equals(r.batch(step.index).index),
+            }
+        )
         end = int(r.bounds[step.labelled_through + 1])
         if step.index % 3 == 0:
             return Retrain(["spy: full window"])
@@ -179,8 +191,14 @@ class Spy(Strategy):
         return None
 
     def retrained(self, fitted: Fitted, step: Step, action: Retrain) -> None:
-        self.fits.append({"step": step.index, "labelled_through": step.labelled_through,
-                          "fitted": fitted, "start_row": action.start_row})
+        self.fits.append(
+            {
+                "step": step.index,
+                "labelled_through": step.labelled_through,
+                "fitted": fitted,
+                "start_row": action.start_row,
+            }
+        )
 
 
 @pytest.mark.parametrize("delay", [0, 2])
@@ -229,8 +247,9 @@ def test_label_delay_is_honoured(sea: Path, delay: int) -> None:
 
 
 # 4. reproducible -----------------------------------------------------------------------------
-def test_runs_and_streams_are_reproducible(sea_long: Path,
-                                           policy_run: tuple[Replay, BacktestResult]) -> None:
+def test_runs_and_streams_are_reproducible(
+    sea_long: Path, policy_run: tuple[Replay, BacktestResult]
+) -> None:
     again = run_backtest(replay_of(sea_long), ["static", "every-batch", "policy"])
     for a, b in zip(policy_run[1].strategies, again.strategies, strict=True):
         assert a.name == b.name
@@ -252,14 +271,31 @@ def test_runs_and_streams_are_reproducible(sea_long: Path,
 def test_json_schema_and_round_trip(windowed: BacktestResult, tmp_path: Path) -> None:
     d = windowed.to_dict()
 
-    assert {"schema", "dataset", "task", "batches", "metric_name", "drift_batches",
-            "settings", "strategies"} <= set(d)
+    assert {
+        "schema",
+        "dataset",
+        "task",
+        "batches",
+        "metric_name",
+        "drift_batches",
+        "settings",
+        "strategies",
+    } <= set(d)
     assert d["dataset"] == "sea.parquet" and d["batches"] == SCORED and d["task"] == "binary"
     assert [s["name"] for s in d["strategies"]] == ["static", "every-batch", "periodic:3"]
     for s in d["strategies"]:
-        assert {"name", "mean_metric", "metric_name", "retrains", "train_cpu_s",
-                "monitor_cpu_s", "per_batch", "triggers", "detection_delays",
-                "false_triggers"} <= set(s)
+        assert {
+            "name",
+            "mean_metric",
+            "metric_name",
+            "retrains",
+            "train_cpu_s",
+            "monitor_cpu_s",
+            "per_batch",
+            "triggers",
+            "detection_delays",
+            "false_triggers",
+        } <= set(s)
         assert s["metric_name"] == "accuracy"
         for b in s["per_batch"]:
             assert {"batch", "time", "rows", "accuracy", "roc_auc", "retrained"} <= set(b)
@@ -289,39 +325,58 @@ def test_html_and_figures(windowed: BacktestResult, tmp_path: Path) -> None:
         assert f"<td>{name}</td>" in html
     # retrain share, refusals, detection delay, false triggers, the estimate's coverage, and
     # the model and window settings of the run
-    for head in ("retrain share", "refused by the gate", "detection delay (batches)",
-                 "false triggers", "estimate inside its 90% interval"):
+    for head in (
+        "retrain share",
+        "refused by the gate",
+        "detection delay (batches)",
+        "false triggers",
+        "estimate inside its 90% interval",
+    ):
         assert f"<th>{head}</th>" in html
     every = by_name(windowed)["every-batch"]
     share = f"{every.retrains / windowed.batches:.0%}"
-    assert (f"<td>every-batch</td><td>{every.mean_metric:.4f}</td><td>{every.retrains}</td>"
-            f"<td>{share}</td><td>0</td><td>0</td><td>0</td>") in html
+    assert (
+        f"<td>every-batch</td><td>{every.mean_metric:.4f}</td><td>{every.retrains}</td>"
+        f"<td>{share}</td><td>0</td><td>0</td><td>0</td>"
+    ) in html
     assert "<li>model: xgboost, hyper-parameters {&quot;max_depth&quot;: 6" in html
     assert "window: 2,000 newest rows" in html and "max_model_age=8 batches" in html
     figs = figures(windowed.to_dict())
     assert set(figs) == {"over_time", "cost"}
     names = [t.name for t in figs["over_time"].data]
     # a line per strategy, and retrain marks for those that retrained
-    assert names == ["static", "every-batch", "every-batch retrains", "periodic:3",
-                     "periodic:3 retrains"]
+    assert names == [
+        "static",
+        "every-batch",
+        "every-batch retrains",
+        "periodic:3",
+        "periodic:3 retrains",
+    ]
     assert len(figs["cost"].data) == 3
     # from the JSON as read back, too
-    assert "every-batch" in write_html(json.loads(json.dumps(windowed.to_dict(), default=str)),
-                                       tmp_path / "again.html").read_text(encoding="utf-8")
+    assert "every-batch" in write_html(
+        json.loads(json.dumps(windowed.to_dict(), default=str)), tmp_path / "again.html"
+    ).read_text(encoding="utf-8")
 
 
 # 6. errors -----------------------------------------------------------------------------------
-@pytest.mark.parametrize(("kw", "match"), [
-    ({"batch_size": 1000, "batch_period": "7D"}, "exactly one of --batch-size and"),
-    ({}, "exactly one of --batch-size and"),
-    ({"batch_size": 1000, "target": "label"}, r"column.*label"),
-    ({"batch_size": 1000, "time_column": "ts"}, r"column.*ts"),
-    ({"batch_period": "7D"}, "--batch-period needs a time column"),
-    ({"batch_size": 6000, "initial_batches": 3}, r"2 batches: need more than --initial-batches"),
-    ({"batch_size": 1000, "initial_batches": 12}, "need more than --initial-batches"),
-    ({"batch_size": 0}, "--batch-size must be positive"),
-    ({"batch_size": 1000, "window": "lots"}, "--window 'lots'"),
-])
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"batch_size": 1000, "batch_period": "7D"}, "exactly one of --batch-size and"),
+        ({}, "exactly one of --batch-size and"),
+        ({"batch_size": 1000, "target": "label"}, r"column.*label"),
+        ({"batch_size": 1000, "time_column": "ts"}, r"column.*ts"),
+        ({"batch_period": "7D"}, "--batch-period needs a time column"),
+        (
+            {"batch_size": 6000, "initial_batches": 3},
+            r"2 batches: need more than --initial-batches",
+        ),
+        ({"batch_size": 1000, "initial_batches": 12}, "need more than --initial-batches"),
+        ({"batch_size": 0}, "--batch-size must be positive"),
+        ({"batch_size": 1000, "window": "lots"}, "--window 'lots'"),
+    ],
+)
 def test_bad_options_raise_clear_errors(sea: Path, kw: dict[str, Any], match: str) -> None:
     args: dict[str, Any] = {"target": "y", "initial_batches": INITIAL} | kw
     with pytest.raises(BacktestError, match=match):
@@ -342,8 +397,12 @@ def test_bad_files_and_strategy_names(sea: Path, tmp_path: Path) -> None:
         make_strategy("bogus", Settings())
     for known in STRATEGIES:
         assert known in str(e.value)
-    for spec, message in [("periodic:x", "write periodic:P"), ("periodic:", "write periodic:P"),
-                          ("periodic:0", "P ≥ 1"), ("detector:cusum", "detector:adwin")]:
+    for spec, message in [
+        ("periodic:x", "write periodic:P"),
+        ("periodic:", "write periodic:P"),
+        ("periodic:0", "P ≥ 1"),
+        ("detector:cusum", "detector:adwin"),
+    ]:
         with pytest.raises(BacktestError, match=message):
             make_strategy(spec, Settings())
     replay = replay_of(sea)
@@ -352,8 +411,9 @@ def test_bad_files_and_strategy_names(sea: Path, tmp_path: Path) -> None:
 
 
 # 7. detection metrics ------------------------------------------------------------------------
-def test_detection_delays_against_the_true_drift_points(sea: Path, windowed: BacktestResult,
-                                                        tmp_path: Path) -> None:
+def test_detection_delays_against_the_true_drift_points(
+    sea: Path, windowed: BacktestResult, tmp_path: Path
+) -> None:
     replay = replay_of(sea)
     assert replay.drift_batches == [CHANGE_BATCH] == windowed.drift_batches
     for r in windowed.strategies:
@@ -385,7 +445,8 @@ def test_detection_delays_against_the_true_drift_points(sea: Path, windowed: Bac
 
 # 8. the default policy -----------------------------------------------------------------------
 def test_default_policy_retrains_rarely_and_from_the_located_change(
-        policy_run: tuple[Replay, BacktestResult]) -> None:
+    policy_run: tuple[Replay, BacktestResult],
+) -> None:
     replay, result = policy_run
     s = by_name(result)
     policy, static, every = s["policy"], s["static"], s["every-batch"]
@@ -398,8 +459,12 @@ def test_default_policy_retrains_rarely_and_from_the_located_change(
     assert policy.monitor_cpu_s > 0
     # it finds the change soon (labels arrive with their batch)
     assert policy.detection_delays[0] is not None and policy.detection_delays[0] <= 3
-    erred = [t for t in policy.triggers if t["batch"] >= change_batch and any(
-        r.startswith(("concept", "performance")) for r in t["reasons"])]
+    erred = [
+        t
+        for t in policy.triggers
+        if t["batch"] >= change_batch
+        and any(r.startswith(("concept", "performance")) for r in t["reasons"])
+    ]
     assert erred, policy.triggers
     first = erred[0]
     # the window starts where the error rose, not at the start of the data
@@ -409,7 +474,7 @@ def test_default_policy_retrains_rarely_and_from_the_located_change(
     assert first["window_rows"] == max(bounds[first["batch"] + 1] - first["start_row"], 1000)
     # growth retrains from the newest located change on (the window it chooses from is that
     # long), each once the rows since the change have doubled
-    later = policy.triggers[policy.triggers.index(first) + 1:]
+    later = policy.triggers[policy.triggers.index(first) + 1 :]
     grown = [t for t in later if t["kinds"] == ["growth"]]
     assert grown, policy.triggers
     starts = [t["start_row"] for t in later]
@@ -419,8 +484,14 @@ def test_default_policy_retrains_rarely_and_from_the_located_change(
         assert t["start_row"] == before["start_row"]
         assert t["window_rows"] <= bounds[t["batch"] + 1] - t["start_row"]
     for t in policy.triggers:
-        assert t["reasons"] and set(t["kinds"]) <= {"schedule", "performance", "estimated",
-                                                   "drift", "concept", "growth"}
+        assert t["reasons"] and set(t["kinds"]) <= {
+            "schedule",
+            "performance",
+            "estimated",
+            "drift",
+            "concept",
+            "growth",
+        }
         assert t["reasons"][0].split(":")[0] == t["kinds"][0]
 
 
@@ -447,9 +518,25 @@ def test_backtest_command(sea: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     out, html = tmp_path / "bt.json", tmp_path / "bt.html"
     runner = CliRunner()
 
-    res = runner.invoke(app, ["backtest", "--data", str(sea), "--target", "y", "--batch-size",
-                              "1000", "--strategies", "static,every-batch", "--json", str(out),
-                              "--html", str(html)], catch_exceptions=False)
+    res = runner.invoke(
+        app,
+        [
+            "backtest",
+            "--data",
+            str(sea),
+            "--target",
+            "y",
+            "--batch-size",
+            "1000",
+            "--strategies",
+            "static,every-batch",
+            "--json",
+            str(out),
+            "--html",
+            str(html),
+        ],
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0, res.output
     assert "static" in res.stdout and "every-batch" in res.stdout
     assert "7 batches scored" in res.stdout  # 12 batches, 5 to start by default
@@ -458,8 +545,20 @@ def test_backtest_command(sea: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert raw["batches"] == 7 and raw["drift_batches"] == [CHANGE_BATCH]
     assert "every-batch" in html.read_text(encoding="utf-8")
 
-    bad = runner.invoke(app, ["backtest", "--data", str(sea), "--target", "y", "--batch-size",
-                              "1000", "--strategies", "static,nightly"])
+    bad = runner.invoke(
+        app,
+        [
+            "backtest",
+            "--data",
+            str(sea),
+            "--target",
+            "y",
+            "--batch-size",
+            "1000",
+            "--strategies",
+            "static,nightly",
+        ],
+    )
     assert bad.exit_code == 1
     assert "unknown strategy 'nightly'" in bad.output
 
@@ -489,14 +588,23 @@ def test_a_detector_firing_inside_a_cooldown_retrains_when_it_ends(tmp_path: Pat
     path = tmp_path / "sea_cooldown.parquet"
     df.to_parquet(path)
     cooldown = 12
-    policy = {"max_model_age": None, "performance_drop": None, "estimated_drop": None,
-              "drift_share": None, "detectors": ["adwin"], "window_growth": None,
-              "min_new_labels": 0, "cooldown": f"{cooldown} batches"}
-    settings = Settings().model_copy(update={
-        "retraining": Settings().retraining.model_copy(update=policy)})
+    policy = {
+        "max_model_age": None,
+        "performance_drop": None,
+        "estimated_drop": None,
+        "drift_share": None,
+        "detectors": ["adwin"],
+        "window_growth": None,
+        "min_new_labels": 0,
+        "cooldown": f"{cooldown} batches",
+    }
+    settings = Settings().model_copy(
+        update={"retraining": Settings().retraining.model_copy(update=policy)}
+    )
     # the change at row 6,000: batch 12 of 500-row batches; the first model's data ends at 4
-    replay = load_replay(path, target="y", batch_size=500, initial_batches=5,
-                         settings=settings, drift_points=points)
+    replay = load_replay(
+        path, target="y", batch_size=500, initial_batches=5, settings=settings, drift_points=points
+    )
     change = replay.drift_batches[0]
     strategy = make_strategy("policy", settings)
     held: list[tuple[int, Any]] = []

@@ -12,11 +12,13 @@ REQUIRED = ["prefect", "streamlit", "sklearn", "xgboost", "pandas", "evidently",
 
 
 def test_importing_mlops_core_imports_neither_prefect_nor_streamlit() -> None:
-    code = ("import sys, pkgutil, importlib, mlops_core\n"
-            "for m in pkgutil.iter_modules(mlops_core.__path__):\n"
-            "    importlib.import_module('mlops_core.' + m.name)\n"
-            "bad = sorted(k for k in sys.modules if k.split('.')[0] in ('prefect', 'streamlit'))\n"
-            "print(','.join(bad))")
+    code = (
+        "import sys, pkgutil, importlib, mlops_core\n"
+        "for m in pkgutil.iter_modules(mlops_core.__path__):\n"
+        "    importlib.import_module('mlops_core.' + m.name)\n"
+        "bad = sorted(k for k in sys.modules if k.split('.')[0] in ('prefect', 'streamlit'))\n"
+        "print(','.join(bad))"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "", f"mlops_core pulled in: {res.stdout.strip()}"
 

@@ -22,16 +22,17 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
-def _frame(n: int = 240, start: str = "2025-01-06", id0: int = 0, seed: int = 0
-           ) -> pd.DataFrame:
+def _frame(n: int = 240, start: str = "2025-01-06", id0: int = 0, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "id": np.arange(id0, id0 + n, dtype=np.int64),
-        "ts": pd.date_range(start, periods=n, freq="h").strftime("%Y-%m-%d %H:%M:%S"),
-        "income": rng.normal(50_000, 8_000, n).round(2),
-        "region": rng.choice(["north", "south", "east"], n),
-        "y": np.r_[0, 1, rng.integers(0, 2, n - 2)],
-    })
+    return pd.DataFrame(
+        {
+            "id": np.arange(id0, id0 + n, dtype=np.int64),
+            "ts": pd.date_range(start, periods=n, freq="h").strftime("%Y-%m-%d %H:%M:%S"),
+            "income": rng.normal(50_000, 8_000, n).round(2),
+            "region": rng.choice(["north", "south", "east"], n),
+            "y": np.r_[0, 1, rng.integers(0, 2, n - 2)],
+        }
+    )
 
 
 def _run(runner: CliRunner, *args: str, env: dict[str, str] | None = None) -> Result:
@@ -49,8 +50,20 @@ def project(tmp_path: Path, runner: CliRunner) -> Path:
     data = tmp_path / "data.csv"
     _frame().to_csv(data, index=False)
     cfg = tmp_path / "mlops.yaml"
-    res = _run(runner, "init", "--data", str(data), "--target", "y", "--time", "ts",
-               "--id", "id", "--config", str(cfg))
+    res = _run(
+        runner,
+        "init",
+        "--data",
+        str(data),
+        "--target",
+        "y",
+        "--time",
+        "ts",
+        "--id",
+        "id",
+        "--config",
+        str(cfg),
+    )
     assert res.exit_code == 0, res.output
     return cfg
 
@@ -64,8 +77,9 @@ def test_init_writes_a_config_inferred_from_the_sample(project: Path) -> None:
     assert (raw["data"]["id_column"], raw["data"]["time_column"]) == ("id", "ts")
 
 
-def test_init_refuses_to_overwrite_and_names_missing_columns(tmp_path: Path, project: Path,
-                                                             runner: CliRunner) -> None:
+def test_init_refuses_to_overwrite_and_names_missing_columns(
+    tmp_path: Path, project: Path, runner: CliRunner
+) -> None:
     data = str(tmp_path / "data.csv")
     again = _run(runner, "init", "--data", data, "--target", "y", "--config", str(project))
     assert again.exit_code != 0 and "--force" in again.stderr
@@ -108,8 +122,9 @@ def test_batches_json_lists_what_was_ingested(project: Path, runner: CliRunner) 
     assert [b["id"] for b in listed] == [b["id"] for b in ingested["batches"]]
     assert all(b["status"] == "accepted" and b["has_labels"] for b in listed)
     assert {b["rows"] for b in listed} == {168, 72}
-    none = _json(_run(runner, "batches", "--config", str(project), "--status", "quarantined",
-                      "--json"))
+    none = _json(
+        _run(runner, "batches", "--config", str(project), "--status", "quarantined", "--json")
+    )
     assert none == {"batches": []}
     table = _run(runner, "batches", "--config", str(project))
     assert table.exit_code == 0 and listed[0]["id"] in table.stdout
@@ -147,8 +162,7 @@ def test_quarantine_list_show_release(tmp_path: Path, project: Path, runner: Cli
 
     kept = project.parent / ".mlops" / "quarantine" / qid / "data.csv"
     kept.write_text("\n".join(lines) + "\n")  # fix the kept file
-    released = json.loads(_run(runner, "quarantine", "release", qid, "-c", cfg,
-                               "--json").stdout)
+    released = json.loads(_run(runner, "quarantine", "release", qid, "-c", cfg, "--json").stdout)
     assert released["released"] is True and released["id"] == qid
     assert [(b["status"], b["rows"]) for b in released["batches"]] == [("accepted", 48)]
 
@@ -173,8 +187,7 @@ def test_quarantine_release_force(tmp_path: Path, project: Path, runner: CliRunn
     refused = _run(runner, "quarantine", "release", q["id"], "-c", cfg)
     assert refused.exit_code == 1 and "--force" in refused.stdout
 
-    forced = _json(_run(runner, "quarantine", "release", q["id"], "-c", cfg, "--force",
-                        "--json"))
+    forced = _json(_run(runner, "quarantine", "release", q["id"], "-c", cfg, "--force", "--json"))
     assert forced["released"] is True
     assert forced["batches"][0]["reason"].startswith("released by force")
 
@@ -188,13 +201,19 @@ def test_quarantine_show_unknown_id_fails_cleanly(project: Path, runner: CliRunn
 def test_demo_generates_and_ingests_a_faulty_stream(tmp_path: Path, runner: CliRunner) -> None:
     demo = tmp_path / "demo"
 
-    report = _json(_run(runner, "demo", "--dir", str(demo), "--rows", "20000", "--days", "70",
-                        "--json"))
+    report = _json(
+        _run(runner, "demo", "--dir", str(demo), "--rows", "20000", "--days", "70", "--json")
+    )
 
     assert report["accepted"] > 0 and report["quarantined"] > 0 and report["duplicate"] >= 1
     assert Path(report["project"]) == (demo / "mlops.yaml").resolve()
-    rules = {f["rule"] for b in report["batches"] if b["status"] == "quarantined"
-             for f in b["findings"] if f["severity"] == "fatal"}
+    rules = {
+        f["rule"]
+        for b in report["batches"]
+        if b["status"] == "quarantined"
+        for f in b["findings"]
+        if f["severity"] == "fatal"
+    }
     assert {"renamed_columns", "corrupt_file", "encoding", "all_null_feature"} <= rules
     dup = next(b for b in report["batches"] if b["status"] == "duplicate")
     assert dup["origin"].endswith("_resent.parquet")
@@ -205,16 +224,47 @@ def test_demo_generates_and_ingests_a_faulty_stream(tmp_path: Path, runner: CliR
     assert report["training"]["status"] == "pending_approval"
 
     # the landing folder is a folder source: a second run finds nothing new
-    again = _json(_run(runner, "demo", "--dir", str(demo), "--rows", "20000", "--days", "70",
-                       "--no-train", "--json"))
+    again = _json(
+        _run(
+            runner,
+            "demo",
+            "--dir",
+            str(demo),
+            "--rows",
+            "20000",
+            "--days",
+            "70",
+            "--no-train",
+            "--json",
+        )
+    )
     assert again["batches"] == [] and again["training"] is None
 
 
-@pytest.mark.parametrize("args", [
-    [], ["init"], ["ingest"], ["batches"], ["demo"], ["quarantine"], ["quarantine", "list"],
-    ["quarantine", "show"], ["quarantine", "release"], ["train"], ["models"], ["approve"],
-    ["reject"], ["rollback"], ["audit"], ["package"], ["monitor"], ["decisions"],
-], ids=lambda a: " ".join(a) or "mlops")
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["init"],
+        ["ingest"],
+        ["batches"],
+        ["demo"],
+        ["quarantine"],
+        ["quarantine", "list"],
+        ["quarantine", "show"],
+        ["quarantine", "release"],
+        ["train"],
+        ["models"],
+        ["approve"],
+        ["reject"],
+        ["rollback"],
+        ["audit"],
+        ["package"],
+        ["monitor"],
+        ["decisions"],
+    ],
+    ids=lambda a: " ".join(a) or "mlops",
+)
 def test_help_of_every_command(runner: CliRunner, args: list[str]) -> None:
     res = _run(runner, *args, "--help")
     assert res.exit_code == 0
@@ -237,23 +287,24 @@ def test_bad_config_names_the_key(tmp_path: Path, project: Path, runner: CliRunn
 
 
 def test_bad_environment_override_names_the_variable(project: Path, runner: CliRunner) -> None:
-    res = _run(runner, "batches", "--config", str(project),
-               env={"MLOPS_DATA__LIMITS__CHUNK_ROWS": "-5"})
+    res = _run(
+        runner, "batches", "--config", str(project), env={"MLOPS_DATA__LIMITS__CHUNK_ROWS": "-5"}
+    )
     assert res.exit_code != 0
     assert "data.limits.chunk_rows" in res.stderr
     assert "MLOPS_DATA__LIMITS__CHUNK_ROWS" in res.stderr
 
 
 @pytest.mark.parametrize("command", [["ingest"], ["batches"], ["quarantine", "list"]])
-def test_missing_config_points_to_init(tmp_path: Path, runner: CliRunner,
-                                       command: list[str]) -> None:
+def test_missing_config_points_to_init(
+    tmp_path: Path, runner: CliRunner, command: list[str]
+) -> None:
     res = _run(runner, *command, "--config", str(tmp_path / "nope.yaml"))
     assert res.exit_code != 0
     assert "nope.yaml" in res.stderr and "mlops init" in res.stderr
 
 
-def test_ingest_without_source_or_files_says_what_to_do(tmp_path: Path,
-                                                        runner: CliRunner) -> None:
+def test_ingest_without_source_or_files_says_what_to_do(tmp_path: Path, runner: CliRunner) -> None:
     cfg = tmp_path / "mlops.yaml"
     cfg.write_text("project: bare\n")
     res = _run(runner, "ingest", "--config", str(cfg))
@@ -284,12 +335,18 @@ def silent_port() -> Iterator[int]:
         sock.close()
 
 
-@pytest.mark.parametrize("args", [["models"], ["approve", "1", "--by", "ana", "--comment", "ok"],
-                                  ["rollback", "--by", "ana", "--comment", "back"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["models"],
+        ["approve", "1", "--by", "ana", "--comment", "ok"],
+        ["rollback", "--by", "ana", "--comment", "back"],
+    ],
+)
 @pytest.mark.parametrize("server", ["closed", "silent"])
 def test_an_mlflow_that_does_not_answer_is_one_line_not_a_hang(
-        project: Path, runner: CliRunner, silent_port: int, args: list[str],
-        server: str) -> None:
+    project: Path, runner: CliRunner, silent_port: int, args: list[str], server: str
+) -> None:
     raw = yaml.safe_load(project.read_text())
     port = silent_port if server == "silent" else 1
     raw["storage"]["mlflow_uri"] = f"http://127.0.0.1:{port}"
@@ -302,7 +359,8 @@ def test_an_mlflow_that_does_not_answer_is_one_line_not_a_hang(
 
 
 def test_a_missing_workspace_or_db_is_refused_and_never_recreated(
-        project: Path, runner: CliRunner) -> None:
+    project: Path, runner: CliRunner
+) -> None:
     import shutil
 
     assert _run(runner, "ingest", "--config", str(project)).exit_code == 0
@@ -310,8 +368,15 @@ def test_a_missing_workspace_or_db_is_refused_and_never_recreated(
     ws = project.parent / raw["storage"]["workspace"]
     moved = project.parent / "moved"
     shutil.move(ws, moved)
-    for args in (["batches"], ["ingest"], ["quarantine", "list"], ["decisions"], ["status"],
-                 ["retrain", "--by", "ana", "--reason", "r"], ["models"]):
+    for args in (
+        ["batches"],
+        ["ingest"],
+        ["quarantine", "list"],
+        ["decisions"],
+        ["status"],
+        ["retrain", "--by", "ana", "--reason", "r"],
+        ["models"],
+    ):
         res = runner.invoke(app, [*args, "--config", str(project)])
         assert res.exit_code == 1, (args, res.output)
         said = " ".join(res.stderr.split())
@@ -329,7 +394,8 @@ def test_a_missing_workspace_or_db_is_refused_and_never_recreated(
 
 
 def test_a_db_url_in_a_missing_folder_is_not_created_by_a_read(
-        project: Path, runner: CliRunner) -> None:
+    project: Path, runner: CliRunner
+) -> None:
     raw = yaml.safe_load(project.read_text())
     folder = project.parent / "elsewhere"
     raw["storage"]["db_url"] = f"sqlite:///{folder}/meta.db"

@@ -62,8 +62,15 @@ def test_loads_a_full_file(tmp_path: Path) -> None:
     assert d.features.kind_of("region") == "categorical"
     assert d.features.kind_of("has_cosigner") == "boolean"
     assert d.features.kind_of("defaulted") is None
-    assert d.columns() == ["application_id", "applied_at", "income", "age", "region",
-                           "has_cosigner", "defaulted"]
+    assert d.columns() == [
+        "application_id",
+        "applied_at",
+        "income",
+        "age",
+        "region",
+        "has_cosigner",
+        "defaulted",
+    ]
     assert d.batch.period == "7D" and d.batch.size is None
     assert s.validation.severity("unseen_categories") == "fatal"
     assert s.validation.severity("constant_feature") == "off"  # a bare YAML `off`
@@ -93,14 +100,19 @@ def test_rule_severities_cover_every_rule() -> None:
 
 
 # errors name the dotted key and the file -----------------------------------------------------
-@pytest.mark.parametrize(("text", "key"), [
-    ("projekt: x\n", "projekt"),
-    ("data:\n  target: y\n  tagret: y\n", "data.tagret"),
-    ("data:\n  source:\n    kind: file\n    path: a.csv\n    delimiter: ';'\n",
-     "data.source.delimiter"),
-    ("storage:\n  workspace: ws\n  db: sqlite://\n", "storage.db"),
-    ("validation:\n  null_rate_increse: 0.2\n", "validation.null_rate_increse"),
-])
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("projekt: x\n", "projekt"),
+        ("data:\n  target: y\n  tagret: y\n", "data.tagret"),
+        (
+            "data:\n  source:\n    kind: file\n    path: a.csv\n    delimiter: ';'\n",
+            "data.source.delimiter",
+        ),
+        ("storage:\n  workspace: ws\n  db: sqlite://\n", "storage.db"),
+        ("validation:\n  null_rate_increse: 0.2\n", "validation.null_rate_increse"),
+    ],
+)
 def test_unknown_key_names_the_key_and_the_file(text: str, key: str, tmp_path: Path) -> None:
     path = _write(tmp_path, text)
     msg = _error(path)
@@ -108,21 +120,31 @@ def test_unknown_key_names_the_key_and_the_file(text: str, key: str, tmp_path: P
     assert str(path.resolve()) in msg
 
 
-@pytest.mark.parametrize(("text", "key", "shown"), [
-    ("task: classification\n", "task", "classification"),
-    ("data:\n  limits:\n    max_columns: lots\n", "data.limits.max_columns", "lots"),
-    ("data:\n  limits:\n    chunk_rows: 0\n", "data.limits.chunk_rows", "0"),
-    ("validation:\n  null_rate_increase: 2\n", "validation.null_rate_increase", "2"),
-    ("validation:\n  rules:\n    duplicate_ids: loud\n", "validation.rules.duplicate_ids",
-     "loud"),
-    ("promotion:\n  mode: sometimes\n", "promotion.mode", "sometimes"),
-    ("project: 'has spaces'\n", "project", "has spaces"),
-    ("data:\n  features:\n    numeric: income\n", "data.features.numeric", "income"),
-    ("data:\n  source:\n    kind: file\n    path: a.csv\n    csv:\n      delimiter: ';;'\n",
-     "data.source.csv.delimiter", ";;"),
-])
-def test_wrong_type_names_the_key_and_the_file(text: str, key: str, shown: str,
-                                               tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "key", "shown"),
+    [
+        ("task: classification\n", "task", "classification"),
+        ("data:\n  limits:\n    max_columns: lots\n", "data.limits.max_columns", "lots"),
+        ("data:\n  limits:\n    chunk_rows: 0\n", "data.limits.chunk_rows", "0"),
+        ("validation:\n  null_rate_increase: 2\n", "validation.null_rate_increase", "2"),
+        (
+            "validation:\n  rules:\n    duplicate_ids: loud\n",
+            "validation.rules.duplicate_ids",
+            "loud",
+        ),
+        ("promotion:\n  mode: sometimes\n", "promotion.mode", "sometimes"),
+        ("project: 'has spaces'\n", "project", "has spaces"),
+        ("data:\n  features:\n    numeric: income\n", "data.features.numeric", "income"),
+        (
+            "data:\n  source:\n    kind: file\n    path: a.csv\n    csv:\n      delimiter: ';;'\n",
+            "data.source.csv.delimiter",
+            ";;",
+        ),
+    ],
+)
+def test_wrong_type_names_the_key_and_the_file(
+    text: str, key: str, shown: str, tmp_path: Path
+) -> None:
     path = _write(tmp_path, text)
     msg = _error(path)
     assert f"  {key}: " in msg
@@ -143,8 +165,10 @@ def test_config_error_is_a_value_error(tmp_path: Path) -> None:
 # environment overrides -----------------------------------------------------------------------
 def test_environment_wins_over_the_file(tmp_path: Path) -> None:
     path = _write(tmp_path, GOOD + "  db_url: sqlite:///file.db\n  mlflow_uri: http://file:5000\n")
-    env = {"MLOPS_STORAGE__DB_URL": "postgresql+psycopg://u:p@db:5432/mlops",
-           "MLOPS_STORAGE__MLFLOW_URI": "http://mlflow:5000"}
+    env = {
+        "MLOPS_STORAGE__DB_URL": "postgresql+psycopg://u:p@db:5432/mlops",
+        "MLOPS_STORAGE__MLFLOW_URI": "http://mlflow:5000",
+    }
     s = load_config(path, environ=env)
     assert s.storage.db_url == "postgresql+psycopg://u:p@db:5432/mlops"
     assert s.db_url == "postgresql+psycopg://u:p@db:5432/mlops"
@@ -155,12 +179,15 @@ def test_environment_wins_over_the_file(tmp_path: Path) -> None:
 
 
 def test_environment_reaches_any_key_and_is_typed(tmp_path: Path) -> None:
-    env = {"MLOPS_PROJECT": "other", "MLOPS_TASK": "regression",
-           "MLOPS_DATA__LIMITS__MAX_COLUMNS": "12",
-           "MLOPS_VALIDATION__NULL_RATE_INCREASE": "0.05",
-           "MLOPS_VALIDATION__RULES__EXTRA_COLUMNS": "fatal",
-           "MLOPS_DATA__FEATURES__NUMERIC": "[income, age, debt]",
-           "MLOPS_STORAGE__WORKSPACE": str(tmp_path / "elsewhere")}
+    env = {
+        "MLOPS_PROJECT": "other",
+        "MLOPS_TASK": "regression",
+        "MLOPS_DATA__LIMITS__MAX_COLUMNS": "12",
+        "MLOPS_VALIDATION__NULL_RATE_INCREASE": "0.05",
+        "MLOPS_VALIDATION__RULES__EXTRA_COLUMNS": "fatal",
+        "MLOPS_DATA__FEATURES__NUMERIC": "[income, age, debt]",
+        "MLOPS_STORAGE__WORKSPACE": str(tmp_path / "elsewhere"),
+    }
     s = load_config(_write(tmp_path, GOOD), environ=env)
     assert (s.project, s.task) == ("other", "regression")
     assert s.data.limits.max_columns == 12
@@ -172,12 +199,14 @@ def test_environment_reaches_any_key_and_is_typed(tmp_path: Path) -> None:
     assert s.workspace == tmp_path / "elsewhere"
 
 
-@pytest.mark.parametrize("secret", ["p#ss word", "pa ss: word", "%weird", "*star", "@at",
-                                    "[not a list", "0123", "12345"])
+@pytest.mark.parametrize(
+    "secret", ["p#ss word", "pa ss: word", "%weird", "*star", "@at", "[not a list", "0123", "12345"]
+)
 def test_environment_keeps_secrets_as_written(secret: str, tmp_path: Path) -> None:
-    env = {"MLOPS_STORAGE__DB_URL": f"postgresql://u:{secret}@h/db" if secret[0] != "0"
-           else secret,
-           "MLOPS_DATA__SOURCE__HEADERS__AUTHORIZATION": secret}
+    env = {
+        "MLOPS_STORAGE__DB_URL": f"postgresql://u:{secret}@h/db" if secret[0] != "0" else secret,
+        "MLOPS_DATA__SOURCE__HEADERS__AUTHORIZATION": secret,
+    }
     s = load_config(_write(tmp_path, GOOD), environ=env)
     assert s.storage.db_url == env["MLOPS_STORAGE__DB_URL"]
     assert s.data.source is not None
@@ -192,20 +221,29 @@ def test_environment_can_unset_a_key(value: str, tmp_path: Path) -> None:
 
 
 def test_unrelated_variables_are_ignored(tmp_path: Path) -> None:
-    env = {"MLOPS_CONFIG": "other.yaml", "MLOPS_BENCH_DATA": "[", "HOME": "/root",
-           "XMLOPS_STORAGE__DB_URL": "x", "mlops_storage__db_url": "x"}
+    env = {
+        "MLOPS_CONFIG": "other.yaml",
+        "MLOPS_BENCH_DATA": "[",
+        "HOME": "/root",
+        "XMLOPS_STORAGE__DB_URL": "x",
+        "mlops_storage__db_url": "x",
+    }
     s = load_config(_write(tmp_path, GOOD), environ=env)
     assert s.storage.db_url is None
 
 
-@pytest.mark.parametrize(("name", "value", "key"), [
-    ("MLOPS_DATA__LIMITS__MAX_COLUMNS", "lots", "data.limits.max_columns"),
-    ("MLOPS_TASK", "sometimes", "task"),
-    ("MLOPS_STORAGE__NOPE", "1", "storage.nope"),
-    ("MLOPS_PROMOTION__MODE", "eventually", "promotion.mode"),
-])
-def test_invalid_environment_value_names_the_variable(name: str, value: str, key: str,
-                                                      tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "value", "key"),
+    [
+        ("MLOPS_DATA__LIMITS__MAX_COLUMNS", "lots", "data.limits.max_columns"),
+        ("MLOPS_TASK", "sometimes", "task"),
+        ("MLOPS_STORAGE__NOPE", "1", "storage.nope"),
+        ("MLOPS_PROMOTION__MODE", "eventually", "promotion.mode"),
+    ],
+)
+def test_invalid_environment_value_names_the_variable(
+    name: str, value: str, key: str, tmp_path: Path
+) -> None:
     path = _write(tmp_path, GOOD)
     msg = _error(path, {name: value})
     assert f"{key} (from ${name})" in msg
@@ -219,17 +257,18 @@ def test_environment_does_not_change_the_callers_mapping() -> None:
     assert raw == {"storage": {"workspace": "ws"}}
 
 
-def test_process_environment_is_the_default(tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_process_environment_is_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MLOPS_STORAGE__MLFLOW_URI", "http://from-env:5000")
     assert load_config(_write(tmp_path, GOOD)).storage.mlflow_uri == "http://from-env:5000"
     assert load_config(_write(tmp_path, GOOD), environ={}).storage.mlflow_uri is None
 
 
 # paths are relative to the file ----------------------------------------------------------------
-def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch
-                                                          ) -> None:
+def test_relative_paths_resolve_against_the_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     project = tmp_path / "project"
     path = _write(project, GOOD)
     elsewhere = tmp_path / "elsewhere"
@@ -245,8 +284,9 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path,
     assert s.resolve("~/x.csv") == Path("~/x.csv").expanduser()
 
 
-def test_relative_config_path_is_made_absolute(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_config_path_is_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _write(tmp_path / "p", GOOD)
     monkeypatch.chdir(tmp_path)
     s = load_config("p/mlops.yaml", environ={})
@@ -255,7 +295,8 @@ def test_relative_config_path_is_made_absolute(tmp_path: Path,
 
 
 def test_without_a_file_paths_are_relative_to_the_working_folder(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     s = parse_config({"storage": {"workspace": "ws"}}, environ={})
     assert s.config_path is None
@@ -263,29 +304,36 @@ def test_without_a_file_paths_are_relative_to_the_working_folder(
 
 
 # source kinds, batch, roles ----------------------------------------------------------------------
-@pytest.mark.parametrize(("source", "needs"), [
-    ({"kind": "file"}, ["path"]),
-    ({"kind": "folder"}, ["path"]),
-    ({"kind": "sql", "url": "sqlite:///x.db", "watermark": "updated_at"}, ["query"]),
-    ({"kind": "sql", "url": "sqlite:///x.db"}, ["query", "watermark"]),
-    ({"kind": "sql"}, ["url", "query", "watermark"]),
-    ({"kind": "http"}, ["url"]),
-    ({"kind": "http", "url": ""}, ["url"]),
-])
-def test_source_kinds_need_their_keys(source: dict[str, str], needs: list[str],
-                                      tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("source", "needs"),
+    [
+        ({"kind": "file"}, ["path"]),
+        ({"kind": "folder"}, ["path"]),
+        ({"kind": "sql", "url": "sqlite:///x.db", "watermark": "updated_at"}, ["query"]),
+        ({"kind": "sql", "url": "sqlite:///x.db"}, ["query", "watermark"]),
+        ({"kind": "sql"}, ["url", "query", "watermark"]),
+        ({"kind": "http"}, ["url"]),
+        ({"kind": "http", "url": ""}, ["url"]),
+    ],
+)
+def test_source_kinds_need_their_keys(
+    source: dict[str, str], needs: list[str], tmp_path: Path
+) -> None:
     path = _write(tmp_path, yaml.safe_dump({"data": {"source": source}}))
     msg = _error(path)
     assert "data.source" in msg
     assert f"source kind '{source['kind']}' needs {', '.join(needs)}" in msg
 
 
-@pytest.mark.parametrize("source", [
-    {"kind": "file", "path": "a.csv"},
-    {"kind": "folder", "path": "landing", "pattern": "*.parquet"},
-    {"kind": "sql", "url": "sqlite:///x.db", "query": "SELECT * FROM t", "watermark": "ts"},
-    {"kind": "http", "url": "https://feed.example/records", "headers": {"X-Key": "k"}},
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"kind": "file", "path": "a.csv"},
+        {"kind": "folder", "path": "landing", "pattern": "*.parquet"},
+        {"kind": "sql", "url": "sqlite:///x.db", "query": "SELECT * FROM t", "watermark": "ts"},
+        {"kind": "http", "url": "https://feed.example/records", "headers": {"X-Key": "k"}},
+    ],
+)
 def test_source_kinds_with_their_keys_load(source: dict[str, Any], tmp_path: Path) -> None:
     s = load_config(_write(tmp_path, yaml.safe_dump({"data": {"source": source}})), environ={})
     assert s.data.source is not None and s.data.source.kind == source["kind"]
@@ -318,13 +366,16 @@ def test_batch_size_must_be_positive(tmp_path: Path) -> None:
     assert "data.batch.size" in msg
 
 
-@pytest.mark.parametrize("data", [
-    {"id_column": "a", "target": "a"},
-    {"time_column": "ts", "features": {"numeric": ["ts"]}},
-    {"target": "y", "features": {"categorical": ["y"]}},
-    {"features": {"numeric": ["x"], "boolean": ["x"]}},
-    {"features": {"numeric": ["x", "x"]}},
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"id_column": "a", "target": "a"},
+        {"time_column": "ts", "features": {"numeric": ["ts"]}},
+        {"target": "y", "features": {"categorical": ["y"]}},
+        {"features": {"numeric": ["x"], "boolean": ["x"]}},
+        {"features": {"numeric": ["x", "x"]}},
+    ],
+)
 def test_a_column_has_one_role(data: dict[str, Any], tmp_path: Path) -> None:
     msg = _error(_write(tmp_path, yaml.safe_dump({"data": data})))
     assert "data:" in msg and "two roles" in msg

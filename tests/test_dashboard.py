@@ -77,17 +77,16 @@ def _ingest(settings: Settings, frame: pd.DataFrame, folder: Path, name: str) ->
 def project(mlflow_server: ServiceInfo, tmp_path_factory: pytest.TempPathFactory) -> Project:
     root = tmp_path_factory.mktemp("dashboard")
     frame = generate_stream(10_000, days=70, seed=5, label_delay_days=0).frame
-    s = demo_settings(root, mlflow_server.url, "dash", gate={"smoke_test": False},
-                      monitoring={"report": "always"})
+    s = demo_settings(
+        root, mlflow_server.url, "dash", gate={"smoke_test": False}, monitoring={"report": "always"}
+    )
     # weeks 0-6 train the champion; weeks 6-8 are monitored; week 8 arrives spoiled
-    assert {o.status for o in _ingest(s, _weeks(frame, 0, 6), root / "in", "train")} == {
-        "accepted"}
+    assert {o.status for o in _ingest(s, _weeks(frame, 0, 6), root / "in", "train")} == {"accepted"}
     out = train_and_register(s, trigger="manual")
     assert out.status == "pending_approval", out.gate.reasons
     reg = Registry(s)
     assert reg.approve(str(out.version), by="tests", comment="the first model").ok
-    assert {o.status for o in _ingest(s, _weeks(frame, 6, 8), root / "in", "new")} == {
-        "accepted"}
+    assert {o.status for o in _ingest(s, _weeks(frame, 6, 8), root / "in", "new")} == {"accepted"}
     run = monitor(s, report=True)
     assert run.report
     spoiled = _weeks(frame, 8, 9).copy()
@@ -97,19 +96,25 @@ def project(mlflow_server: ServiceInfo, tmp_path_factory: pytest.TempPathFactory
     # a backtest result where the Backtests page finds it
     history = root / "history.parquet"
     _weeks(frame, 0, 9).to_parquet(history, index=False)
-    replay = load_replay(history, target=TARGET, time_column=TIME, batch_period="7D",
-                         initial_batches=3, settings=s)
-    write_json(run_backtest(replay, ["static", "periodic:2"]),
-               views.backtests_dir(s) / "history.json")
+    replay = load_replay(
+        history, target=TARGET, time_column=TIME, batch_period="7D", initial_batches=3, settings=s
+    )
+    write_json(
+        run_backtest(replay, ["static", "periodic:2"]), views.backtests_dir(s) / "history.json"
+    )
     users = root / "users.yaml"
     for name, (password, role) in PASSWORDS.items():
         add_user(users, name, password, role)
     configs = {
         "none": write_config(s, root / "none.yaml"),
-        "password": write_config(with_changes(s, dashboard={
-            "auth": "password", "users_file": str(users)}), root / "password.yaml"),
-        "oidc": write_config(with_changes(s, dashboard={
-            "auth": "oidc", "approvers": ["ana@corp.io"]}), root / "oidc.yaml"),
+        "password": write_config(
+            with_changes(s, dashboard={"auth": "password", "users_file": str(users)}),
+            root / "password.yaml",
+        ),
+        "oidc": write_config(
+            with_changes(s, dashboard={"auth": "oidc", "approvers": ["ana@corp.io"]}),
+            root / "oidc.yaml",
+        ),
     }
     return Project(s, configs, str(out.version), run.id, bad[0].id)
 
@@ -143,9 +148,21 @@ def _open(at: AppTest, page: str) -> AppTest:
 
 
 def _texts(at: AppTest) -> str:
-    parts = [e.value for kind in ("title", "markdown", "caption", "info", "warning", "error",
-                                  "success", "subheader")
-             for e in at.get(kind) if isinstance(getattr(e, "value", None), str)]
+    parts = [
+        e.value
+        for kind in (
+            "title",
+            "markdown",
+            "caption",
+            "info",
+            "warning",
+            "error",
+            "success",
+            "subheader",
+        )
+        for e in at.get(kind)
+        if isinstance(getattr(e, "value", None), str)
+    ]
     parts += [str(m.value) + " " + str(m.label) for m in at.get("metric")]
     parts += [e.label for e in at.get("expander")]
     return "\n".join(parts)
@@ -156,8 +173,12 @@ def _messages(at: AppTest, kind: str) -> list[str]:
 
 
 def _keys(at: AppTest) -> set[str]:
-    return {w.key for kind in ("button", "text_input", "text_area", "selectbox")
-            for w in at.get(kind) if getattr(w, "key", None)}
+    return {
+        w.key
+        for kind in ("button", "text_input", "text_area", "selectbox")
+        for w in at.get(kind)
+        if getattr(w, "key", None)
+    }
 
 
 def _table(at: AppTest, *columns: str) -> pd.DataFrame:
@@ -200,8 +221,9 @@ def _champion(project: Project) -> str | None:
 
 
 def _audit(project: Project, **kw: Any) -> pd.DataFrame:
-    return views.audit_frame(project.settings, MetadataStore(project.settings.db_url),
-                             limit=None, **kw)
+    return views.audit_frame(
+        project.settings, MetadataStore(project.settings.db_url), limit=None, **kw
+    )
 
 
 # every page ----------------------------------------------------------------------------------
@@ -237,8 +259,7 @@ def test_every_page_renders_its_key_content(project: Project, app: Any) -> None:
     assert time.perf_counter() - t0 < 120
 
 
-def test_overview_shows_the_champion_decisions_and_services(project: Project,
-                                                            app: Any) -> None:
+def test_overview_shows_the_champion_decisions_and_services(project: Project, app: Any) -> None:
     at = app(project.configs["none"])
     at.run()
     assert not at.exception
@@ -259,21 +280,25 @@ def test_overview_shows_the_champion_decisions_and_services(project: Project,
     table = _table_element(at, "retrain", "reasons", "held back")
     assert table.proto.placeholder == "-"
     # reasons wide; held back and acted as wide as their text (no width set: never cut)
-    widths = {c: json.loads(table.proto.columns).get(c, {}).get("width")
-              for c in ("reasons", "held back", "acted")}
+    widths = {
+        c: json.loads(table.proto.columns).get(c, {}).get("width")
+        for c in ("reasons", "held back", "acted")
+    }
     assert widths == {"reasons": "large", "held back": None, "acted": None}
     hist = _table(at, "since", "until", "version", "by")
     assert project.first in set(hist["version"])
     assert hist["since"].str.match(STAMP).all(), list(hist["since"])
-    assert (hist["until"].iloc[0] == "now"
-            and hist["until"].iloc[1:].str.match(STAMP).all()), list(hist["until"])
+    assert hist["until"].iloc[0] == "now" and hist["until"].iloc[1:].str.match(STAMP).all(), list(
+        hist["until"]
+    )
     # the project's MLflow is storage.mlflow_uri (the tests' server): checked there, healthy
     [card] = [m for m in at.get("metric") if m.label == "Services healthy"]
     assert card.value == "1 / 5" and "🟢 mlflow" in _texts(at)  # of five, serving too
 
 
-def test_an_external_mlflow_is_checked_where_it_is(project: Project, app: Any,
-                                                   tmp_path: Path) -> None:
+def test_an_external_mlflow_is_checked_where_it_is(
+    project: Project, app: Any, tmp_path: Path
+) -> None:
     health = {h.name: h for h in views.service_health(project.settings)}
     assert (health["mlflow"].where, health["mlflow"].state) == ("external", "healthy")
     assert health["mlflow"].url == project.settings.storage.mlflow_uri
@@ -309,27 +334,50 @@ def test_overview_chart_draws_only_what_has_data(project: Project, app: Any) -> 
 def _series(n: int) -> pd.DataFrame:
     at = pd.date_range("2026-01-01", periods=n, freq="8h")
     value = pd.Series(np.linspace(0.70, 0.75, n))
-    return pd.DataFrame({
-        "at": at, "run": [f"m-{i}" for i in range(n)], "champion_version": "1",
-        "status": "ok", "drift_share": 0.1, "rows": 100, "labelled_rows": 100,
-        "metric": "roc_auc", "realised": value.where(value.index % 2 == 0),
-        "estimated": value, "estimated_low": value - 0.02, "estimated_high": value + 0.02,
-        "baseline": 0.74})
+    return pd.DataFrame(
+        {
+            "at": at,
+            "run": [f"m-{i}" for i in range(n)],
+            "champion_version": "1",
+            "status": "ok",
+            "drift_share": 0.1,
+            "rows": 100,
+            "labelled_rows": 100,
+            "metric": "roc_auc",
+            "realised": value.where(value.index % 2 == 0),
+            "estimated": value,
+            "estimated_low": value - 0.02,
+            "estimated_high": value + 0.02,
+            "baseline": 0.74,
+        }
+    )
 
 
 def _events(times: list[Any]) -> pd.DataFrame:
     kinds = ["retrain", "promotion", "rollback", "rejection"]
-    return pd.DataFrame({"at": times, "kind": [kinds[i % 4] for i in range(len(times))],
-                         "action": "x", "version": "2", "actor": "ana", "reason": "why"})
+    return pd.DataFrame(
+        {
+            "at": times,
+            "kind": [kinds[i % 4] for i in range(len(times))],
+            "action": "x",
+            "version": "2",
+            "actor": "ana",
+            "reason": "why",
+        }
+    )
 
 
 def test_the_live_metric_of_many_runs_is_lines_and_of_one_run_markers() -> None:
     many = _series(1000)
     fig = charts.live_metric_figure(many, _events(list(many["at"].iloc[::100])), "roc_auc")
     modes = {t.name: t.mode for t in fig.data if t.yaxis != "y2"}
-    assert modes == {"estimate 90% interval": "lines", None: "lines",
-                     "estimated roc_auc (no labels)": "lines", "realised roc_auc": "lines",
-                     "champion at training": "lines"}
+    assert modes == {
+        "estimate 90% interval": "lines",
+        None: "lines",
+        "estimated roc_auc (no labels)": "lines",
+        "realised roc_auc": "lines",
+        "champion at training": "lines",
+    }
     realised = next(t for t in fig.data if t.name == "realised roc_auc")
     assert len(realised.x) == 500  # runs without labels are left out, not gaps in the line
     marks = {t.name: t.mode for t in fig.data if t.yaxis == "y2"}
@@ -342,8 +390,11 @@ def test_the_live_metric_of_many_runs_is_lines_and_of_one_run_markers() -> None:
 
     one = charts.live_metric_figure(_series(1), _events([]), "roc_auc")
     names = [t.name for t in one.data]
-    assert names == ["estimated roc_auc (no labels), 90% interval", "realised roc_auc",
-                     "champion at training"]
+    assert names == [
+        "estimated roc_auc (no labels), 90% interval",
+        "realised roc_auc",
+        "champion at training",
+    ]
     assert one.data[0].error_y.array == pytest.approx((0.02,))
 
 
@@ -355,9 +406,11 @@ def test_without_a_project_the_app_says_what_to_do(tmp_path: Path, app: Any) -> 
 
 
 def test_an_empty_project_renders_every_page_with_next_steps(
-        project: Project, app: Any, tmp_path: Path) -> None:
-    empty = with_changes(project.settings, project="dash-empty",
-                         storage={"workspace": str(tmp_path / "ws")})
+    project: Project, app: Any, tmp_path: Path
+) -> None:
+    empty = with_changes(
+        project.settings, project="dash-empty", storage={"workspace": str(tmp_path / "ws")}
+    )
     at = app(write_config(empty, tmp_path / "mlops.yaml"))
     at.run()
     assert not at.exception
@@ -369,13 +422,13 @@ def test_an_empty_project_renders_every_page_with_next_steps(
 
 # approvals -----------------------------------------------------------------------------------
 def _approvals(app: Any, project: Project, mode: str = "none", **session: Any) -> AppTest:
-    at = app(project.configs[mode], **({"display_name": "ana"} if mode == "none" else {}),
-             **session)
+    at = app(
+        project.configs[mode], **({"display_name": "ana"} if mode == "none" else {}), **session
+    )
     return _open(at, "approvals")
 
 
-def test_approve_with_a_comment_makes_the_version_champion(project: Project,
-                                                           app: Any) -> None:
+def test_approve_with_a_comment_makes_the_version_champion(project: Project, app: Any) -> None:
     v = _pending(project)
     at = _approvals(app, project)
     assert f"v{v}" in _texts(at)
@@ -436,8 +489,14 @@ def test_a_double_submit_is_done_once(project: Project, app: Any) -> None:
     rids = at.session_state["_request_ids"]
     rid = rids[json.dumps(["approve", v, before, "twice"])]
     # the second click of a double click: the same form, the same request id
-    again = actions.approve(project.settings, Principal("ana", "approver", "none"), v,
-                            comment="twice", request_id=rid, expected_champion=before)
+    again = actions.approve(
+        project.settings,
+        Principal("ana", "approver", "none"),
+        v,
+        comment="twice",
+        request_id=rid,
+        expected_champion=before,
+    )
     assert again.outcome == "noop"
     assert len(_audit(project, actions=["approve"], version=v)) == 1
     # a rerun of the page repeats nothing either
@@ -450,8 +509,12 @@ def test_an_approval_that_lost_a_race_says_so(project: Project, app: Any) -> Non
     at = _approvals(app, project)
     shown = _champion(project)
     # someone else approves another version after the page was rendered
-    assert actions.approve(project.settings, Principal("bob", "approver", "cli"), theirs,
-                           comment="mine first").outcome == "applied"
+    assert (
+        actions.approve(
+            project.settings, Principal("bob", "approver", "cli"), theirs, comment="mine first"
+        ).outcome
+        == "applied"
+    )
     at.text_area(key=f"approve_comment_{mine}").input("looks good")
     at.button(key=f"approve_{mine}").click().run()
 
@@ -478,8 +541,12 @@ def test_reject_with_a_comment(project: Project, app: Any) -> None:
 
 def test_rollback_to_an_earlier_approved_version(project: Project, app: Any) -> None:
     v = _pending(project)
-    assert actions.approve(project.settings, Principal("bob", "approver", "cli"), v,
-                           comment="newer").outcome == "applied"
+    assert (
+        actions.approve(
+            project.settings, Principal("bob", "approver", "cli"), v, comment="newer"
+        ).outcome
+        == "applied"
+    )
     at = _approvals(app, project)
     box = at.selectbox(key="rollback_to")
     labels = [o for o in box.options if o.startswith(f"v{project.first} ")]
@@ -489,8 +556,7 @@ def test_rollback_to_an_earlier_approved_version(project: Project, app: Any) -> 
     at.button(key="rollback_submit").click().run()
 
     assert not at.exception
-    assert any(f"v{project.first} is champion" in s for s in _messages(at, "success")), \
-        _texts(at)
+    assert any(f"v{project.first} is champion" in s for s in _messages(at, "success")), _texts(at)
     assert _champion(project) == project.first
     rolled = _audit(project, actions=["rollback"], version=project.first)
     assert rolled["actor"].iloc[0] == "ana"
@@ -507,8 +573,10 @@ def test_the_audit_log_filters_and_downloads_as_csv(project: Project, app: Any) 
     assert button.proto.label == "Download as CSV"
     csv = views.audit_csv(_audit(project, actions=["register"]))
     lines = csv.decode().splitlines()
-    assert lines[0].startswith("id,at,actor,action") and len(lines) == len(
-        _audit(project, actions=["register"])) + 1
+    assert (
+        lines[0].startswith("id,at,actor,action")
+        and len(lines) == len(_audit(project, actions=["register"])) + 1
+    )
 
 
 # sign-in and roles ---------------------------------------------------------------------------
@@ -547,8 +615,7 @@ def test_a_viewer_sees_no_write_buttons(project: Project, app: Any) -> None:
     assert f"v{v}" in _texts(_open(at, "approvals"))  # the evidence is readable
 
 
-def test_a_viewer_forcing_an_action_is_refused_by_mlops_core(project: Project,
-                                                             app: Any) -> None:
+def test_a_viewer_forcing_an_action_is_refused_by_mlops_core(project: Project, app: Any) -> None:
     v = _pending(project)
     before = _champion(project)
     at = _login(app(project.configs["password"]), "ana", PASSWORDS["ana"][0])
@@ -564,12 +631,14 @@ def test_a_viewer_forcing_an_action_is_refused_by_mlops_core(project: Project,
     refused = _audit(project, actions=["approve"], version=v)
     assert list(refused["outcome"]) == ["refused"] and list(refused["actor"]) == ["vic"]
     with pytest.raises(AuthorizationError):
-        actions.request_retrain(project.settings, Principal("vic", "viewer", "password"),
-                                reason="please")
+        actions.request_retrain(
+            project.settings, Principal("vic", "viewer", "password"), reason="please"
+        )
 
 
-def test_an_approver_demoted_after_sign_in_is_refused_at_the_click(project: Project,
-                                                                  app: Any) -> None:
+def test_an_approver_demoted_after_sign_in_is_refused_at_the_click(
+    project: Project, app: Any
+) -> None:
     users = Path(project.configs["password"]).parent / "users.yaml"
     add_user(users, "dan", "dan-password-1", "approver")
     v = _pending(project)
@@ -583,8 +652,9 @@ def test_an_approver_demoted_after_sign_in_is_refused_at_the_click(project: Proj
     at.button(key=f"approve_{v}").click().run()
 
     assert not at.exception
-    assert any(s.startswith("Not allowed") and "dan (viewer)" in s
-               for s in _messages(at, "error")), _texts(at)
+    assert any(
+        s.startswith("Not allowed") and "dan (viewer)" in s for s in _messages(at, "error")
+    ), _texts(at)
     assert _champion(project) == before
     refused = _audit(project, actions=["approve"], version=v)
     assert list(refused["outcome"]) == ["refused"] and list(refused["actor"]) == ["dan"]
@@ -640,8 +710,7 @@ def test_a_retrain_request_is_recorded_once(project: Project, app: Any) -> None:
     assert "the south region drifts" in set(shown["reason"])
 
 
-def test_an_unreachable_prefect_is_a_warning(project: Project, app: Any,
-                                             tmp_path: Path) -> None:
+def test_an_unreachable_prefect_is_a_warning(project: Project, app: Any, tmp_path: Path) -> None:
     s = with_changes(project.settings, storage={"workspace": str(tmp_path / "ws")})
     _fake_service(s.workspace, free_port())  # nothing listens there
     at = _open(app(write_config(s, tmp_path / "mlops.yaml")), "pipeline")
@@ -649,17 +718,33 @@ def test_an_unreachable_prefect_is_a_warning(project: Project, app: Any,
     assert "retrain_submit" in _keys(at)  # the rest of the page is there
 
 
-_RUN = {"id": "r1", "name": "brisk-otter", "flow_id": "f1", "deployment_id": "d1",
-        "state_name": "Completed", "state_type": "COMPLETED",
-        "expected_start_time": "2026-11-28T01:00:00Z", "start_time": "2026-11-28T01:00:02Z",
-        "end_time": "2026-11-28T01:00:40Z", "total_run_time": 38.0, "auto_scheduled": True,
-        "parameters": {"config": "mlops.yaml"}}
+_RUN = {
+    "id": "r1",
+    "name": "brisk-otter",
+    "flow_id": "f1",
+    "deployment_id": "d1",
+    "state_name": "Completed",
+    "state_type": "COMPLETED",
+    "expected_start_time": "2026-11-28T01:00:00Z",
+    "start_time": "2026-11-28T01:00:02Z",
+    "end_time": "2026-11-28T01:00:40Z",
+    "total_run_time": 38.0,
+    "auto_scheduled": True,
+    "parameters": {"config": "mlops.yaml"},
+}
 PREFECT_ANSWERS: dict[str, Any] = {  # path -> what the fake Prefect API answers
-    "/api/deployments/filter": [{"id": "d1", "name": "dash", "flow_id": "f1", "schedules": [
-        {"schedule": {"cron": "0 * * * *"}}]}],
+    "/api/deployments/filter": [
+        {
+            "id": "d1",
+            "name": "dash",
+            "flow_id": "f1",
+            "schedules": [{"schedule": {"cron": "0 * * * *"}}],
+        }
+    ],
     "/api/flows/filter": [{"id": "f1", "name": "monitor"}],
-    "/api/automations/filter": [{"trigger": {"expect": ["mlops.retrain.requested"]},
-                                 "actions": [{"deployment_id": "d1"}]}],
+    "/api/automations/filter": [
+        {"trigger": {"expect": ["mlops.retrain.requested"]}, "actions": [{"deployment_id": "d1"}]}
+    ],
     "/api/flow_runs/filter": [_RUN],
 }
 
@@ -684,13 +769,24 @@ def _fake_service(workspace: Path, port: int) -> None:
     """Record a Prefect server on ``port`` as `mlops up` would (this process stands in for it)."""
     run_dir = workspace / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "prefect-server.json").write_text(json.dumps(ServiceInfo(
-        "prefect-server", os.getpid(), port, f"http://127.0.0.1:{port}",
-        f"http://127.0.0.1:{port}/api/health", str(workspace / "log"), time.time()).__dict__))
+    (run_dir / "prefect-server.json").write_text(
+        json.dumps(
+            ServiceInfo(
+                "prefect-server",
+                os.getpid(),
+                port,
+                f"http://127.0.0.1:{port}",
+                f"http://127.0.0.1:{port}/api/health",
+                str(workspace / "log"),
+                time.time(),
+            ).__dict__
+        )
+    )
 
 
 def test_pipeline_shows_deployments_and_flow_runs_from_prefect(
-        project: Project, app: Any, tmp_path: Path) -> None:
+    project: Project, app: Any, tmp_path: Path
+) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _FakePrefect)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -767,9 +863,9 @@ def test_backtests_page_charts_the_result(project: Project, app: Any) -> None:
     assert {"backtest_over_time", "backtest_cost"} <= _charts(at)
 
 
-
 def test_mlops_backtest_saves_its_result_for_the_backtests_page(
-        project: Project, app: Any, tmp_path: Path) -> None:
+    project: Project, app: Any, tmp_path: Path
+) -> None:
     from typer.testing import CliRunner
 
     from mlops_core.cli import app as cli
@@ -777,9 +873,23 @@ def test_mlops_backtest_saves_its_result_for_the_backtests_page(
     s = with_changes(project.settings, storage={"workspace": str(tmp_path / "ws")})
     config = write_config(s, tmp_path / "mlops.yaml")
     history = project.configs["none"].parent / "history.parquet"
-    res = CliRunner().invoke(cli, [
-        "backtest", "--config", str(config), "--data", str(history), "--batch-period", "7D",
-        "--initial-batches", "3", "--strategies", "static"], catch_exceptions=False)
+    res = CliRunner().invoke(
+        cli,
+        [
+            "backtest",
+            "--config",
+            str(config),
+            "--data",
+            str(history),
+            "--batch-period",
+            "7D",
+            "--initial-batches",
+            "3",
+            "--strategies",
+            "static",
+        ],
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0, res.output
     saved = list(views.backtests_dir(s).glob("history-*.json"))
     assert len(saved) == 1 and "Saved for the dashboard" in res.stdout
@@ -788,8 +898,9 @@ def test_mlops_backtest_saves_its_result_for_the_backtests_page(
 
 
 # serving -------------------------------------------------------------------------------------
-def test_serving_page_shows_the_live_version_traffic_and_outcomes(project: Project, app: Any,
-                                                                  tmp_path: Path) -> None:
+def test_serving_page_shows_the_live_version_traffic_and_outcomes(
+    project: Project, app: Any, tmp_path: Path
+) -> None:
     import dataclasses
 
     import httpx
@@ -802,8 +913,7 @@ def test_serving_page_shows_the_live_version_traffic_and_outcomes(project: Proje
     s = project.settings
     api = create_app(s)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -821,14 +931,31 @@ def test_serving_page_shows_the_live_version_traffic_and_outcomes(project: Proje
             time.sleep(0.1)
         # as `mlops up` records it: this process runs it
         run_file.parent.mkdir(parents=True, exist_ok=True)
-        run_file.write_text(json.dumps(dataclasses.asdict(ServiceInfo(
-            SERVING, os.getpid(), port, url, url + "/health", str(tmp_path / "log"),
-            time.time()))))
+        run_file.write_text(
+            json.dumps(
+                dataclasses.asdict(
+                    ServiceInfo(
+                        SERVING,
+                        os.getpid(),
+                        port,
+                        url,
+                        url + "/health",
+                        str(tmp_path / "log"),
+                        time.time(),
+                    )
+                )
+            )
+        )
         rows = _weeks(generate_stream(10_000, days=70, seed=5, label_delay_days=0).frame, 8, 9)
         answer = httpx.post(url + "/predict", json=client_records(rows), timeout=60).json()
-        httpx.post(url + "/feedback", timeout=60, json=[
-            {"id": p["id"], "label": int(y)} for p, y in zip(answer["predictions"],
-                                                             rows[TARGET], strict=True)])
+        httpx.post(
+            url + "/feedback",
+            timeout=60,
+            json=[
+                {"id": p["id"], "label": int(y)}
+                for p, y in zip(answer["predictions"], rows[TARGET], strict=True)
+            ],
+        )
         httpx.post(url + "/predict", json={"nonsense": 1}, timeout=10)
         assert api.state.mlops.writer.flush()
 
@@ -852,4 +979,3 @@ def test_serving_page_shows_the_live_version_traffic_and_outcomes(project: Proje
     # the Models page shows the same live metrics (read from the log)
     models = _open(at, "models")
     assert _table(models, "version", "role", "labelled_rows")["version"].tolist() == [champion]
-

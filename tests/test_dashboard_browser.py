@@ -82,26 +82,33 @@ def project(mlflow_server: ServiceInfo, tmp_path: Path) -> tuple[Settings, Path,
     reg = Registry(s)
     champion = str(out.version)
     assert reg.approve(champion, by="tests", comment="the first model").ok
-    ingest_frame(s, frame[frame[TIME] >= t0 + (frame[TIME].max() - t0) * 0.75],
-                 tmp_path / "in", "new.parquet")
+    ingest_frame(
+        s,
+        frame[frame[TIME] >= t0 + (frame[TIME].max() - t0) * 0.75],
+        tmp_path / "in",
+        "new.parquet",
+    )
     assert monitor(s, report=True).report
     history = tmp_path / "history.parquet"
     frame.to_parquet(history, index=False)
-    replay = load_replay(history, target=TARGET, time_column=TIME, batch_period="7D",
-                         initial_batches=3, settings=s)
+    replay = load_replay(
+        history, target=TARGET, time_column=TIME, batch_period="7D", initial_batches=3, settings=s
+    )
     write_json(run_backtest(replay, ["static", "periodic:4"]), backtests_dir(s) / "history.json")
     pending = add_version(reg, reg, champion)
     users = tmp_path / "users.yaml"
     add_user(users, USER, PASSWORD, "approver")
-    config = write_config(with_changes(s, dashboard={"auth": "password",
-                                                     "users_file": str(users)}),
-                          tmp_path / "mlops.yaml")
+    config = write_config(
+        with_changes(s, dashboard={"auth": "password", "users_file": str(users)}),
+        tmp_path / "mlops.yaml",
+    )
     return s, config, champion, pending
 
 
 @pytest.fixture
-def dashboard(project: tuple[Settings, Path, str, str], monkeypatch: pytest.MonkeyPatch
-              ) -> Iterator[ServiceInfo]:
+def dashboard(
+    project: tuple[Settings, Path, str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ServiceInfo]:
     settings, config, _, _ = project
     # no "source file changed, rerun?" prompt while someone edits the pages
     monkeypatch.setenv("STREAMLIT_SERVER_FILE_WATCHER_TYPE", "none")
@@ -134,8 +141,9 @@ def _screenshot(page: Any, name: str) -> None:
     height = page.evaluate("""() => Math.max(document.body.scrollHeight, ...[...document
         .querySelectorAll('[data-testid="stMain"], [data-testid="stMainBlockContainer"], '
                           + '[data-testid="stSidebarContent"]')].map(e => e.scrollHeight))""")
-    page.set_viewport_size({"width": size["width"],
-                            "height": min(max(height, size["height"]), 20_000)})
+    page.set_viewport_size(
+        {"width": size["width"], "height": min(max(height, size["height"]), 20_000)}
+    )
     try:
         page.wait_for_timeout(300)
         page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
@@ -144,8 +152,8 @@ def _screenshot(page: Any, name: str) -> None:
 
 
 def test_sign_in_browse_every_page_and_approve_in_a_browser(
-        chromium: str, project: tuple[Settings, Path, str, str],
-        dashboard: ServiceInfo) -> None:
+    chromium: str, project: tuple[Settings, Path, str, str], dashboard: ServiceInfo
+) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     settings, _, champion, pending = project
@@ -161,7 +169,8 @@ def test_sign_in_browse_every_page_and_approve_in_a_browser(
             page.locator(".st-key-login_submit button").click()
             _rendered(page, "overview")
             expect(page.locator('[data-testid="stSidebar"]')).to_contain_text(
-                f"{USER} · approver", timeout=TIMEOUT_MS)
+                f"{USER} · approver", timeout=TIMEOUT_MS
+            )
 
             for name in (*PAGES[1:], "overview"):
                 _open(page, name)
@@ -171,16 +180,17 @@ def test_sign_in_browse_every_page_and_approve_in_a_browser(
 
             _open(page, "approvals")
             page.locator(f".st-key-approve_comment_{pending} textarea").fill(
-                "better on the recent weeks (browser test)")
+                "better on the recent weeks (browser test)"
+            )
             page.locator(f".st-key-approve_{pending} button").click()
-            expect(page.locator('[data-testid="stAlert"]', has_text="is champion")
-                   ).to_contain_text(f"v{pending} is champion", timeout=TIMEOUT_MS)
+            expect(page.locator('[data-testid="stAlert"]', has_text="is champion")).to_contain_text(
+                f"v{pending} is champion", timeout=TIMEOUT_MS
+            )
             _rendered(page, "approvals")
             _screenshot(page, "approvals-after")
 
             assert Registry(settings).champion() == pending
-            [rec] = [r for r in Registry(settings).audit(action="approve")
-                     if r.version == pending]
+            [rec] = [r for r in Registry(settings).audit(action="approve") if r.version == pending]
             assert (rec.actor, rec.outcome, rec.previous_champion) == (USER, "applied", champion)
             assert rec.reason == "better on the recent weeks (browser test)"
 

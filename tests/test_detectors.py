@@ -54,8 +54,10 @@ def concept_change(kind: str, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.n
     predicted by a model fitted on TRAIN earlier rows of the first. Features keep their
     distribution across the change: only the concept moves."""
     if kind == "sea":  # x1 + x2 ≤ 8, then ≤ 9.5; 5% label noise
-        old, new = synth.SEA(variant=0, noise=0.05, seed=seed), synth.SEA(variant=3, noise=0.05,
-                                                                           seed=seed + 1)
+        old, new = (
+            synth.SEA(variant=0, noise=0.05, seed=seed),
+            synth.SEA(variant=3, noise=0.05, seed=seed + 1),
+        )
         model: Any = LogisticRegression()
     elif kind == "agrawal":  # loan approval by age, then by age and salary; 10% perturbation
         old = synth.Agrawal(classification_function=0, perturbation=0.1, seed=seed)
@@ -123,12 +125,16 @@ def test_stationary_error_streams_trigger_nothing(name: str) -> None:
         assert not ErrorStreamDetector(name).update(errors).result.fired, (seed, rate)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "River's DDM with its defaults (warm_start=30) fires on a third to a half of stationary "
-    "1000-row error streams: p_min and s_min are taken from the first few dozen rows, so an "
-    "early run of correct predictions (or a near-perfect model: p_min = 0) makes the next "
-    "error a 'drift'. With ddm in the default policy, a stationary stretch can ask for a "
-    "retrain. Tuning (warm_start, or leaving DDM out by default) is the lead's call."))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "River's DDM with its defaults (warm_start=30) fires on a third to a half of stationary "
+        "1000-row error streams: p_min and s_min are taken from the first few dozen rows, so an "
+        "early run of correct predictions (or a near-perfect model: p_min = 0) makes the next "
+        "error a 'drift'. With ddm in the default policy, a stationary stretch can ask for a "
+        "retrain. Tuning (warm_start, or leaving DDM out by default) is the lead's call."
+    ),
+)
 def test_ddm_is_quiet_on_stationary_error_streams() -> None:
     fired = 0
     for seed, rate in itertools.product(range(10), (0.02, 0.1, 0.3)):
@@ -172,11 +178,15 @@ def test_adwin_finds_a_regression_concept_change_and_ddm_is_skipped(seed: int) -
     assert adwin.detections and BEFORE <= adwin.detections[0] <= BEFORE + MAX_DELAY
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Page-Hinkley's threshold (50) and delta (0.005) are in the units of what it is fed; "
-    "absolute regression errors of a few units already random-walk past 50 on a stationary "
-    "stretch. Regression errors would need scaling (e.g. by the champion's validation MAE) "
-    "before Page-Hinkley can read them."))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "Page-Hinkley's threshold (50) and delta (0.005) are in the units of what it is fed; "
+        "absolute regression errors of a few units already random-walk past 50 on a stationary "
+        "stretch. Regression errors would need scaling (e.g. by the champion's validation MAE) "
+        "before Page-Hinkley can read them."
+    ),
+)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_page_hinkley_is_quiet_before_a_regression_concept_change(seed: int) -> None:
     y, pred = friedman_change(seed)
@@ -231,9 +241,11 @@ def test_error_stream_compares_labels_as_text_and_keeps_order() -> None:
 
     assert error_stream("binary", y, pred).tolist() == [0.0, 0.0, 0.0, 1.0, 0.0]
     assert error_stream("multiclass", pd.Series(["a", "b", "c"]), ["a", "c", "c"]).tolist() == [
-        0.0, 1.0, 0.0]
-    assert error_stream("regression", [1.0, 2.0, 3.0], [1.5, 2.0, 1.0]).tolist() == [
-        0.5, 0.0, 2.0]
+        0.0,
+        1.0,
+        0.0,
+    ]
+    assert error_stream("regression", [1.0, 2.0, 3.0], [1.5, 2.0, 1.0]).tolist() == [0.5, 0.0, 2.0]
 
 
 def test_run_detectors_keeps_the_order_of_names() -> None:
@@ -259,8 +271,10 @@ def test_binary_estimate_matches_realised_accuracy_and_auc() -> None:
     seeds = range(10)
     for seed in seeds:
         p, y = calibrated_binary(2000, 100 + seed)
-        realised = {"accuracy": skm.accuracy_score(y, (p > 0.5).astype(int)),
-                    "roc_auc": skm.roc_auc_score(y, p)}
+        realised = {
+            "accuracy": skm.accuracy_score(y, (p > 0.5).astype(int)),
+            "roc_auc": skm.roc_auc_score(y, p),
+        }
 
         est = estimate_performance("binary", p, [0, 1], seed=seed)
 

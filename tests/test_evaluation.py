@@ -133,8 +133,7 @@ def test_multiclass_with_a_class_absent_from_the_labels() -> None:
 
 
 def test_regression_with_one_row_gives_nan_r2() -> None:
-    m = compute_metrics("regression", np.array([2.0]), _pred("regression", None,
-                                                              np.array([1.5])))
+    m = compute_metrics("regression", np.array([2.0]), _pred("regression", None, np.array([1.5])))
     assert m["rmse"] == pytest.approx(0.5) and m["mae"] == pytest.approx(0.5)
     assert math.isnan(m["r2"])
 
@@ -177,8 +176,11 @@ def test_slice_metrics_by_categorical_column() -> None:
 
     assert set(out) == {"region"}
     assert set(out["region"]) == {"north", "south", "east"}
-    assert {k: v["rows"] for k, v in out["region"].items()} == \
-        {"north": 70.0, "south": 40.0, "east": 10.0}
+    assert {k: v["rows"] for k, v in out["region"].items()} == {
+        "north": 70.0,
+        "south": 40.0,
+        "east": 10.0,
+    }
     m = region == "south"
     south = out["region"]["south"]
     assert south["roc_auc"] == pytest.approx(skm.roc_auc_score(y[m], p[m]))
@@ -199,7 +201,8 @@ def test_slice_metrics_regression_with_a_non_default_index() -> None:
     assert out["shop"]["a"]["rows"] == 30.0
     assert out["shop"]["a"]["mae"] == pytest.approx(skm.mean_absolute_error(y[a], yhat[a]))
     assert out["shop"]["b"]["rmse"] == pytest.approx(
-        math.sqrt(skm.mean_squared_error(y[~a], yhat[~a])))
+        math.sqrt(skm.mean_squared_error(y[~a], yhat[~a]))
+    )
 
 
 def test_slice_metrics_missing_values_form_their_own_slice() -> None:
@@ -223,8 +226,9 @@ def test_slice_metrics_single_class_slice_without_given_classes() -> None:
 
     neg = out["g"]["neg"]
     assert math.isnan(neg["roc_auc"])
-    assert neg["log_loss"] == pytest.approx(skm.log_loss(np.zeros(30), np.full(30, 0.2),
-                                                         labels=[0, 1]))
+    assert neg["log_loss"] == pytest.approx(
+        skm.log_loss(np.zeros(30), np.full(30, 0.2), labels=[0, 1])
+    )
     assert neg["calibration_error"] == pytest.approx(0.2)
     assert neg["accuracy"] == 1.0 and neg["f1"] == 0.0  # no positive class in this slice
     assert out["g"]["mix"]["f1"] == 1.0
@@ -267,23 +271,31 @@ def test_min_score_lower_is_better(score: float, passed: bool) -> None:
     assert res.metric == "rmse" and res.passed is passed
 
 
-@pytest.mark.parametrize(("task", "challenger", "champion", "min_improvement", "passed"), [
-    ("binary", 0.80, 0.78, 0.0, True),
-    ("binary", 0.80, 0.80, 0.0, True),  # a tie is not a regression
-    ("binary", 0.78, 0.80, 0.0, False),
-    ("binary", 0.80, 0.78, 0.01, True),
-    ("binary", 0.80, 0.795, 0.01, False),  # better, but not by enough
-    ("binary", 0.79, 0.80, -0.02, True),  # a tolerated small loss
-    ("regression", 1.0, 1.2, 0.0, True),  # lower rmse is better
-    ("regression", 1.2, 1.0, 0.0, False),
-    ("regression", 1.0, 1.05, 0.1, False),
-    ("multiclass", 0.70, 0.60, 0.05, True),
-])
-def test_min_improvement_over_champion(task: str, challenger: float, champion: float,
-                                       min_improvement: float, passed: bool) -> None:
+@pytest.mark.parametrize(
+    ("task", "challenger", "champion", "min_improvement", "passed"),
+    [
+        ("binary", 0.80, 0.78, 0.0, True),
+        ("binary", 0.80, 0.80, 0.0, True),  # a tie is not a regression
+        ("binary", 0.78, 0.80, 0.0, False),
+        ("binary", 0.80, 0.78, 0.01, True),
+        ("binary", 0.80, 0.795, 0.01, False),  # better, but not by enough
+        ("binary", 0.79, 0.80, -0.02, True),  # a tolerated small loss
+        ("regression", 1.0, 1.2, 0.0, True),  # lower rmse is better
+        ("regression", 1.2, 1.0, 0.0, False),
+        ("regression", 1.0, 1.05, 0.1, False),
+        ("multiclass", 0.70, 0.60, 0.05, True),
+    ],
+)
+def test_min_improvement_over_champion(
+    task: str, challenger: float, champion: float, min_improvement: float, passed: bool
+) -> None:
     metric = PRIMARY[task]
-    res = decide_gate(task=task, challenger={metric: challenger}, champion={metric: champion},
-                      min_improvement=min_improvement)
+    res = decide_gate(
+        task=task,
+        challenger={metric: challenger},
+        champion={metric: champion},
+        min_improvement=min_improvement,
+    )
     _assert_consistent(res)
     assert res.passed is passed
     assert res.champion == champion
@@ -292,14 +304,19 @@ def test_min_improvement_over_champion(task: str, challenger: float, champion: f
 
 
 def test_configured_metric_replaces_the_default() -> None:
-    res = decide_gate(task="binary", challenger={"roc_auc": 0.9, "log_loss": 0.5},
-                      champion={"roc_auc": 0.8, "log_loss": 0.4}, metric="log_loss")
+    res = decide_gate(
+        task="binary",
+        challenger={"roc_auc": 0.9, "log_loss": 0.5},
+        champion={"roc_auc": 0.8, "log_loss": 0.4},
+        metric="log_loss",
+    )
     assert res.metric == "log_loss" and not res.passed  # higher log loss is worse
     assert HIGHER_IS_BETTER["log_loss"] is False
 
 
-def _slices(values: dict[str, tuple[float, float]], metric: str = "roc_auc"
-            ) -> dict[str, dict[str, dict[str, float]]]:
+def _slices(
+    values: dict[str, tuple[float, float]], metric: str = "roc_auc"
+) -> dict[str, dict[str, dict[str, float]]]:
     return {"region": {k: {metric: v, "rows": rows} for k, (v, rows) in values.items()}}
 
 
@@ -307,8 +324,13 @@ def test_slice_regression_names_the_worst_slice() -> None:
     champ = _slices({"north": (0.80, 300), "south": (0.80, 300), "east": (0.80, 300)})
     chall = _slices({"north": (0.85, 300), "south": (0.70, 300), "east": (0.77, 300)})
 
-    res = _gate(challenger={"roc_auc": 0.82}, champion={"roc_auc": 0.80},
-                challenger_slices=chall, champion_slices=champ, max_slice_regression=0.05)
+    res = _gate(
+        challenger={"roc_auc": 0.82},
+        champion={"roc_auc": 0.80},
+        challenger_slices=chall,
+        champion_slices=champ,
+        max_slice_regression=0.05,
+    )
 
     _assert_consistent(res)
     assert not res.passed
@@ -322,8 +344,12 @@ def test_slice_regression_within_the_allowance_passes() -> None:
     champ = _slices({"north": (0.80, 300), "south": (0.80, 300)})
     chall = _slices({"north": (0.78, 300), "south": (0.81, 300)})
 
-    res = _gate(champion={"roc_auc": 0.79}, challenger_slices=chall, champion_slices=champ,
-                max_slice_regression=0.05)
+    res = _gate(
+        champion={"roc_auc": 0.79},
+        challenger_slices=chall,
+        champion_slices=champ,
+        max_slice_regression=0.05,
+    )
 
     _assert_consistent(res)
     assert res.passed
@@ -334,8 +360,14 @@ def test_slice_regression_lower_is_better() -> None:
     champ = _slices({"a": (1.0, 300), "b": (1.0, 300)}, "rmse")
     chall = _slices({"a": (0.9, 300), "b": (1.3, 300)}, "rmse")
 
-    res = decide_gate(task="regression", challenger={"rmse": 0.95}, champion={"rmse": 1.0},
-                      challenger_slices=chall, champion_slices=champ, max_slice_regression=0.1)
+    res = decide_gate(
+        task="regression",
+        challenger={"rmse": 0.95},
+        champion={"rmse": 1.0},
+        challenger_slices=chall,
+        champion_slices=champ,
+        max_slice_regression=0.1,
+    )
 
     assert not res.passed
     assert "region=b" in res.failed[0] and "0.3000" in res.failed[0]
@@ -346,8 +378,12 @@ def test_small_slices_are_ignored() -> None:
     champ = _slices({"big": (0.80, 200), "tiny": (0.90, small)})
     chall = _slices({"big": (0.80, 200), "tiny": (0.10, small)})
 
-    res = _gate(champion={"roc_auc": 0.80}, challenger_slices=chall, champion_slices=champ,
-                max_slice_regression=0.05)
+    res = _gate(
+        champion={"roc_auc": 0.80},
+        challenger_slices=chall,
+        champion_slices=champ,
+        max_slice_regression=0.05,
+    )
 
     _assert_consistent(res)
     assert res.passed
@@ -359,8 +395,12 @@ def test_slice_check_skipped_is_still_a_listed_reason() -> None:
     champ = _slices({"tiny": (0.90, 5)})
     chall = _slices({"tiny": (0.10, 5)})
 
-    res = _gate(champion={"roc_auc": 0.80}, challenger_slices=chall, champion_slices=champ,
-                max_slice_regression=0.05)
+    res = _gate(
+        champion={"roc_auc": 0.80},
+        challenger_slices=chall,
+        champion_slices=champ,
+        max_slice_regression=0.05,
+    )
 
     assert res.passed
     assert any("slice" in r for r in res.reasons)
@@ -370,8 +410,12 @@ def test_slices_without_a_champion_or_a_limit_decide_nothing() -> None:
     chall = _slices({"north": (0.10, 500)})
     assert _gate(challenger_slices=chall, max_slice_regression=0.05).passed
     champ = _slices({"north": (0.90, 500)})
-    res = _gate(champion={"roc_auc": 0.79}, challenger_slices=chall, champion_slices=champ,
-                max_slice_regression=None)
+    res = _gate(
+        champion={"roc_auc": 0.79},
+        challenger_slices=chall,
+        champion_slices=champ,
+        max_slice_regression=None,
+    )
     assert res.passed and not any("slice" in r for r in res.reasons)
 
 
@@ -388,8 +432,9 @@ def test_smoke_failure_fails_the_gate(detail: str) -> None:
 
 @pytest.mark.parametrize("score", [math.nan, None])
 def test_nan_score_fails(score: float | None) -> None:
-    res = _gate(challenger={"roc_auc": score}, champion={"roc_auc": 0.7}, min_score=0.5,
-                smoke_ok=True)
+    res = _gate(
+        challenger={"roc_auc": score}, champion={"roc_auc": 0.7}, min_score=0.5, smoke_ok=True
+    )
     _assert_consistent(res)
     assert not res.passed
     assert "could not be computed" in res.failed[0]
@@ -400,8 +445,7 @@ def test_missing_metric_fails() -> None:
     assert not res.passed and "roc_auc could not be computed" in res.failed[0]
 
 
-@pytest.mark.parametrize("champion", [{"roc_auc": math.nan}, {"accuracy": 0.9},
-                                      {"roc_auc": None}])
+@pytest.mark.parametrize("champion", [{"roc_auc": math.nan}, {"accuracy": 0.9}, {"roc_auc": None}])
 def test_champion_without_a_comparable_score_is_a_listed_reason(champion: dict) -> None:
     res = _gate(champion=champion)
     _assert_consistent(res)
@@ -413,9 +457,16 @@ def test_every_reason_is_listed_passed_and_failed() -> None:
     champ = _slices({"north": (0.80, 300), "south": (0.80, 300)})
     chall = _slices({"north": (0.60, 300), "south": (0.80, 300)})
 
-    res = _gate(challenger={"roc_auc": 0.70}, champion={"roc_auc": 0.80}, min_score=0.6,
-                challenger_slices=chall, champion_slices=champ, max_slice_regression=0.05,
-                smoke_ok=False, smoke_detail="boom")
+    res = _gate(
+        challenger={"roc_auc": 0.70},
+        champion={"roc_auc": 0.80},
+        min_score=0.6,
+        challenger_slices=chall,
+        champion_slices=champ,
+        max_slice_regression=0.05,
+        smoke_ok=False,
+        smoke_detail="boom",
+    )
 
     _assert_consistent(res)
     assert [r[:4] for r in res.reasons] == ["PASS", "FAIL", "FAIL", "FAIL"]
@@ -427,9 +478,11 @@ def test_every_reason_is_listed_passed_and_failed() -> None:
 
 # Hypothesis: pure policy invariants ---------------------------------------------------------
 _scores = st.one_of(st.floats(-10, 10, allow_nan=False), st.just(math.nan))
-_TASK_METRICS = {"binary": ["roc_auc", "pr_auc", "log_loss", "calibration_error"],
-                 "multiclass": ["f1_macro", "accuracy", "log_loss"],
-                 "regression": ["rmse", "mae", "r2"]}
+_TASK_METRICS = {
+    "binary": ["roc_auc", "pr_auc", "log_loss", "calibration_error"],
+    "multiclass": ["f1_macro", "accuracy", "log_loss"],
+    "regression": ["rmse", "mae", "r2"],
+}
 
 
 @st.composite
@@ -442,21 +495,36 @@ def _gate_inputs(draw: st.DrawFn) -> dict[str, Any]:
         return draw(st.dictionaries(st.sampled_from(names), _scores))
 
     def slices() -> dict[str, dict[str, dict[str, float]]] | None:
-        return draw(st.one_of(st.none(), st.dictionaries(
-            st.sampled_from(["region", "channel"]),
-            st.dictionaries(st.sampled_from(["a", "b", "c"]),
-                            st.fixed_dictionaries({"rows": st.integers(0, 400).map(float)},
-                                                  optional={n: _scores for n in names}),
-                            max_size=3),
-            max_size=2)))
+        return draw(
+            st.one_of(
+                st.none(),
+                st.dictionaries(
+                    st.sampled_from(["region", "channel"]),
+                    st.dictionaries(
+                        st.sampled_from(["a", "b", "c"]),
+                        st.fixed_dictionaries(
+                            {"rows": st.integers(0, 400).map(float)},
+                            optional={n: _scores for n in names},
+                        ),
+                        max_size=3,
+                    ),
+                    max_size=2,
+                ),
+            )
+        )
 
-    return {"task": task, "metric": metric, "challenger": metrics(),
-            "champion": metrics() if draw(st.booleans()) else None,
-            "challenger_slices": slices(), "champion_slices": slices(),
-            "smoke_ok": draw(st.one_of(st.none(), st.booleans())),
-            "min_score": draw(st.one_of(st.none(), st.floats(-10, 10, allow_nan=False))),
-            "min_improvement": draw(st.floats(-1, 1, allow_nan=False)),
-            "max_slice_regression": draw(st.one_of(st.none(), st.floats(0, 1)))}
+    return {
+        "task": task,
+        "metric": metric,
+        "challenger": metrics(),
+        "champion": metrics() if draw(st.booleans()) else None,
+        "challenger_slices": slices(),
+        "champion_slices": slices(),
+        "smoke_ok": draw(st.one_of(st.none(), st.booleans())),
+        "min_score": draw(st.one_of(st.none(), st.floats(-10, 10, allow_nan=False))),
+        "min_improvement": draw(st.floats(-1, 1, allow_nan=False)),
+        "max_slice_regression": draw(st.one_of(st.none(), st.floats(0, 1))),
+    }
 
 
 @given(_gate_inputs())

@@ -21,8 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _settings(tmp_path: Path, **sections: Any) -> Any:
-    return parse_config(demo_raw(tmp_path, "http://127.0.0.1:1", "churn", **sections),
-                        environ={})
+    return parse_config(demo_raw(tmp_path, "http://127.0.0.1:1", "churn", **sections), environ={})
 
 
 def _by_flow(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -33,12 +32,19 @@ SOURCE = {"source": {"kind": "folder", "path": "landing"}}
 
 
 def test_rendering_defaults_weekly_training_and_event_triggers(tmp_path: Path) -> None:
-    doc = yaml.safe_load(deploy.render_prefect_yaml(_settings(tmp_path, data=SOURCE),
-                                                    "proj/mlops.yaml"))
+    doc = yaml.safe_load(
+        deploy.render_prefect_yaml(_settings(tmp_path, data=SOURCE), "proj/mlops.yaml")
+    )
     assert doc["prefect-version"] == "3.9.1"
     deps = _by_flow(doc)
-    assert set(deps) == {"ingest", "monitor", "train", "promote", "publish_events",
-                         "continuous_training"}
+    assert set(deps) == {
+        "ingest",
+        "monitor",
+        "train",
+        "promote",
+        "publish_events",
+        "continuous_training",
+    }
     for d in deps.values():
         assert d["name"] == "churn"
         assert d["work_pool"] == {"name": "mlops"}
@@ -56,8 +62,7 @@ def test_rendering_defaults_weekly_training_and_event_triggers(tmp_path: Path) -
     assert trigger["parameters"]["config"] == "proj/mlops.yaml"
     assert trigger["parameters"]["trigger"] == "{{ event.payload.trigger }}"
     assert trigger["parameters"]["since"] == "{{ event.payload.since }}"
-    assert trigger["parameters"]["requested_by"] == \
-        "{{ event.payload.requested_by | default('') }}"
+    assert trigger["parameters"]["requested_by"] == "{{ event.payload.requested_by | default('') }}"
     (ptrigger,) = deps["promote"]["triggers"]
     assert ptrigger["expect"] == ["mlops.model.approved"]
     assert ptrigger["parameters"]["version"] == "{{ event.payload.version }}"
@@ -66,8 +71,12 @@ def test_rendering_defaults_weekly_training_and_event_triggers(tmp_path: Path) -
 
 
 def test_rendering_takes_the_schedules_from_the_config(tmp_path: Path) -> None:
-    s = _settings(tmp_path, data=SOURCE, monitoring={"schedule": "*/30 * * * *"},
-                  retraining={"schedule": "0 4 * * 0"})
+    s = _settings(
+        tmp_path,
+        data=SOURCE,
+        monitoring={"schedule": "*/30 * * * *"},
+        retraining={"schedule": "0 4 * * 0"},
+    )
     deps = _by_flow(yaml.safe_load(deploy.render_prefect_yaml(s, "mlops.yaml", pool="p")))
     assert deps["ingest"]["schedules"][0]["cron"] == "*/30 * * * *"
     assert deps["monitor"]["schedules"][0]["cron"] == "*/30 * * * *"
@@ -82,14 +91,16 @@ def test_without_a_source_ingestion_is_by_hand(tmp_path: Path) -> None:
 
 
 def test_config_parameter_is_relative_under_the_code_root(tmp_path: Path) -> None:
-    assert deploy.config_parameter(REPO / "demo-project" / "mlops.yaml") == \
-        "demo-project/mlops.yaml"
+    assert (
+        deploy.config_parameter(REPO / "demo-project" / "mlops.yaml") == "demo-project/mlops.yaml"
+    )
     assert deploy.config_parameter(tmp_path / "mlops.yaml") == str(tmp_path / "mlops.yaml")
 
 
 def test_cli_deploy_prints_the_rendering(tmp_path: Path) -> None:
-    cfg = write_config(_settings(tmp_path, retraining={"schedule": "5 1 * * 2"}),
-                       tmp_path / "mlops.yaml")
+    cfg = write_config(
+        _settings(tmp_path, retraining={"schedule": "5 1 * * 2"}), tmp_path / "mlops.yaml"
+    )
     res = CliRunner().invoke(app, ["deploy", "--config", str(cfg)])
     assert res.exit_code == 0, res.output
     deps = _by_flow(yaml.safe_load(res.stdout))
@@ -99,12 +110,15 @@ def test_cli_deploy_prints_the_rendering(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["deploy", "--config", str(cfg), "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert yaml.safe_load(out.read_text()) == yaml.safe_load(
-        deploy.render_prefect_yaml(_settings(tmp_path, retraining={"schedule": "5 1 * * 2"}),
-                                   str(cfg.resolve())))
+        deploy.render_prefect_yaml(
+            _settings(tmp_path, retraining={"schedule": "5 1 * * 2"}), str(cfg.resolve())
+        )
+    )
 
 
-def test_cli_deploy_apply_without_a_server_fails_clearly(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_deploy_apply_without_a_server_fails_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     cfg = write_config(_settings(tmp_path), tmp_path / "mlops.yaml")
     res = CliRunner().invoke(app, ["deploy", "--config", str(cfg), "--apply"])
@@ -119,21 +133,34 @@ def test_the_repository_prefect_yaml_renders_the_demo_project() -> None:
     deps = _by_flow(doc)
     assert {d["name"] for d in deps.values()} == {"loans-demo"}
     assert all(d["parameters"]["config"] == "demo-project/mlops.yaml" for d in deps.values())
-    s = parse_config({"project": "loans-demo", "data": {"source": {
-        "kind": "folder", "path": "landing"}}}, environ={})
+    s = parse_config(
+        {"project": "loans-demo", "data": {"source": {"kind": "folder", "path": "landing"}}},
+        environ={},
+    )
     assert doc == deploy.render_deployments(s, "demo-project/mlops.yaml")
 
 
 def test_event_names_and_resource() -> None:
     assert set(events.EVENTS) == {
-        "mlops.batch.accepted", "mlops.batch.quarantined", "mlops.drift.detected",
-        "mlops.retrain.requested", "mlops.model.registered", "mlops.model.approved",
-        "mlops.model.rejected"}
+        "mlops.batch.accepted",
+        "mlops.batch.quarantined",
+        "mlops.drift.detected",
+        "mlops.retrain.requested",
+        "mlops.model.registered",
+        "mlops.model.approved",
+        "mlops.model.rejected",
+    }
     assert events.resource("churn")["prefect.resource.id"] == "mlops.project.churn"
-    assert events.AUDIT_EVENTS["approve"] == events.AUDIT_EVENTS["auto_promote"] == \
-        "mlops.model.approved"
-    assert events.AUDIT_EVENTS["reject"] == events.AUDIT_EVENTS["gate_reject"] == \
-        "mlops.model.rejected"
+    assert (
+        events.AUDIT_EVENTS["approve"]
+        == events.AUDIT_EVENTS["auto_promote"]
+        == "mlops.model.approved"
+    )
+    assert (
+        events.AUDIT_EVENTS["reject"]
+        == events.AUDIT_EVENTS["gate_reject"]
+        == "mlops.model.rejected"
+    )
     assert events.emit_decision("p", "register", "1") is None  # no event for it
 
 
@@ -150,25 +177,53 @@ def test_the_train_trigger_renders_every_retrain_request(tmp_path: Path) -> None
 
     from flows.lifecycle import train
 
-    (trigger,) = _by_flow(deploy.render_deployments(_settings(tmp_path), "m.yaml"))[
-        "train"]["triggers"]
+    (trigger,) = _by_flow(deploy.render_deployments(_settings(tmp_path), "m.yaml"))["train"][
+        "triggers"
+    ]
 
     def render(payload: dict[str, Any]) -> Any:
         params = copy.deepcopy(trigger["parameters"])
         RunDeployment._upgrade_v1_templates(params)
-        return hydrate(params, HydrationContext(raise_on_error=True, render_jinja=True,
-                                                jinja_context={"event": {"payload": payload}}))
+        return hydrate(
+            params,
+            HydrationContext(
+                raise_on_error=True,
+                render_jinja=True,
+                jinja_context={"event": {"payload": payload}},
+            ),
+        )
 
-    policy = events.retrain_payload(trigger="drift", reasons=["drift share 0.6"],
-                                    since="2025-01-06T00:00:00", monitoring_run="m-1",
-                                    requested_by=events.POLICY, champion_version="3")
-    manual = events.audit_payload("request_retrain", None, actor="ana", reason="new season",
-                                  previous_champion="3", audit_id=7, request_id="r-1")
-    assert render(policy) == {"config": "m.yaml", "trigger": "drift",
-                              "since": "2025-01-06T00:00:00", "monitoring_run": "m-1",
-                              "requested_by": "policy"}
-    assert render(manual) == {"config": "m.yaml", "trigger": "manual", "since": "",
-                              "monitoring_run": "", "requested_by": "ana"}
+    policy = events.retrain_payload(
+        trigger="drift",
+        reasons=["drift share 0.6"],
+        since="2025-01-06T00:00:00",
+        monitoring_run="m-1",
+        requested_by=events.POLICY,
+        champion_version="3",
+    )
+    manual = events.audit_payload(
+        "request_retrain",
+        None,
+        actor="ana",
+        reason="new season",
+        previous_champion="3",
+        audit_id=7,
+        request_id="r-1",
+    )
+    assert render(policy) == {
+        "config": "m.yaml",
+        "trigger": "drift",
+        "since": "2025-01-06T00:00:00",
+        "monitoring_run": "m-1",
+        "requested_by": "policy",
+    }
+    assert render(manual) == {
+        "config": "m.yaml",
+        "trigger": "manual",
+        "since": "",
+        "monitoring_run": "",
+        "requested_by": "ana",
+    }
     assert manual["reasons"] == ["new season"]
     older = {k: v for k, v in policy.items() if k != "requested_by"}
     assert render(older)["requested_by"] == ""
@@ -185,10 +240,13 @@ def test_since_text() -> None:
 def test_flows_import_without_side_effects() -> None:
     """flows/ imports Prefect; the library still does not (checked in a fresh interpreter),
     and importing flows.deploy does not import Prefect either (mlops deploy stays fast)."""
-    code = ("import sys, flows.deploy, flows.events, mlops_core.cli\n"
-            "print(','.join(sorted(k for k in sys.modules if k.split('.')[0] == 'prefect')))")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=REPO)
+    code = (
+        "import sys, flows.deploy, flows.events, mlops_core.cli\n"
+        "print(','.join(sorted(k for k in sys.modules if k.split('.')[0] == 'prefect')))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
     assert res.stdout.strip() == ""
 
 
@@ -209,9 +267,13 @@ def test_training_cache_key_follows_the_labelled_batches_and_the_config(tmp_path
     first = key()
     assert key() == first
     assert key(since="2025-01-20T00:00:00") != first
-    other = write_config(parse_config(demo_raw(tmp_path, "http://127.0.0.1:1", "churn",
-                                               model={"search": {"trials": 3}}), environ={}),
-                         tmp_path / "other.yaml")
+    other = write_config(
+        parse_config(
+            demo_raw(tmp_path, "http://127.0.0.1:1", "churn", model={"search": {"trials": 3}}),
+            environ={},
+        ),
+        tmp_path / "other.yaml",
+    )
     assert key(other) != first
     ingest_frame(s, frame[frame.index >= 300], tmp_path / "in", "b.parquet")
     assert key() != first
@@ -225,13 +287,16 @@ class _State:
         raise self.exc
 
 
-@pytest.mark.parametrize(("exc", "retry"), [
-    (ConnectionError("refused"), True),
-    (TimeoutError("slow"), True),
-    (OSError("disk"), True),
-    (ValueError("bad data"), False),
-    (KeyError("column"), False),
-])
+@pytest.mark.parametrize(
+    ("exc", "retry"),
+    [
+        (ConnectionError("refused"), True),
+        (TimeoutError("slow"), True),
+        (OSError("disk"), True),
+        (ValueError("bad data"), False),
+        (KeyError("column"), False),
+    ],
+)
 def test_retries_only_what_may_pass(exc: BaseException, retry: bool) -> None:
     from flows.lifecycle import is_transient
 
@@ -247,7 +312,8 @@ def test_retries_mlflow_errors_that_are_transient() -> None:
     from mlops_core.training import TrainingInputError
 
     assert is_transient(None, None, _State(MlflowException("boom", error_code=INTERNAL_ERROR)))
-    assert not is_transient(None, None, _State(MlflowException(
-        "no such model", error_code=RESOURCE_DOES_NOT_EXIST)))
+    assert not is_transient(
+        None, None, _State(MlflowException("no such model", error_code=RESOURCE_DOES_NOT_EXIST))
+    )
     assert is_transient(None, None, _State(SourceError("server unreachable")))
     assert not is_transient(None, None, _State(TrainingInputError("one class")))

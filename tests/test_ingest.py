@@ -30,30 +30,42 @@ from mlops_core.ingest import ingest, release_batch
 from mlops_core.store import BatchStore, MetadataStore
 from mlops_core.validation import CONTRACT_FILE, content_hash
 
-DATA: dict[str, Any] = {"id_column": "id", "time_column": "ts", "target": "y",
-                        "features": {"numeric": ["x"], "categorical": ["color"]},
-                        "batch": {"period": "1D"}}
+DATA: dict[str, Any] = {
+    "id_column": "id",
+    "time_column": "ts",
+    "target": "y",
+    "features": {"numeric": ["x"], "categorical": ["color"]},
+    "batch": {"period": "1D"},
+}
 
 
-def _settings(tmp_path: Path, ws: str = "ws", *, rules: dict[str, str] | None = None,
-              **data: Any) -> Settings:
-    raw: dict[str, Any] = {"data": {**DATA, **data},
-                           "storage": {"workspace": str(tmp_path / ws)}}
+def _settings(
+    tmp_path: Path, ws: str = "ws", *, rules: dict[str, str] | None = None, **data: Any
+) -> Settings:
+    raw: dict[str, Any] = {"data": {**DATA, **data}, "storage": {"workspace": str(tmp_path / ws)}}
     if rules:
         raw["validation"] = {"rules": rules}
     return parse_config(raw, environ={})
 
 
-def _frame(n: int = 72, start: str = "2025-01-01", id0: int = 0, seed: int = 0,
-           freq: str = "h", colors: tuple[str, ...] = ("red", "blue")) -> pd.DataFrame:
+def _frame(
+    n: int = 72,
+    start: str = "2025-01-01",
+    id0: int = 0,
+    seed: int = 0,
+    freq: str = "h",
+    colors: tuple[str, ...] = ("red", "blue"),
+) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "id": np.arange(id0, id0 + n, dtype=np.int64),
-        "ts": pd.date_range(start, periods=n, freq=freq).strftime("%Y-%m-%d %H:%M:%S"),
-        "x": rng.normal(size=n).round(6),
-        "color": np.resize(np.array(colors), n),
-        "y": np.r_[0, 1, rng.integers(0, 2, n - 2)],
-    })
+    return pd.DataFrame(
+        {
+            "id": np.arange(id0, id0 + n, dtype=np.int64),
+            "ts": pd.date_range(start, periods=n, freq=freq).strftime("%Y-%m-%d %H:%M:%S"),
+            "x": rng.normal(size=n).round(6),
+            "color": np.resize(np.array(colors), n),
+            "y": np.r_[0, 1, rng.integers(0, 2, n - 2)],
+        }
+    )
 
 
 def _csv(df: pd.DataFrame, path: Path) -> Path:
@@ -94,17 +106,21 @@ def test_split_by_size_reports_each_batch(tmp_path: Path) -> None:
     assert report.outcomes[3].end_time == times[99]
     recs = {r.id: r for r in _records(s)}
     assert {o.id for o in report.outcomes} == set(recs)
-    assert all(recs[o.id].rows == o.rows and recs[o.id].status == "accepted"
-               for o in report.outcomes)
+    assert all(
+        recs[o.id].rows == o.rows and recs[o.id].status == "accepted" for o in report.outcomes
+    )
 
 
-@pytest.mark.parametrize(("period", "sizes"), [
-    ("1D", [4] * 100),
-    # 2025-01-01 is a Wednesday: Wed-Sun, 13 full weeks, then Mon-Thu
-    ("W", [20, *[28] * 13, 16]),
-    ("MS", [124, 112, 124, 40]),
-    ("7D", None),
-])
+@pytest.mark.parametrize(
+    ("period", "sizes"),
+    [
+        ("1D", [4] * 100),
+        # 2025-01-01 is a Wednesday: Wed-Sun, 13 full weeks, then Mon-Thu
+        ("W", [20, *[28] * 13, 16]),
+        ("MS", [124, 112, 124, 40]),
+        ("7D", None),
+    ],
+)
 def test_split_by_period(tmp_path: Path, period: str, sizes: list[int] | None) -> None:
     df = _frame(400, freq="6h")  # 100 days, four rows a day
     s = _settings(tmp_path, batch={"period": period})
@@ -122,21 +138,25 @@ def test_split_by_period(tmp_path: Path, period: str, sizes: list[int] | None) -
             assert o.end_time - o.start_time < pd.Timedelta("7D")
         else:
             key = {"1D": "D", "W": "W", "MS": "M"}[period]
-            assert pd.Timestamp(o.start_time).to_period(key) == \
-                pd.Timestamp(o.end_time).to_period(key)
+            assert pd.Timestamp(o.start_time).to_period(key) == pd.Timestamp(o.end_time).to_period(
+                key
+            )
     assert all(a.end_time < b.start_time for a, b in pairwise(outcomes))
 
 
 @pytest.mark.parametrize("chunk_rows", [100_000, 7])
-def test_times_that_go_back_and_forth_make_one_batch_per_period(tmp_path: Path,
-                                                               chunk_rows: int) -> None:
+def test_times_that_go_back_and_forth_make_one_batch_per_period(
+    tmp_path: Path, chunk_rows: int
+) -> None:
     """Mixed time-zone offsets send consecutive rows back and forth across midnight (UTC): the
     rows of a day still make one batch, not one batch per change (57 from 60 rows before).
     Across chunks a late row of a day already cut makes one more small batch, no more."""
     df = _frame(60)
     local = pd.date_range("2025-01-01", periods=60, freq="h")
-    df["ts"] = [t.strftime("%Y-%m-%dT%H:%M:%S") + ("+05:00" if i % 2 else "+00:00")
-                for i, t in enumerate(local)]
+    df["ts"] = [
+        t.strftime("%Y-%m-%dT%H:%M:%S") + ("+05:00" if i % 2 else "+00:00")
+        for i, t in enumerate(local)
+    ]
     s = _settings(tmp_path, limits={"chunk_rows": chunk_rows})
 
     report = ingest(s, [_csv(df, tmp_path / "d.csv")])
@@ -145,8 +165,7 @@ def test_times_that_go_back_and_forth_make_one_batch_per_period(tmp_path: Path,
     assert sum(o.rows for o in report.outcomes) == 60
     assert all(o.status == "accepted" for o in report.outcomes)
     if chunk_rows > 60:
-        assert sorted(o.rows for o in report.outcomes) == sorted(
-            utc_days.value_counts().tolist())
+        assert sorted(o.rows for o in report.outcomes) == sorted(utc_days.value_counts().tolist())
     else:  # at most one extra batch per chunk boundary
         assert len(report.outcomes) <= utc_days.nunique() + -(-60 // chunk_rows)
     for o in report.outcomes:
@@ -251,29 +270,52 @@ BAD_FILES = [  # (file name, its bytes, data.limits, the rule that names the pro
     pytest.param("d.csv", _short_row, {}, "short_row", id="short csv row"),
     pytest.param("d.csv", _torn_last_row, {}, "torn_row", id="torn last csv row"),
     pytest.param("d.csv", _unclosed_quote, {}, "corrupt_file", id="unclosed quote"),
-    pytest.param("d.csv", lambda t: _frame(48, colors=("nörth", "south")).to_csv(
-        index=False).encode("latin-1"), {}, "encoding", id="non-utf8 bytes"),
-    pytest.param("d.csv", lambda t: _frame(48).to_csv(index=False, sep=";").encode(), {},
-                 "wrong_delimiter", id="semicolon delimiter"),
+    pytest.param(
+        "d.csv",
+        lambda t: _frame(48, colors=("nörth", "south")).to_csv(index=False).encode("latin-1"),
+        {},
+        "encoding",
+        id="non-utf8 bytes",
+    ),
+    pytest.param(
+        "d.csv",
+        lambda t: _frame(48).to_csv(index=False, sep=";").encode(),
+        {},
+        "wrong_delimiter",
+        id="semicolon delimiter",
+    ),
     pytest.param("d.csv", lambda t: b"", {}, "empty_file", id="empty file"),
-    pytest.param("d.csv", lambda t: _join(_good_lines()[:1]), {}, "empty_file",
-                 id="header only"),
+    pytest.param("d.csv", lambda t: _join(_good_lines()[:1]), {}, "empty_file", id="header only"),
     pytest.param("d.parquet", _schema_only_parquet, {}, "empty_file", id="schema-only parquet"),
-    pytest.param("d.json", lambda t: b'[{"id": 1, "ts": ', {}, "corrupt_file",
-                 id="malformed json"),
-    pytest.param("d.csv", lambda t: _join(_good_lines()), {"max_file_mb": 0.001},
-                 "file_too_large", id="file over the size cap"),
-    pytest.param("d.csv", lambda t: _frame(48).assign(extra=1.0).to_csv(index=False).encode(),
-                 {"max_columns": 5}, "too_many_columns", id="too many csv columns"),
-    pytest.param("d.parquet", _wide_parquet, {"max_columns": 5}, "too_many_columns",
-                 id="too many parquet columns"),
+    pytest.param("d.json", lambda t: b'[{"id": 1, "ts": ', {}, "corrupt_file", id="malformed json"),
+    pytest.param(
+        "d.csv",
+        lambda t: _join(_good_lines()),
+        {"max_file_mb": 0.001},
+        "file_too_large",
+        id="file over the size cap",
+    ),
+    pytest.param(
+        "d.csv",
+        lambda t: _frame(48).assign(extra=1.0).to_csv(index=False).encode(),
+        {"max_columns": 5},
+        "too_many_columns",
+        id="too many csv columns",
+    ),
+    pytest.param(
+        "d.parquet",
+        _wide_parquet,
+        {"max_columns": 5},
+        "too_many_columns",
+        id="too many parquet columns",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("name", "make", "limits", "rule"), BAD_FILES)
 def test_unreadable_file_is_quarantined_whole_and_ingest_goes_on(
-        tmp_path: Path, name: str, make: Callable[[Path], bytes], limits: dict[str, Any],
-        rule: str) -> None:
+    tmp_path: Path, name: str, make: Callable[[Path], bytes], limits: dict[str, Any], rule: str
+) -> None:
     s = _settings(tmp_path, limits=limits)
     src = tmp_path / "in"
     src.mkdir()
@@ -325,7 +367,10 @@ def test_file_failing_midway_leaves_no_batches_from_it(tmp_path: Path) -> None:
     report = ingest(s, [bad, good])
 
     assert [(o.status, o.rows) for o in report.outcomes] == [
-        ("quarantined", 0), ("accepted", 24), ("accepted", 24)]
+        ("quarantined", 0),
+        ("accepted", 24),
+        ("accepted", 24),
+    ]
     assert report.outcomes[0].findings[0].rule == "extra_fields"
     assert "6 of 5 fields ('109,2025-01-05 13:00:00" in report.outcomes[0].reason
     recs = _records(s)
@@ -377,8 +422,11 @@ def test_file_missing_a_column_is_quarantined_and_the_next_file_accepted(tmp_pat
     report = ingest(s, [a, b, c])
 
     assert [(Path(o.origin).name, o.status) for o in report.outcomes] == [
-        ("a.csv", "accepted"), ("b.csv", "quarantined"), ("b.csv", "quarantined"),
-        ("c.csv", "accepted")]
+        ("a.csv", "accepted"),
+        ("b.csv", "quarantined"),
+        ("b.csv", "quarantined"),
+        ("c.csv", "accepted"),
+    ]
     for o in report.outcomes[1:3]:
         assert {f.rule for f in o.findings if f.severity == "fatal"} == {"missing_columns"}
 
@@ -418,8 +466,9 @@ def test_clean_stream_in_its_own_column_order_raises_no_findings(tmp_path: Path)
 # chunked reading ----------------------------------------------------------------------------
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 @pytest.mark.parametrize("batch", [{"period": "1D"}, {"size": 25}, {"period": "W"}])
-def test_small_chunks_give_the_same_batches(tmp_path: Path, suffix: str,
-                                            batch: dict[str, Any]) -> None:
+def test_small_chunks_give_the_same_batches(
+    tmp_path: Path, suffix: str, batch: dict[str, Any]
+) -> None:
     df = _frame(24 * 9, seed=3)
     path = tmp_path / f"d{suffix}"
     if suffix == ".csv":
@@ -430,17 +479,22 @@ def test_small_chunks_give_the_same_batches(tmp_path: Path, suffix: str,
     small = ingest(_settings(tmp_path, "small", batch=batch, limits={"chunk_rows": 7}), [path])
     big = ingest(_settings(tmp_path, "big", batch=batch, limits={"chunk_rows": 10**6}), [path])
 
-    assert [(o.id, o.rows, o.status) for o in small.outcomes] == \
-        [(o.id, o.rows, o.status) for o in big.outcomes]
+    assert [(o.id, o.rows, o.status) for o in small.outcomes] == [
+        (o.id, o.rows, o.status) for o in big.outcomes
+    ]
     assert len(small.outcomes) > 1
 
 
 @hypothesis_settings(max_examples=60, deadline=None)
-@given(cuts=st.lists(st.integers(1, 239), max_size=12, unique=True),
-       batch=st.sampled_from([{"size": 17}, {"size": 50}, {"period": "1D"}, {"period": "W"},
-                              {"period": "6h"}, {}]))
-def test_batcher_output_does_not_depend_on_how_rows_are_chunked(cuts: list[int],
-                                                                batch: dict[str, Any]) -> None:
+@given(
+    cuts=st.lists(st.integers(1, 239), max_size=12, unique=True),
+    batch=st.sampled_from(
+        [{"size": 17}, {"size": 50}, {"period": "1D"}, {"period": "W"}, {"period": "6h"}, {}]
+    ),
+)
+def test_batcher_output_does_not_depend_on_how_rows_are_chunked(
+    cuts: list[int], batch: dict[str, Any]
+) -> None:
     df = _frame(240, seed=5)
     bounds = [0, *sorted(cuts), len(df)]
     whole = Batcher(time_column="ts", **batch)
@@ -466,12 +520,16 @@ def _edit_contract(settings: Settings, column: str, **changes: Any) -> None:
 
 def _quarantine_listing(settings: Settings) -> dict[str, bytes]:
     root = settings.workspace / "quarantine"
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
-def _ingest_then_refuse(tmp_path: Path, spoil: Callable[[pd.DataFrame], pd.DataFrame],
-                        rules: dict[str, str] | None = None) -> tuple[Settings, str]:
+def _ingest_then_refuse(
+    tmp_path: Path,
+    spoil: Callable[[pd.DataFrame], pd.DataFrame],
+    rules: dict[str, str] | None = None,
+) -> tuple[Settings, str]:
     """Day 1 freezes the contract; day 2, spoiled, is quarantined. Returns its id."""
     s = _settings(tmp_path, rules=rules)
     ingest(s, [_csv(_frame(24), tmp_path / "day1.csv")])
@@ -482,8 +540,9 @@ def _ingest_then_refuse(tmp_path: Path, spoil: Callable[[pd.DataFrame], pd.DataF
 
 
 def test_release_after_adding_a_category_to_the_contract(tmp_path: Path) -> None:
-    s, qid = _ingest_then_refuse(tmp_path, lambda d: d.assign(color="green"),
-                                 rules={"unseen_categories": "fatal"})
+    s, qid = _ingest_then_refuse(
+        tmp_path, lambda d: d.assign(color="green"), rules={"unseen_categories": "fatal"}
+    )
     _edit_contract(s, "color", categories=lambda c: [*c, "green"])
 
     res = release_batch(s, qid)
@@ -504,8 +563,9 @@ def test_release_after_adding_a_category_to_the_contract(tmp_path: Path) -> None
 
 
 def test_release_after_widening_a_range(tmp_path: Path) -> None:
-    s, qid = _ingest_then_refuse(tmp_path, lambda d: d.assign(x=d["x"] + 50),
-                                 rules={"out_of_range": "fatal"})
+    s, qid = _ingest_then_refuse(
+        tmp_path, lambda d: d.assign(x=d["x"] + 50), rules={"out_of_range": "fatal"}
+    )
     _edit_contract(s, "x", max=100.0)
 
     res = release_batch(s, qid)
@@ -522,12 +582,14 @@ def test_release_after_setting_the_rule_to_warning(tmp_path: Path) -> None:
 
     assert res.released, res.message
     assert [(f.rule, f.severity) for f in res.outcomes[0].findings] == [
-        ("duplicate_ids", "warning")]
+        ("duplicate_ids", "warning")
+    ]
 
 
 def test_release_that_still_fails_changes_nothing(tmp_path: Path) -> None:
-    s, qid = _ingest_then_refuse(tmp_path, lambda d: d.assign(color="green"),
-                                 rules={"unseen_categories": "fatal"})
+    s, qid = _ingest_then_refuse(
+        tmp_path, lambda d: d.assign(color="green"), rules={"unseen_categories": "fatal"}
+    )
     before_files, before_recs = _quarantine_listing(s), _records(s)
 
     res = release_batch(s, qid)
@@ -542,8 +604,7 @@ def test_release_that_still_fails_changes_nothing(tmp_path: Path) -> None:
 
 
 def test_release_with_force_accepts_despite_findings(tmp_path: Path) -> None:
-    s, qid = _ingest_then_refuse(tmp_path, lambda d: d.assign(x=d["x"].where(d.index != 3,
-                                                                              np.inf)))
+    s, qid = _ingest_then_refuse(tmp_path, lambda d: d.assign(x=d["x"].where(d.index != 3, np.inf)))
     assert not release_batch(s, qid).released
 
     res = release_batch(s, qid, force=True)
@@ -590,8 +651,9 @@ def test_release_of_an_unreadable_file_after_fixing_the_kept_copy(tmp_path: Path
 
 
 def test_release_accepts_an_id_prefix(tmp_path: Path) -> None:
-    s, qid = _ingest_then_refuse(tmp_path, lambda d: d.assign(color="green"),
-                                 rules={"unseen_categories": "fatal"})
+    s, qid = _ingest_then_refuse(
+        tmp_path, lambda d: d.assign(color="green"), rules={"unseen_categories": "fatal"}
+    )
     res = release_batch(s, qid[:8], force=True)
     assert res.released and res.quarantined_id == qid
 
@@ -615,16 +677,24 @@ print(json.dumps([[o.id, o.status] for o in report.outcomes]))
 
 
 def test_two_processes_ingest_into_one_workspace(tmp_path: Path) -> None:
-    files = [_csv(_frame(96, f"2025-0{m}-01", id0=1000 * m, seed=m), tmp_path / f"f{m}.csv")
-             for m in range(1, 6)]
+    files = [
+        _csv(_frame(96, f"2025-0{m}-01", id0=1000 * m, seed=m), tmp_path / f"f{m}.csv")
+        for m in range(1, 6)
+    ]
     shared = files[0]
     raw = {"data": DATA, "storage": {"workspace": str(tmp_path / "ws")}}
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     jobs = {"p1": [shared, files[1], files[2]], "p2": [shared, files[3], files[4]]}
-    procs = {name: subprocess.Popen(
-        [sys.executable, "-c", _WORKER, json.dumps(raw), name, str(barrier), *map(str, fs)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name, fs in jobs.items()}
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-c", _WORKER, json.dumps(raw), name, str(barrier), *map(str, fs)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, fs in jobs.items()
+    }
     deadline = time.monotonic() + 60
     while not all((barrier / n).exists() for n in jobs) and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -673,12 +743,17 @@ meta.set_state(key, key)
 def test_processes_opening_a_new_metadata_db_at_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ws' / 'metadata.db'}"
     go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", _OPENER, url, str(go), f"k{i}"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPENER, url, str(go), f"k{i}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
     deadline = time.monotonic() + 60
-    while not all((tmp_path / f"k{i}").exists() for i in range(3)) and \
-            time.monotonic() < deadline:
+    while not all((tmp_path / f"k{i}").exists() for i in range(3)) and time.monotonic() < deadline:
         time.sleep(0.01)
     go.touch()  # released together onto a database file that does not exist yet
     errors = [p.communicate(timeout=120)[1] for p in procs]
@@ -700,11 +775,16 @@ def test_metadata_db_is_in_wal_mode(tmp_path: Path) -> None:
 
 
 # the shared data sets ----------------------------------------------------------------------
-def _car_settings(tmp_path: Path, ws: str = "ws",
-                  rules: dict[str, str] | None = None) -> Settings:
-    raw: dict[str, Any] = {"data": {"id_column": "id", "time_column": "timestamp",
-                                    "target": "repaid", "batch": {"period": "MS"}},
-                           "storage": {"workspace": str(tmp_path / ws)}}
+def _car_settings(tmp_path: Path, ws: str = "ws", rules: dict[str, str] | None = None) -> Settings:
+    raw: dict[str, Any] = {
+        "data": {
+            "id_column": "id",
+            "time_column": "timestamp",
+            "target": "repaid",
+            "batch": {"period": "MS"},
+        },
+        "storage": {"workspace": str(tmp_path / ws)},
+    }
     if rules:
         raw["validation"] = {"rules": rules}
     return parse_config(raw, environ={})
@@ -726,9 +806,18 @@ def test_car_loan_ingests_cleanly(tmp_path: Path, shared_data: Path) -> None:
 
 
 def test_employment_ingests_cleanly_by_year(tmp_path: Path, shared_data: Path) -> None:
-    s = parse_config({"data": {"id_column": "id", "time_column": "year", "target": "employed",
-                               "batch": {"period": "YS"}},
-                      "storage": {"workspace": str(tmp_path / "ws")}}, environ={})
+    s = parse_config(
+        {
+            "data": {
+                "id_column": "id",
+                "time_column": "year",
+                "target": "employed",
+                "batch": {"period": "YS"},
+            },
+            "storage": {"workspace": str(tmp_path / "ws")},
+        },
+        environ={},
+    )
 
     report = ingest(s, [shared_data / "employment_ma.parquet"])
 
@@ -751,23 +840,53 @@ def _spoil_numbers_with_text(d: pd.DataFrame) -> pd.DataFrame:
 
 SPOILED = [  # (how February is spoiled, the fatal rules expected, validation.rules)
     pytest.param(lambda d: d, set(), {}, id="clean"),
-    pytest.param(lambda d: d.rename(columns={"car_value": "CarValue"}), {"renamed_columns"}, {},
-                 id="renamed column"),
-    pytest.param(lambda d: d.drop(columns=["driver_tenure"]), {"missing_columns"}, {},
-                 id="column dropped"),
+    pytest.param(
+        lambda d: d.rename(columns={"car_value": "CarValue"}),
+        {"renamed_columns"},
+        {},
+        id="renamed column",
+    ),
+    pytest.param(
+        lambda d: d.drop(columns=["driver_tenure"]), {"missing_columns"}, {}, id="column dropped"
+    ),
     pytest.param(_spoil_numbers_with_text, {"mixed_types"}, {}, id="text in a numeric column"),
-    pytest.param(lambda d: d.assign(loan_length="long"), {"dtype_mismatch"}, {},
-                 id="only text in a numeric column"),
-    pytest.param(lambda d: d.assign(repaid=d["repaid"].where(d.index % 3 != 0)),
-                 {"null_labels"}, {"null_labels": "fatal"}, id="NaN labels"),
-    pytest.param(lambda d: d.assign(id=d["id"].where(d.index % 100 != 1, d["id"].iloc[0])),
-                 {"duplicate_ids"}, {}, id="duplicate ids"),
-    pytest.param(lambda d: d.assign(debt_to_income_ratio=d["debt_to_income_ratio"].where(
-        d.index % 50 != 0, np.inf)), {"infinite_values"}, {}, id="+inf values"),
-    pytest.param(lambda d: d.assign(driver_tenure=np.nan), {"all_null_feature"}, {},
-                 id="all-missing feature"),
-    pytest.param(lambda d: d.assign(timestamp=d["timestamp"].astype(str).where(
-        d.index % 7 != 0, "yesterday")), {"timestamp_unparseable"}, {}, id="unreadable times"),
+    pytest.param(
+        lambda d: d.assign(loan_length="long"),
+        {"dtype_mismatch"},
+        {},
+        id="only text in a numeric column",
+    ),
+    pytest.param(
+        lambda d: d.assign(repaid=d["repaid"].where(d.index % 3 != 0)),
+        {"null_labels"},
+        {"null_labels": "fatal"},
+        id="NaN labels",
+    ),
+    pytest.param(
+        lambda d: d.assign(id=d["id"].where(d.index % 100 != 1, d["id"].iloc[0])),
+        {"duplicate_ids"},
+        {},
+        id="duplicate ids",
+    ),
+    pytest.param(
+        lambda d: d.assign(
+            debt_to_income_ratio=d["debt_to_income_ratio"].where(d.index % 50 != 0, np.inf)
+        ),
+        {"infinite_values"},
+        {},
+        id="+inf values",
+    ),
+    pytest.param(
+        lambda d: d.assign(driver_tenure=np.nan), {"all_null_feature"}, {}, id="all-missing feature"
+    ),
+    pytest.param(
+        lambda d: d.assign(
+            timestamp=d["timestamp"].astype(str).where(d.index % 7 != 0, "yesterday")
+        ),
+        {"timestamp_unparseable"},
+        {},
+        id="unreadable times",
+    ),
 ]
 
 
@@ -776,15 +895,20 @@ def car_months(shared_data: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """January and February 2018 of the car-loan stream."""
     full = pd.read_parquet(shared_data / "car_loan.parquet")
     months = full["timestamp"].dt.to_period("M")
-    return (full[months == "2018-01"].reset_index(drop=True),
-            full[months == "2018-02"].reset_index(drop=True))
+    return (
+        full[months == "2018-01"].reset_index(drop=True),
+        full[months == "2018-02"].reset_index(drop=True),
+    )
 
 
 @pytest.mark.parametrize(("spoil", "rules", "config_rules"), SPOILED)
 def test_spoiled_copy_of_car_loan_is_quarantined_for_the_right_reason(
-        tmp_path: Path, car_months: tuple[pd.DataFrame, pd.DataFrame],
-        spoil: Callable[[pd.DataFrame], pd.DataFrame], rules: set[str],
-        config_rules: dict[str, str]) -> None:
+    tmp_path: Path,
+    car_months: tuple[pd.DataFrame, pd.DataFrame],
+    spoil: Callable[[pd.DataFrame], pd.DataFrame],
+    rules: set[str],
+    config_rules: dict[str, str],
+) -> None:
     january, february = car_months
     s = _car_settings(tmp_path, rules=config_rules)
     january.to_parquet(tmp_path / "jan.parquet", index=False)
@@ -813,8 +937,9 @@ def test_a_quoted_value_spanning_lines_is_one_field_not_a_short_row(tmp_path: Pa
 
     report = ingest(_settings(tmp_path), [src])
 
-    assert [(o.status, o.rows) for o in report.outcomes] == [("accepted", 24)], \
-        report.outcomes[0].reason
+    assert [(o.status, o.rows) for o in report.outcomes] == [("accepted", 24)], report.outcomes[
+        0
+    ].reason
 
 
 def test_labelled_rows_come_from_the_parquet_footer_and_match_the_data(tmp_path: Path) -> None:
@@ -827,6 +952,9 @@ def test_labelled_rows_come_from_the_parquet_footer_and_match_the_data(tmp_path:
     ingest(s, [_csv(df, tmp_path / "d.csv")])
     store = BatchStore(s.workspace)
     recs = _records(s)
-    assert [store.labelled_rows(r, "y") for r in recs] == [
-        int(store.read(r, ["y"])["y"].notna().sum()) for r in recs] == [23, 22, 23]
+    assert (
+        [store.labelled_rows(r, "y") for r in recs]
+        == [int(store.read(r, ["y"])["y"].notna().sum()) for r in recs]
+        == [23, 22, 23]
+    )
     assert store.labelled_rows(recs[0], "no_such_column") == 0

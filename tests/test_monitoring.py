@@ -17,14 +17,25 @@ import pytest
 
 from mlops_core.monitoring import compute_drift, drift_report, report_verdicts, sample_rows
 
-KINDS = {"num_same": "numeric", "num_shift": "numeric", "low_card": "numeric",
-         "cat_obj": "categorical", "cat_same": "categorical", "cat_shift": "categorical",
-         "flag": "boolean", "flag_same": "boolean"}
+KINDS = {
+    "num_same": "numeric",
+    "num_shift": "numeric",
+    "low_card": "numeric",
+    "cat_obj": "categorical",
+    "cat_same": "categorical",
+    "cat_shift": "categorical",
+    "flag": "boolean",
+    "flag_same": "boolean",
+}
 SHIFTED = {"num_shift", "low_card", "cat_obj", "cat_shift", "flag"}
 # the method compute_drift names (Evidently's registry name) -> Evidently's display name
-METHOD = {"ks": "K-S p_value", "chisquare": "chi-square p_value", "z": "Z-test p_value",
-          "wasserstein": "Wasserstein distance (normed)",
-          "jensenshannon": "Jensen-Shannon distance"}
+METHOD = {
+    "ks": "K-S p_value",
+    "chisquare": "chi-square p_value",
+    "z": "Z-test p_value",
+    "wasserstein": "Wasserstein distance (normed)",
+    "jensenshannon": "Jensen-Shannon distance",
+}
 
 
 def mixed_frame(n: int, seed: int, *, shift: bool = False) -> pd.DataFrame:
@@ -32,29 +43,37 @@ def mixed_frame(n: int, seed: int, *, shift: bool = False) -> pd.DataFrame:
     columns; with ``shift`` the columns in SHIFTED move clearly and the others stay put."""
     rng = np.random.default_rng(seed)
     up = [0.1, 0.2, 0.3, 0.4]
-    return pd.DataFrame({
-        "num_same": rng.normal(size=n),
-        "num_shift": rng.normal(loc=1.0 if shift else 0.0, size=n),
-        "low_card": rng.choice([0.0, 1.0, 2.0, 3.0], n, p=up if shift else up[::-1]),
-        "cat_obj": rng.choice(list("abcd"), n, p=up if shift else up[::-1]).astype(object),
-        "cat_same": pd.Categorical(rng.choice(list("xyz"), n)),
-        "cat_shift": pd.Categorical(rng.choice(list("xyz"), n,
-                                               p=[0.7, 0.2, 0.1] if shift else [0.2, 0.3, 0.5])),
-        "flag": rng.random(n) < (0.7 if shift else 0.3),
-        "flag_same": rng.random(n) < 0.5,
-    })
+    return pd.DataFrame(
+        {
+            "num_same": rng.normal(size=n),
+            "num_shift": rng.normal(loc=1.0 if shift else 0.0, size=n),
+            "low_card": rng.choice([0.0, 1.0, 2.0, 3.0], n, p=up if shift else up[::-1]),
+            "cat_obj": rng.choice(list("abcd"), n, p=up if shift else up[::-1]).astype(object),
+            "cat_same": pd.Categorical(rng.choice(list("xyz"), n)),
+            "cat_shift": pd.Categorical(
+                rng.choice(list("xyz"), n, p=[0.7, 0.2, 0.1] if shift else [0.2, 0.3, 0.5])
+            ),
+            "flag": rng.random(n) < (0.7 if shift else 0.3),
+            "flag_same": rng.random(n) < 0.5,
+        }
+    )
 
 
-def plain_report(reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[str, str]
-                 ) -> dict[str, Any]:
+def plain_report(
+    reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[str, str]
+) -> dict[str, Any]:
     """Evidently's own report on the frames as they are: {column: (method, score, drifted)}."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    dd = DataDefinition(numerical_columns=[c for c, k in kinds.items() if k == "numeric"],
-                        categorical_columns=[c for c, k in kinds.items() if k != "numeric"])
-    snap = Report([DataDriftPreset()]).run(Dataset.from_pandas(current, data_definition=dd),
-                                           Dataset.from_pandas(reference, data_definition=dd))
+    dd = DataDefinition(
+        numerical_columns=[c for c, k in kinds.items() if k == "numeric"],
+        categorical_columns=[c for c, k in kinds.items() if k != "numeric"],
+    )
+    snap = Report([DataDriftPreset()]).run(
+        Dataset.from_pandas(current, data_definition=dd),
+        Dataset.from_pandas(reference, data_definition=dd),
+    )
     payload = json.loads(snap.json())
     verdicts = report_verdicts(payload)
     out = {}
@@ -78,23 +97,33 @@ def assert_shift_found(summary: Any, *, p_values: bool) -> None:
 
 
 # agreement with Evidently's plain report ---------------------------------------------------
-@pytest.mark.parametrize(("rows", "numeric_test", "categorical_test", "boolean_test"), [
-    (500, "ks", "chisquare", "z"),
-    (1000, "ks", "chisquare", "z"),  # the switch is "> 1000", so 1000 rows is still K-S
-    (3000, "wasserstein", "jensenshannon", "jensenshannon"),
-])
+@pytest.mark.parametrize(
+    ("rows", "numeric_test", "categorical_test", "boolean_test"),
+    [
+        (500, "ks", "chisquare", "z"),
+        (1000, "ks", "chisquare", "z"),  # the switch is "> 1000", so 1000 rows is still K-S
+        (3000, "wasserstein", "jensenshannon", "jensenshannon"),
+    ],
+)
 def test_verdicts_agree_with_the_plain_evidently_report(
-        rows: int, numeric_test: str, categorical_test: str, boolean_test: str) -> None:
+    rows: int, numeric_test: str, categorical_test: str, boolean_test: str
+) -> None:
     ref, cur = mixed_frame(rows, 1), mixed_frame(rows, 2, shift=True)
 
     ours = compute_drift(ref, cur, KINDS)
     plain = plain_report(ref, cur, KINDS)
 
     assert {c.column: c.method for c in ours.columns} == {
-        "num_same": numeric_test, "num_shift": numeric_test,
+        "num_same": numeric_test,
+        "num_shift": numeric_test,
         # four distinct values: Evidently treats a numeric column like a categorical one
-        "low_card": categorical_test, "cat_obj": categorical_test, "cat_same": categorical_test,
-        "cat_shift": categorical_test, "flag": boolean_test, "flag_same": boolean_test}
+        "low_card": categorical_test,
+        "cat_obj": categorical_test,
+        "cat_same": categorical_test,
+        "cat_shift": categorical_test,
+        "flag": boolean_test,
+        "flag_same": boolean_test,
+    }
     for c in ours.columns:
         method, score, drifted = plain[c.column]
         assert METHOD[c.method] == method, c.column
@@ -172,10 +201,12 @@ def test_a_small_real_shift_is_found_with_more_rows() -> None:
 
 
 # share and status ---------------------------------------------------------------------------
-@pytest.mark.parametrize(("share_threshold", "status"), [(0.5, "drift"), (0.51, "ok"),
-                                                         (0.25, "drift"), (1.0, "ok")])
-def test_status_is_drift_when_the_share_reaches_the_threshold(share_threshold: float,
-                                                               status: str) -> None:
+@pytest.mark.parametrize(
+    ("share_threshold", "status"), [(0.5, "drift"), (0.51, "ok"), (0.25, "drift"), (1.0, "ok")]
+)
+def test_status_is_drift_when_the_share_reaches_the_threshold(
+    share_threshold: float, status: str
+) -> None:
     ref, cur = mixed_frame(2000, 10), mixed_frame(2000, 11, shift=True)
     kinds = {c: KINDS[c] for c in ("num_same", "num_shift", "cat_same", "cat_shift")}
 
@@ -192,10 +223,18 @@ def test_weighted_share_follows_importance() -> None:
     ref, cur = mixed_frame(2000, 12), mixed_frame(2000, 13, shift=True)
     kinds = {c: KINDS[c] for c in ("num_same", "num_shift", "cat_same", "flag_same")}
 
-    minor = compute_drift(ref, cur, kinds, importances={
-        "num_same": 0.4, "num_shift": 0.01, "cat_same": 0.3, "flag_same": 0.29})
-    major = compute_drift(ref, cur, kinds, importances={
-        "num_same": 0.1, "num_shift": 0.8, "cat_same": 0.05, "flag_same": 0.05})
+    minor = compute_drift(
+        ref,
+        cur,
+        kinds,
+        importances={"num_same": 0.4, "num_shift": 0.01, "cat_same": 0.3, "flag_same": 0.29},
+    )
+    major = compute_drift(
+        ref,
+        cur,
+        kinds,
+        importances={"num_same": 0.1, "num_shift": 0.8, "cat_same": 0.05, "flag_same": 0.05},
+    )
 
     for s in (minor, major):
         assert s.drifted_columns == ["num_shift"]
@@ -219,15 +258,17 @@ def test_untestable_columns_do_not_count_in_either_share() -> None:
         frame["empty"] = np.nan
     kinds = {"num_same": "numeric", "num_shift": "numeric", "empty": "numeric"}
 
-    s = compute_drift(ref, cur, kinds, importances={"num_same": 1.0, "num_shift": 1.0,
-                                                    "empty": 8.0})
+    s = compute_drift(
+        ref, cur, kinds, importances={"num_same": 1.0, "num_shift": 1.0, "empty": 8.0}
+    )
 
     assert s.drift_share == 0.5 and s.weighted_drift_share == pytest.approx(0.5)
 
 
 # guards ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("ref_rows", "cur_rows"), [(500, 0), (0, 500), (500, 1), (1, 500),
-                                                    (500, 99), (99, 500), (0, 0)])
+@pytest.mark.parametrize(
+    ("ref_rows", "cur_rows"), [(500, 0), (0, 500), (500, 1), (1, 500), (500, 99), (99, 500), (0, 0)]
+)
 def test_empty_or_tiny_frames_give_not_enough_data(ref_rows: int, cur_rows: int) -> None:
     ref, cur = mixed_frame(ref_rows, 20), mixed_frame(cur_rows, 21, shift=True)
 
@@ -241,8 +282,7 @@ def test_empty_or_tiny_frames_give_not_enough_data(ref_rows: int, cur_rows: int)
 
 
 def test_min_rows_exactly_is_enough() -> None:
-    s = compute_drift(mixed_frame(100, 22), mixed_frame(100, 23, shift=True), KINDS,
-                      min_rows=100)
+    s = compute_drift(mixed_frame(100, 22), mixed_frame(100, 23, shift=True), KINDS, min_rows=100)
     assert s.status in ("ok", "drift") and len(s.columns) == len(KINDS)
 
 
@@ -255,17 +295,32 @@ def test_all_missing_and_constant_columns_are_reported_and_left_out() -> None:
     ref["const"], cur["const"] = 1.0, 1.0
     ref["const_cat"], cur["const_cat"] = "z", "z"
     ref["const_flag"], cur["const_flag"] = True, True
-    kinds = {"num_shift": "numeric", "num_same": "numeric", "na_both": "numeric",
-             "na_cur": "numeric", "inf_only": "numeric", "na_cat": "categorical",
-             "const": "numeric", "const_cat": "categorical", "const_flag": "boolean"}
+    kinds = {
+        "num_shift": "numeric",
+        "num_same": "numeric",
+        "na_both": "numeric",
+        "na_cur": "numeric",
+        "inf_only": "numeric",
+        "na_cat": "categorical",
+        "const": "numeric",
+        "const_cat": "categorical",
+        "const_flag": "boolean",
+    }
 
     s = compute_drift(ref, cur, kinds)
 
     status = {c.column: c.status for c in s.columns}
-    assert status == {"num_shift": "drift", "num_same": "ok", "na_both": "all_missing",
-                      "na_cur": "all_missing", "inf_only": "all_missing",
-                      "na_cat": "all_missing", "const": "constant", "const_cat": "constant",
-                      "const_flag": "constant"}
+    assert status == {
+        "num_shift": "drift",
+        "num_same": "ok",
+        "na_both": "all_missing",
+        "na_cur": "all_missing",
+        "inf_only": "all_missing",
+        "na_cat": "all_missing",
+        "const": "constant",
+        "const_cat": "constant",
+        "const_flag": "constant",
+    }
     for c in s.columns:
         if c.status in ("all_missing", "constant"):
             assert c.drifted is None and c.method is None and c.score is None
@@ -278,8 +333,9 @@ def test_a_column_constant_on_one_side_only_is_tested() -> None:
     """A feature stuck at one value (or moved to a new constant) is drift, not "constant"."""
     rng = np.random.default_rng(26)
     ref = pd.DataFrame({"stuck": rng.normal(size=600), "was_const": 0.0, "moved": "a"})
-    cur = pd.DataFrame({"stuck": 0.0, "was_const": rng.normal(size=600), "moved": "b"},
-                       index=range(600))
+    cur = pd.DataFrame(
+        {"stuck": 0.0, "was_const": rng.normal(size=600), "moved": "b"}, index=range(600)
+    )
     kinds = {"stuck": "numeric", "was_const": "numeric", "moved": "categorical"}
 
     s = compute_drift(ref, cur, kinds)
@@ -340,9 +396,13 @@ def test_new_categories_in_current_are_drift(rows: int, dtype: str) -> None:
 def test_nullable_and_mixed_dtypes_are_cleaned() -> None:
     rng = np.random.default_rng(31)
     n = 400
-    ref = pd.DataFrame({"i": pd.array(rng.integers(0, 50, n), dtype="Int64"),
-                        "b": pd.array(rng.random(n) < 0.5, dtype="boolean"),
-                        "c": pd.Categorical(rng.choice([1, 2, 3], n))})
+    ref = pd.DataFrame(
+        {
+            "i": pd.array(rng.integers(0, 50, n), dtype="Int64"),
+            "b": pd.array(rng.random(n) < 0.5, dtype="boolean"),
+            "c": pd.Categorical(rng.choice([1, 2, 3], n)),
+        }
+    )
     cur = ref.copy()
     cur.loc[:40, "i"] = pd.NA
     cur.loc[:40, "b"] = pd.NA
@@ -388,23 +448,27 @@ def test_a_sample_gives_the_verdicts_of_the_full_data(sample_size: int) -> None:
 def test_to_dict_is_json_serialisable() -> None:
     ref, cur = mixed_frame(600, 34), mixed_frame(600, 35, shift=True)
     ref["empty"], cur["empty"] = np.nan, np.nan
-    s = compute_drift(ref, cur, KINDS | {"empty": "numeric"},
-                      importances={c: np.float64(1.0) for c in KINDS})
+    s = compute_drift(
+        ref, cur, KINDS | {"empty": "numeric"}, importances={c: np.float64(1.0) for c in KINDS}
+    )
 
     d = json.loads(json.dumps(s.to_dict()))
 
     assert d["status"] == "drift" and d["dataset_drift"] is True
     assert set(d["drifted_columns"]) == SHIFTED
     assert {c["column"]: c["status"] for c in d["columns"]}["empty"] == "all_missing"
-    assert json.loads(json.dumps(compute_drift(ref.iloc[:0], cur, KINDS).to_dict()))[
-        "status"] == "not_enough_data"
+    assert (
+        json.loads(json.dumps(compute_drift(ref.iloc[:0], cur, KINDS).to_dict()))["status"]
+        == "not_enough_data"
+    )
 
 
 # the report for people -------------------------------------------------------------------------
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # Evidently's summary statistics of inf
 @pytest.mark.parametrize("rows", [600, 2500])
-def test_drift_report_writes_html_and_json_with_the_same_verdicts(tmp_path: Path,
-                                                                  rows: int) -> None:
+def test_drift_report_writes_html_and_json_with_the_same_verdicts(
+    tmp_path: Path, rows: int
+) -> None:
     ref, cur = mixed_frame(rows, 36), mixed_frame(rows, 37, shift=True)
     cur.loc[:9, "num_same"] = np.inf
     ref["empty"], cur["empty"] = np.nan, np.nan  # Evidently raises on these: left out
@@ -426,7 +490,8 @@ def test_drift_report_writes_html_and_json_with_the_same_verdicts(tmp_path: Path
 
 @pytest.mark.parametrize(("method", "threshold"), [("psi", 0.2), (None, 0.3)])
 def test_a_chosen_method_and_threshold_reach_both_compute_drift_and_the_report(
-        tmp_path: Path, method: str | None, threshold: float) -> None:
+    tmp_path: Path, method: str | None, threshold: float
+) -> None:
     ref, cur = mixed_frame(1500, 40), mixed_frame(1500, 41, shift=True)
 
     summary = compute_drift(ref, cur, KINDS, method=method, threshold=threshold)
@@ -435,5 +500,4 @@ def test_a_chosen_method_and_threshold_reach_both_compute_drift_and_the_report(
     assert {c.threshold for c in summary.columns} == {threshold}
     if method:
         assert {c.method for c in summary.columns} == {method}
-    assert report_verdicts(json.loads(files.json.read_text(encoding="utf-8"))) == \
-        verdicts(summary)
+    assert report_verdicts(json.loads(files.json.read_text(encoding="utf-8"))) == verdicts(summary)

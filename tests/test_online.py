@@ -34,14 +34,14 @@ def first() -> OnlineBooster:
     df = _frame(2000, 1, flipped=False)
     spec = feature_spec(s, df, "xgboost", [0, 1])
     params = default_params("xgboost", "binary") | {"n_estimators": 60}
-    model = fit_model("xgboost", "binary", spec, params, df[["a", "b", "c"]], df["y"],
-                      None, None)
+    model = fit_model("xgboost", "binary", spec, params, df[["a", "b", "c"]], df["y"], None, None)
     return OnlineBooster.from_trained(model)
 
 
 def _accuracy(model: OnlineBooster, df: pd.DataFrame) -> float:
-    return compute_metrics("binary", df["y"], model.predict_frame(df[["a", "b", "c"]]),
-                           [0, 1])["accuracy"]
+    return compute_metrics("binary", df["y"], model.predict_frame(df[["a", "b", "c"]]), [0, 1])[
+        "accuracy"
+    ]
 
 
 def test_continued_boosting_follows_a_changed_concept(first: OnlineBooster) -> None:
@@ -51,7 +51,7 @@ def test_continued_boosting_follows_a_changed_concept(first: OnlineBooster) -> N
     trees = first.trees
 
     for start in range(0, len(after), 1000):  # labels arrive batch by batch
-        batch = after.iloc[start:start + 1000]
+        batch = after.iloc[start : start + 1000]
         added = first.learn(batch[["a", "b", "c"]], batch["y"])
         assert 1 <= added <= MAX_TREES_PER_UPDATE
 
@@ -68,8 +68,9 @@ def test_labels_as_text_or_floats_name_the_same_classes(first: OnlineBooster) ->
     as_float.learn(batch[["a", "b", "c"]], batch["y"].astype(float))
 
     probe = batch[["a", "b", "c"]]
-    np.testing.assert_allclose(as_text.predict_frame(probe)["proba_1"],
-                               as_float.predict_frame(probe)["proba_1"])
+    np.testing.assert_allclose(
+        as_text.predict_frame(probe)["proba_1"], as_float.predict_frame(probe)["proba_1"]
+    )
     assert as_text.learn(probe, pd.Series(["maybe"] * len(probe))) == 0  # no usable label
     assert as_text.updates == 1
 
@@ -81,12 +82,16 @@ def test_a_snapshot_is_an_ordinary_model_package(first: OnlineBooster, tmp_path:
 
     again = OnlineBooster.from_package(tmp_path)
     packaged = TabularModel()
-    packaged.load_context(type("Ctx", (), {"artifacts": {k: str(v) for k, v in
-                                                         artifacts.items()}})())
+    packaged.load_context(
+        type("Ctx", (), {"artifacts": {k: str(v) for k, v in artifacts.items()}})()
+    )
 
     spec = json.loads(artifacts["spec"].read_text())
     assert spec["kind"] == "xgboost" and spec["online"] == {
-        "rows_learnt": 500, "updates": 1, "trees": first.trees}
+        "rows_learnt": 500,
+        "updates": 1,
+        "trees": first.trees,
+    }
     assert (again.rows_learnt, again.updates) == (500, 1)
     pd.testing.assert_frame_equal(again.predict_frame(probe), first.predict_frame(probe))
     pd.testing.assert_frame_equal(packaged.predict(None, probe), first.predict_frame(probe))
@@ -96,7 +101,8 @@ def test_only_xgboost_models_continue(tmp_path: Path) -> None:
     s = Settings(data={"target": "y", "features": FEATURES})
     df = _frame(300, 7, flipped=False)
     spec = feature_spec(s, df, "linear", [0, 1])
-    model = fit_model("linear", "binary", spec, {"C": 1.0}, df[["a", "b", "c"]], df["y"],
-                      None, None)
+    model = fit_model(
+        "linear", "binary", spec, {"C": 1.0}, df[["a", "b", "c"]], df["y"], None, None
+    )
     with pytest.raises(ValueError, match="continues an XGBoost model, not 'linear'"):
         OnlineBooster.from_trained(model)

@@ -71,26 +71,34 @@ class Stack:
 
 
 def _mlops(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([MLOPS, *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [MLOPS, *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO
+    )
 
 
 @pytest.fixture(scope="module")
-def stack(mlflow_server: ServiceInfo, tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[Stack]:
+def stack(mlflow_server: ServiceInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A small demo project with `mlops up` run on it; `mlops down` afterwards, even on a
     failure."""
     root = tmp_path_factory.mktemp("orchestration")
     settings = demo_settings(
-        root, mlflow_server.url, "orch-demo",
+        root,
+        mlflow_server.url,
+        "orch-demo",
         data={"source": {"kind": "folder", "path": str(root / "landing")}},
         model={"search": {"trials": 1, "timeout_s": 30}},
         # any challenger passes: the promotion and serving's swap are what is exercised here
         gate={"smoke_test": False, "min_improvement": -1.0, "max_slice_regression": None},
         monitoring={"min_rows": 50, "source": "both"},
         serving={"poll_seconds": 1},
-        retraining={"cooldown": "1s", "min_new_labels": 0, "drift_share": 0.2,
-                    "drift_persists": False, "max_model_age": None})
+        retraining={
+            "cooldown": "1s",
+            "min_new_labels": 0,
+            "drift_share": 0.2,
+            "drift_persists": False,
+            "max_model_age": None,
+        },
+    )
     config = write_config(settings, root / "mlops.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env |= {"PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_UI_ENABLED": "false"}
@@ -115,12 +123,18 @@ def _deployment_id(api: str, flow: str, name: str) -> str:
 
 
 def _runs(api: str, deployment_id: str) -> list[dict[str, Any]]:
-    return list(_call("POST", f"{api}/flow_runs/filter", json={
-        "deployments": {"id": {"any_": [deployment_id]}}, "sort": "START_TIME_DESC"}).json())
+    return list(
+        _call(
+            "POST",
+            f"{api}/flow_runs/filter",
+            json={"deployments": {"id": {"any_": [deployment_id]}}, "sort": "START_TIME_DESC"},
+        ).json()
+    )
 
 
-def _wait_for_run(api: str, deployment_id: str, *, timeout_s: float, after: set[str],
-                  where: Any = None) -> dict[str, Any]:
+def _wait_for_run(
+    api: str, deployment_id: str, *, timeout_s: float, after: set[str], where: Any = None
+) -> dict[str, Any]:
     """The first new run of a deployment (not in ``after``) that reaches a final state."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -131,13 +145,19 @@ def _wait_for_run(api: str, deployment_id: str, *, timeout_s: float, after: set[
                 return run
         time.sleep(1)
     seen = [(r["name"], r["state_type"]) for r in _runs(api, deployment_id)]
-    raise AssertionError(f"no run of deployment {deployment_id} finished in {timeout_s} s; "
-                         f"runs: {seen}")
+    raise AssertionError(
+        f"no run of deployment {deployment_id} finished in {timeout_s} s; runs: {seen}"
+    )
 
 
 def _start_run(api: str, deployment_id: str, parameters: dict[str, Any] | None = None) -> str:
-    return str(_call("POST", f"{api}/deployments/{deployment_id}/create_flow_run",
-                     json={"parameters": parameters or {}}).json()["id"])
+    return str(
+        _call(
+            "POST",
+            f"{api}/deployments/{deployment_id}/create_flow_run",
+            json={"parameters": parameters or {}},
+        ).json()["id"]
+    )
 
 
 def _weeks(frame: pd.DataFrame, first: int, stop: int) -> pd.DataFrame:
@@ -163,8 +183,10 @@ def test_up_starts_the_services_and_creates_the_deployments(stack: Stack) -> Non
     assert health[SERVING]  # up before any champion: it answers /health, not yet /predict
     assert read_service(ws, SERVING).url == stack.up["services"]["serving"]
     deps = {d["name"]: d for d in status["deployments"]}
-    assert set(deps) == {f"{f}/orch-demo" for f in (
-        "ingest", "monitor", "train", "promote", "publish-events", "continuous-training")}
+    assert set(deps) == {
+        f"{f}/orch-demo"
+        for f in ("ingest", "monitor", "train", "promote", "publish-events", "continuous-training")
+    }
     assert deps["train/orch-demo"]["schedules"] == ["cron 0 3 * * 1"]
     assert deps["train/orch-demo"]["triggers"] == ["mlops.retrain.requested"]
     assert deps["promote/orch-demo"]["triggers"] == ["mlops.model.approved"]
@@ -191,25 +213,34 @@ def test_drift_requests_a_retrain_the_event_trains_and_approval_promotes(stack: 
     assert reg.approve(first.version, by="test", comment="first champion").ok
     t_champion = time.perf_counter() - t0
     serving = stack.up["services"]["serving"]
-    _wait(lambda: httpx.get(f"{serving}/health", timeout=5).json()["version"] == first.version,
-          60, "serving to load the first champion")
+    _wait(
+        lambda: httpx.get(f"{serving}/health", timeout=5).json()["version"] == first.version,
+        60,
+        "serving to load the first champion",
+    )
 
     # applications are answered by serving, their outcomes come back through /feedback
     served = _weeks(frame, 30, 32)
     answer = httpx.post(f"{serving}/predict", json=client_records(served), timeout=60)
     assert answer.status_code == 200, answer.text
     assert answer.json()["version"] == first.version
-    fed = httpx.post(f"{serving}/feedback", timeout=60, json=[
-        {"id": p["id"], "label": int(y)} for p, y in zip(
-            answer.json()["predictions"], served[TARGET], strict=True)])
+    fed = httpx.post(
+        f"{serving}/feedback",
+        timeout=60,
+        json=[
+            {"id": p["id"], "label": int(y)}
+            for p, y in zip(answer.json()["predictions"], served[TARGET], strict=True)
+        ],
+    )
     assert fed.status_code == 202, fed.text
 
     # the covariate shift (weeks 30-40) lands, and the ingest deployment takes it in
     _weeks(frame, 30, 40).to_parquet(landing / "shifted.parquet", index=False)
     ingest_id = _deployment_id(api, "ingest", s.project)
     run_id = _start_run(api, ingest_id)
-    ing = _wait_for_run(api, ingest_id, timeout_s=180, after=set(),
-                        where=lambda r: r["id"] == run_id)
+    ing = _wait_for_run(
+        api, ingest_id, timeout_s=180, after=set(), where=lambda r: r["id"] == run_id
+    )
     assert ing["state_type"] == "COMPLETED", ing["state"]
     shifted = len(MetadataStore(s.db_url).list_batches("accepted")) - early
     assert shifted >= 9
@@ -218,8 +249,9 @@ def test_drift_requests_a_retrain_the_event_trains_and_approval_promotes(stack: 
     monitor_id = _deployment_id(api, "monitor", s.project)
     t1 = time.perf_counter()
     run_id = _start_run(api, monitor_id)
-    mon = _wait_for_run(api, monitor_id, timeout_s=180, after=set(),
-                        where=lambda r: r["id"] == run_id)
+    mon = _wait_for_run(
+        api, monitor_id, timeout_s=180, after=set(), where=lambda r: r["id"] == run_id
+    )
     assert mon["state_type"] == "COMPLETED", mon["state"]
     t_monitor = time.perf_counter() - t1
 
@@ -252,20 +284,30 @@ def test_drift_requests_a_retrain_the_event_trains_and_approval_promotes(stack: 
     # the same training again (same batches, config and window start): the cached result,
     # no second version
     t3 = time.perf_counter()
-    again = _start_run(api, train_id, {"trigger": "manual",
-                                       "since": run["parameters"]["since"]})
-    rerun = _wait_for_run(api, train_id, timeout_s=180, after=set(),
-                          where=lambda r: r["id"] == again)
+    again = _start_run(api, train_id, {"trigger": "manual", "since": run["parameters"]["since"]})
+    rerun = _wait_for_run(
+        api, train_id, timeout_s=180, after=set(), where=lambda r: r["id"] == again
+    )
     t_cached = time.perf_counter() - t3
     assert rerun["state_type"] == "COMPLETED", rerun["state"]
     assert len(Registry(s).versions()) == len(versions)
-    tasks = _call("POST", f"{api}/task_runs/filter", json={
-        "flow_runs": {"id": {"any_": [again]}}}).json()
-    assert "Cached" in {t["state_name"] for t in tasks}, [(t["name"], t["state_name"])
-                                                          for t in tasks]
-    registered = _call("POST", f"{api}/events/filter", json={"filter": {
-        "event": {"name": ["mlops.model.registered"]},
-        "resource": {"id": [f"mlops.project.{s.project}"]}}, "limit": 50}).json()["events"]
+    tasks = _call(
+        "POST", f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [again]}}}
+    ).json()
+    assert "Cached" in {t["state_name"] for t in tasks}, [
+        (t["name"], t["state_name"]) for t in tasks
+    ]
+    registered = _call(
+        "POST",
+        f"{api}/events/filter",
+        json={
+            "filter": {
+                "event": {"name": ["mlops.model.registered"]},
+                "resource": {"id": [f"mlops.project.{s.project}"]},
+            },
+            "limit": 50,
+        },
+    ).json()["events"]
     assert [e["payload"]["version"] for e in registered] == [pending.version]  # not twice
 
     # approval (outside Prefect) → mlops publish → mlops.model.approved → promote deployment
@@ -273,38 +315,69 @@ def test_drift_requests_a_retrain_the_event_trains_and_approval_promotes(stack: 
         pytest.skip(f"the gate rejected v{pending.version}; promotion not exercised")
     promote_id = _deployment_id(api, "promote", s.project)
     before_promote = {r["id"] for r in _runs(api, promote_id)}
-    res = _mlops("approve", pending.version, "--by", "ana", "--comment", "better on recent data",
-                 "--config", str(stack.config), env=stack.env)
+    res = _mlops(
+        "approve",
+        pending.version,
+        "--by",
+        "ana",
+        "--comment",
+        "better on recent data",
+        "--config",
+        str(stack.config),
+        env=stack.env,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     t2 = time.perf_counter()
     res = _mlops("publish", "--config", str(stack.config), "--json", env=stack.env)
     assert res.returncode == 0, res.stdout + res.stderr
-    promoted = _wait_for_run(api, promote_id, timeout_s=180, after=before_promote,
-                             where=lambda r: r["parameters"].get("version") == pending.version)
+    promoted = _wait_for_run(
+        api,
+        promote_id,
+        timeout_s=180,
+        after=before_promote,
+        where=lambda r: r["parameters"].get("version") == pending.version,
+    )
     t_promote = time.perf_counter() - t2
     assert promoted["state_type"] == "COMPLETED", promoted["state"]
     assert promoted["parameters"]["action"] == "approve"
     assert Registry(s).champion() == pending.version
     # serving swapped to the new champion (told by the promote flow, or by its own poll)
-    _wait(lambda: httpx.get(f"{serving}/health", timeout=5).json()["version"]
-          == pending.version, 60, "serving to swap to the new champion")
+    _wait(
+        lambda: httpx.get(f"{serving}/health", timeout=5).json()["version"] == pending.version,
+        60,
+        "serving to swap to the new champion",
+    )
     after = httpx.post(f"{serving}/predict", json=client_records(served.head(3)), timeout=60)
     assert after.json()["version"] == pending.version
 
     # every event, with the project as its resource
-    got = _call("POST", f"{api}/events/filter", json={"filter": {
-        "event": {"prefix": ["mlops."]},
-        "resource": {"id": [f"mlops.project.{s.project}"]}}, "limit": 50})
+    got = _call(
+        "POST",
+        f"{api}/events/filter",
+        json={
+            "filter": {
+                "event": {"prefix": ["mlops."]},
+                "resource": {"id": [f"mlops.project.{s.project}"]},
+            },
+            "limit": 50,
+        },
+    )
     names = [e["event"] for e in got.json()["events"]]
     assert names.count("mlops.batch.accepted") == shifted, names  # not the early ones
-    for name in ("mlops.drift.detected", "mlops.retrain.requested", "mlops.model.registered",
-                 "mlops.model.approved"):
+    for name in (
+        "mlops.drift.detected",
+        "mlops.retrain.requested",
+        "mlops.model.registered",
+        "mlops.model.approved",
+    ):
         assert name in names, names
     (requested,) = [e for e in got.json()["events"] if e["event"] == "mlops.retrain.requested"]
     assert requested["payload"]["reasons"] == decision["reasons"]
-    print(f"champion {t_champion:.1f} s; monitor run {t_monitor:.1f} s; event → trained "
-          f"{t_train:.1f} s after the monitor run started; cached re-run {t_cached:.1f} s; "
-          f"approve → promoted {t_promote:.1f} s")
+    print(
+        f"champion {t_champion:.1f} s; monitor run {t_monitor:.1f} s; event → trained "
+        f"{t_train:.1f} s after the monitor run started; cached re-run {t_cached:.1f} s; "
+        f"approve → promoted {t_promote:.1f} s"
+    )
 
 
 def _descendants(pid: int) -> list[int]:
@@ -335,7 +408,8 @@ def _wait(check: Any, timeout_s: float, what: str) -> Any:
 
 
 def test_a_worker_killed_during_training_crashes_the_run_and_a_rerun_registers_once(
-        stack: Stack) -> None:
+    stack: Stack,
+) -> None:
     s, api, ws = stack.settings, stack.api, stack.settings.workspace
     frame = generate_stream(8_000, days=364, seed=7).frame
     landing = Path(s.data.source.path)  # type: ignore[union-attr]
@@ -349,10 +423,10 @@ def test_a_worker_killed_during_training_crashes_the_run_and_a_rerun_registers_o
     run_id = _start_run(api, train_id, {"trigger": "crash-test"})
 
     def training() -> bool:
-        tasks = _call("POST", f"{api}/task_runs/filter", json={
-            "flow_runs": {"id": {"any_": [run_id]}}}).json()
-        return any(t["name"].startswith("train-") and t["state_type"] == "RUNNING"
-                   for t in tasks)
+        tasks = _call(
+            "POST", f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}
+        ).json()
+        return any(t["name"].startswith("train-") and t["state_type"] == "RUNNING" for t in tasks)
 
     _wait(training, 180, "the training task to run")
     worker = read_service(ws, PREFECT_WORKER)
@@ -377,8 +451,9 @@ def test_a_worker_killed_during_training_crashes_the_run_and_a_rerun_registers_o
     start_prefect_worker(ws, api, env={"PREFECT_WORKER_QUERY_SECONDS": "2"})
     t1 = time.perf_counter()
     again = _start_run(api, train_id, {"trigger": "crash-test"})
-    rerun = _wait_for_run(api, train_id, timeout_s=300, after=set(),
-                          where=lambda r: r["id"] == again)
+    rerun = _wait_for_run(
+        api, train_id, timeout_s=300, after=set(), where=lambda r: r["id"] == again
+    )
     assert rerun["state_type"] == "COMPLETED", rerun["state"]
     assert len(Registry(s).versions()) == versions + 1  # exactly one
     assert Registry(s).champion() == champion

@@ -54,15 +54,22 @@ from mlops_core.training import (
 pytestmark = pytest.mark.slow
 
 FAST_GATE = {"smoke_test": False}
-RUN_FILES = ["lineage/lineage.json", "reference/reference.parquet",
-             "training/feature_importance.json", "training/search.json",
-             "evidence/comparison.json", "evidence/performance.html",
-             "evidence/performance.json", "card/model_card.md"]
+RUN_FILES = [
+    "lineage/lineage.json",
+    "reference/reference.parquet",
+    "training/feature_importance.json",
+    "training/search.json",
+    "evidence/comparison.json",
+    "evidence/performance.html",
+    "evidence/performance.json",
+    "card/model_card.md",
+]
 
 
 def _run_files(reg: Registry, run_id: str, dst: Path) -> Path:
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="",
-                                                    dst_path=str(dst)))
+    return Path(
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="", dst_path=str(dst))
+    )
 
 
 def _holdout_metrics_of(reg: Registry, version: str, settings: Any) -> dict[str, float]:
@@ -89,8 +96,13 @@ def _check_pending(reg: Registry, out: TrainingOutcome) -> str:
 # the demo stream, end to end ----------------------------------------------------------------
 def test_demo_stream_end_to_end(mlflow_server: ServiceInfo, tmp_path: Path) -> None:
     # the whole window (not a chosen newest part), so that the rows are known here
-    s = demo_settings(tmp_path, mlflow_server.url, "pl-demo",
-                      gate={"slice_columns": ["channel"]}, model={"window": {"choose": False}})
+    s = demo_settings(
+        tmp_path,
+        mlflow_server.url,
+        "pl-demo",
+        gate={"slice_columns": ["channel"]},
+        model={"window": {"choose": False}},
+    )
     frame = demo_frame(8000, days=112)
     batches = ingest_frame(s, frame, tmp_path / "landing")
     assert batches >= 15  # weekly batches
@@ -107,8 +119,14 @@ def test_demo_stream_end_to_end(mlflow_server: ServiceInfo, tmp_path: Path) -> N
     info = reg.version(v1)
     assert info.trigger == "manual" and info.tags["trigger"] == "manual"
     assert info.metrics == pytest.approx(out.metrics)
-    assert set(info.metrics) >= {"roc_auc", "pr_auc", "accuracy", "f1", "log_loss",
-                                 "calibration_error"}
+    assert set(info.metrics) >= {
+        "roc_auc",
+        "pr_auc",
+        "accuracy",
+        "f1",
+        "log_loss",
+        "calibration_error",
+    }
     assert len(info.tags["model_sha256"]) == 64 and info.tags["gate_passed"] == "true"
     assert info.run_id == out.run_id
     # the run: parameters, metrics, tags and files
@@ -126,7 +144,8 @@ def test_demo_stream_end_to_end(mlflow_server: ServiceInfo, tmp_path: Path) -> N
     accepted = MetadataStore(s.db_url).list_batches("accepted")
     lineage = json.loads((files / "lineage/lineage.json").read_text())
     assert [(b["id"], b["sha256"]) for b in lineage["batches"]] == [
-        (r.id, r.content_sha256) for r in accepted]
+        (r.id, r.content_sha256) for r in accepted
+    ]
     assert lineage["rows"] == 8000
     ref = pd.read_parquet(files / "reference/reference.parquet")
     assert 0 < len(ref) <= 8000 * 0.8 and set(DEMO_FEATURES["numeric"]) <= set(ref.columns)
@@ -150,8 +169,11 @@ def test_demo_stream_end_to_end(mlflow_server: ServiceInfo, tmp_path: Path) -> N
     assert {c["name"] for c in inputs} == set(importance)
     assert mlmodel["saved_input_example_info"]
     assert (model / mlmodel["saved_input_example_info"]["artifact_path"]).is_file()
-    reqs = [line.strip() for line in (model / "requirements.txt").read_text().splitlines()
-            if line.strip() and not line.startswith("#")]
+    reqs = [
+        line.strip()
+        for line in (model / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert len([r for r in reqs if r.startswith("xgboost")]) == 1, reqs
     assert all("==" in r for r in reqs), reqs
     assert {r.split("==")[0] for r in reqs} >= {"mlflow", "pandas", "scikit-learn"}
@@ -174,15 +196,19 @@ def test_demo_stream_end_to_end(mlflow_server: ServiceInfo, tmp_path: Path) -> N
     # a second version, gated against the champion on the same recent rows; the same data
     # and budget make (nearly) the same model: allow a small loss, so that the test does not
     # hang on how many trials the time budget allowed on a busy machine
-    out2 = train_and_register(with_changes(s, gate={"smoke_test": False, "min_improvement": -0.05,
-                                                    "max_slice_regression": 0.1}),
-                              trigger="drift")
+    out2 = train_and_register(
+        with_changes(
+            s, gate={"smoke_test": False, "min_improvement": -0.05, "max_slice_regression": 0.1}
+        ),
+        trigger="drift",
+    )
     v2 = _check_pending(reg, out2)
     # v1 was refit on its whole window, the hold-out too, and no newer row exists: no fair
     # comparison (test_a_failed_gate_rejects_the_version compares on newer rows)
     assert out2.champion_version == v1 and out2.champion_metrics is None
-    assert any(r.startswith("PASS no comparison: the champion has trained on")
-               for r in out2.gate.reasons), out2.gate.reasons
+    assert any(
+        r.startswith("PASS no comparison: the champion has trained on") for r in out2.gate.reasons
+    ), out2.gate.reasons
     assert reg.version(v2).trigger == "drift"
     assert reg.approve(v2, by="bob", expected_champion=v1).outcome == "applied"
     assert {v.version: v.status for v in reg.versions()} == {v1: "retired", v2: "approved"}
@@ -192,15 +218,23 @@ def test_demo_stream_end_to_end(mlflow_server: ServiceInfo, tmp_path: Path) -> N
     assert (back.outcome, back.version, back.previous_champion) == ("applied", v1, v2)
     assert reg.aliases()[CHAMPION] == v1 and reg.champion() == v1
     assert {v.version: v.status for v in reg.versions()} == {v1: "approved", v2: "retired"}
-    assert [r.action for r in reg.audit()] == ["rollback", "approve", "register", "approve",
-                                               "register"]
+    assert [r.action for r in reg.audit()] == [
+        "rollback",
+        "approve",
+        "register",
+        "approve",
+        "register",
+    ]
 
 
-def test_car_loan_end_to_end(mlflow_server: ServiceInfo, tmp_path: Path,
-                             shared_data: Path) -> None:
-    s = car_loan_settings(tmp_path, mlflow_server.url, "pl-car-loan",
-                          gate={"slice_columns": ["salary_range"]},
-                          model={"window": {"choose": False}})
+def test_car_loan_end_to_end(mlflow_server: ServiceInfo, tmp_path: Path, shared_data: Path) -> None:
+    s = car_loan_settings(
+        tmp_path,
+        mlflow_server.url,
+        "pl-car-loan",
+        gate={"slice_columns": ["salary_range"]},
+        model={"window": {"choose": False}},
+    )
     data = pd.read_parquet(shared_data / "car_loan.parquet").head(30_000)
     batches = ingest_frame(s, data, tmp_path / "landing")
     assert batches == 7  # monthly, January to the first of July 2018
@@ -223,8 +257,9 @@ def test_car_loan_end_to_end(mlflow_server: ServiceInfo, tmp_path: Path,
 
 # the gate ------------------------------------------------------------------------------------
 def test_a_failed_gate_rejects_the_version(mlflow_server: ServiceInfo, tmp_path: Path) -> None:
-    s = demo_settings(tmp_path, mlflow_server.url, "pl-gate", gate=FAST_GATE,
-                      model={"search": {"trials": 1}})
+    s = demo_settings(
+        tmp_path, mlflow_server.url, "pl-gate", gate=FAST_GATE, model={"search": {"trials": 1}}
+    )
     frame = demo_frame(9000, days=126, seed=5)
     ingest_frame(s, frame.head(6000), tmp_path / "landing", "first.parquet")
     reg = Registry(s)
@@ -255,18 +290,26 @@ def test_a_failed_gate_rejects_the_version(mlflow_server: ServiceInfo, tmp_path:
     assert refused.outcome == "refused" and "rejected" in refused.message
     assert reg.champion() == v1
     # the evidence holds both sides
-    comparison = json.loads(Path(mlflow.artifacts.download_artifacts(
-        run_id=out.run_id, artifact_path="evidence/comparison.json",
-        dst_path=str(tmp_path / "ev"))).read_text())
+    comparison = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=out.run_id,
+                artifact_path="evidence/comparison.json",
+                dst_path=str(tmp_path / "ev"),
+            )
+        ).read_text()
+    )
     assert comparison["champion_version"] == v1
     assert comparison["champion"] == pytest.approx(out.champion_metrics)
     assert comparison["holdout_rows"] == round(len(load_training_data(strict).frame) * 0.2)
 
 
 def test_auto_mode_promotes_a_passing_version_as_the_system(
-        mlflow_server: ServiceInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    s = demo_settings(tmp_path, mlflow_server.url, "pl-auto", gate=FAST_GATE,
-                      promotion={"mode": "auto"})
+    mlflow_server: ServiceInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = demo_settings(
+        tmp_path, mlflow_server.url, "pl-auto", gate=FAST_GATE, promotion={"mode": "auto"}
+    )
     ingest_frame(s, demo_frame(6000, days=84, seed=2), tmp_path / "landing")
     reg = Registry(s)
 
@@ -279,7 +322,11 @@ def test_auto_mode_promotes_a_passing_version_as_the_system(
     assert reg.version(v).status == "approved"
     [rec] = audit_for(reg, out.promotion["request_id"])
     assert (rec.actor, rec.action, rec.version, rec.outcome) == (
-        "system", "auto_promote", v, "applied")
+        "system",
+        "auto_promote",
+        v,
+        "applied",
+    )
     assert rec.reason.startswith("auto: the gate passed") and rec.alias_moved_at is not None
 
     # a promotion the registry refuses leaves the version to a person, as the challenger
@@ -296,7 +343,9 @@ def test_auto_mode_promotes_a_passing_version_as_the_system(
     assert reg.aliases() == {CHAMPION: v, CHALLENGER: v2}
     assert reg.version(v2).status == "pending_approval"
     assert [(r.action, r.outcome) for r in reg.audit(version=v2)] == [
-        ("auto_promote", "refused"), ("register", "recorded")]
+        ("auto_promote", "refused"),
+        ("register", "recorded"),
+    ]
 
 
 # bad training input registers nothing ----------------------------------------------------------
@@ -308,16 +357,27 @@ def _leaky(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(repaid_flag=frame[TARGET].astype("float64"))
 
 
-@pytest.mark.parametrize(("case", "change", "sections", "message"), [
-    ("few", None, {"model": {"min_rows": 100_000}}, "too few rows: 3,000 labelled rows"),
-    ("one-class", _single_class, {}, "a single class in the target"),
-    ("leak", _leaky, {"data": {"features": {"numeric": [*DEMO_FEATURES["numeric"],
-                                                         "repaid_flag"]}}},
-     "repaid_flag (score 1.0)"),
-])
-def test_bad_training_input_registers_nothing(mlflow_server: ServiceInfo, tmp_path: Path,
-                                              case: str, change: Any, sections: dict[str, Any],
-                                              message: str) -> None:
+@pytest.mark.parametrize(
+    ("case", "change", "sections", "message"),
+    [
+        ("few", None, {"model": {"min_rows": 100_000}}, "too few rows: 3,000 labelled rows"),
+        ("one-class", _single_class, {}, "a single class in the target"),
+        (
+            "leak",
+            _leaky,
+            {"data": {"features": {"numeric": [*DEMO_FEATURES["numeric"], "repaid_flag"]}}},
+            "repaid_flag (score 1.0)",
+        ),
+    ],
+)
+def test_bad_training_input_registers_nothing(
+    mlflow_server: ServiceInfo,
+    tmp_path: Path,
+    case: str,
+    change: Any,
+    sections: dict[str, Any],
+    message: str,
+) -> None:
     s = demo_settings(tmp_path, mlflow_server.url, f"pl-bad-{case}", **sections)
     frame = demo_frame(3000, days=42, seed=4)
     ingest_frame(s, change(frame) if change else frame, tmp_path / "landing")
@@ -346,7 +406,8 @@ def _ok(result: Result) -> Result:
 
 
 def test_cli_train_models_approve_reject_rollback_audit_package(
-        mlflow_server: ServiceInfo, tmp_path: Path) -> None:
+    mlflow_server: ServiceInfo, tmp_path: Path
+) -> None:
     s = demo_settings(tmp_path, mlflow_server.url, "pl-cli", gate=FAST_GATE)
     ingest_frame(s, demo_frame(6000, days=84, seed=6), tmp_path / "landing")
     config = str(write_config(s, tmp_path / "mlops.yaml"))
@@ -384,27 +445,47 @@ def test_cli_train_models_approve_reject_rollback_audit_package(
     assert cli("approve", v3, "--by", "dave").exit_code != 0  # --comment is required
     again = cli("approve", v3, "--by", "dave", "--comment", "second thoughts")
     assert again.exit_code == 1 and "refused" in again.stdout
-    back = json.loads(_ok(cli("rollback", "--by", "carol", "--comment", "v2 misbehaves",
-                              "--json")).stdout)
+    back = json.loads(
+        _ok(cli("rollback", "--by", "carol", "--comment", "v2 misbehaves", "--json")).stdout
+    )
     assert (back["outcome"], back["version"], back["previous_champion"]) == ("applied", "1", v2)
-    same = _ok(cli("rollback", "--by", "carol", "--comment", "retry", "--to", "1",
-                   "--request-id", back["request_id"]))
+    same = _ok(
+        cli(
+            "rollback",
+            "--by",
+            "carol",
+            "--comment",
+            "retry",
+            "--to",
+            "1",
+            "--request-id",
+            back["request_id"],
+        )
+    )
     assert "noop" in same.stdout
 
-    statuses = {v["version"]: (v["status"], v["aliases"])
-                for v in json.loads(_ok(cli("models", "--json")).stdout)["versions"]}
-    assert statuses == {"1": ("approved", [CHAMPION]), v2: ("retired", []),
-                        v3: ("rejected", [])}
+    statuses = {
+        v["version"]: (v["status"], v["aliases"])
+        for v in json.loads(_ok(cli("models", "--json")).stdout)["versions"]
+    }
+    assert statuses == {"1": ("approved", [CHAMPION]), v2: ("retired", []), v3: ("rejected", [])}
     table = _ok(cli("models")).stdout
     assert "approved" in table and "rejected" in table
 
     audit = json.loads(_ok(cli("audit", "--json")).stdout)["audit"]
-    decisions = [(r["action"], r["actor"], r["version"], r["outcome"]) for r in audit
-                 if r["action"] != "register"]
+    decisions = [
+        (r["action"], r["actor"], r["version"], r["outcome"])
+        for r in audit
+        if r["action"] != "register"
+    ]
     assert decisions == [
-        ("rollback", "carol", "1", "applied"), ("approve", "dave", v3, "refused"),
-        ("reject", "dave", v3, "applied"), ("approve", "eve", v3, "refused"),
-        ("approve", "bob", v2, "applied"), ("approve", "alice", "1", "applied")]
+        ("rollback", "carol", "1", "applied"),
+        ("approve", "dave", v3, "refused"),
+        ("reject", "dave", v3, "applied"),
+        ("approve", "eve", v3, "refused"),
+        ("approve", "bob", v2, "applied"),
+        ("approve", "alice", "1", "applied"),
+    ]
     assert all(r["request_id"] for r in audit if r["action"] != "register")
     assert all(r["at"] and r["model"] == "pl-cli" for r in audit)
 
@@ -413,19 +494,20 @@ def test_cli_train_models_approve_reject_rollback_audit_package(
     assert (out / "Dockerfile").is_file() and (out / "model_dir" / "MLmodel").is_file()
     assert "model_dir" in (out / "Dockerfile").read_text()
     meta = json.loads((out / "version.json").read_text())
-    assert meta["version"] == "1" and meta["model_sha256"] == reg.version("1").tags[
-        "model_sha256"]
+    assert meta["version"] == "1" and meta["model_sha256"] == reg.version("1").tags["model_sha256"]
     assert cli("package", "1", "--out", str(out)).exit_code != 0  # not empty
     assert cli("package", "99", "--out", str(tmp_path / "pkg2")).exit_code != 0
 
 
 def test_training_again_on_the_same_data_is_refused_as_no_new_data(
-        mlflow_server: ServiceInfo, tmp_path: Path) -> None:
+    mlflow_server: ServiceInfo, tmp_path: Path
+) -> None:
     """`mlops train` twice on the same batches and configuration registers one version; the
     second says "no new data" and registers nothing. New data, or a changed configuration,
     trains again. The model is refit on its whole window: it learnt the hold-out too."""
-    s = demo_settings(tmp_path, mlflow_server.url, "pl-same", gate=FAST_GATE,
-                      model={"search": {"trials": 1}})
+    s = demo_settings(
+        tmp_path, mlflow_server.url, "pl-same", gate=FAST_GATE, model={"search": {"trials": 1}}
+    )
     frame = demo_frame(7000, days=98, seed=11)
     ingest_frame(s, frame.head(5000), tmp_path / "landing", "first.parquet")
     reg = Registry(s)
@@ -438,8 +520,10 @@ def test_training_again_on_the_same_data_is_refused_as_no_new_data(
     assert int(run.data.params["window_start_row"]) >= 0
     assert set(json.loads(run.data.params["window_choice"])) >= {"0"}
 
-    with pytest.raises(NothingNewError, match=f"no new data: version {first.version} was "
-                                              "trained on the same batches"):
+    with pytest.raises(
+        NothingNewError,
+        match=f"no new data: version {first.version} was trained on the same batches",
+    ):
         train_and_register(s)
     runner = CliRunner()
     cfg = write_config(s, tmp_path / "mlops.yaml")
@@ -455,12 +539,14 @@ def test_training_again_on_the_same_data_is_refused_as_no_new_data(
 
 
 def test_one_unrepresentable_batch_never_stops_training_and_can_be_withdrawn(
-        mlflow_server: ServiceInfo, tmp_path: Path) -> None:
+    mlflow_server: ServiceInfo, tmp_path: Path
+) -> None:
     """A value of 1e308 is refused at ingestion now; a batch accepted with it anyway (here:
     the rule relaxed to a warning, as before the rule existed) is left out of training with the
     reason, and `mlops batches withdraw` takes it out for good, audited."""
-    s = demo_settings(tmp_path, mlflow_server.url, "pl-huge", gate=FAST_GATE,
-                      model={"search": {"trials": 1}})
+    s = demo_settings(
+        tmp_path, mlflow_server.url, "pl-huge", gate=FAST_GATE, model={"search": {"trials": 1}}
+    )
     frame = demo_frame(6000, days=84, seed=3)
     week = frame["applied_at"].dt.to_period("W")
     huge_week = frame[week == week.max()].copy()  # one batch
@@ -468,44 +554,71 @@ def test_one_unrepresentable_batch_never_stops_training_and_can_be_withdrawn(
     ingest_frame(s, frame[week != week.max()], tmp_path / "landing", "first.parquet")
     refused = ingest(s, [_parquet(huge_week, tmp_path / "huge.parquet")])
     assert {o.status for o in refused.outcomes} == {"quarantined"}
-    assert any(f.rule == "unrepresentable_values" and "income" in f.message
-               for o in refused.outcomes for f in o.findings)
+    assert any(
+        f.rule == "unrepresentable_values" and "income" in f.message
+        for o in refused.outcomes
+        for f in o.findings
+    )
 
     relaxed = with_changes(s, validation={"rules": {"unrepresentable_values": "warning"}})
-    accepted = ingest(relaxed, [_parquet(huge_week.assign(age=huge_week["age"] + 1),
-                                         tmp_path / "huge2.parquet")])
-    bad = [o.id for o in accepted.outcomes if o.status == "accepted"
-           and any(f.rule == "unrepresentable_values" for f in o.findings)]
+    accepted = ingest(
+        relaxed, [_parquet(huge_week.assign(age=huge_week["age"] + 1), tmp_path / "huge2.parquet")]
+    )
+    bad = [
+        o.id
+        for o in accepted.outcomes
+        if o.status == "accepted" and any(f.rule == "unrepresentable_values" for f in o.findings)
+    ]
     assert len(bad) == 1
 
     out = train_and_register(s)  # trains on the rest; the batch is named, not fatal
 
     assert out.version is not None
-    lineage = json.loads(Path(mlflow.artifacts.download_artifacts(
-        run_id=out.run_id, artifact_path="lineage/lineage.json",
-        dst_path=str(tmp_path / "lin"))).read_text())
+    lineage = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=out.run_id,
+                artifact_path="lineage/lineage.json",
+                dst_path=str(tmp_path / "lin"),
+            )
+        ).read_text()
+    )
     assert [b["id"] for b in lineage["skipped_batches"]] == bad
     assert "income" in lineage["skipped_batches"][0]["reason"]
     assert bad[0] not in {b["id"] for b in lineage["batches"]}
 
     runner = CliRunner()
     cfg = str(write_config(s, tmp_path / "mlops.yaml"))
-    res = runner.invoke(app, ["batches", "withdraw", bad[0][:10], "-c", cfg, "--by", "olga",
-                              "--comment", "income of 1e308 from a broken export"])
+    res = runner.invoke(
+        app,
+        [
+            "batches",
+            "withdraw",
+            bad[0][:10],
+            "-c",
+            cfg,
+            "--by",
+            "olga",
+            "--comment",
+            "income of 1e308 from a broken export",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "withdrawn" in res.output
     meta = MetadataStore(s.db_url)
     assert meta.get_batch(bad[0]).status == "withdrawn"
     assert bad[0] not in {r.id for r in meta.list_batches("accepted")}
-    listed = json.loads(runner.invoke(app, ["batches", "-c", cfg, "--status", "withdrawn",
-                                            "--json"]).stdout)
+    listed = json.loads(
+        runner.invoke(app, ["batches", "-c", cfg, "--status", "withdrawn", "--json"]).stdout
+    )
     assert [b["id"] for b in listed["batches"]] == bad
     [rec] = [r for r in Registry(s).audit(action="withdraw") if r.outcome == "applied"]
     assert (rec.actor, rec.evidence) == ("olga", f"batch:{bad[0]}")
     assert "broken export" in rec.reason
     # a second withdrawal is refused, and the refusal audited; so is a missing comment
-    again = runner.invoke(app, ["batches", "withdraw", bad[0], "-c", cfg, "--by", "olga",
-                                "--comment", "again"])
+    again = runner.invoke(
+        app, ["batches", "withdraw", bad[0], "-c", cfg, "--by", "olga", "--comment", "again"]
+    )
     assert again.exit_code == 1 and "is withdrawn, not accepted" in again.output
     assert [r.outcome for r in Registry(s).audit(action="withdraw")] == ["refused", "applied"]
     nocomment = runner.invoke(app, ["batches", "withdraw", bad[0], "-c", cfg, "--comment", " "])

@@ -68,8 +68,10 @@ def _rows(url: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
 def server_url() -> str:
     url = os.environ.get("MLOPS_TEST_POSTGRES_URL")
     if not url:
-        why = ("MLOPS_TEST_POSTGRES_URL is not set (a PostgreSQL URL whose role may create "
-               "databases); .ci/run sets it, or by hand: eval \"$(.ci/postgres.sh start)\"")
+        why = (
+            "MLOPS_TEST_POSTGRES_URL is not set (a PostgreSQL URL whose role may create "
+            'databases); .ci/run sets it, or by hand: eval "$(.ci/postgres.sh start)"'
+        )
         if os.environ.get("CI"):
             pytest.fail(f"{why}; under CI this test must run, not skip")
         pytest.skip(why)
@@ -89,8 +91,9 @@ def databases(server_url: str) -> Iterator[dict[str, str]]:
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
             for name in names.values():
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(name)))
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
 
 
 @dataclass
@@ -104,27 +107,34 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(databases: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[Stack]:
+def stack(databases: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A demo project whose three stores are the new databases, `mlops up` run on it (Prefect
     server, process worker, MLflow server); `mlops down` afterwards, even on a failure."""
     root = tmp_path_factory.mktemp("postgres")
-    plain = demo_settings(root, "unused", "pg-demo",
-                          storage={"mlflow_uri": None},
-                          data={"source": {"kind": "folder", "path": str(root / "landing")}},
-                          model={"search": {"trials": 1, "timeout_s": 30}},
-                          gate={"smoke_test": False})
+    plain = demo_settings(
+        root,
+        "unused",
+        "pg-demo",
+        storage={"mlflow_uri": None},
+        data={"source": {"kind": "folder", "path": str(root / "landing")}},
+        model={"search": {"trials": 1, "timeout_s": 30}},
+        gate={"smoke_test": False},
+    )
     config = write_config(plain, root / "mlops.yaml")  # no URL, no password in it
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLOPS_"))}
     name = {k: urlsplit(url).path.lstrip("/") for k, url in databases.items()}
-    env |= {"PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_UI_ENABLED": "false",
-            # SQLAlchemy URLs: psycopg (3) for ours and MLflow's, asyncpg for Prefect's server
-            "MLOPS_STORAGE__DB_URL": _database(databases["metadata"], name["metadata"],
-                                               "psycopg"),
-            "MLOPS_STORAGE__MLFLOW_BACKEND_URI": _database(databases["mlflow"], name["mlflow"],
-                                                           "psycopg"),
-            "MLOPS_STORAGE__PREFECT_DB_URL": _database(databases["prefect"], name["prefect"],
-                                                       "asyncpg")}
+    env |= {
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_UI_ENABLED": "false",
+        # SQLAlchemy URLs: psycopg (3) for ours and MLflow's, asyncpg for Prefect's server
+        "MLOPS_STORAGE__DB_URL": _database(databases["metadata"], name["metadata"], "psycopg"),
+        "MLOPS_STORAGE__MLFLOW_BACKEND_URI": _database(
+            databases["mlflow"], name["mlflow"], "psycopg"
+        ),
+        "MLOPS_STORAGE__PREFECT_DB_URL": _database(
+            databases["prefect"], name["prefect"], "asyncpg"
+        ),
+    }
     settings = load_config(config, environ=env)
     t0 = time.perf_counter()
     res = _mlops("up", "--config", str(config), "--json", env=env)
@@ -149,13 +159,15 @@ def test_the_state_of_a_real_job_lives_in_postgres(stack: Stack) -> None:
     landing = Path(s.data.source.path)  # type: ignore[union-attr]
     landing.mkdir(parents=True, exist_ok=True)
     t0 = frame[TIME].min().normalize()
-    frame[frame[TIME] < t0 + pd.Timedelta(weeks=12)].to_parquet(landing / "weeks.parquet",
-                                                                 index=False)
+    frame[frame[TIME] < t0 + pd.Timedelta(weeks=12)].to_parquet(
+        landing / "weeks.parquet", index=False
+    )
     ingest_id = _deployment_id(api, "ingest", s.project)
     t1 = time.perf_counter()
     run_id = _start_run(api, ingest_id)
-    run = _wait_for_run(api, ingest_id, timeout_s=180, after=set(),
-                        where=lambda r: r["id"] == run_id)
+    run = _wait_for_run(
+        api, ingest_id, timeout_s=180, after=set(), where=lambda r: r["id"] == run_id
+    )
     t_ingest = time.perf_counter() - t1
     assert run["state_type"] == "COMPLETED", run["state"]
 
@@ -169,29 +181,41 @@ def test_the_state_of_a_real_job_lives_in_postgres(stack: Stack) -> None:
     assert reg.champion() == trained.version
 
     # the metadata DB
-    (accepted,) = _rows(dbs["metadata"],
-                        "select count(*) from batches where status = 'accepted'")[0]
+    (accepted,) = _rows(dbs["metadata"], "select count(*) from batches where status = 'accepted'")[
+        0
+    ]
     assert accepted >= 10
-    audit = _rows(dbs["metadata"], "select action, version, actor, outcome from audit_log "
-                  "where model = %s", s.project)
+    audit = _rows(
+        dbs["metadata"],
+        "select action, version, actor, outcome from audit_log where model = %s",
+        s.project,
+    )
     assert ("approve", trained.version, "ana", "applied") in audit, audit
 
     # MLflow's backend store
     assert _rows(dbs["mlflow"], "select name from registered_models") == [(s.project,)]
-    versions = _rows(dbs["mlflow"], "select version from model_versions where name = %s",
-                     s.project)
+    versions = _rows(dbs["mlflow"], "select version from model_versions where name = %s", s.project)
     assert (int(trained.version),) in versions
-    aliases = dict(_rows(dbs["mlflow"], "select alias, version from registered_model_aliases "
-                         "where name = %s", s.project))
+    aliases = dict(
+        _rows(
+            dbs["mlflow"],
+            "select alias, version from registered_model_aliases where name = %s",
+            s.project,
+        )
+    )
     assert aliases.get("champion") == int(trained.version), aliases
 
     # Prefect's database: the pool, the deployments and the flow run the worker ran
     assert ("mlops", "process") in _rows(dbs["prefect"], "select name, type from work_pool")
     deployments = {n for (n,) in _rows(dbs["prefect"], "select name from deployment")}
     assert deployments == {s.project}
-    runs = _rows(dbs["prefect"], "select r.state_type::text from flow_run r join deployment d "
-                 "on d.id = r.deployment_id join flow f on f.id = d.flow_id where f.name = "
-                 "'ingest' and r.id = %s", run_id)
+    runs = _rows(
+        dbs["prefect"],
+        "select r.state_type::text from flow_run r join deployment d "
+        "on d.id = r.deployment_id join flow f on f.id = d.flow_id where f.name = "
+        "'ingest' and r.id = %s",
+        run_id,
+    )
     assert runs == [("COMPLETED",)]
 
     # nothing fell back to SQLite, and no password was written where it would be read
@@ -200,8 +224,10 @@ def test_the_state_of_a_real_job_lives_in_postgres(stack: Stack) -> None:
     assert password and password not in stack.config.read_text()
     prefect_yaml = Path(stack.up["prefect_yaml"])
     assert password not in prefect_yaml.read_text()
-    print(f"mlops up on Postgres {stack.up['wall_s']:.1f} s; ingest run {t_ingest:.1f} s; "
-          f"train + register + approve {t_train:.1f} s")
+    print(
+        f"mlops up on Postgres {stack.up['wall_s']:.1f} s; ingest run {t_ingest:.1f} s; "
+        f"train + register + approve {t_train:.1f} s"
+    )
 
 
 @pytest.mark.slow
@@ -216,14 +242,14 @@ def test_a_docker_pool_is_deployed_to_without_a_local_worker(stack: Stack) -> No
     said = " ".join(res.stdout.split())  # as printed, however the console wrapped it
     assert "'pg-docker' is not a process pool" in said, res.stdout
     assert "prefect worker start --pool pg-docker" in said, res.stdout
-    server, worker = start_prefect(s.workspace, pool="pg-docker",
-                                   db_url=s.storage.prefect_db_url)
+    server, worker = start_prefect(s.workspace, pool="pg-docker", db_url=s.storage.prefect_db_url)
     assert worker is None
     assert server == read_service(s.workspace, PREFECT_SERVER)  # the running one, kept
     dep = _call("GET", f"{api}/deployments/name/train/{s.project}").json()
     assert dep["work_pool_name"] == "pg-docker"
-    assert ("pg-docker", "docker") in _rows(stack.dbs["prefect"],
-                                            "select name, type from work_pool")
+    assert ("pg-docker", "docker") in _rows(
+        stack.dbs["prefect"], "select name, type from work_pool"
+    )
 
 
 # the configuration keys, without a server --------------------------------------------------
@@ -232,10 +258,12 @@ PG = "postgresql+psycopg://mlops:s3cr%40t@db.internal:5432"
 
 def test_the_stores_urls_come_from_the_environment(tmp_path: Path) -> None:
     raw = {"storage": {"workspace": str(tmp_path / "ws"), "mlflow_artifacts": "artifacts"}}
-    env = {"MLOPS_STORAGE__DB_URL": f"{PG}/metadata",
-           "MLOPS_STORAGE__MLFLOW_BACKEND_URI": f"{PG}/mlflow",
-           "MLOPS_STORAGE__PREFECT_DB_URL": "postgresql+asyncpg://mlops:s3cr%40t@db.internal/p",
-           "MLOPS_ORCHESTRATION__WORK_POOL": "k8s-pool"}
+    env = {
+        "MLOPS_STORAGE__DB_URL": f"{PG}/metadata",
+        "MLOPS_STORAGE__MLFLOW_BACKEND_URI": f"{PG}/mlflow",
+        "MLOPS_STORAGE__PREFECT_DB_URL": "postgresql+asyncpg://mlops:s3cr%40t@db.internal/p",
+        "MLOPS_ORCHESTRATION__WORK_POOL": "k8s-pool",
+    }
     s = parse_config(raw, config_path=tmp_path / "mlops.yaml", environ=env)
     assert s.db_url == f"{PG}/metadata"
     assert s.storage.prefect_db_url == env["MLOPS_STORAGE__PREFECT_DB_URL"]
@@ -259,5 +287,7 @@ def test_prefect_needs_an_async_driver_and_the_error_names_the_variable() -> Non
 
 def test_an_external_mlflow_and_the_servers_own_stores_are_exclusive() -> None:
     with pytest.raises(ConfigError, match="mlflow_backend_uri would be ignored"):
-        parse_config({"storage": {"mlflow_uri": "http://mlflow:5000",
-                                  "mlflow_backend_uri": f"{PG}/mlflow"}}, environ={})
+        parse_config(
+            {"storage": {"mlflow_uri": "http://mlflow:5000", "mlflow_backend_uri": f"{PG}/mlflow"}},
+            environ={},
+        )

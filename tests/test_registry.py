@@ -50,8 +50,9 @@ FAST_GATE = {"smoke_test": False}
 
 
 @pytest.fixture(scope="module")
-def source(mlflow_server: ServiceInfo, tmp_path_factory: pytest.TempPathFactory
-           ) -> tuple[Registry, str]:
+def source(
+    mlflow_server: ServiceInfo, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Registry, str]:
     """One model trained on the demo stream, registered once: the files every test's versions
     are registered from. Read-only: no test changes these files."""
     tmp = tmp_path_factory.mktemp("reg-source")
@@ -66,8 +67,12 @@ MakeRegistry = Callable[..., tuple[Registry, list[str]]]
 
 
 @pytest.fixture
-def make_registry(source: tuple[Registry, str], mlflow_server: ServiceInfo, tmp_path: Path,
-                  request: pytest.FixtureRequest) -> MakeRegistry:
+def make_registry(
+    source: tuple[Registry, str],
+    mlflow_server: ServiceInfo,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> MakeRegistry:
     """A registered model of this test's own (named after it) with ``n`` pending versions."""
 
     def make(n: int = 2, **sections: Any) -> tuple[Registry, list[str]]:
@@ -89,7 +94,8 @@ def _predict_ok(reg: Registry, version: str) -> None:
 # approve, rollback, reject -----------------------------------------------------------------
 @pytest.mark.slow
 def test_approve_moves_the_champion_and_keeps_the_previous_one_loadable(
-        make_registry: MakeRegistry) -> None:
+    make_registry: MakeRegistry,
+) -> None:
     reg, (v1, v2) = make_registry(2)
     reg.set_challenger(v1)
 
@@ -102,7 +108,12 @@ def test_approve_moves_the_champion_and_keeps_the_previous_one_loadable(
     assert reg.version(v1).status == "approved"
     [rec] = audit_for(reg, first.request_id)
     assert (rec.actor, rec.action, rec.version, rec.previous_champion, rec.outcome) == (
-        "alice", "approve", v1, None, "applied")
+        "alice",
+        "approve",
+        v1,
+        None,
+        "applied",
+    )
     assert rec.reason == "looks good"
     assert rec.evidence and rec.evidence.startswith("runs:/")
     assert rec.alias_moved_at is not None and rec.alias_moved_at >= rec.at
@@ -131,7 +142,11 @@ def test_rollback_restores_the_champion_before(make_registry: MakeRegistry) -> N
     res = reg.rollback(by="ops", comment="v2 misbehaves in production")
 
     assert (res.outcome, res.action, res.version, res.previous_champion) == (
-        "applied", "rollback", v1, v2)
+        "applied",
+        "rollback",
+        v1,
+        v2,
+    )
     assert reg.champion() == v1 and reg.aliases()[CHAMPION] == v1
     assert [v.status for v in reg.versions()] == ["approved", "retired", "pending_approval"]
     [rec] = audit_for(reg, res.request_id)
@@ -159,7 +174,11 @@ def test_reject_needs_a_comment_and_clears_the_challenger(make_registry: MakeReg
     assert CHALLENGER not in reg.aliases()
     [rec] = reg.audit(action="reject")
     assert (rec.actor, rec.version, rec.outcome, rec.reason) == (
-        "carol", v1, "applied", "worse on the north region")
+        "carol",
+        v1,
+        "applied",
+        "worse on the north region",
+    )
     # a rejected version can be neither approved nor rejected again
     approve = reg.approve(v1, by="dave")
     assert approve.outcome == "refused" and "rejected" in approve.message
@@ -167,7 +186,10 @@ def test_reject_needs_a_comment_and_clears_the_challenger(make_registry: MakeReg
     assert again.outcome == "refused"
     assert reg.champion() is None
     assert [r.outcome for r in reg.audit(version=v1) if r.action != "register"] == [
-        "refused", "refused", "applied"]
+        "refused",
+        "refused",
+        "applied",
+    ]
 
 
 @pytest.mark.slow
@@ -180,7 +202,8 @@ def test_unknown_version_is_a_clear_error(make_registry: MakeRegistry) -> None:
 # safety --------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_approve_with_a_stale_expected_champion_is_refused_and_audited(
-        make_registry: MakeRegistry) -> None:
+    make_registry: MakeRegistry,
+) -> None:
     reg, (v1, v2) = make_registry(2)
     reg.approve(v1, by="alice", expected_champion=None)
 
@@ -232,7 +255,8 @@ def test_a_repeated_request_id_is_done_once(make_registry: MakeRegistry) -> None
 
 @pytest.mark.slow
 def test_a_request_racing_itself_past_the_lookup_is_still_recorded_once(
-        make_registry: MakeRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_registry: MakeRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     reg, (v1, v2) = make_registry(2)
     # both copies of the request looked before either wrote: the unique key decides
     monkeypatch.setattr(Registry, "_find_request", lambda self, rid: None)
@@ -275,12 +299,15 @@ def test_only_a_version_whose_gate_passed_can_be_approved(make_registry: MakeReg
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("changed", ["artifacts/model.ubj", "artifacts/spec.json",
-                                     "tabular_model.py"])
-def test_a_tampered_model_package_cannot_become_champion(mlflow_server: ServiceInfo,
-                                                         tmp_path: Path, changed: str) -> None:
-    s = demo_settings(tmp_path, mlflow_server.url, f"reg-tampered-{Path(changed).stem}",
-                      gate=FAST_GATE)
+@pytest.mark.parametrize(
+    "changed", ["artifacts/model.ubj", "artifacts/spec.json", "tabular_model.py"]
+)
+def test_a_tampered_model_package_cannot_become_champion(
+    mlflow_server: ServiceInfo, tmp_path: Path, changed: str
+) -> None:
+    s = demo_settings(
+        tmp_path, mlflow_server.url, f"reg-tampered-{Path(changed).stem}", gate=FAST_GATE
+    )
     ingest_frame(s, demo_frame(5000, days=70, seed=3), tmp_path / "landing")
     out = train_and_register(s)
     assert out.status == "pending_approval", out.gate.reasons
@@ -326,8 +353,9 @@ print(json.dumps(res.to_dict()))
 """
 
 
-def _approve_at_once(reg: Registry, tmp_path: Path, jobs: list[tuple[str, ...]]
-                     ) -> list[dict[str, Any]]:
+def _approve_at_once(
+    reg: Registry, tmp_path: Path, jobs: list[tuple[str, ...]]
+) -> list[dict[str, Any]]:
     """Run ``reg.approve`` in one process per (version, by, request id[, action, expect]),
     released together. ``action``: approve (default) or reject; ``expect``: none (default, no
     champion was seen) or now (a plain approve)."""
@@ -342,10 +370,25 @@ def _approve_at_once(reg: Registry, tmp_path: Path, jobs: list[tuple[str, ...]]
         action, expect = (*more, "approve", "none")[:2] if more else ("approve", "none")
         ready.append(tmp_path / f"ready-{i}")
         ready[-1].unlink(missing_ok=True)
-        procs.append(subprocess.Popen(
-            [sys.executable, str(script), str(config), action, version, by, rid, expect,
-             str(ready[-1]), str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(script),
+                    str(config),
+                    action,
+                    version,
+                    by,
+                    rid,
+                    expect,
+                    str(ready[-1]),
+                    str(go),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     try:
         deadline = time.monotonic() + 120
         while not all(p.exists() for p in ready):
@@ -368,7 +411,8 @@ def _approve_at_once(reg: Registry, tmp_path: Path, jobs: list[tuple[str, ...]]
 
 @pytest.mark.slow
 def test_two_processes_approving_different_versions_leave_one_champion(
-        make_registry: MakeRegistry, tmp_path: Path) -> None:
+    make_registry: MakeRegistry, tmp_path: Path
+) -> None:
     reg, (v1, v2) = make_registry(2)
 
     results = _approve_at_once(reg, tmp_path, [(v1, "alice", "req-a"), (v2, "bob", "req-b")])
@@ -384,20 +428,24 @@ def test_two_processes_approving_different_versions_leave_one_champion(
     assert len(records) == 2
     assert {(r.request_id, r.outcome) for r in records} == {
         ("req-a" if won["version"] == v1 else "req-b", "applied"),
-        ("req-b" if won["version"] == v1 else "req-a", "refused")}
+        ("req-b" if won["version"] == v1 else "req-a", "refused"),
+    }
     with reg.meta.engine.connect() as conn:
-        [row] = conn.execute(sa.select(champion_state).where(
-            champion_state.c.model == reg.name)).all()
+        [row] = conn.execute(
+            sa.select(champion_state).where(champion_state.c.model == reg.name)
+        ).all()
     assert (row.version, row.generation) == (won["version"], 1)
 
 
 @pytest.mark.slow
 def test_the_same_request_from_two_processes_is_recorded_once(
-        make_registry: MakeRegistry, tmp_path: Path) -> None:
+    make_registry: MakeRegistry, tmp_path: Path
+) -> None:
     reg, (v1,) = make_registry(1)
 
-    results = _approve_at_once(reg, tmp_path, [(v1, "alice", "req-same"),
-                                               (v1, "alice", "req-same")])
+    results = _approve_at_once(
+        reg, tmp_path, [(v1, "alice", "req-same"), (v1, "alice", "req-same")]
+    )
 
     assert sorted(r["outcome"] for r in results) == ["applied", "noop"]
     assert reg.champion() == v1
@@ -407,22 +455,28 @@ def test_the_same_request_from_two_processes_is_recorded_once(
 
 @pytest.mark.slow
 def test_reject_racing_approve_never_leaves_a_rejected_champion(
-        make_registry: MakeRegistry, tmp_path: Path) -> None:
+    make_registry: MakeRegistry, tmp_path: Path
+) -> None:
     reg, versions = make_registry(3)
     for v in versions:  # one race per version, each released at the same moment
-        results = _approve_at_once(reg, tmp_path, [(v, "alice", "", "approve", "now"),
-                                                   (v, "bob", "", "reject", "")])
+        results = _approve_at_once(
+            reg, tmp_path, [(v, "alice", "", "approve", "now"), (v, "bob", "", "reject", "")]
+        )
         by_action = {r["action"]: r for r in results}
         assert sorted(r["outcome"] for r in results) == ["applied", "refused"], results
         info = reg.version(v)
         if by_action["approve"]["outcome"] == "applied":
             assert reg.champion() == v and info.status == "approved"
-            assert "already approved" in by_action["reject"]["message"] or \
-                "is the champion" in by_action["reject"]["message"]
+            assert (
+                "already approved" in by_action["reject"]["message"]
+                or "is the champion" in by_action["reject"]["message"]
+            )
         else:
             assert reg.champion() != v and info.status == "rejected"
-            assert "already rejected" in by_action["approve"]["message"] or \
-                "is rejected" in by_action["approve"]["message"]
+            assert (
+                "already rejected" in by_action["approve"]["message"]
+                or "is rejected" in by_action["approve"]["message"]
+            )
         champ = reg.champion()
         assert champ is None or reg.version(champ).status == "approved"
         applied = [a.action for a in reg.audit(version=v) if a.outcome == "applied"]
@@ -430,21 +484,22 @@ def test_reject_racing_approve_never_leaves_a_rejected_champion(
 
 
 @pytest.mark.slow
-def test_two_plain_approves_at_once_apply_once(make_registry: MakeRegistry,
-                                               tmp_path: Path) -> None:
+def test_two_plain_approves_at_once_apply_once(make_registry: MakeRegistry, tmp_path: Path) -> None:
     """No --expect-champion: the champion when the command started is the expectation, so of
     two approvals at once (of one version, or of two) one applies and the other is refused."""
     reg, (v1, v2, v3, v4) = make_registry(4)
     for v in (v1, v2):
-        results = _approve_at_once(reg, tmp_path, [(v, "alice", "", "approve", "now"),
-                                                   (v, "bob", "", "approve", "now")])
+        results = _approve_at_once(
+            reg, tmp_path, [(v, "alice", "", "approve", "now"), (v, "bob", "", "approve", "now")]
+        )
         assert sorted(r["outcome"] for r in results) == ["applied", "refused"], results
         lost = next(r for r in results if r["outcome"] == "refused")
         assert "nothing was changed" in lost["message"]
         assert reg.champion() == v
         assert [a.outcome for a in reg.audit(action="approve", version=v)].count("applied") == 1
-    results = _approve_at_once(reg, tmp_path, [(v3, "alice", "", "approve", "now"),
-                                               (v4, "bob", "", "approve", "now")])
+    results = _approve_at_once(
+        reg, tmp_path, [(v3, "alice", "", "approve", "now"), (v4, "bob", "", "approve", "now")]
+    )
     assert sorted(r["outcome"] for r in results) == ["applied", "refused"], results
     won = next(r for r in results if r["outcome"] == "applied")
     lost = next(r for r in results if r["outcome"] == "refused")
@@ -460,7 +515,8 @@ class Crash(Exception):
 @pytest.mark.slow
 @pytest.mark.parametrize("operation", ["champion", "versions", "approve"])
 def test_a_crash_between_audit_and_alias_move_is_repaired_by_the_next_operation(
-        make_registry: MakeRegistry, monkeypatch: pytest.MonkeyPatch, operation: str) -> None:
+    make_registry: MakeRegistry, monkeypatch: pytest.MonkeyPatch, operation: str
+) -> None:
     reg, (v1, v2, v3) = make_registry(3)
     reg.approve(v1, by="alice")
     reg.set_challenger(v2)
@@ -494,9 +550,16 @@ def test_a_crash_between_audit_and_alias_move_is_repaired_by_the_next_operation(
     [rec] = audit_for(fresh, "crashing")
     assert rec.alias_moved_at is not None
     with fresh.meta.engine.connect() as conn:
-        pending = conn.execute(sa.select(sa.func.count()).select_from(audit_log).where(
-            audit_log.c.model == fresh.name, audit_log.c.outcome == "applied",
-            audit_log.c.action == "approve", audit_log.c.alias_moved_at.is_(None))).scalar()
+        pending = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(audit_log)
+            .where(
+                audit_log.c.model == fresh.name,
+                audit_log.c.outcome == "applied",
+                audit_log.c.action == "approve",
+                audit_log.c.alias_moved_at.is_(None),
+            )
+        ).scalar()
     assert pending == 0
 
 
@@ -532,11 +595,11 @@ def test_tracking_uri_uses_a_configured_uri_as_is(tmp_path: Path) -> None:
 
 
 def test_start_service_fails_clearly_when_the_command_exits_at_once(tmp_path: Path) -> None:
-    argv = [sys.executable, "-c",
-            "import sys; print('cannot bind: address in use'); sys.exit(3)"]
+    argv = [sys.executable, "-c", "import sys; print('cannot bind: address in use'); sys.exit(3)"]
     with pytest.raises(ServiceError) as err:
-        start_service(tmp_path, "broken", argv, port=free_port(), health_path="/health",
-                      timeout_s=30)
+        start_service(
+            tmp_path, "broken", argv, port=free_port(), health_path="/health", timeout_s=30
+        )
     msg = str(err.value)
     assert "broken exited with code 3" in msg
     assert "cannot bind: address in use" in msg  # the log tail
@@ -560,7 +623,8 @@ def test_start_and_stop_a_service(tmp_path: Path) -> None:
 
 
 def test_a_reconcile_that_read_before_an_approval_never_undoes_it(
-        make_registry: MakeRegistry) -> None:
+    make_registry: MakeRegistry,
+) -> None:
     """Another process's reconcile read the alias, then the DB, across an approval (the soak
     found one moving the alias back to the old champion and re-tagging both): the repair reads
     both again under the decision lock, so the approval stands."""
@@ -593,7 +657,8 @@ def test_a_reconcile_that_read_before_an_approval_never_undoes_it(
 
 
 def test_a_rollback_without_a_target_clicked_twice_is_done_once(
-        make_registry: MakeRegistry) -> None:
+    make_registry: MakeRegistry,
+) -> None:
     """The second click's default target ("the champion before") has moved with the first
     click: it is the same request all the same, a no-op, not a refusal."""
     reg, (v1, v2) = make_registry(2)
@@ -617,20 +682,32 @@ def test_runs_of_dead_trainings_are_ended_and_live_ones_left(make_registry: Make
     from mlops_core.registry import RUN_HOST, RUN_PID
 
     reg, _ = make_registry(1)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     exp = reg.experiment_id()
     here = socket.gethostname()
-    runs = {name: reg.client.create_run(exp, tags=tags, run_name=name).info.run_id
-            for name, tags in [("dead", {RUN_HOST: here, RUN_PID: dead}),
-                               ("alive", {RUN_HOST: here, RUN_PID: str(os.getpid())}),
-                               ("elsewhere", {RUN_HOST: "another-host", RUN_PID: dead}),
-                               ("untagged", {})]}
+    runs = {
+        name: reg.client.create_run(exp, tags=tags, run_name=name).info.run_id
+        for name, tags in [
+            ("dead", {RUN_HOST: here, RUN_PID: dead}),
+            ("alive", {RUN_HOST: here, RUN_PID: str(os.getpid())}),
+            ("elsewhere", {RUN_HOST: "another-host", RUN_PID: dead}),
+            ("untagged", {}),
+        ]
+    }
 
     assert reg.end_dead_runs() == [runs["dead"]]
 
     status = {n: reg.client.get_run(r).info.status for n, r in runs.items()}
-    assert status == {"dead": "KILLED", "alive": "RUNNING", "elsewhere": "RUNNING",
-                      "untagged": "RUNNING"}
+    assert status == {
+        "dead": "KILLED",
+        "alive": "RUNNING",
+        "elsewhere": "RUNNING",
+        "untagged": "RUNNING",
+    }
     for r in runs.values():
         reg.client.set_terminated(r, "FINISHED")

@@ -26,15 +26,35 @@ MLOPS = str(Path(sys.executable).parent / "mlops")
 
 def test_demo_replay_through_the_deployments(tmp_path: Path) -> None:
     demo = tmp_path / "demo"
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_", "MLFLOW_", "MLOPS_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "MLOPS_"))
+    }
     env["PREFECT_UI_ENABLED"] = "false"
     cfg = demo / "mlops.yaml"
     try:
         res = subprocess.run(
-            [MLOPS, "demo", "--replay", "--dir", str(demo), "--rows", "20000", "--days", "182",
-             "--initial", "8", "--per-step", "6", "--json"],
-            capture_output=True, text=True, env=env, cwd=REPO, timeout=1200)
+            [
+                MLOPS,
+                "demo",
+                "--replay",
+                "--dir",
+                str(demo),
+                "--rows",
+                "20000",
+                "--days",
+                "182",
+                "--initial",
+                "8",
+                "--per-step",
+                "6",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=1200,
+        )
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
         out = json.loads(res.stdout)
         settings = load_config(cfg)
@@ -57,11 +77,15 @@ def test_demo_replay_through_the_deployments(tmp_path: Path) -> None:
         # the concept change is retrained for: only the error rising (a detector, or the
         # realised metric dropping) asks for these, and the demo's error rises at its concept
         # change; a signal the cooldown held back stays pending until it is served
-        erred = [m for m in monitored if m["retrain"] and any(
-            r.startswith(("concept", "performance")) for r in m["reasons"])]
+        erred = [
+            m
+            for m in monitored
+            if m["retrain"] and any(r.startswith(("concept", "performance")) for r in m["reasons"])
+        ]
         assert erred, [(m["retrain"], m["reasons"], m["held_back"]) for m in monitored]
-        assert any(t["training_run"] for t in ticks if t["monitoring"]
-                   and t["monitoring"]["retrain"])
+        assert any(
+            t["training_run"] for t in ticks if t["monitoring"] and t["monitoring"]["retrain"]
+        )
 
         # the applications went through the serving API and their labels through /feedback;
         # monitoring measured what it answered (the demo's monitoring.source: predictions)
@@ -79,8 +103,10 @@ def test_demo_replay_through_the_deployments(tmp_path: Path) -> None:
         assert serving is not None and is_healthy(serving.health_url)
 
         # the training the event started ran to the end and left a candidate for a person
-        assert any(r["state"] == "Completed" and r["trigger"] not in ("", "initial")
-                   for r in out["training_runs"]), out["training_runs"]
+        assert any(
+            r["state"] == "Completed" and r["trigger"] not in ("", "initial")
+            for r in out["training_runs"]
+        ), out["training_runs"]
         # ... which the demo approves to show the hot swap: serving answers with it, and no
         # request failed on the way
         reg = Registry(settings)
@@ -90,18 +116,30 @@ def test_demo_replay_through_the_deployments(tmp_path: Path) -> None:
         assert out["champion"] == reg.champion() == swap["to"]
         approvals = [r for r in reg.audit(action="approve") if r.outcome == "applied"]
         assert [(r.actor, r.version) for r in approvals] == [  # newest first
-            ("demo", swap["to"]), ("demo", "1")]
+            ("demo", swap["to"]),
+            ("demo", "1"),
+        ]
         pending = [v for v in reg.versions() if v.status == "pending_approval"]
-        assert {p["version"] for p in out["pending"]} - {swap["to"]} == {
-            v.version for v in pending}
+        assert {p["version"] for p in out["pending"]} - {swap["to"]} == {v.version for v in pending}
         assert all(v.trigger not in ("", "initial") for v in pending)
 
         # run again: nothing left to replay, and it says so
-        again = subprocess.run([MLOPS, "demo", "--replay", "--dir", str(demo)],
-                               capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+        again = subprocess.run(
+            [MLOPS, "demo", "--replay", "--dir", str(demo)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=300,
+        )
         assert again.returncode == 0 and "replayed already" in again.stdout
     finally:
         if cfg.exists():
-            subprocess.run([MLOPS, "down", "--config", str(cfg)], capture_output=True,
-                           env=env, cwd=REPO, timeout=120)
+            subprocess.run(
+                [MLOPS, "down", "--config", str(cfg)],
+                capture_output=True,
+                env=env,
+                cwd=REPO,
+                timeout=120,
+            )
     assert read_service(load_config(cfg).workspace, MLFLOW) is None

@@ -18,19 +18,21 @@ N = 200
 
 def _frame(n: int = N, seed: int = 3) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "id": np.arange(n),
-        "ts": pd.date_range("2024-01-01", periods=n, freq="D").strftime("%Y-%m-%d"),
-        "amount": rng.normal(100, 20, n).round(2),
-        "count": rng.integers(0, 10, n),
-        "colour": rng.choice(["red", "green", "blue"], n),
-        "member": rng.uniform(size=n) < 0.5,
-        "note": [f"free text number {i}" for i in range(n)],  # one value per row
-        "empty": np.full(n, np.nan),
-        "label": rng.integers(0, 2, n),
-        "grade": rng.choice(["a", "b", "c", "d"], n),
-        "price": rng.normal(10, 3, n),
-    })
+    return pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "ts": pd.date_range("2024-01-01", periods=n, freq="D").strftime("%Y-%m-%d"),
+            "amount": rng.normal(100, 20, n).round(2),
+            "count": rng.integers(0, 10, n),
+            "colour": rng.choice(["red", "green", "blue"], n),
+            "member": rng.uniform(size=n) < 0.5,
+            "note": [f"free text number {i}" for i in range(n)],  # one value per row
+            "empty": np.full(n, np.nan),
+            "label": rng.integers(0, 2, n),
+            "grade": rng.choice(["a", "b", "c", "d"], n),
+            "price": rng.normal(10, 3, n),
+        }
+    )
 
 
 @pytest.fixture
@@ -103,12 +105,20 @@ def test_without_time_batches_by_size(data_file: Path, tmp_path: Path) -> None:
     assert "ts" in schema.left_out or "ts" in s.data.features.categorical
 
 
-@pytest.mark.parametrize(("target", "task"), [
-    ("label", "binary"), ("grade", "multiclass"), ("price", "regression"),
-    ("count", "multiclass"), ("colour", "multiclass"), ("member", "binary"),
-])
-def test_infers_the_task_from_the_target(target: str, task: str, data_file: Path,
-                                         tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("target", "task"),
+    [
+        ("label", "binary"),
+        ("grade", "multiclass"),
+        ("price", "regression"),
+        ("count", "multiclass"),
+        ("colour", "multiclass"),
+        ("member", "binary"),
+    ],
+)
+def test_infers_the_task_from_the_target(
+    target: str, task: str, data_file: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "mlops.yaml"
     _, schema = init_project(data_file, target, time="ts", id_col="id", out=out)
     assert schema.task == task
@@ -117,29 +127,34 @@ def test_infers_the_task_from_the_target(target: str, task: str, data_file: Path
     assert target not in s.data.features.all()
 
 
-@pytest.mark.parametrize(("values", "task"), [
-    ([0, 1, 1, 0], "binary"),
-    (["yes", "no", None, "yes"], "binary"),
-    ([1.0, 2.0, 3.0, 1.0], "multiclass"),
-    ([0.5, 1.25, 3.0, 7.5], "regression"),
-    (list(range(30)), "regression"),
-    ([f"c{i % 25}" for i in range(50)], "multiclass"),
-])
+@pytest.mark.parametrize(
+    ("values", "task"),
+    [
+        ([0, 1, 1, 0], "binary"),
+        (["yes", "no", None, "yes"], "binary"),
+        ([1.0, 2.0, 3.0, 1.0], "multiclass"),
+        ([0.5, 1.25, 3.0, 7.5], "regression"),
+        (list(range(30)), "regression"),
+        ([f"c{i % 25}" for i in range(50)], "multiclass"),
+    ],
+)
 def test_infer_task(values: list[object], task: str) -> None:
     assert infer_task(pd.Series(values)) == task
 
 
 def test_infer_schema_kinds() -> None:
-    df = pd.DataFrame({
-        "y": [0, 1] * 30,
-        "n": np.arange(60, dtype=float),
-        "i": np.arange(60),
-        "b": [True, False] * 30,
-        "c": ["x", "y", "z"] * 20,
-        "t": pd.date_range("2024-01-01", periods=60),
-        "free": [f"v{i}" for i in range(60)],
-        "gone": [None] * 60,
-    })
+    df = pd.DataFrame(
+        {
+            "y": [0, 1] * 30,
+            "n": np.arange(60, dtype=float),
+            "i": np.arange(60),
+            "b": [True, False] * 30,
+            "c": ["x", "y", "z"] * 20,
+            "t": pd.date_range("2024-01-01", periods=60),
+            "free": [f"v{i}" for i in range(60)],
+            "gone": [None] * 60,
+        }
+    )
     schema = infer_schema(df, "y", None, None)
     assert schema.numeric == ["n", "i"]
     assert schema.boolean == ["b"]
@@ -165,8 +180,9 @@ def test_refuses_to_overwrite_without_force(data_file: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("role", ["target", "time", "id_col"])
-def test_column_not_in_the_data_lists_the_columns(role: str, data_file: Path,
-                                                  tmp_path: Path) -> None:
+def test_column_not_in_the_data_lists_the_columns(
+    role: str, data_file: Path, tmp_path: Path
+) -> None:
     kwargs = {"target": "label", "time": "ts", "id_col": "id"} | {role: "nope"}
     out = tmp_path / "mlops.yaml"
     with pytest.raises(ConfigError) as err:
@@ -183,8 +199,9 @@ def test_missing_data_file(tmp_path: Path) -> None:
         init_project(tmp_path / "absent.csv", "y", out=tmp_path / "mlops.yaml")
 
 
-def test_project_name_comes_from_the_file_or_the_caller(frame: pd.DataFrame,
-                                                       tmp_path: Path) -> None:
+def test_project_name_comes_from_the_file_or_the_caller(
+    frame: pd.DataFrame, tmp_path: Path
+) -> None:
     data = tmp_path / "my sales (2024).csv"
     frame.to_csv(data, index=False)
     init_project(data, "label", out=tmp_path / "a.yaml")
@@ -200,9 +217,14 @@ def test_project_name_comes_from_the_file_or_the_caller(frame: pd.DataFrame,
 @pytest.mark.parametrize("name", ["yes", "null", "on", "1", "a: b", "#tag", "[x]"])
 def test_awkward_column_names_survive(name: str, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    df = pd.DataFrame({name: rng.integers(0, 2, 60), "x": rng.normal(size=60),
-                       f"when {name}": pd.date_range("2024-01-01", periods=60).astype(str),
-                       f"key {name}": np.arange(60)})
+    df = pd.DataFrame(
+        {
+            name: rng.integers(0, 2, 60),
+            "x": rng.normal(size=60),
+            f"when {name}": pd.date_range("2024-01-01", periods=60).astype(str),
+            f"key {name}": np.arange(60),
+        }
+    )
     data = tmp_path / "d.csv"
     df.to_csv(data, index=False)
     out = tmp_path / "mlops.yaml"
@@ -244,8 +266,7 @@ def test_with_the_shared_car_loan_data(shared_data: Path, tmp_path: Path) -> Non
     s = load_config(out, environ={})
     assert s.task == "binary" and s.project == "car_loan"
     f = s.data.features
-    assert set(f.numeric) == {"car_value", "debt_to_income_ratio", "loan_length",
-                              "driver_tenure"}
+    assert set(f.numeric) == {"car_value", "debt_to_income_ratio", "loan_length", "driver_tenure"}
     assert set(f.categorical) == {"salary_range", "size_of_downpayment"}
     assert f.boolean == ["repaid_loan_on_prev_car"]
     assert schema.left_out == {}

@@ -24,8 +24,18 @@ from mlops_core.simulate import (
     write_landing,
 )
 
-FEATURES = ["age", "income", "loan_amount", "credit_score", "debt_to_income",
-            "employment_years", "region", "purpose", "channel", "has_cosigner"]
+FEATURES = [
+    "age",
+    "income",
+    "loan_amount",
+    "credit_score",
+    "debt_to_income",
+    "employment_years",
+    "region",
+    "purpose",
+    "channel",
+    "has_cosigner",
+]
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +71,14 @@ def test_columns_and_dtypes(stream: DemoStream) -> None:
     assert dtypes[ID] == "int64" and dtypes[TARGET] == "int64"
     assert dtypes[TIME].startswith("datetime64")
     assert dtypes["has_cosigner"] == "bool"
-    for col in ("age", "income", "loan_amount", "credit_score", "debt_to_income",
-                "employment_years"):
+    for col in (
+        "age",
+        "income",
+        "loan_amount",
+        "credit_score",
+        "debt_to_income",
+        "employment_years",
+    ):
         assert pd.api.types.is_numeric_dtype(df[col]), col
     assert set(df["region"]) == set(REGIONS)
     assert set(df["purpose"]) == set(PURPOSES)
@@ -77,9 +93,17 @@ def test_columns_and_dtypes(stream: DemoStream) -> None:
     assert df[TIME].min() >= pd.Timestamp("2025-01-06")
     assert df[TIME].max() <= pd.Timestamp("2025-01-06") + pd.Timedelta(days=365)
     assert stream.features == {
-        "numeric": ["age", "income", "loan_amount", "credit_score", "debt_to_income",
-                    "employment_years"],
-        "categorical": ["region", "purpose", "channel"], "boolean": ["has_cosigner"]}
+        "numeric": [
+            "age",
+            "income",
+            "loan_amount",
+            "credit_score",
+            "debt_to_income",
+            "employment_years",
+        ],
+        "categorical": ["region", "purpose", "channel"],
+        "boolean": ["has_cosigner"],
+    }
 
 
 def test_arguments_shape_the_stream() -> None:
@@ -177,20 +201,27 @@ def test_landing_writes_csv_and_parquet(landed: tuple[DemoStream, list[LandedFil
     assert len(files) == weeks + 1  # one file a week, and one sent twice
     clean = [f.path for f in files if f.fault is None]
     rows = sum(len(_read(p)) for p in clean)
-    faulty = [f for f in files if f.fault in ("renamed_column", "all_null_feature",
-                                              "non_utf8_csv", "corrupt_parquet")]
+    faulty = [
+        f
+        for f in files
+        if f.fault in ("renamed_column", "all_null_feature", "non_utf8_csv", "corrupt_parquet")
+    ]
     assert rows < len(s.frame)
     assert len(faulty) == 4
     first = _read(clean[0])
     assert list(first.columns) == list(s.frame.columns)
-    assert first[ID].tolist() == s.frame[ID].iloc[:len(first)].tolist()
+    assert first[ID].tolist() == s.frame[ID].iloc[: len(first)].tolist()
 
 
 def test_landing_faults(landed: tuple[DemoStream, list[LandedFile]]) -> None:
     _, files = landed
     assert sorted(f.fault for f in files if f.fault) == [
-        "all_null_feature", "corrupt_parquet", "non_utf8_csv", "renamed_column",
-        "resent_duplicate"]
+        "all_null_feature",
+        "corrupt_parquet",
+        "non_utf8_csv",
+        "renamed_column",
+        "resent_duplicate",
+    ]
 
     renamed = _read(_by_fault(files, "renamed_column").path)
     assert "CreditScore" in renamed.columns and "credit_score" not in renamed.columns

@@ -26,9 +26,13 @@ from mlops_core.ingest import IngestReport, ingest
 from mlops_core.sources import detect_format, file_unit
 from mlops_core.store import BatchStore, MetadataStore
 
-DATA: dict[str, Any] = {"id_column": "id", "time_column": "ts", "target": "y",
-                        "features": {"numeric": ["x"], "categorical": ["color"]},
-                        "batch": {"period": "1D"}}
+DATA: dict[str, Any] = {
+    "id_column": "id",
+    "time_column": "ts",
+    "target": "y",
+    "features": {"numeric": ["x"], "categorical": ["color"]},
+    "batch": {"period": "1D"},
+}
 
 
 def _settings(tmp_path: Path, source: dict[str, Any] | None = None, **data: Any) -> Settings:
@@ -41,13 +45,15 @@ def _settings(tmp_path: Path, source: dict[str, Any] | None = None, **data: Any)
 def _frame(n: int = 48, start: str = "2025-01-01", id0: int = 0, seed: int = 0) -> pd.DataFrame:
     """Hourly rows (so 24 a day) with ISO time strings, as a CSV or a JSON feed carries them."""
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "id": np.arange(id0, id0 + n, dtype=np.int64),
-        "ts": pd.date_range(start, periods=n, freq="h").strftime("%Y-%m-%dT%H:%M:%S"),
-        "x": rng.normal(size=n).round(6),
-        "color": rng.choice(["red", "blue", "green"], n),
-        "y": np.r_[0, 1, rng.integers(0, 2, n - 2)],
-    })
+    return pd.DataFrame(
+        {
+            "id": np.arange(id0, id0 + n, dtype=np.int64),
+            "ts": pd.date_range(start, periods=n, freq="h").strftime("%Y-%m-%dT%H:%M:%S"),
+            "x": rng.normal(size=n).round(6),
+            "color": rng.choice(["red", "blue", "green"], n),
+            "y": np.r_[0, 1, rng.integers(0, 2, n - 2)],
+        }
+    )
 
 
 def _stored(settings: Settings) -> pd.DataFrame:
@@ -105,8 +111,9 @@ def test_file_source_reads_every_format(tmp_path: Path, name: str) -> None:
 def test_declared_format_overrides_the_extension(tmp_path: Path) -> None:
     path = tmp_path / "export.dat"
     _frame(24).to_csv(path, index=False, sep="|")
-    s = _settings(tmp_path, {"kind": "file", "path": str(path), "format": "csv",
-                             "csv": {"delimiter": "|"}})
+    s = _settings(
+        tmp_path, {"kind": "file", "path": str(path), "format": "csv", "csv": {"delimiter": "|"}}
+    )
 
     assert _statuses(ingest(s)) == [("accepted", 24)]
 
@@ -126,25 +133,33 @@ def _gzip(text: bytes) -> bytes:
     return gzip.compress(text)
 
 
-@pytest.mark.parametrize(("name", "content", "rule", "says"), [
-    ("gz.csv", lambda t: _gzip(t), "wrong_format", "gzip-compressed"),
-    ("zip.csv", lambda t: b"PK\x03\x04" + t, "wrong_format", "ZIP archive"),
-    ("pq.csv", lambda t: b"PAR1" + t, "wrong_format", "name it .parquet"),
-    ("utf16.csv", lambda t: t.decode().encode("utf-16"), "encoding", "UTF-16"),
-    ("utf16le.csv", lambda t: t.decode().encode("utf-16-le"), "encoding", "UTF-16"),
-    ("nul.csv", lambda t: t.replace(b",", b",\0", 3), "nul_bytes", "3 NUL byte(s)"),
-    ("dup.csv", lambda t: t.replace(b"id,ts,x", b"id,ts,id", 1), "duplicate_columns",
-     "'id' (columns 1, 3)"),
-    ("gz.json", lambda t: _gzip(t), "wrong_format", "gzip-compressed"),
-])
-def test_files_that_are_not_csv_text_say_what_they_are(tmp_path: Path, name: str,
-                                                       content: Any, rule: str,
-                                                       says: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "content", "rule", "says"),
+    [
+        ("gz.csv", lambda t: _gzip(t), "wrong_format", "gzip-compressed"),
+        ("zip.csv", lambda t: b"PK\x03\x04" + t, "wrong_format", "ZIP archive"),
+        ("pq.csv", lambda t: b"PAR1" + t, "wrong_format", "name it .parquet"),
+        ("utf16.csv", lambda t: t.decode().encode("utf-16"), "encoding", "UTF-16"),
+        ("utf16le.csv", lambda t: t.decode().encode("utf-16-le"), "encoding", "UTF-16"),
+        ("nul.csv", lambda t: t.replace(b",", b",\0", 3), "nul_bytes", "3 NUL byte(s)"),
+        (
+            "dup.csv",
+            lambda t: t.replace(b"id,ts,x", b"id,ts,id", 1),
+            "duplicate_columns",
+            "'id' (columns 1, 3)",
+        ),
+        ("gz.json", lambda t: _gzip(t), "wrong_format", "gzip-compressed"),
+    ],
+)
+def test_files_that_are_not_csv_text_say_what_they_are(
+    tmp_path: Path, name: str, content: Any, rule: str, says: str
+) -> None:
     """A compressed file, a workbook, UTF-16 text, NUL bytes or a column named twice: the file
     is quarantined whole with a message that names the problem."""
     frame = _frame(24)
-    text = (frame.to_json(orient="records") if name.endswith(".json")
-            else frame.to_csv(index=False)).encode()
+    text = (
+        frame.to_json(orient="records") if name.endswith(".json") else frame.to_csv(index=False)
+    ).encode()
     path = tmp_path / name
     path.write_bytes(content(text))
     s = _settings(tmp_path)
@@ -212,7 +227,7 @@ def test_folder_ignores_hidden_and_partial_files(tmp_path: Path, landing: Path) 
     s = _folder_settings(tmp_path, landing)
     df = _frame(24, "2025-01-05", id0=500)
     for name in (".hidden.csv", "d.csv.tmp", "e.csv.part", "~lock.csv", "f.csv.crdownload"):
-        (landing / name).write_text("half a file,\"with an open quote\n")
+        (landing / name).write_text('half a file,"with an open quote\n')
 
     assert ingest(s).outcomes == []
 
@@ -227,10 +242,16 @@ def test_folder_ignores_hidden_and_partial_files(tmp_path: Path, landing: Path) 
 
 @pytest.mark.parametrize("change", ["truncated", "grown"])
 def test_a_file_that_changes_while_it_is_read_is_left_for_the_next_run(
-        tmp_path: Path, landing: Path, change: str) -> None:
+    tmp_path: Path, landing: Path, change: str
+) -> None:
     s = _folder_settings(tmp_path, landing)
-    s = s.model_copy(update={"data": s.data.model_copy(update={
-        "limits": s.data.limits.model_copy(update={"chunk_rows": 10})})})
+    s = s.model_copy(
+        update={
+            "data": s.data.model_copy(
+                update={"limits": s.data.limits.model_copy(update={"chunk_rows": 10})}
+            )
+        }
+    )
     path = landing / "a.csv"
     whole = _frame(120, "2025-01-01").to_csv(index=False).encode()
     half = whole[: whole.index(b"\n", len(whole) // 2) + 1]  # ends at a line break
@@ -256,7 +277,8 @@ def test_a_file_that_changes_while_it_is_read_is_left_for_the_next_run(
 
 
 def test_a_file_cut_mid_row_is_deferred_while_fresh_and_quarantined_when_it_stays_cut(
-        tmp_path: Path, landing: Path) -> None:
+    tmp_path: Path, landing: Path
+) -> None:
     s = _folder_settings(tmp_path, landing)
     whole = _frame(48, "2025-01-01").to_csv(index=False).encode()
     path = landing / "a.csv"
@@ -270,7 +292,8 @@ def test_a_file_cut_mid_row_is_deferred_while_fresh_and_quarantined_when_it_stay
     os.utime(path, (old, old))
     second = ingest(s)
     assert [(o.status, o.findings[0].rule) for o in second.outcomes] == [
-        ("quarantined", "torn_row")]
+        ("quarantined", "torn_row")
+    ]
     assert "does not end with a line break" in second.outcomes[0].reason
     assert _stored(s).empty
 
@@ -330,8 +353,9 @@ def test_folder_pattern_limits_which_files_count(tmp_path: Path, landing: Path) 
     assert _origins(ingest(s)) == {"a.csv"}
 
 
-def test_folder_file_replaced_with_same_content_is_a_duplicate(tmp_path: Path,
-                                                               landing: Path) -> None:
+def test_folder_file_replaced_with_same_content_is_a_duplicate(
+    tmp_path: Path, landing: Path
+) -> None:
     s = _folder_settings(tmp_path, landing)
     path = landing / "a.csv"
     _frame(48).to_csv(path, index=False)
@@ -346,8 +370,7 @@ def test_folder_file_replaced_with_same_content_is_a_duplicate(tmp_path: Path,
     assert len(_stored(s)) == 48
 
 
-def test_folder_bad_file_is_quarantined_once_not_every_run(tmp_path: Path,
-                                                           landing: Path) -> None:
+def test_folder_bad_file_is_quarantined_once_not_every_run(tmp_path: Path, landing: Path) -> None:
     s = _folder_settings(tmp_path, landing)
     (landing / "bad.csv").write_bytes(b"")
     _frame(24).to_csv(landing / "good.csv", index=False)
@@ -372,19 +395,24 @@ def sql_db(tmp_path: Path) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
-def _sql_settings(tmp_path: Path, engine: sa.Engine, watermark: str,
-                  query: str = "SELECT * FROM events") -> Settings:
-    return _settings(tmp_path, {"kind": "sql", "url": str(engine.url), "query": query,
-                                "watermark": watermark})
+def _sql_settings(
+    tmp_path: Path, engine: sa.Engine, watermark: str, query: str = "SELECT * FROM events"
+) -> Settings:
+    return _settings(
+        tmp_path, {"kind": "sql", "url": str(engine.url), "query": query, "watermark": watermark}
+    )
 
 
-@pytest.mark.parametrize(("watermark", "last_after_first", "last_after_second"), [
-    ("id", 47, 71),
-    ("ts", "2025-01-02T23:00:00", "2025-01-03T23:00:00"),
-])
+@pytest.mark.parametrize(
+    ("watermark", "last_after_first", "last_after_second"),
+    [
+        ("id", 47, 71),
+        ("ts", "2025-01-02T23:00:00", "2025-01-03T23:00:00"),
+    ],
+)
 def test_sql_source_reads_only_rows_past_the_watermark(
-        tmp_path: Path, sql_db: sa.Engine, watermark: str, last_after_first: Any,
-        last_after_second: Any) -> None:
+    tmp_path: Path, sql_db: sa.Engine, watermark: str, last_after_first: Any, last_after_second: Any
+) -> None:
     s = _sql_settings(tmp_path, sql_db, watermark)
 
     first = ingest(s)
@@ -393,8 +421,9 @@ def test_sql_source_reads_only_rows_past_the_watermark(
 
     assert ingest(s).outcomes == []  # nothing new
 
-    _frame(24, "2025-01-03", id0=48, seed=1).to_sql("events", sql_db, index=False,
-                                                     if_exists="append")
+    _frame(24, "2025-01-03", id0=48, seed=1).to_sql(
+        "events", sql_db, index=False, if_exists="append"
+    )
     third = ingest(s)
     assert _statuses(third) == [("accepted", 24)]
     assert third.outcomes[0].start_time == pd.Timestamp("2025-01-03")
@@ -402,8 +431,9 @@ def test_sql_source_reads_only_rows_past_the_watermark(
     assert _stored(s)["id"].tolist() == list(range(72))
 
 
-def test_sql_watermark_survives_a_new_metadata_connection(tmp_path: Path,
-                                                          sql_db: sa.Engine) -> None:
+def test_sql_watermark_survives_a_new_metadata_connection(
+    tmp_path: Path, sql_db: sa.Engine
+) -> None:
     s = _sql_settings(tmp_path, sql_db, "id")
     ingest(s)
     meta = MetadataStore(s.db_url)  # a later run: a fresh process would see the same state
@@ -413,8 +443,9 @@ def test_sql_watermark_survives_a_new_metadata_connection(tmp_path: Path,
         meta.dispose()
 
 
-def test_sql_query_without_the_watermark_column_is_a_source_error(tmp_path: Path,
-                                                                  sql_db: sa.Engine) -> None:
+def test_sql_query_without_the_watermark_column_is_a_source_error(
+    tmp_path: Path, sql_db: sa.Engine
+) -> None:
     s = _sql_settings(tmp_path, sql_db, "updated_at")
     with pytest.raises(SourceError, match="SQL source failed"):
         ingest(s)
@@ -487,8 +518,9 @@ def _http_settings(tmp_path: Path, url: str, **source: Any) -> Settings:
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])
-def test_http_source_sends_the_watermark_and_reads_only_new_rows(tmp_path: Path, feed: Feed,
-                                                                 fmt: str) -> None:
+def test_http_source_sends_the_watermark_and_reads_only_new_rows(
+    tmp_path: Path, feed: Feed, fmt: str
+) -> None:
     feed.fmt = fmt
     s = _http_settings(tmp_path, feed.url, watermark="id")
 
@@ -502,8 +534,7 @@ def test_http_source_sends_the_watermark_and_reads_only_new_rows(tmp_path: Path,
     assert feed.requests[-1]["query"] == {"id": ["47"]}
     assert not (s.workspace / "quarantine").exists()
 
-    feed.rows = pd.concat([feed.rows, _frame(24, "2025-01-03", id0=48, seed=1)],
-                          ignore_index=True)
+    feed.rows = pd.concat([feed.rows, _frame(24, "2025-01-03", id0=48, seed=1)], ignore_index=True)
     third = ingest(s)
     assert _statuses(third) == [("accepted", 24)]
     assert _state_rows(s, "http:") == [71]
@@ -521,8 +552,7 @@ def test_http_tokens_are_never_printed_or_stored(tmp_path: Path, feed: Feed) -> 
     records, the source state, the quarantine notes or an error."""
     token, bearer = "tok-URL-5ecret", "hdr-5ecret-value"
     url = f"{feed.url}?api_key={token}&region=eu"
-    s = _http_settings(tmp_path, url, watermark="id",
-                       headers={"Authorization": f"Bearer {bearer}"})
+    s = _http_settings(tmp_path, url, watermark="id", headers={"Authorization": f"Bearer {bearer}"})
 
     report = ingest(s)
     assert report.count("accepted") == 2
@@ -542,8 +572,7 @@ def test_http_tokens_are_never_printed_or_stored(tmp_path: Path, feed: Feed) -> 
     assert _state_rows(s, "http:") == [47]
 
 
-def test_an_http_watermark_kept_under_the_old_key_carries_on(tmp_path: Path,
-                                                             feed: Feed) -> None:
+def test_an_http_watermark_kept_under_the_old_key_carries_on(tmp_path: Path, feed: Feed) -> None:
     s = _http_settings(tmp_path, feed.url, watermark="id")
     meta = MetadataStore(s.db_url)
     meta.set_state(f"http:{feed.url}", 40)  # as an earlier release kept it
@@ -558,8 +587,7 @@ def test_an_http_watermark_kept_under_the_old_key_carries_on(tmp_path: Path,
     assert _state_rows(s, "http:") == [47]
 
 
-def test_http_server_error_is_a_source_error_and_nothing_moves(tmp_path: Path,
-                                                               feed: Feed) -> None:
+def test_http_server_error_is_a_source_error_and_nothing_moves(tmp_path: Path, feed: Feed) -> None:
     s = _http_settings(tmp_path, feed.url, watermark="id")
     ingest(s)
     feed.status = 500
@@ -604,6 +632,7 @@ def test_http_csv_with_a_short_row_is_quarantined_whole(tmp_path: Path, feed: Fe
     report = ingest(s)
 
     assert [(o.status, o.findings[0].rule) for o in report.outcomes] == [
-        ("quarantined", "short_row")]
+        ("quarantined", "short_row")
+    ]
     assert "4 of 5 fields" in report.outcomes[0].reason
     assert _stored(s).empty

@@ -96,56 +96,81 @@ def _ingest(settings: Settings, frame: pd.DataFrame, folder: Path, name: str) ->
     frame.to_parquet(path, index=False)
     report = ingest(settings, [path])
     assert [o.status for o in report.outcomes] == ["accepted"] * len(report.outcomes), [
-        (o.id, o.status, o.reason) for o in report.outcomes]
+        (o.id, o.status, o.reason) for o in report.outcomes
+    ]
     return [o.id for o in report.outcomes]
 
 
-def _project(stream: DemoStream, root: Path, url: str, name: str, train: tuple[int, int],
-             groups: dict[str, tuple[int, int]]) -> Project:
+def _project(
+    stream: DemoStream,
+    root: Path,
+    url: str,
+    name: str,
+    train: tuple[int, int],
+    groups: dict[str, tuple[int, int]],
+) -> Project:
     # growth (the window doubled since training) and the schedule are tested on their own;
     # here they would only add a reason to every run (the policy's clock is data time: the
     # newest batch ingested, weeks after the early champion's data ends, whichever batches a
     # test monitors)
-    s = demo_settings(root, url, name, gate=FAST_GATE,
-                      retraining={"detectors": DETECTORS, "window_growth": None,
-                                  "max_model_age": None},
-                      validation={"rules": {"all_null_feature": "warning"}})
+    s = demo_settings(
+        root,
+        url,
+        name,
+        gate=FAST_GATE,
+        retraining={"detectors": DETECTORS, "window_growth": None, "max_model_age": None},
+        validation={"rules": {"all_null_feature": "warning"}},
+    )
     lineage = _ingest(s, _weeks(stream, *train), root / "landing", "train")
     out = train_and_register(s, trigger="manual")
     assert out.status == "pending_approval", out.gate.reasons
     version = str(out.version)
     assert Registry(s).approve(version, by="tests").ok
-    assert sorted(Registry(s).version(version).tags["lineage_batches"].split(",")) == \
-        sorted(lineage)
+    assert sorted(Registry(s).version(version).tags["lineage_batches"].split(",")) == sorted(
+        lineage
+    )
     ids = {k: _ingest(s, _weeks(stream, *w), root / "landing", k) for k, w in groups.items()}
     labelled = {k: int(_weeks(stream, *w)[TARGET].notna().sum()) for k, w in groups.items()}
     return Project(s, version, lineage, ids, labelled)
 
 
 @pytest.fixture(scope="module")
-def early(stream: DemoStream, mlflow_server: ServiceInfo,
-          tmp_path_factory: pytest.TempPathFactory) -> Project:
+def early(
+    stream: DemoStream, mlflow_server: ServiceInfo, tmp_path_factory: pytest.TempPathFactory
+) -> Project:
     """A champion trained on weeks 0-9, before any drift; then the weeks up to the covariate
     shift (stationary) and those between its end and the concept change (covariate)."""
     shift, concept = stream.drift_points
     stationary = (10, _week(stream, shift.start))
     covariate = (_week(stream, shift.end, up=True), _week(stream, concept.start))
     assert stationary[1] - stationary[0] >= 6 and covariate[1] - covariate[0] >= 4
-    return _project(stream, tmp_path_factory.mktemp("sv-early"), mlflow_server.url, "sv-early",
-                    (0, 10), {"stationary": stationary, "covariate": covariate})
+    return _project(
+        stream,
+        tmp_path_factory.mktemp("sv-early"),
+        mlflow_server.url,
+        "sv-early",
+        (0, 10),
+        {"stationary": stationary, "covariate": covariate},
+    )
 
 
 @pytest.fixture(scope="module")
-def concept(stream: DemoStream, mlflow_server: ServiceInfo,
-            tmp_path_factory: pytest.TempPathFactory) -> Project:
+def concept(
+    stream: DemoStream, mlflow_server: ServiceInfo, tmp_path_factory: pytest.TempPathFactory
+) -> Project:
     """A champion trained after the covariate shift, just before the concept change; then two
     more weeks before the change and four after it."""
     shift, change = stream.drift_points
     at = _week(stream, change.start)
     assert _weeks(stream, at, at + 1)[TIME].min() >= pd.Timestamp(change.start)
-    return _project(stream, tmp_path_factory.mktemp("sv-concept"), mlflow_server.url,
-                    "sv-concept", (_week(stream, shift.end, up=True), at - 2),
-                    {"before": (at - 2, at), "after": (at, at + 4)})
+    return _project(
+        stream,
+        tmp_path_factory.mktemp("sv-concept"),
+        mlflow_server.url,
+        "sv-concept",
+        (_week(stream, shift.end, up=True), at - 2),
+        {"before": (at - 2, at), "after": (at, at + 4)},
+    )
 
 
 def _isolated(project: Project, tmp_path: Path, **sections: Any) -> Settings:
@@ -164,8 +189,9 @@ def _own_model(project: Project, tmp_path: Path, name: str, **sections: Any) -> 
     source = Registry(project.settings)
     reg = Registry(s)
     version = add_version(reg, source, project.version)
-    reg.set_tags(version, {"lineage_batches": source.version(project.version).tags[
-        "lineage_batches"]})
+    reg.set_tags(
+        version, {"lineage_batches": source.version(project.version).tags["lineage_batches"]}
+    )
     assert reg.approve(version, by="tests").ok
     return s
 
@@ -225,8 +251,11 @@ def test_a_stationary_stretch_triggers_nothing(early: Project, tmp_path: Path) -
     # Page-Hinkley's false alarm when it raised one (with page_hinkley in the policy's
     # detectors, that is a concept signal)
     assert res.decision is not None
-    ph = ["concept: detector(s) fired on the error stream: page_hinkley"] if \
-        detectors["page_hinkley"].fired else []
+    ph = (
+        ["concept: detector(s) fired on the error stream: page_hinkley"]
+        if detectors["page_hinkley"].fired
+        else []
+    )
     assert [f.text for f in res.decision.reasons] == ph
     assert res.decision.held_back == [] and res.decision.retrain is bool(ph)
     assert res.decision.trigger == ("concept" if ph else "none")
@@ -234,8 +263,9 @@ def test_a_stationary_stretch_triggers_nothing(early: Project, tmp_path: Path) -
     assert res.report is None and _report_files(s, res) == set()  # a report on drift only
 
 
-def test_the_covariate_shift_is_found_by_the_data_drift_check(early: Project,
-                                                              tmp_path: Path) -> None:
+def test_the_covariate_shift_is_found_by_the_data_drift_check(
+    early: Project, tmp_path: Path
+) -> None:
     s = _isolated(early, tmp_path)
     weeks = early.groups["covariate"]
 
@@ -257,18 +287,25 @@ def test_the_covariate_shift_is_found_by_the_data_drift_check(early: Project,
     # the shifted columns matter to the model: weighted by importance, the share is higher
     assert d.weighted_drift_share is not None and d.weighted_drift_share > d.drift_share
     assert "drift" in _reasons(res) and res.decision is not None and res.decision.retrain
-    assert any(t.startswith("drift: importance-weighted drift share ")
-               for t in res.decision.to_dict()["reasons"])
+    assert any(
+        t.startswith("drift: importance-weighted drift share ")
+        for t in res.decision.to_dict()["reasons"]
+    )
     # a drift writes the report (monitoring.report: on_drift), with performance (labels are in)
     assert res.report == f"reports/{res.id}/drift.html"
     assert (s.workspace / res.report).is_file()
-    assert _report_files(s, res) == {"drift.html", "drift.json", "performance.html",
-                                     "performance.json"}
+    assert _report_files(s, res) == {
+        "drift.html",
+        "drift.json",
+        "performance.html",
+        "performance.json",
+    }
     assert "<html" in (s.workspace / res.report).read_text()[:5000].lower()
 
 
 def test_a_concept_change_without_covariate_shift_is_found_by_the_detectors(
-        concept: Project, tmp_path: Path) -> None:
+    concept: Project, tmp_path: Path
+) -> None:
     s = _isolated(concept, tmp_path)
     before, after = concept.groups["before"], concept.groups["after"]
     change_row = concept.labelled["before"]  # rows are fed in time order
@@ -301,13 +338,15 @@ def test_a_concept_change_without_covariate_shift_is_found_by_the_detectors(
 # edge data -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("rows", [1, 20])
 def test_a_one_row_or_tiny_batch_gives_not_enough_data_and_decides_nothing(
-        early: Project, stream: DemoStream, tmp_path: Path, rows: int) -> None:
+    early: Project, stream: DemoStream, tmp_path: Path, rows: int
+) -> None:
     s = _isolated(early, tmp_path)
     # one applicant, sent ``rows`` times under new ids: every probability is the same, so a
     # label-free ROC AUC would read 0.5, far below the champion's, if it were estimated
     one = _weeks(stream, 20, 21).head(1)
     tiny = pd.concat([one] * rows, ignore_index=True).assign(
-        application_id=np.arange(10**7, 10**7 + rows))
+        application_id=np.arange(10**7, 10**7 + rows)
+    )
     batch = _ingest(s, tiny, tmp_path / "landing", "tiny")
 
     res = monitor(s, batch, report=True)
@@ -315,7 +354,11 @@ def test_a_one_row_or_tiny_batch_gives_not_enough_data_and_decides_nothing(
     d = res.drift
     assert (res.rows, res.labelled_rows) == (rows, rows)
     assert (d.status, d.columns, d.drift_share, d.weighted_drift_share) == (
-        "not_enough_data", [], None, None)
+        "not_enough_data",
+        [],
+        None,
+        None,
+    )
     assert d.message.startswith("not enough data") and not d.dataset_drift
     assert res.performance is None and res.detectors == [] and res.estimated == {}
     assert res.decision is not None
@@ -325,8 +368,9 @@ def test_a_one_row_or_tiny_batch_gives_not_enough_data_and_decides_nothing(
     assert (run["id"], run["status"], run["rows"]) == (res.id, "not_enough_data", rows)
 
 
-def test_an_empty_or_quarantined_batch_is_not_monitored(early: Project, stream: DemoStream,
-                                                        tmp_path: Path) -> None:
+def test_an_empty_or_quarantined_batch_is_not_monitored(
+    early: Project, stream: DemoStream, tmp_path: Path
+) -> None:
     """An empty file is quarantined at ingest; quarantined data failed validation (here ±inf,
     which the champion cannot even score), so monitoring refuses it by name, recording nothing."""
     s = _isolated(early, tmp_path)
@@ -340,8 +384,11 @@ def test_an_empty_or_quarantined_batch_is_not_monitored(early: Project, stream: 
     empty, inf = (o.id for o in report.outcomes)
 
     for batch in ([empty], [inf], [early.groups["stationary"][0], inf]):
-        with pytest.raises(MlopsError, match=f"only accepted batches .*{batch[-1]} "
-                                             r"\(quarantined\)"):
+        with pytest.raises(
+            MlopsError,
+            match=f"only accepted batches .*{batch[-1]} "
+            r"\(quarantined\)",
+        ):
             monitor(s, batch)
     result = _cli(write_config(s, tmp_path / "mlops.yaml"), "--batch", inf)
     assert result.exit_code == 1 and "only accepted batches" in result.output
@@ -349,11 +396,13 @@ def test_an_empty_or_quarantined_batch_is_not_monitored(early: Project, stream: 
 
 
 def test_a_batch_without_labels_is_estimated_but_not_measured(
-        early: Project, stream: DemoStream, tmp_path: Path) -> None:
+    early: Project, stream: DemoStream, tmp_path: Path
+) -> None:
     s = _isolated(early, tmp_path)
     # late in the covariate shift: drifted, and the labels are not in yet
-    batch = _ingest(s, _weeks(stream, 31, 33).drop(columns=[TARGET]), tmp_path / "landing",
-                    "unlabelled")
+    batch = _ingest(
+        s, _weeks(stream, 31, 33).drop(columns=[TARGET]), tmp_path / "landing", "unlabelled"
+    )
     assert len(batch) == 2
 
     # monitored twice: the drift asks when it persists into the second run
@@ -378,7 +427,8 @@ def test_a_batch_without_labels_is_estimated_but_not_measured(
 
 
 def test_an_estimate_is_reconciled_when_the_labels_arrive(
-        early: Project, stream: DemoStream, tmp_path: Path) -> None:
+    early: Project, stream: DemoStream, tmp_path: Path
+) -> None:
     s = _isolated(early, tmp_path)
     rows = _weeks(stream, 20, 22)  # covariate shift only, P(y|x) unchanged: CBPE holds
     first = _ingest(s, rows.drop(columns=[TARGET]), tmp_path / "landing", "unlabelled")
@@ -395,23 +445,30 @@ def test_an_estimate_is_reconciled_when_the_labels_arrive(
     assert check["estimated"] == est["value"] and check["metric"] == estimated.metric
     assert abs(check["error"]) < 0.05  # calibrated champion, stationary data
     # recorded with the earlier run, and done once
-    stored = next(r for r in list_runs(MetadataStore(s.db_url), s.project)
-                  if r["id"] == estimated.id)
+    stored = next(
+        r for r in list_runs(MetadataStore(s.db_url), s.project) if r["id"] == estimated.id
+    )
     assert stored["reconciled_with"]["realised"] == check["realised"]
     assert monitor(s, report=False).reconciled == []
 
 
 def test_an_all_missing_column_is_reported_and_left_out_of_the_share(
-        early: Project, stream: DemoStream, tmp_path: Path) -> None:
+    early: Project, stream: DemoStream, tmp_path: Path
+) -> None:
     s = _isolated(early, tmp_path)
-    batch = _ingest(s, _weeks(stream, 12, 13).assign(income=np.nan), tmp_path / "landing",
-                    "no-income")
+    batch = _ingest(
+        s, _weeks(stream, 12, 13).assign(income=np.nan), tmp_path / "landing", "no-income"
+    )
 
     res = monitor(s, batch, report=True)
 
     income = _columns(res)["income"]
     assert (income.status, income.drifted, income.score, income.method) == (
-        "all_missing", None, None, None)
+        "all_missing",
+        None,
+        None,
+        None,
+    )
     assert income.importance is not None  # still known, just not tested
     tested = [c for c in res.drift.columns if c.drifted is not None]
     assert len(tested) == 9 and "income" not in {c.column for c in tested}
@@ -422,8 +479,9 @@ def test_an_all_missing_column_is_reported_and_left_out_of_the_share(
     assert _report_files(s, res) >= {"drift.html", "drift.json"}
 
 
-def test_stuck_columns_are_tested_and_found_drifted(early: Project, stream: DemoStream,
-                                                    tmp_path: Path) -> None:
+def test_stuck_columns_are_tested_and_found_drifted(
+    early: Project, stream: DemoStream, tmp_path: Path
+) -> None:
     """A feature constant in the batch but not in the reference is a stuck feed: drift (a
     column constant at the same value on both sides is "constant" and left out; see
     test_monitoring.py, the champion's reference has no such column)."""
@@ -443,8 +501,9 @@ def test_stuck_columns_are_tested_and_found_drifted(early: Project, stream: Demo
     assert "drift.html" in _report_files(s, res)
 
 
-def test_a_new_category_is_drift_for_its_column(early: Project, stream: DemoStream,
-                                                tmp_path: Path) -> None:
+def test_a_new_category_is_drift_for_its_column(
+    early: Project, stream: DemoStream, tmp_path: Path
+) -> None:
     s = _isolated(early, tmp_path)
     week = _weeks(stream, 14, 15).copy()
     week.loc[week.index[::2], "channel"] = "app"  # half the applications from a new channel
@@ -463,8 +522,7 @@ def test_every_run_and_decision_is_recorded(early: Project, tmp_path: Path) -> N
     # ADWIN only, the default (Page-Hinkley's false alarm on the stationary stretch, see
     # test_a_stationary_stretch_triggers_nothing, would make the quiet run ask), and a cooldown
     # longer than the champion's data is old in data time (about 29 weeks): a drift is held back
-    s = _isolated(early, tmp_path, retraining={"detectors": ["adwin"],
-                                               "cooldown": "40 batches"})
+    s = _isolated(early, tmp_path, retraining={"detectors": ["adwin"], "cooldown": "40 batches"})
     meta = MetadataStore(s.db_url)
     weeks = early.groups["covariate"]
     quiet = monitor(s, early.groups["stationary"], report=False)
@@ -486,9 +544,17 @@ def test_every_run_and_decision_is_recorded(early: Project, tmp_path: Path) -> N
         full = res.decision.to_dict()
         assert d["model"] == s.project and d["at"] == res.at
         assert (d["retrain"], d["reasons"], d["held_back"], d["acted"]) == (
-            full["retrain"], full["reasons"], full["held_back"], None)
+            full["retrain"],
+            full["reasons"],
+            full["held_back"],
+            None,
+        )
         assert (d["nearest"], d["pending_since"], d["reason_kinds"], d["summary"]) == (
-            full["nearest"], full["pending_since"], full["reason_kinds"], full["summary"])
+            full["nearest"],
+            full["pending_since"],
+            full["reason_kinds"],
+            full["summary"],
+        )
     # the drift asked for a retrain; the champion's data ends within the cooldown: held back,
     # and pending since the (data) time it asked
     assert decisions[0]["reasons"][0].startswith("drift:") and not decisions[0]["retrain"]
@@ -500,17 +566,28 @@ def test_every_run_and_decision_is_recorded(early: Project, tmp_path: Path) -> N
     assert list_runs(meta, "another-model") == [] and list_decisions(meta, "another") == []
 
 
-@pytest.mark.parametrize(("group", "report", "policy", "expected"), [
-    ("stationary", True, "on_drift", {"drift.html", "drift.json", "performance.html",
-                                      "performance.json"}),
-    ("stationary", None, "always", {"drift.html", "drift.json", "performance.html",
-                                    "performance.json"}),
-    ("covariate", None, "never", set()),
-    ("covariate", False, "on_drift", set()),
-])
+@pytest.mark.parametrize(
+    ("group", "report", "policy", "expected"),
+    [
+        (
+            "stationary",
+            True,
+            "on_drift",
+            {"drift.html", "drift.json", "performance.html", "performance.json"},
+        ),
+        (
+            "stationary",
+            None,
+            "always",
+            {"drift.html", "drift.json", "performance.html", "performance.json"},
+        ),
+        ("covariate", None, "never", set()),
+        ("covariate", False, "on_drift", set()),
+    ],
+)
 def test_the_html_report_is_written_when_asked_or_per_policy(
-        early: Project, tmp_path: Path, group: str, report: bool | None, policy: str,
-        expected: set[str]) -> None:
+    early: Project, tmp_path: Path, group: str, report: bool | None, policy: str, expected: set[str]
+) -> None:
     s = _isolated(early, tmp_path, monitoring={"report": policy})
 
     res = monitor(s, early.groups[group], report=report)
@@ -524,8 +601,9 @@ def test_the_html_report_is_written_when_asked_or_per_policy(
         assert payload["metrics"]
 
 
-def test_by_default_the_new_batches_are_monitored(early: Project, stream: DemoStream,
-                                                  tmp_path: Path) -> None:
+def test_by_default_the_new_batches_are_monitored(
+    early: Project, stream: DemoStream, tmp_path: Path
+) -> None:
     s = _isolated(early, tmp_path)
     meta = MetadataStore(s.db_url)
     new = early.groups["stationary"] + early.groups["covariate"]
@@ -540,8 +618,7 @@ def test_by_default_the_new_batches_are_monitored(early: Project, stream: DemoSt
     assert again.batch_ids == [new[-1]]
     assert then.batch_ids == added and len(added) == 2
     assert asked.batch_ids == early.lineage[:1]
-    assert [r.id for r in select_batches(meta, s.project, None, set(early.lineage))] == \
-        [added[-1]]
+    assert [r.id for r in select_batches(meta, s.project, None, set(early.lineage))] == [added[-1]]
     with pytest.raises(MlopsError, match="no batch"):
         monitor(s, ["b-does-not-exist"])
 
@@ -554,16 +631,23 @@ def _weeks_later(stream: DemoStream, first: int, stop: int, by: int) -> pd.DataF
     return rows.assign(**{TIME: rows[TIME] + by * WEEK, ID: rows[ID] + 10**8})
 
 
-@pytest.mark.parametrize(("retraining", "brake"), [
-    # in data time: the champion's data ends about 29 weeks before the newest batch
-    ({"cooldown": "40 batches"}, "cooldown"),
-    ({"max_retrains": 1, "per": "52W"}, "cap"),  # its own training is the one in the period
-    ({"min_new_labels": 10**6}, "labels"),
-    ({}, None),  # the default brakes: 2 batches, 2 per 10 batches, 10% of the trained rows
-])
+@pytest.mark.parametrize(
+    ("retraining", "brake"),
+    [
+        # in data time: the champion's data ends about 29 weeks before the newest batch
+        ({"cooldown": "40 batches"}, "cooldown"),
+        ({"max_retrains": 1, "per": "52W"}, "cap"),  # its own training is the one in the period
+        ({"min_new_labels": 10**6}, "labels"),
+        ({}, None),  # the default brakes: 2 batches, 2 per 10 batches, 10% of the trained rows
+    ],
+)
 def test_a_drift_that_asks_for_a_retrain_is_held_back_by_the_brakes(
-        early: Project, stream: DemoStream, tmp_path: Path, retraining: dict[str, Any],
-        brake: str | None) -> None:
+    early: Project,
+    stream: DemoStream,
+    tmp_path: Path,
+    retraining: dict[str, Any],
+    brake: str | None,
+) -> None:
     # ADWIN only (the default): the drift is the one signal here
     s = _isolated(early, tmp_path, retraining={"detectors": ["adwin"]} | retraining)
     meta = MetadataStore(s.db_url)
@@ -583,7 +667,10 @@ def test_a_drift_that_asks_for_a_retrain_is_held_back_by_the_brakes(
     [stored, _] = list_decisions(meta, s.project)
     assert stored["monitoring_run"] == res.id
     assert (stored["retrain"], stored["reasons"], stored["held_back"]) == (
-        full["retrain"], full["reasons"], full["held_back"])
+        full["retrain"],
+        full["reasons"],
+        full["held_back"],
+    )
     if brake == "labels":  # every labelled row that arrived after the champion's training
         new = early.labelled["stationary"] + early.labelled["covariate"]
         assert f"{new:,} new labelled rows since the last training" in d.held_back[0].text
@@ -612,7 +699,8 @@ def test_a_drift_that_asks_for_a_retrain_is_held_back_by_the_brakes(
 
 
 def test_new_labels_count_since_the_last_training_not_only_in_this_run(
-        early: Project, tmp_path: Path) -> None:
+    early: Project, tmp_path: Path
+) -> None:
     """Weekly runs each see one week of labels; the minimum counts them all since training."""
     enough = early.labelled["stationary"] + early.labelled["covariate"]
     s = _isolated(early, tmp_path, retraining={"min_new_labels": enough})
@@ -626,12 +714,14 @@ def test_new_labels_count_since_the_last_training_not_only_in_this_run(
     assert res.labelled_rows < enough
     assert res.decision is not None and "drift" in _reasons(res)
     assert (res.decision.retrain, res.decision.held_back) == (True, [])
-    fewer = monitor(with_changes(s, retraining={"min_new_labels": enough + 1}), last_week,
-                    report=False)
+    fewer = monitor(
+        with_changes(s, retraining={"min_new_labels": enough + 1}), last_week, report=False
+    )
     assert fewer.decision is not None and not fewer.decision.retrain
     assert [h.brake for h in fewer.decision.held_back] == [Brake.LABELS]
     assert fewer.decision.to_dict()["held_back"] == [
-        f"labels: {enough:,} new labelled rows since the last training (need {enough + 1:,})"]
+        f"labels: {enough:,} new labelled rows since the last training (need {enough + 1:,})"
+    ]
 
 
 @pytest.fixture
@@ -651,7 +741,8 @@ def east_of_utc() -> Iterator[None]:
 
 
 def test_the_champions_age_does_not_depend_on_the_local_time_zone(
-        early: Project, stream: DemoStream, tmp_path: Path, east_of_utc: None) -> None:
+    early: Project, stream: DemoStream, tmp_path: Path, east_of_utc: None
+) -> None:
     """The schedule in data time: the champion's age is the newest batch's end minus the end of
     its training data (naive UTC both). A maximum age four hours below it retrains, four hours
     above it does not: nine hours of local offset on either time would swap the two."""
@@ -665,11 +756,13 @@ def test_the_champions_age_does_not_depend_on_the_local_time_zone(
     age = newest - trained
     assert 28 * WEEK < age < 30 * WEEK
 
-    for max_age, due in ((age - pd.Timedelta(hours=4), True),
-                         (age + pd.Timedelta(hours=4), False)):
+    for max_age, due in ((age - pd.Timedelta(hours=4), True), (age + pd.Timedelta(hours=4), False)):
         limit = f"{max_age.total_seconds():.0f}s"
-        res = monitor(with_changes(s, retraining={"max_model_age": limit}),
-                      early.groups["stationary"][:1], report=False)
+        res = monitor(
+            with_changes(s, retraining={"max_model_age": limit}),
+            early.groups["stationary"][:1],
+            report=False,
+        )
         assert ("schedule" in _reasons(res)) is due, res.decision
         if not due:  # and it is the nearest signal to its threshold
             [near] = _nearest(res, "schedule")
@@ -679,8 +772,9 @@ def test_the_champions_age_does_not_depend_on_the_local_time_zone(
 
 # the command -----------------------------------------------------------------------------------
 def _cli(config: Path, *args: str) -> Any:
-    return CliRunner().invoke(app, ["monitor", *args, "--config", str(config)],
-                              catch_exceptions=False)
+    return CliRunner().invoke(
+        app, ["monitor", *args, "--config", str(config)], catch_exceptions=False
+    )
 
 
 def test_mlops_monitor_json(early: Project, tmp_path: Path) -> None:
@@ -694,28 +788,80 @@ def test_mlops_monitor_json(early: Project, tmp_path: Path) -> None:
 
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert set(doc) >= {"id", "at", "model", "champion_version", "batch_ids", "rows",
-                        "labelled_rows", "status", "metric", "drift", "performance",
-                        "baseline", "estimated", "detectors", "decision", "report", "training"}
+    assert set(doc) >= {
+        "id",
+        "at",
+        "model",
+        "champion_version",
+        "batch_ids",
+        "rows",
+        "labelled_rows",
+        "status",
+        "metric",
+        "drift",
+        "performance",
+        "baseline",
+        "estimated",
+        "detectors",
+        "decision",
+        "report",
+        "training",
+    }
     assert (doc["model"], doc["champion_version"], doc["batch_ids"]) == (
-        s.project, early.version, ids)
+        s.project,
+        early.version,
+        ids,
+    )
     assert doc["status"] == doc["drift"]["status"] == "ok" and doc["metric"] == "roc_auc"
     columns = {c["column"]: c for c in doc["drift"]["columns"]}
-    assert set(columns) == {"age", "income", "loan_amount", "credit_score", "debt_to_income",
-                            "employment_years", "region", "purpose", "channel", "has_cosigner"}
-    assert set(columns["income"]) >= {"kind", "status", "method", "score", "threshold",
-                                      "drifted", "importance"}
+    assert set(columns) == {
+        "age",
+        "income",
+        "loan_amount",
+        "credit_score",
+        "debt_to_income",
+        "employment_years",
+        "region",
+        "purpose",
+        "channel",
+        "has_cosigner",
+    }
+    assert set(columns["income"]) >= {
+        "kind",
+        "status",
+        "method",
+        "score",
+        "threshold",
+        "drifted",
+        "importance",
+    }
     assert doc["drift"]["drifted_columns"] == [] and doc["drift"]["dataset_drift"] is False
-    assert set(doc["decision"]) == {"retrain", "reasons", "held_back", "at", "trigger", "since",
-                                    "reason_kinds", "brakes", "nearest", "pending",
-                                    "pending_since", "pending_change_at", "summary", "asking"}
+    assert set(doc["decision"]) == {
+        "retrain",
+        "reasons",
+        "held_back",
+        "at",
+        "trigger",
+        "since",
+        "reason_kinds",
+        "brakes",
+        "nearest",
+        "pending",
+        "pending_since",
+        "pending_change_at",
+        "summary",
+        "asking",
+    }
     assert doc["decision"]["retrain"] is False and doc["training"] is None
     # a no names the signals nearest their thresholds: the schedule at least (data time)
     nearest = doc["decision"]["nearest"]
-    assert nearest and any(n.startswith("schedule: the champion's data is ")
-                           and n.endswith("(retrain at 52 batches)") for n in nearest), nearest
-    assert doc["decision"]["summary"].startswith("no retrain: no signal reached its threshold "
-                                                 "(nearest: ")
+    assert nearest and any(
+        n.startswith("schedule: the champion's data is ") and n.endswith("(retrain at 52 batches)")
+        for n in nearest
+    ), nearest
+    assert doc["decision"]["summary"].startswith(
+        "no retrain: no signal reached its threshold (nearest: "
+    )
     assert [d["name"] for d in doc["detectors"]] == DETECTORS
     assert doc["estimated"]["roc_auc"]["low"] <= doc["estimated"]["roc_auc"]["high"]
     assert [r["id"] for r in list_runs(MetadataStore(s.db_url), s.project)] == [doc["id"]]
@@ -737,8 +883,9 @@ def test_mlops_monitor_json(early: Project, tmp_path: Path) -> None:
     assert shown.exit_code == 0 and doc["id"] in shown.stdout
 
 
-def test_mlops_monitor_retrain_trains_with_the_decisions_trigger(early: Project,
-                                                                 tmp_path: Path) -> None:
+def test_mlops_monitor_retrain_trains_with_the_decisions_trigger(
+    early: Project, tmp_path: Path
+) -> None:
     s = _own_model(early, tmp_path, "sv-early-cli", retraining={"cooldown": "0s"})
     config = write_config(s, tmp_path / "mlops.yaml")
     meta = MetadataStore(s.db_url)
@@ -778,8 +925,9 @@ def test_mlops_monitor_retrain_trains_with_the_decisions_trigger(early: Project,
     assert list_decisions(meta, s.project)[0]["acted"] is None
 
 
-def test_without_a_champion_monitoring_refuses(mlflow_server: ServiceInfo, stream: DemoStream,
-                                               tmp_path: Path) -> None:
+def test_without_a_champion_monitoring_refuses(
+    mlflow_server: ServiceInfo, stream: DemoStream, tmp_path: Path
+) -> None:
     s = demo_settings(tmp_path, mlflow_server.url, "sv-no-champion")
     _ingest(s, _weeks(stream, 0, 2), tmp_path / "landing", "data")
     config = write_config(s, tmp_path / "mlops.yaml")
@@ -793,16 +941,27 @@ def test_without_a_champion_monitoring_refuses(mlflow_server: ServiceInfo, strea
     assert list_runs(MetadataStore(s.db_url), s.project) == []
 
 
-def test_a_retrain_after_a_located_change_trains_from_the_change_on(concept: Project,
-                                                                    tmp_path: Path) -> None:
-    s = _own_model(concept, tmp_path, "sv-concept-since", retraining={
-        "cooldown": "0s", "detectors": ["adwin"], "drift_share": None, "window_growth": 2.0})
+def test_a_retrain_after_a_located_change_trains_from_the_change_on(
+    concept: Project, tmp_path: Path
+) -> None:
+    s = _own_model(
+        concept,
+        tmp_path,
+        "sv-concept-since",
+        retraining={
+            "cooldown": "0s",
+            "detectors": ["adwin"],
+            "drift_share": None,
+            "window_growth": 2.0,
+        },
+    )
     config = write_config(s, tmp_path / "mlops.yaml")
     before, after = concept.groups["before"], concept.groups["after"]
     change = _weeks_start(concept, after)
 
-    result = _cli(config, *[a for b in before + after for a in ("--batch", b)], "--retrain",
-                  "--json")
+    result = _cli(
+        config, *[a for b in before + after for a in ("--batch", b)], "--retrain", "--json"
+    )
 
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
@@ -823,8 +982,9 @@ def test_a_retrain_after_a_located_change_trains_from_the_change_on(concept: Pro
     meta = MetadataStore(s.db_url)
     versions = Registry(s).versions()
     assert versions[-1].version == info.version
-    state = _policy_state(meta, s.project, versions, data_clock(s, meta, utcnow()),
-                          s.retraining.drift_share)
+    state = _policy_state(
+        meta, s.project, versions, data_clock(s, meta, utcnow()), s.retraining.drift_share
+    )
     assert state.change_at == since.to_pydatetime()
     assert state.trained_rows == int(info.tags["window_rows"])
     assert Reason.CONCEPT in state.trained_for and state.pending == ()

@@ -45,8 +45,7 @@ FEATURES = {"numeric": ["x1", "x2"], "categorical": ["color"], "boolean": ["flag
 MULTI_CLASSES = ["high", "low", "mid"]
 
 
-def _settings(task: str, features: dict[str, list[str]] | None = None,
-              **raw: Any) -> Settings:
+def _settings(task: str, features: dict[str, list[str]] | None = None, **raw: Any) -> Settings:
     data = {"target": "y", "features": FEATURES if features is None else features}
     return parse_config({"task": task, "data": data, **raw}, environ={})
 
@@ -67,16 +66,24 @@ def _frame(task: str, n: int = 600, seed: int = 0) -> pd.DataFrame:
         y = pd.Categorical(np.select([noisy < -1.0, noisy > 1.0], ["low", "high"], "mid"))
     else:
         y = 3.0 * x1 + 0.8 * (color == "red") + rng.normal(scale=1.0, size=n)
-    return pd.DataFrame({"x1": x1, "x2": x2, "color": pd.Categorical(color),
-                         "flag": rng.uniform(size=n) < 0.3, "y": y})
+    return pd.DataFrame(
+        {
+            "x1": x1,
+            "x2": x2,
+            "color": pd.Categorical(color),
+            "flag": rng.uniform(size=n) < 0.3,
+            "y": y,
+        }
+    )
 
 
 def _classes(task: str, y: pd.Series) -> list[Any] | None:
     return None if task == "regression" else sorted(pd.unique(y).tolist())
 
 
-def _spec(task: str, df: pd.DataFrame, kind: str = "xgboost",
-          features: dict[str, list[str]] | None = None) -> dict[str, Any]:
+def _spec(
+    task: str, df: pd.DataFrame, kind: str = "xgboost", features: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
     return feature_spec(_settings(task, features), df, kind, _classes(task, df["y"]))
 
 
@@ -99,8 +106,11 @@ def _good(n: int = 300) -> tuple[pd.DataFrame, pd.Series]:
 
 def test_good_input_passes() -> None:
     X, y = _good()
-    for task, target in (("binary", y), ("multiclass", y.map({0: "a", 1: "b"})),
-                         ("regression", X["x1"] * 2)):
+    for task, target in (
+        ("binary", y),
+        ("multiclass", y.map({0: "a", 1: "b"})),
+        ("regression", X["x1"] * 2),
+    ):
         assert check_training_input(X, target, task, min_rows=200) is None
 
 
@@ -168,8 +178,7 @@ def _with_leak(task: str, how: str, n: int = 800, seed: int = 1) -> tuple[pd.Dat
     df = _frame(task, n, seed)
     y = df["y"]
     if how == "copy":  # the target itself (its class code), plus a little noise
-        codes = y.astype(float) if task == "regression" else \
-            pd.Categorical(y).codes.astype(float)
+        codes = y.astype(float) if task == "regression" else pd.Categorical(y).codes.astype(float)
         df["leak"] = codes + rng.normal(scale=0.01, size=n)
         kinds = {**FEATURES, "numeric": [*FEATURES["numeric"], "leak"]}
     else:  # a text column that spells the label out
@@ -178,10 +187,16 @@ def _with_leak(task: str, how: str, n: int = 800, seed: int = 1) -> tuple[pd.Dat
     return df, kinds
 
 
-@pytest.mark.parametrize(("task", "how"), [
-    ("binary", "copy"), ("binary", "label"), ("multiclass", "copy"), ("multiclass", "label"),
-    ("regression", "copy"),
-])
+@pytest.mark.parametrize(
+    ("task", "how"),
+    [
+        ("binary", "copy"),
+        ("binary", "label"),
+        ("multiclass", "copy"),
+        ("multiclass", "label"),
+        ("regression", "copy"),
+    ],
+)
 def test_leaking_feature_is_found(task: str, how: str) -> None:
     df, kinds = _with_leak(task, how)
     spec = _spec(task, df, features=kinds)
@@ -209,10 +224,16 @@ def _honest(task: str, n: int = 3000, seed: int = 2) -> tuple[pd.DataFrame, dict
     df["row_number"] = np.arange(n, dtype=float)
     df["trend"] = np.linspace(0, 5, n) + rng.normal(scale=0.5, size=n)
     df["zip"] = pd.Categorical(rng.integers(10_000, 10_500, n).astype(str))
-    df["income"] = np.where(rng.uniform(size=n) < 0.2, np.nan,
-                            rng.lognormal(10, 0.5, n) * (1 + 0.1 * df["x1"].to_numpy()))
-    kinds = {"numeric": ["x1", "x2", "row_number", "trend", "income"],
-             "categorical": ["color", "zip"], "boolean": ["flag"]}
+    df["income"] = np.where(
+        rng.uniform(size=n) < 0.2,
+        np.nan,
+        rng.lognormal(10, 0.5, n) * (1 + 0.1 * df["x1"].to_numpy()),
+    )
+    kinds = {
+        "numeric": ["x1", "x2", "row_number", "trend", "income"],
+        "categorical": ["color", "zip"],
+        "boolean": ["flag"],
+    }
     return df, kinds
 
 
@@ -250,8 +271,13 @@ def test_too_few_rows_to_judge_a_leak() -> None:
 
 def test_no_false_leak_on_car_loan(shared_data: Path) -> None:
     df = pd.read_parquet(shared_data / "car_loan.parquet").head(20_000)
-    s = parse_config({"task": "binary", "data": {"id_column": "id", "time_column": "timestamp",
-                                                 "target": "repaid"}}, environ={})
+    s = parse_config(
+        {
+            "task": "binary",
+            "data": {"id_column": "id", "time_column": "timestamp", "target": "repaid"},
+        },
+        environ={},
+    )
     spec = feature_spec(s, df, "xgboost", [0, 1])
     X = df[spec["feature_order"]]
     assert "id" not in spec["feature_order"] and len(spec["feature_order"]) == 7
@@ -268,8 +294,12 @@ def test_feature_spec_declared_and_inferred() -> None:
     df = _frame("multiclass", 50)
     spec = _spec("multiclass", df, "forest")
     assert spec["feature_order"] == ["x1", "x2", "color", "flag"]
-    assert spec["kinds"] == {"x1": "numeric", "x2": "numeric", "color": "categorical",
-                             "flag": "boolean"}
+    assert spec["kinds"] == {
+        "x1": "numeric",
+        "x2": "numeric",
+        "color": "categorical",
+        "flag": "boolean",
+    }
     assert spec["categories"] == {"color": ["blue", "green", "red"]}
     assert spec["classes"] == MULTI_CLASSES
     assert spec["kind"] == "forest" and spec["task"] == "multiclass"
@@ -284,8 +314,13 @@ def test_feature_spec_declared_and_inferred() -> None:
 
 
 def test_to_plain_turns_categories_into_text() -> None:
-    df = pd.DataFrame({"c": pd.Categorical(["a", None, "b"]), "n": [1.0, 2.0, np.nan],
-                       "k": pd.Categorical([1, 2, 1])})
+    df = pd.DataFrame(
+        {
+            "c": pd.Categorical(["a", None, "b"]),
+            "n": [1.0, 2.0, np.nan],
+            "k": pd.Categorical([1, 2, 1]),
+        }
+    )
 
     out = to_plain(df)
 
@@ -346,13 +381,16 @@ def test_model_beats_a_trivial_baseline(kind: str, task: str) -> None:
 @pytest.mark.parametrize(("kind", "task"), MATRIX)
 def test_awkward_input_at_predict_time(kind: str, task: str) -> None:
     model, _, _ = _fitted(kind, task)
-    awkward = pd.DataFrame({
-        "x1": [np.nan, 0.5, None, 1.0, 2.0],
-        "x2": [0.1, np.nan, 0.2, np.nan, 0.0],
-        "color": ["purple", None, np.nan, "red", "RED"],  # unseen, missing, missing, known
-        "flag": [True, None, False, "true", 0],
-        "extra": ["ignored"] * 5,
-    }, index=[10, 11, 12, 13, 14])
+    awkward = pd.DataFrame(
+        {
+            "x1": [np.nan, 0.5, None, 1.0, 2.0],
+            "x2": [0.1, np.nan, 0.2, np.nan, 0.0],
+            "color": ["purple", None, np.nan, "red", "RED"],  # unseen, missing, missing, known
+            "flag": [True, None, False, "true", 0],
+            "extra": ["ignored"] * 5,
+        },
+        index=[10, 11, 12, 13, 14],
+    )
 
     pred = model.predict_frame(awkward)
 
@@ -385,8 +423,16 @@ def test_missing_value_indicator_counts_for_its_column() -> None:
     df["x2"] = np.where(df["y"] == 1, np.nan, df["x2"].fillna(0.0))
     spec = _spec("binary", df, "linear")
     X = df[spec["feature_order"]]
-    model = fit_model("linear", "binary", spec, {}, X.iloc[:300], df["y"].iloc[:300],
-                      X.iloc[300:], df["y"].iloc[300:])
+    model = fit_model(
+        "linear",
+        "binary",
+        spec,
+        {},
+        X.iloc[:300],
+        df["y"].iloc[:300],
+        X.iloc[300:],
+        df["y"].iloc[300:],
+    )
     imp = model.feature_importances()
     assert max(imp, key=imp.get) == "x2"
 
@@ -396,8 +442,16 @@ def test_classifier_with_boolean_labels() -> None:
     df["y"] = df["y"].astype(bool)
     spec = _spec("binary", df, "xgboost")
     X, y = df[spec["feature_order"]], df["y"]
-    model = fit_model("xgboost", "binary", spec, {"n_estimators": 30}, X.iloc[:200],
-                      y.iloc[:200], X.iloc[200:250], y.iloc[200:250])
+    model = fit_model(
+        "xgboost",
+        "binary",
+        spec,
+        {"n_estimators": 30},
+        X.iloc[:200],
+        y.iloc[:200],
+        X.iloc[200:250],
+        y.iloc[200:250],
+    )
     pred = model.predict_frame(X.iloc[250:])
     assert list(pred.columns) == ["prediction", "proba_False", "proba_True"]
     assert compute_metrics("binary", y.iloc[250:], pred, model.classes)["roc_auc"] > 0.8
@@ -412,20 +466,29 @@ def test_class_only_in_the_latest_rows_is_a_clear_error(kind: str) -> None:
     assert spec["classes"] == ["high", "low", "mid", "new"]
     X, y = df[spec["feature_order"]], df["y"]
     with pytest.raises(TrainingInputError, match=r"class\(es\) \['new'\] .* only in the latest"):
-        fit_model(kind, "multiclass", spec, {}, X.iloc[:200], y.iloc[:200], X.iloc[200:],
-                  y.iloc[200:])
+        fit_model(
+            kind, "multiclass", spec, {}, X.iloc[:200], y.iloc[:200], X.iloc[200:], y.iloc[200:]
+        )
 
 
 def test_prepared_features_do_not_depend_on_the_column_type() -> None:
-    spec = {"feature_order": ["n", "b", "c", "k"],
-            "kinds": {"n": "numeric", "b": "boolean", "c": "categorical", "k": "categorical"},
-            "categories": {"c": ["blue", "red"], "k": ["1", "2"]}}
-    plain = pd.DataFrame({"n": ["1.5", None, "x"], "b": ["yes", None, "False"],
-                          "c": ["red", None, "purple"],
-                          "k": pd.Series([1, 2, None], dtype=object, index=[7, 8, 9])},
-                         index=[7, 8, 9])
-    typed = plain.assign(c=pd.Categorical(plain["c"]),
-                         k=pd.Categorical([1, 2, None], categories=[1, 2, 3]))
+    spec = {
+        "feature_order": ["n", "b", "c", "k"],
+        "kinds": {"n": "numeric", "b": "boolean", "c": "categorical", "k": "categorical"},
+        "categories": {"c": ["blue", "red"], "k": ["1", "2"]},
+    }
+    plain = pd.DataFrame(
+        {
+            "n": ["1.5", None, "x"],
+            "b": ["yes", None, "False"],
+            "c": ["red", None, "purple"],
+            "k": pd.Series([1, 2, None], dtype=object, index=[7, 8, 9]),
+        },
+        index=[7, 8, 9],
+    )
+    typed = plain.assign(
+        c=pd.Categorical(plain["c"]), k=pd.Categorical([1, 2, None], categories=[1, 2, 3])
+    )
 
     for frame in (plain, typed):
         for for_xgboost in (True, False):
@@ -436,8 +499,11 @@ def test_prepared_features_do_not_depend_on_the_column_type() -> None:
             np.testing.assert_array_equal(out["b"], [1.0, np.nan, 0.0])
             if for_xgboost:
                 assert out["c"].cat.categories.tolist() == ["blue", "red"]
-                assert out["c"].tolist()[0] == "red" and out["c"].isna().tolist() == \
-                    [False, True, True]  # unseen → missing
+                assert out["c"].tolist()[0] == "red" and out["c"].isna().tolist() == [
+                    False,
+                    True,
+                    True,
+                ]  # unseen → missing
                 assert out["k"].cat.categories.tolist() == ["1", "2"]
                 assert out["k"].tolist()[:2] == ["1", "2"] and pd.isna(out["k"].iloc[2])
             else:
@@ -457,29 +523,41 @@ def _load_packaged(artifacts: dict[str, Path]) -> TabularModel:
 
 
 @pytest.mark.parametrize(("kind", "task"), MATRIX)
-def test_saved_model_predicts_like_the_trained_one(kind: str, task: str,
-                                                   tmp_path: Path) -> None:
+def test_saved_model_predicts_like_the_trained_one(kind: str, task: str, tmp_path: Path) -> None:
     model, _, ho = _fitted(kind, task)
 
     artifacts = model.save(tmp_path / "model")
 
     model_file = "model.ubj" if kind == "xgboost" else "model.skops"
-    assert artifacts == {"spec": tmp_path / "model" / "spec.json",
-                         "model": tmp_path / "model" / model_file}
+    assert artifacts == {
+        "spec": tmp_path / "model" / "spec.json",
+        "model": tmp_path / "model" / model_file,
+    }
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == sorted(
-        ["spec.json", model_file])
+        ["spec.json", model_file]
+    )
     assert json.loads(artifacts["spec"].read_text()) == model.spec
     packaged = _load_packaged(artifacts)
     # what a served model receives: plain values
     served = to_plain(ho.drop(columns="y"))
-    pd.testing.assert_frame_equal(packaged.predict(None, served), model.predict_frame(ho),
-                                  check_exact=False, rtol=1e-5, atol=1e-6)
+    pd.testing.assert_frame_equal(
+        packaged.predict(None, served),
+        model.predict_frame(ho),
+        check_exact=False,
+        rtol=1e-5,
+        atol=1e-6,
+    )
     # missing numbers, unseen and missing categories
     served.iloc[0, served.columns.get_loc("x1")] = np.nan
     served.iloc[1, served.columns.get_loc("color")] = "never-seen"
     served.iloc[2, served.columns.get_loc("color")] = None
-    pd.testing.assert_frame_equal(packaged.predict(None, served), model.predict_frame(served),
-                                  check_exact=False, rtol=1e-5, atol=1e-6)
+    pd.testing.assert_frame_equal(
+        packaged.predict(None, served),
+        model.predict_frame(served),
+        check_exact=False,
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -510,8 +588,9 @@ def test_time_split_example() -> None:
     assert (tr, va, ho) == (slice(0, 64), slice(64, 80), slice(80, 100))
 
 
-@given(n=st.integers(10, 1_000_000), holdout=st.floats(0.01, 0.49),
-       validation=st.floats(0.01, 0.49))
+@given(
+    n=st.integers(10, 1_000_000), holdout=st.floats(0.01, 0.49), validation=st.floats(0.01, 0.49)
+)
 def test_time_split_properties(n: int, holdout: float, validation: float) -> None:
     tr, va, ho = time_split(n, holdout, validation)
     # in time order, no overlap, nothing lost: train, then validation, then the latest rows
@@ -533,8 +612,18 @@ def _run_search(kind: str, task: str, trials: int, seed: int = 7, **kw: Any) -> 
     spec, df, (tr, va, _) = _search_data(task)
     X, y = df[spec["feature_order"]], df["y"]
     kw.setdefault("timeout_s", None)
-    return search(kind, task, spec | {"kind": kind}, X.iloc[tr], y.iloc[tr], X.iloc[va],
-                  y.iloc[va], trials=trials, seed=seed, **kw)
+    return search(
+        kind,
+        task,
+        spec | {"kind": kind},
+        X.iloc[tr],
+        y.iloc[tr],
+        X.iloc[va],
+        y.iloc[va],
+        trials=trials,
+        seed=seed,
+        **kw,
+    )
 
 
 def test_search_is_seeded() -> None:
@@ -545,14 +634,21 @@ def test_search_is_seeded() -> None:
 
     assert a.best_params == b.best_params and a.best_score == b.best_score
     assert a.history == b.history
-    assert [h["learning_rate"] for h in a.history[1:]] != \
-        [h["learning_rate"] for h in c.history[1:]]
+    assert [h["learning_rate"] for h in a.history[1:]] != [
+        h["learning_rate"] for h in c.history[1:]
+    ]
 
 
-@pytest.mark.parametrize(("kind", "task", "trials"), [
-    ("linear", "binary", 4), ("linear", "multiclass", 3), ("linear", "regression", 5),
-    ("xgboost", "regression", 3), ("forest", "multiclass", 2),
-])
+@pytest.mark.parametrize(
+    ("kind", "task", "trials"),
+    [
+        ("linear", "binary", 4),
+        ("linear", "multiclass", 3),
+        ("linear", "regression", 5),
+        ("xgboost", "regression", 3),
+        ("forest", "multiclass", 2),
+    ],
+)
 def test_search_budget_default_first_and_best(kind: str, task: str, trials: int) -> None:
     fixed = {"n_estimators": 20} if kind != "linear" else {}
     res = _run_search(kind, task, trials, fixed=fixed)
@@ -582,14 +678,34 @@ def test_search_fits_on_training_rows_only(monkeypatch: pytest.MonkeyPatch) -> N
     seen: list[tuple[pd.Index, pd.Index, pd.Index]] = []
     real_fit = training.fit_model
 
-    def spy(kind: str, task: str, spec: dict, params: dict, X_tr: pd.DataFrame,
-            y_tr: pd.Series, X_val: pd.DataFrame, y_val: pd.Series, seed: int = 42) -> Any:
+    def spy(
+        kind: str,
+        task: str,
+        spec: dict,
+        params: dict,
+        X_tr: pd.DataFrame,
+        y_tr: pd.Series,
+        X_val: pd.DataFrame,
+        y_val: pd.Series,
+        seed: int = 42,
+    ) -> Any:
         seen.append((X_tr.index, y_tr.index, X_val.index))
         return real_fit(kind, task, spec, params, X_tr, y_tr, X_val, y_val, seed)
 
     monkeypatch.setattr(training, "fit_model", spy)
-    res = search("xgboost", "regression", spec, X.iloc[tr], y.iloc[tr], X.iloc[va], y.iloc[va],
-                 trials=3, timeout_s=None, seed=1, fixed={"n_estimators": 30})
+    res = search(
+        "xgboost",
+        "regression",
+        spec,
+        X.iloc[tr],
+        y.iloc[tr],
+        X.iloc[va],
+        y.iloc[va],
+        trials=3,
+        timeout_s=None,
+        seed=1,
+        fixed={"n_estimators": 30},
+    )
 
     assert len(seen) == res.trials == 3
     train_idx, val_idx = df.index[tr], df.index[va]
@@ -600,32 +716,54 @@ def test_search_fits_on_training_rows_only(monkeypatch: pytest.MonkeyPatch) -> N
         assert not x_idx.isin(df.index[ho]).any() and not v_idx.isin(df.index[ho]).any()
     # the returned model is the best trial's, fitted on the training rows
     monkeypatch.undo()
-    again = fit_model("xgboost", "regression", spec, res.best_params, X.iloc[tr], y.iloc[tr],
-                      X.iloc[va], y.iloc[va], seed=1)
-    pd.testing.assert_frame_equal(again.predict_frame(X.iloc[ho]),
-                                  res.model.predict_frame(X.iloc[ho]))
+    again = fit_model(
+        "xgboost",
+        "regression",
+        spec,
+        res.best_params,
+        X.iloc[tr],
+        y.iloc[tr],
+        X.iloc[va],
+        y.iloc[va],
+        seed=1,
+    )
+    pd.testing.assert_frame_equal(
+        again.predict_frame(X.iloc[ho]), res.model.predict_frame(X.iloc[ho])
+    )
 
 
 # the training window from an ingested workspace --------------------------------------------
-DATA: dict[str, Any] = {"id_column": "id", "time_column": "ts", "target": "y",
-                        "features": {"numeric": ["x"], "categorical": ["color"]},
-                        "batch": {"period": "1D"}}
+DATA: dict[str, Any] = {
+    "id_column": "id",
+    "time_column": "ts",
+    "target": "y",
+    "features": {"numeric": ["x"], "categorical": ["color"]},
+    "batch": {"period": "1D"},
+}
 
 
 def _ws_settings(tmp_path: Path, window: dict[str, Any] | None = None) -> Settings:
-    return parse_config({"data": DATA, "storage": {"workspace": str(tmp_path / "ws")},
-                         "model": {"window": window or {}}}, environ={})
+    return parse_config(
+        {
+            "data": DATA,
+            "storage": {"workspace": str(tmp_path / "ws")},
+            "model": {"window": window or {}},
+        },
+        environ={},
+    )
 
 
 def _day_rows(n: int, start: str, id0: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "id": np.arange(id0, id0 + n, dtype=np.int64),
-        "ts": pd.date_range(start, periods=n, freq="h").strftime("%Y-%m-%d %H:%M:%S"),
-        "x": rng.normal(size=n).round(6),
-        "color": np.resize(np.array(["red", "blue"]), n),
-        "y": np.r_[0, 1, rng.integers(0, 2, n - 2)].astype(float),
-    })
+    return pd.DataFrame(
+        {
+            "id": np.arange(id0, id0 + n, dtype=np.int64),
+            "ts": pd.date_range(start, periods=n, freq="h").strftime("%Y-%m-%d %H:%M:%S"),
+            "x": rng.normal(size=n).round(6),
+            "color": np.resize(np.array(["red", "blue"]), n),
+            "y": np.r_[0, 1, rng.integers(0, 2, n - 2)].astype(float),
+        }
+    )
 
 
 @pytest.fixture
@@ -636,11 +774,11 @@ def workspace(tmp_path: Path) -> dict[str, Any]:
     labelled.loc[[30, 31, 80], "y"] = np.nan
     labelled.iloc[48:].to_csv(tmp_path / "late.csv", index=False)
     labelled.iloc[:48].to_csv(tmp_path / "early.csv", index=False)
-    _day_rows(24, "2025-01-05", 1000).drop(columns="y").to_csv(tmp_path / "unlabelled.csv",
-                                                              index=False)
+    _day_rows(24, "2025-01-05", 1000).drop(columns="y").to_csv(
+        tmp_path / "unlabelled.csv", index=False
+    )
     s = _ws_settings(tmp_path)
-    report = ingest(s, [tmp_path / "unlabelled.csv", tmp_path / "late.csv",
-                        tmp_path / "early.csv"])
+    report = ingest(s, [tmp_path / "unlabelled.csv", tmp_path / "late.csv", tmp_path / "early.csv"])
     out = list(report.outcomes)
     assert [o.status for o in out] == ["accepted"] * 5
     by_day = {o.start_time.day: o for o in out}
@@ -670,12 +808,14 @@ def test_window_everything(workspace: dict[str, Any]) -> None:
     assert df.index.equals(pd.RangeIndex(93))
     days = workspace["days"]
     assert [b["id"] for b in data.lineage] == [days[1], days[2], days[3], days[4]]
-    assert all(b["sha256"] == workspace["sha"][b["id"]] and len(b["sha256"]) == 64
-               for b in data.lineage)
+    assert all(
+        b["sha256"] == workspace["sha"][b["id"]] and len(b["sha256"]) == 64 for b in data.lineage
+    )
     assert [b["rows"] for b in data.lineage] == [24] * 4
     assert data.lineage[0]["start"] == "2025-01-01T00:00:00"
-    assert data.start == pd.Timestamp("2025-01-01 00:00") and \
-        data.end == pd.Timestamp("2025-01-04 23:00")
+    assert data.start == pd.Timestamp("2025-01-01 00:00") and data.end == pd.Timestamp(
+        "2025-01-04 23:00"
+    )
 
 
 def test_window_by_rows_counts_labelled_rows(workspace: dict[str, Any]) -> None:
@@ -746,8 +886,8 @@ def test_window_feeds_training(workspace: dict[str, Any]) -> None:
     X = data.frame[spec["feature_order"]]
     check_training_input(X, y, "binary", min_rows=10)
     tr, va, ho = time_split(len(X), 0.2, 0.2)
-    model = fit_model("linear", "binary", spec, {}, X.iloc[tr], y.iloc[tr], X.iloc[va],
-                      y.iloc[va])
-    m = compute_metrics("binary", y.iloc[ho], model.predict_frame(to_plain(X.iloc[ho])),
-                        spec["classes"])
+    model = fit_model("linear", "binary", spec, {}, X.iloc[tr], y.iloc[tr], X.iloc[va], y.iloc[va])
+    m = compute_metrics(
+        "binary", y.iloc[ho], model.predict_frame(to_plain(X.iloc[ho])), spec["classes"]
+    )
     assert math.isfinite(m["log_loss"])

@@ -31,9 +31,12 @@ from mlops_core.validation import (
 
 NOW = datetime(2025, 6, 1, 12, 0, 0)
 N_ROWS = 60
-DATA = {"id_column": "id", "time_column": "ts", "target": "y",
-        "features": {"numeric": ["income", "age"], "categorical": ["region"],
-                     "boolean": ["flag"]}}
+DATA = {
+    "id_column": "id",
+    "time_column": "ts",
+    "target": "y",
+    "features": {"numeric": ["income", "age"], "categorical": ["region"], "boolean": ["flag"]},
+}
 
 
 def _settings(workspace: Path, **sections: Any) -> Settings:
@@ -45,15 +48,17 @@ def _settings(workspace: Path, **sections: Any) -> Settings:
 def _clean(n: int = N_ROWS, seed: int = 7) -> pd.DataFrame:
     """A tidy batch as it would come from a CSV: ISO time strings, numbers, text, booleans."""
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "id": np.arange(1, n + 1, dtype=np.int64),
-        "ts": pd.date_range("2025-01-01", periods=n, freq="h").strftime("%Y-%m-%dT%H:%M:%S"),
-        "income": rng.normal(50_000, 8_000, n).round(2),
-        "age": rng.integers(18, 80, n),
-        "region": rng.choice(["north", "south", "east"], n),
-        "flag": rng.uniform(size=n) < 0.3,
-        "y": np.r_[0, 1, rng.integers(0, 2, n - 2)],
-    })
+    return pd.DataFrame(
+        {
+            "id": np.arange(1, n + 1, dtype=np.int64),
+            "ts": pd.date_range("2025-01-01", periods=n, freq="h").strftime("%Y-%m-%dT%H:%M:%S"),
+            "income": rng.normal(50_000, 8_000, n).round(2),
+            "age": rng.integers(18, 80, n),
+            "region": rng.choice(["north", "south", "east"], n),
+            "flag": rng.uniform(size=n) < 0.3,
+            "y": np.r_[0, 1, rng.integers(0, 2, n - 2)],
+        }
+    )
 
 
 @pytest.fixture
@@ -80,8 +85,11 @@ def _rules(report: ValidationReport) -> set[str]:
 # one way to break a clean batch for each rule ------------------------------------------------
 def _set(df: pd.DataFrame, col: str, rows: Any, value: Any) -> pd.DataFrame:
     df = df.copy()
-    if not isinstance(value, list | np.ndarray) and df[col].dtype != object and \
-            isinstance(value, str):
+    if (
+        not isinstance(value, list | np.ndarray)
+        and df[col].dtype != object
+        and isinstance(value, str)
+    ):
         df[col] = df[col].astype(object)
     df.loc[rows, col] = value
     return df
@@ -124,8 +132,9 @@ BREAKERS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
 
 
 @pytest.mark.parametrize("rule", sorted(BREAKERS))
-def test_rule_fires_on_the_broken_batch(rule: str, cfg: Settings, clean: pd.DataFrame,
-                                        contract: SchemaContract) -> None:
+def test_rule_fires_on_the_broken_batch(
+    rule: str, cfg: Settings, clean: pd.DataFrame, contract: SchemaContract
+) -> None:
     report = validate_batch(BREAKERS[rule](clean), cfg, contract, NOW)
     hits = [f for f in report.findings if f.rule == rule]
     assert hits, f"{rule} did not fire; findings: {report.findings}"
@@ -137,24 +146,27 @@ def test_rule_fires_on_the_broken_batch(rule: str, cfg: Settings, clean: pd.Data
 
 
 @pytest.mark.parametrize("rule", sorted(set(BREAKERS) | {"duplicate_rows", "empty_file"}))
-def test_rule_passes_on_the_clean_batch(rule: str, cfg: Settings, clean: pd.DataFrame,
-                                        contract: SchemaContract) -> None:
+def test_rule_passes_on_the_clean_batch(
+    rule: str, cfg: Settings, clean: pd.DataFrame, contract: SchemaContract
+) -> None:
     report = validate_batch(clean, cfg, contract, NOW)
     assert rule not in _rules(report)
     assert report.is_accepted and report.reason == "ok"
 
 
 @pytest.mark.parametrize("value", [np.inf, -np.inf])
-def test_infinite_values_both_signs(value: float, cfg: Settings, clean: pd.DataFrame,
-                                    contract: SchemaContract) -> None:
+def test_infinite_values_both_signs(
+    value: float, cfg: Settings, clean: pd.DataFrame, contract: SchemaContract
+) -> None:
     report = validate_batch(_set(clean, "income", [2, 30], value), cfg, contract, NOW)
     [hit] = [f for f in report.findings if f.rule == "infinite_values"]
     assert hit.column == "income" and hit.count == 2
     assert not report.is_accepted
 
 
-def test_findings_name_the_column_and_count(cfg: Settings, clean: pd.DataFrame,
-                                            contract: SchemaContract) -> None:
+def test_findings_name_the_column_and_count(
+    cfg: Settings, clean: pd.DataFrame, contract: SchemaContract
+) -> None:
     report = validate_batch(BREAKERS["unseen_categories"](clean), cfg, contract, NOW)
     [hit] = [f for f in report.findings if f.rule == "unseen_categories"]
     assert hit.column == "region" and hit.count == 2 and "atlantis" in hit.message
@@ -166,8 +178,9 @@ def test_findings_name_the_column_and_count(cfg: Settings, clean: pd.DataFrame,
     assert "extra_columns" not in _rules(report)
 
 
-def test_missing_target_is_accepted_without_labels(cfg: Settings, clean: pd.DataFrame,
-                                                   contract: SchemaContract) -> None:
+def test_missing_target_is_accepted_without_labels(
+    cfg: Settings, clean: pd.DataFrame, contract: SchemaContract
+) -> None:
     report = validate_batch(clean.drop(columns=["y"]), cfg, contract, NOW)
     assert _rules(report) == {"missing_target"}
     assert report.is_accepted and not report.has_labels
@@ -176,8 +189,9 @@ def test_missing_target_is_accepted_without_labels(cfg: Settings, clean: pd.Data
     assert labelled.has_labels
 
 
-def test_all_labels_missing_means_no_labels(cfg: Settings, clean: pd.DataFrame,
-                                            contract: SchemaContract) -> None:
+def test_all_labels_missing_means_no_labels(
+    cfg: Settings, clean: pd.DataFrame, contract: SchemaContract
+) -> None:
     report = validate_batch(clean.assign(y=np.nan), cfg, contract, NOW)
     assert not report.has_labels
     assert "null_labels" in _rules(report)
@@ -199,14 +213,16 @@ def test_duplicate_rows_without_an_id_column(tmp_path: Path, clean: pd.DataFrame
     assert report.is_accepted
 
 
-def test_empty_batch_is_an_empty_file(cfg: Settings, clean: pd.DataFrame,
-                                      contract: SchemaContract) -> None:
+def test_empty_batch_is_an_empty_file(
+    cfg: Settings, clean: pd.DataFrame, contract: SchemaContract
+) -> None:
     report = validate_batch(clean.iloc[0:0], cfg, contract, NOW)
     assert _rules(report) == {"empty_file"} and not report.is_accepted
 
 
-def test_duplicate_column_names_refuse_the_batch(cfg: Settings, clean: pd.DataFrame,
-                                                 contract: SchemaContract) -> None:
+def test_duplicate_column_names_refuse_the_batch(
+    cfg: Settings, clean: pd.DataFrame, contract: SchemaContract
+) -> None:
     """Two columns of one name (a Parquet file or a frame can have them) refuse the batch:
     which of them is the feature is a guess."""
     df = pd.concat([clean, clean[["age"]]], axis=1)
@@ -220,8 +236,9 @@ def _labelled(clean: pd.DataFrame, labels: list[Any]) -> pd.DataFrame:
     return clean.assign(y=np.resize(np.array(labels, dtype=object), len(clean)))
 
 
-def test_a_third_class_in_a_binary_target_refuses_the_batch(cfg: Settings, clean: pd.DataFrame
-                                                            ) -> None:
+def test_a_third_class_in_a_binary_target_refuses_the_batch(
+    cfg: Settings, clean: pd.DataFrame
+) -> None:
     """The contract keeps the classes seen first; a class it does not know in a binary task
     refuses the batch (it cannot be trained on), and so does a first batch with three."""
     contract = freeze_contract(_labelled(clean, [0, 1]), cfg, "b1", NOW)
@@ -233,20 +250,26 @@ def test_a_third_class_in_a_binary_target_refuses_the_batch(cfg: Settings, clean
     first = validate_batch(_labelled(clean, [0, 1, 2]), cfg, None, NOW)
     assert "unseen_classes" in _rules(first) and "3 classes" in first.findings[0].message
     multi = cfg.model_copy(update={"task": "multiclass"})
-    report = validate_batch(_labelled(clean, [0, 1, 2]), multi,
-                            freeze_contract(_labelled(clean, [0, 1]), multi, "b1", NOW), NOW)
+    report = validate_batch(
+        _labelled(clean, [0, 1, 2]),
+        multi,
+        freeze_contract(_labelled(clean, [0, 1]), multi, "b1", NOW),
+        NOW,
+    )
     assert _rules(report) == {"new_classes"} and report.is_accepted
 
 
-def test_a_one_class_batch_says_so(cfg: Settings, clean: pd.DataFrame,
-                                   contract: SchemaContract) -> None:
+def test_a_one_class_batch_says_so(
+    cfg: Settings, clean: pd.DataFrame, contract: SchemaContract
+) -> None:
     report = validate_batch(_labelled(clean, [1]), cfg, contract, NOW)
     assert _rules(report) == {"single_class_labels"} and report.is_accepted
     assert "every label is '1'" in report.findings[0].message
 
 
-def test_findings_quote_a_short_excerpt_of_a_huge_value(cfg: Settings, clean: pd.DataFrame,
-                                                        contract: SchemaContract) -> None:
+def test_findings_quote_a_short_excerpt_of_a_huge_value(
+    cfg: Settings, clean: pd.DataFrame, contract: SchemaContract
+) -> None:
     df = clean.copy()
     df["region"], df["age"] = df["region"].astype(object), df["age"].astype(object)
     df.loc[0, "region"] = "Z" * 100_000
@@ -258,8 +281,9 @@ def test_findings_quote_a_short_excerpt_of_a_huge_value(cfg: Settings, clean: pd
         assert len(f.message) < 400, f.message
 
 
-def test_first_batch_without_contract_checks_declared_columns(cfg: Settings,
-                                                              clean: pd.DataFrame) -> None:
+def test_first_batch_without_contract_checks_declared_columns(
+    cfg: Settings, clean: pd.DataFrame
+) -> None:
     report = validate_batch(clean.drop(columns=["age"]).assign(income=np.inf), cfg, None, NOW)
     assert {"missing_columns", "infinite_values"} <= _rules(report)
     assert "column_order" not in _rules(report)  # no contract: no order to compare with
@@ -279,8 +303,17 @@ def test_epoch_times_out_of_range_are_unparseable(cfg: Settings, clean: pd.DataF
 
 
 def test_numbers_in_a_text_column_are_categories(tmp_path: Path, clean: pd.DataFrame) -> None:
-    cfg = _settings(tmp_path / "ws", data={**DATA, "features": {
-        "numeric": ["income"], "categorical": ["region", "age"], "boolean": ["flag"]}})
+    cfg = _settings(
+        tmp_path / "ws",
+        data={
+            **DATA,
+            "features": {
+                "numeric": ["income"],
+                "categorical": ["region", "age"],
+                "boolean": ["flag"],
+            },
+        },
+    )
     first = validate_batch(clean, cfg, None, NOW)
     assert first.frame is not None and first.frame["age"].iloc[0] == str(clean["age"].iloc[0])
     contract = freeze_contract(first.frame, cfg, "b1", NOW)
@@ -292,7 +325,8 @@ def test_numbers_in_a_text_column_are_categories(tmp_path: Path, clean: pd.DataF
 
 
 def test_contract_frozen_without_labels_still_types_the_target(
-        cfg: Settings, clean: pd.DataFrame) -> None:
+    cfg: Settings, clean: pd.DataFrame
+) -> None:
     first = validate_batch(clean.drop(columns=["y"]), cfg, None, NOW)
     assert first.frame is not None
     contract = freeze_contract(first.frame, cfg, "b1", NOW)
@@ -307,8 +341,9 @@ def test_contract_frozen_without_labels_still_types_the_target(
 
 
 # one report, every failure ---------------------------------------------------------------------
-def test_one_report_lists_every_failure(cfg: Settings, clean: pd.DataFrame,
-                                        contract: SchemaContract) -> None:
+def test_one_report_lists_every_failure(
+    cfg: Settings, clean: pd.DataFrame, contract: SchemaContract
+) -> None:
     df = _set(clean, "income", 5, np.inf)
     df = _set(df, "id", 8, 3)
     df = df.drop(columns=["age"])
@@ -320,8 +355,9 @@ def test_one_report_lists_every_failure(cfg: Settings, clean: pd.DataFrame,
         assert f.message in report.reason
 
 
-def test_fatal_and_warning_split(cfg: Settings, clean: pd.DataFrame,
-                                 contract: SchemaContract) -> None:
+def test_fatal_and_warning_split(
+    cfg: Settings, clean: pd.DataFrame, contract: SchemaContract
+) -> None:
     df = _set(clean.assign(zzz_extra=1), "income", 5, np.inf)
     report = validate_batch(df, cfg, contract, NOW)
     assert [f.rule for f in report.fatal] == ["infinite_values"]
@@ -333,16 +369,18 @@ def test_fatal_and_warning_split(cfg: Settings, clean: pd.DataFrame,
 
 
 # severities come from the configuration ------------------------------------------------------
-def test_rule_set_to_warning_does_not_quarantine(tmp_path: Path, clean: pd.DataFrame,
-                                                 contract: SchemaContract) -> None:
+def test_rule_set_to_warning_does_not_quarantine(
+    tmp_path: Path, clean: pd.DataFrame, contract: SchemaContract
+) -> None:
     cfg = _settings(tmp_path / "ws", validation={"rules": {"infinite_values": "warning"}})
     report = validate_batch(BREAKERS["infinite_values"](clean), cfg, contract, NOW)
     assert [(f.rule, f.severity) for f in report.findings] == [("infinite_values", "warning")]
     assert report.is_accepted
 
 
-def test_rule_set_to_fatal_quarantines(tmp_path: Path, clean: pd.DataFrame,
-                                       contract: SchemaContract) -> None:
+def test_rule_set_to_fatal_quarantines(
+    tmp_path: Path, clean: pd.DataFrame, contract: SchemaContract
+) -> None:
     cfg = _settings(tmp_path / "ws", validation={"rules": {"extra_columns": "fatal"}})
     report = validate_batch(BREAKERS["extra_columns"](clean), cfg, contract, NOW)
     assert [(f.rule, f.severity) for f in report.findings] == [("extra_columns", "fatal")]
@@ -350,8 +388,9 @@ def test_rule_set_to_fatal_quarantines(tmp_path: Path, clean: pd.DataFrame,
 
 
 @pytest.mark.parametrize("rule", ["duplicate_ids", "unseen_categories", "timestamp_in_future"])
-def test_rule_set_to_off_removes_the_finding(rule: str, tmp_path: Path, clean: pd.DataFrame,
-                                             contract: SchemaContract) -> None:
+def test_rule_set_to_off_removes_the_finding(
+    rule: str, tmp_path: Path, clean: pd.DataFrame, contract: SchemaContract
+) -> None:
     cfg = _settings(tmp_path / "ws", validation={"rules": {rule: "off"}})
     report = validate_batch(BREAKERS[rule](clean), cfg, contract, NOW)
     assert rule not in _rules(report)
@@ -367,8 +406,9 @@ def test_bad_rule_configuration_is_a_config_error(rules: dict[str, str], tmp_pat
         assert "no_such_rule" in str(err.value)
 
 
-def test_validation_tolerances_come_from_config(tmp_path: Path, clean: pd.DataFrame,
-                                                contract: SchemaContract) -> None:
+def test_validation_tolerances_come_from_config(
+    tmp_path: Path, clean: pd.DataFrame, contract: SchemaContract
+) -> None:
     spiky = _set(clean, "income", clean.index[:12], np.nan)  # 20% missing, was 0%
     default = _settings(tmp_path / "a")
     strict = _settings(tmp_path / "b", validation={"null_rate_increase": 0.1})
@@ -386,8 +426,9 @@ def test_validation_tolerances_come_from_config(tmp_path: Path, clean: pd.DataFr
 
 
 # the conformed frame ---------------------------------------------------------------------------
-def test_conformed_frame_has_parsed_times_and_numbers(cfg: Settings, clean: pd.DataFrame,
-                                                      contract: SchemaContract) -> None:
+def test_conformed_frame_has_parsed_times_and_numbers(
+    cfg: Settings, clean: pd.DataFrame, contract: SchemaContract
+) -> None:
     as_text = clean.astype(str)  # e.g. a CSV read without type inference
     report = validate_batch(as_text, cfg, contract, NOW)
     assert report.findings == []
@@ -404,8 +445,9 @@ def test_conformed_frame_has_parsed_times_and_numbers(cfg: Settings, clean: pd.D
     assert report.end_time == pd.Timestamp("2025-01-01") + pd.Timedelta(hours=N_ROWS - 1)
 
 
-def test_conformed_frame_turns_bad_values_into_missing(cfg: Settings, clean: pd.DataFrame,
-                                                       contract: SchemaContract) -> None:
+def test_conformed_frame_turns_bad_values_into_missing(
+    cfg: Settings, clean: pd.DataFrame, contract: SchemaContract
+) -> None:
     report = validate_batch(_mixed(clean), cfg, contract, NOW)
     assert report.frame is not None
     assert pd.api.types.is_float_dtype(report.frame["income"])
@@ -415,8 +457,10 @@ def test_conformed_frame_turns_bad_values_into_missing(cfg: Settings, clean: pd.
 
 
 def test_times_with_a_zone_become_naive_utc(cfg: Settings, clean: pd.DataFrame) -> None:
-    df = clean.assign(ts=[f"2025-01-01T{h:02d}:00:00+02:00" for h in range(24)] * 2
-                      + ["2025-01-03T00:00:00+02:00"] * (N_ROWS - 48))
+    df = clean.assign(
+        ts=[f"2025-01-01T{h:02d}:00:00+02:00" for h in range(24)] * 2
+        + ["2025-01-03T00:00:00+02:00"] * (N_ROWS - 48)
+    )
     report = validate_batch(df, cfg, None, NOW)
     assert report.frame is not None
     assert report.frame["ts"].dt.tz is None
@@ -427,10 +471,15 @@ def test_times_with_a_zone_become_naive_utc(cfg: Settings, clean: pd.DataFrame) 
 def test_contract_describes_the_batch(contract: SchemaContract, clean: pd.DataFrame) -> None:
     assert contract.names == list(clean.columns)
     roles = {c.name: (c.role, c.kind) for c in contract.columns}
-    assert roles == {"id": ("id", "numeric"), "ts": ("time", "datetime"),
-                     "income": ("feature", "numeric"), "age": ("feature", "numeric"),
-                     "region": ("feature", "categorical"), "flag": ("feature", "boolean"),
-                     "y": ("target", "numeric")}
+    assert roles == {
+        "id": ("id", "numeric"),
+        "ts": ("time", "datetime"),
+        "income": ("feature", "numeric"),
+        "age": ("feature", "numeric"),
+        "region": ("feature", "categorical"),
+        "flag": ("feature", "boolean"),
+        "y": ("target", "numeric"),
+    }
     income = contract.column("income")
     assert income is not None
     assert income.min == clean["income"].min() and income.max == clean["income"].max()
@@ -457,8 +506,7 @@ def test_contract_file_is_readable_yaml(contract: SchemaContract, tmp_path: Path
     assert "- name: region" in text and "- east" in text
 
 
-def test_exclusive_save_keeps_the_first_contract(contract: SchemaContract,
-                                                 tmp_path: Path) -> None:
+def test_exclusive_save_keeps_the_first_contract(contract: SchemaContract, tmp_path: Path) -> None:
     other = contract.model_copy(update={"from_batch": "batch-2"})
     assert save_contract(contract, tmp_path) is True
     assert save_contract(other, tmp_path) is False
@@ -470,8 +518,9 @@ def test_exclusive_save_keeps_the_first_contract(contract: SchemaContract,
     assert sorted(p.name for p in tmp_path.iterdir()) == [CONTRACT_FILE]  # no temp file left
 
 
-def test_edited_contract_widens_what_is_accepted(contract: SchemaContract, cfg: Settings,
-                                                 clean: pd.DataFrame, tmp_path: Path) -> None:
+def test_edited_contract_widens_what_is_accepted(
+    contract: SchemaContract, cfg: Settings, clean: pd.DataFrame, tmp_path: Path
+) -> None:
     save_contract(contract, tmp_path)
     path = tmp_path / CONTRACT_FILE
     text = path.read_text(encoding="utf-8")
@@ -526,10 +575,26 @@ def test_content_hash_of_unhashable_values() -> None:
 # random frames never crash ---------------------------------------------------------------------
 _NAMES = ["id", "ts", "y", "a", "b", "A", "a_", "income", "région", " ", ""]
 _SCALARS = st.one_of(
-    st.none(), st.just(np.nan), st.booleans(), st.integers(-10**12, 10**12),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
-    st.sampled_from(["2025-01-01", "2025-01-01T10:00:00+01:00", "yes", "no", "1e5", "inf",
-                     "nan", "", "2031-12-31", "1999"]),
+    st.none(),
+    st.just(np.nan),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.sampled_from(
+        [
+            "2025-01-01",
+            "2025-01-01T10:00:00+01:00",
+            "yes",
+            "no",
+            "1e5",
+            "inf",
+            "nan",
+            "",
+            "2031-12-31",
+            "1999",
+        ]
+    ),
     st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1)),
 )
 
@@ -538,20 +603,29 @@ _SCALARS = st.one_of(
 def _columns(draw: st.DrawFn, n: int) -> pd.Series:
     kind = draw(st.sampled_from(["int", "float", "bool", "text", "mixed", "time", "nan"]))
     if kind == "int":
-        return pd.Series(draw(st.lists(st.integers(-10**15, 10**15), min_size=n, max_size=n)),
-                         dtype="int64")
+        return pd.Series(
+            draw(st.lists(st.integers(-(10**15), 10**15), min_size=n, max_size=n)), dtype="int64"
+        )
     if kind == "float":
-        return pd.Series(draw(st.lists(st.floats(allow_nan=True, allow_infinity=True),
-                                       min_size=n, max_size=n)), dtype="float64")
+        return pd.Series(
+            draw(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=n, max_size=n)),
+            dtype="float64",
+        )
     if kind == "bool":
         return pd.Series(draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool)
     if kind == "text":
-        return pd.Series(draw(st.lists(st.one_of(st.text(max_size=6), st.none()),
-                                       min_size=n, max_size=n)), dtype=object)
+        return pd.Series(
+            draw(st.lists(st.one_of(st.text(max_size=6), st.none()), min_size=n, max_size=n)),
+            dtype=object,
+        )
     if kind == "time":
-        values = draw(st.lists(st.datetimes(min_value=datetime(1970, 1, 2),
-                                            max_value=datetime(2200, 1, 1)),
-                               min_size=n, max_size=n))
+        values = draw(
+            st.lists(
+                st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1)),
+                min_size=n,
+                max_size=n,
+            )
+        )
         return pd.Series(pd.to_datetime(values), dtype="datetime64[ns]")
     if kind == "nan":
         return pd.Series([np.nan] * n, dtype="float64")
@@ -576,11 +650,15 @@ def _configs(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         chosen = draw(st.lists(st.sampled_from(names[3:]), unique=True, max_size=4))
         kinds = [draw(st.sampled_from(["numeric", "categorical", "boolean"])) for _ in chosen]
-        data["features"] = {k: [c for c, kk in zip(chosen, kinds, strict=True) if kk == k]
-                            for k in ("numeric", "categorical", "boolean")}
-    return {"task": draw(st.sampled_from(["binary", "multiclass", "regression"])),
-            "data": data,
-            "validation": {"max_categories": draw(st.sampled_from([1, 5, 1000]))}}
+        data["features"] = {
+            k: [c for c, kk in zip(chosen, kinds, strict=True) if kk == k]
+            for k in ("numeric", "categorical", "boolean")
+        }
+    return {
+        "task": draw(st.sampled_from(["binary", "multiclass", "regression"])),
+        "data": data,
+        "validation": {"max_categories": draw(st.sampled_from([1, 5, 1000]))},
+    }
 
 
 def _check(report: ValidationReport) -> None:
@@ -594,8 +672,9 @@ def _check(report: ValidationReport) -> None:
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(first=_frames(), second=_frames(), raw=_configs())
-def test_random_frames_never_crash(first: pd.DataFrame, second: pd.DataFrame,
-                                   raw: dict[str, Any]) -> None:
+def test_random_frames_never_crash(
+    first: pd.DataFrame, second: pd.DataFrame, raw: dict[str, Any]
+) -> None:
     cfg = parse_config(raw, environ={})
     report = validate_batch(first, cfg, None, NOW)
     _check(report)

@@ -14,8 +14,10 @@ key = ctx.key
 versions = common.versions_or_error(key)
 
 if not versions:
-    st.info("No versions yet: train one with `mlops train` (or let the train deployment do it "
-            "on its schedule); it then awaits approval on **Approvals**.")
+    st.info(
+        "No versions yet: train one with `mlops train` (or let the train deployment do it "
+        "on its schedule); it then awaits approval on **Approvals**."
+    )
     st.stop()
 
 metric = views.primary_metric(ctx.settings)
@@ -23,62 +25,106 @@ table = views.version_table(versions, [metric])
 statuses = sorted(table["status"].unique())
 picked_status = st.multiselect("Status", statuses, default=statuses, key="models_status")
 shown = table[table["status"].isin(picked_status)]
-st.caption(f"{len(shown)} of {len(table)} version(s), newest first; metrics on each version's "
-           "own hold-out rows at training.")
-st.dataframe(common.paged(shown, "models_page"), hide_index=True, key="models_table",
-             column_config={"created": st.column_config.DatetimeColumn(
-                 format="YYYY-MM-DD HH:mm"),
-                 **{m: st.column_config.NumberColumn(format="%.4f")
-                    for m in table.columns[9:]}})
+st.caption(
+    f"{len(shown)} of {len(table)} version(s), newest first; metrics on each version's "
+    "own hold-out rows at training."
+)
+st.dataframe(
+    common.paged(shown, "models_page"),
+    hide_index=True,
+    key="models_table",
+    column_config={
+        "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+        **{m: st.column_config.NumberColumn(format="%.4f") for m in table.columns[9:]},
+    },
+)
 
 # live: what serving answered, champion beside the online shadow ------------------------------
 live = common.serving_view(key).live
 if not live.empty:
     st.subheader("Live, on served rows whose labels came back")
-    st.caption("From the prediction log (last 7 days): the served champion and the online "
-               "model in shadow measured on the same rows (see **Serving**).")
+    st.caption(
+        "From the prediction log (last 7 days): the served champion and the online "
+        "model in shadow measured on the same rows (see **Serving**)."
+    )
     common.table(live, key="models_live")
 
 # comparison on the same recent rows ----------------------------------------------------------
 st.subheader("Compare versions on the same recent data")
 options = list(table["version"])
 c1, c2 = st.columns([3, 1])
-picked = c1.multiselect("Versions (two or more)", options, key="compare_versions",
-                        max_selections=6, format_func=lambda v: f"v{v}")
-rows = int(c2.number_input("Newest labelled rows", min_value=500, max_value=100_000,
-                           value=5000, step=500, key="compare_rows"))
+picked = c1.multiselect(
+    "Versions (two or more)",
+    options,
+    key="compare_versions",
+    max_selections=6,
+    format_func=lambda v: f"v{v}",
+)
+rows = int(
+    c2.number_input(
+        "Newest labelled rows",
+        min_value=500,
+        max_value=100_000,
+        value=5000,
+        step=500,
+        key="compare_rows",
+    )
+)
 if len(picked) < 2:
-    st.caption("Pick two or more versions: each scores the same newest labelled rows (its "
-               "predictions are kept on disk, so looking again is quick).")
+    st.caption(
+        "Pick two or more versions: each scores the same newest labelled rows (its "
+        "predictions are kept on disk, so looking again is quick)."
+    )
     st.stop()
 
 with st.spinner(f"Scoring {len(picked)} versions on the newest {rows:,} labelled rows..."):
     comp = common.compare(key, tuple(sorted(picked, key=int)), rows)
 if comp is None:
-    st.info("No labelled batch to score yet: the comparison needs accepted batches with "
-            "labels (`mlops ingest`).")
+    st.info(
+        "No labelled batch to score yet: the comparison needs accepted batches with "
+        "labels (`mlops ingest`)."
+    )
     st.stop()
 for v, why in comp.errors.items():
     st.warning(f"v{v} could not score these rows: {why}")
 w = comp.window
-st.caption(f"{comp.rows:,} labelled rows from {len(w.batch_ids)} batch(es), "
-           f"{common.when(w.start)} → {common.when(w.end)}.")
+st.caption(
+    f"{comp.rows:,} labelled rows from {len(w.batch_ids)} batch(es), "
+    f"{common.when(w.start)} → {common.when(w.end)}."
+)
 
-tabs = st.tabs(["Metrics", "Slices", "ROC / PR" if comp.task == "binary" else "Residuals",
-                "Feature importance", "Parameters", "Lineage"])
+tabs = st.tabs(
+    [
+        "Metrics",
+        "Slices",
+        "ROC / PR" if comp.task == "binary" else "Residuals",
+        "Feature importance",
+        "Parameters",
+        "Lineage",
+    ]
+)
 with tabs[0]:
     if comp.metrics.empty:
         st.info("No version could be scored.")
     else:
-        st.dataframe(comp.metrics.rename(index=lambda v: f"v{v}").rename_axis(
-            "compared").reset_index(), hide_index=True, key="compare_metrics",
-                     column_config={c: st.column_config.NumberColumn(format="%.4f")
-                                    for c in comp.metrics.columns})
+        st.dataframe(
+            comp.metrics.rename(index=lambda v: f"v{v}").rename_axis("compared").reset_index(),
+            hide_index=True,
+            key="compare_metrics",
+            column_config={
+                c: st.column_config.NumberColumn(format="%.4f") for c in comp.metrics.columns
+            },
+        )
         if comp.metric in comp.metrics.columns:
-            fig = go.Figure(go.Bar(x=[f"v{v}" for v in comp.metrics.index],
-                                   y=comp.metrics[comp.metric]))
-            fig.update_layout(height=280, yaxis_title=comp.metric, template="plotly_white",
-                              margin=dict(l=10, r=10, t=10, b=10))
+            fig = go.Figure(
+                go.Bar(x=[f"v{v}" for v in comp.metrics.index], y=comp.metrics[comp.metric])
+            )
+            fig.update_layout(
+                height=280,
+                yaxis_title=comp.metric,
+                template="plotly_white",
+                margin=dict(l=10, r=10, t=10, b=10),
+            )
             st.plotly_chart(fig, key="compare_metric_bar")
 with tabs[1]:
     if comp.slices.empty:
@@ -91,9 +137,11 @@ with tabs[1]:
         pivot = sub.pivot_table(index=["value"], columns="version", values=value_col)
         pivot.columns = [f"v{c}" for c in pivot.columns]
         rows_by_value = sub.groupby("value")["rows"].first()
-        st.dataframe(pivot.assign(rows=rows_by_value), key="compare_slices",
-                     column_config={c: st.column_config.NumberColumn(format="%.4f")
-                                    for c in pivot.columns})
+        st.dataframe(
+            pivot.assign(rows=rows_by_value),
+            key="compare_slices",
+            column_config={c: st.column_config.NumberColumn(format="%.4f") for c in pivot.columns},
+        )
         st.caption(f"{value_col} per value of {col}; slices under 200 rows are noisy.")
 with tabs[2]:
     if comp.task == "binary":
@@ -104,24 +152,54 @@ with tabs[2]:
             for v, c in comp.curves.items():
                 roc.add_trace(go.Scatter(x=c["roc"][0], y=c["roc"][1], name=f"v{v}"))
                 pr.add_trace(go.Scatter(x=c["pr"][0], y=c["pr"][1], name=f"v{v}"))
-            roc.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line_dash="dot",
-                                     line_color="grey", showlegend=False))
-            roc.update_layout(title="ROC", xaxis_title="false positive rate",
-                              yaxis_title="true positive rate", height=380,
-                              template="plotly_white")
-            pr.update_layout(title="Precision-recall", xaxis_title="recall",
-                             yaxis_title="precision", height=380, template="plotly_white")
+            roc.add_trace(
+                go.Scatter(
+                    x=[0, 1],
+                    y=[0, 1],
+                    mode="lines",
+                    line_dash="dot",
+                    line_color="grey",
+                    showlegend=False,
+                )
+            )
+            roc.update_layout(
+                title="ROC",
+                xaxis_title="false positive rate",
+                yaxis_title="true positive rate",
+                height=380,
+                template="plotly_white",
+            )
+            pr.update_layout(
+                title="Precision-recall",
+                xaxis_title="recall",
+                yaxis_title="precision",
+                height=380,
+                template="plotly_white",
+            )
             a, b = st.columns(2)
             a.plotly_chart(roc, key="compare_roc")
             b.plotly_chart(pr, key="compare_pr")
     elif comp.task == "regression":
         fig = go.Figure()
         for v, r in comp.residuals.items():
-            fig.add_trace(go.Scatter(x=r["prediction"], y=r["residual"], mode="markers",
-                                     marker_size=4, opacity=0.5, name=f"v{v}"))
+            fig.add_trace(
+                go.Scatter(
+                    x=r["prediction"],
+                    y=r["residual"],
+                    mode="markers",
+                    marker_size=4,
+                    opacity=0.5,
+                    name=f"v{v}",
+                )
+            )
         fig.add_hline(y=0, line_dash="dot", line_color="grey")
-        fig.update_layout(title="Residuals (label − prediction)", xaxis_title="prediction",
-                          yaxis_title="residual", height=420, template="plotly_white")
+        fig.update_layout(
+            title="Residuals (label − prediction)",
+            xaxis_title="prediction",
+            yaxis_title="residual",
+            height=420,
+            template="plotly_white",
+        )
         st.plotly_chart(fig, key="compare_residuals")
     else:
         st.info("Curves are drawn for binary classification and regression.")
@@ -131,11 +209,17 @@ with tabs[3]:
         st.info("No feature importances were recorded with these versions.")
     else:
         top = imp.head(20)
-        fig = go.Figure([go.Bar(y=top.index, x=top[v], name=f"v{v}", orientation="h")
-                         for v in top.columns])
-        fig.update_layout(barmode="group", height=max(300, 24 * len(top) * len(top.columns)),
-                          yaxis=dict(autorange="reversed"), template="plotly_white",
-                          xaxis_title="share of importance", margin=dict(l=10, r=10, t=10, b=10))
+        fig = go.Figure(
+            [go.Bar(y=top.index, x=top[v], name=f"v{v}", orientation="h") for v in top.columns]
+        )
+        fig.update_layout(
+            barmode="group",
+            height=max(300, 24 * len(top) * len(top.columns)),
+            yaxis=dict(autorange="reversed"),
+            template="plotly_white",
+            xaxis_title="share of importance",
+            margin=dict(l=10, r=10, t=10, b=10),
+        )
         st.plotly_chart(fig, key="compare_importance")
 with tabs[4]:
     par = comp.params
@@ -144,13 +228,19 @@ with tabs[4]:
     else:
         only = st.toggle("Only what differs", value=True, key="compare_params_diff")
         view = par[par["differs"]] if only else par
-        st.dataframe(view.drop(columns=["differs"]).rename(columns=lambda v: f"v{v}")
-                     .astype(str), key="compare_params")
+        st.dataframe(
+            view.drop(columns=["differs"]).rename(columns=lambda v: f"v{v}").astype(str),
+            key="compare_params",
+        )
 with tabs[5]:
     if comp.lineage.empty:
         st.info("No lineage recorded.")
     else:
         lin = comp.lineage.assign(version=lambda d: "v" + d["version"])
-        st.dataframe(lin, hide_index=True, key="compare_lineage",
-                     column_config={"batch_ids": st.column_config.TextColumn(width="large")})
+        st.dataframe(
+            lin,
+            hide_index=True,
+            key="compare_lineage",
+            column_config={"batch_ids": st.column_config.TextColumn(width="large")},
+        )
         st.caption("shared_with_first: batches in common with the first version picked.")

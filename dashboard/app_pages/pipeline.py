@@ -12,16 +12,28 @@ from mlops_core import actions
 ctx = common.page_header("Pipeline")
 key = ctx.key
 
-STATE_ICON = {"COMPLETED": "🟢", "RUNNING": "🔵", "PENDING": "⚪", "SCHEDULED": "⚪",
-              "FAILED": "🔴", "CRASHED": "🔴", "CANCELLED": "⚫", "CANCELLING": "⚫",
-              "PAUSED": "🟡"}
+STATE_ICON = {
+    "COMPLETED": "🟢",
+    "RUNNING": "🔵",
+    "PENDING": "⚪",
+    "SCHEDULED": "⚪",
+    "FAILED": "🔴",
+    "CRASHED": "🔴",
+    "CANCELLED": "⚫",
+    "CANCELLING": "⚫",
+    "PAUSED": "🟡",
+}
 
 
 def _request_retrain() -> None:
     reason = st.session_state.get("retrain_reason", "")
     parts = ("request_retrain", reason)
-    res = common.write(parts, lambda who, rid: actions.request_retrain(
-        common.settings(), who, reason=reason, request_id=rid, meta=common.meta()))
+    res = common.write(
+        parts,
+        lambda who, rid: actions.request_retrain(
+            common.settings(), who, reason=reason, request_id=rid, meta=common.meta()
+        ),
+    )
     if res is None:
         return
     if res.outcome == "applied":
@@ -33,10 +45,21 @@ def _request_retrain() -> None:
 # services --------------------------------------------------------------------------------------
 st.subheader("Services")
 health = common.service_health(key)
-common.table(pd.DataFrame([{
-    "service": s.name, "health": common.service_label(s), "url": s.url or common.MISSING,
-    "pid": str(s.pid) if s.pid else common.MISSING} for s in health]), key="pipeline_services",
-    column_config={"url": st.column_config.TextColumn(width="large")})
+common.table(
+    pd.DataFrame(
+        [
+            {
+                "service": s.name,
+                "health": common.service_label(s),
+                "url": s.url or common.MISSING,
+                "pid": str(s.pid) if s.pid else common.MISSING,
+            }
+            for s in health
+        ]
+    ),
+    key="pipeline_services",
+    column_config={"url": st.column_config.TextColumn(width="large")},
+)
 if not any(s.running for s in health):
     st.caption("Nothing runs: start the services with `mlops up`.")
 
@@ -44,27 +67,44 @@ if not any(s.running for s in health):
 st.subheader("Deployments")
 ps = common.pipeline_status(key)
 if ps.api_url is None:
-    st.warning("The project's Prefect server is not running, so there are no schedules or flow "
-               "runs to show: start it with `mlops up`.")
+    st.warning(
+        "The project's Prefect server is not running, so there are no schedules or flow "
+        "runs to show: start it with `mlops up`."
+    )
 elif not ps.reachable:
-    st.warning(f"Prefect at {ps.api_url} cannot be reached ({ps.error}); deployments and flow "
-               "runs are not shown. The rest of the dashboard is unaffected.")
+    st.warning(
+        f"Prefect at {ps.api_url} cannot be reached ({ps.error}); deployments and flow "
+        "runs are not shown. The rest of the dashboard is unaffected."
+    )
 elif not ps.deployments:
     st.info("No deployments on the Prefect server yet: run `mlops deploy --apply`.")
 else:
-    common.table(pd.DataFrame([{
-        "deployment": d["name"], "schedules": ", ".join(d["schedules"]) or "-",
-        "triggers": ", ".join(d["triggers"]) or "-",
-        "next runs": ", ".join(d["next_runs"]) or "-", "last run": d["last_run"] or "-"}
-        for d in ps.deployments]), key="pipeline_deployments")
+    common.table(
+        pd.DataFrame(
+            [
+                {
+                    "deployment": d["name"],
+                    "schedules": ", ".join(d["schedules"]) or "-",
+                    "triggers": ", ".join(d["triggers"]) or "-",
+                    "next runs": ", ".join(d["next_runs"]) or "-",
+                    "last run": d["last_run"] or "-",
+                }
+                for d in ps.deployments
+            ]
+        ),
+        key="pipeline_deployments",
+    )
     st.subheader("Recent flow runs")
     if not ps.runs:
         st.info("No flow run yet.")
     else:
         runs = pd.DataFrame(ps.runs)
         runs.insert(2, "", runs["state_type"].map(lambda s: STATE_ICON.get(str(s), "")))
-        common.table(runs.drop(columns=["state_type"]), key="pipeline_runs",
-                     column_config={"seconds": st.column_config.NumberColumn(format="%.1f")})
+        common.table(
+            runs.drop(columns=["state_type"]),
+            key="pipeline_runs",
+            column_config={"seconds": st.column_config.NumberColumn(format="%.1f")},
+        )
     st.caption(f"From {ps.api_url}.")
 
 # request a retrain -------------------------------------------------------------------------------
@@ -72,13 +112,17 @@ st.subheader("Request retraining")
 if ctx.can("request_retrain"):
     with st.form("retrain", border=True):
         st.text_input("Why (required; kept in the audit log)", key="retrain_reason")
-        st.form_submit_button("Request retraining", key="retrain_submit",
-                              on_click=_request_retrain)
-    st.caption("The request is recorded and published as `mlops.retrain.requested`, which "
-               "starts the train deployment; the new version then awaits approval.")
+        st.form_submit_button("Request retraining", key="retrain_submit", on_click=_request_retrain)
+    st.caption(
+        "The request is recorded and published as `mlops.retrain.requested`, which "
+        "starts the train deployment; the new version then awaits approval."
+    )
 else:
     st.caption("Only approvers can request a retrain.")
 requests = common.retrain_requests(key)
 if not requests.empty:
-    common.table(requests[["at", "actor", "outcome", "reason", "request_id"]],
-                 key="pipeline_requests", column_config={"reason": common.wide()})
+    common.table(
+        requests[["at", "actor", "outcome", "reason", "request_id"]],
+        key="pipeline_requests",
+        column_config={"reason": common.wide()},
+    )

@@ -19,8 +19,8 @@ try:  # the file is also imported by training code; mlflow is there too
     import mlflow
     from mlflow.pyfunc import PythonModel
 except ImportError:  # pragma: no cover
-    mlflow = None
-    PythonModel = object
+    mlflow = None  # type: ignore[assignment]
+    PythonModel = object  # type: ignore[misc,assignment]
 
 
 # The types skops does not trust by default that our scikit-learn models hold: the node arrays
@@ -37,8 +37,7 @@ def load_sklearn(path: str) -> Any:
     return skops.io.load(path, trusted=TRUSTED_SKOPS_TYPES)
 
 
-def prepare_features(df: pd.DataFrame, spec: dict[str, Any], *, for_xgboost: bool
-                     ) -> pd.DataFrame:
+def prepare_features(df: pd.DataFrame, spec: dict[str, Any], *, for_xgboost: bool) -> pd.DataFrame:
     """Columns in training order and types: numbers as float, booleans as 0/1, categories as
     strings (for XGBoost a pandas Categorical over the training categories; unseen → missing)."""
     out: dict[str, Any] = {}
@@ -49,8 +48,9 @@ def prepare_features(df: pd.DataFrame, spec: dict[str, Any], *, for_xgboost: boo
             out[col] = pd.to_numeric(s, errors="coerce").astype("float64")
         elif kind == "boolean":
             text = s.astype(str).str.strip().str.lower()
-            out[col] = np.where(s.isna(), np.nan, np.where(
-                text.isin(["true", "t", "yes", "1", "1.0"]), 1.0, 0.0)).astype("float64")
+            out[col] = np.where(
+                s.isna(), np.nan, np.where(text.isin(["true", "t", "yes", "1", "1.0"]), 1.0, 0.0)
+            ).astype("float64")
         else:
             out[col] = _categories(s, spec["categories"][col], for_xgboost)
     return pd.DataFrame(out, index=df.index)
@@ -68,15 +68,15 @@ def _categories(s: pd.Series, known: list[str], for_xgboost: bool) -> Any:
         names = [str(c) for c in s.cat.categories]
         if len(set(names)) == len(names):
             s = s.cat.rename_categories(names)
-            return s.cat.set_categories(known) if for_xgboost else _as_text(
-                s.astype(object))
+            return s.cat.set_categories(known) if for_xgboost else _as_text(s.astype(object))
         s = s.astype(object)
     text = _as_text(s)
     return pd.Categorical(text, categories=known) if for_xgboost else text
 
 
-def output_frame(task: str, classes: list[Any] | None, raw: np.ndarray,
-                 index: pd.Index) -> pd.DataFrame:
+def output_frame(
+    task: str, classes: list[Any] | None, raw: np.ndarray, index: pd.Index
+) -> pd.DataFrame:
     """Our prediction frame from raw model output (probabilities, or values)."""
     if task == "regression":
         return pd.DataFrame({"prediction": np.asarray(raw, dtype="float64")}, index=index)
@@ -103,8 +103,7 @@ class TabularModel(PythonModel):  # type: ignore[misc,valid-type]
         else:
             self.model = load_sklearn(context.artifacts["model"])
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None
-                ) -> pd.DataFrame:
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
         spec = self.spec
         if spec["kind"] == "xgboost":
             import xgboost as xgb
@@ -113,8 +112,11 @@ class TabularModel(PythonModel):  # type: ignore[misc,valid-type]
             raw = self.model.predict(xgb.DMatrix(X, enable_categorical=True))
         else:
             X = prepare_features(model_input, spec, for_xgboost=False)
-            raw = (self.model.predict(X) if spec["task"] == "regression"
-                   else self.model.predict_proba(X))
+            raw = (
+                self.model.predict(X)
+                if spec["task"] == "regression"
+                else self.model.predict_proba(X)  # type: ignore[attr-defined]  # sklearn
+            )
         return output_frame(spec["task"], spec.get("classes"), raw, model_input.index)
 
 

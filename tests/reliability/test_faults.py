@@ -102,19 +102,36 @@ MLOPS = str(Path(sys.executable).parent / "mlops")
 # smoke-test process, a small reference sample
 TINY: dict[str, Any] = {
     "gate": {"smoke_test": False},
-    "model": {"search": {"trials": 1, "timeout_s": 20}, "reference_rows": 500,
-              "window": {"choose": False}},
+    "model": {
+        "search": {"trials": 1, "timeout_s": 20},
+        "reference_rows": 500,
+        "window": {"choose": False},
+    },
 }
 FRAME = demo_frame(1500, days=56, seed=11)  # eight weekly batches
 EARLY = FRAME[FRAME[TIME] < FRAME[TIME].min() + pd.Timedelta(weeks=4)]
 LATE = FRAME[FRAME[TIME] >= FRAME[TIME].min() + pd.Timedelta(weeks=4)]
 CHAMPION_MOVES = ("approve", "rollback", "auto_promote")
 ONCE = ("approve", "auto_promote", "reject", "gate_reject")  # a version is decided once
-AUDIT_FIELDS = ("at", "actor", "action", "version", "previous_champion", "outcome", "reason",
-                "evidence", "request_id")
-ENV = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1",
-           OMP_WAIT_POLICY="PASSIVE", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
-           COLUMNS="200")  # Rich wraps what it prints at the terminal's width
+AUDIT_FIELDS = (
+    "at",
+    "actor",
+    "action",
+    "version",
+    "previous_champion",
+    "outcome",
+    "reason",
+    "evidence",
+    "request_id",
+)
+ENV = dict(
+    os.environ,
+    MLFLOW_DISABLE_TELEMETRY="true",
+    DO_NOT_TRACK="1",
+    OMP_WAIT_POLICY="PASSIVE",
+    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+    COLUMNS="200",
+)  # Rich wraps what it prints at the terminal's width
 
 
 class ProductBug(AssertionError):
@@ -127,9 +144,14 @@ def audit_snapshot(settings: Settings) -> list[dict[str, Any]]:
     meta = MetadataStore(settings.db_url)
     try:
         with meta.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(
-                sa.select(audit_log).where(audit_log.c.model == settings.project)
-                .order_by(audit_log.c.id))]
+            return [
+                dict(r._mapping)
+                for r in conn.execute(
+                    sa.select(audit_log)
+                    .where(audit_log.c.model == settings.project)
+                    .order_by(audit_log.c.id)
+                )
+            ]
     finally:
         meta.dispose()
 
@@ -142,9 +164,13 @@ def batch_snapshot(settings: Settings) -> list[BatchRecord]:
         meta.dispose()
 
 
-def check_invariants(settings: Settings, *, audit_before: list[dict[str, Any]] | None = None,
-                     batches_before: list[BatchRecord] | None = None,
-                     had_champion: bool = False) -> list[str]:
+def check_invariants(
+    settings: Settings,
+    *,
+    audit_before: list[dict[str, Any]] | None = None,
+    batches_before: list[BatchRecord] | None = None,
+    had_champion: bool = False,
+) -> list[str]:
     """Every violated invariant, one line each (prefixed ``champion:``, ``audit:``, ``batch:``
     or ``run:``); empty when all hold. Reads only: it repairs nothing (no registry operation,
     so no reconcile), and sees MLflow as serving does (the alias)."""
@@ -160,8 +186,9 @@ def check_invariants(settings: Settings, *, audit_before: list[dict[str, Any]] |
     meta = MetadataStore(settings.db_url)
     try:
         with meta.engine.connect() as conn:
-            recorded = conn.execute(sa.select(champion_state.c.version).where(
-                champion_state.c.model == name)).scalar_one_or_none()
+            recorded = conn.execute(
+                sa.select(champion_state.c.version).where(champion_state.c.model == name)
+            ).scalar_one_or_none()
     finally:
         meta.dispose()
     try:
@@ -184,15 +211,23 @@ def check_invariants(settings: Settings, *, audit_before: list[dict[str, Any]] |
         elif tags.get("status") != "approved":
             out.append(f"champion: v{champion} has status {tags.get('status')!r}, not approved")
         if mv is not None and tags.get("gate_passed") != "true":
-            out.append(f"champion: v{champion} did not pass the gate "
-                       f"(gate_passed={tags.get('gate_passed')!r})")
+            out.append(
+                f"champion: v{champion} did not pass the gate "
+                f"(gate_passed={tags.get('gate_passed')!r})"
+            )
         moves = [a for a in audit if a["outcome"] == "applied" and a["action"] in CHAMPION_MOVES]
         if not moves or moves[-1]["version"] != champion:
             last = f"{moves[-1]['action']} v{moves[-1]['version']}" if moves else "none"
-            out.append(f"champion: v{champion} is not what the latest approve / rollback / "
-                       f"auto-promotion record names (latest: {last})")
-        if any(a["outcome"] == "applied" and a["action"] in ("reject", "gate_reject")
-               and a["version"] == champion for a in audit):
+            out.append(
+                f"champion: v{champion} is not what the latest approve / rollback / "
+                f"auto-promotion record names (latest: {last})"
+            )
+        if any(
+            a["outcome"] == "applied"
+            and a["action"] in ("reject", "gate_reject")
+            and a["version"] == champion
+            for a in audit
+        ):
             out.append(f"champion: v{champion} was rejected")
 
     # no lost audit record, no version decided twice, every version registered with a record
@@ -204,14 +239,18 @@ def check_invariants(settings: Settings, *, audit_before: list[dict[str, Any]] |
             if b is None:
                 out.append(f"audit: {what} was lost")
             elif any(a[k] != b[k] for k in AUDIT_FIELDS) or (
-                    a["alias_moved_at"] is not None and b["alias_moved_at"] is None):
+                a["alias_moved_at"] is not None and b["alias_moved_at"] is None
+            ):
                 out.append(f"audit: {what} changed: {a} -> {b}")
-    decided = Counter(a["version"] for a in audit
-                      if a["outcome"] == "applied" and a["action"] in ONCE)
+    decided = Counter(
+        a["version"] for a in audit if a["outcome"] == "applied" and a["action"] in ONCE
+    )
     out += [f"audit: v{v} was decided {n} times" for v, n in decided.items() if n > 1]
     registered = {a["version"] for a in audit if a["action"] == "register"}
-    out += [f"audit: v{v} exists in MLflow without its register record"
-            for v in sorted(set(versions) - registered, key=int)]
+    out += [
+        f"audit: v{v} exists in MLflow without its register record"
+        for v in sorted(set(versions) - registered, key=int)
+    ]
 
     # no lost or duplicated batch
     ws = settings.workspace
@@ -231,8 +270,9 @@ def check_invariants(settings: Settings, *, audit_before: list[dict[str, Any]] |
     # no run left RUNNING
     exp = client.get_experiment_by_name(name)
     if exp is not None:
-        for r in client.search_runs([exp.experiment_id],
-                                    filter_string="attributes.status = 'RUNNING'"):
+        for r in client.search_runs(
+            [exp.experiment_id], filter_string="attributes.status = 'RUNNING'"
+        ):
             out.append(f"run: MLflow run {r.info.run_id} ({r.info.run_name}) is still RUNNING")
     return out
 
@@ -271,14 +311,27 @@ class Procs:
         self.folder = folder
         self.started: list[tuple[str, int, Proc | None]] = []
 
-    def start(self, name: str, argv: list[str], *, env: dict[str, str] | None = None,
-              preexec_fn: Callable[[], None] | None = None) -> Proc:
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> Proc:
         n = len(self.started)
         out, err = self.folder / f"{n}-{name}.out", self.folder / f"{n}-{name}.err"
         with open(out, "wb") as o, open(err, "wb") as e:
-            p = subprocess.Popen(argv, stdout=o, stderr=e, stdin=subprocess.DEVNULL,
-                                 env=env or ENV, cwd=REPO, start_new_session=True,
-                                 preexec_fn=preexec_fn)
+            p = subprocess.Popen(
+                argv,
+                stdout=o,
+                stderr=e,
+                stdin=subprocess.DEVNULL,
+                env=env or ENV,
+                cwd=REPO,
+                start_new_session=True,
+                preexec_fn=preexec_fn,
+            )
         proc = Proc(name, p, out, err)
         self.started.append((name, p.pid, proc))
         print(f"[pid {p.pid}] started {name}: {' '.join(argv)[:200]}")
@@ -294,8 +347,10 @@ class Procs:
             return proc.popen.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self.kill(proc)
-            raise AssertionError(f"{proc.name} (pid {proc.pid}) did not end within "
-                                 f"{timeout_s:.0f} s; {self}\n{proc.stderr()[-3000:]}") from None
+            raise AssertionError(
+                f"{proc.name} (pid {proc.pid}) did not end within "
+                f"{timeout_s:.0f} s; {self}\n{proc.stderr()[-3000:]}"
+            ) from None
 
     def kill(self, proc: Proc, sig: int = signal.SIGKILL) -> None:
         if proc.popen.poll() is None:  # its group is ours while its leader lives
@@ -329,14 +384,20 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
         print(p)
 
 
-def run_mlops(procs: Procs, name: str, *args: str, timeout_s: float = 300,
-              **kw: Any) -> tuple[int, Proc]:
+def run_mlops(
+    procs: Procs, name: str, *args: str, timeout_s: float = 300, **kw: Any
+) -> tuple[int, Proc]:
     proc = procs.start(name, [MLOPS, *args], **kw)
     return procs.wait(proc, timeout_s), proc
 
 
-def wait_for(check: Callable[[], Any], timeout_s: float, what: str, every: float = 0.05,
-             alive: Proc | None = None) -> Any:
+def wait_for(
+    check: Callable[[], Any],
+    timeout_s: float,
+    what: str,
+    every: float = 0.05,
+    alive: Proc | None = None,
+) -> Any:
     """``check()``'s first truthy answer; fails after ``timeout_s`` or when ``alive`` ended."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -344,9 +405,11 @@ def wait_for(check: Callable[[], Any], timeout_s: float, what: str, every: float
         if got:
             return got
         if alive is not None and alive.popen.poll() is not None:
-            raise AssertionError(f"{alive.name} (pid {alive.pid}) ended (code "
-                                 f"{alive.popen.returncode}) before {what}:\n"
-                                 f"{alive.stderr()[-2000:]}")
+            raise AssertionError(
+                f"{alive.name} (pid {alive.pid}) ended (code "
+                f"{alive.popen.returncode}) before {what}:\n"
+                f"{alive.stderr()[-2000:]}"
+            )
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
@@ -357,11 +420,13 @@ def clear_error(stderr: str, *words: str) -> str | None:
     if "Traceback" in stderr or "╭─" in stderr:
         text = " ".join(ln.strip(" │╭╮╰╯─") for ln in stderr.splitlines())
         raised = list(re.finditer(r"\b\w+(?:Error|Exception): ", text))
-        last = " ".join(text[raised[-1].start():].split())[:300] if raised else text[-300:]
+        last = " ".join(text[raised[-1].start() :].split())[:300] if raised else text[-300:]
         ours = re.findall(r"mlops_core/(\w+\.py):(\d+) in (\w+)", stderr)
         where = " → ".join(f"{f}:{n} {fn}" for f, n, fn in ours)
-        return (f"a traceback of {len(stderr.splitlines())} lines instead of a one-line "
-                f"error (through {where or '?'}): {last}")
+        return (
+            f"a traceback of {len(stderr.splitlines())} lines instead of a one-line "
+            f"error (through {where or '?'}): {last}"
+        )
     lines = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
     if not lines:
         return f"no 'error:' line: {stderr.strip()[-300:]}"
@@ -382,8 +447,9 @@ def tiny_settings(tmp_path: Path, url: str, project: str, **sections: Any) -> Se
     return demo_settings(tmp_path, url, project, **merge(TINY, sections))
 
 
-def make_project(tmp_path: Path, url: str, project: str, frame: pd.DataFrame = FRAME,
-                 **sections: Any) -> tuple[Settings, Path]:
+def make_project(
+    tmp_path: Path, url: str, project: str, frame: pd.DataFrame = FRAME, **sections: Any
+) -> tuple[Settings, Path]:
     """A project with ``frame`` ingested (weekly batches) and its mlops.yaml written."""
     s = tiny_settings(tmp_path, url, project, **sections)
     ingest_frame(s, frame, tmp_path / "landing")
@@ -410,18 +476,27 @@ def runs(client: Any, project: str, status: str | None = None) -> list[Any]:
     exp = client.get_experiment_by_name(project)
     if exp is None:
         return []
-    return list(client.search_runs([exp.experiment_id], filter_string=(
-        f"attributes.status = '{status}'" if status else "")))
+    return list(
+        client.search_runs(
+            [exp.experiment_id], filter_string=(f"attributes.status = '{status}'" if status else "")
+        )
+    )
 
 
 def version_numbers(settings: Settings) -> list[str]:
-    return sorted((str(mv.version) for mv in mlflow_client(settings).search_model_versions(
-        f"name='{settings.project}'")), key=int)
+    return sorted(
+        (
+            str(mv.version)
+            for mv in mlflow_client(settings).search_model_versions(f"name='{settings.project}'")
+        ),
+        key=int,
+    )
 
 
 @pytest.fixture(scope="module")
-def source(mlflow_server: ServiceInfo, tmp_path_factory: pytest.TempPathFactory
-           ) -> tuple[Registry, str]:
+def source(
+    mlflow_server: ServiceInfo, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Registry, str]:
     """One model trained on the first four weeks: the package that champions and extra versions
     are registered from (``add_version``). Read-only, except the tamper test, which restores
     what it changes."""
@@ -436,13 +511,20 @@ def source(mlflow_server: ServiceInfo, tmp_path_factory: pytest.TempPathFactory
 # 1. a training process killed ----------
 
 
-@pytest.mark.parametrize("phase", [
-    "search",
-    "mlflow-run",
-])
+@pytest.mark.parametrize(
+    "phase",
+    [
+        "search",
+        "mlflow-run",
+    ],
+)
 def test_a_training_killed_with_sigkill_leaves_the_invariants_and_the_next_one_trains(
-        source: tuple[Registry, str], mlflow_server: ServiceInfo, tmp_path: Path,
-        procs: Procs, phase: str) -> None:
+    source: tuple[Registry, str],
+    mlflow_server: ServiceInfo,
+    tmp_path: Path,
+    procs: Procs,
+    phase: str,
+) -> None:
     """`mlops train` killed (SIGKILL, its whole process group: a worker that dies) during its
     search (before any MLflow run) or while its MLflow run is open (logging the model)."""
     name = f"faults-kill-{phase}"
@@ -461,21 +543,28 @@ def test_a_training_killed_with_sigkill_leaves_the_invariants_and_the_next_one_t
         # is refused); the next comes after the search and refit: kill when the server has
         # answered that listing, and no run exists yet
         listed = f"model-versions/search?filter=name%3D%27{name}%27"
-        wait_for(lambda: listed in _read_from(server_log, offset), 120,
-                 "the training to list the versions and start its search", alive=train)
+        wait_for(
+            lambda: listed in _read_from(server_log, offset),
+            120,
+            "the training to list the versions and start its search",
+            alive=train,
+        )
     else:
-        wait_for(lambda: runs(client, name, "RUNNING"), 120, "the training's MLflow run",
-                 alive=train)
+        wait_for(
+            lambda: runs(client, name, "RUNNING"), 120, "the training's MLflow run", alive=train
+        )
     procs.kill(train)
     assert train.popen.returncode == -signal.SIGKILL, procs
     print(f"killed {train.name} (pid {train.pid}) during the {phase}")
     if phase == "search":
-        assert [r for r in runs(client, name) if r.info.run_id not in runs0] == [], \
+        assert [r for r in runs(client, name) if r.info.run_id not in runs0] == [], (
             f"a run had started: not a kill during the search; {procs}"
+        )
 
     assert version_numbers(s) == versions0, f"the killed training registered a version; {procs}"
-    _, other = split(check_invariants(s, audit_before=audit0, batches_before=batches0,
-                                         had_champion=True), "run:")
+    _, other = split(
+        check_invariants(s, audit_before=audit0, batches_before=batches0, had_champion=True), "run:"
+    )
     assert other == [], f"{other}; {procs}"
     assert Registry(s).champion() == champion
 
@@ -483,8 +572,9 @@ def test_a_training_killed_with_sigkill_leaves_the_invariants_and_the_next_one_t
     assert rc == 0, f"the next training failed; {procs}\n{again.stderr()[-3000:]}"
     after = version_numbers(s)
     assert len(after) == len(versions0) + 1, (after, versions0)
-    bugs, other = split(check_invariants(s, audit_before=audit0, batches_before=batches0,
-                                         had_champion=True), "run:")
+    bugs, other = split(
+        check_invariants(s, audit_before=audit0, batches_before=batches0, had_champion=True), "run:"
+    )
     assert other == [], f"{other}; {procs}"
     assert Registry(s).champion() == champion
     if bugs:
@@ -501,7 +591,8 @@ def _read_from(path: Path, offset: int) -> str:
 
 
 def test_mlflow_down_during_registration_fails_clearly_and_the_next_training_registers(
-        tmp_path: Path, procs: Procs) -> None:
+    tmp_path: Path, procs: Procs
+) -> None:
     mws = tmp_path / "mlflow-ws"
     info = procs.service(start_mlflow(mws))
     try:
@@ -518,14 +609,19 @@ def test_mlflow_down_during_registration_fails_clearly_and_the_next_training_reg
         train = procs.start("train", [MLOPS, "train", "--config", str(config)])
         # its run has ended: what is left is the evidence upload, the package hash and the
         # registration. Freeze it there, take MLflow away, let it go on.
-        wait_for(lambda: [r for r in runs(client, s.project, "FINISHED")
-                          if r.info.run_id not in runs0], 120, "the training's run to end",
-                 alive=train)
+        wait_for(
+            lambda: [r for r in runs(client, s.project, "FINISHED") if r.info.run_id not in runs0],
+            120,
+            "the training's run to end",
+            alive=train,
+        )
         procs.kill(train, signal.SIGSTOP)
         assert version_numbers(s) == versions0, f"registered before the fault; {procs}"
         assert stop_service(mws, MLFLOW)
-        print(f"MLflow (pid {info.pid}) stopped while {train.name} (pid {train.pid}) waits "
-              "to register")
+        print(
+            f"MLflow (pid {info.pid}) stopped while {train.name} (pid {train.pid}) waits "
+            "to register"
+        )
         t0 = time.monotonic()
         procs.kill(train, signal.SIGCONT)
         rc = procs.wait(train, 180)
@@ -538,17 +634,18 @@ def test_mlflow_down_during_registration_fails_clearly_and_the_next_training_reg
         info = procs.service(start_mlflow(mws, port=info.port))  # the same port and store
         assert info.url == s.storage.mlflow_uri
         assert version_numbers(s) == versions0, f"a version appeared; {procs}"
-        violations = check_invariants(s, audit_before=audit0, batches_before=batches0,
-                                      had_champion=True)
+        violations = check_invariants(
+            s, audit_before=audit0, batches_before=batches0, had_champion=True
+        )
         assert violations == [], f"{violations}; {procs}"
 
-        rc, again = run_mlops(procs, "train-again", "train", "--config", str(config),
-                              "--json")
+        rc, again = run_mlops(procs, "train-again", "train", "--config", str(config), "--json")
         assert rc == 0, f"{procs}\n{again.stderr()[-3000:]}"
         outcome = json.loads(again.stdout())
         assert version_numbers(s) == [*versions0, str(outcome["version"])]
-        violations = check_invariants(s, audit_before=audit0, batches_before=batches0,
-                                      had_champion=True)
+        violations = check_invariants(
+            s, audit_before=audit0, batches_before=batches0, had_champion=True
+        )
         assert violations == [], f"{violations}; {procs}"
         assert Registry(s).champion() == str(first.version)
         if problem:
@@ -559,20 +656,23 @@ def test_mlflow_down_during_registration_fails_clearly_and_the_next_training_reg
 
 # 3. two trainings at once ----------
 def test_two_trainings_at_once_register_distinct_versions_or_one_refuses(
-        source: tuple[Registry, str], mlflow_server: ServiceInfo, tmp_path: Path,
-        procs: Procs) -> None:
+    source: tuple[Registry, str], mlflow_server: ServiceInfo, tmp_path: Path, procs: Procs
+) -> None:
     s, config = make_project(tmp_path, mlflow_server.url, "faults-two-trainings")
     champion = with_champion(s, source)
     audit0, batches0, versions0 = audit_snapshot(s), batch_snapshot(s), version_numbers(s)
 
-    both = [procs.start(f"train-{i}", [MLOPS, "train", "--config", str(config), "--json"])
-            for i in (1, 2)]
+    both = [
+        procs.start(f"train-{i}", [MLOPS, "train", "--config", str(config), "--json"])
+        for i in (1, 2)
+    ]
     codes = [procs.wait(p, 300) for p in both]
 
     done = [json.loads(p.stdout()) for p, rc in zip(both, codes, strict=True) if rc == 0]
     refused = [p for p, rc in zip(both, codes, strict=True) if rc != 0]
     assert done, f"neither training finished; {procs}\n" + "\n".join(
-        p.stderr()[-2000:] for p in both)
+        p.stderr()[-2000:] for p in both
+    )
     for p in refused:  # only the clear refusal of a copy of the other's version
         assert clear_error(p.stderr(), "no new data") is None, f"{procs}\n{p.stderr()[-3000:]}"
     new = [str(o["version"]) for o in done]
@@ -581,14 +681,17 @@ def test_two_trainings_at_once_register_distinct_versions_or_one_refuses(
     reg = Registry(s)
     challenger = reg.aliases().get("challenger")
     assert challenger is None or challenger in new
-    violations = check_invariants(s, audit_before=audit0, batches_before=batches0,
-                                  had_champion=True)
+    violations = check_invariants(
+        s, audit_before=audit0, batches_before=batches0, had_champion=True
+    )
     assert violations == [], f"{violations}; {procs}"
     assert reg.champion() == champion
     copies = {reg.version(v).tags.get("data_fingerprint") for v in new}
-    print(f"two trainings at once: {len(done)} finished ({new}), {len(refused)} refused; "
-          f"{'the same data fingerprint: a copy was registered' if len(new) > len(copies) else ''}"
-          f"; {procs}")
+    print(
+        f"two trainings at once: {len(done)} finished ({new}), {len(refused)} refused; "
+        f"{'the same data fingerprint: a copy was registered' if len(new) > len(copies) else ''}"
+        f"; {procs}"
+    )
 
 
 # 4. two approvals at once, and a double click ----------
@@ -616,8 +719,9 @@ print(json.dumps(res.to_dict()))
 """
 
 
-def _approve_at_once(procs: Procs, config: Path, folder: Path,
-                     jobs: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+def _approve_at_once(
+    procs: Procs, config: Path, folder: Path, jobs: list[tuple[str, str, str]]
+) -> list[dict[str, Any]]:
     """``actions.approve`` in one process per (version, by, request id), released together."""
     script = folder / "approver.py"
     script.write_text(APPROVER)
@@ -625,11 +729,22 @@ def _approve_at_once(procs: Procs, config: Path, folder: Path,
     started, ready = [], []
     for i, (version, by, rid) in enumerate(jobs):
         ready.append(folder / f"ready-{len(procs.started)}-{i}")
-        started.append(procs.start(f"approve-{by}", [sys.executable, str(script), str(config),
-                                                     version, by, rid, str(ready[-1]),
-                                                     str(go)]))
-    wait_for(lambda: all(p.exists() for p in ready), 120, "the approvers to be ready",
-             every=0.05)
+        started.append(
+            procs.start(
+                f"approve-{by}",
+                [
+                    sys.executable,
+                    str(script),
+                    str(config),
+                    version,
+                    by,
+                    rid,
+                    str(ready[-1]),
+                    str(go),
+                ],
+            )
+        )
+    wait_for(lambda: all(p.exists() for p in ready), 120, "the approvers to be ready", every=0.05)
     go.touch()
     results = []
     for p in started:
@@ -639,8 +754,8 @@ def _approve_at_once(procs: Procs, config: Path, folder: Path,
 
 
 def test_two_approvals_at_once_and_a_double_click_apply_once(
-        source: tuple[Registry, str], mlflow_server: ServiceInfo, tmp_path: Path,
-        procs: Procs) -> None:
+    source: tuple[Registry, str], mlflow_server: ServiceInfo, tmp_path: Path, procs: Procs
+) -> None:
     s = tiny_settings(tmp_path, mlflow_server.url, "faults-approvals")
     config = write_config(s, tmp_path / "mlops.yaml")
     reg = Registry(s)
@@ -649,8 +764,9 @@ def test_two_approvals_at_once_and_a_double_click_apply_once(
     audit0 = audit_snapshot(s)
 
     # two people approve v2 at the same moment (their own request ids)
-    results = _approve_at_once(procs, config, tmp_path, [(v2, "alice", "click-alice"),
-                                                         (v2, "bob", "click-bob")])
+    results = _approve_at_once(
+        procs, config, tmp_path, [(v2, "alice", "click-alice"), (v2, "bob", "click-bob")]
+    )
     assert sorted(r["outcome"] for r in results) == ["applied", "refused"], (results, procs)
     lost = next(r for r in results if r["outcome"] == "refused")
     assert "nothing was changed" in lost["message"], lost
@@ -662,13 +778,20 @@ def test_two_approvals_at_once_and_a_double_click_apply_once(
 
     # a double click: the same request (its id) sent twice at once, then once more
     audit1 = audit_snapshot(s)
-    results = _approve_at_once(procs, config, tmp_path, [(v3, "carol", "click-carol"),
-                                                         (v3, "carol", "click-carol")])
+    results = _approve_at_once(
+        procs, config, tmp_path, [(v3, "carol", "click-carol"), (v3, "carol", "click-carol")]
+    )
     assert sorted(r["outcome"] for r in results) == ["applied", "noop"], (results, procs)
     noop = next(r for r in results if r["outcome"] == "noop")
     assert "already handled" in noop["message"], noop
-    third = actions.approve(s, local_principal("carol"), v3, comment="clicked again",
-                            request_id="click-carol", registry=reg)
+    third = actions.approve(
+        s,
+        local_principal("carol"),
+        v3,
+        comment="clicked again",
+        request_id="click-carol",
+        registry=reg,
+    )
     assert third.outcome == "noop", third
     [rec] = audit_for(reg, "click-carol")
     assert (rec.outcome, rec.version, rec.previous_champion) == ("applied", v3, v2)
@@ -680,10 +803,12 @@ def test_two_approvals_at_once_and_a_double_click_apply_once(
 
 
 # 5. the artifact store full, the training machine's disk full ----------
-_CAPPED = ("import os, resource, sys\n"
-           "cap = int(sys.argv[1])\n"
-           "if cap: resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap))\n"
-           "os.execv(sys.argv[2], sys.argv[2:])\n")
+_CAPPED = (
+    "import os, resource, sys\n"
+    "cap = int(sys.argv[1])\n"
+    "if cap: resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap))\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
 
 
 def _start_artifact_server(workspace: Path, port: int, cap: int) -> ServiceInfo:
@@ -692,17 +817,35 @@ def _start_artifact_server(workspace: Path, port: int, cap: int) -> ServiceInfo:
     process execs into ``mlflow server``, so the recorded pid is the server's."""
     db, _ = mlflow_paths(workspace)
     db.parent.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-c", _CAPPED, str(cap), _bin("mlflow"), "server", "--host", HOST,
-            "--port", str(port), "--backend-store-uri", f"sqlite:///{db}",
-            "--artifacts-destination", str(db.parent / "proxied"), "--workers", "1"]
-    return start_service(workspace, MLFLOW, argv, port=port, health_path="/health",
-                         timeout_s=120)
+    argv = [
+        sys.executable,
+        "-c",
+        _CAPPED,
+        str(cap),
+        _bin("mlflow"),
+        "server",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{db}",
+        "--artifacts-destination",
+        str(db.parent / "proxied"),
+        "--workers",
+        "1",
+    ]
+    return start_service(workspace, MLFLOW, argv, port=port, health_path="/health", timeout_s=120)
 
 
 @pytest.mark.parametrize("full", ["artifact-store", "training-disk"])
 def test_a_full_store_fails_the_training_clearly_and_nothing_half_registered_is_champion(
-        source: tuple[Registry, str], mlflow_server: ServiceInfo, tmp_path: Path,
-        procs: Procs, full: str) -> None:
+    source: tuple[Registry, str],
+    mlflow_server: ServiceInfo,
+    tmp_path: Path,
+    procs: Procs,
+    full: str,
+) -> None:
     """In auto-promotion mode (a version that passes the gate becomes champion at once):
 
     - ``artifact-store``: the project's MLflow server stores the artifacts and its disk is full
@@ -722,8 +865,10 @@ def test_a_full_store_fails_the_training_clearly_and_nothing_half_registered_is_
             first = train_and_register(s)  # auto: the first champion
             champion = str(first.version)
             assert first.status == "approved", first.gate.reasons
-            report = max(((mws / "mlflow" / "proxied").rglob("performance.html")),
-                         key=lambda p: p.stat().st_size)
+            report = max(
+                ((mws / "mlflow" / "proxied").rglob("performance.html")),
+                key=lambda p: p.stat().st_size,
+            )
             cap = report.stat().st_size // 2
             assert mlflow_paths(mws)[0].stat().st_size < cap - 500_000  # the DB still fits
             assert stop_service(mws, MLFLOW)
@@ -737,23 +882,25 @@ def test_a_full_store_fails_the_training_clearly_and_nothing_half_registered_is_
 
             def preexec() -> None:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+
         ingest_frame(s, LATE, tmp_path / "landing", name="late.parquet")
         config = write_config(s, tmp_path / "mlops.yaml")
         audit0, batches0, versions0 = audit_snapshot(s), batch_snapshot(s), version_numbers(s)
 
         t0 = time.monotonic()
-        train = procs.start("train-full", [MLOPS, "train", "--config", str(config)],
-                            preexec_fn=preexec)
+        train = procs.start(
+            "train-full", [MLOPS, "train", "--config", str(config)], preexec_fn=preexec
+        )
         rc = procs.wait(train, 240)
         took = time.monotonic() - t0
         assert rc != 0, f"the training succeeded on a full disk; {procs}"
         assert took < 120, f"it took {took:.0f} s to fail; {procs}"
         problem = clear_error(train.stderr(), "space", "full", "too large", "artifact")
-        print(f"{full}: the training failed in {took:.1f} s (code {rc}); "
-              f"{problem or 'clearly'}")
+        print(f"{full}: the training failed in {took:.1f} s (code {rc}); {problem or 'clearly'}")
         assert version_numbers(s) == versions0, f"a version was registered; {procs}"
-        violations = check_invariants(s, audit_before=audit0, batches_before=batches0,
-                                      had_champion=True)
+        violations = check_invariants(
+            s, audit_before=audit0, batches_before=batches0, had_champion=True
+        )
         assert violations == [], f"{violations}; {procs}"
         assert Registry(s).champion() == champion
 
@@ -764,11 +911,13 @@ def test_a_full_store_fails_the_training_clearly_and_nothing_half_registered_is_
         assert rc == 0, f"{procs}\n{again.stderr()[-3000:]}"
         outcome = json.loads(again.stdout())
         assert version_numbers(s) == [*versions0, str(outcome["version"])]
-        violations = check_invariants(s, audit_before=audit0, batches_before=batches0,
-                                      had_champion=True)
+        violations = check_invariants(
+            s, audit_before=audit0, batches_before=batches0, had_champion=True
+        )
         assert violations == [], f"{violations}; {procs}"
-        assert Registry(s).champion() == (str(outcome["version"])
-                                          if outcome["status"] == "approved" else champion)
+        assert Registry(s).champion() == (
+            str(outcome["version"]) if outcome["status"] == "approved" else champion
+        )
         if problem:
             raise ProductBug(f"{full}: {problem}; {procs}")
     finally:
@@ -777,8 +926,11 @@ def test_a_full_store_fails_the_training_clearly_and_nothing_half_registered_is_
 
 # 6. clock skew ----------
 def test_clock_skew_changes_no_batch_id_judges_the_future_by_the_tolerance_and_keeps_audit_order(
-        source: tuple[Registry, str], mlflow_server: ServiceInfo, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    source: tuple[Registry, str],
+    mlflow_server: ServiceInfo,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     landing = tmp_path / "landing"
     landing.mkdir()
     path = landing / "weeks.parquet"
@@ -819,8 +971,9 @@ def test_clock_skew_changes_no_batch_id_judges_the_future_by_the_tolerance_and_k
         rep = ingest(right, [path], now=last + skew)
         assert {o.status for o in rep.outcomes} == {"duplicate"}, (skew, rep.outcomes)
     for settings in (right, within, behind):
-        assert check_invariants(settings, batches_before=before if settings is right else None
-                                ) == [], settings.project
+        assert (
+            check_invariants(settings, batches_before=before if settings is right else None) == []
+        ), settings.project
 
     # decisions while the clock jumps back and forth: the audit log keeps the order in which
     # they were made (ids), and the rollback finds the champion before by that order
@@ -828,12 +981,16 @@ def test_clock_skew_changes_no_batch_id_judges_the_future_by_the_tolerance_and_k
     reg = Registry(s)
     v1, v2 = add_version(reg, *source), add_version(reg, *source)
     real = utcnow()
-    assert actions.approve(s, local_principal("ann"), v1, comment="first",
-                           registry=reg).outcome == "applied"
+    assert (
+        actions.approve(s, local_principal("ann"), v1, comment="first", registry=reg).outcome
+        == "applied"
+    )
     for module in ("mlops_core.registry", "mlops_core.actions", "mlops_core.store"):
         monkeypatch.setattr(f"{module}.utcnow", lambda: real - timedelta(days=2))
-    assert actions.approve(s, local_principal("bob"), v2, comment="clock behind",
-                           registry=reg).outcome == "applied"
+    assert (
+        actions.approve(s, local_principal("bob"), v2, comment="clock behind", registry=reg).outcome
+        == "applied"
+    )
     for module in ("mlops_core.registry", "mlops_core.actions", "mlops_core.store"):
         monkeypatch.setattr(f"{module}.utcnow", lambda: real + timedelta(days=3))
     back = actions.rollback(s, local_principal("cid"), comment="clock ahead", registry=reg)
@@ -842,7 +999,10 @@ def test_clock_skew_changes_no_batch_id_judges_the_future_by_the_tolerance_and_k
 
     moves = [r for r in reversed(reg.audit()) if r.action in CHAMPION_MOVES]
     assert [(r.action, r.version, r.actor) for r in moves] == [
-        ("approve", v1, "ann"), ("approve", v2, "bob"), ("rollback", v1, "cid")]
+        ("approve", v1, "ann"),
+        ("approve", v2, "bob"),
+        ("rollback", v1, "cid"),
+    ]
     assert moves[1].at < moves[0].at < moves[2].at  # the clock went back, then ahead
     assert [r.id for r in moves] == sorted(r.id for r in moves)
     assert reg.champion() == v1 and reg.aliases()[CHAMPION] == v1
@@ -852,10 +1012,9 @@ def test_clock_skew_changes_no_batch_id_judges_the_future_by_the_tolerance_and_k
 
 # 7. a promotion while serving is under load ----------
 def test_a_promotion_while_serving_is_under_load_fails_no_request(
-        source: tuple[Registry, str], mlflow_server: ServiceInfo, tmp_path: Path,
-        procs: Procs) -> None:
-    s = tiny_settings(tmp_path, mlflow_server.url, "faults-serving",
-                      serving={"poll_seconds": 0.5})
+    source: tuple[Registry, str], mlflow_server: ServiceInfo, tmp_path: Path, procs: Procs
+) -> None:
+    s = tiny_settings(tmp_path, mlflow_server.url, "faults-serving", serving={"poll_seconds": 0.5})
     config = write_config(s, tmp_path / "mlops.yaml")
     reg = Registry(s)
     old = with_champion(s, source)
@@ -875,23 +1034,38 @@ def test_a_promotion_while_serving_is_under_load_fails_no_request(
                     errors.append(f"{type(e).__name__}: {e}")
                     continue
                 body = r.json() if r.status_code == 200 else {}
-                mine.append((time.monotonic(), r.status_code, r.headers.get("X-Model-Version"),
-                             body.get("version")))
+                mine.append(
+                    (
+                        time.monotonic(),
+                        r.status_code,
+                        r.headers.get("X-Model-Version"),
+                        body.get("version"),
+                    )
+                )
 
     info = procs.service(start_serving(s.workspace, config))
     try:
-        wait_for(lambda: httpx.get(info.url + "/health", timeout=5).json()["version"] == old,
-                 120, f"serving to load v{old}", every=0.2)
+        wait_for(
+            lambda: httpx.get(info.url + "/health", timeout=5).json()["version"] == old,
+            120,
+            f"serving to load v{old}",
+            every=0.2,
+        )
         clients = [threading.Thread(target=load, args=(mine, info.url)) for mine in seen]
         for t in clients:
             t.start()
         time.sleep(2)
         t_approve = time.monotonic()
-        res = actions.approve(s, local_principal("ann"), new, comment="promoted under load",
-                              registry=reg)
+        res = actions.approve(
+            s, local_principal("ann"), new, comment="promoted under load", registry=reg
+        )
         assert res.outcome == "applied", res
-        wait_for(lambda: all(mine and mine[-1][3] == new for mine in seen), 60,
-                 f"every client to be answered by v{new}", every=0.1)
+        wait_for(
+            lambda: all(mine and mine[-1][3] == new for mine in seen),
+            60,
+            f"every client to be answered by v{new}",
+            every=0.1,
+        )
         swapped_in = max(next(t for t, _, _, v in mine if v == new) for mine in seen) - t_approve
         time.sleep(1)
         stop.set()
@@ -910,8 +1084,10 @@ def test_a_promotion_while_serving_is_under_load_fails_no_request(
         assert order == [old, new], order
     violations = check_invariants(s, audit_before=audit0, had_champion=True)
     assert violations == [], f"{violations}; {procs}"
-    print(f"{len(answers)} requests, none failed; every client answered by v{new} "
-          f"{swapped_in:.1f} s after the approval; {procs}")
+    print(
+        f"{len(answers)} requests, none failed; every client answered by v{new} "
+        f"{swapped_in:.1f} s after the approval; {procs}"
+    )
 
 
 # 8. the Prefect server restarted during a flow ----------
@@ -922,11 +1098,9 @@ print(json.dumps(train(config=sys.argv[1], trigger="manual")))
 """
 
 
-
-
 def test_the_prefect_server_restarted_during_a_training_flow(
-        source: tuple[Registry, str], mlflow_server: ServiceInfo, tmp_path: Path,
-        procs: Procs) -> None:
+    source: tuple[Registry, str], mlflow_server: ServiceInfo, tmp_path: Path, procs: Procs
+) -> None:
     """The train flow runs in its own process against the project's Prefect server (as a
     worker's flow run does), and the server is stopped and started again on the same port and
     database while the training task runs. Kept to one flow run: about half a minute."""
@@ -937,15 +1111,14 @@ def test_the_prefect_server_restarted_during_a_training_flow(
     server = procs.service(start_prefect_server(ws))
     api = f"{server.url}/api"
     try:
-        env = {k: v for k, v in ENV.items() if not k.startswith("PREFECT_")} | prefect_env(
-            ws, api)
+        env = {k: v for k, v in ENV.items() if not k.startswith("PREFECT_")} | prefect_env(ws, api)
         flow = procs.start("train-flow", [sys.executable, "-c", FLOW, str(config)], env=env)
 
         def training() -> bool:
             res = prefect_request("POST", f"{api}/task_runs/filter", json={})
             return res.status_code == 200 and any(
-                t["name"].startswith("train-") and t["state_type"] == "RUNNING"
-                for t in res.json())
+                t["name"].startswith("train-") and t["state_type"] == "RUNNING" for t in res.json()
+            )
 
         wait_for(training, 180, "the training task to run", every=0.2, alive=flow)
         assert stop_service(ws, PREFECT_SERVER)
@@ -962,8 +1135,9 @@ def test_the_prefect_server_restarted_during_a_training_flow(
         assert not [t["name"] for t in tasks if t["state_type"] in ("RUNNING", "PENDING")], tasks
         registered = [v for v in version_numbers(s) if v not in versions0]
         assert len(registered) == 1 if rc == 0 else len(registered) <= 1, registered
-        violations = check_invariants(s, audit_before=audit0, batches_before=batches0,
-                                      had_champion=True)
+        violations = check_invariants(
+            s, audit_before=audit0, batches_before=batches0, had_champion=True
+        )
         assert violations == [], f"{violations}; {procs}"
         assert Registry(s).champion() == champion
         print(f"flow run {run['name']}: {state}; registered {registered}; {procs}")
@@ -973,8 +1147,9 @@ def test_the_prefect_server_restarted_during_a_training_flow(
         limit = prefect_request("GET", f"{api}/v2/concurrency_limits/mlops-train-{s.project}")
         assert limit.status_code == 200, limit.text
         if limit.json()["active_slots"] != 0:
-            raise ProductBug(f"the training slot is still taken after the flow ended: "
-                             f"{limit.json()}; {procs}")
+            raise ProductBug(
+                f"the training slot is still taken after the flow ended: {limit.json()}; {procs}"
+            )
     finally:
         stop_service(ws, PREFECT_SERVER)
 
@@ -995,8 +1170,8 @@ Registry(load_config(config)).approve(version, by="bob", comment="killed mid-way
 
 
 def test_killed_between_audit_and_alias_move_then_a_tampered_package(
-        source: tuple[Registry, str], mlflow_server: ServiceInfo, tmp_path: Path,
-        procs: Procs) -> None:
+    source: tuple[Registry, str], mlflow_server: ServiceInfo, tmp_path: Path, procs: Procs
+) -> None:
     """The process approving v2 is SIGKILLed after its audit record is committed and before
     the alias moves (the in-process version raises instead: test_registry.py,
     test_a_crash_between_audit_and_alias_move_is_repaired_by_the_next_operation); then the
@@ -1016,7 +1191,8 @@ def test_killed_between_audit_and_alias_move_then_a_tampered_package(
     assert sorted(check_invariants(s, audit_before=audit0, had_champion=True)) == [
         f"champion: the alias names v{v1}, the metadata DB v{v2}",
         f"champion: v{v1} is not what the latest approve / rollback / auto-promotion record "
-        f"names (latest: approve v{v2})"]
+        f"names (latest: approve v{v2})",
+    ]
     rc, models = run_mlops(procs, "models", "models", "--config", str(config))  # the next one
     assert rc == 0, models.stderr()
     assert check_invariants(s, audit_before=audit0, had_champion=True) == []
@@ -1029,8 +1205,7 @@ def test_killed_between_audit_and_alias_move_then_a_tampered_package(
     original = spec.read_bytes()
     try:
         spec.write_bytes(original + b"\n")
-        res = actions.approve(s, local_principal("mallory"), v3, comment="trust me",
-                              registry=reg)
+        res = actions.approve(s, local_principal("mallory"), v3, comment="trust me", registry=reg)
     finally:
         spec.write_bytes(original)
     assert res.outcome == "refused" and "sha256 no longer matches" in res.message, res

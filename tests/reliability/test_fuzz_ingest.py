@@ -26,8 +26,11 @@ from mlops_core.config import Settings, load_config
 from mlops_core.ingest import ingest
 from mlops_core.store import MetadataStore, open_project
 
-FUZZ = settings(max_examples=60, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +79,48 @@ def _run(template: Path, write: Any, suffix: str) -> None:
 
 
 # random frames ------------------------------------------------------------------------------------
-NAMES = st.sampled_from(["id", "ts", "income", "age", "region", "y", "Income", "note", "", " y",
-                         "ts ", "région", "a,b", 'q"uote'])
+NAMES = st.sampled_from(
+    [
+        "id",
+        "ts",
+        "income",
+        "age",
+        "region",
+        "y",
+        "Income",
+        "note",
+        "",
+        " y",
+        "ts ",
+        "région",
+        "a,b",
+        'q"uote',
+    ]
+)
 VALUES = st.one_of(
-    st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30),
-    st.sampled_from(["north", "south", "2025-03-02 10:00:00", "1e308", "NaN", "inf", "", "0", "1",
-                     "2099-01-01", "-1", "\u00a0", "\ufeff"]))
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.sampled_from(
+        [
+            "north",
+            "south",
+            "2025-03-02 10:00:00",
+            "1e308",
+            "NaN",
+            "inf",
+            "",
+            "0",
+            "1",
+            "2099-01-01",
+            "-1",
+            "\u00a0",
+            "\ufeff",
+        ]
+    ),
+)
 
 
 @st.composite
@@ -113,23 +151,35 @@ def _write_frame(frame: pd.DataFrame, fmt: str) -> Any:
                 frame.astype(str).to_parquet(path, index=False)
         else:
             path.write_text(frame.to_json(orient="records", default_handler=str))
+
     return write
 
 
 @FUZZ
 @given(frame=frames(), fmt=st.sampled_from([".csv", ".parquet", ".json"]))
-def test_random_frames_end_accepted_or_quarantined(template: Path, frame: pd.DataFrame,
-                                                   fmt: str) -> None:
+def test_random_frames_end_accepted_or_quarantined(
+    template: Path, frame: pd.DataFrame, fmt: str
+) -> None:
     _run(template, _write_frame(frame, fmt), fmt)
 
 
 @FUZZ
-@given(frame=data_frames(columns=[column("id", dtype=int), column("ts", dtype=str),
-                                  column("income", dtype=float), column("age", dtype=int),
-                                  column("region", dtype=str), column("y", dtype=int)],
-                         index=range_indexes(min_size=1, max_size=40)))
-def test_frames_of_the_contract_columns_with_any_values(template: Path,
-                                                        frame: pd.DataFrame) -> None:
+@given(
+    frame=data_frames(
+        columns=[
+            column("id", dtype=int),
+            column("ts", dtype=str),
+            column("income", dtype=float),
+            column("age", dtype=int),
+            column("region", dtype=str),
+            column("y", dtype=int),
+        ],
+        index=range_indexes(min_size=1, max_size=40),
+    )
+)
+def test_frames_of_the_contract_columns_with_any_values(
+    template: Path, frame: pd.DataFrame
+) -> None:
     _run(template, _write_frame(frame, ".csv"), ".csv")
 
 
@@ -153,7 +203,7 @@ def damaged(draw: st.DrawFn) -> bytes:
         at = draw(st.integers(0, len(raw) - 1))
         chunk = draw(st.binary(min_size=1, max_size=8))
         if how == "overwrite":
-            raw[at: at + len(chunk)] = chunk
+            raw[at : at + len(chunk)] = chunk
         else:
             raw[at:at] = chunk
     return bytes(raw)
@@ -161,8 +211,7 @@ def damaged(draw: st.DrawFn) -> bytes:
 
 @FUZZ
 @given(body=damaged(), suffix=st.sampled_from([".csv", ".json", ".parquet"]))
-def test_random_bytes_end_accepted_or_quarantined(template: Path, body: bytes,
-                                                  suffix: str) -> None:
+def test_random_bytes_end_accepted_or_quarantined(template: Path, body: bytes, suffix: str) -> None:
     _run(template, lambda path: path.write_bytes(body), suffix)
 
 
