@@ -207,6 +207,13 @@ def open_project(workspace: Path, db_url: str, *, create: bool = False) -> None:
     folder, no empty DB): a workspace moved or deleted must not come back empty with a new
     audit history and a new model registry starting at version 1. ``mlops init`` and
     ``mlops up`` create; every other command and the flows only open."""
+    if create:  # the folder, and the tables (create_all: those already there are kept)
+        workspace.mkdir(parents=True, exist_ok=True)
+        try:
+            MetadataStore(db_url).dispose()
+        except sa.exc.OperationalError as e:
+            raise _unreachable(db_url, e) from None
+        return
     missing = []
     if not workspace.is_dir():
         missing.append(f"the workspace {workspace} (storage.workspace)")
@@ -214,29 +221,28 @@ def open_project(workspace: Path, db_url: str, *, create: bool = False) -> None:
         path = db_url.removeprefix("sqlite:///")
         if path and path != ":memory:" and not Path(path).is_file():
             missing.append(f"the metadata DB {path} (storage.db_url)")
-    elif not missing and not create:
+    elif not missing:
         engine = sa.create_engine(db_url, pool_pre_ping=True)
         try:
             with engine.connect() as conn:
                 if not sa.inspect(conn).has_table("audit_log"):
                     missing.append(f"the metadata tables in {engine.url!r} (storage.db_url)")
         except sa.exc.OperationalError as e:
-            raise ServiceUnavailable(
-                f"the metadata DB {engine.url!r} cannot be reached: "
-                f"{str(e.orig).strip().splitlines()[0]}"
-            ) from None
+            raise _unreachable(db_url, e) from None
         finally:
             engine.dispose()
-    if not missing:
-        return
-    if not create:
+    if missing:
         raise ProjectMissing(
             "no project here: missing " + " and ".join(missing) + ". If it was moved, point "
             "storage.workspace (or storage.db_url) at it; to start a new project from this "
             "config run `mlops init --config FILE` (or `mlops up`). Nothing was created."
         )
-    workspace.mkdir(parents=True, exist_ok=True)
-    MetadataStore(db_url).dispose()
+
+
+def _unreachable(db_url: str, e: sa.exc.OperationalError) -> ServiceUnavailable:
+    shown = sa.engine.make_url(db_url).render_as_string(hide_password=True)
+    first = (str(e.orig).strip().splitlines() or ["no answer"])[0]
+    return ServiceUnavailable(f"the metadata DB {shown} cannot be reached: {first}")
 
 
 class MetadataStore:

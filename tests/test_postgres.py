@@ -120,7 +120,8 @@ def stack(databases: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
         model={"search": {"trials": 1, "timeout_s": 30}},
         gate={"smoke_test": False},
     )
-    config = write_config(plain, root / "mlops.yaml")  # no URL, no password in it
+    # no URL, no password in it; `mlops up` creates the project, its metadata DB in Postgres
+    config = write_config(plain, root / "mlops.yaml", create=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLOPS_"))}
     name = {k: urlsplit(url).path.lstrip("/") for k, url in databases.items()}
     env |= {
