@@ -77,7 +77,7 @@ def _sign_in_with_password(settings: object) -> None:
             st.error(str(e))
             return
         if principal is None:
-            record_failed_sign_in(settings, user)  # type: ignore[arg-type]
+            record_failed_sign_in(settings, user, meta=common.meta())  # type: ignore[arg-type]
             st.error("Wrong user name or password.")
             return
         st.session_state[common.PRINCIPAL_KEY] = principal

@@ -156,56 +156,36 @@ def _authorize(
     action: str,
     *,
     version: str | None = None,
-    comment: str = "",
+    comment: str | None = "",
     evidence: str | None = None,
     request_id: str | None = None,
+    require: str | None = None,
 ) -> Principal:
     """The principal with its role as it is now (see :func:`current_principal`), if that role
-    may do ``action``; otherwise the refusal is audited and raised."""
+    may do ``action`` and, with ``require`` (e.g. "a comment"), ``comment`` says why; otherwise
+    the refusal is audited and raised."""
     principal = current_principal(settings, principal)
+    error: type[MlopsError]
     try:
         authorize(principal, action)
     except AuthorizationError as e:
-        raise _refuse(
-            meta,
-            model,
-            principal,
-            action,
-            str(e),
-            version=version,
-            comment=comment,
-            evidence=evidence,
-            request_id=request_id,
-        ) from None
-    return principal
-
-
-def _require_text(
-    text: str | None,
-    what: str,
-    meta: MetadataStore,
-    model: str,
-    principal: Principal,
-    action: str,
-    *,
-    version: str | None = None,
-    evidence: str | None = None,
-    request_id: str | None = None,
-) -> str:
-    """``text`` stripped; a missing one is a refusal, audited like any other."""
-    if text is None or not str(text).strip():
-        raise _refuse(
-            meta,
-            model,
-            principal,
-            action,
-            f"{what} is required: say why (it is kept in the audit log)",
-            version=version,
-            evidence=evidence,
-            request_id=request_id,
-            error=InputError,
-        )
-    return str(text).strip()
+        why, error = str(e), AuthorizationError
+    else:
+        if require is None or (comment or "").strip():
+            return principal
+        why, error = f"{require} is required: say why (it is kept in the audit log)", InputError
+    raise _refuse(
+        meta,
+        model,
+        principal,
+        action,
+        why,
+        version=version,
+        comment=comment or "",
+        evidence=evidence,
+        request_id=request_id,
+        error=error,
+    ) from None
 
 
 def _earlier(
@@ -221,7 +201,11 @@ def _earlier(
     """The record of an earlier request with this id, if it was this same request (a double
     click, a retry); an id already used for another action or target is refused, audited."""
     prior = _find_request(meta, model, request_id)
-    if prior is not None and (prior.action != action or prior.evidence != evidence):
+    # a release records its batch and what it became ("batch:q-1 -> b-2"), and an id prefix
+    # names a batch: the same target is the recorded evidence's start
+    if prior is not None and (
+        prior.action != action or not (prior.evidence or "").startswith(evidence or "")
+    ):
         raise _refuse(
             meta,
             model,
@@ -236,20 +220,18 @@ def _earlier(
     return prior
 
 
-def record_failed_sign_in(settings: Settings, username: str, via: str = "password") -> None:
+def record_failed_sign_in(
+    settings: Settings, username: str, *, meta: MetadataStore, via: str = "password"
+) -> None:
     """Audit a refused sign-in (a wrong name or password): who tried, never the password."""
-    meta = MetadataStore(settings.db_url)
-    try:
-        _append(
-            meta,
-            settings.project,
-            actor=excerpt(str(username).strip() or "?", 80),
-            action="sign_in",
-            outcome="refused",
-            reason=f"wrong user name or password (via {via})",
-        )
-    finally:
-        meta.dispose()
+    _append(
+        meta,
+        settings.project,
+        actor=excerpt(str(username).strip() or "?", 80),
+        action="sign_in",
+        outcome="refused",
+        reason=f"wrong user name or password (via {via})",
+    )
 
 
 def _registry(settings: Settings, registry: Registry | None) -> Registry:
@@ -281,17 +263,9 @@ def approve(
         version=version,
         comment=comment,
         request_id=request_id,
+        require="a comment",
     )
-    comment = _require_text(
-        comment,
-        "a comment",
-        reg.meta,
-        reg.name,
-        principal,
-        "approve",
-        version=version,
-        request_id=request_id,
-    )
+    comment = (comment or "").strip()
     if settings.dashboard.four_eyes:
         requested_by = reg.version(version).tags.get(REQUESTED_BY, "").strip()
         if requested_by and requested_by.casefold() == principal.name.strip().casefold():
@@ -336,17 +310,9 @@ def reject(
         version=version,
         comment=comment,
         request_id=request_id,
+        require="a comment",
     )
-    comment = _require_text(
-        comment,
-        "a comment",
-        reg.meta,
-        reg.name,
-        principal,
-        "reject",
-        version=version,
-        request_id=request_id,
-    )
+    comment = (comment or "").strip()
     return reg.reject(version, by=principal.name, comment=comment, request_id=request_id)
 
 
@@ -373,30 +339,9 @@ def rollback(
         version=target,
         comment=comment,
         request_id=request_id,
+        require="a comment",
     )
-    comment = _require_text(
-        comment,
-        "a comment",
-        reg.meta,
-        reg.name,
-        principal,
-        "rollback",
-        version=target,
-        request_id=request_id,
-    )
-    if request_id is not None and target is None:
-        # the default target is read from the champion now, which a first click already moved
-        prior = _find_request(reg.meta, reg.name, request_id)
-        if prior is not None:
-            return DecisionResult(
-                "noop",
-                prior.action,
-                prior.version,
-                reg.champion(),
-                prior.previous_champion,
-                f"request {request_id} was already handled ({prior.outcome})",
-                request_id,
-            )
+    comment = (comment or "").strip()
     return reg.rollback(
         by=principal.name,
         comment=comment,
@@ -454,20 +399,10 @@ def release(
         request_id=request_id,
     )
     rid = request_id or uuid.uuid4().hex
-    prior = _find_request(meta, model, rid)
+    prior = _earlier(
+        meta, model, principal, rid, "release", evidence=f"batch:{batch_id}", comment=comment
+    )
     if prior is not None:
-        if prior.action != "release" or not (prior.evidence or "").startswith(f"batch:{batch_id}"):
-            raise _refuse(
-                meta,
-                model,
-                principal,
-                "release",
-                f"request id {rid} was used for another action ({prior.action} "
-                f"{prior.evidence or prior.version or ''}); use a new one",
-                comment=comment,
-                evidence=f"batch:{batch_id}",
-                error=InputError,
-            )
         return ReleaseResult(
             batch_id,
             prior.outcome == "applied",
@@ -537,17 +472,9 @@ def withdraw(
         comment=comment,
         evidence=f"batch:{batch_id}",
         request_id=request_id,
+        require="a comment",
     )
-    comment = _require_text(
-        comment,
-        "a comment",
-        meta,
-        model,
-        principal,
-        "withdraw",
-        evidence=f"batch:{batch_id}",
-        request_id=request_id,
-    )
+    comment = (comment or "").strip()
     rid = request_id or uuid.uuid4().hex
     prior = _earlier(
         meta, model, principal, rid, "withdraw", evidence=f"batch:{batch_id}", comment=comment
@@ -623,10 +550,9 @@ def request_retrain(
         REQUEST_RETRAIN,
         comment=reason or "",
         request_id=request_id,
+        require="a reason",
     )
-    reason = _require_text(
-        reason, "a reason", meta, model, principal, REQUEST_RETRAIN, request_id=request_id
-    )
+    reason = (reason or "").strip()
     rid = request_id or uuid.uuid4().hex
     prior = _earlier(meta, model, principal, rid, REQUEST_RETRAIN, comment=reason)
     audit_id = None

@@ -170,6 +170,11 @@ _SECRET_PARAMS = (
 )
 
 
+def is_secret_param(name: str) -> bool:
+    """Whether a URL query parameter is named like a credential (``api_key``, ``X-Token``)."""
+    return any(w in name.lower() for w in _SECRET_PARAMS)
+
+
 def redact_url(url: str) -> str:
     """``url`` fit to print or store: a password in it and the values of query parameters
     named like credentials (``token``, ``api_key``, ``sig``...) become ``***``."""
@@ -184,10 +189,7 @@ def redact_url(url: str) -> str:
         if query:
             pairs = parse_qsl(query, keep_blank_values=True)
             query = urlencode(
-                [
-                    (k, "***" if any(w in k.lower() for w in _SECRET_PARAMS) else v)
-                    for k, v in pairs
-                ],
+                [(k, "***" if is_secret_param(k) else v) for k, v in pairs],
                 safe="*",
             )
     except ValueError:

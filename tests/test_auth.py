@@ -328,7 +328,7 @@ def test_every_refused_attempt_is_audited(tmp_path: Path) -> None:
     """A wrong sign-in, a release of a batch that is not quarantined or does not exist, and a
     request id reused for another action: each refused, each in the audit log."""
     s = _settings(tmp_path)
-    actions.record_failed_sign_in(s, "mallory")
+    actions.record_failed_sign_in(s, "mallory", meta=MetadataStore(s.db_url))
     with pytest.raises(NotFoundError):
         actions.release(s, ANA, "q-nope", comment="try")
     actions.request_retrain(s, ANA, reason="fresh labels", request_id="rid-1")
