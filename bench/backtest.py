@@ -22,7 +22,7 @@ batches are all covered:
   ``timestamp``, batches of 1,000 rows;
 * ``employment_ma``: ``../shared/data/employment_ma.parquet``, target ``employed``, file order,
   batches of 2,777 rows (its time column is a year);
-* ten seeded River streams (:func:`mlops_core.simulate.synthetic_stream`; SEA, Agrawal,
+* ten seeded River streams (:func:`mlops_core.demo.stream.synthetic_stream`; SEA, Agrawal,
   Hyperplane; abrupt, gradual and incremental drift; two or three concept changes), named
   ``<stream>-<drift>-<batch rows>``. Their seeds (101, 202, ...) and drift positions (two or
   three evenly spaced changes) are not those the tests use (seeds 1, 3, 4, 7, 42; one
@@ -129,7 +129,7 @@ def materialise(ds: DataSet, tmp: Path) -> Path:
     plain list of the rows where each change is centred) into ``tmp``."""
     if ds.path:
         return Path(ds.path)
-    from mlops_core.simulate import synthetic_stream
+    from mlops_core.demo.stream import synthetic_stream
 
     df, points = synthetic_stream(
         ds.stream, ds.rows, drift=ds.drift, changes=ds.changes, seed=ds.seed
@@ -148,10 +148,10 @@ def run_one(ds: DataSet, tmp: str) -> dict[str, Any]:
     """Backtest one data set with no configuration; its row of the table and its result."""
     t0 = time.perf_counter()
     try:
-        from mlops_core.backtest import load_replay, run_backtest
+        from mlops_core.backtest.engine import load_history, run_backtest
 
         path = materialise(ds, Path(tmp))
-        replay = load_replay(
+        replay = load_history(
             path,
             target=ds.target,
             time_column=ds.time_column,
@@ -369,15 +369,15 @@ def _size(ds: DataSet) -> int:
 def speed() -> int:
     """Issue 5: a 100-batch backtest of the cheap strategies on 100k rows in well under a
     minute. Wall time of the whole replay (reading, splitting, every strategy)."""
-    from mlops_core.backtest import load_replay, run_backtest
-    from mlops_core.simulate import synthetic_stream
+    from mlops_core.backtest.engine import load_history, run_backtest
+    from mlops_core.demo.stream import synthetic_stream
 
     with tempfile.TemporaryDirectory() as tmp:
         df, _ = synthetic_stream("sea", 100_000, seed=7)
         path = Path(tmp) / "sea.parquet"
         df.to_parquet(path)
         t0 = time.perf_counter()
-        replay = load_replay(path, target="y", batch_size=1000, initial_batches=5)
+        replay = load_history(path, target="y", batch_size=1000, initial_batches=5)
         res = run_backtest(replay, CHEAP)
         wall = time.perf_counter() - t0
     for st in res.strategies:

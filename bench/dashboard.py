@@ -15,7 +15,8 @@ records), ten of them approved (``Registry.approve``: the champion moves), the r
 by the gate or a reviewer, the last three awaiting approval; one real monitoring pass
 (``supervision.monitor``, with its Evidently report) copied into ``--runs`` runs an hour apart
 with their own per-column drift, metrics and decisions (``supervision.record``); a backtest
-result (``mlops_core.backtest``). MLflow is the project's local server, as ``mlops up`` starts
+result (``mlops_core.backtest.engine``). MLflow is the project's local server, as ``mlops up``
+starts
 it; Prefect is not running (Pipeline shows it stopped).
 
 Measuring: the dashboard is started with ``services.start_dashboard`` (``streamlit run`` on
@@ -82,7 +83,7 @@ BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-sh
 def write_config(root: Path, auth: str) -> Path:
     import yaml
 
-    from mlops_core.simulate import ID, TARGET, TIME, generate_stream
+    from mlops_core.demo.stream import ID, TARGET, TIME, generate_stream
 
     raw: dict[str, Any] = {
         "project": PROJECT,
@@ -111,13 +112,13 @@ def seed(config_path: Path, *, versions: int, runs: int, rows: int, auth: str) -
     import numpy as np
 
     from mlops_core.config import load_config
-    from mlops_core.ingest import ingest
-    from mlops_core.pipeline import train_and_register
-    from mlops_core.registry import Registry
-    from mlops_core.services import start_mlflow
-    from mlops_core.simulate import ID, generate_stream
+    from mlops_core.data.ingest import ingest
+    from mlops_core.demo.stream import ID, generate_stream
+    from mlops_core.monitor.run import monitor, record, record_action
+    from mlops_core.ops.services import start_mlflow
+    from mlops_core.registry.registry import Registry
     from mlops_core.store import BatchStore, MetadataStore, utcnow
-    from mlops_core.supervision import monitor, record, record_action
+    from mlops_core.train.pipeline import train_and_register
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # not a line per version registered
     t0 = time.perf_counter()
@@ -222,18 +223,18 @@ def seed(config_path: Path, *, versions: int, runs: int, rows: int, auth: str) -
                 },
             )
     # a backtest result, as `mlops backtest` leaves it for the Backtests page
-    from mlops_core.backtest import load_replay, run_backtest, write_json
-    from mlops_core.views import backtests_dir
+    from mlops_core.backtest.engine import load_history, run_backtest, write_json
+    from mlops_core.read.views import backtests_dir
 
     history = landing / "history.parquet"
     frame.iloc[:: max(1, len(frame) // 10_000)].to_parquet(history, index=False)
-    replay = load_replay(history, batch_period="W", settings=settings)
+    replay = load_history(history, batch_period="W", settings=settings)
     write_json(
         run_backtest(replay, ["static", "periodic:13"]), backtests_dir(settings) / "history.json"
     )
 
     if auth == "password":
-        from mlops_core.auth import add_user, users_path
+        from mlops_core.ops.auth import add_user, users_path
 
         add_user(users_path(settings), USER, PASSWORD, "approver")
     stored = sum(p.stat().st_size for p in BatchStore(ws).batches_dir.glob("*.parquet"))
@@ -492,7 +493,7 @@ def measure(
 ) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
-    from mlops_core.services import DASHBOARD, start_dashboard, stop_service
+    from mlops_core.ops.services import DASHBOARD, start_dashboard, stop_service
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -591,7 +592,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
 
     from mlops_core.config import load_config
-    from mlops_core.services import start_mlflow, stop_all
+    from mlops_core.ops.services import start_mlflow, stop_all
 
     root = args.dir or Path(tempfile.mkdtemp(prefix="mlops-dash-bench-"))
     root.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,8 @@ Every measured job runs in a fresh subprocess of this script, so its peak RSS (`
 the child, via ``os.wait4``) is that job's alone; wall time is measured inside the child around
 the work only (imports excluded). Two jobs per data set:
 
-* ``ours``: ``mlops_core.ingest.ingest`` of the file into a fresh workspace (id, time and target
+* ``ours``: ``mlops_core.data.ingest.ingest`` of the file into a fresh workspace (id, time and
+target
   columns and the features declared; ``data.limits.chunk_rows`` = 100,000; batches of 100,000
   rows for the demo stream, one per year for employment);
 * ``pandas``: ``pandas.read_parquet`` of the file, then ``DataFrame.to_parquet`` to a temp file.
@@ -89,7 +90,7 @@ def job_generate(out_dir: Path, rows: int, small_rows: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mlops_core.simulate import ID, TARGET, TIME, generate_stream
+    from mlops_core.demo.stream import ID, TARGET, TIME, generate_stream
 
     t0 = time.perf_counter()
     stream = generate_stream(rows, days=365, seed=42)
@@ -125,7 +126,7 @@ def job_floor() -> None:
     import pandas  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
-    import mlops_core.ingest  # noqa: F401
+    import mlops_core.data.ingest  # noqa: F401
 
     _emit({"wall_s": 0.0, "rows": 0})
 
@@ -143,7 +144,7 @@ def job_pandas(path: Path, work: Path) -> None:
 
 def job_ours(path: Path, work: Path, spec: dict[str, Any], profile: Path | None) -> None:
     from mlops_core.config import parse_config
-    from mlops_core.ingest import ingest
+    from mlops_core.data.ingest import ingest
 
     raw = {
         "project": "bench",

@@ -62,8 +62,10 @@ def main() -> int:
     import yaml
 
     from mlops_core.config import load_config
-    from mlops_core.ingest import ingest
-    from mlops_core.orchestration import (
+    from mlops_core.data.ingest import ingest
+    from mlops_core.demo.stream import ID, TARGET, TIME, generate_stream
+    from mlops_core.monitor.run import list_decisions
+    from mlops_core.ops.orchestration import (
         FlowRunError,
         deployment_id,
         parse_time,
@@ -72,11 +74,9 @@ def main() -> int:
         task_seconds,
         wait_run,
     )
-    from mlops_core.pipeline import train_and_register
-    from mlops_core.registry import Registry
-    from mlops_core.simulate import ID, TARGET, TIME, generate_stream
+    from mlops_core.registry.registry import Registry
     from mlops_core.store import MetadataStore
-    from mlops_core.supervision import list_decisions
+    from mlops_core.train.pipeline import train_and_register
 
     work = Path(tempfile.mkdtemp(prefix="mlops-loop-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}

@@ -9,7 +9,7 @@ reference and current, with a real shift in 4 numeric columns and 1 categorical 
 
 * ``plain``: ``Report([DataDriftPreset()]).run(current, reference)``, as the Evidently docs do;
   per-column verdicts read from its ``ValueDrift`` results.
-* ``ours``: ``mlops_core.monitoring.compute_drift``: Evidently's own per-column stattests (the
+* ``ours``: ``mlops_core.monitor.reports.compute_drift``: Evidently's own per-column stattests (the
   test ``DataDriftPreset`` picks for each column), on a seeded sample of
   ``monitoring.sample_rows`` (50,000) rows per side; the typed summary. The HTML report is
   rendered only when asked or on a dataset drift (it is not here: 5 of 25 columns drift); its
@@ -72,7 +72,7 @@ def job_plain(rows: int) -> None:
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    from mlops_core.monitoring import report_verdicts
+    from mlops_core.monitor.reports import report_verdicts
 
     ref, cur, kinds = frames(rows)
     dd = DataDefinition(
@@ -90,7 +90,7 @@ def job_plain(rows: int) -> None:
 def job_ours(rows: int, with_html: bool) -> None:
     import evidently.legacy.calculations.stattests.registry  # noqa: F401  imports, as plain's
 
-    from mlops_core.monitoring import compute_drift, drift_report, sample_rows
+    from mlops_core.monitor.reports import compute_drift, drift_report, sample_rows
 
     ref, cur, kinds = frames(rows)
     t0 = time.perf_counter()

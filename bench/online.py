@@ -7,7 +7,8 @@
 Each data set of ``bench/backtest.py`` (no configuration, 5 initial batches, labels arriving
 with their batch) is replayed with three strategies: ``static`` (the first model forever),
 ``online`` (River's ``ARFClassifier``, learning every labelled row) and ``online-xgboost``
-(:class:`mlops_core.online.OnlineBooster`: the same first model as ``static``, then a few trees
+(:class:`mlops_core.train.online.OnlineBooster`: the same first model as ``static``, then a few
+trees
 more on each batch of labels). Metric: the backtest's mean accuracy over the scored batches.
 
 The product's online model kind is continued boosting because it is saved in XGBoost's own
@@ -45,11 +46,11 @@ STRATEGIES = ["static", "online", "online-xgboost"]
 
 
 def run_one(ds: DataSet, tmp: str) -> dict[str, Any]:
-    from mlops_core.backtest import load_replay, run_backtest
+    from mlops_core.backtest.engine import load_history, run_backtest
 
     t0 = time.perf_counter()
     path = materialise(ds, Path(tmp))
-    replay = load_replay(
+    replay = load_history(
         path,
         target=ds.target,
         time_column=ds.time_column,

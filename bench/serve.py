@@ -73,8 +73,8 @@ def make_project(tmp: Path, mlflow_url: str) -> tuple[Path, list[dict[str, Any]]
         write_config,
     )
 
-    from mlops_core.pipeline import train_and_register
-    from mlops_core.registry import Registry
+    from mlops_core.registry.registry import Registry
+    from mlops_core.train.pipeline import train_and_register
 
     settings = demo_settings(tmp, mlflow_url, PROJECT, gate={"smoke_test": False})
     frame = demo_frame(8000, days=112)
@@ -319,7 +319,7 @@ def main() -> int:
     )
     args = ap.parse_args()
 
-    from mlops_core.services import MLFLOW, free_port, start_mlflow, stop_service
+    from mlops_core.ops.services import MLFLOW, free_port, start_mlflow, stop_service
 
     # XGBoost's OpenMP threads spin while they wait; passive waiting, for both servers alike
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

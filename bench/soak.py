@@ -9,9 +9,9 @@ file, one model trained (2 trials, no smoke test) and approved, so a champion ex
 of the stream is cut into one file per day (CSV and Parquet alternating, 50 to 150 rows each at
 the default ``--rows-per-batch 100``), written before the loop: the landing folder.
 
-The loop (this process, measured): each file goes through ``mlops_core.ingest.ingest`` as
+The loop (this process, measured): each file goes through ``mlops_core.data.ingest.ingest`` as
 ``mlops ingest FILE`` and the ingest flow call it (a fresh ``MetadataStore`` each call); every
-``--monitor-every`` batches ``mlops_core.supervision.monitor`` runs as ``mlops monitor`` does
+``--monitor-every`` batches ``mlops_core.monitor.run.monitor`` runs as ``mlops monitor`` does
 (drift, realised and estimated performance, detectors, the policy's decision, recorded; the
 Evidently report on a drift). A share of the files (``--bad-share``, 5%) is bad on purpose and
 must end quarantined: a CSV row with two fields missing, a numeric column with text in it, a
@@ -19,7 +19,7 @@ renamed column, a truncated Parquet file. About 1% are an earlier file sent agai
 recognised as duplicates.
 
 Meanwhile a second process (this script with ``--_actor``) plays the people, through
-``mlops_core.actions`` as the dashboard and the CLI do, one scenario per round, each released
+``mlops_core.ops.actions`` as the dashboard and the CLI do, one scenario per round, each released
 at the same moment from two threads: two approvals of one version, a double click (the same
 request id twice) on approve, reject and rollback, an approval racing a rejection, a viewer's
 forced approval (refused and audited); every ``--cli-every`` rounds a double click through two
@@ -122,7 +122,7 @@ def make_stream(batches: int, rows_per_batch: int, seed: int) -> tuple[Any, Any]
     import numpy as np
     import pandas as pd
 
-    from mlops_core.simulate import TIME, generate_stream
+    from mlops_core.demo.stream import TIME, generate_stream
 
     train_days = max(28, -(-TRAIN_ROWS // rows_per_batch))
     days = train_days + batches
@@ -148,8 +148,8 @@ def write_landing(
 ) -> list[Landed]:
     """One file per day; ``bad_share`` of them spoiled (cycling through BAD_KINDS), about 1%
     an earlier good file sent again under a new name."""
-    from mlops_core.batching import period_start
-    from mlops_core.simulate import TIME
+    from mlops_core.data.batching import period_start
+    from mlops_core.demo.stream import TIME
 
     folder.mkdir(parents=True, exist_ok=True)
     groups = [
@@ -213,9 +213,9 @@ def make_project(
     """(settings, mlops.yaml, the landing files, batches ingested at setup, the champion)."""
     from registry_helpers import demo_settings, write_config
 
-    from mlops_core.auth import Principal
-    from mlops_core.ingest import ingest
-    from mlops_core.pipeline import train_and_register
+    from mlops_core.data.ingest import ingest
+    from mlops_core.ops.auth import Principal
+    from mlops_core.train.pipeline import train_and_register
 
     settings = demo_settings(
         tmp,
@@ -248,7 +248,7 @@ def make_project(
     out = train_and_register(settings, trigger="bench")
     if out.version is None:
         raise SystemExit(f"setup: training registered nothing ({out.status}): {out.gate.reasons}")
-    from mlops_core.actions import approve
+    from mlops_core.ops.actions import approve
 
     res = approve(
         settings,
@@ -290,11 +290,11 @@ EXPECT = {
 def _act(
     settings: Any, action: str, who: str, version: str | None, rid: str, role: str = "approver"
 ) -> dict[str, Any]:
-    """One decision through mlops_core.actions, as the dashboard makes it (a Registry of its
+    """One decision through mlops_core.ops.actions, as the dashboard makes it (a Registry of its
     own, as each request or CLI process has); its outcome as plain data."""
-    from mlops_core import actions
-    from mlops_core.auth import Principal
     from mlops_core.errors import AuthorizationError
+    from mlops_core.ops import actions
+    from mlops_core.ops.auth import Principal
 
     p = Principal(who, role, "none")
     comment = f"soak: {action} by {who}"
@@ -386,7 +386,7 @@ def actor_main(cfg: Path, state: Path, pause: float, cli_every: int) -> int:
     from registry_helpers import add_version
 
     from mlops_core.config import load_config
-    from mlops_core.registry import Registry
+    from mlops_core.registry.registry import Registry
 
     settings = load_config(cfg)
     reg = Registry(settings)
@@ -542,7 +542,7 @@ def check_registry(settings: Any, actor: list[dict[str, Any]], monitor_runs: int
     import sqlalchemy as sa
     from mlflow import MlflowClient
 
-    from mlops_core.registry import CHAMPION
+    from mlops_core.registry.registry import CHAMPION
     from mlops_core.store import (
         MetadataStore,
         audit_log,
@@ -814,9 +814,9 @@ def main() -> int:
     import logging
 
     logging.basicConfig(level=logging.ERROR)  # refusals are expected here; keep stderr quiet
-    from mlops_core.ingest import ingest
-    from mlops_core.services import MLFLOW, start_mlflow, stop_service
-    from mlops_core.supervision import monitor
+    from mlops_core.data.ingest import ingest
+    from mlops_core.monitor.run import monitor
+    from mlops_core.ops.services import MLFLOW, start_mlflow, stop_service
 
     t_all = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="bench-soak-"))

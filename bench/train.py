@@ -86,7 +86,7 @@ def _emit(result: dict[str, Any]) -> None:
 # child jobs ----------------------------------------------------------------------------------
 def job_setup(cfg_path: Path) -> None:
     from mlops_core.config import load_config
-    from mlops_core.ingest import ingest
+    from mlops_core.data.ingest import ingest
 
     report = ingest(load_config(cfg_path), [EMPLOYMENT])
     _emit({"accepted": report.count("accepted"), "rows": report.rows})
@@ -94,7 +94,7 @@ def job_setup(cfg_path: Path) -> None:
 
 def job_ours(cfg_path: Path) -> None:
     from mlops_core.config import load_config
-    from mlops_core.pipeline import train_and_register
+    from mlops_core.train.pipeline import train_and_register
 
     settings = load_config(cfg_path)
     t0 = time.perf_counter()

@@ -17,8 +17,9 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import common
-from mlops_core.actions import record_failed_sign_in
-from mlops_core.auth import (
+from mlops_core.errors import MlopsError
+from mlops_core.ops.actions import record_failed_sign_in
+from mlops_core.ops.auth import (
     Principal,
     current_principal,
     load_users,
@@ -27,7 +28,6 @@ from mlops_core.auth import (
     oidc_principal,
     users_path,
 )
-from mlops_core.errors import MlopsError
 from mlops_core.store import open_project
 
 st.set_page_config(layout="wide", page_title="mlops-ct dashboard", page_icon="📈")

@@ -1,8 +1,9 @@
 """What every page shares: the project (its settings, read once from ``MLOPS_CONFIG`` by the
-entry point), cached readers over :mod:`mlops_core.views`, the signed-in principal, and small UI
+entry point), cached readers over :mod:`mlops_core.read.views`, the signed-in principal, and small
+UI
 helpers (messages after an action, request ids, paging, empty states).
 
-The dashboard reads through ``mlops_core`` only and writes through :mod:`mlops_core.actions`
+The dashboard reads through ``mlops_core`` only and writes through :mod:`mlops_core.ops.actions`
 only. Readers are cached for :data:`TTL` seconds (every write, and the Refresh button, clears
 them), so a page renders from memory while someone works on it.
 """
@@ -22,11 +23,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from mlops_core import views
-from mlops_core.auth import Principal
 from mlops_core.config import Settings, load_config
 from mlops_core.errors import AuthorizationError, MlopsError
-from mlops_core.registry import Registry, VersionInfo
+from mlops_core.ops.auth import Principal
+from mlops_core.read import views
+from mlops_core.registry.registry import Registry, VersionInfo
 from mlops_core.store import MetadataStore
 
 TTL = 30  # seconds a reader's answer is reused
@@ -304,7 +305,7 @@ def backtests(key: str) -> list[views.BacktestEntry]:
 
 @st.cache_data(ttl=SLOW_TTL, show_spinner=False, max_entries=10)
 def backtest_result(path: str, stamp: float) -> dict[str, Any]:
-    from mlops_core.backtest import read_json
+    from mlops_core.backtest.engine import read_json
 
     return read_json(Path(path))
 

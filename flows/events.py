@@ -4,7 +4,8 @@ Every event has the project as its resource (``mlops.project.<project>``), so a 
 automation can match one project or all (``mlops.project.*``).
 
 Approvals, rejections, rollbacks and retrain requests are made outside Prefect (the CLI, the
-dashboard), through ``mlops_core.actions``, which appends them to the audit log (approvals before
+dashboard), through ``mlops_core.ops.actions``, which appends them to the audit log (approvals
+before
 an alias moves). The audit log is the outbox: :func:`publish_decisions` turns the records not yet
 published into ``mlops.model.approved`` / ``mlops.model.rejected`` / ``mlops.retrain.requested``
 events and moves a watermark in the metadata DB. It runs at the end of the train and monitor
@@ -172,7 +173,7 @@ def publish_decisions(settings: Any, limit: int = 200) -> list[dict[str, Any]]:
     """Publish the audit records made since the last call (the outbox), oldest first, at most
     ``limit`` records a call (the rest the next call: refused attempts cannot crowd one out);
     returns what was sent."""
-    from mlops_core.registry import Registry
+    from mlops_core.registry.registry import Registry
     from mlops_core.store import MetadataStore
 
     meta = MetadataStore(settings.db_url)

@@ -102,7 +102,7 @@ def ensure_training_limit(project: str) -> str:
 def ingest_task(config: str, paths: list[str] | None = None) -> dict[str, Any]:
     """Read the source (or ``paths``) and ingest. A unit is all or nothing and batch ids are
     content hashes, so a retry after a partial read records nothing twice."""
-    from mlops_core.ingest import ingest
+    from mlops_core.data.ingest import ingest
 
     return ingest(settings_for(config), paths or None).to_dict()
 
@@ -116,7 +116,7 @@ def ingest_task(config: str, paths: list[str] | None = None) -> dict[str, Any]:
 )
 def champion_task(config: str) -> dict[str, Any]:
     """The champion and the versions awaiting a decision (MLflow)."""
-    from mlops_core.registry import Registry
+    from mlops_core.registry.registry import Registry
 
     reg = Registry(settings_for(config))
     versions = reg.versions()
@@ -135,7 +135,7 @@ def champion_task(config: str) -> dict[str, Any]:
     task_run_name="monitor",
 )
 def monitor_task(config: str, batch_ids: list[str] | None = None) -> dict[str, Any]:
-    from mlops_core.supervision import monitor
+    from mlops_core.monitor.run import monitor
 
     res = monitor(settings_for(config), batch_ids or None)
     out = res.to_dict()
@@ -148,8 +148,8 @@ def monitor_task(config: str, batch_ids: list[str] | None = None) -> dict[str, A
 def _training_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """Same configuration, same labelled batches (by content hash), same window start: the same
     training. Anything new (a batch, a label, a config change) makes a new key."""
-    from mlops_core.pipeline import config_hash
     from mlops_core.store import MetadataStore
+    from mlops_core.train.pipeline import config_hash
 
     settings = settings_for(parameters["config"])
     hashes = sorted(
@@ -179,7 +179,7 @@ def train_task(
 ) -> dict[str, Any]:
     """Train, gate and register. Registration is the last step, so a retry after a failure
     registers at most one version."""
-    from mlops_core.pipeline import train_and_register
+    from mlops_core.train.pipeline import train_and_register
 
     when = datetime.fromisoformat(since) if since else None
     return train_and_register(
@@ -195,8 +195,8 @@ def train_task(
     task_run_name="record-action",
 )
 def record_action_task(config: str, monitoring_run: str, outcome: dict[str, Any]) -> None:
+    from mlops_core.monitor.run import record_action
     from mlops_core.store import MetadataStore
-    from mlops_core.supervision import record_action
 
     record_action(MetadataStore(settings_for(config).db_url), monitoring_run, outcome)
 
@@ -221,7 +221,7 @@ def publish_task(config: str) -> list[dict[str, Any]]:
 )
 def reconcile_task(config: str) -> dict[str, Any]:
     """Make MLflow's aliases follow the decisions recorded in the metadata DB."""
-    from mlops_core.registry import Registry
+    from mlops_core.registry.registry import Registry
 
     reg = Registry(settings_for(config))
     repaired = reg.reconcile()
@@ -376,8 +376,8 @@ def train(
 def learn_task(config: str) -> dict[str, Any] | None:
     """Continue the online model on the new labels and register the snapshot; None when
     there is nothing new to learn yet."""
-    from mlops_core.pipeline import train_and_register
-    from mlops_core.training import NothingNewError
+    from mlops_core.train.fit import NothingNewError
+    from mlops_core.train.pipeline import train_and_register
 
     try:
         return train_and_register(settings_for(config), trigger="online", online=True).to_dict()
@@ -421,7 +421,7 @@ def online_update(config: str = "mlops.yaml") -> dict[str, Any] | None:
 def reload_serving_task(config: str) -> dict[str, Any] | None:
     """Tell the project's serving API to serve the champion now (it also polls the alias).
     None when no serving runs."""
-    from mlops_core.services import notify_serving
+    from mlops_core.ops.services import notify_serving
 
     return notify_serving(settings_for(config).workspace)
 

@@ -97,7 +97,9 @@ class BatchConfig(_Section):
         if self.period and self.size:
             raise ValueError("set batch.period or batch.size, not both")
         if self.period:
-            from mlops_core.batching import check_period  # local: keeps pandas off config import
+            from mlops_core.data.batching import (
+                check_period,  # local: keeps pandas off config import
+            )
 
             check_period(self.period)
         return self

@@ -43,9 +43,9 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real MLflow tracking server (SQLite backend, local artifacts) for the whole session,
-    started and stopped by mlops_core.services. Tests give their settings
+    started and stopped by mlops_core.ops.services. Tests give their settings
     ``storage.mlflow_uri = mlflow_server.url`` and their own project (registered model) name."""
-    from mlops_core.services import MLFLOW, start_mlflow, stop_service
+    from mlops_core.ops.services import MLFLOW, start_mlflow, stop_service
 
     workspace = tmp_path_factory.mktemp("mlflow-server")
     info = start_mlflow(workspace)

@@ -12,10 +12,10 @@ import pandas as pd
 import yaml
 
 from mlops_core.config import Settings, parse_config
-from mlops_core.ingest import ingest
-from mlops_core.registry import Registry
-from mlops_core.serving import json_records
-from mlops_core.simulate import ID, TARGET, TIME, generate_stream
+from mlops_core.data.ingest import ingest
+from mlops_core.demo.stream import ID, TARGET, TIME, generate_stream
+from mlops_core.registry.registry import Registry
+from mlops_core.serve.app import json_records
 from mlops_core.store import open_project
 
 DEMO_FEATURES = generate_stream(10, days=28).features

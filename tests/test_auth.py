@@ -23,8 +23,12 @@ from registry_helpers import add_version, demo_frame, demo_settings, ingest_fram
 from typer.testing import CliRunner
 
 from flows import events
-from mlops_core import actions
-from mlops_core.auth import (
+from mlops_cli.app import app
+from mlops_core.config import Settings, parse_config
+from mlops_core.data.ingest import ingest
+from mlops_core.errors import AuthorizationError, ConfigError, InputError, NotFoundError
+from mlops_core.ops import actions
+from mlops_core.ops.auth import (
     ACTIONS,
     Principal,
     add_user,
@@ -38,14 +42,10 @@ from mlops_core.auth import (
     users_path,
     verify_password,
 )
-from mlops_core.cli import app
-from mlops_core.config import Settings, parse_config
-from mlops_core.errors import AuthorizationError, ConfigError, InputError, NotFoundError
-from mlops_core.ingest import ingest
-from mlops_core.pipeline import train_and_register
-from mlops_core.registry import CHAMPION, Registry
-from mlops_core.services import ServiceInfo
+from mlops_core.ops.services import ServiceInfo
+from mlops_core.registry.registry import CHAMPION, Registry
 from mlops_core.store import MetadataStore, audit_log
+from mlops_core.train.pipeline import train_and_register
 
 NO_MLFLOW = "http://127.0.0.1:1"  # refusals and requests never reach MLflow
 ANA = Principal("ana", "approver", "password")

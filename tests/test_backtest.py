@@ -18,27 +18,27 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from mlops_core.backtest import (
+from mlops_cli.app import app
+from mlops_core.backtest.engine import (
     STRATEGIES,
     BacktestError,
     BacktestResult,
     Fitted,
-    Replay,
+    History,
     Retrain,
     Step,
     Strategy,
     detection_metrics,
     figures,
-    load_replay,
+    load_history,
     make_strategy,
     read_json,
     run_backtest,
     write_html,
     write_json,
 )
-from mlops_core.cli import app
 from mlops_core.config import Settings
-from mlops_core.simulate import synthetic_stream
+from mlops_core.demo.stream import synthetic_stream
 
 ROWS, BATCH, INITIAL, SEED = 12_000, 1000, 3, 7
 N_BATCHES = ROWS // BATCH
@@ -65,8 +65,10 @@ def sea(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_stream(tmp_path_factory.mktemp("backtest") / "sea.parquet")
 
 
-def replay_of(path: Path, **kw: Any) -> Replay:
-    return load_replay(path, target="y", **({"batch_size": BATCH, "initial_batches": INITIAL} | kw))
+def replay_of(path: Path, **kw: Any) -> History:
+    return load_history(
+        path, target="y", **({"batch_size": BATCH, "initial_batches": INITIAL} | kw)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,7 @@ def sea_long(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def policy_run(sea_long: Path) -> tuple[Replay, BacktestResult]:
+def policy_run(sea_long: Path) -> tuple[History, BacktestResult]:
     """The default policy (``Settings().retraining``) against static and every-batch, all
     labelled rows."""
     replay = replay_of(sea_long)
@@ -164,7 +166,7 @@ class Spy(Strategy):
         self.steps: list[dict[str, Any]] = []
         self.fits: list[dict[str, Any]] = []
 
-    def start(self, replay: Replay, fitted: Fitted) -> None:
+    def start(self, replay: History, fitted: Fitted) -> None:
         super().start(replay, fitted)
         self.fits.append({"step": None, "labelled_through": INITIAL - 1, "fitted": fitted})
 
@@ -248,7 +250,7 @@ def test_label_delay_is_honoured(sea: Path, delay: int) -> None:
 
 # 4. reproducible -----------------------------------------------------------------------------
 def test_runs_and_streams_are_reproducible(
-    sea_long: Path, policy_run: tuple[Replay, BacktestResult]
+    sea_long: Path, policy_run: tuple[History, BacktestResult]
 ) -> None:
     again = run_backtest(replay_of(sea_long), ["static", "every-batch", "policy"])
     for a, b in zip(policy_run[1].strategies, again.strategies, strict=True):
@@ -380,18 +382,18 @@ def test_html_and_figures(windowed: BacktestResult, tmp_path: Path) -> None:
 def test_bad_options_raise_clear_errors(sea: Path, kw: dict[str, Any], match: str) -> None:
     args: dict[str, Any] = {"target": "y", "initial_batches": INITIAL} | kw
     with pytest.raises(BacktestError, match=match):
-        load_replay(sea, **args)
+        load_history(sea, **args)
 
 
 def test_bad_files_and_strategy_names(sea: Path, tmp_path: Path) -> None:
     with pytest.raises(BacktestError, match="no such file"):
-        load_replay(tmp_path / "nope.parquet", target="y", batch_size=100)
+        load_history(tmp_path / "nope.parquet", target="y", batch_size=100)
     odd = tmp_path / "data.xlsx"
     odd.write_bytes(b"x")
     with pytest.raises(BacktestError, match="unknown file type"):
-        load_replay(odd, target="y", batch_size=100)
+        load_history(odd, target="y", batch_size=100)
     with pytest.raises(BacktestError, match="the columns are: 0, 1, 2, y"):
-        load_replay(sea, target="label", batch_size=1000)
+        load_history(sea, target="label", batch_size=1000)
 
     with pytest.raises(BacktestError, match="unknown strategy 'bogus'") as e:
         make_strategy("bogus", Settings())
@@ -445,7 +447,7 @@ def test_detection_delays_against_the_true_drift_points(
 
 # 8. the default policy -----------------------------------------------------------------------
 def test_default_policy_retrains_rarely_and_from_the_located_change(
-    policy_run: tuple[Replay, BacktestResult],
+    policy_run: tuple[History, BacktestResult],
 ) -> None:
     replay, result = policy_run
     s = by_name(result)
@@ -504,7 +506,7 @@ def test_row_id_columns_are_not_features(tmp_path: Path) -> None:
     path = tmp_path / "ids.parquet"
     df.to_parquet(path)
 
-    replay = load_replay(path, target="y", batch_size=500, initial_batches=2)
+    replay = load_history(path, target="y", batch_size=500, initial_batches=2)
     assert set(replay.kinds) == {"0", "1", "2", "shuffled"}
     assert "id" not in replay.kinds and "id" not in replay.features(3).columns
     assert replay.settings.data.id_column == "id"
@@ -569,7 +571,7 @@ def test_backtest_command(sea: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
 # 11. online ----------------------------------------------------------------------------------
 def test_online_learner(tmp_path: Path) -> None:
     path = write_stream(tmp_path / "tiny.parquet", rows=3000, seed=5, sidecar=False)
-    replay = load_replay(path, target="y", batch_size=500, initial_batches=2, label_delay=1)
+    replay = load_history(path, target="y", batch_size=500, initial_batches=2, label_delay=1)
     r = run_backtest(replay, ["online"]).strategies[0]
 
     assert r.name == "online" and r.retrains == 0 and r.triggers == []
@@ -602,7 +604,7 @@ def test_a_detector_firing_inside_a_cooldown_retrains_when_it_ends(tmp_path: Pat
         update={"retraining": Settings().retraining.model_copy(update=policy)}
     )
     # the change at row 6,000: batch 12 of 500-row batches; the first model's data ends at 4
-    replay = load_replay(
+    replay = load_history(
         path, target="y", batch_size=500, initial_batches=5, settings=settings, drift_points=points
     )
     change = replay.drift_batches[0]

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from mlops_core.cli import app
+from mlops_cli.app import app
 
 
 @pytest.fixture

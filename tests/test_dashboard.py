@@ -1,7 +1,7 @@
 """The Streamlit dashboard through Streamlit's AppTest, against a real project: a real MLflow
 server, a trained champion, pending versions, a monitoring run with its Evidently report, a
 quarantined batch and a backtest result. Every page renders and shows its key content; every
-action goes through mlops_core.actions (approve, reject, rollback, release, request a retrain),
+action goes through mlops_core.ops.actions (approve, reject, rollback, release, request a retrain),
 including the refusals: an empty comment, a viewer who forces an action, a lost race, a double
 submit. Sign-in per ``dashboard.auth``: none (a warning), password (a users file), oidc
 (``at.user``).
@@ -31,18 +31,19 @@ from registry_helpers import add_version, demo_settings, with_changes, write_con
 from streamlit.testing.v1 import AppTest
 
 from dashboard import charts, common
-from mlops_core import actions, views
-from mlops_core.auth import Principal, add_user
-from mlops_core.backtest import load_replay, run_backtest, write_json
+from mlops_core.backtest.engine import load_history, run_backtest, write_json
 from mlops_core.config import Settings
+from mlops_core.data.ingest import ingest
+from mlops_core.demo.stream import TARGET, TIME, generate_stream
 from mlops_core.errors import AuthorizationError
-from mlops_core.ingest import ingest
-from mlops_core.pipeline import train_and_register
-from mlops_core.registry import Registry
-from mlops_core.services import ServiceInfo, free_port
-from mlops_core.simulate import TARGET, TIME, generate_stream
+from mlops_core.monitor.run import monitor
+from mlops_core.ops import actions
+from mlops_core.ops.auth import Principal, add_user
+from mlops_core.ops.services import ServiceInfo, free_port
+from mlops_core.read import views
+from mlops_core.registry.registry import Registry
 from mlops_core.store import MetadataStore
-from mlops_core.supervision import monitor
+from mlops_core.train.pipeline import train_and_register
 
 pytestmark = pytest.mark.slow
 
@@ -96,7 +97,7 @@ def project(mlflow_server: ServiceInfo, tmp_path_factory: pytest.TempPathFactory
     # a backtest result where the Backtests page finds it
     history = root / "history.parquet"
     _weeks(frame, 0, 9).to_parquet(history, index=False)
-    replay = load_replay(
+    replay = load_history(
         history, target=TARGET, time_column=TIME, batch_period="7D", initial_batches=3, settings=s
     )
     write_json(
@@ -868,7 +869,7 @@ def test_mlops_backtest_saves_its_result_for_the_backtests_page(
 ) -> None:
     from typer.testing import CliRunner
 
-    from mlops_core.cli import app as cli
+    from mlops_cli.app import app as cli
 
     s = with_changes(project.settings, storage={"workspace": str(tmp_path / "ws")})
     config = write_config(s, tmp_path / "mlops.yaml")
@@ -907,8 +908,8 @@ def test_serving_page_shows_the_live_version_traffic_and_outcomes(
     import uvicorn
     from registry_helpers import client_records
 
-    from mlops_core.services import SERVING
-    from mlops_core.serving import create_app
+    from mlops_core.ops.services import SERVING
+    from mlops_core.serve.app import create_app
 
     s = project.settings
     api = create_app(s)

@@ -25,15 +25,15 @@ from registry_helpers import (
     write_config,
 )
 
-from mlops_core.auth import add_user
-from mlops_core.backtest import load_replay, run_backtest, write_json
+from mlops_core.backtest.engine import load_history, run_backtest, write_json
 from mlops_core.config import Settings
-from mlops_core.pipeline import train_and_register
-from mlops_core.registry import Registry
-from mlops_core.services import DASHBOARD, ServiceInfo, start_dashboard, stop_service
-from mlops_core.simulate import TARGET, TIME
-from mlops_core.supervision import monitor
-from mlops_core.views import backtests_dir
+from mlops_core.demo.stream import TARGET, TIME
+from mlops_core.monitor.run import monitor
+from mlops_core.ops.auth import add_user
+from mlops_core.ops.services import DASHBOARD, ServiceInfo, start_dashboard, stop_service
+from mlops_core.read.views import backtests_dir
+from mlops_core.registry.registry import Registry
+from mlops_core.train.pipeline import train_and_register
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +91,7 @@ def project(mlflow_server: ServiceInfo, tmp_path: Path) -> tuple[Settings, Path,
     assert monitor(s, report=True).report
     history = tmp_path / "history.parquet"
     frame.to_parquet(history, index=False)
-    replay = load_replay(
+    replay = load_history(
         history, target=TARGET, time_column=TIME, batch_period="7D", initial_batches=3, settings=s
     )
     write_json(run_backtest(replay, ["static", "periodic:4"]), backtests_dir(s) / "history.json")

@@ -26,7 +26,7 @@ from sklearn import metrics as skm
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
-from mlops_core.detectors import (
+from mlops_core.monitor.detectors import (
     DETECTORS,
     DetectorResult,
     ErrorStreamDetector,
@@ -36,8 +36,8 @@ from mlops_core.detectors import (
     run_detectors,
     where_error_rose,
 )
-from mlops_core.evaluation import estimate_performance
-from mlops_core.monitoring import compute_drift
+from mlops_core.monitor.reports import compute_drift
+from mlops_core.train.evaluation import estimate_performance
 
 TRAIN, BEFORE, AFTER = 2000, 3000, 2000  # rows: to fit the model, then fed before/after the change
 MAX_DELAY = 1000  # rows after the change by which a detector must have fired

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
-from mlops_core.evaluation import (
+from mlops_core.train.evaluation import (
     HIGHER_IS_BETTER,
     MIN_SLICE_ROWS,
     PRIMARY,
@@ -23,7 +23,7 @@ from mlops_core.evaluation import (
     expected_calibration_error,
     slice_metrics,
 )
-from mlops_core.pyfunc.tabular_model import output_frame
+from mlops_core.train.pyfunc.tabular_model import output_frame
 
 
 def _binary(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

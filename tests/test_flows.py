@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from flows import deploy, events
-from mlops_core.cli import app
+from mlops_cli.app import app
 from mlops_core.config import parse_config
 from tests.registry_helpers import demo_raw, write_config
 
@@ -241,7 +241,7 @@ def test_flows_import_without_side_effects() -> None:
     """flows/ imports Prefect; the library still does not (checked in a fresh interpreter),
     and importing flows.deploy does not import Prefect either (mlops deploy stays fast)."""
     code = (
-        "import sys, flows.deploy, flows.events, mlops_core.cli\n"
+        "import sys, flows.deploy, flows.events, mlops_cli.app\n"
         "print(','.join(sorted(k for k in sys.modules if k.split('.')[0] == 'prefect')))"
     )
     res = subprocess.run(
@@ -309,7 +309,7 @@ def test_retries_mlflow_errors_that_are_transient() -> None:
 
     from flows.lifecycle import is_transient
     from mlops_core.errors import SourceError
-    from mlops_core.training import TrainingInputError
+    from mlops_core.train.fit import TrainingInputError
 
     assert is_transient(None, None, _State(MlflowException("boom", error_code=INTERNAL_ERROR)))
     assert not is_transient(

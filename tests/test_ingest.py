@@ -23,12 +23,12 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from mlops_core.batching import Batcher
 from mlops_core.config import Settings, parse_config
+from mlops_core.data.batching import Batcher
+from mlops_core.data.ingest import ingest, release_batch
+from mlops_core.data.validation import CONTRACT_FILE, content_hash
 from mlops_core.errors import MlopsError
-from mlops_core.ingest import ingest, release_batch
 from mlops_core.store import BatchStore, MetadataStore
-from mlops_core.validation import CONTRACT_FILE, content_hash
 
 DATA: dict[str, Any] = {
     "id_column": "id",
@@ -663,7 +663,7 @@ _WORKER = """
 import json, sys, time
 from pathlib import Path
 from mlops_core.config import parse_config
-from mlops_core.ingest import ingest
+from mlops_core.data.ingest import ingest
 
 raw, name, barrier, *files = sys.argv[1:]
 settings = parse_config(json.loads(raw), environ={})

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_core.monitoring import compute_drift, drift_report, report_verdicts, sample_rows
+from mlops_core.monitor.reports import compute_drift, drift_report, report_verdicts, sample_rows
 
 KINDS = {
     "num_same": "numeric",

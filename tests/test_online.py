@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from mlops_core.config import Settings
-from mlops_core.evaluation import compute_metrics
-from mlops_core.online import MAX_TREES_PER_UPDATE, OnlineBooster
-from mlops_core.pyfunc.tabular_model import TabularModel
-from mlops_core.training import default_params, feature_spec, fit_model
+from mlops_core.train.evaluation import compute_metrics
+from mlops_core.train.fit import default_params, feature_spec, fit_model
+from mlops_core.train.online import MAX_TREES_PER_UPDATE, OnlineBooster
+from mlops_core.train.pyfunc.tabular_model import TabularModel
 
 FEATURES = {"numeric": ["a", "b"], "categorical": ["c"]}
 

@@ -35,11 +35,11 @@ import pytest
 from registry_helpers import client_records, demo_settings, write_config
 
 from mlops_core.config import Settings
-from mlops_core.ingest import ingest
-from mlops_core.orchestration import deployments_status
-from mlops_core.pipeline import train_and_register
-from mlops_core.registry import Registry
-from mlops_core.services import (
+from mlops_core.data.ingest import ingest
+from mlops_core.demo.stream import TARGET, TIME, generate_stream
+from mlops_core.monitor.run import list_decisions, list_runs
+from mlops_core.ops.orchestration import deployments_status
+from mlops_core.ops.services import (
     CRASH_AUTOMATION,
     PREFECT_SERVER,
     PREFECT_WORKER,
@@ -50,9 +50,9 @@ from mlops_core.services import (
     read_service,
     start_prefect_worker,
 )
-from mlops_core.simulate import TARGET, TIME, generate_stream
+from mlops_core.registry.registry import Registry
 from mlops_core.store import MetadataStore
-from mlops_core.supervision import list_decisions, list_runs
+from mlops_core.train.pipeline import train_and_register
 
 pytestmark = pytest.mark.slow
 

@@ -28,11 +28,11 @@ from registry_helpers import (
 )
 from typer.testing import CliRunner, Result
 
-from mlops_core.cli import app
-from mlops_core.evaluation import compute_metrics
-from mlops_core.ingest import ingest
-from mlops_core.pipeline import TrainingOutcome, train_and_register
-from mlops_core.registry import (
+from mlops_cli.app import app
+from mlops_core.data.ingest import ingest
+from mlops_core.demo.stream import TARGET
+from mlops_core.ops.services import ServiceInfo
+from mlops_core.registry.registry import (
     CHALLENGER,
     CHAMPION,
     Registry,
@@ -40,15 +40,15 @@ from mlops_core.registry import (
     conform_to_signature,
     file_sha256,
 )
-from mlops_core.services import ServiceInfo
-from mlops_core.simulate import TARGET
 from mlops_core.store import MetadataStore
-from mlops_core.training import (
+from mlops_core.train.evaluation import compute_metrics
+from mlops_core.train.fit import (
     NothingNewError,
     TrainingInputError,
     load_training_data,
     time_split,
 )
+from mlops_core.train.pipeline import TrainingOutcome, train_and_register
 
 # every test here needs the MLflow server, and most train models
 pytestmark = pytest.mark.slow

@@ -36,10 +36,9 @@ from test_orchestration import _call, _deployment_id, _mlops, _start_run, _wait_
 
 from flows.deploy import render_deployments
 from mlops_core.config import Settings, load_config, parse_config
+from mlops_core.demo.stream import TIME, generate_stream
 from mlops_core.errors import ConfigError
-from mlops_core.pipeline import train_and_register
-from mlops_core.registry import Registry
-from mlops_core.services import (
+from mlops_core.ops.services import (
     PREFECT_SERVER,
     PREFECT_WORKER,
     ensure_work_pool,
@@ -48,7 +47,8 @@ from mlops_core.services import (
     start_prefect,
     tracking_uri,
 )
-from mlops_core.simulate import TIME, generate_stream
+from mlops_core.registry.registry import Registry
+from mlops_core.train.pipeline import train_and_register
 
 
 def _database(url: str, name: str, driver: str | None = None) -> str:

@@ -33,9 +33,7 @@ from registry_helpers import (
 )
 
 from mlops_core.errors import NotFoundError
-from mlops_core.pipeline import train_and_register
-from mlops_core.registry import CHALLENGER, CHAMPION, Registry, RegistryError
-from mlops_core.services import (
+from mlops_core.ops.services import (
     ServiceError,
     ServiceInfo,
     free_port,
@@ -44,7 +42,9 @@ from mlops_core.services import (
     stop_service,
     tracking_uri,
 )
+from mlops_core.registry.registry import CHALLENGER, CHAMPION, Registry, RegistryError
 from mlops_core.store import audit_log, champion_state
+from mlops_core.train.pipeline import train_and_register
 
 FAST_GATE = {"smoke_test": False}
 
@@ -333,7 +333,7 @@ APPROVER = """
 import json, sys, time
 from pathlib import Path
 from mlops_core.config import load_config
-from mlops_core.registry import Registry
+from mlops_core.registry.registry import Registry
 
 config, action, version, by, request_id, expect, ready, go = sys.argv[1:9]
 reg = Registry(load_config(config))
@@ -679,7 +679,7 @@ def test_runs_of_dead_trainings_are_ended_and_live_ones_left(make_registry: Make
     training marks KILLED the runs of this machine whose process is gone, and only those."""
     import socket
 
-    from mlops_core.registry import RUN_HOST, RUN_PID
+    from mlops_core.registry.registry import RUN_HOST, RUN_PID
 
     reg, _ = make_registry(1)
     dead = subprocess.run(

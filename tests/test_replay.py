@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from mlops_core.config import load_config
-from mlops_core.registry import Registry
-from mlops_core.services import DASHBOARD, MLFLOW, SERVING, is_healthy, read_service
+from mlops_core.ops.services import DASHBOARD, MLFLOW, SERVING, is_healthy, read_service
+from mlops_core.registry.registry import Registry
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import yaml
 
 from mlops_core.config import load_config
 from mlops_core.errors import ConfigError
-from mlops_core.scaffold import infer_schema, infer_task, init_project, read_sample
+from mlops_core.ops.scaffold import infer_schema, infer_task, init_project, read_sample
 
 N = 200
 

@@ -25,13 +25,13 @@ from registry_helpers import (
 )
 
 from mlops_core.config import Settings
-from mlops_core.pipeline import train_and_register
-from mlops_core.prediction_log import read_log
-from mlops_core.registry import Registry
-from mlops_core.services import ServiceInfo, free_port
-from mlops_core.serving import check_records, create_app
-from mlops_core.simulate import ID, TARGET, TIME
-from mlops_core.training import NothingNewError
+from mlops_core.demo.stream import ID, TARGET, TIME
+from mlops_core.ops.services import ServiceInfo, free_port
+from mlops_core.registry.registry import Registry
+from mlops_core.serve.app import check_records, create_app
+from mlops_core.serve.prediction_log import read_log
+from mlops_core.train.fit import NothingNewError
+from mlops_core.train.pipeline import train_and_register
 
 FAST_GATE = {"smoke_test": False}
 
@@ -469,7 +469,7 @@ def test_the_online_model_learns_served_labels_and_runs_in_shadow(
 
 
 def test_monitoring_measures_what_was_served(project: dict[str, Any]) -> None:
-    from mlops_core.supervision import monitor
+    from mlops_core.monitor.run import monitor
 
     s = with_changes(project["settings"], monitoring={"source": "predictions", "min_rows": 50})
     rows = project["frame"].tail(300)

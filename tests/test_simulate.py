@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from mlops_core.simulate import (
+from mlops_core.demo.stream import (
     CHANNELS,
     ID,
     PURPOSES,

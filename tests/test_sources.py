@@ -21,9 +21,9 @@ import pytest
 import sqlalchemy as sa
 
 from mlops_core.config import Settings, parse_config
+from mlops_core.data.ingest import IngestReport, ingest
+from mlops_core.data.sources import detect_format, file_unit
 from mlops_core.errors import FileRejected, SourceError
-from mlops_core.ingest import IngestReport, ingest
-from mlops_core.sources import detect_format, file_unit
 from mlops_core.store import BatchStore, MetadataStore
 
 DATA: dict[str, Any] = {

@@ -28,16 +28,13 @@ import pytest
 from registry_helpers import add_version, demo_settings, with_changes, write_config
 from typer.testing import CliRunner
 
-from mlops_core.cli import app
+from mlops_cli.app import app
 from mlops_core.config import Settings
+from mlops_core.data.ingest import ingest
+from mlops_core.demo.stream import ID, TARGET, TIME, DemoStream, generate_stream
 from mlops_core.errors import MlopsError
-from mlops_core.ingest import ingest
-from mlops_core.pipeline import train_and_register
-from mlops_core.registry import Registry
-from mlops_core.services import ServiceInfo
-from mlops_core.simulate import ID, TARGET, TIME, DemoStream, generate_stream
-from mlops_core.store import BatchStore, MetadataStore, utcnow
-from mlops_core.supervision import (
+from mlops_core.monitor.policy import Brake, Reason
+from mlops_core.monitor.run import (
     MonitoringResult,
     _policy_state,
     data_clock,
@@ -47,7 +44,10 @@ from mlops_core.supervision import (
     select_batches,
     window_rows,
 )
-from mlops_core.triggers import Brake, Reason
+from mlops_core.ops.services import ServiceInfo
+from mlops_core.registry.registry import Registry
+from mlops_core.store import BatchStore, MetadataStore, utcnow
+from mlops_core.train.pipeline import train_and_register
 
 # every test needs the MLflow server and a trained champion
 pytestmark = pytest.mark.slow

@@ -19,14 +19,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import mlops_core.training as training
+import mlops_core.train.fit as training
 from mlops_core.config import Settings, parse_config
+from mlops_core.data.ingest import ingest
 from mlops_core.errors import MlopsError
-from mlops_core.evaluation import HIGHER_IS_BETTER, PRIMARY, compute_metrics
-from mlops_core.ingest import ingest
-from mlops_core.pyfunc.tabular_model import TabularModel, prepare_features
 from mlops_core.store import MetadataStore
-from mlops_core.training import (
+from mlops_core.train.evaluation import HIGHER_IS_BETTER, PRIMARY, compute_metrics
+from mlops_core.train.fit import (
     TrainedModel,
     TrainingInputError,
     check_training_input,
@@ -38,6 +37,7 @@ from mlops_core.training import (
     time_split,
     to_plain,
 )
+from mlops_core.train.pyfunc.tabular_model import TabularModel, prepare_features
 
 TASKS = ("binary", "multiclass", "regression")
 KINDS = ("xgboost", "linear", "forest")

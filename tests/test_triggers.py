@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from mlops_core.config import RetrainingConfig
-from mlops_core.triggers import (
+from mlops_core.monitor.policy import (
     Brake,
     Decision,
     Finding,

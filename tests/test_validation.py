@@ -17,8 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlops_core.config import RULES, Settings, parse_config
-from mlops_core.errors import ConfigError
-from mlops_core.validation import (
+from mlops_core.data.validation import (
     CONTRACT_FILE,
     SchemaContract,
     ValidationReport,
@@ -28,6 +27,7 @@ from mlops_core.validation import (
     save_contract,
     validate_batch,
 )
+from mlops_core.errors import ConfigError
 
 NOW = datetime(2025, 6, 1, 12, 0, 0)
 N_ROWS = 60

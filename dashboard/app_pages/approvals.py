@@ -6,7 +6,8 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import common
-from mlops_core import actions, views
+from mlops_core.ops import actions
+from mlops_core.read import views
 
 ctx = common.page_header("Approvals")
 key = ctx.key

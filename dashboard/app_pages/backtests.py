@@ -6,8 +6,8 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import common
-from mlops_core import views
-from mlops_core.backtest import figures
+from mlops_core.backtest.engine import figures
+from mlops_core.read import views
 
 ctx = common.page_header(
     "Backtests",

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import common
-from mlops_core import actions
+from mlops_core.ops import actions
 
 ctx = common.page_header(
     "Drift", "New data against the champion's reference sample, per column and per run."

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import common
-from mlops_core import views
+from mlops_core.read import views
 
 ctx = common.page_header("Models")
 key = ctx.key

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import common
-from mlops_core import actions
+from mlops_core.ops import actions
 
 ctx = common.page_header("Pipeline")
 key = ctx.key

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mlops_core.cli import app
+from mlops_cli.app import app
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = Path(os.environ.get("MLOPS_RELIABILITY_OUT", REPO / "build" / "reliability"))

@@ -14,7 +14,7 @@ invariant checker, :func:`check_invariants`, run after every fault:
 Faults: a training process killed (SIGKILL) during its search and while its MLflow run is open;
 MLflow stopped just before registration, then started again on the same port and store; two
 trainings at once; two approvals at once and a double click (same request id), through
-``mlops_core.actions`` as the dashboard calls it; the artifact store full (an MLflow server
+``mlops_core.ops.actions`` as the dashboard calls it; the artifact store full (an MLflow server
 whose artifact writes are capped by RLIMIT_FSIZE) and the training machine's disk full (the
 cap on the training process); clock skew (ingest and decisions with the clock behind and
 ahead); a promotion while the serving API is under load; the Prefect server restarted while a
@@ -67,13 +67,12 @@ from registry_helpers import (
     write_config,
 )
 
-from mlops_core import actions
-from mlops_core.auth import local_principal
 from mlops_core.config import Settings
-from mlops_core.ingest import ingest, release_batch
-from mlops_core.pipeline import train_and_register
-from mlops_core.registry import CHAMPION, Registry
-from mlops_core.services import (
+from mlops_core.data.ingest import ingest, release_batch
+from mlops_core.demo.stream import TIME
+from mlops_core.ops import actions
+from mlops_core.ops.auth import local_principal
+from mlops_core.ops.services import (
     HOST,
     MLFLOW,
     PREFECT_SERVER,
@@ -91,8 +90,9 @@ from mlops_core.services import (
     stop_service,
     tracking_uri,
 )
-from mlops_core.simulate import TIME
+from mlops_core.registry.registry import CHAMPION, Registry
 from mlops_core.store import BatchRecord, MetadataStore, audit_log, champion_state, utcnow
+from mlops_core.train.pipeline import train_and_register
 
 pytestmark = pytest.mark.slow
 
@@ -421,7 +421,7 @@ def clear_error(stderr: str, *words: str) -> str | None:
         text = " ".join(ln.strip(" │╭╮╰╯─") for ln in stderr.splitlines())
         raised = list(re.finditer(r"\b\w+(?:Error|Exception): ", text))
         last = " ".join(text[raised[-1].start() :].split())[:300] if raised else text[-300:]
-        ours = re.findall(r"mlops_core/(\w+\.py):(\d+) in (\w+)", stderr)
+        ours = re.findall(r"mlops_c\w+/([\w/]+\.py):(\d+) in (\w+)", stderr)
         where = " → ".join(f"{f}:{n} {fn}" for f, n, fn in ours)
         return (
             f"a traceback of {len(stderr.splitlines())} lines instead of a one-line "
@@ -698,10 +698,10 @@ def test_two_trainings_at_once_register_distinct_versions_or_one_refuses(
 APPROVER = """
 import json, sys, time
 from pathlib import Path
-from mlops_core import actions
-from mlops_core.auth import local_principal
+from mlops_core.ops import actions
+from mlops_core.ops.auth import local_principal
 from mlops_core.config import load_config
-from mlops_core.registry import Registry
+from mlops_core.registry.registry import Registry
 
 config, version, by, request_id, ready, go = sys.argv[1:7]
 settings = load_config(config)
@@ -985,13 +985,13 @@ def test_clock_skew_changes_no_batch_id_judges_the_future_by_the_tolerance_and_k
         actions.approve(s, local_principal("ann"), v1, comment="first", registry=reg).outcome
         == "applied"
     )
-    for module in ("mlops_core.registry", "mlops_core.actions", "mlops_core.store"):
+    for module in ("mlops_core.registry.registry", "mlops_core.ops.actions", "mlops_core.store"):
         monkeypatch.setattr(f"{module}.utcnow", lambda: real - timedelta(days=2))
     assert (
         actions.approve(s, local_principal("bob"), v2, comment="clock behind", registry=reg).outcome
         == "applied"
     )
-    for module in ("mlops_core.registry", "mlops_core.actions", "mlops_core.store"):
+    for module in ("mlops_core.registry.registry", "mlops_core.ops.actions", "mlops_core.store"):
         monkeypatch.setattr(f"{module}.utcnow", lambda: real + timedelta(days=3))
     back = actions.rollback(s, local_principal("cid"), comment="clock ahead", registry=reg)
     assert (back.outcome, back.version) == ("applied", v1), back
@@ -1158,7 +1158,7 @@ def test_the_prefect_server_restarted_during_a_training_flow(
 KILLER = """
 import os, signal, sys
 from mlops_core.config import load_config
-from mlops_core.registry import Registry
+from mlops_core.registry.registry import Registry
 
 config, version = sys.argv[1:3]
 def die(self, version, previous):  # the process dies once the decision is committed
@@ -1177,7 +1177,7 @@ def test_killed_between_audit_and_alias_move_then_a_tampered_package(
     test_a_crash_between_audit_and_alias_move_is_repaired_by_the_next_operation); then the
     package of a pending version is changed on disk (as in test_registry.py,
     test_a_tampered_model_package_cannot_become_champion) and its approval through
-    ``mlops_core.actions`` is refused."""
+    ``mlops_core.ops.actions`` is refused."""
     s = tiny_settings(tmp_path, mlflow_server.url, "faults-crash-tamper")
     config = write_config(s, tmp_path / "mlops.yaml")
     reg = Registry(s)

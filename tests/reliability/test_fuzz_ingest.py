@@ -23,7 +23,7 @@ from hypothesis.extra.pandas import column, data_frames, range_indexes
 from test_bad_inputs import CONFIG, day
 
 from mlops_core.config import Settings, load_config
-from mlops_core.ingest import ingest
+from mlops_core.data.ingest import ingest
 from mlops_core.store import MetadataStore, open_project
 
 FUZZ = settings(

@@ -9,7 +9,7 @@ run them, only sooner. When the policy asks for a retrain, the ``monitor`` flow 
 ``mlops.retrain.requested`` and the ``train`` deployment runs because of that event; the new
 version waits for a person's approval.
 
-Prefect is reached through its HTTP API (:mod:`mlops_core.orchestration`); what happened is read
+Prefect is reached through its HTTP API (:mod:`mlops_core.ops.orchestration`); what happened is read
 back from the metadata DB and the registry, the same records the CLI and the dashboard show.
 """
 
@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from mlops_core.config import Settings
-from mlops_core.orchestration import (
+from mlops_core.monitor.run import list_decisions, list_runs
+from mlops_core.ops.orchestration import (
     FINAL,
     FlowRunError,
     deployment_id,
@@ -34,7 +35,6 @@ from mlops_core.orchestration import (
     wait_run,
 )
 from mlops_core.store import MetadataStore, utcnow
-from mlops_core.supervision import list_decisions, list_runs
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def serve_files(
     import httpx
     import pandas as pd
 
-    from mlops_core.serving import json_records
+    from mlops_core.serve.app import json_records
 
     out: dict[str, Any] = {
         "rows": 0,
@@ -192,7 +192,7 @@ def watch_swap(
 
 
 def _online_since(settings: Settings, since: datetime) -> dict[str, Any] | None:
-    from mlops_core.registry import Registry
+    from mlops_core.registry.registry import Registry
 
     newest = [v for v in Registry(settings).online_versions() if v.created >= since]
     if not newest:
@@ -276,7 +276,7 @@ def replay(
     serving API and their labels through its feedback endpoint; then ingest and monitor (and,
     with ``online.enabled``, the online update). Returns what happened once the training runs
     the events started have ended."""
-    from mlops_core.registry import Registry
+    from mlops_core.registry.registry import Registry
 
     t0 = time.perf_counter()
     started = datetime.now(UTC)

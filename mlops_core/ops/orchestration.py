@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from mlops_core.errors import MlopsError
-from mlops_core.services import prefect_request
+from mlops_core.ops.services import prefect_request
 
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 

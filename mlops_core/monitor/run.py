@@ -18,20 +18,29 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from mlops_core.batching import parse_times
 from mlops_core.config import Settings
-from mlops_core.detectors import DetectorResult, error_stream, run_detectors, where_error_rose
+from mlops_core.data.batching import parse_times
+from mlops_core.data.validation import as_text
 from mlops_core.errors import MlopsError
-from mlops_core.evaluation import (
-    PRIMARY,
-    Calibration,
-    compute_metrics,
-    estimate_performance,
+from mlops_core.monitor.detectors import (
+    DetectorResult,
+    error_stream,
+    run_detectors,
+    where_error_rose,
 )
-from mlops_core.monitoring import DriftSummary, compute_drift, drift_report, performance_report
-from mlops_core.monitoring import sample_rows as _sample
-from mlops_core.prediction_log import LABEL, features_of, read_log
-from mlops_core.registry import Registry, VersionInfo
+from mlops_core.monitor.policy import (
+    Decision,
+    Finding,
+    PolicyState,
+    Reason,
+    compute_signals,
+    decide,
+    median_period,
+)
+from mlops_core.monitor.reports import DriftSummary, compute_drift, drift_report, performance_report
+from mlops_core.monitor.reports import sample_rows as _sample
+from mlops_core.registry.registry import Registry, VersionInfo
+from mlops_core.serve.prediction_log import LABEL, features_of, read_log
 from mlops_core.store import (
     BatchRecord,
     BatchStore,
@@ -41,17 +50,13 @@ from mlops_core.store import (
     monitoring_runs,
     utcnow,
 )
-from mlops_core.training import window_batches
-from mlops_core.triggers import (
-    Decision,
-    Finding,
-    PolicyState,
-    Reason,
-    compute_signals,
-    decide,
-    median_period,
+from mlops_core.train.evaluation import (
+    PRIMARY,
+    Calibration,
+    compute_metrics,
+    estimate_performance,
 )
-from mlops_core.validation import as_text
+from mlops_core.train.fit import window_batches
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from mlops_core.config import Task, parse_config
+from mlops_core.data.sources import detect_format
 from mlops_core.errors import ConfigError, FileRejected
-from mlops_core.sources import detect_format
 
 SAMPLE_ROWS = 20_000
 

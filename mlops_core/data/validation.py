@@ -24,8 +24,8 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from mlops_core.batching import parse_times
 from mlops_core.config import Settings
+from mlops_core.data.batching import parse_times
 from mlops_core.errors import excerpt
 
 Kind = Literal["numeric", "categorical", "boolean", "datetime"]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops_core.batching import period_start
+from mlops_core.data.batching import period_start
 
 REGIONS = ["north", "south", "east", "west", "central"]
 PURPOSES = ["car", "home", "education", "business", "personal"]

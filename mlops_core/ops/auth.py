@@ -1,7 +1,8 @@
 """Who is asking, and what they may do: principals, roles, password hashes and the users file.
 
 The dashboard signs people in (``dashboard.auth`` in ``mlops.yaml``) and hands a
-:class:`Principal` to :mod:`mlops_core.actions`, which checks it at the moment of every write, so
+:class:`Principal` to :mod:`mlops_core.ops.actions`, which checks it at the moment of every write,
+so
 hiding a button is a convenience, never the protection.
 
 - ``none``: local use only; everyone is an approver (:func:`local_principal`).

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from mlops_core.errors import MlopsError
-from mlops_core.registry import Registry
+from mlops_core.registry.registry import Registry
 
 
 def package_version(reg: Registry, version: str, out_dir: Path) -> Path:

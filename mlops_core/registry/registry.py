@@ -31,7 +31,7 @@ import sqlalchemy as sa
 
 from mlops_core.config import Settings
 from mlops_core.errors import MlopsError, NotFoundError
-from mlops_core.services import (
+from mlops_core.ops.services import (
     mlflow_artifact_root,
     mlflow_paths,
     require_reachable,
@@ -52,7 +52,7 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 RUN_HOST, RUN_PID = "mlops.host", "mlops.pid"  # tags of a training run: where it runs
 STATUSES = ("candidate", "pending_approval", "approved", "rejected", "retired")
-MODEL_CODE = Path(__file__).parent / "pyfunc" / "tabular_model.py"
+MODEL_CODE = Path(__file__).resolve().parents[1] / "train" / "pyfunc" / "tabular_model.py"
 SYSTEM = "system"
 # the audited actions that decide a version's fate once (a rollback re-decides the champion)
 PAST = {

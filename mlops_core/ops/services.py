@@ -554,7 +554,7 @@ DASHBOARD = "dashboard"
 
 def dashboard_app() -> Path:
     """The Streamlit entry point (``dashboard/app.py`` beside ``mlops_core``)."""
-    return Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+    return Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
 
 def start_dashboard(

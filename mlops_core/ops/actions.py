@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from mlops_core.auth import Principal, authorize, current_principal
 from mlops_core.config import Settings
 from mlops_core.errors import AuthorizationError, InputError, MlopsError, NotFoundError, excerpt
-from mlops_core.registry import AuditRecord, DecisionResult, Registry, VersionInfo
+from mlops_core.ops.auth import Principal, authorize, current_principal
+from mlops_core.registry.registry import AuditRecord, DecisionResult, Registry, VersionInfo
 from mlops_core.store import MetadataStore, audit_log, champion_state, utcnow
 
 if TYPE_CHECKING:
-    from mlops_core.ingest import ReleaseResult
+    from mlops_core.data.ingest import ReleaseResult
 
 log = logging.getLogger(__name__)
 
@@ -381,10 +381,10 @@ def release(
     force: bool = False,
     meta: MetadataStore | None = None,
 ) -> ReleaseResult:
-    """Replay a quarantined batch (see :func:`mlops_core.ingest.release_batch`) and audit it
+    """Replay a quarantined batch (see :func:`mlops_core.data.ingest.release_batch`) and audit it
     (action ``release``: ``applied`` when released, ``refused`` when its rows are still
     refused). ``force`` accepts readable rows despite their findings."""
-    from mlops_core.ingest import ReleaseResult, release_batch
+    from mlops_core.data.ingest import ReleaseResult, release_batch
 
     meta = meta or MetadataStore(settings.db_url)
     model = settings.project

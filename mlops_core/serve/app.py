@@ -44,8 +44,8 @@ from fastapi import Request  # at module level: FastAPI resolves the handlers' a
 
 from mlops_core.config import Settings
 from mlops_core.errors import MlopsError
-from mlops_core.prediction_log import FEEDBACK, LABEL, SERVED, AsText, LogWriter
-from mlops_core.pyfunc.tabular_model import load_sklearn, output_frame, prepare_features
+from mlops_core.serve.prediction_log import FEEDBACK, LABEL, SERVED, AsText, LogWriter
+from mlops_core.train.pyfunc.tabular_model import load_sklearn, output_frame, prepare_features
 
 log = logging.getLogger(__name__)
 
@@ -737,7 +737,7 @@ def create_app(
     from fastapi.responses import Response
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    from mlops_core.registry import Registry
+    from mlops_core.registry.registry import Registry
 
     scfg = settings.serving
     metrics = Metrics()

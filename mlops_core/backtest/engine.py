@@ -1,9 +1,11 @@
 """Backtesting retraining strategies: replay a history batch by batch, compare when to retrain.
 
-The replay runs the production code in process: :func:`mlops_core.training.fit_model` trains,
-:func:`mlops_core.monitoring.compute_drift` checks data drift, River's detectors watch the error
-stream (:mod:`mlops_core.detectors`), :func:`mlops_core.evaluation.estimate_performance` estimates
-without labels, and :func:`mlops_core.triggers.decide` is the policy. The "registry" is the
+The replay runs the production code in process: :func:`mlops_core.train.fit.fit_model` trains,
+:func:`mlops_core.monitor.reports.compute_drift` checks data drift, River's detectors watch the
+error
+stream (:mod:`mlops_core.monitor.detectors`),
+:func:`mlops_core.train.evaluation.estimate_performance` estimates
+without labels, and :func:`mlops_core.monitor.policy.decide` is the policy. The "registry" is the
 current model in memory.
 
 Protocol, for every batch ``t`` after the first ``initial_batches`` (which train the first
@@ -11,7 +13,7 @@ model): the current model predicts batch ``t`` and the batch metric is recorded;
 of batch ``t - label_delay`` arrive, and the strategy may retrain on the window of labelled rows
 (or, for an online learner, learn them). A model retrained at step ``t`` predicts from ``t + 1``.
 No strategy can read a label before its batch's delay has passed: a strategy only gets labels
-through :meth:`Step.arrived` and :meth:`Replay.window`, both bounded by ``labelled_through``.
+through :meth:`Step.arrived` and :meth:`History.window`, both bounded by ``labelled_through``.
 
 A new strategy subclasses :class:`Strategy` (``decide`` returns a :class:`Retrain` or ``None``)
 or :class:`OnlineStrategy` (``predict`` and ``learn``), and is registered in ``STRATEGIES``.
@@ -37,24 +39,9 @@ import numpy as np
 import pandas as pd
 
 from mlops_core.config import RetrainingConfig, Settings
-from mlops_core.detectors import ErrorStreamDetector, error_stream, where_error_rose
 from mlops_core.errors import MlopsError
-from mlops_core.evaluation import (
-    PRIMARY,
-    Calibration,
-    compute_metrics,
-    estimate_performance,
-    fit_calibration,
-)
-from mlops_core.monitoring import compute_drift, sample_rows
-from mlops_core.training import (
-    TrainedModel,
-    choose_window,
-    default_params,
-    feature_spec,
-    refit,
-)
-from mlops_core.triggers import (
+from mlops_core.monitor.detectors import ErrorStreamDetector, error_stream, where_error_rose
+from mlops_core.monitor.policy import (
     PLANNED_REASONS,
     PolicyState,
     Reason,
@@ -62,6 +49,21 @@ from mlops_core.triggers import (
     decide,
     median_period,
     metric_drop,
+)
+from mlops_core.monitor.reports import compute_drift, sample_rows
+from mlops_core.train.evaluation import (
+    PRIMARY,
+    Calibration,
+    compute_metrics,
+    estimate_performance,
+    fit_calibration,
+)
+from mlops_core.train.fit import (
+    TrainedModel,
+    choose_window,
+    default_params,
+    feature_spec,
+    refit,
 )
 
 SCHEMA_VERSION = 1
@@ -77,7 +79,7 @@ class BacktestError(MlopsError, ValueError):
 
 # the history -----------------------------------------------------------------------------------
 @dataclass
-class Replay:
+class History:
     """A labelled history split into time-ordered batches."""
 
     frame: pd.DataFrame  # sorted by time, index 0..n-1
@@ -171,7 +173,7 @@ def _row_id_columns(df: pd.DataFrame, exclude: Iterable[str]) -> list[str]:
     return out
 
 
-def load_replay(
+def load_history(
     data: Path,
     *,
     target: str | None = None,
@@ -183,14 +185,14 @@ def load_replay(
     label_delay: int = 0,
     settings: Settings | None = None,
     drift_points: list[Any] | None = None,
-) -> Replay:
+) -> History:
     """Read ``data`` and split it into batches of ``batch_size`` rows or of ``batch_period``.
 
     ``window`` is a row count (``"20000"``) or a period (``"90D"``); default: the config's
     ``model.window``. ``drift_points`` (times, or row numbers without a time column) default to
-    a ``<data>.drift.json`` file beside the data, as :mod:`mlops_core.simulate` writes it."""
-    from mlops_core.batching import parse_times, period_start
-    from mlops_core.scaffold import infer_task
+    a ``<data>.drift.json`` file beside the data, as :mod:`mlops_core.demo.stream` writes it."""
+    from mlops_core.data.batching import parse_times, period_start
+    from mlops_core.ops.scaffold import infer_task
 
     if (batch_size is None) == (batch_period is None):
         raise BacktestError("give exactly one of --batch-size and --batch-period")
@@ -258,7 +260,7 @@ def load_replay(
             f"({initial_batches}); use smaller batches"
         )
     rows, period = _window(window, settings)
-    replay = Replay(
+    replay = History(
         df,
         settings,
         kinds,
@@ -310,7 +312,7 @@ def _sidecar_drift(data: Path) -> list[Any]:
     return [p.get("start", p.get("row")) if isinstance(p, dict) else p for p in points]
 
 
-def _drift_batches(replay: Replay, points: list[Any]) -> list[int]:
+def _drift_batches(replay: History, points: list[Any]) -> list[int]:
     out = []
     tcol = replay.settings.data.time_column
     for p in points:
@@ -354,7 +356,7 @@ class Fitted:
         default_factory=dict, repr=False
     )
 
-    def score(self, replay: Replay, t: int) -> tuple[pd.DataFrame, dict[str, float]]:
+    def score(self, replay: History, t: int) -> tuple[pd.DataFrame, dict[str, float]]:
         """Predictions for batch ``t`` and their metrics (computed once per model)."""
         if t not in self._seen:
             batch = replay.batch(t)
@@ -373,7 +375,7 @@ class Trainer:
     Training is seeded, so one window always gives the same model: fits are kept by window and
     shared between strategies (each is still charged the CPU seconds of the fit)."""
 
-    def __init__(self, replay: Replay) -> None:
+    def __init__(self, replay: History) -> None:
         self.replay = replay
         self._fits: dict[tuple[int, int], Fitted] = {}
         m = replay.settings.model
@@ -498,7 +500,7 @@ class Strategy:
 
     name = "strategy"
 
-    def start(self, replay: Replay, fitted: Fitted) -> None:
+    def start(self, replay: History, fitted: Fitted) -> None:
         self.replay = replay
 
     gated = False  # a challenger worse than the served model on the newest rows is refused
@@ -518,7 +520,7 @@ class OnlineStrategy:
 
     name = "online"
 
-    def start(self, replay: Replay, initial: pd.DataFrame) -> None:
+    def start(self, replay: History, initial: pd.DataFrame) -> None:
         raise NotImplementedError
 
     def predict(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -550,7 +552,8 @@ class Periodic(Strategy):
 
 class PolicyStrategy(Strategy):
     """Production's policy on the signals monitoring would compute at this step: the same
-    :func:`mlops_core.triggers.compute_signals` and :func:`mlops_core.triggers.decide`, in data
+    :func:`mlops_core.monitor.policy.compute_signals` and :func:`mlops_core.monitor.policy.decide`,
+    in data
     time (the batches' times), with pending signals and the gate. Single-signal strategies are
     this with one signal and no brakes."""
 
@@ -560,7 +563,7 @@ class PolicyStrategy(Strategy):
         self.name = name
         self.policy = policy
 
-    def start(self, replay: Replay, fitted: Fitted) -> None:
+    def start(self, replay: History, fitted: Fitted) -> None:
         super().start(replay, fitted)
         # the first model counts as a training, as the first version does in production
         at = fitted.at.to_pydatetime()
@@ -762,7 +765,7 @@ class RiverOnline(OnlineStrategy):
     def __init__(self, seed: int = 42) -> None:
         self.seed = seed
 
-    def start(self, replay: Replay, initial: pd.DataFrame) -> None:
+    def start(self, replay: History, initial: pd.DataFrame) -> None:
         from river import forest
 
         self.replay = replay
@@ -796,7 +799,7 @@ class RiverOnline(OnlineStrategy):
             self.model.learn_one(x, t)
 
     def predict(self, X: pd.DataFrame) -> pd.DataFrame:
-        from mlops_core.pyfunc.tabular_model import output_frame
+        from mlops_core.train.pyfunc.tabular_model import output_frame
 
         rows = self._rows(X)
         if self.replay.task == "regression":
@@ -820,13 +823,14 @@ class RiverOnline(OnlineStrategy):
 
 
 class BoostedOnline(OnlineStrategy):
-    """Continued boosting (:class:`mlops_core.online.OnlineBooster`): the first model the other
+    """Continued boosting (:class:`mlops_core.train.online.OnlineBooster`): the first model the
+    other
     strategies start from, then a few trees more on each batch of labels as it arrives."""
 
     name = "online-xgboost"
 
-    def start(self, replay: Replay, initial: pd.DataFrame) -> None:
-        from mlops_core.online import OnlineBooster
+    def start(self, replay: History, initial: pd.DataFrame) -> None:
+        from mlops_core.train.online import OnlineBooster
 
         if replay.settings.model.type != "xgboost":
             raise BacktestError(
@@ -988,7 +992,7 @@ def headline_metric(task: str, metric: str | None = None) -> str:
 
 
 def run_strategy(
-    replay: Replay,
+    replay: History,
     strategy: Strategy | OnlineStrategy,
     *,
     metric: str | None = None,
@@ -1096,7 +1100,7 @@ def run_strategy(
     )
 
 
-def gate(r: Replay, champion: Fitted, challenger: Fitted) -> str | None:
+def gate(r: History, champion: Fitted, challenger: Fitted) -> str | None:
     """As the promotion gate does: the challenger (before its refit) against the served model
     on the challenger's validation rows that the served model has not trained on (when there
     are at least ``monitoring.min_rows`` of them). Returns why it is refused, or ``None``."""
@@ -1150,7 +1154,7 @@ def _num(v: float) -> float | None:
 
 
 def detection_metrics(
-    r: Replay,
+    r: History,
     trigger_batches: list[int],
     horizon: int | None = None,
     signalled: list[int] | None = None,
@@ -1177,7 +1181,7 @@ def detection_metrics(
 
 
 def run_backtest(
-    replay: Replay,
+    replay: History,
     strategies: Iterable[str],
     *,
     metric: str | None = None,

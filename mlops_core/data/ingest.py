@@ -21,20 +21,10 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from mlops_core.batching import Batcher
 from mlops_core.config import Settings
-from mlops_core.errors import FileNotReady, FileRejected, MlopsError, SourceError
-from mlops_core.sources import ProgressFn, SourceUnit, data_files, file_unit, source_units
-from mlops_core.store import (
-    BatchRecord,
-    BatchStore,
-    MetadataStore,
-    atomic_write_bytes,
-    file_sha256,
-    utcnow,
-    write_parquet_atomic,
-)
-from mlops_core.validation import (
+from mlops_core.data.batching import Batcher
+from mlops_core.data.sources import ProgressFn, SourceUnit, data_files, file_unit, source_units
+from mlops_core.data.validation import (
     Finding,
     SchemaContract,
     ValidationReport,
@@ -43,6 +33,16 @@ from mlops_core.validation import (
     load_contract,
     save_contract,
     validate_batch,
+)
+from mlops_core.errors import FileNotReady, FileRejected, MlopsError, SourceError
+from mlops_core.store import (
+    BatchRecord,
+    BatchStore,
+    MetadataStore,
+    atomic_write_bytes,
+    file_sha256,
+    utcnow,
+    write_parquet_atomic,
 )
 
 log = logging.getLogger(__name__)

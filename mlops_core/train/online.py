@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops_core.pyfunc.tabular_model import output_frame, prepare_features
+from mlops_core.train.pyfunc.tabular_model import output_frame, prepare_features
 
 ROWS_PER_TREE = 100
 MAX_TREES_PER_UPDATE = 20
@@ -59,7 +59,7 @@ class OnlineBooster:
 
     @classmethod
     def from_trained(cls, model: Any, seed: int = 42) -> OnlineBooster:
-        """From a :class:`mlops_core.training.TrainedModel` of kind xgboost (its early-stopped
+        """From a :class:`mlops_core.train.fit.TrainedModel` of kind xgboost (its early-stopped
         trees)."""
         if model.kind != "xgboost":
             raise ValueError(f"online learning continues an XGBoost model, not '{model.kind}'")

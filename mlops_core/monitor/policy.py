@@ -1,7 +1,8 @@
 """The retraining policy: signals and ``now`` in, a decision with every reason out. Pure: no I/O.
 
-Monitoring (:func:`mlops_core.supervision.monitor`) and the backtester
-(:class:`mlops_core.backtest.PolicyStrategy`) both measure, call :func:`compute_signals` to turn
+Monitoring (:func:`mlops_core.monitor.run.monitor`) and the backtester
+(:class:`mlops_core.backtest.engine.PolicyStrategy`) both measure, call :func:`compute_signals` to
+turn
 the measurements into :class:`Signals`, and call :func:`decide`: one signal path.
 
 Signals that can ask for a retrain (:class:`Reason`): the champion's data is older than
@@ -50,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_core.config import RetrainingConfig, parse_span
-from mlops_core.evaluation import HIGHER_IS_BETTER
+from mlops_core.train.evaluation import HIGHER_IS_BETTER
 
 
 class Reason(StrEnum):
@@ -94,7 +95,8 @@ class Signals:
     # while that is set)
     window_rows: int | None = None
     # where the champion's error rose (where a detector that fired places the change, else
-    # :func:`mlops_core.detectors.locate_rise`, else the first row of the evidence): a time in
+    # :func:`mlops_core.monitor.detectors.locate_rise`, else the first row of the evidence): a time
+    # in
     # production, a row number in the backtester. Used when a detector or the realised metric
     # asks for the retrain
     change_at: datetime | int | None = None

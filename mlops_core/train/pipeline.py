@@ -26,20 +26,19 @@ from mlflow.exceptions import MlflowException
 
 import mlops_core
 from mlops_core.config import Settings
-from mlops_core.detectors import error_stream
-from mlops_core.evaluation import (
+from mlops_core.monitor.detectors import error_stream
+from mlops_core.monitor.reports import performance_report
+from mlops_core.registry.registry import Registry, SmokeTest, VersionInfo, file_sha256
+from mlops_core.serve.prediction_log import LABEL, read_log
+from mlops_core.store import MetadataStore
+from mlops_core.train.evaluation import (
     GateResult,
     compute_metrics,
     decide_gate,
     fit_calibration,
     slice_metrics,
 )
-from mlops_core.monitoring import performance_report
-from mlops_core.online import OnlineBooster
-from mlops_core.prediction_log import LABEL, read_log
-from mlops_core.registry import Registry, SmokeTest, VersionInfo, file_sha256
-from mlops_core.store import MetadataStore
-from mlops_core.training import (
+from mlops_core.train.fit import (
     NothingNewError,
     SearchResult,
     TrainingData,
@@ -56,6 +55,7 @@ from mlops_core.training import (
     time_split,
     to_plain,
 )
+from mlops_core.train.online import OnlineBooster
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Read models for the dashboard: plain functions over the metadata DB, the registry, the
 reports, the backtest results and the Prefect API that return small dataclasses and
-DataFrames. Nothing here writes project state (writes go through :mod:`mlops_core.actions`);
+DataFrames. Nothing here writes project state (writes go through :mod:`mlops_core.ops.actions`);
 the only files written are caches under ``<workspace>/dashboard/`` (downloaded run files and the
 predictions of a version on a comparison window), which can be deleted at any time.
 
@@ -29,7 +29,7 @@ import sqlalchemy as sa
 
 from mlops_core.config import Settings, redact_url
 from mlops_core.errors import MlopsError, NotFoundError
-from mlops_core.registry import Registry, VersionInfo
+from mlops_core.registry.registry import Registry, VersionInfo
 from mlops_core.store import (
     BatchRecord,
     BatchStore,
@@ -64,7 +64,7 @@ def cache_dir(settings: Settings) -> Path:
 
 
 def primary_metric(settings: Settings) -> str:
-    from mlops_core.evaluation import PRIMARY
+    from mlops_core.train.evaluation import PRIMARY
 
     return settings.gate.metric or PRIMARY[settings.task]
 
@@ -840,8 +840,8 @@ def compare_versions(
     and the data each was trained on. None when there is no labelled batch to score."""
     from mlflow.exceptions import MlflowException
 
-    from mlops_core.evaluation import compute_metrics, slice_metrics
-    from mlops_core.validation import as_text
+    from mlops_core.data.validation import as_text
+    from mlops_core.train.evaluation import compute_metrics, slice_metrics
 
     window = comparison_window(settings, meta, rows)
     if window is None:
@@ -1095,7 +1095,7 @@ def mlflow_health(uri: str, timeout: float = 1.0) -> ServiceHealth:
     is healthy when ``<uri>/health`` answers; any other URI is a store MLflow opens directly."""
     from urllib.parse import urlsplit
 
-    from mlops_core.services import MLFLOW, is_healthy
+    from mlops_core.ops.services import MLFLOW, is_healthy
 
     shown = redact_url(uri)
     if urlsplit(uri).scheme.lower() not in ("http", "https"):
@@ -1109,7 +1109,7 @@ def service_health(settings: Settings, timeout: float = 1.0) -> list[ServiceHeal
     """Each service of the project, checked in parallel: the ones ``mlops up`` runs are running
     when their process is alive and healthy when their health URL answers; an MLflow named by
     ``storage.mlflow_uri`` is checked at that address (:func:`mlflow_health`)."""
-    from mlops_core.services import MLFLOW, SERVICES, is_healthy, read_service
+    from mlops_core.ops.services import MLFLOW, SERVICES, is_healthy, read_service
 
     external = settings.storage.mlflow_uri
 
@@ -1143,12 +1143,12 @@ def pipeline_status(
 ) -> PipelineStatus:
     """Deployments (schedules, triggers, next runs) and recent flow runs from the project's
     Prefect server (``api_url``, default: the one ``mlops up`` started), through
-    :mod:`mlops_core.orchestration`. An unreachable server is a value (``reachable`` False and
+    :mod:`mlops_core.ops.orchestration`. An unreachable server is a value (``reachable`` False and
     the error), not an exception."""
     import httpx
 
-    from mlops_core.orchestration import deployments_status, recent_runs
-    from mlops_core.services import prefect_api_url
+    from mlops_core.ops.orchestration import deployments_status, recent_runs
+    from mlops_core.ops.services import prefect_api_url
 
     api = api_url or prefect_api_url(settings.workspace)
     if not api:
@@ -1211,7 +1211,7 @@ class BacktestEntry:
 def list_backtests(settings: Settings, limit: int = 100) -> list[BacktestEntry]:
     """Backtest results (JSON, schema 1) under the workspace, newest first. Files that are not
     backtest results are skipped."""
-    from mlops_core.backtest import BacktestError, read_json
+    from mlops_core.backtest.engine import BacktestError, read_json
 
     folder = backtests_dir(settings)
     if not folder.is_dir():
@@ -1357,8 +1357,8 @@ def serving_view(
     not answer is a value (``error``), not an exception."""
     import httpx
 
-    from mlops_core.prediction_log import LABEL, read_log
-    from mlops_core.services import SERVING, read_service
+    from mlops_core.ops.services import SERVING, read_service
+    from mlops_core.serve.prediction_log import LABEL, read_log
     from mlops_core.store import utcnow
 
     info = read_service(settings.workspace, SERVING)
@@ -1397,7 +1397,7 @@ def serving_view(
 def _serving_times(settings: Settings, rows: pd.DataFrame) -> tuple[pd.Series, str]:
     """When each logged row happened: its time column (data time) where the client sent one
     that parses, else when it was served."""
-    from mlops_core.batching import parse_times
+    from mlops_core.data.batching import parse_times
 
     tcol = settings.data.time_column
     if rows.empty:
@@ -1478,8 +1478,8 @@ def live_comparison(settings: Settings, rows: pd.DataFrame) -> pd.DataFrame:
     """Each version that answered (and each shadow), on the logged rows whose labels came
     back: rows, and the task's metrics on them. Champion and shadow are compared on the same
     rows (those both answered)."""
-    from mlops_core.evaluation import compute_metrics
-    from mlops_core.prediction_log import LABEL
+    from mlops_core.serve.prediction_log import LABEL
+    from mlops_core.train.evaluation import compute_metrics
 
     empty = pd.DataFrame(columns=["version", "role", "labelled_rows"])
     if rows.empty or LABEL not in rows.columns:

@@ -148,7 +148,7 @@ def _batch_table(title: str) -> Table:
 
 def run_ingest(settings: Any, paths: list[Path] | None, as_json: bool) -> dict[str, Any]:
     """Ingest with a progress bar on stderr; returns the report as a dict."""
-    from mlops_core.ingest import IngestReport, iter_ingest
+    from mlops_core.data.ingest import IngestReport, iter_ingest
 
     report = IngestReport()
     progress = Progress(
@@ -254,7 +254,7 @@ def init(
     written by hand, or after changing storage.workspace / storage.db_url). Only init and up
     create them: every other command refuses a project whose workspace or DB is missing."""
     from mlops_core.config import redact_url
-    from mlops_core.scaffold import init_project
+    from mlops_core.ops.scaffold import init_project
     from mlops_core.store import open_project
 
     if data is None:
@@ -356,7 +356,7 @@ def batches_withdraw(
 
     The batch keeps its data and record, with status withdrawn. Use it for a batch that was
     accepted but should not have been (wrong labels, a broken upstream export)."""
-    from mlops_core.actions import withdraw
+    from mlops_core.ops.actions import withdraw
 
     try:
         res = withdraw(
@@ -461,7 +461,7 @@ def quarantine_release(
 ) -> None:
     """Replay a quarantined batch after fixing its data (in the quarantine folder) or the
     contract (contract.yaml in the workspace). Audited."""
-    from mlops_core.actions import release
+    from mlops_core.ops.actions import release
 
     try:
         res = release(
@@ -492,7 +492,7 @@ def quarantine_release(
 
 
 def _registry(config: Path) -> Any:
-    from mlops_core.registry import Registry
+    from mlops_core.registry.registry import Registry
 
     return Registry(_project(config))
 
@@ -509,8 +509,8 @@ def _login_name() -> str:
 def _cli_principal(name: str) -> Any:
     """Whoever runs the CLI, as an approver: they can read and write the workspace, the metadata
     DB and the users file anyway, so a role would protect nothing here. Their writes still go
-    through mlops_core.actions (comments, request ids, the four-eyes rule, the audit log)."""
-    from mlops_core.auth import Principal
+    through mlops_core.ops.actions (comments, request ids, the four-eyes rule, the audit log)."""
+    from mlops_core.ops.auth import Principal
 
     return Principal(name=name, role="approver", via="cli")
 
@@ -595,7 +595,7 @@ def learn(
 
 def _train(config: Path, as_json: bool, doing: str, **kwargs: Any) -> None:
     """`mlops train` and `mlops learn`: one training with a spinner, then its outcome."""
-    from mlops_core.pipeline import train_and_register
+    from mlops_core.train.pipeline import train_and_register
 
     try:
         settings = _project(config)
@@ -610,7 +610,7 @@ def _train(config: Path, as_json: bool, doing: str, **kwargs: Any) -> None:
         if not isinstance(e, MlflowException | OSError):
             raise
         from mlops_core.config import redact_url
-        from mlops_core.services import tracking_uri
+        from mlops_core.ops.services import tracking_uri
 
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         _fail(
@@ -686,7 +686,7 @@ def approve(
     as_json: JsonOpt = False,
 ) -> None:
     """Approve a pending version: it becomes champion (audited first, then the alias moves)."""
-    from mlops_core.actions import approve as approve_version
+    from mlops_core.ops.actions import approve as approve_version
 
     try:
         res = approve_version(
@@ -713,7 +713,7 @@ def reject(
     as_json: JsonOpt = False,
 ) -> None:
     """Reject a pending version."""
-    from mlops_core.actions import reject as reject_version
+    from mlops_core.ops.actions import reject as reject_version
 
     try:
         res = reject_version(
@@ -741,7 +741,7 @@ def rollback(
     as_json: JsonOpt = False,
 ) -> None:
     """Make a previously approved version champion again. One action."""
-    from mlops_core.actions import rollback as rollback_version
+    from mlops_core.ops.actions import rollback as rollback_version
 
     try:
         res = rollback_version(
@@ -780,7 +780,7 @@ def retrain(
     mlops.retrain.requested (by the publish-events deployment, or [bold]mlops publish[/]) when
     Prefect runs; the training deployment trains on that event. With dashboard.four_eyes, the
     version it trains must be approved by someone else."""
-    from mlops_core.actions import request_retrain
+    from mlops_core.ops.actions import request_retrain
 
     try:
         res = request_retrain(
@@ -800,7 +800,7 @@ def retrain(
 
 def _users_file(config: Path, file: Path | None) -> Path:
     """--file, or the project's users file; either way outside the project's repository."""
-    from mlops_core.auth import check_outside_repository, users_path
+    from mlops_core.ops.auth import check_outside_repository, users_path
 
     if file is not None:
         base = _settings(config).base_dir if config.is_file() else Path.cwd()
@@ -841,7 +841,7 @@ def users_add(
 ) -> None:
     """Add a dashboard user, or change one's role and password. The password is prompted twice,
     hidden; only its scrypt hash is stored, in a file of mode 0600."""
-    from mlops_core.auth import ROLES, add_user
+    from mlops_core.ops.auth import ROLES, add_user
 
     if role not in ROLES:
         _fail(f"unknown role '{role}'; roles: {', '.join(ROLES)}")
@@ -866,7 +866,7 @@ def users_list(
     file: UsersFileOpt = None, config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False
 ) -> None:
     """Dashboard users and their roles (never the hashes)."""
-    from mlops_core.auth import load_users
+    from mlops_core.ops.auth import load_users
 
     try:
         path = _users_file(config, file)
@@ -928,7 +928,7 @@ def package(
     config: ConfigOpt = Path("mlops.yaml"),
 ) -> None:
     """Write a self-contained folder: the MLflow model and a Dockerfile that serves it."""
-    from mlops_core.packaging import package_version
+    from mlops_core.serve.packaging import package_version
 
     try:
         folder = package_version(_registry(config), version, out_dir)
@@ -972,8 +972,8 @@ def monitor(
 ) -> None:
     """Compare new batches with the champion's reference: data drift (Evidently), realised and
     estimated performance, concept-drift detectors; then the retraining policy decides."""
-    from mlops_core.supervision import monitor as run_monitor
-    from mlops_core.supervision import record_action
+    from mlops_core.monitor.run import monitor as run_monitor
+    from mlops_core.monitor.run import record_action
 
     try:
         settings = _project(config)
@@ -981,7 +981,7 @@ def monitor(
             res = run_monitor(settings, batch, report=report)
         trained = None
         if retrain and res.decision and res.decision.retrain:
-            from mlops_core.pipeline import train_and_register
+            from mlops_core.train.pipeline import train_and_register
 
             with err.status(f"Retraining ({res.decision.trigger})..."):
                 trained = train_and_register(
@@ -1079,7 +1079,7 @@ def decisions(
     as_json: JsonOpt = False,
 ) -> None:
     """Why the system did or did not retrain: every monitoring run's decision, newest first."""
-    from mlops_core.supervision import list_decisions, list_runs
+    from mlops_core.monitor.run import list_decisions, list_runs
 
     try:
         settings = _project(config)
@@ -1213,7 +1213,7 @@ def backtest(
 
     Example: [bold]mlops backtest --data history.parquet --target y --time ts --batch-period 7D
     --json bt.json --html bt.html[/]"""
-    from mlops_core.backtest import load_replay, run_backtest, write_html, write_json
+    from mlops_core.backtest.engine import load_history, run_backtest, write_html, write_json
 
     try:
         cfg = (
@@ -1222,7 +1222,7 @@ def backtest(
             else (Path("mlops.yaml") if Path("mlops.yaml").is_file() else None)
         )
         settings = _settings(cfg) if cfg is not None else None
-        replay = load_replay(
+        replay = load_history(
             data,
             target=target,
             time_column=time_col,
@@ -1291,7 +1291,7 @@ def backtest(
     if settings is not None:  # where the dashboard's Backtests page finds it
         import time
 
-        from mlops_core.views import backtests_dir
+        from mlops_core.read.views import backtests_dir
 
         kept = backtests_dir(settings) / f"{data.stem}-{time.strftime('%Y%m%d-%H%M%S')}.json"
         out.print(f"Saved for the dashboard: {write_json(result, kept)}")
@@ -1336,11 +1336,11 @@ def demo(
     folder, a few of them faulty), ingest it batch by batch, and train a first model; with
     --replay, the same through the running system's deployments."""
     from mlops_core.config import load_config
-    from mlops_core.scaffold import InferredSchema, render_config
-    from mlops_core.simulate import ID, TARGET, TIME, generate_stream, write_landing
+    from mlops_core.demo.stream import ID, TARGET, TIME, generate_stream, write_landing
+    from mlops_core.ops.scaffold import InferredSchema, render_config
 
     if fresh and directory.exists():
-        from mlops_core.services import stop_all
+        from mlops_core.ops.services import stop_all
 
         if (directory / "mlops.yaml").exists():
             with contextlib.suppress(MlopsError):
@@ -1392,7 +1392,7 @@ def demo(
     result = run_ingest(settings, None, as_json)
     trained = None
     if train:
-        from mlops_core.pipeline import train_and_register
+        from mlops_core.train.pipeline import train_and_register
 
         if not as_json:
             out.print(
@@ -1422,9 +1422,9 @@ def _replay_demo(
     settings: Any, cfg_path: Path, directory: Path, initial: int, per_step: int, as_json: bool
 ) -> None:
     """`mlops demo --replay`: up, then the stream through the deployments."""
-    from mlops_core.actions import approve
-    from mlops_core.auth import Principal
-    from mlops_core.replay import DEMO_ACTOR, Tick, incoming_files, replay
+    from mlops_core.demo.replay import DEMO_ACTOR, Tick, incoming_files, replay
+    from mlops_core.ops.actions import approve
+    from mlops_core.ops.auth import Principal
 
     incoming, landing = directory / "incoming", settings.resolve(settings.data.source.path)
     if not incoming_files(incoming):
@@ -1587,10 +1587,10 @@ def _demo_swap(
     """The end of the demo's loop: approve the newest retrain the policy asked for (audited,
     by 'demo'), send the approval as an event (the promote flow tells serving to reload) and
     watch serving answer with it, without a failed request. None when no retrain passed."""
-    from mlops_core.actions import approve
-    from mlops_core.orchestration import start_run
-    from mlops_core.replay import watch_swap
-    from mlops_core.serving import json_records
+    from mlops_core.demo.replay import watch_swap
+    from mlops_core.ops.actions import approve
+    from mlops_core.ops.orchestration import start_run
+    from mlops_core.serve.app import json_records
 
     retrained = [p for p in res.pending if p["trigger"] != "online"]
     if not retrained or not urls.get("serving"):
@@ -1629,7 +1629,7 @@ def _first_row(path: Path, target: str | None) -> Any:
 def _prefect_env_for(settings: Any) -> str | None:
     """Point this process at the project's Prefect server (if it runs); returns its API URL.
     A PREFECT_API_URL already set (another server) wins."""
-    from mlops_core.services import prefect_api_url, prefect_env
+    from mlops_core.ops.services import prefect_api_url, prefect_env
 
     api = os.environ.get("PREFECT_API_URL") or prefect_api_url(settings.workspace)
     if api:
@@ -1640,7 +1640,7 @@ def _prefect_env_for(settings: Any) -> str | None:
 
 def _deploy(settings: Any, config: Path, out_file: Path | None, api: str | None) -> Path:
     from flows.deploy import apply, config_parameter, render_prefect_yaml
-    from mlops_core.services import prefect_env, prefect_home
+    from mlops_core.ops.services import prefect_env, prefect_home
 
     text = render_prefect_yaml(settings, config_parameter(config))
     target = out_file or prefect_home(settings.workspace) / "prefect.yaml"
@@ -1714,7 +1714,7 @@ def _bring_up(
     returns their URLs. Shows a spinner per step."""
     import time
 
-    from mlops_core.services import (
+    from mlops_core.ops.services import (
         dashboard_app,
         mlflow_artifact_root,
         start_dashboard,
@@ -1863,7 +1863,7 @@ def serve(
     the promote flow nudges it through POST /reload), loading and checking a new version off the
     request path before it swaps; if that fails the old version keeps serving. Every request is
     logged under <workspace>/predictions for `mlops monitor` (monitoring.source)."""
-    from mlops_core.serving import serve as run_serving
+    from mlops_core.serve.app import serve as run_serving
 
     try:
         settings = _project(config)
@@ -1881,10 +1881,10 @@ def serve(
 def status(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False) -> None:
     """Each service's health, the deployments and their next runs, the champion, versions
     awaiting approval and the last retraining decisions."""
-    from mlops_core.orchestration import deployments_status
-    from mlops_core.services import prefect_api_url
-    from mlops_core.supervision import list_decisions
-    from mlops_core.views import service_health
+    from mlops_core.monitor.run import list_decisions
+    from mlops_core.ops.orchestration import deployments_status
+    from mlops_core.ops.services import prefect_api_url
+    from mlops_core.read.views import service_health
 
     try:
         settings = _project(config)
@@ -1975,7 +1975,7 @@ def status(config: ConfigOpt = Path("mlops.yaml"), as_json: JsonOpt = False) -> 
 def down(config: ConfigOpt = Path("mlops.yaml")) -> None:
     """Stop the services `mlops up` started, by process id: serving first, the worker before
     the server."""
-    from mlops_core.services import stop_all
+    from mlops_core.ops.services import stop_all
 
     try:
         stopped = stop_all(_settings(config).workspace)

@@ -20,11 +20,11 @@ import pandas as pd
 import pyarrow as pa
 
 from mlops_core.config import Settings
+from mlops_core.data.validation import FLOAT32_MAX
 from mlops_core.errors import MlopsError
-from mlops_core.evaluation import HIGHER_IS_BETTER, PRIMARY, compute_metrics
-from mlops_core.pyfunc.tabular_model import output_frame, prepare_features
 from mlops_core.store import BatchRecord, BatchStore, MetadataStore
-from mlops_core.validation import FLOAT32_MAX
+from mlops_core.train.evaluation import HIGHER_IS_BETTER, PRIMARY, compute_metrics
+from mlops_core.train.pyfunc.tabular_model import output_frame, prepare_features
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The `mlops` command line: an entry point over mlops_core and flows."""

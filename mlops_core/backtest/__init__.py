@@ -1,0 +1,1 @@
+"""Replaying a history to compare when to retrain."""

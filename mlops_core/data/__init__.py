@@ -1,0 +1,1 @@
+"""Stage 1-2: ingest, batch and validate new data."""

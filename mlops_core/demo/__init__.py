@@ -1,0 +1,1 @@
+"""The demo: a seeded stream and its replay through the real deployments."""

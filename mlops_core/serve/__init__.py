@@ -1,0 +1,1 @@
+"""Deploy: the serving API, its prediction log and the Docker package."""
