@@ -24,7 +24,7 @@ import pandas as pd
 import streamlit as st
 
 from mlops_core.config import Settings, load_config
-from mlops_core.errors import AuthorizationError, MlopsError
+from mlops_core.errors import AuthorizationError, MlopsError, RegistryError
 from mlops_core.ops.auth import Principal
 from mlops_core.read import views
 from mlops_core.registry.registry import Registry, VersionInfo
@@ -121,11 +121,9 @@ def versions(key: str) -> list[VersionInfo]:
 def versions_or_error(key: str) -> list[VersionInfo]:
     """The versions, or none and an error on the page when the registry cannot be read (the
     rest of the page still renders)."""
-    from mlflow.exceptions import MlflowException
-
     try:
         return versions(key)
-    except (MlflowException, OSError) as e:
+    except (RegistryError, OSError) as e:
         st.error(
             f"The model registry ({registry(key).uri}) cannot be read: {str(e)[:300]}. "
             "Is MLflow running? `mlops up` starts it."
@@ -135,11 +133,9 @@ def versions_or_error(key: str) -> list[VersionInfo]:
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def champion(key: str) -> views.ChampionView:
-    from mlflow.exceptions import MlflowException
-
     try:
         known = versions(key)
-    except (MlflowException, OSError):  # the DB still says who is champion
+    except (RegistryError, OSError):  # the DB still says who is champion
         known = []
     return views.champion_view(settings(key), meta(key), known)
 

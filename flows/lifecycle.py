@@ -52,7 +52,8 @@ def settings_for(config: str | Path) -> Any:
 
 def is_transient(_task: Any, _run: Any, state: Any) -> bool:
     """Retry what may pass by itself: an unreachable source or server, a timeout, a locked
-    database, MLflow answering 5xx. Bad data and broken preconditions fail at once."""
+    database, MLflow answering 5xx (the registry's :class:`RegistryUnavailable`). Bad data
+    and broken preconditions fail at once."""
     import httpx
     import sqlalchemy as sa
 
@@ -63,16 +64,10 @@ def is_transient(_task: Any, _run: Any, state: Any) -> bool:
     except ProjectMissing:
         return False  # a moved or deleted project does not come back by itself
     except (OSError, httpx.TransportError, sa.exc.OperationalError, TimeoutError):
-        return True  # SourceError, ConnectionError (requests) and friends are OSErrors
-    except Exception as e:
-        if type(e).__name__ == "MlflowException":
-            code = str(getattr(e, "error_code", ""))
-            text = str(e)
-            return (
-                code in ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
-                or "Max retries" in text
-                or "Connection" in text
-            )
+        # SourceError, RegistryUnavailable (MLflow down or answering 5xx), ConnectionError
+        # and friends are OSErrors; a RegistryError is an answer, and final
+        return True
+    except Exception:
         return False
     return False
 

@@ -55,6 +55,17 @@ class ServiceUnavailable(MlopsError, ConnectionError):
     """A service the operation needs (the MLflow tracking server) does not answer."""
 
 
+class RegistryError(MlopsError, RuntimeError):
+    """A registry operation failed or was refused: a wrong status, a failed gate, a package
+    that no longer matches its hash, or an error MLflow answered. MLflow's own exceptions never
+    leave :mod:`mlops_core.registry.mlflow_adapter`."""
+
+
+class RegistryUnavailable(RegistryError, ServiceUnavailable):
+    """The model registry (the MLflow tracking server) does not answer, or answered with a
+    temporary failure: worth retrying later, unlike a :class:`RegistryError`."""
+
+
 class ProjectMissing(MlopsError, FileNotFoundError):
     """The project's workspace or metadata DB is not there: never created here, or moved or
     deleted. Only ``mlops init`` and ``mlops up`` create them; nothing else recreates them

@@ -304,16 +304,26 @@ def test_retries_only_what_may_pass(exc: BaseException, retry: bool) -> None:
 
 
 def test_retries_mlflow_errors_that_are_transient() -> None:
+    """MLflow's exceptions stop at the registry's adapter (translate_error); the flows see
+    RegistryUnavailable (retried) or RegistryError (final)."""
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
 
     from flows.lifecycle import is_transient
     from mlops_core.errors import SourceError
+    from mlops_core.registry.mlflow_adapter import translate_error
     from mlops_core.train.fit import TrainingInputError
 
-    assert is_transient(None, None, _State(MlflowException("boom", error_code=INTERNAL_ERROR)))
+    def ours(e: Exception) -> Exception:
+        return translate_error(e, "http://127.0.0.1:5000")
+
+    assert is_transient(
+        None, None, _State(ours(MlflowException("boom", error_code=INTERNAL_ERROR)))
+    )
     assert not is_transient(
-        None, None, _State(MlflowException("no such model", error_code=RESOURCE_DOES_NOT_EXIST))
+        None,
+        None,
+        _State(ours(MlflowException("no such model", error_code=RESOURCE_DOES_NOT_EXIST))),
     )
     assert is_transient(None, None, _State(SourceError("server unreachable")))
     assert not is_transient(None, None, _State(TrainingInputError("one class")))

@@ -32,6 +32,7 @@ from mlops_cli.app import app
 from mlops_core.data.ingest import ingest
 from mlops_core.demo.stream import TARGET
 from mlops_core.ops.services import ServiceInfo
+from mlops_core.registry.mlflow_adapter import scoped_uris
 from mlops_core.registry.registry import (
     CHALLENGER,
     CHAMPION,
@@ -68,7 +69,9 @@ RUN_FILES = [
 
 def _run_files(reg: Registry, run_id: str, dst: Path) -> Path:
     return Path(
-        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="", dst_path=str(dst))
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="", dst_path=str(dst), tracking_uri=reg.uri
+        )
     )
 
 
@@ -187,7 +190,8 @@ def test_demo_stream_end_to_end(mlflow_server: ServiceInfo, tmp_path: Path) -> N
     assert approved.outcome == "applied"
     assert reg.champion() == v1 and reg.aliases() == {CHAMPION: v1}
     rows = scored_frame(frame.tail(50))
-    champ = mlflow.pyfunc.load_model(f"models:/{reg.name}@{CHAMPION}")
+    with scoped_uris(reg.uri) as mlflow:  # the registry leaves no global URI set
+        champ = mlflow.pyfunc.load_model(f"models:/{reg.name}@{CHAMPION}")
     by_alias = champ.predict(conform_to_signature(rows, champ.metadata.get_input_schema()))
     by_registry = reg.predict(reg.champion() or "", rows)
     pd.testing.assert_frame_equal(by_alias, by_registry)
@@ -247,7 +251,8 @@ def test_car_loan_end_to_end(mlflow_server: ServiceInfo, tmp_path: Path, shared_
     assert out.metrics["roc_auc"] > 0.8
     assert reg.approve(v, by="alice").outcome == "applied"
     assert reg.champion() == v
-    champ = mlflow.pyfunc.load_model(f"models:/{reg.name}@{CHAMPION}")
+    with scoped_uris(reg.uri) as mlflow:  # the registry leaves no global URI set
+        champ = mlflow.pyfunc.load_model(f"models:/{reg.name}@{CHAMPION}")
     assert champ.metadata.run_id == out.run_id
     preds = reg.predict(v, data.tail(100).drop(columns=["repaid"]))
     assert len(preds) == 100 and set(preds["prediction"]) <= {0, 1}
@@ -293,6 +298,7 @@ def test_a_failed_gate_rejects_the_version(mlflow_server: ServiceInfo, tmp_path:
     comparison = json.loads(
         Path(
             mlflow.artifacts.download_artifacts(
+                tracking_uri=reg.uri,
                 run_id=out.run_id,
                 artifact_path="evidence/comparison.json",
                 dst_path=str(tmp_path / "ev"),
@@ -516,7 +522,7 @@ def test_training_again_on_the_same_data_is_refused_as_no_new_data(
     assert info.tags["data_fingerprint"] and info.tags["data_end"]
     assert int(info.tags["window_rows"]) >= int(info.tags["rows"])
     # refit: the packaged model has all the window's trees and learnt the hold-out rows
-    run = mlflow.get_run(first.run_id)
+    run = reg.client.get_run(first.run_id)
     assert int(run.data.params["window_start_row"]) >= 0
     assert set(json.loads(run.data.params["window_choice"])) >= {"0"}
 
@@ -577,6 +583,7 @@ def test_one_unrepresentable_batch_never_stops_training_and_can_be_withdrawn(
     lineage = json.loads(
         Path(
             mlflow.artifacts.download_artifacts(
+                tracking_uri=s.storage.mlflow_uri,
                 run_id=out.run_id,
                 artifact_path="lineage/lineage.json",
                 dst_path=str(tmp_path / "lin"),

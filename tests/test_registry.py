@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import mlflow
 import pytest
 import sqlalchemy as sa
 from registry_helpers import (
@@ -42,6 +41,7 @@ from mlops_core.ops.services import (
     stop_service,
     tracking_uri,
 )
+from mlops_core.registry.mlflow_adapter import scoped_uris
 from mlops_core.registry.registry import CHALLENGER, CHAMPION, Registry, RegistryError
 from mlops_core.store import audit_log, champion_state
 from mlops_core.train.pipeline import train_and_register
@@ -125,7 +125,8 @@ def test_approve_moves_the_champion_and_keeps_the_previous_one_loadable(
     assert reg.aliases()[CHAMPION] == v2
     assert [v.status for v in reg.versions()] == ["retired", "approved"]
     # the champion resolves by alias, and the previous one stays loadable for a rollback
-    champ = mlflow.pyfunc.load_model(f"models:/{reg.name}@{CHAMPION}")
+    with scoped_uris(reg.uri) as mlflow:  # the registry leaves no global URI set
+        champ = mlflow.pyfunc.load_model(f"models:/{reg.name}@{CHAMPION}")
     assert champ.metadata.get_input_schema() is not None
     _predict_ok(reg, v2)
     _predict_ok(reg, v1)
@@ -711,3 +712,65 @@ def test_runs_of_dead_trainings_are_ended_and_live_ones_left(make_registry: Make
     }
     for r in runs.values():
         reg.client.set_terminated(r, "FINISHED")
+
+
+# the MLflow boundary ----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_the_registry_leaves_mlflow_global_uris_as_they_were(make_registry: MakeRegistry) -> None:
+    """Making a registry, listing, loading and logging set no process-global MLflow URI and no
+    MLFLOW_* environment variable (a subprocess would inherit them)."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    before = (
+        tracking_utils._tracking_uri,
+        registry_utils._registry_uri,
+        os.environ.get("MLFLOW_TRACKING_URI"),
+        os.environ.get("MLFLOW_REGISTRY_URI"),
+    )
+    reg, (v1,) = make_registry(1)  # logs a run and registers a version
+    reg.approve(v1, by="alice")
+    assert [v.version for v in reg.versions()] == [v1]
+    assert reg.load(v1).metadata.get_input_schema() is not None
+    after = (
+        tracking_utils._tracking_uri,
+        registry_utils._registry_uri,
+        os.environ.get("MLFLOW_TRACKING_URI"),
+        os.environ.get("MLFLOW_REGISTRY_URI"),
+    )
+    assert after == before
+
+
+def test_mlflow_errors_become_registry_errors() -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import (
+        INTERNAL_ERROR,
+        INVALID_PARAMETER_VALUE,
+        RESOURCE_DOES_NOT_EXIST,
+    )
+
+    from mlops_core.errors import RegistryUnavailable, ServiceUnavailable
+    from mlops_core.registry.mlflow_adapter import translate_error
+
+    uri = "http://user:secret@mlflow.example:5000"
+    down = translate_error(
+        MlflowException("API request to http://x failed with exception Max retries exceeded"), uri
+    )
+    assert isinstance(down, RegistryUnavailable) and isinstance(down, ServiceUnavailable)
+    assert "does not answer" in str(down) and "secret" not in str(down)
+    busy = translate_error(MlflowException("boom", error_code=INTERNAL_ERROR), uri)
+    assert isinstance(busy, RegistryUnavailable)
+    refused = translate_error(MlflowException("bad tag", error_code=INVALID_PARAMETER_VALUE), uri)
+    assert type(refused) is RegistryError and "bad tag" in str(refused)
+    missing = translate_error(MlflowException("no", error_code=RESOURCE_DOES_NOT_EXIST), uri)
+    assert isinstance(missing, NotFoundError)
+    assert isinstance(translate_error(ConnectionError("reset"), uri), RegistryUnavailable)
+
+
+def test_an_unreachable_registry_is_registry_unavailable(tmp_path: Path) -> None:
+    from mlops_core.errors import RegistryUnavailable
+
+    s = demo_settings(tmp_path, f"http://127.0.0.1:{free_port()}", "down")
+    reg = Registry(s)  # talks to nothing yet
+    with pytest.raises(RegistryUnavailable, match="MLflow"):
+        reg.versions()

@@ -331,26 +331,22 @@ def window_rows(
 def _holdout_errors(settings: Settings, reg: Registry, version: str) -> np.ndarray | None:
     """The version's errors on its hold-out rows (None for versions trained before they were
     kept)."""
-    from mlflow.exceptions import MlflowException
-
     try:
         return np.load(reg.run_file(version, "training/holdout_errors.npy", _cache(settings)))
-    except (MlopsError, MlflowException, OSError, ValueError):
+    except (MlopsError, OSError, ValueError):
         return None
 
 
 def _calibration(settings: Settings, reg: Registry, version: str) -> Calibration | None:
     """The version's calibration of the label-free estimate (None for versions trained before
     it was kept)."""
-    from mlflow.exceptions import MlflowException
-
     try:
         return Calibration.from_dict(
             json.loads(
                 reg.run_file(version, "training/calibration.json", _cache(settings)).read_text()
             )
         )
-    except (MlopsError, MlflowException, OSError, ValueError, TypeError):
+    except (MlopsError, OSError, ValueError, TypeError):
         return None
 
 

@@ -635,21 +635,17 @@ def rollback_targets(versions: Sequence[VersionInfo], champion: str | None) -> l
 
 def run_json(settings: Settings, reg: Registry, version: str, path: str) -> Any | None:
     """A JSON file of the version's training run (downloaded once), or None if it has none."""
-    from mlflow.exceptions import MlflowException
-
     try:
         return json.loads(reg.run_file(version, path, cache_dir(settings)).read_text())
-    except (MlopsError, MlflowException, OSError, ValueError):
+    except (MlopsError, OSError, ValueError):
         return None
 
 
 def run_path(settings: Settings, reg: Registry, version: str, path: str) -> Path | None:
     """A file of the version's training run (downloaded once), or None if it has none."""
-    from mlflow.exceptions import MlflowException
-
     try:
         return reg.run_file(version, path, cache_dir(settings))
-    except (MlopsError, MlflowException, OSError):
+    except (MlopsError, OSError):
         return None
 
 
@@ -838,8 +834,6 @@ def compare_versions(
     """Score ``versions`` on the same newest labelled rows: metrics, slice metrics, ROC / PR
     curves (binary) or residuals (regression), feature importances, the parameters that differ
     and the data each was trained on. None when there is no labelled batch to score."""
-    from mlflow.exceptions import MlflowException
-
     from mlops_core.data.validation import as_text
     from mlops_core.train.evaluation import compute_metrics, slice_metrics
 
@@ -863,7 +857,7 @@ def compare_versions(
     for v in versions:
         try:  # a version that cannot read today's rows is reported, not a crash of the page
             preds = cached_predictions(settings, reg, v, frame, window)
-        except (MlopsError, MlflowException, LookupError, ValueError, TypeError, OSError) as e:
+        except (MlopsError, LookupError, ValueError, TypeError, OSError) as e:
             errors[v] = f"{type(e).__name__}: {e}"[:300]
             continue
         classes = [c.removeprefix("proba_") for c in preds.columns if c.startswith("proba_")]

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
 
 import mlops_core
 from mlops_core.config import Settings
+from mlops_core.errors import MlopsError
 from mlops_core.monitor.detectors import error_stream
 from mlops_core.monitor.reports import performance_report
 from mlops_core.registry.registry import Registry, SmokeTest, VersionInfo, file_sha256
@@ -555,7 +555,7 @@ def _train_and_register(
                     slices = slice_metrics(
                         task, cmp, cmp[target], mine, gcfg.slice_columns, classes
                     )
-        except (MlflowException, KeyError, ValueError, TypeError) as e:
+        except (MlopsError, KeyError, ValueError, TypeError) as e:
             # the champion may not read today's schema: the gate then has no comparison
             log.warning("champion v%s could not score the hold-out: %s", champion, e)
             champ_pred = champ_metrics = champ_slices = None
