@@ -246,43 +246,14 @@ class Ingestor:
         rows = len(frame)
         existing = self._existing(digest, staged)
         if existing and existing != skip_id:
-            rec = (
-                self.meta.get_batch(existing)
-                if not any(s.record.id == existing for s in staged)
-                else None
-            )
-            out = BatchOutcome(
-                id=existing,
-                status="duplicate",
-                rows=rows,
-                origin=unit.origin,
-                start_time=rec.start_time if rec else None,
-                end_time=rec.end_time if rec else None,
-                reason=f"already ingested ({rec.status})" if rec else "repeated in this input",
-            )
-            return _Staged(
-                record=_placeholder(existing, unit, rows, digest, self.now), outcome=out, written=[]
-            )
+            return self._stage_duplicate(existing, unit, staged, rows, digest)
         report = validate_batch(frame, self.settings, self.contract, self.now)
         accepted = report.is_accepted or force
         bid = ("b-" if accepted else "q-") + digest[:ID_CHARS]
         if accepted:
-            path = self.store.batch_path(bid)
-            assert report.frame is not None
-            _write_frame(report.frame, path)
-            written = [path]
-            if self.contract is None:
-                # the contract keeps the columns in the order the data has them (the conformed
-                # frame puts id and time first), or every later batch warns of column_order
-                own = [c for c in dict.fromkeys(frame.columns) if c in report.frame.columns]
-                self.contract = freeze_contract(report.frame[own], self.settings, bid, self.now)
-                self._contract_unsaved = True
+            path, written = self._write_accepted(frame, report, bid)
         else:
-            path = self.store.quarantine_path(bid)
-            written = []
-            if bid != skip_id:  # a release that still fails leaves the kept batch as it was
-                _write_frame(frame, path / "data.parquet")
-                written = [path]
+            path, written = self._write_quarantined(frame, bid, skip_id)
         reason = (
             report.reason
             if not (force and report.fatal)
@@ -317,6 +288,54 @@ class Ingestor:
             reason=reason,
         )
         return _Staged(record=rec, outcome=out, written=written)
+
+    def _stage_duplicate(
+        self, existing: str, unit: SourceUnit, staged: list[_Staged], rows: int, digest: str
+    ) -> _Staged:
+        """A batch already recorded (or repeated in this input): nothing is written."""
+        rec = (
+            self.meta.get_batch(existing)
+            if not any(s.record.id == existing for s in staged)
+            else None
+        )
+        out = BatchOutcome(
+            id=existing,
+            status="duplicate",
+            rows=rows,
+            origin=unit.origin,
+            start_time=rec.start_time if rec else None,
+            end_time=rec.end_time if rec else None,
+            reason=f"already ingested ({rec.status})" if rec else "repeated in this input",
+        )
+        return _Staged(
+            record=_placeholder(existing, unit, rows, digest, self.now), outcome=out, written=[]
+        )
+
+    def _write_accepted(
+        self, frame: pd.DataFrame, report: ValidationReport, bid: str
+    ) -> tuple[Path, list[Path]]:
+        """Store the conformed batch, freezing the contract from it if there is none yet;
+        returns (its path, what was written)."""
+        path = self.store.batch_path(bid)
+        assert report.frame is not None
+        _write_frame(report.frame, path)
+        if self.contract is None:
+            # the contract keeps the columns in the order the data has them (the conformed
+            # frame puts id and time first), or every later batch warns of column_order
+            own = [c for c in dict.fromkeys(frame.columns) if c in report.frame.columns]
+            self.contract = freeze_contract(report.frame[own], self.settings, bid, self.now)
+            self._contract_unsaved = True
+        return path, [path]
+
+    def _write_quarantined(
+        self, frame: pd.DataFrame, bid: str, skip_id: str | None
+    ) -> tuple[Path, list[Path]]:
+        """Keep the batch as it came in quarantine; returns (its folder, what was written)."""
+        path = self.store.quarantine_path(bid)
+        if bid == skip_id:  # a release that still fails leaves the kept batch as it was
+            return path, []
+        _write_frame(frame, path / "data.parquet")
+        return path, [path]
 
     def _write_quarantine_notes(
         self,

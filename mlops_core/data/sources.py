@@ -208,15 +208,8 @@ def _check_nul(source: Path | bytes, name: str) -> None:
     )
 
 
-def _check_rows(source: Path | bytes, name: str, opts: CsvOptions) -> None:
-    """Every row has as many fields as the header, and a file's last row ends with a line
-    break.
-
-    pandas pads a row with too few fields with NaN; a file cut off while it was written ends
-    in a row cut mid-value that parses as data. Either rejects the whole file (it is
-    quarantined; nothing of it is used). One pass of Arrow's multi-threaded parser, converting
-    no column."""
-    readable: Path | bytes = source
+def _check_line_end(source: Path | bytes, name: str) -> None:
+    """A file's last row ends with a line break, or it looks cut off while it was written."""
     if isinstance(source, bytes):  # an HTTP body: complete when the response was
         last = b"\n"
     else:
@@ -232,39 +225,43 @@ def _check_rows(source: Path | bytes, name: str, opts: CsvOptions) -> None:
             "end in the quarantine folder, then release it",
         )
 
-    def bad_rows(newlines_in_values: bool) -> list[tuple[int | None, int, int, str]] | None:
-        bad: list[tuple[int | None, int, int, str]] = []
 
-        def on_bad(row: Any) -> str:
-            bad.append((row.number, row.expected_columns, row.actual_columns, row.text))
-            return "skip"
+_BadRow = tuple[int | None, int, int, str]  # (line, fields expected, fields found, text)
 
-        source = io.BytesIO(readable) if isinstance(readable, bytes) else readable
-        try:
-            reader = pacsv.open_csv(
-                source,
-                read_options=pacsv.ReadOptions(encoding=opts.encoding, block_size=1 << 24),
-                parse_options=pacsv.ParseOptions(
-                    delimiter=opts.delimiter,
-                    newlines_in_values=newlines_in_values,
-                    invalid_row_handler=on_bad,
-                ),
-                convert_options=pacsv.ConvertOptions(include_columns=[]),
-            )
-            for _ in reader:
-                pass
-        except (pa.ArrowInvalid, UnicodeDecodeError) as e:
-            log.debug("%s: the row check could not parse it (%s); pandas decides", name, e)
-            return None  # unreadable in another way: the pandas read names it
-        return bad
 
-    # fast (parallel) without line breaks inside quoted values; where a bad row has a quote,
-    # again with them allowed (a quoted value may span lines)
-    bad = bad_rows(False)
-    if bad and any(text.count('"') % 2 for _n, _w, _g, text in bad):
-        bad = bad_rows(True)
-    if not bad:
-        return
+def _bad_rows(
+    readable: Path | bytes, name: str, opts: CsvOptions, newlines_in_values: bool
+) -> list[_BadRow] | None:
+    """The rows whose number of fields is not the header's; None if Arrow cannot parse the
+    file at all (the pandas read then names the problem)."""
+    bad: list[_BadRow] = []
+
+    def on_bad(row: Any) -> str:
+        bad.append((row.number, row.expected_columns, row.actual_columns, row.text))
+        return "skip"
+
+    source = io.BytesIO(readable) if isinstance(readable, bytes) else readable
+    try:
+        reader = pacsv.open_csv(
+            source,
+            read_options=pacsv.ReadOptions(encoding=opts.encoding, block_size=1 << 24),
+            parse_options=pacsv.ParseOptions(
+                delimiter=opts.delimiter,
+                newlines_in_values=newlines_in_values,
+                invalid_row_handler=on_bad,
+            ),
+            convert_options=pacsv.ConvertOptions(include_columns=[]),
+        )
+        for _ in reader:
+            pass
+    except (pa.ArrowInvalid, UnicodeDecodeError) as e:
+        log.debug("%s: the row check could not parse it (%s); pandas decides", name, e)
+        return None  # unreadable in another way: the pandas read names it
+    return bad
+
+
+def _reject_bad_rows(bad: list[_BadRow], name: str) -> None:
+    """Raise the rejection that names what is wrong with ``bad`` (non-empty)."""
     quoted = next((text for _n, _w, _g, text in bad if text.count('"') % 2), None)
     if quoted is not None:
         raise FileRejected(
@@ -285,16 +282,31 @@ def _check_rows(source: Path | bytes, name: str, opts: CsvOptions) -> None:
     )
 
 
-def _read_csv(
-    path: Path, data: DataConfig, opts: CsvOptions, progress: ProgressFn | None
-) -> Iterator[pd.DataFrame]:
-    limits = data.limits
-    size = _check_size(path, limits.max_file_mb)
+def _check_rows(source: Path | bytes, name: str, opts: CsvOptions) -> None:
+    """Every row has as many fields as the header, and a file's last row ends with a line
+    break.
+
+    pandas pads a row with too few fields with NaN; a file cut off while it was written ends
+    in a row cut mid-value that parses as data. Either rejects the whole file (it is
+    quarantined; nothing of it is used). One pass of Arrow's multi-threaded parser, converting
+    no column."""
+    _check_line_end(source, name)
+    # fast (parallel) without line breaks inside quoted values; where a bad row has a quote,
+    # again with them allowed (a quoted value may span lines)
+    bad = _bad_rows(source, name, opts, False)
+    if bad and any(text.count('"') % 2 for _n, _w, _g, text in bad):
+        bad = _bad_rows(source, name, opts, True)
+    if bad:
+        _reject_bad_rows(bad, name)
+
+
+def _csv_head(path: Path, opts: CsvOptions) -> str:
+    """The text of the file's first 64 KB (rejecting a file that is not text)."""
     with open(path, "rb") as fb:
         head = fb.read(1 << 16)
     _sniff(head, path.name, opts.encoding)
     try:
-        text = head.decode(opts.encoding)
+        return head.decode(opts.encoding)
     except UnicodeDecodeError as e:
         if e.start < len(head) - 4:  # not just a multi-byte character cut by our 64 KB read
             raise FileRejected(
@@ -303,13 +315,26 @@ def _read_csv(
                 f"0x{head[e.start]:02x} at offset {e.start} (set "
                 "data.source.csv.encoding)",
             ) from None
-        text = head[: e.start].decode(opts.encoding)
-    lines = text.splitlines()
+        return head[: e.start].decode(opts.encoding)
+
+
+def _check_csv_file(path: Path, data: DataConfig, opts: CsvOptions) -> None:
+    """Reject a CSV file before pandas reads it: not text, no header, a bad header, NUL
+    bytes, rows with the wrong number of fields."""
+    lines = _csv_head(path, opts).splitlines()
     if not lines or not lines[0].strip():
         raise FileRejected("empty_file", f"{path.name} has no header line")
-    _check_header(lines[0], opts, limits.max_columns, data.columns(), path.name)
+    _check_header(lines[0], opts, data.limits.max_columns, data.columns(), path.name)
     _check_nul(path, path.name)
     _check_rows(path, path.name, opts)
+
+
+def _read_csv(
+    path: Path, data: DataConfig, opts: CsvOptions, progress: ProgressFn | None
+) -> Iterator[pd.DataFrame]:
+    limits = data.limits
+    size = _check_size(path, limits.max_file_mb)
+    _check_csv_file(path, data, opts)
     as_text = {c: "category" for c in data.features.categorical}
     rows = 0
     try:
@@ -676,24 +701,24 @@ def redact_secrets(text: str, cfg: SourceConfig) -> str:
     return text
 
 
-def http_unit(cfg: SourceConfig, data: DataConfig, meta: MetadataStore) -> SourceUnit:
-    """One GET of ``cfg.url`` returning CSV or JSON records; with a watermark, the last value
-    seen is sent as a query parameter of the same name so the server can send only newer rows."""
-    import httpx
-
+def _http_watermark(cfg: SourceConfig, meta: MetadataStore, key: str) -> Any:
+    """The last watermark value an HTTP source ingested (None: none, or no watermark), moving
+    it from the key used before tokens were kept out of the metadata DB."""
     assert cfg.url
-    # the URL may carry a token: what is printed or stored is redacted, the state key hashed
-    shown = redact_url(cfg.url)
-    key = f"http:{hashlib.sha256(cfg.url.encode()).hexdigest()[:16]}"
     legacy = f"http:{cfg.url}"  # the key before tokens were kept out of the metadata DB
-    params = {}
     last = meta.get_state(key) if cfg.watermark else None
     if cfg.watermark and last is None and meta.get_state(legacy) is not None:
         last = meta.get_state(legacy)
         meta.set_state(key, last)
         meta.delete_state(legacy)
-    if cfg.watermark and last is not None:
-        params[cfg.watermark] = str(last)
+    return last
+
+
+def _http_get(cfg: SourceConfig, params: dict[str, str], shown: str) -> tuple[bytes, str]:
+    """(body, content type) of one GET of the source; unreachable or an error status raises."""
+    import httpx
+
+    assert cfg.url
     try:
         resp = httpx.get(
             cfg.url,
@@ -713,7 +738,11 @@ def http_unit(cfg: SourceConfig, data: DataConfig, meta: MetadataStore) -> Sourc
             f"{excerpt(redact_secrets(resp.text, cfg), 200)}"
         )
     ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = resp.content
+    return resp.content, ctype
+
+
+def _http_format(cfg: SourceConfig, ctype: str, body: bytes) -> str:
+    """csv or json: as configured, else by content type, else by the body's first character."""
     fmt = (
         cfg.format
         if cfg.format != "auto"
@@ -721,6 +750,22 @@ def http_unit(cfg: SourceConfig, data: DataConfig, meta: MetadataStore) -> Sourc
     )
     if fmt is None:
         fmt = "json" if body.lstrip()[:1] in (b"[", b"{") else "csv"
+    return fmt
+
+
+def http_unit(cfg: SourceConfig, data: DataConfig, meta: MetadataStore) -> SourceUnit:
+    """One GET of ``cfg.url`` returning CSV or JSON records; with a watermark, the last value
+    seen is sent as a query parameter of the same name so the server can send only newer rows."""
+    assert cfg.url
+    # the URL may carry a token: what is printed or stored is redacted, the state key hashed
+    shown = redact_url(cfg.url)
+    key = f"http:{hashlib.sha256(cfg.url.encode()).hexdigest()[:16]}"
+    params = {}
+    last = _http_watermark(cfg, meta, key)
+    if cfg.watermark and last is not None:
+        params[cfg.watermark] = str(last)
+    body, ctype = _http_get(cfg, params, shown)
+    fmt = _http_format(cfg, ctype, body)
     seen: dict[str, Any] = {}
 
     def chunks(progress: ProgressFn | None) -> Iterator[pd.DataFrame]:

@@ -24,7 +24,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from mlops_core.config import Settings
+from mlops_core.config import Settings, ValidationConfig
 from mlops_core.data.batching import parse_times
 from mlops_core.errors import excerpt
 
@@ -342,37 +342,45 @@ def _check_classes(
         )
 
 
-def validate_batch(
-    df: pd.DataFrame, settings: Settings, contract: SchemaContract | None, now: datetime
-) -> ValidationReport:
-    """Check one batch; every failed check is a finding with its configured severity."""
-    vcfg = settings.validation
-    d = settings.data
-    report = ValidationReport()
+_Add = Callable[..., None]  # add(rule, message, column=None, count=None): record one finding
+
+
+def _adder(report: ValidationReport, vcfg: ValidationConfig) -> _Add:
+    """A function that records a finding in ``report`` with its rule's configured severity."""
 
     def add(rule: str, message: str, column: str | None = None, count: int | None = None) -> None:
         severity = vcfg.severity(rule)
         if severity != "off":
             report.findings.append(Finding(rule, severity, message, column, count))
 
-    if df.empty:
-        add("empty_file", "the batch has no rows")
-        return report
+    return add
+
+
+def _drop_duplicate_columns(df: pd.DataFrame, add: _Add) -> pd.DataFrame:
+    """The batch with only the first of each repeated column name (the rest are reported)."""
     present = list(df.columns)
     dupes = sorted({c for c in present if present.count(c) > 1})
-    if dupes:  # the first of each is checked; with the rule fatal the batch is refused
-        add(
-            "duplicate_columns",
-            "column name(s) appear more than once: "
-            + ", ".join(repr(excerpt(c)) for c in dupes[:5]),
-            count=len(dupes),
-        )
-        df = df.loc[:, ~df.columns.duplicated()]
-        present = list(df.columns)
-    expected = _expected_kinds(settings, df, contract)
+    if not dupes:
+        return df
+    # the first of each is checked; with the rule fatal the batch is refused
+    add(
+        "duplicate_columns",
+        "column name(s) appear more than once: " + ", ".join(repr(excerpt(c)) for c in dupes[:5]),
+        count=len(dupes),
+    )
+    return df.loc[:, ~df.columns.duplicated()]
 
-    # columns: missing, extra, renamed, order ----------------------------------------------
-    target = d.target if d.target in expected else None
+
+def _check_columns(
+    df: pd.DataFrame,
+    expected: dict[str, tuple[Role, Kind]],
+    settings: Settings,
+    contract: SchemaContract | None,
+    add: _Add,
+) -> list[str]:
+    """Missing, extra, renamed and reordered columns; returns the extra ones."""
+    present = list(df.columns)
+    target = settings.data.target if settings.data.target in expected else None
     missing = [c for c in expected if c not in df.columns and c != target]
     extra = [c for c in present if c not in expected]
     for m in list(missing):
@@ -390,233 +398,322 @@ def validate_batch(
     order = [c for c in present if c in expected]
     if contract is not None and order != [c for c in expected if c in order]:
         add("column_order", "columns are in a different order than the contract")
+    return extra
 
-    # types, conformed copy -----------------------------------------------------------------
+
+def _check_mixed_types(col: str, s: pd.Series, add: _Add) -> None:
+    if s.dtype == object:
+        inferred = pd.api.types.infer_dtype(s, skipna=True)
+        if inferred in ("mixed", "mixed-integer"):
+            add("mixed_types", f"{col}: values of mixed types (e.g. {_example(s)})", col)
+
+
+def _conform_time(col: str, s: pd.Series, time_format: str | None, add: _Add) -> pd.Series:
+    t = parse_times(s, time_format)
+    bad = int((s.notna() & t.isna()).sum())
+    if bad:
+        add(
+            "timestamp_unparseable",
+            f"{col}: {bad:,} value(s) are not readable times "
+            f"(e.g. {_example(s[s.notna() & t.isna()])})",
+            col,
+            bad,
+        )
+    return t
+
+
+def _conform_numeric(col: str, s: pd.Series, add: _Add) -> tuple[pd.Series, bool]:
+    """(numbers, whether the column is text rather than numbers)."""
+    num, bad, nonnull = _to_numeric(s)
+    if bad and bad == nonnull:
+        add("dtype_mismatch", f"{col}: expected numbers, got text (e.g. {_example(s)})", col, bad)
+        return num, True
+    if bad:
+        add(
+            "mixed_types",
+            f"{col}: {bad:,} of {nonnull:,} values are not numbers "
+            f"(e.g. {_example(s[num.isna() & s.notna()])})",
+            col,
+            bad,
+        )
+    return num, False
+
+
+def _conform_boolean(col: str, s: pd.Series, add: _Add) -> pd.Series:
+    b, bad = _to_boolean(s)
+    if bad:
+        add(
+            "dtype_mismatch",
+            f"{col}: expected true/false, got {_example(s[b.isna() & s.notna()])}",
+            col,
+            bad,
+        )
+    return b
+
+
+def _conform_categorical(col: str, role: Role, s: pd.Series, add: _Add) -> pd.Series:
+    if s.dtype == object:
+        _check_mixed_types(col, s, add)
+    elif pd.api.types.is_datetime64_any_dtype(s):
+        add("dtype_mismatch", f"{col}: expected categories, got timestamps", col)
+    if role == "feature":
+        return _to_category(s)
+    return s if s.dtype == object else as_text(s)  # ids and class labels stay plain text
+
+
+def _conform_column(
+    col: str, role: Role, kind: Kind, s: pd.Series, settings: Settings, add: _Add
+) -> tuple[pd.Series, bool]:
+    """(the column typed as its kind, whether it has the wrong type altogether)."""
+    if role == "time":
+        return _conform_time(col, s, settings.data.time_format, add), False
+    if isinstance(s.dtype, pd.CategoricalDtype) and kind != "categorical":
+        s = s.astype(object)
+    if kind != "categorical":
+        _check_mixed_types(col, s, add)
+    if kind == "numeric":
+        return _conform_numeric(col, s, add)
+    if kind == "boolean":
+        return _conform_boolean(col, s, add), False
+    if kind == "datetime":
+        return parse_times(s), False
+    return _conform_categorical(col, role, s, add), False
+
+
+def _conform(
+    df: pd.DataFrame,
+    expected: dict[str, tuple[Role, Kind]],
+    extra: list[str],
+    settings: Settings,
+    add: _Add,
+) -> tuple[pd.DataFrame, set[str]]:
+    """(the batch with typed columns, the columns of the wrong type altogether)."""
     out: dict[str, pd.Series] = {}
     mismatched: set[str] = set()  # wrong type: not also reported as "all missing"
     for col, (role, kind) in expected.items():
         if col not in df.columns:
             continue
-        s = df[col]
-        if role == "time":
-            t = parse_times(s, d.time_format)
-            bad = int((s.notna() & t.isna()).sum())
-            if bad:
-                add(
-                    "timestamp_unparseable",
-                    f"{col}: {bad:,} value(s) are not readable times "
-                    f"(e.g. {_example(s[s.notna() & t.isna()])})",
-                    col,
-                    bad,
-                )
-            out[col] = t
-            continue
-        if isinstance(s.dtype, pd.CategoricalDtype) and kind != "categorical":
-            s = s.astype(object)
-        if s.dtype == object and kind != "categorical":
-            inferred = pd.api.types.infer_dtype(s, skipna=True)
-            if inferred in ("mixed", "mixed-integer"):
-                add("mixed_types", f"{col}: values of mixed types (e.g. {_example(s)})", col)
-        if kind == "numeric":
-            num, bad, nonnull = _to_numeric(s)
-            if bad and bad == nonnull:
-                mismatched.add(col)
-                add(
-                    "dtype_mismatch",
-                    f"{col}: expected numbers, got text (e.g. {_example(s)})",
-                    col,
-                    bad,
-                )
-            elif bad:
-                add(
-                    "mixed_types",
-                    f"{col}: {bad:,} of {nonnull:,} values are not numbers "
-                    f"(e.g. {_example(s[num.isna() & s.notna()])})",
-                    col,
-                    bad,
-                )
-            out[col] = num
-        elif kind == "boolean":
-            b, bad = _to_boolean(s)
-            if bad:
-                add(
-                    "dtype_mismatch",
-                    f"{col}: expected true/false, got {_example(s[b.isna() & s.notna()])}",
-                    col,
-                    bad,
-                )
-            out[col] = b
-        elif kind == "datetime":
-            out[col] = parse_times(s)
-        else:
-            if s.dtype == object:
-                inferred = pd.api.types.infer_dtype(s, skipna=True)
-                if inferred in ("mixed", "mixed-integer"):
-                    add("mixed_types", f"{col}: values of mixed types (e.g. {_example(s)})", col)
-            elif pd.api.types.is_datetime64_any_dtype(s):
-                add("dtype_mismatch", f"{col}: expected categories, got timestamps", col)
-            if role == "feature":
-                out[col] = _to_category(s)
-            else:  # ids and class labels stay plain text
-                out[col] = s if s.dtype == object else as_text(s)
+        out[col], wrong = _conform_column(col, role, kind, df[col], settings, add)
+        if wrong:
+            mismatched.add(col)
     for col in extra:  # kept as they came; a warning says they are not part of the contract
         out[col] = df[col]
-    conformed = pd.DataFrame(out, index=df.index)
-    n = len(conformed)
+    return pd.DataFrame(out, index=df.index), mismatched
 
-    # quality of features ---------------------------------------------------------------------
+
+def _check_numeric_feature(
+    col: str, s: pd.Series, n: int, cc: ColumnContract | None, vcfg: ValidationConfig, add: _Add
+) -> None:
+    """Infinite, unrepresentable, constant and out-of-range values."""
+    v = s.to_numpy(dtype="float64", na_value=np.nan)
+    inf = int(np.isinf(v).sum())
+    if inf:
+        add("infinite_values", f"{col}: {inf:,} infinite value(s)", col, inf)
+    finite = v[np.isfinite(v)]
+    huge = int((np.abs(finite) > FLOAT32_MAX).sum())
+    if huge:
+        add(
+            "unrepresentable_values",
+            f"{col}: {huge:,} value(s) beyond ±{FLOAT32_MAX:.4g}"
+            f" (e.g. {_example(pd.Series(finite[np.abs(finite) > FLOAT32_MAX]))}), "
+            "which the models cannot represent",
+            col,
+            huge,
+        )
+    if not len(finite):
+        return
+    lo, hi = float(finite.min()), float(finite.max())
+    if (
+        n >= _MIN_ROWS_FOR_CONSTANT
+        and lo == hi
+        and not (cc and cc.min is not None and cc.min == cc.max)
+    ):
+        add("constant_feature", f"{col}: every value is {lo:g}", col, n)
+    if cc and cc.min is not None and cc.max is not None:
+        slack = vcfg.range_tolerance * max(cc.max - cc.min, abs(cc.max) * 1e-9, 1e-12)
+        outside = int(((finite < cc.min - slack) | (finite > cc.max + slack)).sum())
+        if outside:
+            add(
+                "out_of_range",
+                f"{col}: {outside:,} value(s) outside "
+                f"[{cc.min:g}, {cc.max:g}] (seen {lo:g} to {hi:g})",
+                col,
+                outside,
+            )
+
+
+def _check_categorical_feature(
+    col: str, kind: Kind, s: pd.Series, n: int, cc: ColumnContract | None, add: _Add
+) -> None:
+    """Constant columns and categories the contract does not list."""
+    values = _present(s)
+    if (
+        n >= _MIN_ROWS_FOR_CONSTANT
+        and len(values) == 1
+        and not (cc and cc.categories is not None and len(cc.categories) == 1)
+    ):
+        add("constant_feature", f"{col}: every value is {values[0]!r}", col, n)
+    if kind == "categorical" and cc and cc.categories is not None:
+        known = set(cc.categories)
+        new = [v for v in values if str(v) not in known]
+        if new:
+            rows = int(s.isin(new).sum())
+            shown = ", ".join(repr(excerpt(v)) for v in new[:5]) + (" ..." if len(new) > 5 else "")
+            add(
+                "unseen_categories",
+                f"{col}: {len(new)} unseen categor"
+                f"{'y' if len(new) == 1 else 'ies'} in {rows:,} row(s): {shown}",
+                col,
+                rows,
+            )
+
+
+def _check_feature(
+    col: str, kind: Kind, s: pd.Series, cc: ColumnContract | None, vcfg: ValidationConfig, add: _Add
+) -> None:
+    """Missing values, then the checks of the feature's kind."""
+    n = len(s)
+    nulls = int(s.isna().sum())
+    if nulls == n:
+        add("all_null_feature", f"{col}: every value is missing", col, n)
+        return
+    if cc is not None and nulls / n > cc.null_rate + vcfg.null_rate_increase:
+        add(
+            "null_rate_spike", f"{col}: {nulls / n:.0%} missing, was {cc.null_rate:.0%}", col, nulls
+        )
+    if kind == "numeric":
+        _check_numeric_feature(col, s, n, cc, vcfg, add)
+    else:
+        _check_categorical_feature(col, kind, s, n, cc, add)
+
+
+def _check_features(
+    conformed: pd.DataFrame,
+    expected: dict[str, tuple[Role, Kind]],
+    mismatched: set[str],
+    contract: SchemaContract | None,
+    vcfg: ValidationConfig,
+    add: _Add,
+) -> None:
     for col, (role, kind) in expected.items():
         if col not in conformed.columns or role != "feature" or col in mismatched:
             continue
-        s = conformed[col]
-        nulls = int(s.isna().sum())
         cc = contract.column(col) if contract else None
-        if nulls == n:
-            add("all_null_feature", f"{col}: every value is missing", col, n)
-            continue
-        if cc is not None and nulls / n > cc.null_rate + vcfg.null_rate_increase:
-            add(
-                "null_rate_spike",
-                f"{col}: {nulls / n:.0%} missing, was {cc.null_rate:.0%}",
-                col,
-                nulls,
-            )
-        if kind == "numeric":
-            v = s.to_numpy(dtype="float64", na_value=np.nan)
-            inf = int(np.isinf(v).sum())
-            if inf:
-                add("infinite_values", f"{col}: {inf:,} infinite value(s)", col, inf)
-            finite = v[np.isfinite(v)]
-            huge = int((np.abs(finite) > FLOAT32_MAX).sum())
-            if huge:
-                add(
-                    "unrepresentable_values",
-                    f"{col}: {huge:,} value(s) beyond ±{FLOAT32_MAX:.4g}"
-                    f" (e.g. {_example(pd.Series(finite[np.abs(finite) > FLOAT32_MAX]))}), "
-                    "which the models cannot represent",
-                    col,
-                    huge,
-                )
-            if len(finite):
-                lo, hi = float(finite.min()), float(finite.max())
-                if (
-                    n >= _MIN_ROWS_FOR_CONSTANT
-                    and lo == hi
-                    and not (cc and cc.min is not None and cc.min == cc.max)
-                ):
-                    add("constant_feature", f"{col}: every value is {lo:g}", col, n)
-                if cc and cc.min is not None and cc.max is not None:
-                    slack = vcfg.range_tolerance * max(cc.max - cc.min, abs(cc.max) * 1e-9, 1e-12)
-                    outside = int(((finite < cc.min - slack) | (finite > cc.max + slack)).sum())
-                    if outside:
-                        add(
-                            "out_of_range",
-                            f"{col}: {outside:,} value(s) outside "
-                            f"[{cc.min:g}, {cc.max:g}] (seen {lo:g} to {hi:g})",
-                            col,
-                            outside,
-                        )
-        else:
-            values = _present(s)
-            if (
-                n >= _MIN_ROWS_FOR_CONSTANT
-                and len(values) == 1
-                and not (cc and cc.categories is not None and len(cc.categories) == 1)
-            ):
-                add("constant_feature", f"{col}: every value is {values[0]!r}", col, n)
-            if kind == "categorical" and cc and cc.categories is not None:
-                known = set(cc.categories)
-                new = [v for v in values if str(v) not in known]
-                if new:
-                    rows = int(s.isin(new).sum())
-                    shown = ", ".join(repr(excerpt(v)) for v in new[:5]) + (
-                        " ..." if len(new) > 5 else ""
-                    )
-                    add(
-                        "unseen_categories",
-                        f"{col}: {len(new)} unseen categor"
-                        f"{'y' if len(new) == 1 else 'ies'} in {rows:,} row(s): {shown}",
-                        col,
-                        rows,
-                    )
+        _check_feature(col, kind, conformed[col], cc, vcfg, add)
 
-    # labels ---------------------------------------------------------------------------------
-    if d.target:
-        if d.target not in conformed.columns:
-            add(
-                "missing_target",
-                f"no target column '{d.target}': usable for scoring and "
-                "monitoring, not for training",
-            )
-        else:
-            y = conformed[d.target]
-            unlabelled = int(y.isna().sum())
-            report.has_labels = unlabelled < n
-            if unlabelled:
-                add(
-                    "null_labels",
-                    f"{d.target}: {unlabelled:,} of {n:,} labels missing",
-                    d.target,
-                    unlabelled,
-                )
-            if settings.task != "regression" and report.has_labels:
-                _check_classes(y, settings, contract, add)
-            if settings.task == "regression" and report.has_labels:
-                yv = y.to_numpy(dtype="float64", na_value=np.nan)
-                if np.isinf(yv).any():
-                    add("infinite_values", f"{d.target}: infinite labels", d.target)
-                elif (np.abs(yv[np.isfinite(yv)]) > FLOAT32_MAX).any():
-                    add(
-                        "unrepresentable_values",
-                        f"{d.target}: labels beyond "
-                        f"±{FLOAT32_MAX:.4g}, which the models cannot represent",
-                        d.target,
-                    )
 
-    # ids and duplicates -----------------------------------------------------------------------
-    if d.id_column and d.id_column in conformed.columns:
-        dup = int(conformed[d.id_column].duplicated().sum())
+def _check_regression_labels(y: pd.Series, target: str, add: _Add) -> None:
+    yv = y.to_numpy(dtype="float64", na_value=np.nan)
+    if np.isinf(yv).any():
+        add("infinite_values", f"{target}: infinite labels", target)
+    elif (np.abs(yv[np.isfinite(yv)]) > FLOAT32_MAX).any():
+        add(
+            "unrepresentable_values",
+            f"{target}: labels beyond ±{FLOAT32_MAX:.4g}, which the models cannot represent",
+            target,
+        )
+
+
+def _check_labels(
+    conformed: pd.DataFrame, settings: Settings, contract: SchemaContract | None, add: _Add
+) -> bool:
+    """The target column's checks; returns whether the batch has any label."""
+    target = settings.data.target
+    if not target:
+        return False
+    if target not in conformed.columns:
+        add(
+            "missing_target",
+            f"no target column '{target}': usable for scoring and monitoring, not for training",
+        )
+        return False
+    y = conformed[target]
+    n = len(conformed)
+    unlabelled = int(y.isna().sum())
+    has_labels = unlabelled < n
+    if unlabelled:
+        add("null_labels", f"{target}: {unlabelled:,} of {n:,} labels missing", target, unlabelled)
+    if settings.task != "regression" and has_labels:
+        _check_classes(y, settings, contract, add)
+    if settings.task == "regression" and has_labels:
+        _check_regression_labels(y, target, add)
+    return has_labels
+
+
+def _check_duplicates(conformed: pd.DataFrame, id_column: str | None, add: _Add) -> None:
+    """Repeated ids where the batch has an id column, else repeated rows."""
+    if id_column and id_column in conformed.columns:
+        dup = int(conformed[id_column].duplicated().sum())
         if dup:
             add(
                 "duplicate_ids",
-                f"{d.id_column}: {dup:,} duplicate id(s) (e.g. "
-                f"{_example(conformed.loc[conformed[d.id_column].duplicated(), d.id_column])})",
-                d.id_column,
+                f"{id_column}: {dup:,} duplicate id(s) (e.g. "
+                f"{_example(conformed.loc[conformed[id_column].duplicated(), id_column])})",
+                id_column,
                 dup,
             )
-    else:
-        try:
-            dup = int(conformed.duplicated().sum())
-        except TypeError:
-            dup = 0
-        if dup:
-            add("duplicate_rows", f"{dup:,} duplicate row(s)", count=dup)
+        return
+    try:
+        dup = int(conformed.duplicated().sum())
+    except TypeError:
+        dup = 0
+    if dup:
+        add("duplicate_rows", f"{dup:,} duplicate row(s)", count=dup)
 
-    # time -----------------------------------------------------------------------------------
-    if d.time_column and d.time_column in conformed.columns:
-        t = conformed[d.time_column]
-        tv = t.dropna()
-        if len(tv):
-            report.start_time = tv.min().to_pydatetime()
-            report.end_time = tv.max().to_pydatetime()
-            tn = tv.to_numpy()
-            back = int((tn[1:] < tn[:-1]).sum())  # not diff(): it overflows over 292 years
-            if back:
-                add(
-                    "timestamp_out_of_order",
-                    f"{d.time_column}: {back:,} row(s) earlier than the row before",
-                    d.time_column,
-                    back,
-                )
-            limit = pd.Timestamp(now) + pd.Timedelta(vcfg.future_tolerance)
-            future = int((tv > limit).sum())
-            if future:
-                add(
-                    "timestamp_in_future",
-                    f"{d.time_column}: {future:,} time(s) in the future (latest {tv.max()})",
-                    d.time_column,
-                    future,
-                )
+
+def _check_times(
+    conformed: pd.DataFrame,
+    time_column: str | None,
+    vcfg: ValidationConfig,
+    now: datetime,
+    add: _Add,
+) -> tuple[datetime | None, datetime | None]:
+    """Times out of order or in the future; returns the batch's first and last time."""
+    if not (time_column and time_column in conformed.columns):
+        return None, None
+    tv = conformed[time_column].dropna()
+    if not len(tv):
+        return None, None
+    tn = tv.to_numpy()
+    back = int((tn[1:] < tn[:-1]).sum())  # not diff(): it overflows over 292 years
+    if back:
+        add(
+            "timestamp_out_of_order",
+            f"{time_column}: {back:,} row(s) earlier than the row before",
+            time_column,
+            back,
+        )
+    limit = pd.Timestamp(now) + pd.Timedelta(vcfg.future_tolerance)
+    future = int((tv > limit).sum())
+    if future:
+        add(
+            "timestamp_in_future",
+            f"{time_column}: {future:,} time(s) in the future (latest {tv.max()})",
+            time_column,
+            future,
+        )
+    return tv.min().to_pydatetime(), tv.max().to_pydatetime()
+
+
+def validate_batch(
+    df: pd.DataFrame, settings: Settings, contract: SchemaContract | None, now: datetime
+) -> ValidationReport:
+    """Check one batch; every failed check is a finding with its configured severity."""
+    report = ValidationReport()
+    add = _adder(report, settings.validation)
+    if df.empty:
+        add("empty_file", "the batch has no rows")
+        return report
+    df = _drop_duplicate_columns(df, add)
+    expected = _expected_kinds(settings, df, contract)
+    extra = _check_columns(df, expected, settings, contract, add)
+    conformed, mismatched = _conform(df, expected, extra, settings, add)
+    _check_features(conformed, expected, mismatched, contract, settings.validation, add)
+    report.has_labels = _check_labels(conformed, settings, contract, add)
+    _check_duplicates(conformed, settings.data.id_column, add)
+    report.start_time, report.end_time = _check_times(
+        conformed, settings.data.time_column, settings.validation, now, add
+    )
     report.frame = conformed
     return report
 

@@ -297,30 +297,29 @@ def span(value: str | None, batch_period: timedelta | None) -> timedelta | None:
     return timedelta(seconds=amount)
 
 
-def _findings(
-    signals: Signals,
-    state: PolicyState,
-    policy: RetrainingConfig,
-    now: datetime,
-    batch_period: timedelta | None,
-) -> list[Finding]:
-    """Every measured signal against its threshold, asking or not."""
-    out: list[Finding] = []
-    m = signals.metric
+def _schedule_finding(
+    signals: Signals, policy: RetrainingConfig, now: datetime, batch_period: timedelta | None
+) -> Finding | None:
+    """The champion's data against ``max_model_age``."""
     max_age = span(policy.max_model_age, batch_period)
-    if max_age and signals.model_trained_at is not None:
-        age = now - signals.model_trained_at
-        fired = age >= max_age
-        out.append(
-            Finding(
-                Reason.SCHEDULE,
-                f"schedule: the champion's data is {_ago(age)} old "
-                f"({'max' if fired else 'retrain at'} {policy.max_model_age})",
-                age / max_age,
-                1.0,
-                fired,
-            )
-        )
+    if not (max_age and signals.model_trained_at is not None):
+        return None
+    age = now - signals.model_trained_at
+    fired = age >= max_age
+    return Finding(
+        Reason.SCHEDULE,
+        f"schedule: the champion's data is {_ago(age)} old "
+        f"({'max' if fired else 'retrain at'} {policy.max_model_age})",
+        age / max_age,
+        1.0,
+        fired,
+    )
+
+
+def _drop_findings(signals: Signals, policy: RetrainingConfig) -> list[Finding]:
+    """The realised and the estimated metric against the champion's validation."""
+    m = signals.metric
+    out: list[Finding] = []
     for reason, drop, allowed, what in (
         (Reason.PERFORMANCE, signals.performance_drop, policy.performance_drop, m),
         (
@@ -344,64 +343,96 @@ def _findings(
                 fired,
             )
         )
+    return out
+
+
+def _drift_finding(
+    signals: Signals, state: PolicyState, policy: RetrainingConfig
+) -> Finding | None:
+    """The drift share (importance-weighted where known) against ``drift_share``; it asks
+    when it persists and the champion was not trained for it."""
     share = (
         signals.weighted_drift_share
         if signals.weighted_drift_share is not None
         else signals.drift_share
     )
-    if policy.drift_share is not None and share is not None:
-        kind = "importance-weighted " if signals.weighted_drift_share is not None else ""
-        reached = share >= policy.drift_share
-        # once per model: a model retrained for a drift has seen the drifted data; the drift
-        # that persists against its (older) reference sample is expected, and retraining again
-        # would add a batch, not a new view (that storm is what this stops)
-        served = reached and Reason.DRIFT in state.trained_for
-        persists = state.drifted_before or not policy.drift_persists
-        note = (
-            " but the champion was trained for this drift"
-            if served
-            else (
-                " in one run only (asks when it persists into the next)"
-                if reached and not persists
-                else ""
-            )
+    if policy.drift_share is None or share is None:
+        return None
+    kind = "importance-weighted " if signals.weighted_drift_share is not None else ""
+    reached = share >= policy.drift_share
+    # once per model: a model retrained for a drift has seen the drifted data; the drift
+    # that persists against its (older) reference sample is expected, and retraining again
+    # would add a batch, not a new view (that storm is what this stops)
+    served = reached and Reason.DRIFT in state.trained_for
+    persists = state.drifted_before or not policy.drift_persists
+    note = (
+        " but the champion was trained for this drift"
+        if served
+        else (
+            " in one run only (asks when it persists into the next)"
+            if reached and not persists
+            else ""
         )
-        out.append(
-            Finding(
-                Reason.DRIFT,
-                f"drift: {kind}drift share {share:.0%} "
-                f"{'≥' if reached else '<'} {policy.drift_share:.0%}{note}",
-                share,
-                policy.drift_share,
-                reached and not served and persists,
-            )
-        )
+    )
+    return Finding(
+        Reason.DRIFT,
+        f"drift: {kind}drift share {share:.0%} "
+        f"{'≥' if reached else '<'} {policy.drift_share:.0%}{note}",
+        share,
+        policy.drift_share,
+        reached and not served and persists,
+    )
+
+
+def _concept_finding(signals: Signals, policy: RetrainingConfig) -> Finding | None:
+    """The configured detectors that fired on the error stream."""
     fired_d = [d for d in signals.detectors_fired if d in policy.detectors]
-    if fired_d:
-        out.append(
-            Finding(
-                Reason.CONCEPT,
-                "concept: detector(s) fired on the error stream: " + ", ".join(fired_d),
-                1.0,
-                1.0,
-                True,
-            )
-        )
+    if not fired_d:
+        return None
+    return Finding(
+        Reason.CONCEPT,
+        "concept: detector(s) fired on the error stream: " + ", ".join(fired_d),
+        1.0,
+        1.0,
+        True,
+    )
+
+
+def _growth_finding(
+    signals: Signals, state: PolicyState, policy: RetrainingConfig
+) -> Finding | None:
+    """The training window's labelled rows against ``window_growth`` times the trained ones."""
     grown, trained = signals.window_rows, state.trained_rows
-    if policy.window_growth and grown and trained:
-        fired = grown >= policy.window_growth * trained
-        out.append(
-            Finding(
-                Reason.GROWTH,
-                f"growth: the training window holds {grown:,} "
-                f"labelled rows, {grown / trained:.1f}x the {trained:,} the model "
-                f"was trained on (retrain at {policy.window_growth:g}x)",
-                grown / trained,
-                policy.window_growth,
-                fired,
-            )
-        )
-    return out
+    if not (policy.window_growth and grown and trained):
+        return None
+    fired = grown >= policy.window_growth * trained
+    return Finding(
+        Reason.GROWTH,
+        f"growth: the training window holds {grown:,} "
+        f"labelled rows, {grown / trained:.1f}x the {trained:,} the model "
+        f"was trained on (retrain at {policy.window_growth:g}x)",
+        grown / trained,
+        policy.window_growth,
+        fired,
+    )
+
+
+def _findings(
+    signals: Signals,
+    state: PolicyState,
+    policy: RetrainingConfig,
+    now: datetime,
+    batch_period: timedelta | None,
+) -> list[Finding]:
+    """Every measured signal against its threshold, asking or not."""
+    found = [
+        _schedule_finding(signals, policy, now, batch_period),
+        *_drop_findings(signals, policy),
+        _drift_finding(signals, state, policy),
+        _concept_finding(signals, policy),
+        _growth_finding(signals, state, policy),
+    ]
+    return [f for f in found if f is not None]
 
 
 def _ago(age: timedelta) -> str:
@@ -419,33 +450,40 @@ def min_new_labels(policy: RetrainingConfig, trained_rows: int | None) -> int:
     return int(np.ceil(policy.min_new_labels * trained_rows))
 
 
-def decide(
-    signals: Signals,
-    state: PolicyState,
-    policy: RetrainingConfig,
-    now: datetime,
-    batch_period: timedelta | None = None,
-) -> Decision:
-    findings = _findings(signals, state, policy, now, batch_period)
+def _asking(findings: list[Finding], state: PolicyState, now: datetime) -> list[Finding]:
+    """The signals that ask now, and those held back before and not served since, each with
+    when it first asked."""
     reasons = [f for f in findings if f.fired]
     asking = {f.reason for f in reasons}
     # what was held back before and not served since asks again, with when it first asked
     # (the schedule and growth are measured afresh every time: only what was observed once,
     # a detector, a drop, a drift, asks again when it is no longer measured)
     first = {f.reason: f.since for f in state.pending}
-    reasons = [replace(f, since=first.get(f.reason) or now) for f in reasons] + [
+    return [replace(f, since=first.get(f.reason) or now) for f in reasons] + [
         f for f in state.pending if f.reason not in asking and f.reason not in PLANNED_REASONS
     ]
-    nearest = sorted(
+
+
+def _nearest(findings: list[Finding]) -> list[Finding]:
+    """The three signals nearest their thresholds that do not ask."""
+    return sorted(
         (f for f in findings if not f.fired and f.value is not None and f.closeness > 0),
         key=lambda f: -f.closeness,
     )[:3]
-    decision = Decision(retrain=False, reasons=reasons, at=now, nearest=nearest)
-    if not reasons:
-        return decision
+
+
+def _brakes(
+    signals: Signals,
+    state: PolicyState,
+    policy: RetrainingConfig,
+    now: datetime,
+    batch_period: timedelta | None,
+) -> list[Hold]:
+    """The brakes that hold a retrain back now: cooldown, cap, too few new labels."""
+    held: list[Hold] = []
     cooldown = span(policy.cooldown, batch_period)
     if state.last_retrain is not None and cooldown and now - state.last_retrain < cooldown:
-        decision.held_back.append(
+        held.append(
             Hold(
                 Brake.COOLDOWN,
                 (
@@ -457,7 +495,7 @@ def decide(
     per = span(policy.per, batch_period) or timedelta(0)
     recent = [t for t in state.recent_retrains if now - per <= t <= now]
     if len(recent) >= policy.max_retrains:
-        decision.held_back.append(
+        held.append(
             Hold(
                 Brake.CAP,
                 f"cap: {len(recent)} retrains in the last {policy.per} (max {policy.max_retrains})",
@@ -465,7 +503,7 @@ def decide(
         )
     need = min_new_labels(policy, state.trained_rows)
     if signals.new_labels < need:
-        decision.held_back.append(
+        held.append(
             Hold(
                 Brake.LABELS,
                 (
@@ -474,7 +512,14 @@ def decide(
                 ),
             )
         )
-    decision.retrain = not decision.held_back
+    return held
+
+
+def _located(
+    signals: Signals, state: PolicyState, reasons: list[Finding], asking: set[Reason]
+) -> datetime | int | None:
+    """Where the error rose, when an error signal asks: located now if one asks now (of the
+    ``asking`` ones), else where it rose for the pending ones."""
     erred = any(f.reason in ERROR_REASONS for f in reasons)
     located = (
         signals.change_at
@@ -483,6 +528,24 @@ def decide(
     )
     if located is None and erred:
         located = state.pending_change_at
+    return located
+
+
+def decide(
+    signals: Signals,
+    state: PolicyState,
+    policy: RetrainingConfig,
+    now: datetime,
+    batch_period: timedelta | None = None,
+) -> Decision:
+    findings = _findings(signals, state, policy, now, batch_period)
+    reasons = _asking(findings, state, now)
+    decision = Decision(retrain=False, reasons=reasons, at=now, nearest=_nearest(findings))
+    if not reasons:
+        return decision
+    decision.held_back = _brakes(signals, state, policy, now, batch_period)
+    decision.retrain = not decision.held_back
+    located = _located(signals, state, reasons, {f.reason for f in findings if f.fired})
     if not decision.retrain:
         decision.pending = reasons
         decision.pending_change_at = located

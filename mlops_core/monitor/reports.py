@@ -167,6 +167,71 @@ def _clean(s: pd.Series, kind: str) -> pd.Series:
     )
 
 
+def _column_drift(
+    col: str,
+    kind: str,
+    ref: pd.Series,
+    cur: pd.Series,
+    importance: float | None,
+    method: str | None,
+    threshold: float | None,
+) -> ColumnDrift:
+    """One column's drift with Evidently's stattest for it; all missing or one and the same
+    value on both sides: reported, not tested."""
+    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    r, c = _clean(ref, kind), _clean(cur, kind)
+    if r.empty or c.empty:
+        return ColumnDrift(col, kind, "all_missing", importance=importance)
+    if r.nunique() <= 1 and c.nunique() <= 1 and r.iloc[0] == c.iloc[0]:
+        return ColumnDrift(col, kind, "constant", importance=importance)
+    ftype = ColumnType.Numerical if kind == "numeric" else ColumnType.Categorical
+    test = get_stattest(r, c, ftype, method)
+    res = test(r, c, ftype, threshold)
+    drifted = bool(res.drifted)
+    return ColumnDrift(
+        col,
+        kind,
+        "drift" if drifted else "ok",
+        test.name,
+        float(res.drift_score),
+        float(res.actual_threshold),
+        drifted,
+        importance,
+    )
+
+
+def _summarise(
+    summary: DriftSummary, importances: dict[str, float] | None, drift_share: float
+) -> None:
+    """The shares of drifted columns (plain and by importance), the verdict and its message."""
+    tested = [c for c in summary.columns if c.drifted is not None]
+    if not tested:
+        summary.status = "not_enough_data"
+        summary.message = "no column could be tested (all missing or constant)"
+        return
+    summary.drift_share = sum(c.drifted for c in tested) / len(tested)  # type: ignore[misc]
+    if importances:
+        total = sum(c.importance or 0.0 for c in tested)
+        if total > 0:
+            summary.weighted_drift_share = (
+                sum(c.importance or 0.0 for c in tested if c.drifted) / total
+            )
+    summary.status = "drift" if summary.drift_share >= drift_share else "ok"
+    n_drift = sum(bool(c.drifted) for c in tested)
+    summary.message = (
+        f"{n_drift} of {len(tested)} columns drifted "
+        f"({summary.drift_share:.0%}"
+        + (
+            f", {summary.weighted_drift_share:.0%} by importance"
+            if summary.weighted_drift_share is not None
+            else ""
+        )
+        + ")"
+    )
+
+
 def compute_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -188,9 +253,6 @@ def compute_drift(
     reported and left out of the share (a column constant on one side only, or at a new value,
     is tested: a stuck feature is drift); fewer than ``min_rows`` rows on either side give
     ``not_enough_data`` and no verdict."""
-    from evidently.legacy.calculations.stattests.registry import get_stattest
-    from evidently.legacy.core import ColumnType
-
     ref = sample_rows(reference, sample_size, seed)
     cur = sample_rows(current, sample_size, seed + 1)
     summary = DriftSummary(
@@ -211,56 +273,12 @@ def compute_drift(
         )
         return summary
     for col, kind in kinds.items():
-        imp = (importances or {}).get(col)
-        if col not in ref.columns or col not in cur.columns:
-            continue
-        r, c = _clean(ref[col], kind), _clean(cur[col], kind)
-        if r.empty or c.empty:
-            summary.columns.append(ColumnDrift(col, kind, "all_missing", importance=imp))
-            continue
-        if r.nunique() <= 1 and c.nunique() <= 1 and r.iloc[0] == c.iloc[0]:
-            summary.columns.append(ColumnDrift(col, kind, "constant", importance=imp))
-            continue
-        ftype = ColumnType.Numerical if kind == "numeric" else ColumnType.Categorical
-        test = get_stattest(r, c, ftype, method)
-        res = test(r, c, ftype, threshold)
-        drifted = bool(res.drifted)
-        summary.columns.append(
-            ColumnDrift(
-                col,
-                kind,
-                "drift" if drifted else "ok",
-                test.name,
-                float(res.drift_score),
-                float(res.actual_threshold),
-                drifted,
-                imp,
+        if col in ref.columns and col in cur.columns:
+            imp = (importances or {}).get(col)
+            summary.columns.append(
+                _column_drift(col, kind, ref[col], cur[col], imp, method, threshold)
             )
-        )
-    tested = [c for c in summary.columns if c.drifted is not None]
-    if not tested:
-        summary.status = "not_enough_data"
-        summary.message = "no column could be tested (all missing or constant)"
-        return summary
-    summary.drift_share = sum(c.drifted for c in tested) / len(tested)  # type: ignore[misc]
-    if importances:
-        total = sum(c.importance or 0.0 for c in tested)
-        if total > 0:
-            summary.weighted_drift_share = (
-                sum(c.importance or 0.0 for c in tested if c.drifted) / total
-            )
-    summary.status = "drift" if summary.drift_share >= drift_share else "ok"
-    n_drift = sum(bool(c.drifted) for c in tested)
-    summary.message = (
-        f"{n_drift} of {len(tested)} columns drifted "
-        f"({summary.drift_share:.0%}"
-        + (
-            f", {summary.weighted_drift_share:.0%} by importance"
-            if summary.weighted_drift_share is not None
-            else ""
-        )
-        + ")"
-    )
+    _summarise(summary, importances, drift_share)
     return summary
 
 

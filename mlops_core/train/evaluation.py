@@ -126,6 +126,113 @@ def _better(metric: str, a: float, b: float) -> float:
     return (a - b) if HIGHER_IS_BETTER.get(metric, True) else (b - a)
 
 
+def _check(res: GateResult, ok: bool, text: str) -> None:
+    """Record one gate check in ``res``; a failed one fails the gate."""
+    res.reasons.append(("PASS " if ok else "FAIL ") + text)
+    if not ok:
+        res.failed.append(text)
+        res.passed = False
+
+
+def _check_min_score(res: GateResult, metric: str, score: float, min_score: float) -> None:
+    ok = _better(metric, score, min_score) >= 0
+    _check(
+        res, ok, f"{metric} {score:.4f} {'meets' if ok else 'misses'} the minimum {min_score:.4f}"
+    )
+
+
+def _check_champion(
+    res: GateResult,
+    metric: str,
+    score: float,
+    mine: float | None,
+    champion: dict[str, float] | None,
+    *,
+    min_improvement: float,
+    compared_rows: int | None,
+    comparable: bool,
+) -> None:
+    """The challenger (``mine``: its metric on the compared rows) against the champion, or why
+    there is no comparison."""
+    if (
+        champion is not None
+        and champion.get(metric) is not None
+        and not math.isnan(champion[metric])
+        and mine is not None
+        and not math.isnan(mine)
+    ):
+        gain = _better(metric, mine, champion[metric])
+        ok = gain >= min_improvement
+        where = (
+            f"the {compared_rows:,} newest rows the champion has not trained on"
+            if compared_rows
+            else "the same recent data"
+        )
+        res.challenger, res.champion = mine, champion[metric]
+        _check(
+            res,
+            ok,
+            f"{metric} {mine:.4f} vs champion {champion[metric]:.4f} on {where}: "
+            f"{'+' if gain >= 0 else ''}{gain:.4f} (needs ≥ {min_improvement:+.4f})",
+        )
+    elif not comparable:
+        res.reasons.append(
+            f"PASS no comparison: the champion has trained on the hold-out rows "
+            f"(too few newer rows to compare on; challenger {score:.4f})"
+        )
+    elif champion is None:
+        res.reasons.append(f"PASS no champion yet: {metric} {score:.4f}")
+    else:
+        res.reasons.append(
+            f"PASS no comparison: the champion has no {metric} on the same "
+            f"recent data (challenger {score:.4f})"
+        )
+
+
+def _worst_slice(
+    metric: str,
+    challenger_slices: dict[str, dict[str, dict[str, float]]],
+    champion_slices: dict[str, dict[str, dict[str, float]]],
+) -> tuple[float, str] | None:
+    """(largest regression of ``metric``, 'column=value') over the slices both models have
+    with enough rows; None if there is none."""
+    worst: tuple[float, str] | None = None
+    for col, values in challenger_slices.items():
+        for value, m in values.items():
+            base = champion_slices.get(col, {}).get(value)
+            if not base or m.get("rows", 0) < MIN_SLICE_ROWS or metric not in base:
+                continue
+            if math.isnan(m.get(metric, math.nan)) or math.isnan(base[metric]):
+                continue
+            drop = -_better(metric, m[metric], base[metric])
+            if worst is None or drop > worst[0]:
+                worst = (drop, f"{col}={value}")
+    return worst
+
+
+def _check_slices(
+    res: GateResult,
+    metric: str,
+    challenger_slices: dict[str, dict[str, dict[str, float]]],
+    champion_slices: dict[str, dict[str, dict[str, float]]],
+    max_slice_regression: float,
+) -> None:
+    worst = _worst_slice(metric, challenger_slices, champion_slices)
+    if worst is not None:
+        ok = worst[0] <= max_slice_regression
+        _check(
+            res,
+            ok,
+            f"worst slice {worst[1]}: {metric} regresses by {worst[0]:.4f} "
+            f"(allowed {max_slice_regression:.4f})",
+        )
+    else:
+        res.reasons.append(
+            f"PASS no slice to compare: none has {MIN_SLICE_ROWS} rows and "
+            f"a {metric} for both models"
+        )
+
+
 def decide_gate(
     *,
     task: str,
@@ -156,79 +263,28 @@ def decide_gate(
         challenger=challenger.get(metric),
         champion=champion.get(metric) if champion else None,
     )
-
-    def check(ok: bool, text: str) -> None:
-        res.reasons.append(("PASS " if ok else "FAIL ") + text)
-        if not ok:
-            res.failed.append(text)
-            res.passed = False
-
     score = challenger.get(metric, math.nan)
     if score is None or math.isnan(score):
-        check(False, f"{metric} could not be computed on the hold-out")
+        _check(res, False, f"{metric} could not be computed on the hold-out")
         return res
     if min_score is not None:
-        ok = _better(metric, score, min_score) >= 0
-        check(ok, f"{metric} {score:.4f} {'meets' if ok else 'misses'} the minimum {min_score:.4f}")
+        _check_min_score(res, metric, score, min_score)
     mine = (compared or challenger).get(metric, math.nan)
-    if (
-        champion is not None
-        and champion.get(metric) is not None
-        and not math.isnan(champion[metric])
-        and mine is not None
-        and not math.isnan(mine)
-    ):
-        gain = _better(metric, mine, champion[metric])
-        ok = gain >= min_improvement
-        where = (
-            f"the {compared_rows:,} newest rows the champion has not trained on"
-            if compared_rows
-            else "the same recent data"
-        )
-        res.challenger, res.champion = mine, champion[metric]
-        check(
-            ok,
-            f"{metric} {mine:.4f} vs champion {champion[metric]:.4f} on {where}: "
-            f"{'+' if gain >= 0 else ''}{gain:.4f} (needs ≥ {min_improvement:+.4f})",
-        )
-    elif not comparable:
-        res.reasons.append(
-            f"PASS no comparison: the champion has trained on the hold-out rows "
-            f"(too few newer rows to compare on; challenger {score:.4f})"
-        )
-    elif champion is None:
-        res.reasons.append(f"PASS no champion yet: {metric} {score:.4f}")
-    else:
-        res.reasons.append(
-            f"PASS no comparison: the champion has no {metric} on the same "
-            f"recent data (challenger {score:.4f})"
-        )
+    _check_champion(
+        res,
+        metric,
+        score,
+        mine,
+        champion,
+        min_improvement=min_improvement,
+        compared_rows=compared_rows,
+        comparable=comparable,
+    )
     if max_slice_regression is not None and challenger_slices and champion_slices:
-        worst: tuple[float, str] | None = None
-        for col, values in challenger_slices.items():
-            for value, m in values.items():
-                base = champion_slices.get(col, {}).get(value)
-                if not base or m.get("rows", 0) < MIN_SLICE_ROWS or metric not in base:
-                    continue
-                if math.isnan(m.get(metric, math.nan)) or math.isnan(base[metric]):
-                    continue
-                drop = -_better(metric, m[metric], base[metric])
-                if worst is None or drop > worst[0]:
-                    worst = (drop, f"{col}={value}")
-        if worst is not None:
-            ok = worst[0] <= max_slice_regression
-            check(
-                ok,
-                f"worst slice {worst[1]}: {metric} regresses by {worst[0]:.4f} "
-                f"(allowed {max_slice_regression:.4f})",
-            )
-        else:
-            res.reasons.append(
-                f"PASS no slice to compare: none has {MIN_SLICE_ROWS} rows and "
-                f"a {metric} for both models"
-            )
+        _check_slices(res, metric, challenger_slices, champion_slices, max_slice_regression)
     if smoke_ok is not None:
-        check(
+        _check(
+            res,
             smoke_ok,
             "packaged model loads and predicts in a fresh process"
             + (f" ({smoke_detail})" if smoke_detail else ""),
