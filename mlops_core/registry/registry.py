@@ -316,15 +316,20 @@ class Registry:
         if self.aliases().get(CHALLENGER) == version:
             self.set_challenger(None)
 
+    def _verify_promotable(self, version: str) -> None:
+        """Raise :class:`RegistryError` unless ``version`` passed the gate and its package
+        still hashes to what was registered."""
+        if self.version(version).gate_passed is not True:
+            raise RegistryError(f"version {version} did not pass the promotion gate")
+        with tempfile.TemporaryDirectory() as tmp:
+            self.verify_package(version, self.download(version, Path(tmp)))
+
     def _package_problem(self, version: str) -> str | None:
         """Why ``version`` cannot become champion (the gate, its package's hash), or None."""
-        if self.version(version).gate_passed is not True:
-            return f"version {version} did not pass the promotion gate"
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                self.verify_package(version, self.download(version, Path(tmp)))
-            except RegistryError as e:
-                return str(e)
+        try:
+            self._verify_promotable(version)
+        except RegistryError as e:
+            return str(e)
         return None
 
     def _begin(

@@ -359,29 +359,174 @@ def _online_update(
     )
 
 
-def _search_and_refit(
+@dataclass
+class _Inputs:
+    """The training window and what is read off it before any fitting."""
+
+    data: TrainingData
+    spec: dict[str, Any]
+    classes: list[Any] | None
+    base: _OnlineBase | None  # the online version to continue (online training only)
+    fingerprint: str
+    config: str
+
+
+@dataclass
+class _Fit:
+    """A fitted model on its (possibly trimmed) window, with its hold-out predictions."""
+
+    found: SearchResult
+    chosen: WindowChoice
+    model: Any
+    df: pd.DataFrame
+    X: pd.DataFrame
+    data: TrainingData
+    tr: slice
+    va: slice
+    ho: slice
+    window_rows: int
+    seconds: float
+    pred_ho: pd.DataFrame
+    metrics: dict[str, float]
+    slices: dict[str, Any]
+    log_until: datetime | None = None  # an online update: the prediction log learnt up to
+
+    @property
+    def X_ho(self) -> pd.DataFrame:
+        return self.X.iloc[self.ho]
+
+    def y(self, target: str) -> pd.Series:
+        return self.df[target]
+
+
+@dataclass
+class _Comparison:
+    """The champion on the same recent hold-out rows (nothing when there is no champion, or
+    it cannot read today's rows)."""
+
+    champion: str | None = None
+    metrics: dict[str, float] | None = None
+    slices: dict[str, Any] | None = None
+    pred: pd.DataFrame | None = None
+    y: pd.Series | None = None
+    compared: dict[str, float] | None = None  # the challenger on the champion's unseen rows
+    compared_rows: int | None = None
+    comparable: bool = True
+
+
+def _read_inputs(
+    settings: Settings, meta: MetadataStore, reg: Registry, since: datetime | None, online: bool
+) -> _Inputs:
+    """The window, its feature spec and the checks that refuse it before any fitting."""
+    mcfg, task, target = settings.model, settings.task, settings.data.target
+    data = load_training_data(settings, meta, since=since)
+    df = data.frame
+    y = df[target] if target in df.columns else pd.Series(dtype=float)
+    classes = None if task == "regression" else sorted(pd.unique(y.dropna()).tolist())
+    spec = feature_spec(settings, df, mcfg.type, classes)
+    base = _online_base(reg) if online else None
+    if base is not None:  # the features as the continued model reads them
+        spec = base.model.spec
+        classes = spec.get("classes")
+    X = df[spec["feature_order"]]
+    check_training_input(X, y, task, mcfg.min_rows)
+    _refuse_leaks(detect_leaks(X, y, spec, task, mcfg.leak_threshold, seed=mcfg.seed))
+    reg.ensure_registered_model()
+    reg.end_dead_runs()  # runs of trainings killed before this one: never left RUNNING
+    fingerprint, config = data_fingerprint(data.lineage, since), config_hash(settings)
+    if base is not None:
+        fingerprint = f"{fingerprint[:24]}-online-v{base.version}"
+    _refuse_copy(reg, fingerprint, config)
+    return _Inputs(data, spec, classes, base, fingerprint, config)
+
+
+def _refuse_leaks(leaks: list[tuple[str, float]]) -> None:
+    if leaks:
+        raise TrainingInputError(
+            "cannot train: feature(s) predict the target almost perfectly on their own, which "
+            "usually means they are derived from it or recorded after it: "
+            + ", ".join(f"{c} (score {s})" for c, s in leaks)
+            + "; remove them from data.features"
+        )
+
+
+def _fit(settings: Settings, inputs: _Inputs) -> _Fit:
+    """Split the window in time, then fit: an online update of ``inputs.base``, or the
+    search and refit."""
+    mcfg, task, target = settings.model, settings.task, settings.data.target
+    df = inputs.data.frame
+    X, y = df[inputs.spec["feature_order"]], df[target]
+    tr, va, ho = time_split(len(df), mcfg.holdout, mcfg.validation)
+    if task != "regression" and y.iloc[tr].nunique() < 2:
+        raise TrainingInputError("cannot train: the training part of the window has one class")
+    if inputs.base is not None:
+        return _online_fit(settings, inputs, X, y, (tr, va, ho))
+    return _search_and_refit(settings, inputs, X, y, (tr, va, ho))
+
+
+def _holdout_scores(
+    settings: Settings, df: pd.DataFrame, ho: slice, pred_ho: pd.DataFrame, classes: Any
+) -> tuple[dict[str, float], dict[str, Any]]:
+    task, y_ho = settings.task, df[settings.data.target].iloc[ho]
+    metrics = compute_metrics(task, y_ho, pred_ho, classes)
+    slices = slice_metrics(task, df.iloc[ho], y_ho, pred_ho, settings.gate.slice_columns, classes)
+    return metrics, slices
+
+
+def _online_fit(
     settings: Settings,
-    df: pd.DataFrame,
+    inputs: _Inputs,
     X: pd.DataFrame,
     y: pd.Series,
-    data: TrainingData,
-    spec: dict[str, Any],
-    tr: slice,
-    va: slice,
-    ho: slice,
-    t0: float,
-) -> tuple[Any, ...]:
-    """The window (all of it, or its newest half or quarter, whichever predicts the validation
-    rows best: after a change, the old concept's rows hurt), the search on it, the hold-out
-    metrics, and the model refit on the whole chosen window."""
-    mcfg, gcfg, task = settings.model, settings.gate, settings.task
-    target = settings.data.target
-    classes = spec.get("classes")
+    split: tuple[slice, slice, slice],
+) -> _Fit:
+    """Continue the online base on the rows it has not learnt (:func:`_online_update`)."""
+    assert inputs.base is not None
+    t0 = time.perf_counter()
+    df, (tr, va, ho) = inputs.data.frame, split
+    model, pred_ho, learnt, log_until = _online_update(settings, inputs.base, df, X, y, ho)
+    params = {"online_base": inputs.base.version, "rows_learnt": learnt, **model.params}
+    # an OnlineBooster predicts, saves and describes itself as a TrainedModel does
+    found = SearchResult(model, params, float("nan"), 0, time.perf_counter() - t0)  # type: ignore[arg-type]
+    chosen = WindowChoice(0, model, float("nan"), {})  # type: ignore[arg-type]
+    metrics, slices = _holdout_scores(settings, df, ho, pred_ho, inputs.classes)
+    seconds = time.perf_counter() - t0
+    data, rows = inputs.data, len(df)
+    return _Fit(
+        found,
+        chosen,
+        model,
+        df,
+        X,
+        data,
+        tr,
+        va,
+        ho,
+        rows,
+        seconds,
+        pred_ho,
+        metrics,
+        slices,
+        log_until,
+    )
+
+
+def _choose_window(
+    settings: Settings,
+    inputs: _Inputs,
+    X: pd.DataFrame,
+    y: pd.Series,
+    split: tuple[slice, slice, slice],
+) -> tuple[WindowChoice, TrainingData, tuple[slice, slice, slice]]:
+    """The window: all of it, or its newest half or quarter, whichever predicts the validation
+    rows best (after a change, the old concept's rows hurt); the data and the split trimmed to
+    it."""
+    mcfg, (tr, va, ho) = settings.model, split
     chosen = choose_window(
         mcfg.type,
-        task,
-        spec,
-        default_params(mcfg.type, task) | mcfg.params,
+        settings.task,
+        inputs.spec,
+        default_params(mcfg.type, settings.task) | mcfg.params,
         X.iloc[tr],
         y.iloc[tr],
         X.iloc[va],
@@ -390,19 +535,35 @@ def _search_and_refit(
         choose=mcfg.window.choose,
         seed=mcfg.seed,
     )
-    window_rows = len(df)
-    if chosen.start:
-        df = df.iloc[chosen.start :].reset_index(drop=True)
-        X, y = df[spec["feature_order"]], df[target]
-        data = _trimmed(data, df, settings.data.time_column)
-        tr, va, ho = (
-            slice(0, tr.stop - chosen.start),
-            slice(va.start - chosen.start, va.stop - chosen.start),
-            slice(ho.start - chosen.start, ho.stop - chosen.start),
-        )
+    if not chosen.start:
+        return chosen, inputs.data, split
+    s = chosen.start
+    df = inputs.data.frame.iloc[s:].reset_index(drop=True)
+    data = _trimmed(inputs.data, df, settings.data.time_column)
+    return (
+        chosen,
+        data,
+        (slice(0, tr.stop - s), slice(va.start - s, va.stop - s), slice(ho.start - s, ho.stop - s)),
+    )
+
+
+def _search_and_refit(
+    settings: Settings,
+    inputs: _Inputs,
+    X: pd.DataFrame,
+    y: pd.Series,
+    split: tuple[slice, slice, slice],
+) -> _Fit:
+    """The window (:func:`_choose_window`), the search on it, the hold-out metrics, and the
+    model refit on the whole chosen window."""
+    mcfg, spec = settings.model, inputs.spec
+    t0 = time.perf_counter()
+    chosen, data, (tr, va, ho) = _choose_window(settings, inputs, X, y, split)
+    df = data.frame
+    X, y = df[spec["feature_order"]], df[settings.data.target]
     found = search(
         mcfg.type,
-        task,
+        settings.task,
         spec,
         X.iloc[tr],
         y.iloc[tr],
@@ -413,34 +574,352 @@ def _search_and_refit(
         seed=mcfg.seed,
         fixed=mcfg.params,
     )
-    t_search = time.perf_counter() - t0
-    X_ho, y_ho = X.iloc[ho], y.iloc[ho]
-    pred_ho = found.model.predict_frame(X_ho)
-    metrics = compute_metrics(task, y_ho, pred_ho, classes)
-    slices = slice_metrics(task, df.iloc[ho], y_ho, pred_ho, gcfg.slice_columns, classes)
+    seconds = time.perf_counter() - t0
+    pred_ho = found.model.predict_frame(X.iloc[ho])
+    metrics, slices = _holdout_scores(settings, df, ho, pred_ho, inputs.classes)
     # the model that is served learns the hold-out too: refit on the whole window with the
     # search's hyper-parameters (XGBoost: the number of trees early stopping chose). The
     # hold-out metrics above are the fair estimate of it.
     model = refit(found.model, X, y, mcfg.seed)
-    return (
-        found,
-        chosen,
-        model,
-        df,
-        X,
-        y,
-        data,
-        tr,
-        va,
-        ho,
-        window_rows,
-        t_search,
-        X_ho,
-        y_ho,
-        pred_ho,
-        metrics,
-        slices,
+    rows = len(inputs.data.frame)
+    return _Fit(
+        found, chosen, model, df, X, data, tr, va, ho, rows, seconds, pred_ho, metrics, slices
     )
+
+
+def _compare_with_champion(
+    settings: Settings, reg: Registry, fit: _Fit, classes: Any
+) -> _Comparison:
+    """The champion scored on the newest hold-out rows it has not trained on (it learnt its
+    whole window, so on older rows it would be judged on its own training data); the
+    challenger's metrics and slices on those same rows when they are fewer."""
+    champion = reg.champion()
+    if not champion:
+        return _Comparison()
+    task, target, slice_columns = settings.task, settings.data.target, settings.gate.slice_columns
+    holdout = fit.df.iloc[fit.ho]
+    new_rows = _unseen_by(reg.version(champion), holdout, settings.data.time_column)
+    cmp = holdout[new_rows]
+    out = _Comparison(
+        champion,
+        compared_rows=len(cmp) if len(cmp) < len(holdout) else None,
+        comparable=len(cmp) >= min(settings.monitoring.min_rows, len(holdout)),
+    )
+    if not out.comparable:
+        return out
+    try:
+        out.pred, out.y = reg.predict(champion, cmp), cmp[target]
+        out.metrics = compute_metrics(task, cmp[target], out.pred, classes)
+        out.slices = slice_metrics(task, cmp, cmp[target], out.pred, slice_columns, classes)
+        if out.compared_rows:
+            mine = fit.pred_ho[new_rows.to_numpy()]
+            out.compared = compute_metrics(task, cmp[target], mine, classes)
+            fit.slices = slice_metrics(task, cmp, cmp[target], mine, slice_columns, classes)
+    except (MlopsError, KeyError, ValueError, TypeError) as e:
+        # the champion may not read today's schema: the gate then has no comparison
+        log.warning("champion v%s could not score the hold-out: %s", champion, e)
+        out.pred = out.metrics = out.slices = None
+    return out
+
+
+def _write_training_files(
+    root: Path, settings: Settings, inputs: _Inputs, fit: _Fit
+) -> tuple[dict[str, Path], str, dict[str, float]]:
+    """The model's files, the reference sample, the lineage and the training evidence under
+    ``root``. Returns (the model's artifacts, the model file's sha256, importances)."""
+    mcfg, task, classes = settings.model, settings.task, inputs.classes
+    y_ho = fit.df[settings.data.target].iloc[fit.ho]
+    artifacts = fit.model.save(root / "model")
+    importances = fit.model.feature_importances()
+    ref_rows = fit.df.iloc[: fit.ho.start]
+    ref = ref_rows.sample(min(len(ref_rows), mcfg.reference_rows), random_state=mcfg.seed)
+    for sub in ("reference", "lineage", "training"):
+        (root / sub).mkdir()
+    ref.sort_index().to_parquet(root / "reference" / "reference.parquet", index=False)
+    (root / "lineage" / "lineage.json").write_text(json.dumps(_lineage(fit), indent=2))
+    training = root / "training"
+    (training / "feature_importance.json").write_text(json.dumps(importances, indent=2))
+    (training / "search.json").write_text(json.dumps(fit.found.history, indent=1, default=str))
+    # the baseline monitoring judges a later rise of the error against (where it rose)
+    errors = error_stream(task, y_ho, fit.pred_ho["prediction"])
+    np.save(training / "holdout_errors.npy", errors)
+    # what the label-free estimate learns from the hold-out: calibration and its spread
+    if classes is not None:
+        cal = fit_calibration(
+            task,
+            fit.pred_ho[[f"proba_{c}" for c in classes]].to_numpy(),
+            pd.Categorical(y_ho, categories=classes).codes,
+            seed=mcfg.seed,
+        )
+        if cal is not None:
+            (training / "calibration.json").write_text(json.dumps(cal.to_dict()))
+    return artifacts, file_sha256(artifacts["model"]), importances
+
+
+def _lineage(fit: _Fit) -> dict[str, Any]:
+    data = fit.data
+    return {
+        "batches": data.lineage,
+        "rows": len(fit.df),
+        "start": str(data.start),
+        "end": str(data.end),
+        "dropped_unlabelled": data.dropped_unlabelled,
+        "skipped_batches": data.skipped,
+    }
+
+
+def _run_params(settings: Settings, trigger: str, kind: str, fit: _Fit) -> dict[str, Any]:
+    found, chosen, data = fit.found, fit.chosen, fit.data
+    return {
+        "model_type": kind,
+        "task": settings.task,
+        "trigger": trigger,
+        "rows": len(fit.df),
+        "train_rows": fit.tr.stop - fit.tr.start,
+        "validation_rows": fit.va.stop - fit.va.start,
+        "holdout_rows": fit.ho.stop - fit.ho.start,
+        "window_start": str(data.start),
+        "window_end": str(data.end),
+        "batches": len(data.lineage),
+        "search_trials": found.trials,
+        "window_choice": json.dumps({str(k): round(v, 5) for k, v in chosen.scores.items()}),
+        "window_start_row": chosen.start,
+        **{f"hp_{k}": v for k, v in found.best_params.items()},
+    }
+
+
+def _run_tags(
+    inputs: _Inputs, fit: _Fit, trigger: str, sha: str, requested_by: str | None
+) -> dict[str, str]:
+    tags = {
+        "trigger": trigger,
+        "config_hash": inputs.config,
+        "code_version": code_version(),
+        "model_sha256": sha,
+        "lineage_batches": ",".join(b["id"] for b in fit.data.lineage)[:5000],
+        "data_fingerprint": inputs.fingerprint,
+    }
+    if requested_by and requested_by.strip():
+        tags["requested_by"] = requested_by.strip()[:200]
+    return tags
+
+
+@dataclass
+class _Logged:
+    """The logged (not yet registered) run of a training."""
+
+    run_id: str
+    model_uri: str
+    example: pd.DataFrame
+    tags: dict[str, str]
+    kind: str
+    sha: str
+    importances: dict[str, float]
+    seconds: float
+
+
+def _log_run(
+    root: Path,
+    settings: Settings,
+    reg: Registry,
+    inputs: _Inputs,
+    fit: _Fit,
+    trigger: str,
+    requested_by: str | None,
+) -> _Logged:
+    """Write the training's files and log its run with the model (not registered yet)."""
+    artifacts, sha, importances = _write_training_files(root, settings, inputs, fit)
+    example = to_plain(fit.X_ho.head(5)).astype(  # numbers as float: missing values allowed
+        {c: "float64" for c, k in inputs.spec["kinds"].items() if k == "numeric"}
+    )
+    kind = "online" if inputs.base is not None else settings.model.type
+    tags = _run_tags(inputs, fit, trigger, sha, requested_by)
+    t1 = time.perf_counter()
+    metrics = {f"holdout_{k}": v for k, v in fit.metrics.items()}
+    run_id, model_uri = reg.log_candidate(
+        model_dir=root / "model",
+        artifacts=artifacts,
+        run_name=f"train-{trigger.split(',')[0][:30]}-{time.strftime('%Y%m%d-%H%M%S')}",
+        params=_run_params(settings, trigger, kind, fit),
+        metrics=metrics
+        | {"validation_score": fit.found.best_score, "search_seconds": fit.found.seconds},
+        tags=tags,
+        files={sub: root / sub for sub in ("lineage", "reference", "training")},
+        input_example=example,
+        signature_output=fit.model.predict_frame(example),
+    )
+    seconds = time.perf_counter() - t1
+    return _Logged(run_id, model_uri, example, tags, kind, sha, importances, seconds)
+
+
+def _performance_evidence(
+    settings: Settings, fit: _Fit, cmp: _Comparison, classes: Any, evidence: Path
+) -> None:
+    """Evidently's performance report of the challenger (against the champion on its rows),
+    best effort."""
+    try:
+        performance_report(
+            settings.task,
+            fit.df[settings.data.target].iloc[fit.ho],
+            fit.pred_ho,
+            evidence,
+            classes=classes,
+            y_reference=cmp.y if cmp.pred is not None else None,
+            pred_reference=cmp.pred,
+            name="performance",
+        )
+    except (ValueError, TypeError, KeyError) as e:  # evidence is best effort
+        log.warning("Evidently performance report failed: %s", e)
+
+
+def _smoke_result(
+    smoke: SmokeTest | None, fit: _Fit, logged: _Logged, task: str
+) -> tuple[bool | None, str]:
+    """The smoke test's verdict: the packaged model loads in a fresh process and predicts
+    what the trained model predicts (classes; regressions only need to load)."""
+    if smoke is None:
+        return None, ""
+    ok, detail, preds = smoke.result()
+    expected = [str(v) for v in fit.model.predict_frame(logged.example)["prediction"]]
+    if ok and task != "regression" and preds != expected:
+        return False, "predictions differ from the trained model's"
+    return ok, detail
+
+
+def _gate(
+    settings: Settings, fit: _Fit, cmp: _Comparison, smoke: tuple[bool | None, str]
+) -> GateResult:
+    gcfg = settings.gate
+    return decide_gate(
+        task=settings.task,
+        challenger=fit.metrics,
+        champion=cmp.metrics,
+        challenger_slices=fit.slices,
+        champion_slices=cmp.slices,
+        smoke_ok=smoke[0],
+        smoke_detail=smoke[1],
+        metric=gcfg.metric,
+        min_score=gcfg.min_score,
+        min_improvement=gcfg.min_improvement,
+        max_slice_regression=gcfg.max_slice_regression,
+        compared=cmp.compared,
+        compared_rows=cmp.compared_rows,
+        comparable=cmp.comparable,
+    )
+
+
+def _comparison_json(gate: GateResult, fit: _Fit, cmp: _Comparison) -> str:
+    return json.dumps(
+        {
+            "metric": gate.metric,
+            "challenger": fit.metrics,
+            "champion": cmp.metrics,
+            "champion_version": cmp.champion,
+            "slices": {"challenger": fit.slices, "champion": cmp.slices},
+            "gate": gate.to_dict(),
+            "holdout_rows": fit.ho.stop - fit.ho.start,
+        },
+        indent=2,
+        default=str,
+    )
+
+
+def _card(
+    reg: Registry,
+    trigger: str,
+    inputs: _Inputs,
+    fit: _Fit,
+    cmp: _Comparison,
+    logged: _Logged,
+    gate: GateResult,
+) -> str:
+    return _model_card(
+        name=reg.name,
+        version_hint=f"run {logged.run_id[:8]}",
+        trigger=trigger,
+        spec=inputs.spec,
+        kind=logged.kind,
+        rows=len(fit.df),
+        window=(str(fit.data.start), str(fit.data.end)),
+        batches=len(fit.data.lineage),
+        metrics=fit.metrics,
+        champion=cmp.champion,
+        champion_metrics=cmp.metrics,
+        gate=gate,
+        params=fit.found.best_params,
+        sha=logged.sha,
+        importances=logged.importances,
+    )
+
+
+def _version_tags(
+    settings: Settings,
+    inputs: _Inputs,
+    fit: _Fit,
+    logged: _Logged,
+    gate: GateResult,
+    since: datetime | None,
+) -> dict[str, str]:
+    """Every tag of the new version: the run's, the online base's, the gate's and the data's."""
+    data, tags = fit.data, dict(logged.tags)
+    if inputs.base is not None:
+        tags |= {
+            "online_base": inputs.base.version,
+            "online_rows_learnt": str(fit.found.best_params["rows_learnt"]),
+        }
+        if fit.log_until:
+            tags["online_log_until"] = fit.log_until.isoformat()
+    tags |= {
+        "status": "pending_approval" if gate.passed else "rejected",
+        "gate_passed": str(gate.passed).lower(),
+        "gate_reasons": json.dumps(gate.reasons)[:5000],
+        "metrics": json.dumps(fit.metrics),
+        "model_type": logged.kind,
+        "rows": str(len(fit.df)),
+        "window_rows": str(fit.window_rows),
+        "data_window": f"{data.start} → {data.end}",
+    }
+    if data.end:
+        tags["data_end"] = data.end.isoformat()
+    if since:
+        tags["change_at"] = since.isoformat()
+    return tags
+
+
+def _register(
+    settings: Settings,
+    reg: Registry,
+    inputs: _Inputs,
+    logged: _Logged,
+    gate: GateResult,
+    tags: dict[str, str],
+    card: str,
+    champion: str | None,
+) -> tuple[str, str, dict[str, Any] | None]:
+    """Register the version (its whole package hashed first: what promotion and serving
+    verify before they use it), then promote it, make it the challenger, or audit the gate's
+    refusal. Returns (version, status, the auto-promotion's result)."""
+    version = reg.register(
+        logged.model_uri,
+        logged.run_id,
+        {"package_sha256": reg.package_hash(logged.model_uri)} | tags,
+        description=card,
+    )
+    status, promotion = tags["status"], None
+    if not gate.passed:
+        reg.record_gate_rejection(version, champion, gate.failed, logged.run_id)
+    elif settings.promotion.mode == "auto":
+        comment = "auto: the gate passed: " + "; ".join(gate.reasons)
+        promotion = reg.auto_promote(version, comment=comment).to_dict()
+        if promotion["outcome"] == "applied":
+            status = "approved"
+        else:  # refused (e.g. the champion changed meanwhile): it awaits a person
+            reg.set_challenger(version)
+    else:
+        reg.set_challenger(version)
+    if inputs.base is not None and gate.passed:
+        reg.supersede_online(version)
+    return version, status, promotion
 
 
 def _train_and_register(
@@ -455,346 +934,47 @@ def _train_and_register(
     online: bool = False,
 ) -> TrainingOutcome:
     meta = meta or MetadataStore(settings.db_url)
-    mcfg, gcfg, task = settings.model, settings.gate, settings.task
-    target = settings.data.target
-    data = load_training_data(settings, meta, since=since)
-    df = data.frame
-    y = df[target] if target in df.columns else pd.Series(dtype=float)
-    classes = None if task == "regression" else sorted(pd.unique(y.dropna()).tolist())
-    spec = feature_spec(settings, df, mcfg.type, classes)
     reg = registry or Registry(settings, meta)
-    base = _online_base(reg) if online else None
-    if base is not None:  # the features as the continued model reads them
-        spec = base.model.spec
-        classes = spec.get("classes")
-    X = df[spec["feature_order"]]
-    check_training_input(X, y, task, mcfg.min_rows)
-    leaks = detect_leaks(X, y, spec, task, mcfg.leak_threshold, seed=mcfg.seed)
-    if leaks:
-        raise TrainingInputError(
-            "cannot train: feature(s) predict the target almost perfectly on their own, which "
-            "usually means they are derived from it or recorded after it: "
-            + ", ".join(f"{c} (score {s})" for c, s in leaks)
-            + "; remove them from data.features"
-        )
-    reg.ensure_registered_model()
-    reg.end_dead_runs()  # runs of trainings killed before this one: never left RUNNING
-    fingerprint, config = data_fingerprint(data.lineage, since), config_hash(settings)
-    if base is not None:
-        fingerprint = f"{fingerprint[:24]}-online-v{base.version}"
-    _refuse_copy(reg, fingerprint, config)
-    tr, va, ho = time_split(len(df), mcfg.holdout, mcfg.validation)
-    if task != "regression" and y.iloc[tr].nunique() < 2:
-        raise TrainingInputError("cannot train: the training part of the window has one class")
-    t0 = time.perf_counter()
-    log_until: datetime | None = None
-    if base is not None:
-        model, pred_ho, learnt, log_until = _online_update(settings, base, df, X, y, ho)
-        X_ho, y_ho = X.iloc[ho], y.iloc[ho]
-        # an OnlineBooster predicts, saves and describes itself as a TrainedModel does
-        found = SearchResult(
-            model,  # type: ignore[arg-type]
-            {
-                "online_base": base.version,
-                "rows_learnt": learnt,
-                **model.params,
-            },
-            float("nan"),
-            0,
-            time.perf_counter() - t0,
-        )
-        chosen = WindowChoice(0, model, float("nan"), {})  # type: ignore[arg-type]
-        t_search = time.perf_counter() - t0
-        metrics = compute_metrics(task, y_ho, pred_ho, classes)
-        slices = slice_metrics(task, df.iloc[ho], y_ho, pred_ho, gcfg.slice_columns, classes)
-        window_rows = len(df)
-    else:
-        (
-            found,
-            chosen,
-            model,
-            df,
-            X,
-            y,
-            data,
-            tr,
-            va,
-            ho,
-            window_rows,
-            t_search,
-            X_ho,
-            y_ho,
-            pred_ho,
-            metrics,
-            slices,
-        ) = _search_and_refit(settings, df, X, y, data, spec, tr, va, ho, t0)
-
-    champion = reg.champion()
-    champ_metrics = champ_slices = None
-    champ_pred = champ_y = None
-    compared: dict[str, float] | None = None
-    compared_rows: int | None = None
-    comparable = True
-    if champion:
-        # compared on the newest rows the champion has not trained on (it learnt its whole
-        # window, so on older rows it would be judged on its own training data)
-        new_rows = _unseen_by(reg.version(champion), df.iloc[ho], settings.data.time_column)
-        cmp = df.iloc[ho][new_rows]
-        compared_rows = len(cmp) if len(cmp) < len(X_ho) else None
-        comparable = len(cmp) >= min(settings.monitoring.min_rows, len(X_ho))
-        try:
-            if comparable:
-                champ_pred, champ_y = reg.predict(champion, cmp), cmp[target]
-                champ_metrics = compute_metrics(task, cmp[target], champ_pred, classes)
-                champ_slices = slice_metrics(
-                    task, cmp, cmp[target], champ_pred, gcfg.slice_columns, classes
-                )
-                if compared_rows:
-                    mine = pred_ho[new_rows.to_numpy()]
-                    compared = compute_metrics(task, cmp[target], mine, classes)
-                    slices = slice_metrics(
-                        task, cmp, cmp[target], mine, gcfg.slice_columns, classes
-                    )
-        except (MlopsError, KeyError, ValueError, TypeError) as e:
-            # the champion may not read today's schema: the gate then has no comparison
-            log.warning("champion v%s could not score the hold-out: %s", champion, e)
-            champ_pred = champ_metrics = champ_slices = None
-
+    inputs = _read_inputs(settings, meta, reg, since, online)
+    fit = _fit(settings, inputs)
+    cmp = _compare_with_champion(settings, reg, fit, inputs.classes)
     with tempfile.TemporaryDirectory(prefix="mlops-train-") as tmp:
         root = Path(tmp)
-        artifacts = model.save(root / "model")
-        sha = file_sha256(artifacts["model"])
-        importances = model.feature_importances()
-        ref_rows = df.iloc[: ho.start]
-        ref = ref_rows.sample(
-            min(len(ref_rows), mcfg.reference_rows), random_state=mcfg.seed
-        ).sort_index()
-        (root / "reference").mkdir()
-        ref.to_parquet(root / "reference" / "reference.parquet", index=False)
-        (root / "lineage").mkdir()
-        (root / "lineage" / "lineage.json").write_text(
-            json.dumps(
-                {
-                    "batches": data.lineage,
-                    "rows": len(df),
-                    "start": str(data.start),
-                    "end": str(data.end),
-                    "dropped_unlabelled": data.dropped_unlabelled,
-                    "skipped_batches": data.skipped,
-                },
-                indent=2,
-            )
-        )
-        (root / "training").mkdir()
-        (root / "training" / "feature_importance.json").write_text(
-            json.dumps(importances, indent=2)
-        )
-        (root / "training" / "search.json").write_text(
-            json.dumps(found.history, indent=1, default=str)
-        )
-        # the baseline monitoring judges a later rise of the error against (where it rose)
-        np.save(
-            root / "training" / "holdout_errors.npy",
-            error_stream(task, y_ho, pred_ho["prediction"]),
-        )
-        # what the label-free estimate learns from the hold-out: calibration and its spread
-        if classes is not None:
-            cal = fit_calibration(
-                task,
-                pred_ho[[f"proba_{c}" for c in classes]].to_numpy(),
-                pd.Categorical(y_ho, categories=classes).codes,
-                seed=mcfg.seed,
-            )
-            if cal is not None:
-                (root / "training" / "calibration.json").write_text(json.dumps(cal.to_dict()))
-        example = to_plain(X_ho.head(5)).astype(  # numbers as float: missing values allowed
-            {c: "float64" for c, k in spec["kinds"].items() if k == "numeric"}
-        )
-        kind = "online" if base is not None else mcfg.type
-        params = {
-            "model_type": kind,
-            "task": task,
-            "trigger": trigger,
-            "rows": len(df),
-            "train_rows": tr.stop - tr.start,
-            "validation_rows": va.stop - va.start,
-            "holdout_rows": ho.stop - ho.start,
-            "window_start": str(data.start),
-            "window_end": str(data.end),
-            "batches": len(data.lineage),
-            "search_trials": found.trials,
-            "window_choice": json.dumps({str(k): round(v, 5) for k, v in chosen.scores.items()}),
-            "window_start_row": chosen.start,
-            **{f"hp_{k}": v for k, v in found.best_params.items()},
-        }
-        tags = {
-            "trigger": trigger,
-            "config_hash": config,
-            "code_version": code_version(),
-            "model_sha256": sha,
-            "lineage_batches": ",".join(b["id"] for b in data.lineage)[:5000],
-            "data_fingerprint": fingerprint,
-        } | (
-            {"requested_by": requested_by.strip()[:200]}
-            if requested_by and requested_by.strip()
-            else {}
-        )
-        t1 = time.perf_counter()
-        run_id, model_uri = reg.log_candidate(
-            model_dir=root / "model",
-            artifacts=artifacts,
-            run_name=f"train-{trigger.split(',')[0][:30]}-{time.strftime('%Y%m%d-%H%M%S')}",
-            params=params,
-            metrics={f"holdout_{k}": v for k, v in metrics.items()}
-            | {"validation_score": found.best_score, "search_seconds": found.seconds},
-            tags=tags,
-            files={
-                "lineage": root / "lineage",
-                "reference": root / "reference",
-                "training": root / "training",
-            },
-            input_example=example,
-            signature_output=model.predict_frame(example),
-        )
-        t_log = time.perf_counter() - t1
+        logged = _log_run(root, settings, reg, inputs, fit, trigger, requested_by)
         if smoke is not None:  # it loads and predicts while the evidence is computed here
-            smoke.submit(model_uri, example, reg.uri)
-        evidence = root / "evidence"
+            smoke.submit(logged.model_uri, logged.example, reg.uri)
+        evidence, card_dir = root / "evidence", root / "card"
         evidence.mkdir()
-        try:
-            performance_report(
-                task,
-                y_ho,
-                pred_ho,
-                evidence,
-                classes=classes,
-                y_reference=champ_y if champ_pred is not None else None,
-                pred_reference=champ_pred,
-                name="performance",
-            )
-        except (ValueError, TypeError, KeyError) as e:  # evidence is best effort
-            log.warning("Evidently performance report failed: %s", e)
+        card_dir.mkdir()
+        _performance_evidence(settings, fit, cmp, inputs.classes, evidence)
         t2 = time.perf_counter()
-        smoke_ok: bool | None = None
-        smoke_detail = ""
-        if smoke is not None:
-            smoke_ok, smoke_detail, preds = smoke.result()
-            expected = [str(v) for v in model.predict_frame(example)["prediction"]]
-            if smoke_ok and task != "regression" and preds != expected:
-                smoke_ok, smoke_detail = False, "predictions differ from the trained model's"
+        smoked = _smoke_result(smoke, fit, logged, settings.task)
         t_smoke = time.perf_counter() - t2
-        gate = decide_gate(
-            task=task,
-            challenger=metrics,
-            champion=champ_metrics,
-            challenger_slices=slices,
-            champion_slices=champ_slices,
-            smoke_ok=smoke_ok,
-            smoke_detail=smoke_detail,
-            metric=gcfg.metric,
-            min_score=gcfg.min_score,
-            min_improvement=gcfg.min_improvement,
-            max_slice_regression=gcfg.max_slice_regression,
-            compared=compared,
-            compared_rows=compared_rows,
-            comparable=comparable,
-        )
-        (evidence / "comparison.json").write_text(
-            json.dumps(
-                {
-                    "metric": gate.metric,
-                    "challenger": metrics,
-                    "champion": champ_metrics,
-                    "champion_version": champion,
-                    "slices": {"challenger": slices, "champion": champ_slices},
-                    "gate": gate.to_dict(),
-                    "holdout_rows": ho.stop - ho.start,
-                },
-                indent=2,
-                default=str,
-            )
-        )
-        card = root / "card"
-        card.mkdir()
-        card_text = _model_card(
-            name=reg.name,
-            version_hint=f"run {run_id[:8]}",
-            trigger=trigger,
-            spec=spec,
-            kind=kind,
-            rows=len(df),
-            window=(str(data.start), str(data.end)),
-            batches=len(data.lineage),
-            metrics=metrics,
-            champion=champion,
-            champion_metrics=champ_metrics,
-            gate=gate,
-            params=found.best_params,
-            sha=sha,
-            importances=importances,
-        )
-        (card / "model_card.md").write_text(card_text)
-        reg.log_run_files(run_id, {"evidence": evidence, "card": card})
-
-    if base is not None:
-        tags |= {
-            "online_base": base.version,
-            "online_rows_learnt": str(found.best_params["rows_learnt"]),
-        } | ({"online_log_until": log_until.isoformat()} if log_until else {})
-    status = "pending_approval" if gate.passed else "rejected"
-    # the whole package as stored (code, spec, MLmodel, environment, model): what promotion
-    # and serving verify before they use it
-    tags["package_sha256"] = reg.package_hash(model_uri)
-    version = reg.register(
-        model_uri,
-        run_id,
-        tags
-        | {
-            "status": status,
-            "gate_passed": str(gate.passed).lower(),
-            "gate_reasons": json.dumps(gate.reasons)[:5000],
-            "metrics": json.dumps(metrics),
-            "model_type": kind,
-            "rows": str(len(df)),
-            "window_rows": str(window_rows),
-            "data_window": f"{data.start} → {data.end}",
-        }
-        | ({"data_end": data.end.isoformat()} if data.end else {})
-        | ({"change_at": since.isoformat()} if since else {}),
-        description=card_text,
+        gate = _gate(settings, fit, cmp, smoked)
+        (evidence / "comparison.json").write_text(_comparison_json(gate, fit, cmp))
+        card = _card(reg, trigger, inputs, fit, cmp, logged, gate)
+        (card_dir / "model_card.md").write_text(card)
+        reg.log_run_files(logged.run_id, {"evidence": evidence, "card": card_dir})
+    tags = _version_tags(settings, inputs, fit, logged, gate, since)
+    version, status, promotion = _register(
+        settings, reg, inputs, logged, gate, tags, card, cmp.champion
     )
-    promotion = None
-    if gate.passed:
-        if settings.promotion.mode == "auto":
-            promotion = reg.auto_promote(
-                version, comment="auto: the gate passed: " + "; ".join(gate.reasons)
-            ).to_dict()
-            if promotion["outcome"] == "applied":
-                status = "approved"
-            else:  # refused (e.g. the champion changed meanwhile): it awaits a person
-                reg.set_challenger(version)
-        else:
-            reg.set_challenger(version)
-    else:
-        reg.record_gate_rejection(version, champion, gate.failed, run_id)
-    if base is not None and gate.passed:
-        reg.supersede_online(version)
-    total = time.perf_counter() - t_start
+    seconds = {"total": time.perf_counter() - t_start, "search": fit.seconds, "log": logged.seconds}
     return TrainingOutcome(
         version=version,
         status=status,
         trigger=trigger,
         gate=gate,
-        metrics=metrics,
-        champion_version=champion,
-        champion_metrics=champ_metrics,
-        run_id=run_id,
-        rows=len(df),
-        window=(str(data.start), str(data.end)),
-        batches=len(data.lineage),
-        best_params=found.best_params,
-        trials=found.trials,
-        seconds={"total": total, "search": t_search, "log": t_log, "smoke": t_smoke},
+        metrics=fit.metrics,
+        champion_version=cmp.champion,
+        champion_metrics=cmp.metrics,
+        run_id=logged.run_id,
+        rows=len(fit.df),
+        window=(str(fit.data.start), str(fit.data.end)),
+        batches=len(fit.data.lineage),
+        best_params=fit.found.best_params,
+        trials=fit.found.trials,
+        seconds=seconds | {"smoke": t_smoke},
         promotion=promotion,
-        requested_by=tags.get("requested_by"),
+        requested_by=logged.tags.get("requested_by"),
     )
