@@ -378,20 +378,28 @@ def _new_labels(settings: Settings, meta: MetadataStore, reg: Registry, store: B
     )
 
 
-def monitor(
-    settings: Settings,
-    batch_ids: list[str] | None = None,
-    *,
-    report: bool | None = None,
-    meta: MetadataStore | None = None,
-    registry: Registry | None = None,
-    now: datetime | None = None,
-) -> MonitoringResult:
-    """Monitor new batches against the champion, decide about retraining, record both."""
-    now = now or utcnow()
-    meta = meta or MetadataStore(settings.db_url)
-    reg = registry or Registry(settings, meta)
-    mcfg = settings.monitoring
+@dataclass(frozen=True)
+class _ChampionEvidence:
+    """What the champion brings to a monitoring run: its version, its record, the reference
+    rows it was trained on and its feature importances (None when not kept)."""
+
+    version: str
+    info: VersionInfo
+    reference: pd.DataFrame
+    importances: dict[str, float] | None
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """The champion's predictions of the current rows (None without rows), its class names
+    (classification with probabilities, else None) and which rows hold a label."""
+
+    preds: pd.DataFrame | None
+    classes: list[str] | None
+    labelled: pd.Series
+
+
+def _champion_evidence(settings: Settings, reg: Registry) -> _ChampionEvidence:
     champion = reg.champion()
     if champion is None:
         raise MlopsError(
@@ -407,14 +415,18 @@ def monitor(
         )
     except (MlopsError, OSError, ValueError):
         importances = None
-    store = BatchStore(settings.workspace)
-    recs, current, served_rows = _current_data(settings, meta, reg, champion, batch_ids, store)
-    kinds = _kinds(settings, reference)
-    drift = compute_drift(
-        reference,
+    return _ChampionEvidence(champion, info, reference, importances)
+
+
+def _data_drift(
+    settings: Settings, champ: _ChampionEvidence, current: pd.DataFrame, kinds: dict[str, str]
+) -> DriftSummary:
+    mcfg = settings.monitoring
+    return compute_drift(
+        champ.reference,
         current,
         kinds,
-        importances=importances if mcfg.weight_by_importance else None,
+        importances=champ.importances if mcfg.weight_by_importance else None,
         sample_size=mcfg.sample_rows,
         min_rows=mcfg.min_rows,
         method=mcfg.method,
@@ -422,116 +434,296 @@ def monitor(
         drift_share=mcfg.drift_share,
         seed=mcfg.seed,
     )
-    task = settings.task
-    metric = settings.gate.metric or PRIMARY[task]
-    baseline = info.metrics
+
+
+def _score(settings: Settings, reg: Registry, champion: str, current: pd.DataFrame) -> _Scored:
+    """The champion's predictions of the current rows, and which of them are labelled."""
     target = settings.data.target
-    result = MonitoringResult(
-        id=f"m-{uuid.uuid4().hex[:12]}",
-        at=now,
-        model=reg.name,
-        champion_version=champion,
-        batch_ids=[r.id for r in recs],
-        rows=len(current),
-        labelled_rows=0,
-        drift=drift,
-        performance=None,
-        baseline=baseline,
-        metric=metric,
-        served_rows=served_rows,
-    )
-    classes = None
-    preds = None
-    if len(current):
-        preds = reg.predict(champion, current)
-        proba_cols = [c for c in preds.columns if c.startswith("proba_")]
-        if task != "regression" and proba_cols:
-            classes = [c.removeprefix("proba_") for c in proba_cols]
-            if len(current) >= mcfg.min_rows:  # too few rows: no estimate to decide from
-                est = estimate_performance(
-                    task,
-                    preds[proba_cols].to_numpy(),
-                    classes,
-                    seed=mcfg.seed,
-                    calibration=_calibration(settings, reg, champion),
-                )
-                result.estimated = {k: v.to_dict() for k, v in est.items()}
     labelled = (
         current[target].notna()
         if target and target in current.columns
         else pd.Series(False, index=current.index)
     )
-    result.labelled_rows = int(labelled.sum())
-    if preds is not None and result.labelled_rows >= mcfg.min_rows:
-        y = current.loc[labelled, target]
-        p = preds.loc[labelled]
-        if classes is not None:  # labels as the model saw them (class names are text here)
-            y = as_text(y)
-            p = p.assign(prediction=as_text(p["prediction"]))
-        result.performance = compute_metrics(task, y, p, classes)
-        result.detectors = run_detectors(settings.retraining.detectors, task, y, p["prediction"])
-        tcol = settings.data.time_column
-        starts = [d.change_starts[0] for d in result.detectors if d.change_starts]
-        if not starts:  # no detector fired: did the error rise clearly, and where?
-            rise = where_error_rose(
-                _holdout_errors(settings, reg, champion), error_stream(task, y, p["prediction"])
-            )
-            # else the first row of the evidence
-            starts = [rise] if rise is not None else [0]
-        if starts and tcol and tcol in current.columns:  # where the error rose, as a time
-            change_at = current.loc[labelled, tcol].iloc[min(starts)]
-            if pd.notna(change_at):  # a served row may have sent no (readable) time
-                result.change_at = pd.Timestamp(change_at).to_pydatetime()
-    result.reconciled = reconcile_estimates(settings, meta, reg, store)
+    if not len(current):
+        return _Scored(None, None, labelled)
+    preds = reg.predict(champion, current)
+    proba_cols = [c for c in preds.columns if c.startswith("proba_")]
+    classes = None
+    if settings.task != "regression" and proba_cols:
+        classes = [c.removeprefix("proba_") for c in proba_cols]
+    return _Scored(preds, classes, labelled)
+
+
+def _label_free_estimate(
+    settings: Settings, reg: Registry, champion: str, current: pd.DataFrame, scored: _Scored
+) -> dict[str, dict[str, float]]:
+    """The champion's metrics estimated from its probabilities alone (none for regression, or
+    with too few rows to decide from)."""
+    mcfg = settings.monitoring
+    if scored.preds is None or scored.classes is None or len(current) < mcfg.min_rows:
+        return {}
+    est = estimate_performance(
+        settings.task,
+        scored.preds[[f"proba_{c}" for c in scored.classes]].to_numpy(),
+        scored.classes,
+        seed=mcfg.seed,
+        calibration=_calibration(settings, reg, champion),
+    )
+    return {k: v.to_dict() for k, v in est.items()}
+
+
+def _labelled_pairs(
+    current: pd.DataFrame, scored: _Scored, target: str | None
+) -> tuple[pd.Series, pd.DataFrame]:
+    """Labels and predictions of the labelled rows, as the model saw them (class names are
+    text here)."""
+    assert scored.preds is not None
+    y = current.loc[scored.labelled, target]
+    p = scored.preds.loc[scored.labelled]
+    if scored.classes is not None:
+        y = as_text(y)
+        p = p.assign(prediction=as_text(p["prediction"]))
+    return y, p
+
+
+def _realised_performance(
+    settings: Settings,
+    reg: Registry,
+    champion: str,
+    current: pd.DataFrame,
+    scored: _Scored,
+    result: MonitoringResult,
+) -> None:
+    """With enough labelled rows: the realised metrics, the concept-drift detectors and where
+    the error rose, into ``result``."""
+    if scored.preds is None or result.labelled_rows < settings.monitoring.min_rows:
+        return
+    task = settings.task
+    y, p = _labelled_pairs(current, scored, settings.data.target)
+    result.performance = compute_metrics(task, y, p, scored.classes)
+    result.detectors = run_detectors(settings.retraining.detectors, task, y, p["prediction"])
+    starts = [d.change_starts[0] for d in result.detectors if d.change_starts]
+    if not starts:  # no detector fired: did the error rise clearly, and where?
+        rise = where_error_rose(
+            _holdout_errors(settings, reg, champion), error_stream(task, y, p["prediction"])
+        )
+        # else the first row of the evidence
+        starts = [rise] if rise is not None else [0]
+    tcol = settings.data.time_column
+    if starts and tcol and tcol in current.columns:  # where the error rose, as a time
+        change_at = current.loc[scored.labelled, tcol].iloc[min(starts)]
+        if pd.notna(change_at):  # a served row may have sent no (readable) time
+            result.change_at = pd.Timestamp(change_at).to_pydatetime()
+
+
+def _decision(
+    settings: Settings,
+    meta: MetadataStore,
+    reg: Registry,
+    store: BatchStore,
+    result: MonitoringResult,
+    champion: VersionInfo,
+) -> Decision:
+    """The retraining policy's decision from this run's signals and the policy's state."""
     versions = trainings(reg.versions())
-    clock = data_clock(settings, meta, now)
+    clock = data_clock(settings, meta, result.at)
     state = _policy_state(meta, reg.name, versions, clock, settings.retraining.drift_share)
     rows, change_at = window_rows(
         settings, meta, store, state.change_at if isinstance(state.change_at, datetime) else None
     )
     state = replace(state, change_at=change_at)
-    estimate = result.estimated.get(metric, {}).get("value") if result.estimated else None
+    estimate = result.estimated.get(result.metric, {}).get("value") if result.estimated else None
     signals = compute_signals(
-        metric=metric,
-        baseline=baseline,
+        metric=result.metric,
+        baseline=result.baseline,
         realised=result.performance,
         estimated=estimate,
-        drift_share=drift.drift_share,
-        weighted_drift_share=drift.weighted_drift_share,
+        drift_share=result.drift.drift_share,
+        weighted_drift_share=result.drift.weighted_drift_share,
         detectors_fired=[d.name for d in result.detectors if d.fired],
         # the newest training, approved or not: a candidate awaiting approval already answers
         # the schedule (measured from the champion, every run would ask again meanwhile)
-        model_trained_at=clock.trained_at(versions[-1] if versions else info),
+        model_trained_at=clock.trained_at(versions[-1] if versions else champion),
         new_labels=_new_labels(settings, meta, reg, store),
         window_rows=rows,
         change_at=result.change_at,
     )
-    result.decision = decide(signals, state, settings.retraining, clock.now, clock.batch_period)
-    want_report = (
+    return decide(signals, state, settings.retraining, clock.now, clock.batch_period)
+
+
+def _wants_report(settings: Settings, drift: DriftSummary, report: bool | None) -> bool:
+    """``report`` if given, else as ``monitoring.report`` says; never without enough data."""
+    mcfg = settings.monitoring
+    wanted = (
         report
         if report is not None
         else (mcfg.report == "always" or (mcfg.report == "on_drift" and drift.dataset_drift))
     )
-    if want_report and drift.status != "not_enough_data":
-        out_dir = settings.workspace / "reports" / result.id
-        drift_report(
-            _sample(reference, mcfg.sample_rows, mcfg.seed),
-            _sample(current, mcfg.sample_rows, mcfg.seed + 1),
-            kinds,
-            out_dir,
-            method=mcfg.method,
-            threshold=mcfg.threshold,
-            drift_share=mcfg.drift_share,
-        )
-        if result.performance is not None and preds is not None:
-            y_all = current.loc[labelled, target]
-            p_all = preds.loc[labelled]
-            if classes is not None:
-                y_all, p_all = as_text(y_all), p_all.assign(prediction=as_text(p_all["prediction"]))
-            performance_report(task, y_all, p_all, out_dir, classes=classes)
-        result.report = str((out_dir / "drift.html").relative_to(settings.workspace))
+    return bool(wanted) and drift.status != "not_enough_data"
+
+
+def _write_reports(
+    settings: Settings,
+    result: MonitoringResult,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    kinds: dict[str, str],
+    scored: _Scored,
+) -> str:
+    """The drift report (and the performance report, with realised metrics); its path,
+    relative to the workspace."""
+    mcfg = settings.monitoring
+    out_dir = settings.workspace / "reports" / result.id
+    drift_report(
+        _sample(reference, mcfg.sample_rows, mcfg.seed),
+        _sample(current, mcfg.sample_rows, mcfg.seed + 1),
+        kinds,
+        out_dir,
+        method=mcfg.method,
+        threshold=mcfg.threshold,
+        drift_share=mcfg.drift_share,
+    )
+    if result.performance is not None and scored.preds is not None:
+        y_all, p_all = _labelled_pairs(current, scored, settings.data.target)
+        performance_report(settings.task, y_all, p_all, out_dir, classes=scored.classes)
+    return str((out_dir / "drift.html").relative_to(settings.workspace))
+
+
+def monitor(
+    settings: Settings,
+    batch_ids: list[str] | None = None,
+    *,
+    report: bool | None = None,
+    meta: MetadataStore | None = None,
+    registry: Registry | None = None,
+    now: datetime | None = None,
+) -> MonitoringResult:
+    """Monitor new batches against the champion, decide about retraining, record both."""
+    now = now or utcnow()
+    meta = meta or MetadataStore(settings.db_url)
+    reg = registry or Registry(settings, meta)
+    champ = _champion_evidence(settings, reg)
+    store = BatchStore(settings.workspace)
+    recs, current, served_rows = _current_data(settings, meta, reg, champ.version, batch_ids, store)
+    kinds = _kinds(settings, champ.reference)
+    result = MonitoringResult(
+        id=f"m-{uuid.uuid4().hex[:12]}",
+        at=now,
+        model=reg.name,
+        champion_version=champ.version,
+        batch_ids=[r.id for r in recs],
+        rows=len(current),
+        labelled_rows=0,
+        drift=_data_drift(settings, champ, current, kinds),
+        performance=None,
+        baseline=champ.info.metrics,
+        metric=settings.gate.metric or PRIMARY[settings.task],
+        served_rows=served_rows,
+    )
+    scored = _score(settings, reg, champ.version, current)
+    result.estimated = _label_free_estimate(settings, reg, champ.version, current, scored)
+    result.labelled_rows = int(scored.labelled.sum())
+    _realised_performance(settings, reg, champ.version, current, scored, result)
+    result.reconciled = reconcile_estimates(settings, meta, reg, store)
+    result.decision = _decision(settings, meta, reg, store, result, champ.info)
+    if _wants_report(settings, result.drift, report):
+        result.report = _write_reports(settings, result, champ.reference, current, kinds, scored)
     record(meta, result)
     return result
+
+
+def _recent_runs(meta: MetadataStore, model: str, limit: int) -> list[tuple[str, str]]:
+    """(id, summary as JSON) of the newest ``limit`` monitoring runs, newest first."""
+    with meta.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(monitoring_runs.c.id, monitoring_runs.c.summary)
+            .where(monitoring_runs.c.model == model)
+            .order_by(monitoring_runs.c.at.desc())
+            .limit(limit)
+        ).all()
+    return [(run_id, text) for run_id, text in rows]
+
+
+def _awaiting_labels(summary: dict[str, Any], min_rows: int) -> dict[str, Any] | None:
+    """The run's label-free estimate of its metric (so the run names its metric), if it is
+    still to be checked against labels: not reconciled yet, over batches, and measured without
+    enough labels."""
+    est = summary.get("estimated", {}).get(summary.get("metric"))
+    if (
+        summary.get("reconciled_with")
+        or not est
+        or not summary.get("batch_ids")
+        or summary.get("labelled_rows", 0) >= min_rows
+    ):
+        return None
+    return est
+
+
+def _rows_labelled_since(
+    settings: Settings,
+    meta: MetadataStore,
+    store: BatchStore,
+    summary: dict[str, Any],
+    all_labels: pd.DataFrame,
+) -> pd.DataFrame | None:
+    """The run's rows with the labels other accepted batches hold for them (matched by
+    ``data.id_column``); None while fewer than ``monitoring.min_rows``."""
+    d, min_rows = settings.data, settings.monitoring.min_rows
+    labels = (
+        all_labels[~all_labels["_batch"].isin(summary["batch_ids"])]
+        .drop(columns="_batch")
+        .drop_duplicates(d.id_column, keep="last")
+    )
+    if len(labels) < min_rows:
+        return None
+    scored = pd.concat(
+        [store.read(meta.get_batch(b)) for b in summary["batch_ids"]], ignore_index=True
+    )
+    rows_now = scored.drop(columns=[d.target], errors="ignore").merge(labels, on=d.id_column)
+    return rows_now if len(rows_now) >= min_rows else None
+
+
+def _realised_metric(
+    settings: Settings, reg: Registry, summary: dict[str, Any], rows_now: pd.DataFrame
+) -> float | None:
+    """The run's metric, realised by the run's champion on the rows now labelled."""
+    target = settings.data.target
+    preds = reg.predict(summary["champion_version"], rows_now)
+    classes = [c.removeprefix("proba_") for c in preds.columns if c.startswith("proba_")]
+    return compute_metrics(
+        settings.task,
+        as_text(rows_now[target]),
+        preds.assign(prediction=as_text(preds["prediction"])),
+        classes,
+    ).get(summary["metric"])
+
+
+def _reconciliation(
+    run_id: str, metric: str, rows: int, est: dict[str, Any], realised: float
+) -> dict[str, Any]:
+    return {
+        "run": run_id,
+        "metric": metric,
+        "rows": rows,
+        "estimated": est["value"],
+        "low": est["low"],
+        "high": est["high"],
+        "realised": realised,
+        "error": realised - est["value"],
+        "within_interval": est["low"] <= realised <= est["high"],
+    }
+
+
+def _record_reconciliation(
+    meta: MetadataStore, run_id: str, summary: dict[str, Any], check: dict[str, Any]
+) -> None:
+    """Keep the check in that run's record."""
+    with meta.write() as conn:
+        conn.execute(
+            monitoring_runs.update()
+            .where(monitoring_runs.c.id == run_id)
+            .values(summary=json.dumps(summary | {"reconciled_with": check}, default=str))
+        )
 
 
 def reconcile_estimates(
@@ -543,71 +735,26 @@ def reconcile_estimates(
     accepted batches hold labels for at least ``monitoring.min_rows`` of its rows,
     matched by ``data.id_column``: the champion of that run scores those rows, and the
     realised metric is recorded beside the estimate and its interval (in that run's record)."""
-    d, mcfg = settings.data, settings.monitoring
+    d = settings.data
     if not d.id_column or not d.target or settings.task == "regression":
         return []
-    with meta.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(monitoring_runs.c.id, monitoring_runs.c.summary)
-            .where(monitoring_runs.c.model == reg.name)
-            .order_by(monitoring_runs.c.at.desc())
-            .limit(limit)
-        ).all()
     done = []
     all_labels: pd.DataFrame | None = None
-    for run_id, text in rows:
+    for run_id, text in _recent_runs(meta, reg.name, limit):
         summary = json.loads(text)
-        metric = summary.get("metric")
-        est = summary.get("estimated", {}).get(metric)
-        if (
-            summary.get("reconciled_with")
-            or not est
-            or not summary.get("batch_ids")
-            or summary.get("labelled_rows", 0) >= mcfg.min_rows
-        ):
+        est = _awaiting_labels(summary, settings.monitoring.min_rows)
+        if est is None:
             continue
         if all_labels is None:  # read once per call, only when a run needs it
             all_labels = _labels_by_batch(settings, meta, store)
-        labels = (
-            all_labels[~all_labels["_batch"].isin(summary["batch_ids"])]
-            .drop(columns="_batch")
-            .drop_duplicates(d.id_column, keep="last")
-        )
-        if len(labels) < mcfg.min_rows:
+        rows_now = _rows_labelled_since(settings, meta, store, summary, all_labels)
+        if rows_now is None:
             continue
-        scored = pd.concat(
-            [store.read(meta.get_batch(b)) for b in summary["batch_ids"]], ignore_index=True
-        )
-        rows_now = scored.drop(columns=[d.target], errors="ignore").merge(labels, on=d.id_column)
-        if len(rows_now) < mcfg.min_rows:
-            continue
-        preds = reg.predict(summary["champion_version"], rows_now)
-        classes = [c.removeprefix("proba_") for c in preds.columns if c.startswith("proba_")]
-        realised = compute_metrics(
-            settings.task,
-            as_text(rows_now[d.target]),
-            preds.assign(prediction=as_text(preds["prediction"])),
-            classes,
-        ).get(metric)
+        realised = _realised_metric(settings, reg, summary, rows_now)
         if realised is None or np.isnan(realised):
             continue
-        check = {
-            "run": run_id,
-            "metric": metric,
-            "rows": len(rows_now),
-            "estimated": est["value"],
-            "low": est["low"],
-            "high": est["high"],
-            "realised": realised,
-            "error": realised - est["value"],
-            "within_interval": est["low"] <= realised <= est["high"],
-        }
-        with meta.write() as conn:
-            conn.execute(
-                monitoring_runs.update()
-                .where(monitoring_runs.c.id == run_id)
-                .values(summary=json.dumps(summary | {"reconciled_with": check}, default=str))
-            )
+        check = _reconciliation(run_id, summary["metric"], len(rows_now), est, realised)
+        _record_reconciliation(meta, run_id, summary, check)
         done.append(check)
     return done
 

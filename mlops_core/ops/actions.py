@@ -30,7 +30,7 @@ from mlops_core.config import Settings
 from mlops_core.errors import AuthorizationError, InputError, MlopsError, NotFoundError, excerpt
 from mlops_core.ops.auth import Principal, authorize, current_principal
 from mlops_core.registry.registry import AuditRecord, DecisionResult, Registry, VersionInfo
-from mlops_core.store import MetadataStore, audit_log, champion_state, utcnow
+from mlops_core.store import BatchRecord, MetadataStore, audit_log, champion_state, utcnow
 
 if TYPE_CHECKING:
     from mlops_core.data.ingest import ReleaseResult
@@ -384,7 +384,7 @@ def release(
     """Replay a quarantined batch (see :func:`mlops_core.data.ingest.release_batch`) and audit it
     (action ``release``: ``applied`` when released, ``refused`` when its rows are still
     refused). ``force`` accepts readable rows despite their findings."""
-    from mlops_core.data.ingest import ReleaseResult, release_batch
+    from mlops_core.data.ingest import ReleaseResult
 
     meta = meta or MetadataStore(settings.db_url)
     model = settings.project
@@ -409,20 +409,53 @@ def release(
             [],
             f"request {rid} was already handled ({prior.outcome})",
         )
+    res = _release_batch(settings, meta, principal, batch_id, comment, rid, force=force)
+    _audit_release(meta, model, principal, res, comment, rid, force=force)
+    return res
+
+
+def _release_batch(
+    settings: Settings,
+    meta: MetadataStore,
+    principal: Principal,
+    batch_id: str,
+    comment: str,
+    request_id: str,
+    *,
+    force: bool,
+) -> ReleaseResult:
+    """Replay the batch; a batch that cannot be (not quarantined, not found, its data missing)
+    is refused, audited."""
+    from mlops_core.data.ingest import release_batch
+
     try:
-        res = release_batch(settings, batch_id, force=force, meta=meta)
-    except (MlopsError, LookupError) as e:  # not quarantined, not found, its data missing
+        return release_batch(settings, batch_id, force=force, meta=meta)
+    except (MlopsError, LookupError) as e:
         raise _refuse(
             meta,
-            model,
+            settings.project,
             principal,
             "release",
             str(e),
             comment=comment,
             evidence=f"batch:{batch_id}",
-            request_id=rid,
+            request_id=request_id,
             error=NotFoundError if isinstance(e, LookupError) else MlopsError,
         ) from None
+
+
+def _audit_release(
+    meta: MetadataStore,
+    model: str,
+    principal: Principal,
+    res: ReleaseResult,
+    comment: str,
+    request_id: str,
+    *,
+    force: bool,
+) -> None:
+    """Audit a replay: ``applied`` when released (the batch and what it became), ``refused``
+    when its rows are still refused."""
     evidence = f"batch:{res.quarantined_id}" + (
         " -> " + ",".join(o.id for o in res.outcomes) if res.released else ""
     )
@@ -435,9 +468,8 @@ def release(
         outcome="applied" if res.released else "refused",
         reason=f"{comment.strip()} ({note})" if comment and comment.strip() else note,
         evidence=evidence[:2000],
-        request_id=rid,
+        request_id=request_id,
     )
-    return res
 
 
 @dataclass
@@ -483,33 +515,7 @@ def withdraw(
         return WithdrawResult(
             "noop", batch_id, f"request {rid} was already handled ({prior.outcome})"
         )
-    try:
-        rec = meta.get_batch(batch_id)
-    except LookupError as e:
-        raise _refuse(
-            meta,
-            model,
-            principal,
-            "withdraw",
-            str(e),
-            comment=comment,
-            evidence=f"batch:{batch_id}",
-            request_id=rid,
-            error=NotFoundError,
-        ) from None
-    if not meta.withdraw_batch(rec.id):
-        raise _refuse(
-            meta,
-            model,
-            principal,
-            "withdraw",
-            f"batch {rec.id} is {meta.get_batch(rec.id).status}, not accepted: only "
-            "an accepted batch can be withdrawn",
-            comment=comment,
-            evidence=f"batch:{rec.id}",
-            request_id=rid,
-            error=MlopsError,
-        )
+    rec = _withdraw_batch(meta, model, principal, batch_id, comment, rid)
     _append(
         meta,
         model,
@@ -527,6 +533,46 @@ def withdraw(
         f"batch {rec.id} withdrawn: its {rec.rows:,} rows "
         "are kept but no longer train or monitor any model",
     )
+
+
+def _withdraw_batch(
+    meta: MetadataStore,
+    model: str,
+    principal: Principal,
+    batch_id: str,
+    comment: str,
+    request_id: str,
+) -> BatchRecord:
+    """Mark the batch withdrawn; a batch not found, or not accepted (any more), is refused,
+    audited."""
+    try:
+        rec = meta.get_batch(batch_id)
+    except LookupError as e:
+        raise _refuse(
+            meta,
+            model,
+            principal,
+            "withdraw",
+            str(e),
+            comment=comment,
+            evidence=f"batch:{batch_id}",
+            request_id=request_id,
+            error=NotFoundError,
+        ) from None
+    if not meta.withdraw_batch(rec.id):
+        raise _refuse(
+            meta,
+            model,
+            principal,
+            "withdraw",
+            f"batch {rec.id} is {meta.get_batch(rec.id).status}, not accepted: only "
+            "an accepted batch can be withdrawn",
+            comment=comment,
+            evidence=f"batch:{rec.id}",
+            request_id=request_id,
+            error=MlopsError,
+        )
+    return rec
 
 
 def request_retrain(

@@ -822,6 +822,186 @@ def _hyper_parameters(card: str | None) -> dict[str, Any]:
     return out if isinstance(out, dict) else {}
 
 
+@dataclass
+class _Scores:
+    """What scoring the versions on the window gave: metrics and slice metrics per version,
+    ROC / PR curves (binary), residuals (regression) and why a version could not be scored."""
+
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    slices: list[dict[str, Any]] = field(default_factory=list)
+    curves: dict[str, dict[str, tuple[list[float], list[float]]]] = field(default_factory=dict)
+    residuals: dict[str, pd.DataFrame] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def _slice_columns(settings: Settings, frame: pd.DataFrame) -> list[str]:
+    """The gate's slice columns, else the first two categorical or boolean features."""
+    return (
+        list(settings.gate.slice_columns)
+        or [
+            c
+            for c in (settings.data.features.categorical + settings.data.features.boolean)
+            if c in frame.columns
+        ][:2]
+    )
+
+
+def _binary_curves(
+    y: pd.Series, preds: pd.DataFrame, classes: list[str]
+) -> dict[str, tuple[list[float], list[float]]]:
+    """ROC and precision-recall curves of the positive (last) class, sampled."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    yb = (y == classes[-1]).astype(int).to_numpy()
+    p1 = preds[f"proba_{classes[-1]}"].to_numpy(dtype=float)
+    fpr, tpr, _ = roc_curve(yb, p1)
+    prec, rec, _ = precision_recall_curve(yb, p1)
+    return {"roc": _sample_curve(fpr, tpr), "pr": _sample_curve(rec, prec)}
+
+
+def _residual_sample(y: pd.Series, preds: pd.DataFrame) -> pd.DataFrame:
+    """Predictions and residuals (regression), a sample of at most 2,000 rows."""
+    r = pd.DataFrame(
+        {
+            "prediction": preds["prediction"].to_numpy(dtype=float),
+            "residual": y.to_numpy(dtype=float) - preds["prediction"].to_numpy(dtype=float),
+        }
+    )
+    return r.sample(min(len(r), 2000), random_state=0)
+
+
+def _score_version(
+    scores: _Scores,
+    settings: Settings,
+    version: str,
+    frame: pd.DataFrame,
+    y: pd.Series,
+    preds: pd.DataFrame,
+    slice_cols: list[str],
+) -> None:
+    """One version's metrics, slice metrics and curves or residuals, into ``scores``."""
+    from mlops_core.data.validation import as_text
+    from mlops_core.train.evaluation import compute_metrics, slice_metrics
+
+    task = settings.task
+    classes = [c.removeprefix("proba_") for c in preds.columns if c.startswith("proba_")]
+    yy, pp = y, preds
+    if task != "regression":
+        yy = as_text(y)
+        pp = preds.assign(prediction=as_text(preds["prediction"]))
+    scores.metrics[version] = compute_metrics(task, yy, pp, classes or None)
+    for col, values in slice_metrics(task, frame, yy, pp, slice_cols, classes or None).items():
+        for value, m in values.items():
+            scores.slices.append(
+                {"version": version, "column": col, "value": value, "rows": int(m.get("rows", 0))}
+                | {k: x for k, x in m.items() if k != "rows"}
+            )
+    if task == "binary" and len(classes) == 2 and yy.nunique() == 2:
+        scores.curves[version] = _binary_curves(yy, pp, classes)
+    elif task == "regression":
+        scores.residuals[version] = _residual_sample(y, pp)
+
+
+def _score_versions(
+    settings: Settings,
+    reg: Registry,
+    versions: list[str],
+    frame: pd.DataFrame,
+    window: ComparisonWindow,
+) -> _Scores:
+    target = settings.data.target
+    y = frame[target] if target and target in frame.columns else pd.Series(dtype=object)
+    slice_cols = _slice_columns(settings, frame)
+    scores = _Scores()
+    for v in versions:
+        try:  # a version that cannot read today's rows is reported, not a crash of the page
+            preds = cached_predictions(settings, reg, v, frame, window)
+        except (MlopsError, LookupError, ValueError, TypeError, OSError) as e:
+            scores.errors[v] = f"{type(e).__name__}: {e}"[:300]
+            continue
+        _score_version(scores, settings, v, frame, y, preds, slice_cols)
+    return scores
+
+
+def _version_params(
+    settings: Settings, reg: Registry, version: str, info: VersionInfo
+) -> dict[str, Any]:
+    """The version's hyper-parameters (``hp.``-prefixed, from its model card) and tags."""
+    card = run_path(settings, reg, version, "card/model_card.md")
+    p = {
+        f"hp.{k}": json.dumps(x, default=str) if isinstance(x, dict | list) else x
+        for k, x in _hyper_parameters(card.read_text() if card else None).items()
+    }
+    p |= {
+        k: info.tags.get(k)
+        for k in ("model_type", "trigger", "rows", "data_window", "config_hash", "code_version")
+    }
+    return p
+
+
+def _lineage_row(
+    version: str, lin: dict[str, Any], ids: set[str], first_batches: set[str]
+) -> dict[str, Any]:
+    return {
+        "version": version,
+        "batches": len(ids),
+        "rows": lin.get("rows"),
+        "start": lin.get("start"),
+        "end": lin.get("end"),
+        "shared_with_first": len(ids & first_batches),
+        "batch_ids": ", ".join(sorted(ids))[:2000],
+    }
+
+
+def _describe_versions(
+    settings: Settings,
+    reg: Registry,
+    versions: list[str],
+    by_version: dict[str, VersionInfo],
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Each version's feature importances, parameters and lineage (the batches it was trained
+    on, and how many it shares with the first version)."""
+    imps: dict[str, Any] = {}
+    params: dict[str, dict[str, Any]] = {}
+    lineage: list[dict[str, Any]] = []
+    first_batches: set[str] | None = None
+    for v in versions:
+        imp = run_json(settings, reg, v, "training/feature_importance.json")
+        if imp:
+            imps[v] = imp
+        info = by_version.get(v) or reg.version(v)
+        params[v] = _version_params(settings, reg, v, info)
+        lin = run_json(settings, reg, v, "lineage/lineage.json") or {}
+        ids = {b["id"] for b in lin.get("batches", [])}
+        if first_batches is None:
+            first_batches = ids
+        lineage.append(_lineage_row(v, lin, ids, first_batches))
+    return imps, params, lineage
+
+
+def _importance_frame(imps: dict[str, Any]) -> pd.DataFrame:
+    """Features by versions, the most important (in any version) first."""
+    imp_df = pd.DataFrame(imps).fillna(0.0)
+    if not imp_df.empty:
+        imp_df = imp_df.loc[imp_df.max(axis=1).sort_values(ascending=False).index]
+    imp_df.index.name = "feature"
+    return imp_df
+
+
+def _params_frame(params: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Parameters by versions, with whether they differ (those first)."""
+    par_df = pd.DataFrame(params)
+    if not par_df.empty:
+        par_df = par_df.astype(object).where(par_df.notna(), None)
+        par_df["differs"] = [
+            len({json.dumps(x, default=str) for x in row}) > 1
+            for row in par_df.itertuples(index=False)
+        ]
+        par_df = par_df.sort_values("differs", ascending=False, kind="stable")
+    par_df.index.name = "parameter"
+    return par_df
+
+
 def compare_versions(
     settings: Settings,
     reg: Registry,
@@ -834,120 +1014,30 @@ def compare_versions(
     """Score ``versions`` on the same newest labelled rows: metrics, slice metrics, ROC / PR
     curves (binary) or residuals (regression), feature importances, the parameters that differ
     and the data each was trained on. None when there is no labelled batch to score."""
-    from mlops_core.data.validation import as_text
-    from mlops_core.train.evaluation import compute_metrics, slice_metrics
-
     window = comparison_window(settings, meta, rows)
     if window is None:
         return None
     versions = [str(v) for v in versions]
-    by_version = {v.version: v for v in infos or ()}
     frame = window_frame(settings, meta, window)
-    target, task = settings.data.target, settings.task
-    y = frame[target] if target and target in frame.columns else pd.Series(dtype=object)
-    slice_cols = (
-        list(settings.gate.slice_columns)
-        or [
-            c
-            for c in (settings.data.features.categorical + settings.data.features.boolean)
-            if c in frame.columns
-        ][:2]
-    )
-    metric_rows, slice_rows, curves, resid, errors = {}, [], {}, {}, {}
-    for v in versions:
-        try:  # a version that cannot read today's rows is reported, not a crash of the page
-            preds = cached_predictions(settings, reg, v, frame, window)
-        except (MlopsError, LookupError, ValueError, TypeError, OSError) as e:
-            errors[v] = f"{type(e).__name__}: {e}"[:300]
-            continue
-        classes = [c.removeprefix("proba_") for c in preds.columns if c.startswith("proba_")]
-        yy, pp = y, preds
-        if task != "regression":
-            yy = as_text(y)
-            pp = preds.assign(prediction=as_text(preds["prediction"]))
-        metric_rows[v] = compute_metrics(task, yy, pp, classes or None)
-        for col, values in slice_metrics(task, frame, yy, pp, slice_cols, classes or None).items():
-            for value, m in values.items():
-                slice_rows.append(
-                    {"version": v, "column": col, "value": value, "rows": int(m.get("rows", 0))}
-                    | {k: x for k, x in m.items() if k != "rows"}
-                )
-        if task == "binary" and len(classes) == 2 and yy.nunique() == 2:
-            from sklearn.metrics import precision_recall_curve, roc_curve
-
-            yb = (yy == classes[-1]).astype(int).to_numpy()
-            p1 = pp[f"proba_{classes[-1]}"].to_numpy(dtype=float)
-            fpr, tpr, _ = roc_curve(yb, p1)
-            prec, rec, _ = precision_recall_curve(yb, p1)
-            curves[v] = {"roc": _sample_curve(fpr, tpr), "pr": _sample_curve(rec, prec)}
-        elif task == "regression":
-            r = pd.DataFrame(
-                {
-                    "prediction": pp["prediction"].to_numpy(dtype=float),
-                    "residual": y.to_numpy(dtype=float) - pp["prediction"].to_numpy(dtype=float),
-                }
-            )
-            resid[v] = r.sample(min(len(r), 2000), random_state=0)
-    metrics = pd.DataFrame.from_dict(metric_rows, orient="index")
+    scores = _score_versions(settings, reg, versions, frame, window)
+    metrics = pd.DataFrame.from_dict(scores.metrics, orient="index")
     metrics.index.name = "version"
-    imps, params, lineage = {}, {}, []
-    first_batches: set[str] | None = None
-    for v in versions:
-        imp = run_json(settings, reg, v, "training/feature_importance.json")
-        if imp:
-            imps[v] = imp
-        info = by_version.get(v) or reg.version(v)
-        card = run_path(settings, reg, v, "card/model_card.md")
-        p = {
-            f"hp.{k}": json.dumps(x, default=str) if isinstance(x, dict | list) else x
-            for k, x in _hyper_parameters(card.read_text() if card else None).items()
-        }
-        p |= {
-            k: info.tags.get(k)
-            for k in ("model_type", "trigger", "rows", "data_window", "config_hash", "code_version")
-        }
-        params[v] = p
-        lin = run_json(settings, reg, v, "lineage/lineage.json") or {}
-        ids = {b["id"] for b in lin.get("batches", [])}
-        if first_batches is None:
-            first_batches = ids
-        lineage.append(
-            {
-                "version": v,
-                "batches": len(ids),
-                "rows": lin.get("rows"),
-                "start": lin.get("start"),
-                "end": lin.get("end"),
-                "shared_with_first": len(ids & first_batches),
-                "batch_ids": ", ".join(sorted(ids))[:2000],
-            }
-        )
-    imp_df = pd.DataFrame(imps).fillna(0.0)
-    if not imp_df.empty:
-        imp_df = imp_df.loc[imp_df.max(axis=1).sort_values(ascending=False).index]
-    imp_df.index.name = "feature"
-    par_df = pd.DataFrame(params)
-    if not par_df.empty:
-        par_df = par_df.astype(object).where(par_df.notna(), None)
-        par_df["differs"] = [
-            len({json.dumps(x, default=str) for x in row}) > 1
-            for row in par_df.itertuples(index=False)
-        ]
-        par_df = par_df.sort_values("differs", ascending=False, kind="stable")
-    par_df.index.name = "parameter"
+    imps, params, lineage = _describe_versions(
+        settings, reg, versions, {v.version: v for v in infos or ()}
+    )
     return Comparison(
         window=window,
         rows=len(frame),
-        task=task,
+        task=settings.task,
         metric=primary_metric(settings),
         metrics=metrics,
-        slices=pd.DataFrame(slice_rows),
-        curves=curves,
-        residuals=resid,
-        importances=imp_df,
-        params=par_df,
+        slices=pd.DataFrame(scores.slices),
+        curves=scores.curves,
+        residuals=scores.residuals,
+        importances=_importance_frame(imps),
+        params=_params_frame(params),
         lineage=pd.DataFrame(lineage),
-        errors=errors,
+        errors=scores.errors,
     )
 
 
