@@ -254,6 +254,22 @@ def _event_runs(api: str, train_dep: str, since: datetime) -> list[dict[str, Any
     ]
 
 
+@dataclass(frozen=True)
+class _Deployments:
+    """The project's deployments on the Prefect API at ``api``."""
+
+    api: str
+    project: str
+    wait_s: float
+
+    def start(self, flow: str, parameters: dict[str, Any] | None = None) -> str:
+        return start_run(self.api, flow, self.project, parameters)
+
+    def run(self, flow: str, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Start a run of deployment ``flow`` and wait until it completes."""
+        return wait_run(self.api, self.start(flow, parameters), self.wait_s)
+
+
 def replay(
     settings: Settings,
     api: str,
@@ -282,74 +298,131 @@ def replay(
     started = datetime.now(UTC)
     meta = MetadataStore(settings.db_url)
     reg = Registry(settings, meta)
-    project = settings.project
-    train_dep = deployment_id(api, "train", project)
+    deployments = _Deployments(api, settings.project, wait_s)
+    train_dep = deployment_id(api, "train", settings.project)
     ticks: list[Tick] = []
-
     if reg.champion() is None:
-        first = land(incoming_files(incoming)[:initial], landing)
-        tick = Tick(0, first)
-        since = utcnow()
-        say(f"{len(first)} weekly files land; the ingest deployment runs")
-        wait_run(api, start_run(api, "ingest", project), wait_s)
-        _ingested_since(meta, since, tick)
+        ticks.append(_land_first(deployments, meta, incoming, landing, initial, say))
         if on_tick:
-            on_tick(tick)
-        ticks.append(tick)
-        if not any(v.status == "pending_approval" for v in reg.versions()):
-            say("the train deployment trains a first model (search, hold-out, gate)")
-            wait_run(api, start_run(api, "train", project, {"trigger": "initial"}), wait_s)
-        pending = [v for v in reg.versions() if v.status == "pending_approval"]
-        if pending and approve_first is not None:
-            approve_first(pending[-1].version)
-            say(
-                f"v{pending[-1].version} approved by '{DEMO_ACTOR}' as the first champion; "
-                "the publish-events deployment sends mlops.model.approved and the promote "
-                "deployment runs on it"
-            )
-            start_run(api, "publish-events", project)
+            on_tick(ticks[-1])
+        _first_champion(deployments, reg, approve_first, say)
     number = len(ticks)
     while batch := incoming_files(incoming)[:per_tick]:
         tick = Tick(number, land(batch, landing))
         number += 1
-        since = datetime.now(UTC)
-        names = batch[0].name if len(batch) == 1 else f"{batch[0].name} … {batch[-1].name}"
-        say(f"{len(batch)} weekly file(s) land ({names}); the ingest and monitor deployments run")
-        if serving_url:
-            tick.serving = serve_files(
-                serving_url,
-                [landing / f for f in tick.files],
-                id_column=settings.data.id_column,
-                target=settings.data.target,
-            )
-            time.sleep(settings.serving.log_flush_seconds + 0.5)  # the log is written
-        wait_run(api, start_run(api, "ingest", project), wait_s)
-        _ingested_since(meta, since.replace(tzinfo=None), tick)
-        wait_run(api, start_run(api, "monitor", project), wait_s)
-        tick.monitoring = _monitoring_since(meta, project, since.replace(tzinfo=None))
-        if settings.online.enabled:
-            try:
-                wait_run(api, start_run(api, "online-update", project), wait_s)
-            except FlowRunError as e:
-                log.warning("%s", e)
-            tick.online = _online_since(settings, since.replace(tzinfo=None))
-        if tick.monitoring and tick.monitoring["retrain"]:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and tick.training_run is None:
-                runs = _event_runs(api, train_dep, since)
-                tick.training_run = runs[0]["name"] if runs else None
-                time.sleep(1.0)
+        _step(settings, deployments, meta, train_dep, tick, landing, serving_url, say)
         if on_tick:
             on_tick(tick)
         ticks.append(tick)
+    return _finish(deployments, reg, train_dep, ticks, started, t0, say)
 
+
+def _land_first(
+    deployments: _Deployments,
+    meta: MetadataStore,
+    incoming: Path,
+    landing: Path,
+    initial: int,
+    say: Callable[[str], None],
+) -> Tick:
+    """Step 0: the first ``initial`` files land and are ingested."""
+    tick = Tick(0, land(incoming_files(incoming)[:initial], landing))
+    since = utcnow()
+    say(f"{len(tick.files)} weekly files land; the ingest deployment runs")
+    deployments.run("ingest")
+    _ingested_since(meta, since, tick)
+    return tick
+
+
+def _first_champion(
+    deployments: _Deployments,
+    reg: Any,
+    approve_first: Callable[[str], Any] | None,
+    say: Callable[[str], None],
+) -> None:
+    """Train a first model (unless one awaits approval already) and have it approved."""
+    if not any(v.status == "pending_approval" for v in reg.versions()):
+        say("the train deployment trains a first model (search, hold-out, gate)")
+        deployments.run("train", {"trigger": "initial"})
+    pending = [v for v in reg.versions() if v.status == "pending_approval"]
+    if pending and approve_first is not None:
+        approve_first(pending[-1].version)
+        say(
+            f"v{pending[-1].version} approved by '{DEMO_ACTOR}' as the first champion; "
+            "the publish-events deployment sends mlops.model.approved and the promote "
+            "deployment runs on it"
+        )
+        deployments.start("publish-events")
+
+
+def _step(
+    settings: Settings,
+    deployments: _Deployments,
+    meta: MetadataStore,
+    train_dep: str,
+    tick: Tick,
+    landing: Path,
+    serving_url: str | None,
+    say: Callable[[str], None],
+) -> None:
+    """One step on the files that just landed: served (with ``serving_url``), ingested,
+    monitored, learnt online; and the train run a retrain event started, if any."""
+    since = datetime.now(UTC)
+    files = tick.files
+    names = files[0] if len(files) == 1 else f"{files[0]} … {files[-1]}"
+    say(f"{len(files)} weekly file(s) land ({names}); the ingest and monitor deployments run")
+    if serving_url:
+        tick.serving = serve_files(
+            serving_url,
+            [landing / f for f in files],
+            id_column=settings.data.id_column,
+            target=settings.data.target,
+        )
+        time.sleep(settings.serving.log_flush_seconds + 0.5)  # the log is written
+    naive = since.replace(tzinfo=None)  # naive UTC, as stored
+    deployments.run("ingest")
+    _ingested_since(meta, naive, tick)
+    deployments.run("monitor")
+    tick.monitoring = _monitoring_since(meta, settings.project, naive)
+    if settings.online.enabled:
+        try:
+            deployments.run("online-update")
+        except FlowRunError as e:
+            log.warning("%s", e)
+        tick.online = _online_since(settings, naive)
+    if tick.monitoring and tick.monitoring["retrain"]:
+        tick.training_run = _training_started(deployments.api, train_dep, since)
+
+
+def _training_started(api: str, train_dep: str, since: datetime) -> str | None:
+    """The name of the train run the retrain event started (given a minute to appear)."""
+    name = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and name is None:
+        runs = _event_runs(api, train_dep, since)
+        name = runs[0]["name"] if runs else None
+        time.sleep(1.0)
+    return name
+
+
+def _finish(
+    deployments: _Deployments,
+    reg: Any,
+    train_dep: str,
+    ticks: list[Tick],
+    started: datetime,
+    t0: float,
+    say: Callable[[str], None],
+) -> ReplayResult:
+    """Wait for the training runs the events started, then what the replay left."""
+    api = deployments.api
     runs = _event_runs(api, train_dep, started)
     open_runs = [r for r in runs if r["state_type"] not in FINAL]
     if open_runs:
         say(f"waiting for {len(open_runs)} training run(s) started by mlops.retrain.requested")
     for r in open_runs:
         try:
-            wait_run(api, r["id"], wait_s)
+            wait_run(api, r["id"], deployments.wait_s)
         except FlowRunError as e:  # a failed training is reported below, not fatal here
             log.warning("%s", e)
     runs = _event_runs(api, train_dep, started)
@@ -368,3 +441,62 @@ def replay(
         ],
         time.perf_counter() - t0,
     )
+
+
+# the demo's approvals, by 'demo' and audited -------------------------------------------------
+FIRST_APPROVAL = (
+    "the demo approves its first model so that monitoring has a champion to compare new data with"
+)
+SWAP_APPROVAL = (
+    "the demo approves the retrain its policy asked for, to show serving's hot swap; in your "
+    "project a person decides"
+)
+
+
+def approve_as_demo(settings: Settings, version: str, comment: str) -> Any:
+    """Approve ``version`` as the demo's approver (``demo``), through the audited actions."""
+    from mlops_core.ops.actions import approve
+    from mlops_core.ops.auth import Principal
+
+    demo = Principal(name=DEMO_ACTOR, role="approver", via="cli")
+    return approve(settings, demo, version, comment=comment)
+
+
+def swap_to_retrain(
+    settings: Settings,
+    res: ReplayResult,
+    landing: Path,
+    *,
+    prefect_api: str,
+    serving_url: str | None,
+    say: Callable[[str], None] = log.info,
+) -> dict[str, Any] | None:
+    """The end of the demo's loop: approve the newest retrain the policy asked for (audited,
+    by 'demo'), send the approval as an event (the promote flow tells serving to reload) and
+    watch serving answer with it, without a failed request (:func:`watch_swap`). None when no
+    retrain passed."""
+    from mlops_core.serve.app import json_records
+
+    retrained = [p for p in res.pending if p["trigger"] != "online"]
+    if not retrained or not serving_url:
+        return None
+    version = retrained[-1]["version"]
+    files = sorted(p for p in landing.iterdir() if p.suffix == ".parquet")
+    if not files:
+        return None
+    row = first_row(files[-1], settings.data.target)
+    if approve_as_demo(settings, version, SWAP_APPROVAL).outcome != "applied":
+        return None
+    start_run(prefect_api, "publish-events", settings.project)
+    say(
+        f"\nv{version} approved by '{DEMO_ACTOR}'; mlops.model.approved → the promote "
+        "deployment tells serving to reload..."
+    )
+    return watch_swap(serving_url, json_records(row)[0], version)
+
+
+def first_row(path: Path, target: str | None) -> Any:
+    """The first record of a data file, without its target: a request to serving."""
+    import pandas as pd
+
+    return pd.read_parquet(path).drop(columns=[target] if target else [], errors="ignore").head(1)

@@ -61,6 +61,21 @@ def _ramp(t: np.ndarray, start: float, end: float) -> np.ndarray:
     return np.clip((t - start) / max(end - start, 1e-9), 0.0, 1.0)
 
 
+# the demo stream's features, by kind (as mlops.yaml lists them)
+FEATURES = {
+    "numeric": [
+        "age",
+        "income",
+        "loan_amount",
+        "credit_score",
+        "debt_to_income",
+        "employment_years",
+    ],
+    "categorical": ["region", "purpose", "channel"],
+    "boolean": ["has_cosigner"],
+}
+
+
 def generate_stream(
     n_rows: int = 100_000,
     *,
@@ -84,63 +99,14 @@ def generate_stream(
     offsets = np.sort(rng.uniform(0, span_s, n_rows))
     times = t0 + pd.to_timedelta(offsets.round(), unit="s")
     t = offsets / span_s  # position on the timeline, 0..1
+    frame = pd.DataFrame(
+        {ID: np.arange(1, n_rows + 1, dtype=np.int64), TIME: times}
+        | _applicants(rng, n_rows, _ramp(t, *shift))
+    )
     doy = times.dayofyear.to_numpy()
     season = np.sin(2 * np.pi * (doy - 15) / 365.25)  # peaks in spring, trough in autumn
-
-    shift_w = _ramp(t, *shift)
-    age = np.clip(rng.normal(41, 12, n_rows), 18, 80).round().astype(np.int64)
-    income = np.exp(rng.normal(10.8 + 0.25 * shift_w, 0.45, n_rows)).round(-2)
-    loan_amount = np.clip(income * rng.lognormal(-0.9, 0.5, n_rows), 1_000, None).round(-2)
-    credit_score = np.clip(rng.normal(680 - 15 * shift_w, 70, n_rows), 300, 850).round()
-    dti = np.clip(rng.beta(2.2, 5.0, n_rows) + 0.05 * shift_w, 0, 1.5).round(4)
-    employment_years = np.clip(rng.exponential(6.0, n_rows), 0, 45).round(1)
-    region = np.array(REGIONS)[rng.choice(5, n_rows, p=[0.22, 0.24, 0.2, 0.18, 0.16])]
-    purpose = np.array(PURPOSES)[rng.choice(5, n_rows, p=[0.35, 0.2, 0.1, 0.1, 0.25])]
-    online_share = 0.25 + 0.35 * shift_w  # applications move online
-    u = rng.uniform(size=n_rows)
-    channel_idx = np.where(u < online_share, 2, np.where(u < online_share + 0.25, 1, 0))
-    channel = np.array(CHANNELS)[channel_idx]
-    has_cosigner = rng.uniform(size=n_rows) < 0.18
-
-    changed = t >= concept_change_at
-    logit = (
-        -1.6
-        - 0.012 * (credit_score - 680)
-        + 2.4 * (dti - 0.3)
-        - 0.35 * np.log(income / 50_000)
-        + 0.5 * np.log(loan_amount / 20_000)
-        - 0.04 * np.minimum(employment_years, 15)
-        - 0.6 * has_cosigner
-        + 0.25 * season
-        + 0.015 * (age < 25) * (25 - age)
-        + np.select([region == "south", region == "central"], [0.2, -0.15], 0.0)
-        + np.select([purpose == "business", purpose == "home"], [0.35, -0.3], 0.0)
-    )
-    # concept change: the same applicants behave differently (a fraud wave online, high-debt
-    # borrowers hit by a rate rise): no feature distribution moves at that moment
-    logit = logit + changed * (
-        3.0 * (dti - 0.3) + 0.9 * (channel == "online") - 0.6 * (channel == "branch")
-    )
-    p = 1.0 / (1.0 + np.exp(-logit))
-    defaulted = (rng.uniform(size=n_rows) < p).astype(np.int64)
-
-    frame = pd.DataFrame(
-        {
-            ID: np.arange(1, n_rows + 1, dtype=np.int64),
-            TIME: times,
-            "age": age,
-            "income": income,
-            "loan_amount": loan_amount,
-            "credit_score": credit_score,
-            "debt_to_income": dti,
-            "employment_years": employment_years,
-            "region": region,
-            "purpose": purpose,
-            "channel": channel,
-            "has_cosigner": has_cosigner,
-            TARGET: defaulted,
-        }
-    )
+    p = 1.0 / (1.0 + np.exp(-_default_logit(frame, season, t >= concept_change_at)))
+    frame[TARGET] = (rng.uniform(size=n_rows) < p).astype(np.int64)
     when = lambda x: (t0 + pd.Timedelta(seconds=x * span_s)).to_pydatetime()  # noqa: E731
     points = [
         DriftPoint(
@@ -157,19 +123,66 @@ def generate_stream(
             "abrupt: default risk rises for high debt-to-income and online applicants",
         ),
     ]
-    features = {
-        "numeric": [
-            "age",
-            "income",
-            "loan_amount",
-            "credit_score",
-            "debt_to_income",
-            "employment_years",
-        ],
-        "categorical": ["region", "purpose", "channel"],
-        "boolean": ["has_cosigner"],
+    return DemoStream(
+        frame,
+        points,
+        timedelta(days=label_delay_days),
+        seed,
+        {k: list(v) for k, v in FEATURES.items()},
+    )
+
+
+def _applicants(rng: np.random.Generator, n_rows: int, shift_w: np.ndarray) -> dict[str, Any]:
+    """The features, drawn in a fixed order (the seed's stream); ``shift_w`` (0..1 per row) is
+    how far the covariate shift has gone: incomes rise, applications move online."""
+    age = np.clip(rng.normal(41, 12, n_rows), 18, 80).round().astype(np.int64)
+    income = np.exp(rng.normal(10.8 + 0.25 * shift_w, 0.45, n_rows)).round(-2)
+    loan_amount = np.clip(income * rng.lognormal(-0.9, 0.5, n_rows), 1_000, None).round(-2)
+    credit_score = np.clip(rng.normal(680 - 15 * shift_w, 70, n_rows), 300, 850).round()
+    dti = np.clip(rng.beta(2.2, 5.0, n_rows) + 0.05 * shift_w, 0, 1.5).round(4)
+    employment_years = np.clip(rng.exponential(6.0, n_rows), 0, 45).round(1)
+    region = np.array(REGIONS)[rng.choice(5, n_rows, p=[0.22, 0.24, 0.2, 0.18, 0.16])]
+    purpose = np.array(PURPOSES)[rng.choice(5, n_rows, p=[0.35, 0.2, 0.1, 0.1, 0.25])]
+    online_share = 0.25 + 0.35 * shift_w  # applications move online
+    u = rng.uniform(size=n_rows)
+    channel_idx = np.where(u < online_share, 2, np.where(u < online_share + 0.25, 1, 0))
+    return {
+        "age": age,
+        "income": income,
+        "loan_amount": loan_amount,
+        "credit_score": credit_score,
+        "debt_to_income": dti,
+        "employment_years": employment_years,
+        "region": region,
+        "purpose": purpose,
+        "channel": np.array(CHANNELS)[channel_idx],
+        "has_cosigner": rng.uniform(size=n_rows) < 0.18,
     }
-    return DemoStream(frame, points, timedelta(days=label_delay_days), seed, features)
+
+
+def _default_logit(df: pd.DataFrame, season: np.ndarray, changed: np.ndarray) -> np.ndarray:
+    """The log-odds of a default; from ``changed`` on, the concept differs."""
+    dti, channel = df["debt_to_income"].to_numpy(), df["channel"].to_numpy()
+    region, purpose, age = df["region"].to_numpy(), df["purpose"].to_numpy(), df["age"].to_numpy()
+    logit = (
+        -1.6
+        - 0.012 * (df["credit_score"].to_numpy() - 680)
+        + 2.4 * (dti - 0.3)
+        - 0.35 * np.log(df["income"].to_numpy() / 50_000)
+        + 0.5 * np.log(df["loan_amount"].to_numpy() / 20_000)
+        - 0.04 * np.minimum(df["employment_years"].to_numpy(), 15)
+        - 0.6 * df["has_cosigner"].to_numpy()
+        + 0.25 * season
+        + 0.015 * (age < 25) * (25 - age)
+        + np.select([region == "south", region == "central"], [0.2, -0.15], 0.0)
+        + np.select([purpose == "business", purpose == "home"], [0.35, -0.3], 0.0)
+    )
+    # concept change: the same applicants behave differently (a fraud wave online, high-debt
+    # borrowers hit by a rate rise): no feature distribution moves at that moment
+    return np.asarray(
+        logit
+        + changed * (3.0 * (dti - 0.3) + 0.9 * (channel == "online") - 0.6 * (channel == "branch"))
+    )
 
 
 # a landing folder with a few of the faults real feeds have ---------------------------------
@@ -266,10 +279,6 @@ def synthetic_stream(
     a little with every row, so there is no change point. Returns the frame (features, ``y``)
     and the rows where each change is centred. Each concept draws its own rows, so only the
     concept changes."""
-    from itertools import islice
-
-    from river.datasets import synth
-
     if name not in SYNTHETIC:
         raise ValueError(f"unknown stream '{name}'; known: {', '.join(SYNTHETIC)}")
     if drift not in ("abrupt", "gradual", "incremental"):
@@ -277,44 +286,11 @@ def synthetic_stream(
     if drift == "incremental":  # one concept that moves a little with every row
         if name != "hyperplane":
             raise ValueError("incremental drift: only the hyperplane stream moves by itself")
-        gen = synth.Hyperplane(
-            seed=seed * 100,
-            n_features=10,
-            noise_percentage=noise / 2,
-            n_drift_features=5,
-            mag_change=0.001,
-            sigma=0.1,
-        )
-        out = pd.DataFrame([x | {"y": y} for x, y in islice(gen, n_rows)])
-        out.columns = [str(c) for c in out.columns]
-        return out, []
-
-    def concept(k: int) -> Any:
-        s = seed * 100 + k
-        if name == "sea":
-            return synth.SEA(variant=[0, 3, 1, 2][k % 4], noise=noise, seed=s)
-        if name == "agrawal":
-            return synth.Agrawal(
-                classification_function=[0, 2, 5, 8][k % 4], seed=s, perturbation=noise / 2
-            )
-        return synth.Hyperplane(seed=s, n_features=10, noise_percentage=noise / 2)
-
-    frames = []
-    for k in range(changes + 1):
-        rows = list(islice(concept(k), n_rows))
-        frames.append(pd.DataFrame([x | {"y": y} for x, y in rows]))
+        return _incremental_hyperplane(n_rows, noise, seed), []
+    frames = [_rows(_concept(name, k, noise, seed), n_rows) for k in range(changes + 1)]
     points = [round(n_rows * (k + 1) / (changes + 1)) for k in range(changes)]
     width = width or (max(n_rows // 10, 1) if drift == "gradual" else 1)
-    rng = np.random.default_rng(seed)
-    which = np.zeros(n_rows, dtype=int)
-    idx = np.arange(n_rows)
-    for p in points:  # past each change point, move to the next concept (sigmoid for gradual)
-        prob = (
-            1 / (1 + np.exp(np.clip(-4 * (idx - p) / width, -50, 50)))
-            if width > 1
-            else (idx >= p).astype(float)
-        )
-        which += (rng.uniform(size=n_rows) < prob).astype(int)
+    which = _concept_of_each_row(n_rows, points, width, seed)
     out = frames[0].copy()
     for k in range(1, changes + 1):
         sel = which == k
@@ -322,3 +298,57 @@ def synthetic_stream(
     out = out.astype(frames[0].dtypes.to_dict())
     out.columns = [str(c) for c in out.columns]
     return out, points
+
+
+def _rows(gen: Any, n_rows: int) -> pd.DataFrame:
+    """The first ``n_rows`` of a River stream, features and ``y``."""
+    from itertools import islice
+
+    return pd.DataFrame([x | {"y": y} for x, y in islice(gen, n_rows)])
+
+
+def _incremental_hyperplane(n_rows: int, noise: float, seed: int) -> pd.DataFrame:
+    """One hyperplane concept that moves a little with every row."""
+    from river.datasets import synth
+
+    gen = synth.Hyperplane(
+        seed=seed * 100,
+        n_features=10,
+        noise_percentage=noise / 2,
+        n_drift_features=5,
+        mag_change=0.001,
+        sigma=0.1,
+    )
+    out = _rows(gen, n_rows)
+    out.columns = [str(c) for c in out.columns]
+    return out
+
+
+def _concept(name: str, k: int, noise: float, seed: int) -> Any:
+    """The generator of concept ``k`` of stream ``name``, seeded on its own."""
+    from river.datasets import synth
+
+    s = seed * 100 + k
+    if name == "sea":
+        return synth.SEA(variant=[0, 3, 1, 2][k % 4], noise=noise, seed=s)
+    if name == "agrawal":
+        return synth.Agrawal(
+            classification_function=[0, 2, 5, 8][k % 4], seed=s, perturbation=noise / 2
+        )
+    return synth.Hyperplane(seed=s, n_features=10, noise_percentage=noise / 2)
+
+
+def _concept_of_each_row(n_rows: int, points: list[int], width: int, seed: int) -> np.ndarray:
+    """Past each change point, a row moves to the next concept (with a sigmoid's odds over
+    ``width`` rows when the drift is gradual)."""
+    rng = np.random.default_rng(seed)
+    which = np.zeros(n_rows, dtype=int)
+    idx = np.arange(n_rows)
+    for p in points:
+        prob = (
+            1 / (1 + np.exp(np.clip(-4 * (idx - p) / width, -50, 50)))
+            if width > 1
+            else (idx >= p).astype(float)
+        )
+        which += (rng.uniform(size=n_rows) < prob).astype(int)
+    return which

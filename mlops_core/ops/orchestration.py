@@ -57,60 +57,62 @@ def deployments_status(api_url: str, project: str, timeout: float = 10.0) -> lis
             )
         }
         automations = _call(http, "POST", "/automations/filter", {})
-        out = []
-        for d in sorted(deps, key=lambda d: flows.get(d["flow_id"], "")):
-            runs = _call(
-                http,
-                "POST",
-                "/flow_runs/filter",
-                {
-                    "deployments": {"id": {"any_": [d["id"]]}},
-                    "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
-                    "sort": "EXPECTED_START_TIME_ASC",
-                    "limit": 3,
-                },
-            )
-            last = _call(
-                http,
-                "POST",
-                "/flow_runs/filter",
-                {
-                    "deployments": {"id": {"any_": [d["id"]]}},
-                    "flow_runs": {"state": {"type": {"not_any_": ["SCHEDULED"]}}},
-                    "sort": "START_TIME_DESC",
-                    "limit": 1,
-                },
-            )
-            scheds = []
-            for s in d.get("schedules") or []:
-                sch = s.get("schedule") or {}
-                scheds.append(
-                    f"cron {sch['cron']}"
-                    if "cron" in sch
-                    else f"every {float(sch['interval']):g} s"
-                    if "interval" in sch
-                    else str(sch)
-                )
-            trig = [
-                ", ".join(a.get("trigger", {}).get("expect") or [])
-                for a in automations
-                if any(act.get("deployment_id") == d["id"] for act in a.get("actions", []))
-            ]
-            out.append(
-                {
-                    "name": f"{flows.get(d['flow_id'], '?')}/{d['name']}",
-                    "id": d["id"],
-                    "schedules": scheds,
-                    "triggers": [t for t in trig if t],
-                    "next_runs": [_when(r.get("expected_start_time")) for r in runs],
-                    "last_run": (
-                        f"{last[0]['state_name']} {_when(last[0].get('start_time'))}"
-                        if last
-                        else None
-                    ),
-                }
-            )
-    return out
+        return [
+            _deployment_status(http, d, flows, automations)
+            for d in sorted(deps, key=lambda d: flows.get(d["flow_id"], ""))
+        ]
+
+
+def _deployment_status(
+    http: httpx.Client, d: dict[str, Any], flows: dict[str, str], automations: list[Any]
+) -> dict[str, Any]:
+    """One deployment: its schedules, the triggers of the automations that run it, its next
+    three scheduled runs and its last run."""
+    runs = _call(
+        http,
+        "POST",
+        "/flow_runs/filter",
+        {
+            "deployments": {"id": {"any_": [d["id"]]}},
+            "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
+            "sort": "EXPECTED_START_TIME_ASC",
+            "limit": 3,
+        },
+    )
+    last = _call(
+        http,
+        "POST",
+        "/flow_runs/filter",
+        {
+            "deployments": {"id": {"any_": [d["id"]]}},
+            "flow_runs": {"state": {"type": {"not_any_": ["SCHEDULED"]}}},
+            "sort": "START_TIME_DESC",
+            "limit": 1,
+        },
+    )
+    trig = [
+        ", ".join(a.get("trigger", {}).get("expect") or [])
+        for a in automations
+        if any(act.get("deployment_id") == d["id"] for act in a.get("actions", []))
+    ]
+    return {
+        "name": f"{flows.get(d['flow_id'], '?')}/{d['name']}",
+        "id": d["id"],
+        "schedules": [_schedule(s.get("schedule") or {}) for s in d.get("schedules") or []],
+        "triggers": [t for t in trig if t],
+        "next_runs": [_when(r.get("expected_start_time")) for r in runs],
+        "last_run": (
+            f"{last[0]['state_name']} {_when(last[0].get('start_time'))}" if last else None
+        ),
+    }
+
+
+def _schedule(sch: dict[str, Any]) -> str:
+    if "cron" in sch:
+        return f"cron {sch['cron']}"
+    if "interval" in sch:
+        return f"every {float(sch['interval']):g} s"
+    return str(sch)
 
 
 def deployment_id(api_url: str, flow: str, project: str, timeout: float = 30.0) -> str:

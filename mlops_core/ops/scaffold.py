@@ -103,51 +103,29 @@ def _yaml_scalar(value: object) -> str:
     return text.removesuffix("...\n").strip()
 
 
-def render_config(
-    *,
-    project: str,
-    data: Path,
-    target: str,
-    time: str | None,
-    id_col: str | None,
-    schema: InferredSchema,
-    workspace: str = ".mlops",
-    source_kind: str = "file",
-    trials: int = 10,
-    cooldown: str = "2 batches",
-    monitoring_source: str = "batches",
-    online: bool = False,
-) -> str:
-    """The text of a commented ``mlops.yaml``. ``cooldown``: the retraining policy's."""
-    left = "".join(f"\n    #   {c}: {why}" for c, why in schema.left_out.items())
-    cands = _yaml_list(schema.categorical[:2])
-    batch = (
-        "    period: W          # one batch per calendar week of the time column ('1D', '7D', 'MS')"
-        if time
-        else "    size: 10000        # rows per batch (no time column was given)"
-    )
-    return f"""\
+# the commented mlops.yaml `mlops init` writes; render_config fills it in
+CONFIG_TEMPLATE = """\
 # mlops.yaml: the one configuration of this project. Written by `mlops init`; edit freely.
 # Environment variables override any key: MLOPS_STORAGE__DB_URL=postgresql://... sets
 # storage.db_url (sections joined by a double underscore). Keep secrets there, not here.
 
-project: {_yaml_scalar(project)}
-task: {schema.task}            # binary | multiclass | regression (inferred from '{target}')
+project: {project}
+task: {task}            # binary | multiclass | regression (inferred from '{target}')
 
 data:
   source:
     kind: {source_kind}          # file | folder | sql | http
-    path: {_yaml_scalar(str(data))}
+    path: {data}
     # folder:  path: landing/   pattern: "*.csv"      (each new file is ingested once)
     # sql:     url: postgresql://user@host/db   query: SELECT * FROM events   watermark: updated_at
     # http:    url: https://feed.example/records  (CSV or JSON records)  watermark: updated_at
-  id_column: {_yaml_scalar(id_col)}
-  time_column: {_yaml_scalar(time)}
-  target: {_yaml_scalar(target)}
-  features:             # inferred from a sample of {SAMPLE_ROWS:,} rows{left or ""}
-    numeric: {_yaml_list(schema.numeric)}
-    categorical: {_yaml_list(schema.categorical)}
-    boolean: {_yaml_list(schema.boolean)}
+  id_column: {id_col}
+  time_column: {time}
+  target: {target_yaml}
+  features:             # inferred from a sample of {sample_rows:,} rows{left}
+    numeric: {numeric}
+    categorical: {categorical}
+    boolean: {boolean}
   batch:
 {batch}
   limits:
@@ -225,10 +203,57 @@ serving:                  # `mlops serve` (started by `mlops up`): the champion 
   log: true               # the prediction log under the workspace (monitoring.source)
 
 online:                   # the champion continued on the labels that arrive (`mlops learn`)
-  enabled: {str(online).lower():<17}# the online-update deployment, and its shadow in serving
+  enabled: {online:<17}# the online-update deployment, and its shadow in serving
   schedule: "0 * * * *"   # cron of the online-update deployment
   min_rows: 200           # fewer new labelled rows: nothing to learn yet
 """
+
+
+def render_config(
+    *,
+    project: str,
+    data: Path,
+    target: str,
+    time: str | None,
+    id_col: str | None,
+    schema: InferredSchema,
+    workspace: str = ".mlops",
+    source_kind: str = "file",
+    trials: int = 10,
+    cooldown: str = "2 batches",
+    monitoring_source: str = "batches",
+    online: bool = False,
+) -> str:
+    """The text of a commented ``mlops.yaml``. ``cooldown``: the retraining policy's."""
+    left = "".join(f"\n    #   {c}: {why}" for c, why in schema.left_out.items())
+    cands = _yaml_list(schema.categorical[:2])
+    batch = (
+        "    period: W          # one batch per calendar week of the time column ('1D', '7D', 'MS')"
+        if time
+        else "    size: 10000        # rows per batch (no time column was given)"
+    )
+    return CONFIG_TEMPLATE.format(
+        project=_yaml_scalar(project),
+        task=schema.task,
+        target=target,
+        source_kind=source_kind,
+        data=_yaml_scalar(str(data)),
+        id_col=_yaml_scalar(id_col),
+        time=_yaml_scalar(time),
+        target_yaml=_yaml_scalar(target),
+        sample_rows=SAMPLE_ROWS,
+        left=left,
+        numeric=_yaml_list(schema.numeric),
+        categorical=_yaml_list(schema.categorical),
+        boolean=_yaml_list(schema.boolean),
+        batch=batch,
+        workspace=workspace,
+        trials=trials,
+        cands=cands,
+        monitoring_source=monitoring_source,
+        cooldown=cooldown,
+        online=str(online).lower(),
+    )
 
 
 def init_project(

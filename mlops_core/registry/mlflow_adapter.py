@@ -85,16 +85,19 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 
 
 def translated(fn: Callable[P, R]) -> Callable[P, R]:
-    """Run ``fn`` (a method of :class:`MlflowModels`) with MLflow's errors translated."""
+    """Run ``fn`` (a method of :class:`MlflowModels`) with MLflow's global URIs set to the
+    model's server for the call (a local store resolves some references, such as a logged
+    model's id, through them) and MLflow's errors translated."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        self = args[0]
         try:
-            return fn(*args, **kwargs)
+            with scoped_uris(self.uri):  # type: ignore[attr-defined]
+                return fn(*args, **kwargs)
         except MlopsError:  # ours already (a nested call translated it)
             raise
         except _transport_errors() as e:
-            self = args[0]
             raise translate_error(e, self.uri) from e  # type: ignore[attr-defined,arg-type]
 
     return wrapper

@@ -1,0 +1,1 @@
+"""The commands of `mlops`, by area; `mlops_cli.app` registers them."""
