@@ -34,7 +34,7 @@ test: $(STAMP) ## Install, then run the whole test suite (slow end-to-end tests 
 test-fast: $(STAMP) ## Run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: $(STAMP) ## Lint (ruff), check formatting (ruff format) and types (mypy on mlops_core)
+lint: $(STAMP) ## Lint (ruff), check formatting (ruff format) and types (mypy on mlops_core and mlops_cli)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
