@@ -17,6 +17,8 @@ through :meth:`Step.arrived` and :meth:`History.window`, both bounded by ``label
 
 A new strategy subclasses :class:`Strategy` (``decide`` returns a :class:`Retrain` or ``None``)
 or :class:`OnlineStrategy` (``predict`` and ``learn``), and is registered in ``STRATEGIES``.
+River's online learner (``online``) is in :mod:`mlops_core.backtest.river_online`, the one
+backtest module that imports River.
 
 The result (``BacktestResult.to_dict``; ``mlops backtest --json``) is documented in
 ``docs/backtest.md``; the dashboard reads it.
@@ -45,6 +47,7 @@ from mlops_core.monitor.policy import (
     PLANNED_REASONS,
     PolicyState,
     Reason,
+    Signals,
     compute_signals,
     decide,
     median_period,
@@ -191,69 +194,20 @@ def load_history(
     ``window`` is a row count (``"20000"``) or a period (``"90D"``); default: the config's
     ``model.window``. ``drift_points`` (times, or row numbers without a time column) default to
     a ``<data>.drift.json`` file beside the data, as :mod:`mlops_core.demo.stream` writes it."""
-    from mlops_core.data.batching import parse_times, period_start
-    from mlops_core.ops.scaffold import infer_task
-
     if (batch_size is None) == (batch_period is None):
         raise BacktestError("give exactly one of --batch-size and --batch-period")
     if not data.is_file():
         raise BacktestError(f"{data}: no such file")
-    settings = (settings or Settings()).model_copy(deep=True)
-    d = settings.data
-    d.target = target or d.target
-    d.time_column = time_column if time_column is not None else d.time_column
-    if not d.target:
-        raise BacktestError("no target: pass --target or set data.target in the config")
-    df = _read(data)
-    missing = [c for c in (d.target, d.time_column) if c and c not in df.columns]
-    if missing:
-        raise BacktestError(
-            f"column(s) not in {data.name}: {', '.join(missing)}; the columns "
-            f"are: {', '.join(map(str, df.columns))}"
-        )
+    settings = _history_settings(settings, target, time_column)
     notes: list[str] = []
-    unlabelled = int(df[d.target].isna().sum())
-    if unlabelled:
-        df = df[df[d.target].notna()]
-        notes.append(f"{unlabelled:,} rows without a label left out")
-    if target or not settings.config_path:
-        settings.task = infer_task(df[d.target])
-    if d.time_column:
-        df = df.assign(**{d.time_column: parse_times(df[d.time_column], d.time_format)})
-        bad = int(df[d.time_column].isna().sum())
-        if bad:
-            raise BacktestError(f"{bad:,} values of {d.time_column} are not times")
-        df = df.sort_values(d.time_column, kind="stable")
-    df = df.reset_index(drop=True)
-    if not d.features.all():
-        ids = _row_id_columns(df, (d.target, d.time_column or ""))
-        if d.id_column and d.id_column in df.columns:
-            ids = [c for c in ids if c != d.id_column] + [d.id_column]
-        if ids:
-            d.id_column = ids[-1]
-            df = df.drop(columns=[c for c in ids if c != d.id_column])
-            notes.append(f"left out as row ids: {', '.join(ids)}")
-    spec = feature_spec(settings, df, "replay", None)
-    kinds = spec["kinds"]
+    df = _read_labelled(data, settings, target, notes)
+    df = _drop_row_ids(df, settings, notes)
+    kinds = feature_spec(settings, df, "replay", None)["kinds"]
     for c, k in kinds.items():  # categories once, as pandas categories (fast to slice)
         if k == "categorical" and not isinstance(df[c].dtype, pd.CategoricalDtype):
             df[c] = df[c].astype("string").astype("category")
-    n = len(df)
-    if batch_size is not None:
-        if batch_size < 1:
-            raise BacktestError("--batch-size must be positive")
-        bounds = np.append(np.arange(0, n, batch_size), n)
-    else:
-        if not d.time_column:
-            raise BacktestError("--batch-period needs a time column (--time)")
-        starts = period_start(df[d.time_column], batch_period or "").to_numpy()
-        change = np.flatnonzero(starts[1:] != starts[:-1]) + 1
-        bounds = np.concatenate([[0], change, [n]])
-    if d.time_column:
-        tv = df[d.time_column]
-        times = [pd.Timestamp(tv.iloc[b - 1]) for b in bounds[1:]]
-    else:
-        times = [EPOCH + pd.Timedelta(days=i) for i in range(len(bounds) - 1)]
+    bounds = _batch_bounds(df, settings, batch_size, batch_period)
+    times = _batch_times(df, settings, bounds)
     if len(bounds) - 1 <= initial_batches:
         raise BacktestError(
             f"{len(bounds) - 1} batches: need more than --initial-batches "
@@ -276,6 +230,95 @@ def load_history(
     points = drift_points if drift_points is not None else _sidecar_drift(data)
     replay.drift_batches = _drift_batches(replay, points)
     return replay
+
+
+def _history_settings(
+    settings: Settings | None, target: str | None, time_column: str | None
+) -> Settings:
+    """A copy of ``settings`` (default: the defaults) with the target and time column given."""
+    settings = (settings or Settings()).model_copy(deep=True)
+    d = settings.data
+    d.target = target or d.target
+    d.time_column = time_column if time_column is not None else d.time_column
+    if not d.target:
+        raise BacktestError("no target: pass --target or set data.target in the config")
+    return settings
+
+
+def _read_labelled(
+    data: Path, settings: Settings, target: str | None, notes: list[str]
+) -> pd.DataFrame:
+    """The labelled rows of ``data``, sorted by their (parsed) times, indexed 0..n-1; the task
+    inferred from the target when it was given (or no config names it)."""
+    from mlops_core.data.batching import parse_times
+    from mlops_core.ops.scaffold import infer_task
+
+    d = settings.data
+    df = _read(data)
+    missing = [c for c in (d.target, d.time_column) if c and c not in df.columns]
+    if missing:
+        raise BacktestError(
+            f"column(s) not in {data.name}: {', '.join(missing)}; the columns "
+            f"are: {', '.join(map(str, df.columns))}"
+        )
+    unlabelled = int(df[d.target].isna().sum())
+    if unlabelled:
+        df = df[df[d.target].notna()]
+        notes.append(f"{unlabelled:,} rows without a label left out")
+    if target or not settings.config_path:
+        settings.task = infer_task(df[d.target])
+    if d.time_column:
+        df = df.assign(**{d.time_column: parse_times(df[d.time_column], d.time_format)})
+        bad = int(df[d.time_column].isna().sum())
+        if bad:
+            raise BacktestError(f"{bad:,} values of {d.time_column} are not times")
+        df = df.sort_values(d.time_column, kind="stable")
+    return df.reset_index(drop=True)
+
+
+def _drop_row_ids(df: pd.DataFrame, settings: Settings, notes: list[str]) -> pd.DataFrame:
+    """Without a list of features, row-id columns are no features: the newest of them (the
+    configured id column if it is one) becomes the id column, the others are dropped."""
+    d = settings.data
+    if d.features.all():
+        return df
+    ids = _row_id_columns(df, (d.target or "", d.time_column or ""))
+    if d.id_column and d.id_column in df.columns:
+        ids = [c for c in ids if c != d.id_column] + [d.id_column]
+    if ids:
+        d.id_column = ids[-1]
+        df = df.drop(columns=[c for c in ids if c != d.id_column])
+        notes.append(f"left out as row ids: {', '.join(ids)}")
+    return df
+
+
+def _batch_bounds(
+    df: pd.DataFrame, settings: Settings, batch_size: int | None, batch_period: str | None
+) -> np.ndarray:
+    """The row where each batch starts, then the number of rows."""
+    from mlops_core.data.batching import period_start
+
+    n = len(df)
+    if batch_size is not None:
+        if batch_size < 1:
+            raise BacktestError("--batch-size must be positive")
+        return np.append(np.arange(0, n, batch_size), n)
+    tcol = settings.data.time_column
+    if not tcol:
+        raise BacktestError("--batch-period needs a time column (--time)")
+    starts = period_start(df[tcol], batch_period or "").to_numpy()
+    change = np.flatnonzero(starts[1:] != starts[:-1]) + 1
+    return np.concatenate([[0], change, [n]])
+
+
+def _batch_times(df: pd.DataFrame, settings: Settings, bounds: np.ndarray) -> list[pd.Timestamp]:
+    """The time each batch is complete (its newest row); without a time column, batch i is
+    ``EPOCH`` + i days."""
+    tcol = settings.data.time_column
+    if tcol:
+        tv = df[tcol]
+        return [pd.Timestamp(tv.iloc[b - 1]) for b in bounds[1:]]
+    return [EPOCH + pd.Timedelta(days=i) for i in range(len(bounds) - 1)]
 
 
 def _window(window: str | None, settings: Settings) -> tuple[int | None, str | None]:
@@ -618,73 +661,13 @@ class PolicyStrategy(Strategy):
         return len(r.window(labelled_through, self.change_row, max(m.min_rows, m.window.min_rows)))
 
     def decide(self, step: Step, fitted: Fitted) -> Retrain | None:
-        r, p = self.replay, self.policy
-        mcfg = r.settings.monitoring
-        realised: dict[str, float] | None = None
-        est: float | None = None
-        share = wshare = None
-        fired: list[str] = []
-        change_rows: list[int] = []
-        if step.arrived:
-            y = pd.concat([a.y for a in step.arrived])
-            pred = pd.concat([a.prediction for a in step.arrived])
-            realised = compute_metrics(r.task, y, pred, r.classes)
-        for a in step.arrived:
-            errors = error_stream(r.task, a.y, a.prediction["prediction"])
-            self.fed_first_row.append((self.fed, int(a.y.index[0])))
-            self.errors.append(errors)
-            for name, det in self.detectors.items():
-                before = len(det.result.detections)
-                det.update(errors)
-                starts = det.result.change_starts[before:]
-                if starts:
-                    fired.append(name)
-                    change_rows.append(self._row(starts[0]))
-            self.fed += len(errors)
-        if not change_rows and realised is not None and self.errors:
-            # where the error rose since the model was trained, against its validation errors
-            rise = where_error_rose(fitted.validation_errors, np.concatenate(self.errors))
-            if rise is not None:
-                change_rows.append(self._row(rise))
-        if r.task != "regression":
-            proba = step.prediction[[f"proba_{c}" for c in r.classes or []]].to_numpy()
-            if len(proba) >= mcfg.min_rows:
-                e = estimate_performance(
-                    r.task,
-                    proba,
-                    r.classes or [],
-                    simulations=50,
-                    seed=mcfg.seed + step.index,
-                    calibration=fitted.calibration,
-                ).get(self.metric)
-                if e is not None:
-                    est = e.value
-                    self.estimates[step.index] = (e.value, e.low, e.high)
+        """The signals monitoring would compute now, and the policy's decision on them."""
+        realised = self._realised(step.arrived)
+        fired, change_rows = self._watch_errors(step.arrived, fitted, realised is not None)
+        est = self._estimate(step, fitted)
         self._check_estimates(step.arrived)
-        if p.drift_share is not None:
-            drift = compute_drift(
-                fitted.reference,
-                step.X,
-                r.kinds,
-                importances=fitted.importances if mcfg.weight_by_importance else None,
-                sample_size=mcfg.sample_rows,
-                min_rows=mcfg.min_rows,
-                method=mcfg.method,
-                threshold=mcfg.threshold,
-                drift_share=mcfg.drift_share,
-                seed=mcfg.seed,
-            )
-            share, wshare = drift.drift_share, drift.weighted_drift_share
-            now_share = wshare if wshare is not None else share
-            if (
-                now_share is not None
-                and now_share < p.drift_share
-                and Reason.DRIFT in self.state.trained_for
-            ):  # that drift is over: a new one asks
-                self.state = replace(
-                    self.state,
-                    trained_for=tuple(x for x in self.state.trained_for if x != Reason.DRIFT),
-                )
+        share, wshare = self._drift(step, fitted)
+        r = self.replay
         new_labels = int(r.bounds[step.labelled_through + 1] - r.bounds[fitted.trained_through + 1])
         signals = compute_signals(
             metric=self.metric,
@@ -703,17 +686,111 @@ class PolicyStrategy(Strategy):
             if change_rows
             else (self.fed_first_row[0][1] if self.fed_first_row else None),
         )
+        return self._act(signals, step, fitted, wshare if wshare is not None else share)
+
+    def _realised(self, arrived: list[Arrival]) -> dict[str, float] | None:
+        """The metrics on the labels that arrived now (None: none did)."""
+        if not arrived:
+            return None
+        r = self.replay
+        y = pd.concat([a.y for a in arrived])
+        pred = pd.concat([a.prediction for a in arrived])
+        return compute_metrics(r.task, y, pred, r.classes)
+
+    def _watch_errors(
+        self, arrived: list[Arrival], fitted: Fitted, labelled: bool
+    ) -> tuple[list[str], list[int]]:
+        """Feed the arrived errors to the detectors: those that fired, and the rows where the
+        changes they found began. None fired and labels arrived (``labelled``): where the error
+        rose since the model was trained, against its validation errors."""
+        fired: list[str] = []
+        change_rows: list[int] = []
+        for a in arrived:
+            errors = error_stream(self.replay.task, a.y, a.prediction["prediction"])
+            self.fed_first_row.append((self.fed, int(a.y.index[0])))
+            self.errors.append(errors)
+            for name, det in self.detectors.items():
+                before = len(det.result.detections)
+                det.update(errors)
+                starts = det.result.change_starts[before:]
+                if starts:
+                    fired.append(name)
+                    change_rows.append(self._row(starts[0]))
+            self.fed += len(errors)
+        if not change_rows and labelled and self.errors:
+            rise = where_error_rose(fitted.validation_errors, np.concatenate(self.errors))
+            if rise is not None:
+                change_rows.append(self._row(rise))
+        return fired, change_rows
+
+    def _estimate(self, step: Step, fitted: Fitted) -> float | None:
+        """The label-free estimate of the metric on this batch (classification), kept to check
+        against the batch's labels when they arrive."""
+        r, mcfg = self.replay, self.replay.settings.monitoring
+        if r.task == "regression":
+            return None
+        proba = step.prediction[[f"proba_{c}" for c in r.classes or []]].to_numpy()
+        if len(proba) < mcfg.min_rows:
+            return None
+        e = estimate_performance(
+            r.task,
+            proba,
+            r.classes or [],
+            simulations=50,
+            seed=mcfg.seed + step.index,
+            calibration=fitted.calibration,
+        ).get(self.metric)
+        if e is None:
+            return None
+        self.estimates[step.index] = (e.value, e.low, e.high)
+        return e.value
+
+    def _drift(self, step: Step, fitted: Fitted) -> tuple[float | None, float | None]:
+        """This batch's drift share and weighted drift share against the model's reference
+        (None, None: the policy has no drift signal)."""
+        p, r, mcfg = self.policy, self.replay, self.replay.settings.monitoring
+        if p.drift_share is None:
+            return None, None
+        drift = compute_drift(
+            fitted.reference,
+            step.X,
+            r.kinds,
+            importances=fitted.importances if mcfg.weight_by_importance else None,
+            sample_size=mcfg.sample_rows,
+            min_rows=mcfg.min_rows,
+            method=mcfg.method,
+            threshold=mcfg.threshold,
+            drift_share=mcfg.drift_share,
+            seed=mcfg.seed,
+        )
+        share, wshare = drift.drift_share, drift.weighted_drift_share
+        now_share = wshare if wshare is not None else share
+        if (
+            now_share is not None
+            and now_share < p.drift_share
+            and Reason.DRIFT in self.state.trained_for
+        ):  # that drift is over: a new one asks
+            self.state = replace(
+                self.state,
+                trained_for=tuple(x for x in self.state.trained_for if x != Reason.DRIFT),
+            )
+        return share, wshare
+
+    def _act(
+        self, signals: Signals, step: Step, fitted: Fitted, now_share: float | None
+    ) -> Retrain | None:
+        """The policy's decision on ``signals``: a retrain, or none (its pending signals kept)."""
+        p = self.policy
         state = replace(
             self.state,
             change_at=self.change_row,
             trained_rows=fitted.window_rows,
             drifted_before=self.drifted,
         )
-        now_share = wshare if wshare is not None else share
         self.drifted = bool(
             p.drift_share is not None and now_share is not None and now_share >= p.drift_share
         )
-        decision = decide(signals, state, p, step.time.to_pydatetime(), r.batch_period)
+        decision = decide(signals, state, p, step.time.to_pydatetime(), self.replay.batch_period)
         if not decision.retrain:
             self.state = replace(
                 self.state,
@@ -755,71 +832,6 @@ class PolicyStrategy(Strategy):
             if fed_before <= pos:
                 first = row + (pos - fed_before)
         return first
-
-
-class RiverOnline(OnlineStrategy):
-    """River's adaptive random forest (ARF), learning each batch's labels as they arrive."""
-
-    name = "online"
-
-    def __init__(self, seed: int = 42) -> None:
-        self.seed = seed
-
-    def start(self, replay: History, initial: pd.DataFrame) -> None:
-        from river import forest
-
-        self.replay = replay
-        self.model = (
-            forest.ARFRegressor(seed=self.seed)
-            if replay.task == "regression"
-            else forest.ARFClassifier(seed=self.seed)
-        )
-        self.fill = {
-            c: float(pd.to_numeric(initial[c], errors="coerce").median())
-            for c, k in replay.kinds.items()
-            if k != "categorical"
-        }
-        self.learn(initial[list(replay.kinds)], initial[replay.target])
-
-    def _rows(self, X: pd.DataFrame) -> list[dict[str, Any]]:
-        cols = {}
-        for c, k in self.replay.kinds.items():
-            s = X[c]
-            if k == "categorical":
-                cols[c] = s.astype(object).where(s.notna(), "<missing>").astype(str).tolist()
-            else:
-                cols[c] = (
-                    pd.to_numeric(s, errors="coerce").astype(float).fillna(self.fill[c]).tolist()
-                )
-        names = list(cols)
-        return [dict(zip(names, vals, strict=True)) for vals in zip(*cols.values(), strict=True)]
-
-    def learn(self, X: pd.DataFrame, y: pd.Series) -> None:
-        for x, t in zip(self._rows(X), y.tolist(), strict=True):
-            self.model.learn_one(x, t)
-
-    def predict(self, X: pd.DataFrame) -> pd.DataFrame:
-        from mlops_core.train.pyfunc.tabular_model import output_frame
-
-        rows = self._rows(X)
-        if self.replay.task == "regression":
-            raw = np.array(
-                [self.model.predict_one(x) or 0.0 for x in rows],  # type: ignore[arg-type]
-                dtype="float64",
-            )
-            return output_frame("regression", None, raw, X.index)
-        classes = self.replay.classes or []
-        proba = np.zeros((len(rows), len(classes)))
-        for i, x in enumerate(rows):
-            p = self.model.predict_proba_one(x)  # type: ignore[union-attr]  # a classifier
-            for j, c in enumerate(classes):
-                proba[i, j] = p.get(c, 0.0)
-        proba_sum = proba.sum(axis=1, keepdims=True)
-        proba = np.where(
-            proba_sum > 0, proba / np.where(proba_sum > 0, proba_sum, 1), 1 / max(len(classes), 1)
-        )
-        raw = proba[:, 1] if self.replay.task == "binary" else proba
-        return output_frame(self.replay.task, classes, raw, X.index)
 
 
 class BoostedOnline(OnlineStrategy):
@@ -918,6 +930,8 @@ def make_strategy(spec: str, settings: Settings) -> Strategy | OnlineStrategy:
             )
         return PolicyStrategy(spec, _single(p, detectors=[DETECTOR_NAMES[arg]]))
     if name == "online":
+        from mlops_core.backtest.river_online import RiverOnline  # River only when asked for
+
         return RiverOnline(settings.model.seed)
     if name == "online-xgboost":
         return BoostedOnline()
@@ -999,36 +1013,60 @@ def run_strategy(
     progress: ProgressFn | None = None,
     trainer: Trainer | None = None,
 ) -> StrategyResult:
-    r = replay
-    metric = headline_metric(r.task, metric)
-    K = r.initial_batches
+    metric = headline_metric(replay.task, metric)
     t_wall = time.perf_counter()
-    train_cpu = monitor_cpu = 0.0
-    preds: dict[int, pd.DataFrame] = {}
-    per_batch: list[dict[str, Any]] = []
-    triggers: list[dict[str, Any]] = []
-    trainer = trainer or Trainer(r)
-    fitted: Fitted | None = None
-    if isinstance(strategy, OnlineStrategy):
-        c0 = time.process_time()
-        strategy.start(r, r.frame.iloc[: r.bounds[K]])
-        train_cpu += time.process_time() - c0
-    else:
-        fitted = trainer.fit(K - 1)
-        train_cpu += fitted.cpu_s
-        strategy.start(r, fitted)
-    for t in range(K, r.n_batches):
+    run = _Run(replay, strategy, trainer or Trainer(replay), t_wall)
+    run.start()
+    K = replay.initial_batches
+    for t in range(K, replay.n_batches):
+        run.step(t)
+        if progress:
+            progress(strategy.name, t - K + 1, replay.n_batches - K)
+    return run.result(metric)
+
+
+@dataclass
+class _Run:
+    """One strategy's replay under way: the model it serves, what it has cost, what it saw."""
+
+    replay: History
+    strategy: Strategy | OnlineStrategy
+    trainer: Trainer
+    t_wall: float  # perf_counter at the start
+    fitted: Fitted | None = None  # the model a batch strategy serves
+    train_cpu: float = 0.0
+    monitor_cpu: float = 0.0
+    preds: dict[int, pd.DataFrame] = field(default_factory=dict)  # waiting for their labels
+    per_batch: list[dict[str, Any]] = field(default_factory=list)
+    triggers: list[dict[str, Any]] = field(default_factory=list)
+
+    def start(self) -> None:
+        """The first model, on the initial batches."""
+        r, strategy, K = self.replay, self.strategy, self.replay.initial_batches
+        if isinstance(strategy, OnlineStrategy):
+            c0 = time.process_time()
+            strategy.start(r, r.frame.iloc[: r.bounds[K]])
+            self.train_cpu += time.process_time() - c0
+        else:
+            self.fitted = self.trainer.fit(K - 1)
+            self.train_cpu += self.fitted.cpu_s
+            strategy.start(r, self.fitted)
+
+    def step(self, t: int) -> None:
+        """Batch ``t``: predict and score it; then the labels due arrive, and the strategy
+        learns them or decides whether to retrain."""
+        r, strategy = self.replay, self.strategy
         batch = r.batch(t)
         X = batch[list(r.kinds)]
         if isinstance(strategy, OnlineStrategy):
             c0 = time.process_time()
             pred = strategy.predict(X)
-            train_cpu += time.process_time() - c0
+            self.train_cpu += time.process_time() - c0
             scores = compute_metrics(r.task, batch[r.target], pred, r.classes)
         else:
-            assert fitted is not None
-            pred, scores = fitted.score(r, t)
-        preds[t] = pred
+            assert self.fitted is not None
+            pred, scores = self.fitted.score(r, t)
+        self.preds[t] = pred
         row = {
             "batch": t,
             "time": r.times[t].isoformat(),
@@ -1036,68 +1074,78 @@ def run_strategy(
             **{k: _num(v) for k, v in scores.items() if k in _KEPT},
             "retrained": False,
         }
-        per_batch.append(row)
+        self.per_batch.append(row)
+        K = r.initial_batches
         labelled_through = max(K - 1, t - r.label_delay)
         arrived_ids = [t - r.label_delay] if t - r.label_delay >= K else []
-        arrived = [Arrival(b, r.batch(b)[r.target], preds.pop(b)) for b in arrived_ids]
+        arrived = [Arrival(b, r.batch(b)[r.target], self.preds.pop(b)) for b in arrived_ids]
         if isinstance(strategy, OnlineStrategy):
             c0 = time.process_time()
             for a in arrived:
                 strategy.learn(r.features(a.batch), a.y)
-            train_cpu += time.process_time() - c0
-        else:
-            assert fitted is not None
-            step = Step(t, r.times[t], X, pred, arrived, labelled_through)
-            c0 = time.process_time()
-            action = strategy.decide(step, fitted)
-            monitor_cpu += time.process_time() - c0
-            if action is not None:
-                challenger = trainer.fit(labelled_through, action.start_row)
-                train_cpu += challenger.cpu_s
-                refusal = gate(r, fitted, challenger) if strategy.gated else None
-                triggers.append(
-                    {
-                        "batch": t,
-                        "time": r.times[t].isoformat(),
-                        "reasons": action.reasons,
-                        "kinds": list(action.kinds),
-                        "planned": action.planned,
-                        "start_row": action.start_row,
-                        "window_rows": challenger.rows,
-                        "refused": refusal,
-                    }
-                )
-                if refusal:
-                    strategy.refused(challenger, step, action)
-                else:
-                    fitted = challenger
-                    strategy.retrained(fitted, step, action)
-                    row["retrained"] = True
-        if progress:
-            progress(strategy.name, t - K + 1, r.n_batches - K)
-    values = [b[metric] for b in per_batch if b.get(metric) is not None]
-    served = [tr for tr in triggers if not tr["refused"]]
-    delays, false = detection_metrics(
-        r,
-        [tr["batch"] for tr in served],
-        signalled=[tr["batch"] for tr in served if not tr["planned"]],
-    )
-    checked = getattr(strategy, "checked", [])
-    return StrategyResult(
-        strategy.name,
-        metric,
-        float(np.mean(values)) if values else None,
-        len(served),
-        round(train_cpu, 3),
-        round(monitor_cpu, 3),
-        per_batch,
-        triggers,
-        delays,
-        false,
-        round(time.perf_counter() - t_wall, 3),
-        refused=len(triggers) - len(served),
-        estimate_coverage=_coverage(checked),
-    )
+            self.train_cpu += time.process_time() - c0
+        elif self._decide(strategy, Step(t, r.times[t], X, pred, arrived, labelled_through)):
+            row["retrained"] = True
+
+    def _decide(self, strategy: Strategy, step: Step) -> bool:
+        """Ask the strategy; on a retrain, train the challenger and (a gated strategy) gate it.
+        True: the challenger serves from the next batch on."""
+        r, fitted = self.replay, self.fitted
+        assert fitted is not None
+        c0 = time.process_time()
+        action = strategy.decide(step, fitted)
+        self.monitor_cpu += time.process_time() - c0
+        if action is None:
+            return False
+        challenger = self.trainer.fit(step.labelled_through, action.start_row)
+        self.train_cpu += challenger.cpu_s
+        refusal = gate(r, fitted, challenger) if strategy.gated else None
+        self.triggers.append(
+            {
+                "batch": step.index,
+                "time": r.times[step.index].isoformat(),
+                "reasons": action.reasons,
+                "kinds": list(action.kinds),
+                "planned": action.planned,
+                "start_row": action.start_row,
+                "window_rows": challenger.rows,
+                "refused": refusal,
+            }
+        )
+        if refusal:
+            strategy.refused(challenger, step, action)
+            return False
+        self.fitted = challenger
+        strategy.retrained(challenger, step, action)
+        return True
+
+    def result(self, metric: str) -> StrategyResult:
+        """Mean metric, retrains (served and refused), costs, detection delays and false
+        triggers, and how well the strategy's label-free estimates did."""
+        r, triggers = self.replay, self.triggers
+        values = [b[metric] for b in self.per_batch if b.get(metric) is not None]
+        served = [tr for tr in triggers if not tr["refused"]]
+        delays, false = detection_metrics(
+            r,
+            [tr["batch"] for tr in served],
+            signalled=[tr["batch"] for tr in served if not tr["planned"]],
+        )
+        checked = getattr(self.strategy, "checked", [])
+        return StrategyResult(
+            self.strategy.name,
+            metric,
+            float(np.mean(values)) if values else None,
+            len(served),
+            round(self.train_cpu, 3),
+            round(self.monitor_cpu, 3),
+            self.per_batch,
+            triggers,
+            delays,
+            false,
+            round(time.perf_counter() - self.t_wall, 3),
+            refused=len(triggers) - len(served),
+            estimate_coverage=_coverage(checked),
+        )
 
 
 def gate(r: History, champion: Fitted, challenger: Fitted) -> str | None:
@@ -1246,42 +1294,25 @@ def read_json(path: Path) -> dict[str, Any]:
 def figures(result: dict[str, Any]) -> dict[str, Any]:
     """Plotly figures of a result (as :meth:`BacktestResult.to_dict` writes it): the metric
     over time for every strategy with retrain marks, and quality against retraining cost."""
-    import plotly.graph_objects as go
     from plotly.colors import qualitative
 
     metric = result["metric_name"]
     palette = qualitative.Plotly
     colour = {s["name"]: palette[i % len(palette)] for i, s in enumerate(result["strategies"])}
+    return {
+        "over_time": _over_time_figure(result, metric, colour),
+        "cost": _cost_figure(result, metric, colour),
+    }
+
+
+def _over_time_figure(result: dict[str, Any], metric: str, colour: dict[str, str]) -> Any:
+    """The metric per batch for every strategy, its retrains marked, true drift points
+    dotted."""
+    import plotly.graph_objects as go
+
     over = go.Figure()
     for s in result["strategies"]:
-        xs = [pd.Timestamp(b["time"]) for b in s["per_batch"]]
-        ys = [b.get(metric) for b in s["per_batch"]]
-        over.add_trace(
-            go.Scatter(
-                x=xs,
-                y=ys,
-                mode="lines",
-                name=s["name"],
-                legendgroup=s["name"],
-                line_color=colour[s["name"]],
-            )
-        )
-        marks = [i for i, b in enumerate(s["per_batch"]) if b.get("retrained")]
-        if marks:
-            over.add_trace(
-                go.Scatter(
-                    x=[xs[i] for i in marks],
-                    y=[ys[i] for i in marks],
-                    mode="markers",
-                    marker_symbol="triangle-up",
-                    marker_size=9,
-                    marker_color=colour[s["name"]],
-                    name=f"{s['name']} retrains",
-                    legendgroup=s["name"],
-                    showlegend=False,
-                    hovertext=[", ".join(t["reasons"]) for t in s["triggers"]],
-                )
-            )
+        _add_strategy_traces(over, s, metric, colour[s["name"]])
     first = result["strategies"][0]["per_batch"] if result["strategies"] else []
     by_batch = {b["batch"]: pd.Timestamp(b["time"]) for b in first}
     for d in result.get("drift_batches", []):
@@ -1294,6 +1325,42 @@ def figures(result: dict[str, Any]) -> dict[str, Any]:
         hovermode="x unified",
         template="plotly_white",
     )
+    return over
+
+
+def _add_strategy_traces(over: Any, s: dict[str, Any], metric: str, colour: str) -> None:
+    """One strategy's line, and a mark at each batch after which it retrained."""
+    import plotly.graph_objects as go
+
+    xs = [pd.Timestamp(b["time"]) for b in s["per_batch"]]
+    ys = [b.get(metric) for b in s["per_batch"]]
+    over.add_trace(
+        go.Scatter(
+            x=xs, y=ys, mode="lines", name=s["name"], legendgroup=s["name"], line_color=colour
+        )
+    )
+    marks = [i for i, b in enumerate(s["per_batch"]) if b.get("retrained")]
+    if marks:
+        over.add_trace(
+            go.Scatter(
+                x=[xs[i] for i in marks],
+                y=[ys[i] for i in marks],
+                mode="markers",
+                marker_symbol="triangle-up",
+                marker_size=9,
+                marker_color=colour,
+                name=f"{s['name']} retrains",
+                legendgroup=s["name"],
+                showlegend=False,
+                hovertext=[", ".join(t["reasons"]) for t in s["triggers"]],
+            )
+        )
+
+
+def _cost_figure(result: dict[str, Any], metric: str, colour: dict[str, str]) -> Any:
+    """Each strategy's mean metric against its CPU seconds (training and monitoring)."""
+    import plotly.graph_objects as go
+
     cost = go.Figure()
     for s in result["strategies"]:
         cost.add_trace(
@@ -1316,7 +1383,7 @@ def figures(result: dict[str, Any]) -> dict[str, Any]:
         template="plotly_white",
         showlegend=False,
     )
-    return {"over_time": over, "cost": cost}
+    return cost
 
 
 def _fmt(v: float | None) -> str:
@@ -1342,6 +1409,26 @@ def write_html(result: BacktestResult | dict[str, Any], path: Path) -> Path:
     charts."""
     raw = result.to_dict() if isinstance(result, BacktestResult) else result
     figs = figures(raw)
+    table = _table_html(raw)
+    settings = _settings_html(raw.get("settings", {}))
+    body = figs["over_time"].to_html(full_html=False, include_plotlyjs=True) + figs["cost"].to_html(
+        full_html=False, include_plotlyjs=False
+    )
+    name = html.escape(raw["dataset"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Backtest: {name}"
+        "</title><style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 12px;"
+        "text-align:right}td:first-child,th:first-child{text-align:left}</style></head><body>"
+        f"<h1>Backtest: {name}</h1><p>{raw['batches']} batches scored, task "
+        f"{raw['task']}.</p>{table}{settings}{body}</body></html>",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _table_html(raw: dict[str, Any]) -> str:
+    """The strategies' table, one row each."""
     n = max(raw["batches"], 1)
     rows = "".join(
         f"<tr><td>{html.escape(s['name'])}</td><td>{_fmt(s['mean_metric'])}</td>"
@@ -1352,14 +1439,18 @@ def write_html(result: BacktestResult | dict[str, Any], path: Path) -> Path:
         f"<td>{s['train_cpu_s']:.1f}</td><td>{s['monitor_cpu_s']:.1f}</td></tr>"
         for s in raw["strategies"]
     )
-    table = (
+    return (
         f"<table><tr><th>strategy</th><th>mean {raw['metric_name']}</th><th>retrains</th>"
         "<th>retrain share</th><th>refused by the gate</th>"
         "<th>detection delay (batches)</th><th>false triggers</th>"
         "<th>estimate inside its 90% interval</th>"
         f"<th>train CPU s</th><th>monitor CPU s</th></tr>{rows}</table>"
     )
-    st = raw.get("settings", {})
+
+
+def _settings_html(st: dict[str, Any]) -> str:
+    """The settings the backtest ran with (model, window, batches, policy, notes), and what
+    the table's columns mean."""
     window = (
         f"{st['window_rows']:,} newest rows"
         if st.get("window_rows")
@@ -1368,7 +1459,7 @@ def write_html(result: BacktestResult | dict[str, Any], path: Path) -> Path:
     model = st.get("model_settings") or {}
     policy = st.get("policy") or {}
     notes = "".join(f"<li>{html.escape(str(x))}</li>" for x in st.get("notes") or [])
-    settings = (
+    return (
         "<h2>Settings</h2><ul>"
         f"<li>model: {html.escape(str(st.get('model', '')))}, hyper-parameters "
         f"{html.escape(json.dumps(model.get('params', {})))}; refit on the whole window with "
@@ -1387,17 +1478,3 @@ def write_html(result: BacktestResult | dict[str, Any], path: Path) -> Path:
         "asked for (not the schedule, a periodic or a growth retrain) before the first drift "
         "point or long after the last.</p>"
     )
-    body = figs["over_time"].to_html(full_html=False, include_plotlyjs=True) + figs["cost"].to_html(
-        full_html=False, include_plotlyjs=False
-    )
-    name = html.escape(raw["dataset"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>Backtest: {name}"
-        "</title><style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 12px;"
-        "text-align:right}td:first-child,th:first-child{text-align:left}</style></head><body>"
-        f"<h1>Backtest: {name}</h1><p>{raw['batches']} batches scored, task "
-        f"{raw['task']}.</p>{table}{settings}{body}</body></html>",
-        encoding="utf-8",
-    )
-    return path

@@ -32,7 +32,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -377,54 +378,13 @@ def check_records(
     kinds = model.spec["kinds"]
     features = model.features
     passthrough = [c for c in (id_column, time_column) if c and c not in kinds]
-    allowed = set(features) | set(passthrough)
-    n_features = len(features)
     errors: list[dict[str, Any]] = []
-    by_feature, longest = _columns_of(records, features, len(allowed))
-    if by_feature is None:  # a record lacks a feature, or is not an object: name each problem
-        _check_keys(enumerate(records), features, allowed, errors)
-        rows = [r if isinstance(r, dict) else {} for r in records]
-        by_feature = {name: [r.get(name) for r in rows] for name in features}
-    else:  # every feature is there: only records with more keys need a look
-        if longest > n_features:
-            _check_keys(
-                ((i, r) for i, r in enumerate(records) if len(r) > n_features),
-                features,
-                allowed,
-                errors,
-            )
-        rows = records
-    if longest <= n_features:  # no record sent the id or time column
+    by_feature, rows, longest = _record_columns(records, features, passthrough, errors)
+    if longest <= len(features):  # no record sent the id or time column
         passthrough = []
-    columns: dict[str, Any] = {}
-    for name in features:
-        vals = by_feature[name]
-        kind = kinds[name]
-        if set(map(type, vals)) <= _FAST_TYPES[kind]:
-            if kind == "numeric":
-                arr = np.array(vals, dtype="float64")
-                if np.isinf(arr).any():  # an integer too large for a float
-                    for bad in np.flatnonzero(np.isinf(arr)):
-                        errors.append(
-                            {
-                                "row": int(bad),
-                                "field": name,
-                                "error": f"expected a finite number, got {_excerpt(vals[bad])}",
-                            }
-                        )
-                columns[name] = arr
-            else:
-                columns[name] = _objects(vals)
-            continue
-        checked = []
-        for i, v in enumerate(vals):
-            value, problem = _CHECKS[kind](v)
-            if problem:
-                errors.append({"row": i, "field": name, "error": problem})
-            checked.append(value)
-        columns[name] = (
-            np.array(checked, dtype="float64") if kind == "numeric" else _objects(checked)
-        )
+    columns: dict[str, Any] = {
+        name: _feature_column(name, kinds[name], by_feature[name], errors) for name in features
+    }
     for name in passthrough:
         columns[name] = _objects([None if (v := r.get(name)) is None else str(v) for r in rows])
     if id_column and id_column in columns:
@@ -437,6 +397,56 @@ def check_records(
         errors.sort(key=lambda e: (e["row"], str(e["field"])))
         return Checked({}, row_ids, errors)
     return Checked(columns, row_ids, errors)
+
+
+def _record_columns(
+    records: list[Any], features: list[str], passthrough: list[str], errors: list[dict[str, Any]]
+) -> tuple[dict[str, list[Any]], list[Any], int]:
+    """Each feature's values, the records (as objects) and the most keys a record has; the
+    errors of records that are not objects, lack a feature or send a field too many."""
+    allowed = set(features) | set(passthrough)
+    n_features = len(features)
+    by_feature, longest = _columns_of(records, features, len(allowed))
+    if by_feature is None:  # a record lacks a feature, or is not an object: name each problem
+        _check_keys(enumerate(records), features, allowed, errors)
+        rows = [r if isinstance(r, dict) else {} for r in records]
+        return {name: [r.get(name) for r in rows] for name in features}, rows, longest
+    if longest > n_features:  # every feature is there: only records with more keys need a look
+        _check_keys(
+            ((i, r) for i, r in enumerate(records) if len(r) > n_features),
+            features,
+            allowed,
+            errors,
+        )
+    return by_feature, records, longest
+
+
+def _feature_column(
+    name: str, kind: str, vals: list[Any], errors: list[dict[str, Any]]
+) -> np.ndarray:
+    """One feature's values as an array: at once when all are of the expected JSON types,
+    else value by value, each bad one named in ``errors``."""
+    if set(map(type, vals)) <= _FAST_TYPES[kind]:
+        if kind != "numeric":
+            return _objects(vals)
+        arr = np.array(vals, dtype="float64")
+        if np.isinf(arr).any():  # an integer too large for a float
+            for bad in np.flatnonzero(np.isinf(arr)):
+                errors.append(
+                    {
+                        "row": int(bad),
+                        "field": name,
+                        "error": f"expected a finite number, got {_excerpt(vals[bad])}",
+                    }
+                )
+        return arr
+    checked = []
+    for i, v in enumerate(vals):
+        value, problem = _CHECKS[kind](v)
+        if problem:
+            errors.append({"row": i, "field": name, "error": problem})
+        checked.append(value)
+    return np.array(checked, dtype="float64") if kind == "numeric" else _objects(checked)
 
 
 def _check_keys(
@@ -714,12 +724,18 @@ def _parse_json(body: bytes) -> Any:
 
 @dataclass
 class _State:
+    """What the app's handlers share (``app.state.mlops``)."""
+
     settings: Settings
     slot: ModelSlot
     metrics: Metrics
     writer: LogWriter | None
     started_at: datetime = field(default_factory=_now)
     stop: threading.Event = field(default_factory=threading.Event)
+    background: bool = True  # poll the champion alias and write the log from threads
+    max_body: int = 0  # bytes (serving.max_body_mb)
+    id_column: str | None = None
+    time_column: str | None = None
 
 
 def create_app(
@@ -731,11 +747,7 @@ def create_app(
     """The FastAPI app for ``settings``' project. ``background``: poll the champion alias and
     write the prediction log from threads (off for tests that drive ``refresh`` themselves;
     the log is then written at shutdown)."""
-    from contextlib import asynccontextmanager
-
     from fastapi import FastAPI
-    from fastapi.responses import Response
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     from mlops_core.registry.registry import Registry
 
@@ -746,290 +758,364 @@ def create_app(
         metrics,
         shadow=settings.online.enabled and scfg.shadow,
     )
-    state = _State(settings, slot, metrics, None)
-    max_body = int(scfg.max_body_mb * 1024 * 1024)
-    id_column, time_column = settings.data.id_column, settings.data.time_column
-
-    def poll() -> None:
-        while True:
-            slot.refresh()
-            if state.stop.wait(scfg.poll_seconds):
-                return
-
-    @asynccontextmanager
-    async def lifespan(app: Any) -> Any:
-        if scfg.log:
-            state.writer = LogWriter(
-                settings.workspace,
-                max_rows=scfg.log_queue_rows,
-                flush_seconds=scfg.log_flush_seconds if background else 3600.0,
-                on_drop=metrics.log_dropped.inc,
-                on_write=lambda k, n: metrics.log_written.labels(k).inc(n),
-            )
-        poller = None
-        if background:
-            poller = threading.Thread(target=poll, name="champion-poll", daemon=True)
-            poller.start()
-        try:
-            yield
-        finally:
-            state.stop.set()
-            if state.writer:
-                state.writer.close()
-            if poller:
-                poller.join(5)
-
+    state = _State(
+        settings,
+        slot,
+        metrics,
+        None,
+        background=background,
+        max_body=int(scfg.max_body_mb * 1024 * 1024),
+        id_column=settings.data.id_column,
+        time_column=settings.data.time_column,
+    )
     app = FastAPI(
         title=f"mlops serving: {settings.project}",
-        lifespan=lifespan,
+        lifespan=_lifespan,
         description="The champion of the registered model, following promotions.",
     )
     app.state.mlops = state
-
-    def body_limit(request: Request) -> Any | None:
-        size = request.headers.get("content-length")
-        if size and size.isdigit() and int(size) > max_body:
-            return _json({"detail": f"request body over {scfg.max_body_mb:g} MB"}, 413)
-        return None
-
-    def request_id_of(request: Request) -> str:
-        rid = request.headers.get("x-request-id", "")
-        return rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
-
     app.add_middleware(_CountMiddleware, metrics=metrics, slot=slot)
-
-    @app.exception_handler(Exception)
-    async def failed(request: Request, exc: Exception) -> Any:
-        """A failure of ours (not a bad request): logged with its traceback, answered as JSON
-        with the served version, counted as a 500."""
-        log.exception("serving: %s %s failed", request.method, request.url.path)
-        model = slot.current
-        return _json(
-            {
-                "detail": f"internal error: {type(exc).__name__}: {str(exc)[:300]}",
-                "version": model.version if model else None,
-            },
-            500,
-            model.version if model else None,
-        )
-
-    @app.post("/predict", summary="Predict one record or a list of records")
-    async def predict(request: Request) -> Any:
-        t0 = time.perf_counter()
-        too_big = body_limit(request)
-        if too_big is not None:
-            return too_big
-        body = await request.body()
-        if len(body) > max_body:
-            return _json({"detail": f"request body over {scfg.max_body_mb:g} MB"}, 413)
-        model = slot.current  # once: this request is answered by this version only
-        if model is None:
-            return _json(
-                {
-                    "detail": "no champion is served yet: approve a version "
-                    "(`mlops approve VERSION --by NAME`)"
-                },
-                503,
-            )
-        try:
-            payload = _parse_json(body)
-        except ValueError as e:
-            return _json(
-                {"detail": f"the body is not valid JSON: {str(e)[:200]}", "errors": []},
-                422,
-                model.version,
-            )
-        records = payload if isinstance(payload, list) else [payload]
-        if not records:
-            return _json({"detail": "no records to predict", "errors": []}, 422, model.version)
-        if len(records) > scfg.max_rows:
-            return _json(
-                {
-                    "detail": f"{len(records)} records in one request; at most "
-                    f"{scfg.max_rows} (serving.max_rows)"
-                },
-                413,
-                model.version,
-            )
-        rid = request_id_of(request)
-        if len(records) <= INLINE_ROWS:
-            # on the event loop: a few milliseconds of work costs less here than the thread
-            # hand-offs (and one process predicts one request at a time either way)
-            return predict_rows(model, records, rid, t0)
-        return await _run(predict_rows, model, records, rid, t0)  # the loop stays responsive
-
-    def predict_rows(model: ServedModel, records: list[Any], rid: str, t0: float) -> Any:
-        checked = check_records(
-            records, model, id_column=id_column, time_column=time_column, request_id=rid
-        )
-        if checked.errors:
-            n = len(checked.errors)
-            fields = sorted({str(e["field"]) for e in checked.errors if e["field"]})
-            return _json(
-                {
-                    "detail": f"{n} bad field{'s' if n != 1 else ''} in "
-                    f"{len({e['row'] for e in checked.errors})} record(s): "
-                    + ", ".join(fields[:20]),
-                    "errors": checked.errors[:MAX_ERRORS_LISTED],
-                    "version": model.version,
-                },
-                422,
-                model.version,
-            )
-        preds, proba, names = model.answers(checked.frame, len(checked.row_ids))
-        latency_ms = (time.perf_counter() - t0) * 1000
-        if proba is not None:
-            probs = proba.round(6).tolist()
-            if len(names) == 2:  # binary: the common case, built without zip per row
-                n0, n1 = names
-                rows = [
-                    {"id": i, "prediction": p, "probabilities": {n0: a, n1: b}}
-                    for i, p, (a, b) in zip(checked.row_ids, preds, probs, strict=True)
-                ]
-            else:
-                rows = [
-                    {"id": i, "prediction": p, "probabilities": dict(zip(names, pr, strict=True))}
-                    for i, p, pr in zip(checked.row_ids, preds, probs, strict=True)
-                ]
-            for cls, count in Counter(preds).items():
-                metrics.classes.labels(str(cls)).inc(count)
-        else:
-            rows = [{"id": i, "prediction": p} for i, p in zip(checked.row_ids, preds, strict=True)]
-            for v in preds:
-                metrics.values.observe(float(v))
-        metrics.rows.labels(model.version).inc(len(rows))
-        shadow = _shadow_columns(slot.shadow, checked.frame)
-        if state.writer is not None:  # columns as they are: the writer's thread frames them
-            n = len(rows)
-            state.writer.put(
-                SERVED,
-                {
-                    **checked.frame,
-                    **shadow,
-                    "served_request_id": rid,
-                    "served_row_id": checked.row_ids,
-                    "served_at": _now(),
-                    "served_version": model.version,
-                    "served_latency_ms": latency_ms,
-                    "served_prediction": AsText(preds),
-                    **(
-                        {f"served_proba_{c}": proba[:, j] for j, c in enumerate(names)}
-                        if proba is not None
-                        else {}
-                    ),
-                },
-                rows=n,
-            )
-        return _json(
-            {"request_id": rid, "version": model.version, "predictions": rows}, 200, model.version
-        )
-
-    @app.post("/feedback", summary="Labels for served rows, by row id")
-    async def feedback(request: Request) -> Any:
-        too_big = body_limit(request)
-        if too_big is not None:
-            return too_big
-        body = await request.body()
-        try:
-            payload = _parse_json(body)
-        except ValueError as e:
-            return _json({"detail": f"the body is not valid JSON: {str(e)[:200]}"}, 422)
-        items = payload if isinstance(payload, list) else [payload]
-        errors: list[dict[str, Any]] = []
-        ids: list[str] = []
-        labels: list[str] = []
-        model = slot.current
-        classes = {str(c) for c in (model.classes or [])} if model else set()
-        for i, it in enumerate(items):
-            if not isinstance(it, dict):
-                errors.append({"row": i, "field": None, "error": "expected {id, label}"})
-                continue
-            extra = it.keys() - {"id", LABEL}
-            for name in sorted(extra):
-                errors.append({"row": i, "field": name, "error": "not a feedback field"})
-            rid, label = it.get("id"), it.get(LABEL)
-            if not isinstance(rid, str | int) or isinstance(rid, bool) or str(rid) == "":
-                errors.append(
-                    {
-                        "row": i,
-                        "field": "id",
-                        "error": "the id of a served row (from /predict) is required",
-                    }
-                )
-            if label is None or isinstance(label, list | dict):
-                errors.append({"row": i, "field": LABEL, "error": "a label value is required"})
-            elif model is not None and _class_text(label, classes) is None:
-                errors.append(
-                    {
-                        "row": i,
-                        "field": LABEL,
-                        "error": (
-                            f"{_excerpt(label)} is not a class of this model "
-                            f"({', '.join(sorted(classes))})"
-                            if classes
-                            else f"expected a number, got {_excerpt(label)}"
-                        ),
-                    }
-                )
-            ids.append(str(rid))
-            labels.append(_class_text(label, classes) or str(label))
-        if errors:
-            return _json(
-                {"detail": f"{len(errors)} bad field(s)", "errors": errors[:MAX_ERRORS_LISTED]}, 422
-            )
-        if state.writer is not None:
-            state.writer.put(
-                FEEDBACK, pd.DataFrame({"served_row_id": ids, LABEL: labels, "labelled_at": _now()})
-            )
-        metrics.feedback.inc(len(ids))
-        return _json({"accepted": len(ids)}, 202)
-
-    @app.get("/health", summary="Is the process up, and is a model served?")
-    def health() -> Any:
-        model = slot.current
-        return _json(
-            {
-                "status": "ok" if model else "waiting for a champion",
-                "ready": model is not None,
-                "version": model.version if model else None,
-            },
-            200,
-            model.version if model else None,
-        )
-
-    @app.get("/model", summary="The served version: since when, its hash and features")
-    def model_info() -> Any:
-        model = slot.current
-        return _json(
-            {
-                "project": settings.project,
-                **(model.describe() if model else {"version": None}),
-                "shadow": slot.shadow.describe() if slot.shadow else None,
-                "last_error": slot.last_error,
-                "poll_seconds": scfg.poll_seconds,
-                "log": scfg.log,
-                "log_waiting_rows": state.writer.waiting if state.writer else 0,
-                "started_at": state.started_at.isoformat(),
-            },
-            200,
-            model.version if model else None,
-        )
-
-    @app.post(
-        "/reload",
-        summary="Serve the champion alias's version now (off the request path of predictions)",
-    )
-    def reload() -> Any:
-        res = slot.refresh(force=True)
-        return _json(res, 200 if not res.get("error") else 409, res.get("version"))
-
-    @app.get("/metrics", summary="Prometheus metrics")
-    def prom() -> Any:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
+    app.add_exception_handler(Exception, _failed)
+    for method, path, endpoint, summary in _ROUTES:  # as app.post(...) and app.get(...) do
+        app.add_api_route(path, endpoint, methods=[method], summary=summary)
     return app
 
 
+def _poll(state: _State) -> None:
+    """Follow the champion alias until the app stops."""
+    while True:
+        state.slot.refresh()
+        if state.stop.wait(state.settings.serving.poll_seconds):
+            return
+
+
+@asynccontextmanager
+async def _lifespan(app: Any) -> AsyncIterator[None]:
+    """Start the prediction log's writer and the champion's poller; at shutdown stop them (the
+    writer writes what waits)."""
+    state: _State = app.state.mlops
+    scfg, metrics = state.settings.serving, state.metrics
+    if scfg.log:
+        state.writer = LogWriter(
+            state.settings.workspace,
+            max_rows=scfg.log_queue_rows,
+            flush_seconds=scfg.log_flush_seconds if state.background else 3600.0,
+            on_drop=metrics.log_dropped.inc,
+            on_write=lambda k, n: metrics.log_written.labels(k).inc(n),
+        )
+    poller = None
+    if state.background:
+        poller = threading.Thread(target=_poll, args=(state,), name="champion-poll", daemon=True)
+        poller.start()
+    try:
+        yield
+    finally:
+        state.stop.set()
+        if state.writer:
+            state.writer.close()
+        if poller:
+            poller.join(5)
+
+
+def _state(request: Request) -> _State:
+    """The app's shared state, from a request to it."""
+    state: _State = request.app.state.mlops
+    return state
+
+
+def _body_limit(state: _State, request: Request) -> Any | None:
+    """A 413 when the body's declared size is over ``serving.max_body_mb``."""
+    size = request.headers.get("content-length")
+    if size and size.isdigit() and int(size) > state.max_body:
+        return _json(
+            {"detail": f"request body over {state.settings.serving.max_body_mb:g} MB"}, 413
+        )
+    return None
+
+
+def _request_id(request: Request) -> str:
+    rid = request.headers.get("x-request-id", "")
+    return rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
+
+
+async def _failed(request: Request, exc: Exception) -> Any:
+    """A failure of ours (not a bad request): logged with its traceback, answered as JSON
+    with the served version, counted as a 500."""
+    log.exception("serving: %s %s failed", request.method, request.url.path)
+    model = _state(request).slot.current
+    return _json(
+        {
+            "detail": f"internal error: {type(exc).__name__}: {str(exc)[:300]}",
+            "version": model.version if model else None,
+        },
+        500,
+        model.version if model else None,
+    )
+
+
+async def predict(request: Request) -> Any:
+    t0 = time.perf_counter()
+    state = _state(request)
+    scfg = state.settings.serving
+    too_big = _body_limit(state, request)
+    if too_big is not None:
+        return too_big
+    body = await request.body()
+    if len(body) > state.max_body:
+        return _json({"detail": f"request body over {scfg.max_body_mb:g} MB"}, 413)
+    model = state.slot.current  # once: this request is answered by this version only
+    if model is None:
+        return _json(
+            {
+                "detail": "no champion is served yet: approve a version "
+                "(`mlops approve VERSION --by NAME`)"
+            },
+            503,
+        )
+    try:
+        payload = _parse_json(body)
+    except ValueError as e:
+        return _json(
+            {"detail": f"the body is not valid JSON: {str(e)[:200]}", "errors": []},
+            422,
+            model.version,
+        )
+    records = payload if isinstance(payload, list) else [payload]
+    if not records:
+        return _json({"detail": "no records to predict", "errors": []}, 422, model.version)
+    if len(records) > scfg.max_rows:
+        return _json(
+            {
+                "detail": f"{len(records)} records in one request; at most "
+                f"{scfg.max_rows} (serving.max_rows)"
+            },
+            413,
+            model.version,
+        )
+    rid = _request_id(request)
+    if len(records) <= INLINE_ROWS:
+        # on the event loop: a few milliseconds of work costs less here than the thread
+        # hand-offs (and one process predicts one request at a time either way)
+        return predict_rows(state, model, records, rid, t0)
+    return await _run(predict_rows, state, model, records, rid, t0)  # the loop stays responsive
+
+
+def predict_rows(state: _State, model: ServedModel, records: list[Any], rid: str, t0: float) -> Any:
+    """Check the records and answer them (a 200), or name their bad fields (a 422); count the
+    answers and log them, with the shadow's."""
+    checked = check_records(
+        records, model, id_column=state.id_column, time_column=state.time_column, request_id=rid
+    )
+    if checked.errors:
+        return _bad_records(model, checked.errors)
+    preds, proba, names = model.answers(checked.frame, len(checked.row_ids))
+    latency_ms = (time.perf_counter() - t0) * 1000
+    rows = _answer_rows(checked.row_ids, preds, proba, names)
+    _count_answers(state.metrics, model, preds, proba, len(rows))
+    shadow = _shadow_columns(state.slot.shadow, checked.frame)
+    if state.writer is not None:  # columns as they are: the writer's thread frames them
+        state.writer.put(
+            SERVED,
+            {
+                **checked.frame,
+                **shadow,
+                "served_request_id": rid,
+                "served_row_id": checked.row_ids,
+                "served_at": _now(),
+                "served_version": model.version,
+                "served_latency_ms": latency_ms,
+                "served_prediction": AsText(preds),
+                **(
+                    {f"served_proba_{c}": proba[:, j] for j, c in enumerate(names)}
+                    if proba is not None
+                    else {}
+                ),
+            },
+            rows=len(rows),
+        )
+    return _json(
+        {"request_id": rid, "version": model.version, "predictions": rows}, 200, model.version
+    )
+
+
+def _bad_records(model: ServedModel, errors: list[dict[str, Any]]) -> Any:
+    """The 422 that names the bad fields (the first ``MAX_ERRORS_LISTED`` errors)."""
+    n = len(errors)
+    fields = sorted({str(e["field"]) for e in errors if e["field"]})
+    return _json(
+        {
+            "detail": f"{n} bad field{'s' if n != 1 else ''} in "
+            f"{len({e['row'] for e in errors})} record(s): " + ", ".join(fields[:20]),
+            "errors": errors[:MAX_ERRORS_LISTED],
+            "version": model.version,
+        },
+        422,
+        model.version,
+    )
+
+
+def _answer_rows(
+    row_ids: list[str], preds: list[Any], proba: np.ndarray | None, names: list[str]
+) -> list[dict[str, Any]]:
+    """One answer per row: its id, its prediction and (classification) the probabilities."""
+    if proba is None:
+        return [{"id": i, "prediction": p} for i, p in zip(row_ids, preds, strict=True)]
+    probs = proba.round(6).tolist()
+    if len(names) == 2:  # binary: the common case, built without zip per row
+        n0, n1 = names
+        return [
+            {"id": i, "prediction": p, "probabilities": {n0: a, n1: b}}
+            for i, p, (a, b) in zip(row_ids, preds, probs, strict=True)
+        ]
+    return [
+        {"id": i, "prediction": p, "probabilities": dict(zip(names, pr, strict=True))}
+        for i, p, pr in zip(row_ids, preds, probs, strict=True)
+    ]
+
+
+def _count_answers(
+    metrics: Metrics, model: ServedModel, preds: list[Any], proba: np.ndarray | None, n: int
+) -> None:
+    """The predicted classes (regression: values) and the rows, in the Prometheus metrics."""
+    if proba is not None:
+        for cls, count in Counter(preds).items():
+            metrics.classes.labels(str(cls)).inc(count)
+    else:
+        for v in preds:
+            metrics.values.observe(float(v))
+    metrics.rows.labels(model.version).inc(n)
+
+
+async def feedback(request: Request) -> Any:
+    state = _state(request)
+    too_big = _body_limit(state, request)
+    if too_big is not None:
+        return too_big
+    body = await request.body()
+    try:
+        payload = _parse_json(body)
+    except ValueError as e:
+        return _json({"detail": f"the body is not valid JSON: {str(e)[:200]}"}, 422)
+    items = payload if isinstance(payload, list) else [payload]
+    ids, labels, errors = _check_feedback(items, state.slot.current)
+    if errors:
+        return _json(
+            {"detail": f"{len(errors)} bad field(s)", "errors": errors[:MAX_ERRORS_LISTED]}, 422
+        )
+    if state.writer is not None:
+        state.writer.put(
+            FEEDBACK, pd.DataFrame({"served_row_id": ids, LABEL: labels, "labelled_at": _now()})
+        )
+    state.metrics.feedback.inc(len(ids))
+    return _json({"accepted": len(ids)}, 202)
+
+
+def _check_feedback(
+    items: list[Any], model: ServedModel | None
+) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """The row ids and the labels (as their classes' text) of ``items``, and errors that name
+    each bad field."""
+    errors: list[dict[str, Any]] = []
+    ids: list[str] = []
+    labels: list[str] = []
+    classes = {str(c) for c in (model.classes or [])} if model else set()
+    for i, it in enumerate(items):
+        if not isinstance(it, dict):
+            errors.append({"row": i, "field": None, "error": "expected {id, label}"})
+            continue
+        extra = it.keys() - {"id", LABEL}
+        for name in sorted(extra):
+            errors.append({"row": i, "field": name, "error": "not a feedback field"})
+        rid, label = it.get("id"), it.get(LABEL)
+        if not isinstance(rid, str | int) or isinstance(rid, bool) or str(rid) == "":
+            errors.append(
+                {
+                    "row": i,
+                    "field": "id",
+                    "error": "the id of a served row (from /predict) is required",
+                }
+            )
+        if label is None or isinstance(label, list | dict):
+            errors.append({"row": i, "field": LABEL, "error": "a label value is required"})
+        elif model is not None and _class_text(label, classes) is None:
+            errors.append(
+                {
+                    "row": i,
+                    "field": LABEL,
+                    "error": (
+                        f"{_excerpt(label)} is not a class of this model "
+                        f"({', '.join(sorted(classes))})"
+                        if classes
+                        else f"expected a number, got {_excerpt(label)}"
+                    ),
+                }
+            )
+        ids.append(str(rid))
+        labels.append(_class_text(label, classes) or str(label))
+    return ids, labels, errors
+
+
+def health(request: Request) -> Any:
+    model = _state(request).slot.current
+    return _json(
+        {
+            "status": "ok" if model else "waiting for a champion",
+            "ready": model is not None,
+            "version": model.version if model else None,
+        },
+        200,
+        model.version if model else None,
+    )
+
+
+def model_info(request: Request) -> Any:
+    state = _state(request)
+    slot, scfg = state.slot, state.settings.serving
+    model = slot.current
+    return _json(
+        {
+            "project": state.settings.project,
+            **(model.describe() if model else {"version": None}),
+            "shadow": slot.shadow.describe() if slot.shadow else None,
+            "last_error": slot.last_error,
+            "poll_seconds": scfg.poll_seconds,
+            "log": scfg.log,
+            "log_waiting_rows": state.writer.waiting if state.writer else 0,
+            "started_at": state.started_at.isoformat(),
+        },
+        200,
+        model.version if model else None,
+    )
+
+
+def reload(request: Request) -> Any:
+    res = _state(request).slot.refresh(force=True)
+    return _json(res, 200 if not res.get("error") else 409, res.get("version"))
+
+
+def prom(request: Request) -> Any:
+    from fastapi.responses import Response
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    registry = _state(request).metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+# every app's routes: (method, path, handler, summary); a handler finds its app's state on the
+# request (``request.app.state.mlops``)
+_ROUTES: tuple[tuple[str, str, Callable[..., Any], str], ...] = (
+    ("POST", "/predict", predict, "Predict one record or a list of records"),
+    ("POST", "/feedback", feedback, "Labels for served rows, by row id"),
+    ("GET", "/health", health, "Is the process up, and is a model served?"),
+    ("GET", "/model", model_info, "The served version: since when, its hash and features"),
+    (
+        "POST",
+        "/reload",
+        reload,
+        "Serve the champion alias's version now (off the request path of predictions)",
+    ),
+    ("GET", "/metrics", prom, "Prometheus metrics"),
+)
 _ENDPOINTS = frozenset({"/predict", "/feedback", "/health", "/model", "/metrics", "/reload"})
 
 
