@@ -985,13 +985,13 @@ def test_clock_skew_changes_no_batch_id_judges_the_future_by_the_tolerance_and_k
         actions.approve(s, local_principal("ann"), v1, comment="first", registry=reg).outcome
         == "applied"
     )
-    for module in ("mlops_core.registry.registry", "mlops_core.ops.actions", "mlops_core.store"):
+    for module in ("mlops_core.registry.audit", "mlops_core.ops.actions", "mlops_core.store"):
         monkeypatch.setattr(f"{module}.utcnow", lambda: real - timedelta(days=2))
     assert (
         actions.approve(s, local_principal("bob"), v2, comment="clock behind", registry=reg).outcome
         == "applied"
     )
-    for module in ("mlops_core.registry.registry", "mlops_core.ops.actions", "mlops_core.store"):
+    for module in ("mlops_core.registry.audit", "mlops_core.ops.actions", "mlops_core.store"):
         monkeypatch.setattr(f"{module}.utcnow", lambda: real + timedelta(days=3))
     back = actions.rollback(s, local_principal("cid"), comment="clock ahead", registry=reg)
     assert (back.outcome, back.version) == ("applied", v1), back
