@@ -4,14 +4,26 @@ errors), JSON documents on stdout, and the tables and reports of the commands' r
 from __future__ import annotations
 
 import json
+import re
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 
@@ -22,6 +34,34 @@ def _console(stderr: bool = False) -> Console:
 
 out = _console()
 err = _console(stderr=True)
+
+
+@contextmanager
+def steps(first: str) -> Iterator[Callable[[str], None]]:
+    """Progress of a long command on stderr (stdout stays the result's, ``--json`` clean);
+    yields the function to tell it each step's phrase.
+
+    On a terminal: a spinner whose text follows the steps (and their details, such as the
+    search's trials), with the elapsed time, gone when the command ends. Otherwise (a log, CI,
+    a pipe): one line per step with the seconds since the start, so a log shows where the time
+    went without a line per trial: a phrase whose step (the words before " (" or ": ") is the
+    last one's only details it."""
+    if err.is_terminal:
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        with Progress(*columns, console=err, transient=True) as bar:
+            task = bar.add_task(escape(first), total=None)
+            yield lambda phrase: bar.update(task, description=escape(phrase))
+        return
+    t0, last = time.perf_counter(), [""]
+
+    def line(phrase: str) -> None:
+        step = re.split(r": | \(", phrase, maxsplit=1)[0]
+        if step != last[0]:
+            last[0] = step
+            err.print(f"{time.perf_counter() - t0:6.1f}s  {phrase}", markup=False, highlight=False)
+
+    yield line
+
 
 STATUS_STYLE = {
     "accepted": "green",

@@ -408,3 +408,93 @@ def test_a_db_url_in_a_missing_folder_is_not_created_by_a_read(
     assert res.exit_code == 0, res.output
     assert (folder / "meta.db").is_file()
     assert _run(runner, "batches", "--config", str(project)).exit_code == 0
+
+
+def test_ingest_of_nanosecond_times_warns_nothing(project: Path, runner: CliRunner) -> None:
+    """Issue 16: two "Discarding nonzero nanoseconds" warnings per batch (its first and last
+    time, converted to datetimes). They are floored to the microsecond a datetime holds."""
+    import warnings
+
+    from mlops_core.config import load_config
+    from mlops_core.store import MetadataStore
+
+    frame = _frame(id0=1000, start="2025-02-03")
+    stamps = pd.to_datetime(frame["ts"]) + pd.to_timedelta(123_456_789, unit="ns")
+    frame["ts"] = stamps.dt.strftime("%Y-%m-%d %H:%M:%S.%f") + "789"  # nanoseconds
+    data = project.parent / "ns.csv"
+    frame.to_csv(data, index=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        doc = _json(_run(runner, "ingest", str(data), "--json", "--config", str(project)))
+    said = [str(w.message) for w in caught]
+    assert not [m for m in said if "nanoseconds" in m], said
+    assert doc["accepted"] >= 2 and not doc["quarantined"]
+    batches = MetadataStore(load_config(project).db_url).list_batches()
+    first = min(b.start_time for b in batches if b.start_time is not None)
+    assert first == pd.Timestamp("2025-02-03 00:00:00.123456").to_pydatetime()
+
+
+def test_retrain_without_the_services_says_it_is_queued(project: Path, runner: CliRunner) -> None:
+    """Issue 16: `mlops retrain` answered "applied" while nothing would happen (no Prefect)."""
+    from mlops_core.config import load_config
+    from mlops_core.registry.registry import Registry
+
+    assert _run(runner, "ingest", "--config", str(project)).exit_code == 0
+    env = {"PREFECT_API_URL": ""}
+    res = _run(
+        runner,
+        "retrain",
+        "--by",
+        "ana",
+        "--reason",
+        "fresh labels",
+        "--config",
+        str(project),
+        env=env,
+    )
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.stdout.split())
+    assert said.startswith("queued until the services run") and "mlops up" in said
+    assert "mlops retrain --now" in said
+    doc = _json(
+        _run(
+            runner,
+            "retrain",
+            *("--by", "ana", "--reason", "again", "--request-id", "r-2", "--json"),
+            *("--config", str(project)),
+            env=env,
+        )
+    )
+    # today's keys, and what is new
+    assert set(doc) >= {"outcome", "request_id", "requested_by", "reason", "at", "audit_id"}
+    assert (doc["outcome"], doc["queued"], doc["services_running"]) == ("applied", True, False)
+    assert doc["requested_by"] == "ana" and "training" not in doc
+    recs = Registry(load_config(project)).audit(action="request_retrain")
+    assert [r.outcome for r in recs] == ["applied", "applied"]  # published when Prefect runs
+
+
+def test_retrain_with_the_services_running_says_when_it_is_published(
+    project: Path, runner: CliRunner
+) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/api/health" else 404)
+            self.end_headers()
+            self.wfile.write(b"true")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {"PREFECT_API_URL": f"http://127.0.0.1:{server.server_port}/api"}
+        args = ("retrain", "--by", "ana", "--reason", "r", "--json", "--config", str(project))
+        doc = _json(_run(runner, *args, env=env))
+    finally:
+        server.shutdown()
+    assert (doc["queued"], doc["services_running"]) == (True, True)
+    assert doc["message"].startswith("queued: the publish-events deployment publishes it")

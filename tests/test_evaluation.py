@@ -373,6 +373,35 @@ def test_slice_regression_lower_is_better() -> None:
     assert "region=b" in res.failed[0] and "0.3000" in res.failed[0]
 
 
+@pytest.mark.parametrize(
+    ("challenger", "said"),
+    [
+        ({"a": 0.77, "b": 0.81}, "roc_auc worse by 0.0300 than the champion's"),
+        ({"a": 0.83, "b": 0.84}, "roc_auc better by 0.0300 than the champion's"),
+        ({"a": 0.80, "b": 0.85}, "roc_auc as good as the champion's"),
+    ],
+)
+def test_a_slice_change_is_said_in_words_never_a_negative_regression(
+    challenger: dict[str, float], said: str
+) -> None:
+    """Issue 16: "regresses by -0.0030" read as a double negative."""
+    champ = _slices({"a": (0.80, 300), "b": (0.80, 300)})
+    chall = _slices({k: (v, 300) for k, v in challenger.items()})
+
+    res = _gate(
+        champion={"roc_auc": 0.79},
+        challenger_slices=chall,
+        champion_slices=champ,
+        max_slice_regression=0.02,
+    )
+
+    _assert_consistent(res)
+    [line] = [r for r in res.reasons if "worst slice" in r]
+    assert said in line and line.endswith("(allowed: worse by 0.0200)")
+    assert "regresses" not in line and "-0." not in line
+    assert res.passed == ("worse by 0.03" not in line)
+
+
 def test_small_slices_are_ignored() -> None:
     small = MIN_SLICE_ROWS - 1
     champ = _slices({"big": (0.80, 200), "tiny": (0.90, small)})

@@ -635,3 +635,92 @@ def test_one_unrepresentable_batch_never_stops_training_and_can_be_withdrawn(
 def _parquet(frame: pd.DataFrame, path: Path) -> Path:
     frame.to_parquet(path, index=False)
     return path
+
+
+def test_progress_is_told_each_step_and_each_trial(
+    mlflow_server: ServiceInfo, tmp_path: Path
+) -> None:
+    """Issue 16: `mlops train` printed nothing for 20 s. The library tells a callback."""
+    s = demo_settings(tmp_path, mlflow_server.url, "pl-progress", model={"search": {"trials": 3}})
+    frame = demo_frame(9000, days=126, seed=8)
+    ingest_frame(s, frame.head(6000), tmp_path / "landing")
+    told: list[str] = []
+
+    first = train_and_register(s, progress=told.append)
+
+    steps = [t.split(" (")[0].split(":")[0] for t in told]
+    expected = [
+        "reading the training window",
+        "checking the window",
+        "looking for features that leak the target",
+        "opening the registry",
+        "choosing the training window",
+        "searching hyper-parameters",
+        "refitting on the whole window",
+        "logging the run",
+        "writing the evidence",
+        "smoke test",
+        "registering the version",
+    ]
+    assert list(dict.fromkeys(steps)) == expected, told
+    trials = [t for t in told if ": trial " in t]
+    assert [t.split(": ")[1].split(",")[0] for t in trials] == [
+        "trial 1/3",
+        "trial 2/3",
+        "trial 3/3",
+    ]
+    assert all(" best roc_auc 0." in t for t in trials)
+    Registry(s).approve(str(first.version), by="alice")
+    ingest_frame(s, frame.tail(3000), tmp_path / "landing", "later.parquet")
+    told.clear()
+    train_and_register(s, progress=told.append)
+    assert any(t.startswith(f"scoring the champion v{first.version} on the same ") for t in told)
+
+
+def test_retrain_now_trains_in_process_and_is_not_queued(
+    mlflow_server: ServiceInfo, tmp_path: Path
+) -> None:
+    """Issue 16: `mlops retrain --now` trains here, as the train deployment would on the
+    request (trigger manual, requested_by for the four-eyes rule), shows its steps on stderr,
+    and the request is not published for the services to train again."""
+    from flows import events
+
+    s = demo_settings(
+        tmp_path,
+        mlflow_server.url,
+        "pl-now",
+        gate=FAST_GATE,
+        model={"search": {"trials": 2}},
+        dashboard={"four_eyes": True},
+    )
+    ingest_frame(s, demo_frame(6000, days=84, seed=9), tmp_path / "landing")
+    config = str(write_config(s, tmp_path / "mlops.yaml"))
+    runner = CliRunner()
+    args = ["retrain", "--by", "bo", "--reason", "cannot wait", "--now", "--config", config]
+
+    res = _ok(runner.invoke(app, [*args, "--request-id", "now-1", "--json"]))
+
+    doc = json.loads(res.stdout)  # nothing but the document on stdout
+    assert set(doc) >= {"outcome", "request_id", "requested_by", "reason", "at", "audit_id"}
+    assert (doc["outcome"], doc["queued"], doc["request_id"]) == ("applied", False, "now-1")
+    trained = doc["training"]
+    assert trained["status"] == "pending_approval" and trained["trigger"] == "manual"
+    assert trained["requested_by"] == "bo"
+    # progress went to stderr, one line a step (not a line a trial)
+    said = res.stderr.splitlines()
+    assert any("searching hyper-parameters (2 trials" in line for line in said), said
+    assert not [line for line in said if ": trial " in line]
+    reg = Registry(s)
+    [rec] = reg.audit(action="request_retrain")
+    assert (rec.actor, rec.outcome, rec.request_id) == ("bo", "recorded", "now-1")
+    assert [p for p in events.publish_decisions(s) if p["action"] == "request_retrain"] == []
+    # the four-eyes rule the request carries: bo may not approve what bo asked for
+    v = trained["version"]
+    refused = runner.invoke(
+        app, ["approve", v, "--by", "bo", "--comment", "mine", "--config", config]
+    )
+    assert refused.exit_code == 1 and reg.champion() is None
+    # the same request again trains nothing
+    again = json.loads(_ok(runner.invoke(app, [*args, "--request-id", "now-1", "--json"])).stdout)
+    assert again["outcome"] == "noop" and "training" not in again
+    assert [x.version for x in reg.versions()] == [v]

@@ -13,13 +13,13 @@ from mlops_cli.errors import cli_errors
 from mlops_cli.options import ByOpt, CommentOpt, ConfigOpt, ExpectOpt, JsonOpt, RequestOpt
 from mlops_cli.project import cli_principal, existing_project, registry
 from mlops_cli.render import (
-    err,
     out,
     print_audit,
     print_decision,
     print_json,
     print_models,
     print_training,
+    steps,
 )
 
 TRAINING_FAILED = "training failed, nothing was registered"
@@ -81,8 +81,8 @@ def _train(config: Path, as_json: bool, doing: str, **kwargs: Any) -> None:
     from mlops_core.train.pipeline import train_and_register
 
     settings = existing_project(config)
-    with err.status(doing):
-        res = train_and_register(settings, **kwargs)
+    with steps(doing) as say:
+        res = train_and_register(settings, progress=say, **kwargs)
     if as_json:
         print_json(res.to_dict())
         return
@@ -185,26 +185,66 @@ def retrain(
             "--reason", help="Why (required; kept in the audit log, and the reason of the event)."
         ),
     ],
+    now: Annotated[
+        bool,
+        typer.Option(
+            "--now",
+            help="Train here, in this process, right away (as [bold]mlops train[/] does), "
+            "instead of queueing the request for the services.",
+        ),
+    ] = False,
     request_id: RequestOpt = None,
     config: ConfigOpt = Path("mlops.yaml"),
     as_json: JsonOpt = False,
 ) -> None:
-    """Request a retraining now. The request is recorded in the audit log and published as
-    mlops.retrain.requested (by the publish-events deployment, or [bold]mlops publish[/]) when
-    Prefect runs; the training deployment trains on that event. With dashboard.four_eyes, the
-    version it trains must be approved by someone else."""
+    """Request a retraining. The request is recorded in the audit log and queued: published as
+    mlops.retrain.requested (by the publish-events deployment, or [bold]mlops publish[/]) while
+    the services run ([bold]mlops up[/]), and the training deployment trains on that event;
+    while they do not run, it waits for them. With --now it trains here instead, and is not
+    queued. With dashboard.four_eyes, the version it trains must be approved by someone else."""
     from mlops_core.ops.actions import request_retrain
 
+    settings = existing_project(config)
     res = request_retrain(
-        existing_project(config), cli_principal(by), reason=reason, request_id=request_id
+        settings, cli_principal(by), reason=reason, request_id=request_id, in_process=now
     )
+    trained = None
+    if now and res.outcome == "applied":
+        if not as_json:
+            _print_request(res)
+        trained = _train_now(settings, res.requested_by, config=config)
     if as_json:
-        print_json(res.to_dict())
-        return
-    color = "green" if res.outcome == "applied" else "yellow"
-    out.print(
-        f"[{color}]{res.outcome}[/]: {escape(res.message)}  [dim](request {res.request_id})[/]"
-    )
+        print_json(res.to_dict() | ({"training": trained.to_dict()} if trained else {}))
+    elif trained is not None:
+        print_training(trained, settings)
+    else:
+        _print_request(res)
+
+
+def _print_request(res: Any) -> None:
+    """A new request says what happens to it (queued, whether the services run, or trained
+    now); one seen before says so."""
+    waits = res.queued and res.services_running is False
+    said = escape(res.message if res.outcome == "applied" else f"{res.outcome}: {res.message}")
+    color = "yellow" if waits or res.outcome != "applied" else "green"
+    out.print(f"[{color}]{said}[/]  [dim](request {res.request_id})[/]")
+    if waits:
+        out.print(
+            "Not waiting for the services: [bold]mlops retrain --now[/] trains in this process "
+            "instead of queueing"
+        )
+
+
+@cli_errors(failing=TRAINING_FAILED)
+def _train_now(settings: Any, requested_by: str, *, config: Path) -> Any:
+    """The requested training, here (`mlops retrain --now`): as the train deployment would run
+    it on the request's event (trigger ``manual``, ``requested_by`` for the four-eyes rule)."""
+    from mlops_core.train.pipeline import train_and_register
+
+    with steps("Training the requested retrain...") as say:
+        return train_and_register(
+            settings, trigger="manual", requested_by=requested_by, progress=say
+        )
 
 
 @cli_errors()

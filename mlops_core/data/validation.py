@@ -692,7 +692,14 @@ def _check_times(
             time_column,
             future,
         )
-    return tv.min().to_pydatetime(), tv.max().to_pydatetime()
+    # a datetime holds microseconds: the first and last time floored to them, said so (a
+    # plain to_pydatetime() warns "Discarding nonzero nanoseconds" for each)
+    return _to_datetime(tv.min()), _to_datetime(tv.max())
+
+
+def _to_datetime(t: pd.Timestamp) -> datetime:
+    """``t`` as a datetime, floored to the microsecond (a datetime holds no nanoseconds)."""
+    return t.floor("us").to_pydatetime()
 
 
 def validate_batch(

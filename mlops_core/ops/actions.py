@@ -18,6 +18,7 @@ id so that a double click or a rerun is done once.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -43,7 +44,10 @@ REQUEST_RETRAIN = "request_retrain"  # the audit action of a retrain request
 
 @dataclass
 class RetrainRequest:
-    """A recorded request to retrain; ``outcome`` is ``applied`` or ``noop`` (seen before)."""
+    """A recorded request to retrain; ``outcome`` is ``applied`` or ``noop`` (seen before).
+    ``queued``: it waits for the services to publish it and train (not when the caller trains
+    it in its own process); ``services_running``: whether the project's Prefect server answered
+    (None when not asked)."""
 
     outcome: str
     request_id: str
@@ -52,6 +56,8 @@ class RetrainRequest:
     at: datetime | None
     audit_id: int | None
     message: str
+    queued: bool = False
+    services_running: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -575,6 +581,28 @@ def _withdraw_batch(
     return rec
 
 
+def services_running(settings: Settings) -> bool:
+    """Whether the Prefect server the project's requests go to (``PREFECT_API_URL``, else the
+    one `mlops up` started) answers its health check: what publishes a retrain request and
+    trains on it."""
+    from mlops_core.ops.services import is_healthy, prefect_api_url
+
+    api = os.environ.get("PREFECT_API_URL") or prefect_api_url(settings.workspace)
+    return bool(api) and is_healthy(f"{str(api).rstrip('/')}/health", timeout=2.0)
+
+
+def _queued_message(running: bool) -> str:
+    if running:
+        return (
+            "queued: the publish-events deployment publishes it within two minutes and the "
+            "train deployment trains on it (`mlops publish` sends it now)"
+        )
+    return (
+        "queued until the services run: the project's Prefect server does not answer, so "
+        "nothing trains until they do (`mlops up` starts them)"
+    )
+
+
 def request_retrain(
     settings: Settings,
     principal: Principal,
@@ -582,10 +610,15 @@ def request_retrain(
     reason: str,
     request_id: str | None = None,
     meta: MetadataStore | None = None,
+    in_process: bool = False,
 ) -> RetrainRequest:
     """Record a request to retrain now. It is published as ``mlops.retrain.requested``
     (trigger ``manual``, ``requested_by`` the principal) by the events outbox, and the version it
-    trains carries the ``requested_by`` tag that the four-eyes rule checks."""
+    trains carries the ``requested_by`` tag that the four-eyes rule checks.
+
+    ``in_process``: the caller trains it itself, now (`mlops retrain --now`): the request is
+    audited with outcome ``recorded``, which the outbox does not publish, so the services do not
+    train it a second time."""
     meta = meta or MetadataStore(settings.db_url)
     model = settings.project
     principal = _authorize(
@@ -608,7 +641,7 @@ def request_retrain(
             model,
             actor=principal.name,
             action=REQUEST_RETRAIN,
-            outcome="applied",
+            outcome="recorded" if in_process else "applied",
             reason=reason,
             previous=_champion(meta, model),
             request_id=rid,
@@ -624,14 +657,27 @@ def request_retrain(
             prior.at,
             prior.id,
             f"request {rid} was already handled ({prior.outcome})",
+            queued=prior.outcome == "applied",
         )
+    return _applied_request(settings, rid, principal.name, reason, audit_id, in_process)
+
+
+def _applied_request(
+    settings: Settings,
+    rid: str,
+    by: str,
+    reason: str,
+    audit_id: int | None,
+    in_process: bool,
+) -> RetrainRequest:
+    """The answer to a new request: trained by the caller now, or queued for the services
+    (saying whether they run)."""
+    if in_process:
+        return RetrainRequest(
+            "applied", rid, by, reason, utcnow(), audit_id, "training now, in this process"
+        )
+    running = services_running(settings)
+    message = _queued_message(running)
     return RetrainRequest(
-        "applied",
-        rid,
-        principal.name,
-        reason,
-        utcnow(),
-        audit_id,
-        "retraining requested: it starts when the request is published "
-        "(the publish-events deployment, or `mlops publish`)",
+        "applied", rid, by, reason, utcnow(), audit_id, message, True, services_running=running
     )

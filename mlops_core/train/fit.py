@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -102,8 +103,8 @@ def load_training_data(
         }
         for r in chosen
     ]
-    start = df[tcol].min().to_pydatetime() if tcol in df and len(df) else None
-    end = df[tcol].max().to_pydatetime() if tcol in df and len(df) else None
+    start = df[tcol].min().floor("us").to_pydatetime() if tcol in df and len(df) else None
+    end = df[tcol].max().floor("us").to_pydatetime() if tcol in df and len(df) else None
     return TrainingData(df, lineage, start, end, dropped, skipped)
 
 
@@ -630,9 +631,11 @@ def search(
     timeout_s: float | None,
     seed: int,
     fixed: dict[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> SearchResult:
     """Optuna TPE search (seeded) within a budget of trials and seconds. Every trial trains on
-    the earlier rows and is scored on the later validation rows: no future leaks into a fit."""
+    the earlier rows and is scored on the later validation rows: no future leaks into a fit.
+    ``progress``: told "trial 7/20, best roc_auc 0.8123" after each trial."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -657,15 +660,16 @@ def search(
             best.update(score=score, model=m, params=params)
         return score
 
+    told = [_tell(progress, trials, metric, history, best)] if progress else []
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, max(trials, 1)))
     study = optuna.create_study(direction=direction, sampler=sampler)
     # the first trial is a sensible default, so a budget of one trial still gives a good model
     study.enqueue_trial(default_params(kind, task))
     t0 = time.perf_counter()
-    study.optimize(objective, n_trials=1)  # always, however small the time budget
+    study.optimize(objective, n_trials=1, callbacks=told)  # however small the time budget
     left = None if timeout_s is None else timeout_s - (time.perf_counter() - t0)
     if trials > 1 and (left is None or left > 0):
-        study.optimize(objective, n_trials=trials - 1, timeout=left)
+        study.optimize(objective, n_trials=trials - 1, timeout=left, callbacks=told)
     return SearchResult(
         best["model"],
         best["params"],
@@ -674,6 +678,22 @@ def search(
         time.perf_counter() - t0,
         history,
     )
+
+
+def _tell(
+    progress: Callable[[str], None],
+    trials: int,
+    metric: str,
+    history: list[dict[str, Any]],
+    best: dict[str, Any],
+) -> Callable[[Any, Any], None]:
+    """An Optuna callback that tells ``progress`` "trial 7/20, best roc_auc 0.8123"."""
+
+    def told(_study: Any, _trial: Any) -> None:
+        if best:
+            progress(f"trial {len(history)}/{trials}, best {metric} {best['score']:.4f}")
+
+    return told
 
 
 def default_params(kind: str, task: str) -> dict[str, Any]:

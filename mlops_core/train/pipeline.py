@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -58,6 +59,14 @@ from mlops_core.train.fit import (
 from mlops_core.train.online import OnlineBooster
 
 log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+"""Told a short phrase as each step of a training starts ("searching hyper-parameters (20
+trials)", "smoke test..."): the CLI shows it; the library prints nothing itself."""
+
+
+def _quiet(_phrase: str) -> None:
+    """The progress of a training nobody watches."""
 
 
 @dataclass
@@ -201,7 +210,7 @@ def _trimmed(data: TrainingData, df: pd.DataFrame, tcol: str | None) -> Training
     read it as the batches this training has seen."""
     if not tcol or tcol not in df.columns or df.empty:
         return replace(data, frame=df)
-    return replace(data, frame=df, start=df[tcol].min().to_pydatetime())
+    return replace(data, frame=df, start=df[tcol].min().floor("us").to_pydatetime())
 
 
 def _unseen_by(info: VersionInfo, rows: pd.DataFrame, tcol: str | None) -> pd.Series:
@@ -221,6 +230,7 @@ def train_and_register(
     since: datetime | None = None,
     requested_by: str | None = None,
     online: bool = False,
+    progress: Progress | None = None,
 ) -> TrainingOutcome:
     """Train a challenger, gate it against the champion and register it. ``since``: train on
     rows from then on only (the policy's decision after a detector located a change);
@@ -230,6 +240,8 @@ def train_and_register(
     ``online``: instead of a search, continue the newest online version (or the champion) on
     the labelled rows it has not learnt (see :func:`_online_update`); the snapshot is then
     evaluated, gated and registered like any training, with ``model_type`` ``online``.
+
+    ``progress``: called with a short phrase as each step starts (:data:`Progress`).
 
     Raises :class:`TrainingInputError` (nothing registered) when the data cannot make a
     trustworthy model."""
@@ -252,7 +264,16 @@ def train_and_register(
     smoke = SmokeTest() if settings.gate.smoke_test else None
     try:
         return _train_and_register(
-            settings, trigger, meta, registry, smoke, t_start, since, requested_by, online
+            settings,
+            trigger,
+            meta,
+            registry,
+            smoke,
+            t_start,
+            since,
+            requested_by,
+            online,
+            progress or _quiet,
         )
     finally:
         if smoke is not None:
@@ -415,12 +436,19 @@ class _Comparison:
 
 
 def _read_inputs(
-    settings: Settings, meta: MetadataStore, reg: Registry, since: datetime | None, online: bool
+    settings: Settings,
+    meta: MetadataStore,
+    reg: Registry,
+    since: datetime | None,
+    online: bool,
+    say: Progress = _quiet,
 ) -> _Inputs:
     """The window, its feature spec and the checks that refuse it before any fitting."""
     mcfg, task, target = settings.model, settings.task, settings.data.target
+    say("reading the training window")
     data = load_training_data(settings, meta, since=since)
     df = data.frame
+    say(f"checking the window ({len(df):,} rows from {len(data.lineage)} batches)")
     y = df[target] if target in df.columns else pd.Series(dtype=float)
     classes = None if task == "regression" else sorted(pd.unique(y.dropna()).tolist())
     spec = feature_spec(settings, df, mcfg.type, classes)
@@ -430,7 +458,9 @@ def _read_inputs(
         classes = spec.get("classes")
     X = df[spec["feature_order"]]
     check_training_input(X, y, task, mcfg.min_rows)
+    say("looking for features that leak the target")
     _refuse_leaks(detect_leaks(X, y, spec, task, mcfg.leak_threshold, seed=mcfg.seed))
+    say("opening the registry (MLflow)")
     reg.ensure_registered_model()
     reg.end_dead_runs()  # runs of trainings killed before this one: never left RUNNING
     fingerprint, config = data_fingerprint(data.lineage, since), config_hash(settings)
@@ -450,7 +480,7 @@ def _refuse_leaks(leaks: list[tuple[str, float]]) -> None:
         )
 
 
-def _fit(settings: Settings, inputs: _Inputs) -> _Fit:
+def _fit(settings: Settings, inputs: _Inputs, say: Progress = _quiet) -> _Fit:
     """Split the window in time, then fit: an online update of ``inputs.base``, or the
     search and refit."""
     mcfg, task, target = settings.model, settings.task, settings.data.target
@@ -460,8 +490,9 @@ def _fit(settings: Settings, inputs: _Inputs) -> _Fit:
     if task != "regression" and y.iloc[tr].nunique() < 2:
         raise TrainingInputError("cannot train: the training part of the window has one class")
     if inputs.base is not None:
+        say(f"learning the new labels (continuing v{inputs.base.version})")
         return _online_fit(settings, inputs, X, y, (tr, va, ho))
-    return _search_and_refit(settings, inputs, X, y, (tr, va, ho))
+    return _search_and_refit(settings, inputs, X, y, (tr, va, ho), say)
 
 
 def _holdout_scores(
@@ -553,14 +584,17 @@ def _search_and_refit(
     X: pd.DataFrame,
     y: pd.Series,
     split: tuple[slice, slice, slice],
+    say: Progress = _quiet,
 ) -> _Fit:
     """The window (:func:`_choose_window`), the search on it, the hold-out metrics, and the
     model refit on the whole chosen window."""
     mcfg, spec = settings.model, inputs.spec
     t0 = time.perf_counter()
+    say("choosing the training window")
     chosen, data, (tr, va, ho) = _choose_window(settings, inputs, X, y, split)
     df = data.frame
     X, y = df[spec["feature_order"]], df[settings.data.target]
+    say(f"searching hyper-parameters ({mcfg.search.trials} trials, {len(X):,} rows)")
     found = search(
         mcfg.type,
         settings.task,
@@ -573,6 +607,7 @@ def _search_and_refit(
         timeout_s=mcfg.search.timeout_s,
         seed=mcfg.seed,
         fixed=mcfg.params,
+        progress=lambda detail: say(f"searching hyper-parameters: {detail}"),
     )
     seconds = time.perf_counter() - t0
     pred_ho = found.model.predict_frame(X.iloc[ho])
@@ -580,6 +615,7 @@ def _search_and_refit(
     # the model that is served learns the hold-out too: refit on the whole window with the
     # search's hyper-parameters (XGBoost: the number of trees early stopping chose). The
     # hold-out metrics above are the fair estimate of it.
+    say(f"refitting on the whole window ({len(X):,} rows)")
     model = refit(found.model, X, y, mcfg.seed)
     rows = len(inputs.data.frame)
     return _Fit(
@@ -588,7 +624,7 @@ def _search_and_refit(
 
 
 def _compare_with_champion(
-    settings: Settings, reg: Registry, fit: _Fit, classes: Any
+    settings: Settings, reg: Registry, fit: _Fit, classes: Any, say: Progress = _quiet
 ) -> _Comparison:
     """The champion scored on the newest hold-out rows it has not trained on (it learnt its
     whole window, so on older rows it would be judged on its own training data); the
@@ -607,6 +643,7 @@ def _compare_with_champion(
     )
     if not out.comparable:
         return out
+    say(f"scoring the champion v{champion} on the same {len(cmp):,} rows")
     try:
         out.pred, out.y = reg.predict(champion, cmp), cmp[target]
         out.metrics = compute_metrics(task, cmp[target], out.pred, classes)
@@ -922,6 +959,39 @@ def _register(
     return version, status, promotion
 
 
+def _judge(
+    root: Path,
+    settings: Settings,
+    reg: Registry,
+    inputs: _Inputs,
+    fit: _Fit,
+    cmp: _Comparison,
+    logged: _Logged,
+    smoke: SmokeTest | None,
+    say: Progress,
+) -> tuple[GateResult, str, float]:
+    """The evidence, the smoke test's verdict and the gate, logged with the run; returns the
+    gate, the model card and the seconds waited for the smoke test."""
+    if smoke is not None:  # it loads and predicts while the evidence is computed here
+        smoke.submit(logged.model_uri, logged.example, reg.uri)
+    evidence, card_dir = root / "evidence", root / "card"
+    evidence.mkdir()
+    card_dir.mkdir()
+    say("writing the evidence (performance report)")
+    _performance_evidence(settings, fit, cmp, inputs.classes, evidence)
+    t2 = time.perf_counter()
+    if smoke is not None:
+        say("smoke test: the packaged model in a fresh process")
+    smoked = _smoke_result(smoke, fit, logged, settings.task)
+    t_smoke = time.perf_counter() - t2
+    gate = _gate(settings, fit, cmp, smoked)
+    (evidence / "comparison.json").write_text(_comparison_json(gate, fit, cmp))
+    card = _card(reg, logged.tags["trigger"], inputs, fit, cmp, logged, gate)
+    (card_dir / "model_card.md").write_text(card)
+    reg.log_run_files(logged.run_id, {"evidence": evidence, "card": card_dir})
+    return gate, card, t_smoke
+
+
 def _train_and_register(
     settings: Settings,
     trigger: str,
@@ -932,30 +1002,19 @@ def _train_and_register(
     since: datetime | None = None,
     requested_by: str | None = None,
     online: bool = False,
+    say: Progress = _quiet,
 ) -> TrainingOutcome:
     meta = meta or MetadataStore(settings.db_url)
     reg = registry or Registry(settings, meta)
-    inputs = _read_inputs(settings, meta, reg, since, online)
-    fit = _fit(settings, inputs)
-    cmp = _compare_with_champion(settings, reg, fit, inputs.classes)
+    inputs = _read_inputs(settings, meta, reg, since, online, say)
+    fit = _fit(settings, inputs, say)
+    cmp = _compare_with_champion(settings, reg, fit, inputs.classes, say)
     with tempfile.TemporaryDirectory(prefix="mlops-train-") as tmp:
-        root = Path(tmp)
-        logged = _log_run(root, settings, reg, inputs, fit, trigger, requested_by)
-        if smoke is not None:  # it loads and predicts while the evidence is computed here
-            smoke.submit(logged.model_uri, logged.example, reg.uri)
-        evidence, card_dir = root / "evidence", root / "card"
-        evidence.mkdir()
-        card_dir.mkdir()
-        _performance_evidence(settings, fit, cmp, inputs.classes, evidence)
-        t2 = time.perf_counter()
-        smoked = _smoke_result(smoke, fit, logged, settings.task)
-        t_smoke = time.perf_counter() - t2
-        gate = _gate(settings, fit, cmp, smoked)
-        (evidence / "comparison.json").write_text(_comparison_json(gate, fit, cmp))
-        card = _card(reg, trigger, inputs, fit, cmp, logged, gate)
-        (card_dir / "model_card.md").write_text(card)
-        reg.log_run_files(logged.run_id, {"evidence": evidence, "card": card_dir})
+        say("logging the run (MLflow)")
+        logged = _log_run(Path(tmp), settings, reg, inputs, fit, trigger, requested_by)
+        gate, card, t_smoke = _judge(Path(tmp), settings, reg, inputs, fit, cmp, logged, smoke, say)
     tags = _version_tags(settings, inputs, fit, logged, gate, since)
+    say("registering the version" + ("" if gate.passed else " (the gate refused it)"))
     version, status, promotion = _register(
         settings, reg, inputs, logged, gate, tags, card, cmp.champion
     )
