@@ -20,22 +20,57 @@ def _mode(points: int) -> str:
     return "lines+markers" if points <= MARKERS_UP_TO else "lines"
 
 
+def _naive(times: pd.Series) -> pd.Series:
+    t = pd.to_datetime(times, utc=True)
+    return t.dt.tz_localize(None).astype("datetime64[ns]")
+
+
+def on_data_time(series: pd.DataFrame, events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both frames with ``x``: where a run sits on the chart, the data time its rows reach
+    (``data_end``), else (no time column, or a run without it) its run time; an event (a
+    retrain, a promotion) at the data time of the newest run at or before it (the first
+    run's data start before any), so it stays where it happened between the runs. ``run_at``:
+    the run time as text, for the hover."""
+    series = series.copy()
+    series["run_at"] = pd.to_datetime(series["at"]).dt.strftime("%Y-%m-%d %H:%M")
+    known = series["data_end"].notna() if "data_end" in series.columns else None
+    if known is None or not known.any():
+        series["x"] = series["at"]
+        events = events.assign(x=events["at"]) if len(events) else events.assign(x=[])
+        return series, events
+    series["x"] = series["data_end"].where(known, series["at"])
+    if not len(events):
+        return series, events.assign(x=[])
+    runs = series[["at", "x"]].assign(at=_naive(series["at"])).sort_values("at")
+    ev = events.assign(_at=_naive(events["at"]), _order=range(len(events)))
+    placed = pd.merge_asof(
+        ev.sort_values("_at"), runs.rename(columns={"at": "_at"}), on="_at", direction="backward"
+    )
+    first = series["data_start"].dropna().min() if "data_start" in series.columns else None
+    placed["x"] = placed["x"].fillna(first if first is not None else runs["x"].iloc[0])
+    placed = placed.sort_values("_order").drop(columns=["_at", "_order"])
+    return series, placed.reset_index(drop=True)
+
+
 def live_metric_figure(series: pd.DataFrame, events: pd.DataFrame, metric: str) -> go.Figure:
     """The champion's live metric over monitoring runs (``views.metric_series``): realised,
     estimated without labels with its 90% interval, and the champion's metric at training;
     retrains, promotions and rollbacks (``views.model_events``) as markers along the top of the
     plot with a dotted vertical line each.
 
-    Only what has data becomes a trace (and a legend entry): a line of one point is drawn as a
-    marker, an interval of one point as an error bar. Lines of more than
-    :data:`MARKERS_UP_TO` points have no markers."""
+    Runs sit at the data time their rows reach, with the run time in the hover
+    (:func:`on_data_time`); run time without a time column. Only what has data becomes a trace
+    (and a legend entry): a line of one point is drawn as a marker, an interval of one point as
+    an error bar. Lines of more than :data:`MARKERS_UP_TO` points have no markers."""
+    series, events = on_data_time(series, events)
+    data_time = bool(series["x"].ne(series["at"]).any())
     fig = go.Figure()
     est = series[series["estimated"].notna()]
     band = est[est["estimated_low"].notna() & est["estimated_high"].notna()]
     if len(band) >= 2:
         fig.add_trace(
             go.Scatter(
-                x=band["at"],
+                x=band["x"],
                 y=band["estimated_high"],
                 mode="lines",
                 line_width=0,
@@ -45,7 +80,7 @@ def live_metric_figure(series: pd.DataFrame, events: pd.DataFrame, metric: str) 
         )
         fig.add_trace(
             go.Scatter(
-                x=band["at"],
+                x=band["x"],
                 y=band["estimated_low"],
                 mode="lines",
                 line_width=0,
@@ -70,11 +105,14 @@ def live_metric_figure(series: pd.DataFrame, events: pd.DataFrame, metric: str) 
             )
         fig.add_trace(
             go.Scatter(
-                x=est["at"],
+                x=est["x"],
                 y=est["estimated"],
                 mode=_mode(len(est)),
                 line_dash="dot",
                 marker_size=7,
+                customdata=est[["run", "run_at"]],
+                hovertemplate="%{y:.4f} estimated<br>run %{customdata[0]} at "
+                "%{customdata[1]}<extra></extra>",
                 name=f"estimated {metric} (no labels)" + (", 90% interval" if bars else ""),
                 **bars,
             )
@@ -83,14 +121,14 @@ def live_metric_figure(series: pd.DataFrame, events: pd.DataFrame, metric: str) 
     if len(real):
         fig.add_trace(
             go.Scatter(
-                x=real["at"],
+                x=real["x"],
                 y=real["realised"],
                 mode=_mode(len(real)),
                 name=f"realised {metric}",
                 line_width=2.5,
                 marker_size=7,
-                customdata=real[["run", "champion_version"]],
-                hovertemplate="%{y:.4f}<br>run %{customdata[0]} · "
+                customdata=real[["run", "champion_version", "run_at"]],
+                hovertemplate="%{y:.4f}<br>run %{customdata[0]} at %{customdata[2]} · "
                 "champion v%{customdata[1]}<extra></extra>",
             )
         )
@@ -98,7 +136,7 @@ def live_metric_figure(series: pd.DataFrame, events: pd.DataFrame, metric: str) 
     if len(base) >= 2:
         fig.add_trace(
             go.Scatter(
-                x=base["at"],
+                x=base["x"],
                 y=base["baseline"],
                 mode="lines",
                 line_shape="hv",
@@ -110,7 +148,7 @@ def live_metric_figure(series: pd.DataFrame, events: pd.DataFrame, metric: str) 
     elif len(base) == 1:  # a line of one point draws nothing: a short dash instead
         fig.add_trace(
             go.Scatter(
-                x=base["at"],
+                x=base["x"],
                 y=base["baseline"],
                 mode="markers",
                 marker=dict(
@@ -127,7 +165,7 @@ def live_metric_figure(series: pd.DataFrame, events: pd.DataFrame, metric: str) 
         # on an axis of their own spanning the plot's height: the top, whatever the metric
         fig.add_trace(
             go.Scatter(
-                x=ev["at"],
+                x=ev["x"],
                 y=[EVENT_Y] * len(ev),
                 yaxis="y2",
                 mode="markers",
@@ -156,7 +194,7 @@ def live_metric_figure(series: pd.DataFrame, events: pd.DataFrame, metric: str) 
                     line=dict(width=1, dash="dot", color=EVENTS[kind][1]),
                     opacity=0.6,
                 )
-                for at, kind in zip(marked["at"], marked["kind"], strict=True)
+                for at, kind in zip(marked["x"], marked["kind"], strict=True)
             ]
         )
     fig.update_layout(
@@ -165,6 +203,7 @@ def live_metric_figure(series: pd.DataFrame, events: pd.DataFrame, metric: str) 
         hovermode="closest",
         legend=dict(orientation="h", y=1.12),
         yaxis_title=metric,
+        xaxis_title="data time (the newest row of each run)" if data_time else "run time",
         template="plotly_white",
         yaxis2=dict(overlaying="y", range=[0, 1], visible=False, fixedrange=True),
     )

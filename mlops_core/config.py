@@ -460,6 +460,11 @@ class RetrainingConfig(_Section):
     # trained on: a young project's data, or the rows since a located change, where a retrain
     # after the error rose starts its window (null: neither; the window is model.window)
     window_growth: float | None = Field(2.0, gt=1)
+    # a slice (gate.slice_columns, else the champion's top categorical features) that fell
+    # behind the rest by more than gate.max_slice_regression and beyond its noise asks for a
+    # retrain. Off by default: every run measures and shows the slices, but the backtester
+    # cannot replay slices, so no evidence yet says the signal improves the policy in general
+    slice_regression: bool = False
 
     @model_validator(mode="after")
     def _durations(self) -> RetrainingConfig:

@@ -501,3 +501,111 @@ def test_a_chosen_method_and_threshold_reach_both_compute_drift_and_the_report(
     if method:
         assert {c.method for c in summary.columns} == {method}
     assert report_verdicts(json.loads(files.json.read_text(encoding="utf-8"))) == verdicts(summary)
+
+
+# slices --------------------------------------------------------------------------------------
+def _slices(metric: str, values: dict[str, tuple[float, int]]) -> dict[str, Any]:
+    return {"region": {k: {metric: v, "rows": float(n)} for k, (v, n) in values.items()}}
+
+
+def test_the_standard_error_shrinks_with_the_rows() -> None:
+    from mlops_core.train.evaluation import metric_standard_error
+
+    for metric, value in (("roc_auc", 0.8), ("accuracy", 0.9), ("rmse", 3.0), ("log_loss", 0.4)):
+        small, large = (metric_standard_error(metric, value, n) for n in (100, 10_000))
+        assert 0 < large < small, metric
+        assert small / large == pytest.approx(10, rel=0.35), metric
+    # Hanley & McNeil: 0.8 on 50 positives and 50 negatives
+    assert metric_standard_error("roc_auc", 0.8, 100, 0.5) == pytest.approx(0.0435, abs=0.002)
+    assert metric_standard_error("roc_auc", 0.8, 1) == float("inf")
+
+
+def test_a_slice_is_flagged_only_beyond_its_noise_and_the_tolerance() -> None:
+    from mlops_core.monitor.slices import compare_slices
+
+    base = _slices("roc_auc", {"south": (0.80, 2000), "north": (0.80, 2000), "tiny": (0.8, 60)})
+    # the whole batch at 0.78: south fell 0.10 behind, north held, tiny fell 0.10 on 60 rows
+    now = _slices("roc_auc", {"south": (0.68, 2000), "north": (0.79, 2000), "tiny": (0.68, 60)})
+    checks = {
+        c.value: c
+        for c in compare_slices("roc_auc", now, 0.78, {"region": (base, 0.8, "holdout")}, 0.05)
+    }
+    assert checks["south"].flagged and checks["south"].regression == pytest.approx(0.10)
+    assert not checks["north"].flagged
+    assert not checks["tiny"].flagged and checks["tiny"].noise > 0.10  # too few rows to say
+    assert "region=south" in checks["south"].text()
+    # a large slice with a drop within the tolerance is not flagged, however many rows
+    big_base = _slices("roc_auc", {"a": (0.80, 200_000)})
+    big_now = _slices("roc_auc", {"a": (0.77, 200_000)})
+    [c] = compare_slices("roc_auc", big_now, 0.80, {"region": (big_base, 0.80, "holdout")}, 0.05)
+    assert c.regression > c.noise and not c.flagged
+
+
+def test_a_drop_of_the_whole_model_is_no_slice_regression() -> None:
+    from mlops_core.monitor.slices import compare_slices
+
+    base = _slices("rmse", {"a": (2.0, 3000), "b": (3.0, 3000)})
+    now = _slices("rmse", {"a": (3.0, 3000), "b": (4.0, 3000)})  # every slice 1.0 worse
+    checks = compare_slices("rmse", now, 3.5, {"region": (base, 2.5, "reference")}, 0.05)
+    assert [c.flagged for c in checks] == [False, False]
+    assert all(c.regression == pytest.approx(0.0) for c in checks)
+
+
+def test_slice_columns_are_the_configured_else_the_top_categorical_features() -> None:
+    from mlops_core.monitor.slices import slice_columns
+
+    frame = pd.DataFrame(
+        {"a": ["x", "y"] * 5, "b": ["u"] * 10, "c": list("abcdefghij"), "n": range(10)}
+    )
+    kinds = {"a": "categorical", "b": "categorical", "c": "categorical", "n": "numeric"}
+    imp = {"a": 0.1, "b": 0.5, "c": 0.3, "n": 0.9}
+    assert slice_columns(["c", "missing"], kinds, imp, frame) == ["c"]
+    assert slice_columns([], kinds, imp, frame) == ["b", "c", "a"]
+    assert slice_columns([], kinds, imp, frame, top=2) == ["b", "c"]
+    assert slice_columns([], kinds, None, frame) == ["a", "b", "c"]
+    assert slice_columns([], kinds, {"a": 0.2}, frame) == ["a"]  # unused features are left out
+
+
+def test_measured_slices_carry_the_positive_share() -> None:
+    from mlops_core.monitor.slices import measure_slices
+
+    frame = pd.DataFrame({"region": ["n"] * 4 + ["s"] * 4})
+    y = pd.Series(["0", "1", "1", "1", "0", "0", "0", "1"])
+    p1 = np.array([0.2, 0.7, 0.8, 0.9, 0.1, 0.3, 0.6, 0.7])
+    pred = pd.DataFrame(
+        {"prediction": np.where(p1 > 0.5, "1", "0"), "proba_0": 1 - p1, "proba_1": p1}
+    )
+    out = measure_slices("binary", frame, y, pred, ["region"], ["0", "1"])
+    assert out["region"]["n"]["positive_share"] == pytest.approx(0.75)
+    assert out["region"]["s"]["roc_auc"] == pytest.approx(1.0)
+    assert out["region"]["s"]["rows"] == 4
+
+
+def test_the_report_is_wanted_when_any_column_drifts() -> None:
+    from mlops_core.config import Settings
+    from mlops_core.monitor.reports import ColumnDrift, DriftSummary
+    from mlops_core.monitor.run import _wants_report
+
+    def summary(status: str, drifted: list[bool]) -> DriftSummary:
+        cols = [
+            ColumnDrift(
+                f"c{i}", "numeric", "drift" if d else "ok", "ks", 0.01 if d else 0.5, 0.05, d
+            )
+            for i, d in enumerate(drifted)
+        ]
+        return DriftSummary(status, 500, 500, 500, cols, sum(drifted) / len(drifted), None, 0.5)
+
+    s = Settings.model_validate({"project": "p", "data": {"target": "y"}})
+    assert _wants_report(s, summary("ok", [True, False, False, False]), None)
+    assert not _wants_report(s, summary("ok", [False] * 4), None)
+    assert _wants_report(s, summary("drift", [True, True, False, False]), None)
+    assert not _wants_report(s, summary("not_enough_data", [True]), None)
+    assert not _wants_report(s, summary("ok", [True]), False)
+
+
+def test_more_slices_compared_need_a_larger_regression() -> None:
+    from mlops_core.monitor.slices import Z, z_for
+
+    assert z_for(1) == Z  # one slice: two standard errors
+    assert z_for(13) == pytest.approx(2.67, abs=0.01)  # Bonferroni over 13 slices
+    assert z_for(100) > z_for(13) > z_for(2)

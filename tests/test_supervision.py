@@ -1000,3 +1000,67 @@ def test_a_retrain_after_a_located_change_trains_from_the_change_on(
 def _weeks_start(project: Project, batch_ids: list[str]) -> pd.Timestamp:
     meta = MetadataStore(project.settings.db_url)
     return min(pd.Timestamp(meta.get_batch(b).start_time) for b in batch_ids)
+
+
+# slices, the report on any drifted column, data time (issue 16) -------------------------------
+def _replayed(stream: DemoStream, first: int, stop: int) -> pd.DataFrame:
+    """Weeks of the stream again, as new applications (new ids)."""
+    frame = _weeks(stream, first, stop).copy()
+    frame[ID] = frame[ID] + 10_000_000
+    return frame
+
+
+def test_a_slice_that_fell_behind_is_flagged_and_asks_when_enabled(
+    early: Project, stream: DemoStream, tmp_path: Path
+) -> None:
+    s = _isolated(early, tmp_path, retraining={"slice_regression": True, **NO_BRAKES})
+    stationary = early.groups["stationary"]
+    half = len(stationary) // 2
+    first = monitor(s, stationary[:half])
+    # no slice configured: the champion's top categorical features by importance; without
+    # hold-out slices the first run is the baseline of later ones
+    assert first.slice_columns and set(first.slice_columns) <= {"region", "purpose", "channel"}
+    assert len(first.slice_columns) <= 3 and first.slice_measures and first.slices == []
+    # its data time: the rows' time range
+    t = _weeks(stream, 10, 10 + half)[TIME]
+    assert (first.data_start, first.data_end) == (t.min(), t.max())
+
+    quiet = monitor(s, stationary[half:])
+    assert quiet.slices and {c["source"] for c in quiet.slices} == {f"run {first.id}"}
+    assert quiet.flagged_slices == [], [  # a stationary stretch: nothing beyond its noise
+        (c["name"], c["rows"], c["current"], c["baseline"], c["regression"], c["noise"])
+        for c in quiet.slices
+    ]
+    assert "slice" not in _reasons(quiet)
+
+    # the south's labels half flipped: only that region gets worse
+    frame = _replayed(stream, 10, 14)
+    south = (frame["region"] == "south").to_numpy()
+    flip = south & (np.random.default_rng(0).random(len(frame)) < 0.5)
+    frame.loc[flip, TARGET] = 1 - frame.loc[flip, TARGET]
+    res = monitor(s, _ingest(s, frame, tmp_path / "landing", "south"))
+    if "region" not in res.slice_columns:
+        pytest.skip(f"region is not among the champion's top features: {res.slice_columns}")
+    flagged = {c["name"]: c for c in res.flagged_slices}
+    assert "region=south" in flagged, res.slices
+    worst = flagged["region=south"]
+    assert worst["regression"] > worst["noise"] > 0 and worst["regression"] > worst["tolerance"]
+    assert not [n for n in flagged if n.startswith("region=") and n != "region=south"]
+    assert "slice" in _reasons(res)
+    assert res.decision is not None and any(
+        "region=south" in f.text for f in res.decision.reasons if f.reason is Reason.SLICE
+    )
+    newest = list_runs(MetadataStore(s.db_url), s.project)[0]
+    assert "region=south" in newest["flagged_slices"] and newest["data_end"]
+
+
+def test_the_report_is_written_when_one_column_drifts(
+    early: Project, stream: DemoStream, tmp_path: Path
+) -> None:
+    s = _isolated(early, tmp_path)  # monitoring.report: on_drift
+    frame = _replayed(stream, 10, 13)
+    frame["age"] = frame["age"] + 25  # one column of ten: the data set is not judged drifted
+    res = monitor(s, _ingest(s, frame, tmp_path / "landing", "older"))
+    assert res.drift.drifted_columns == ["age"] and res.status == "ok"
+    assert res.report == f"reports/{res.id}/drift.html"
+    assert "drift.html" in _report_files(s, res)

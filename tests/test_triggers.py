@@ -905,3 +905,40 @@ def test_persisting_drift_the_champion_was_trained_for_does_not_ask() -> None:
     assert d.nearest[0].reason is Reason.DRIFT
     assert "but the champion was trained for this drift" in d.nearest[0].text
     assert ONE_RUN not in d.nearest[0].text
+
+
+# slices --------------------------------------------------------------------------------------
+SLICE = (("region=south", 0.09, 0.04), ("channel=web", 0.06, 0.05))
+
+
+def test_a_slice_regression_is_shown_but_asks_nothing_by_default() -> None:
+    assert RetrainingConfig().slice_regression is False
+    d = decide(signals(slice_regressions=SLICE), PolicyState(), policy(), NOW)
+    assert not d.retrain and not d.reasons
+    [near] = [f for f in d.nearest if f.reason == Reason.SLICE]
+    assert "region=south by 0.090" in near.text and "slice_regression is off" in near.text
+    assert near.value == pytest.approx(0.09) and near.threshold == pytest.approx(0.04)
+
+
+def test_a_slice_regression_asks_for_a_retrain_when_enabled() -> None:
+    d = decide(signals(slice_regressions=SLICE), PolicyState(), policy(slice_regression=True), NOW)
+    assert d.retrain and d.kinds == [Reason.SLICE]
+    assert "region=south by 0.090, channel=web by 0.060" in d.reasons[0].text
+    assert d.since is None  # not an error rise located in time: the configured window
+
+
+def test_no_slice_regression_means_no_slice_finding_and_the_old_decisions() -> None:
+    for pol in (policy(), policy(slice_regression=True)):
+        d = decide(signals(), PolicyState(), pol, NOW)
+        assert not d.reasons and all(f.reason != Reason.SLICE for f in d.nearest)
+    s = compute_signals(metric="roc_auc", baseline={"roc_auc": 0.8}, realised={"roc_auc": 0.8})
+    assert s.slice_regressions == ()
+
+
+def test_a_held_back_slice_regression_stays_pending() -> None:
+    state = PolicyState(last_retrain=NOW - timedelta(hours=1))
+    pol = policy(slice_regression=True)
+    d = decide(signals(slice_regressions=SLICE), state, pol, NOW)
+    assert not d.retrain and [f.reason for f in d.pending] == [Reason.SLICE]
+    later = decide(signals(), PolicyState(pending=tuple(d.pending)), pol, NOW + 2 * DAY)
+    assert later.retrain and later.kinds == [Reason.SLICE]

@@ -52,16 +52,39 @@ else:
             "above 1 drifted (a distance over its threshold, or the threshold over a "
             "p-value); grey: not tested (all missing or constant)."
         )
-        sev = matrix.severity
+        # columns at the data time each run's rows reach (run time without a time column),
+        # in that order; the run and its time in the hover
+        runs_at = matrix.runs.assign(x=matrix.runs["data_end"].fillna(matrix.runs["at"]))
+        runs_at = runs_at.sort_values("x", kind="stable")
+        order = list(runs_at["run"])
+        by_data = bool(matrix.runs["data_end"].notna().any())
+        sev = matrix.severity.reindex(order)
         labels = [
             f"{pd.Timestamp(t):%Y-%m-%d %H:%M} · {r}"
-            for r, t in zip(matrix.runs["run"], matrix.runs["at"], strict=True)
+            for r, t in zip(runs_at["run"], runs_at["x"], strict=True)
+        ]
+        about = [
+            f"run {r} at {pd.Timestamp(a):%Y-%m-%d %H:%M}"
+            + (
+                f"<br>data {pd.Timestamp(d0):%Y-%m-%d %H:%M} → {pd.Timestamp(d1):%Y-%m-%d %H:%M}"
+                if pd.notna(d1) and pd.notna(d0)
+                else ""
+            )
+            + (f"<br>slices behind: {f}" if f else "")
+            for r, a, d0, d1, f in zip(
+                runs_at["run"],
+                runs_at["at"],
+                runs_at["data_start"],
+                runs_at["data_end"],
+                runs_at["flagged_slices"],
+                strict=True,
+            )
         ]
         cols = list(sev.columns)
-        score = matrix.score.reindex(columns=cols)
+        score = matrix.score.reindex(index=order, columns=cols)
         hover = [
             [
-                f"{c}<br>{labels[i]}<br>score {common.fmt(score.iat[i, j])} "
+                f"{c}<br>{about[i]}<br>score {common.fmt(score.iat[i, j])} "
                 f"({matrix.method.get(c, '')})<br>severity {common.fmt(sev.iat[i, j], 2)}"
                 for i in range(len(labels))
             ]
@@ -94,7 +117,13 @@ else:
         fig.update_layout(
             height=max(260, 28 * len(cols) + 120),
             margin=dict(l=10, r=10, t=10, b=10),
-            xaxis=dict(type="category", showticklabels=shown <= 40),
+            xaxis=dict(
+                type="category",
+                showticklabels=shown <= 40,
+                title="data time (the newest row of each run) · run"
+                if by_data
+                else "run time · run",
+            ),
             template="plotly_white",
         )
         st.plotly_chart(fig, key="drift_heatmap")
@@ -159,6 +188,31 @@ if picked_run:
             key="drift_columns",
             column_config={"score": st.column_config.NumberColumn(format="%.4f")},
         )
+    checks = s.get("slices") or []
+    if checks:
+        st.markdown(
+            f"**Slices** ({', '.join(s.get('slice_columns') or [])}): the champion's {metric} "
+            "per slice, relative to the whole, against the same slice in its hold-out (else "
+            "its first monitoring run); flagged when it fell behind by more than the noise "
+            "(standard errors from the rows, at least 2, more when many slices are compared) "
+            "and the gate's slice tolerance"
+        )
+        flagged = [c for c in checks if c.get("flagged")]
+        if flagged:
+            st.warning(
+                f"{len(flagged)} slice(s) fell behind the rest: "
+                + "; ".join(common.plain(c["text"]) for c in flagged[:5])
+            )
+        common.table(
+            pd.DataFrame(checks)[
+                ["name", "rows", "current", "baseline", "regression", "noise", "flagged", "source"]
+            ],
+            key="drift_slices",
+            column_config={
+                k: st.column_config.NumberColumn(format="%.4f")
+                for k in ("current", "baseline", "regression", "noise")
+            },
+        )
     fired = [det for det in s.get("detectors") or [] if det.get("fired")]
     if fired:
         st.warning("Concept-drift detectors fired: " + ", ".join(det["name"] for det in fired))
@@ -187,7 +241,8 @@ if picked_run:
             common.show_report(report, alt=f"Evidently drift report of run {picked_run}")
     else:
         st.info(
-            "This run has no HTML report (written on a drift, per `monitoring.report`). "
+            "This run has no HTML report (written when any column drifts, per "
+            "`monitoring.report`). "
             "To get one: `mlops monitor --batch BATCH --report`."
         )
 

@@ -27,7 +27,7 @@ with c1, st.container(border=True):
         st.caption(
             f"since {common.when(champ.since)}"
             + (
-                f" · {champ.action.replace('_', ' ')} by **{common.plain(champ.by)}**"
+                f" · {(champ.action or '').replace('_', ' ')} by **{common.plain(champ.by)}**"
                 if champ.by
                 else ""
             )
@@ -50,9 +50,18 @@ with c2, st.container(border=True):
         )
         st.metric("Data drift", label)
         share = "" if drift.drift_share is None else f"{drift.drift_share:.0%} of columns · "
+        cols = drift.drifted_columns
         st.caption(
             f"{share}run {drift.run} · {common.when(drift.at)}"
-            + (f" · {', '.join(drift.drifted_columns[:5])}" if drift.drifted_columns else "")
+            + (f" · data to {common.when(drift.data_end)}" if drift.data_end else "")
+            + (
+                " · drifted: "
+                + ", ".join(cols[:5])
+                + (f" and {len(cols) - 5} more" if len(cols) > 5 else "")
+                if cols
+                else " · no column drifted"
+            )
+            + (" · report on **Drift**" if drift.report else "")
         )
 with c3, st.container(border=True):
     st.metric("Pending approvals", len(pending))
@@ -73,6 +82,16 @@ with c4, st.container(border=True):
             for s in health
         )
     )
+
+if drift is not None and drift.flagged_slices:
+    flagged = drift.flagged_slices
+    st.warning(
+        f"**{len(flagged)} slice(s) fell behind the rest** in run {drift.run} (beyond noise, "
+        "against the same slices at training): "
+        + "; ".join(common.plain(c["text"]) for c in flagged[:3])
+        + (f"; and {len(flagged) - 3} more" if len(flagged) > 3 else "")
+    )
+    st.page_link("app_pages/drift.py", label="Slices of the run on Drift", icon="🔍")
 
 if champ.version and champ.metrics:
     st.caption(

@@ -9,13 +9,14 @@ Signals that can ask for a retrain (:class:`Reason`): the champion's data is old
 ``max_model_age`` (the schedule), realised performance below the champion's by more than
 ``performance_drop``, the label-free estimate below it by more than ``estimated_drop``, a
 data-drift share (weighted by importance where known) at or above ``drift_share``, a
-concept-drift detector firing, and growth: the training window now holds ``window_growth``
-times the labelled rows the model was trained on. Brakes (:class:`Brake`): a cooldown after the
-last retrain, a cap on retrains per period, and a minimum of new labelled rows. Simultaneous
-signals become one request carrying all their reasons. Data drift asks when it persists over
-two runs (``PolicyState.drifted_before``, unless ``drift_persists`` is off: the drift tests of
-one small batch raise false alarms at their significance level), and once per model: a model
-trained for a drift is not retrained for the same drift again.
+concept-drift detector firing, growth: the training window now holds ``window_growth`` times the
+labelled rows the model was trained on, and (with ``slice_regression``) a slice that fell behind
+the rest beyond its noise (:mod:`mlops_core.monitor.slices`). Brakes (:class:`Brake`): a
+cooldown after the last retrain, a cap on retrains per period, and a minimum of new labelled
+rows. Simultaneous signals become one request carrying all their reasons. Data drift asks when
+it persists over two runs (``PolicyState.drifted_before``, unless ``drift_persists`` is off: the
+drift tests of one small batch raise false alarms at their significance level), and once per
+model: a model trained for a drift is not retrained for the same drift again.
 
 A signal held back by a brake is not forgotten: it stays pending (``PolicyState.pending``,
 ``Decision.pending``) and asks again at every later decision, with the time it first asked,
@@ -63,6 +64,7 @@ class Reason(StrEnum):
     DRIFT = "drift"
     CONCEPT = "concept"
     GROWTH = "growth"
+    SLICE = "slice"
 
 
 class Brake(StrEnum):
@@ -100,6 +102,9 @@ class Signals:
     # production, a row number in the backtester. Used when a detector or the realised metric
     # asks for the retrain
     change_at: datetime | int | None = None
+    # slices that fell behind the rest beyond noise and tolerance (monitor.slices), worst
+    # first: (column=value, regression, the bound it exceeded)
+    slice_regressions: tuple[tuple[str, float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -258,6 +263,7 @@ def compute_signals(
     new_labels: int = 0,
     window_rows: int | None = None,
     change_at: datetime | int | None = None,
+    slice_regressions: tuple[tuple[str, float, float], ...] | list[tuple[str, float, float]] = (),
 ) -> Signals:
     """The signals of one monitoring step, from its measurements: the champion's ``baseline``
     metrics (its hold-out), the ``realised`` metrics on the labelled rows, the label-free
@@ -275,6 +281,7 @@ def compute_signals(
         metric=metric,
         window_rows=window_rows,
         change_at=change_at,
+        slice_regressions=tuple(slice_regressions),
     )
 
 
@@ -417,6 +424,25 @@ def _growth_finding(
     )
 
 
+def _slice_finding(signals: Signals, policy: RetrainingConfig) -> Finding | None:
+    """Slices that fell behind the rest beyond noise; they ask when ``slice_regression`` is
+    on (else the finding is shown among the nearest, and asks nothing)."""
+    flagged = signals.slice_regressions
+    if not flagged:
+        return None
+    _, worst, bound = max(flagged, key=lambda f: f[1])
+    listed = ", ".join(f"{n} by {r:.3f}" for n, r, _ in flagged[:3])
+    more = f" and {len(flagged) - 3} more" if len(flagged) > 3 else ""
+    return Finding(
+        Reason.SLICE,
+        f"slice: {signals.metric} of {listed}{more} fell behind the rest beyond noise"
+        + ("" if policy.slice_regression else " (retraining.slice_regression is off)"),
+        worst,
+        bound,
+        policy.slice_regression,
+    )
+
+
 def _findings(
     signals: Signals,
     state: PolicyState,
@@ -431,6 +457,7 @@ def _findings(
         _drift_finding(signals, state, policy),
         _concept_finding(signals, policy),
         _growth_finding(signals, state, policy),
+        _slice_finding(signals, policy),
     ]
     return [f for f in found if f is not None]
 

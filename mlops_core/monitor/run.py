@@ -39,6 +39,7 @@ from mlops_core.monitor.policy import (
 )
 from mlops_core.monitor.reports import DriftSummary, compute_drift, drift_report, performance_report
 from mlops_core.monitor.reports import sample_rows as _sample
+from mlops_core.monitor.slices import Slices, compare_slices, measure_slices, slice_columns
 from mlops_core.registry.registry import Registry, VersionInfo
 from mlops_core.serve.prediction_log import LABEL, features_of, read_log
 from mlops_core.store import (
@@ -84,6 +85,18 @@ class MonitoringResult:
     # rose, else the first labelled row (the policy uses it only when the error asks)
     change_at: datetime | None = None
     served_rows: int = 0  # rows of the prediction log measured (monitoring.source)
+    # the champion's metric per slice against training (SliceCheck.to_dict), worst first
+    slices: list[dict[str, Any]] = field(default_factory=list)
+    slice_columns: list[str] = field(default_factory=list)
+    # the slices as measured now (the baseline of later runs without hold-out slices)
+    slice_measures: Slices = field(default_factory=dict)
+    # the data time the run covers: its rows' time column (else its batches' time range)
+    data_start: datetime | None = None
+    data_end: datetime | None = None
+
+    @property
+    def flagged_slices(self) -> list[dict[str, Any]]:
+        return [c for c in self.slices if c.get("flagged")]
 
     @property
     def status(self) -> str:
@@ -110,6 +123,12 @@ class MonitoringResult:
             "reconciled": self.reconciled,
             "change_at": self.change_at.isoformat() if self.change_at else None,
             "served_rows": self.served_rows,
+            "slices": self.slices,
+            "slice_columns": self.slice_columns,
+            "slice_measures": self.slice_measures,
+            "flagged_slices": [c["name"] for c in self.flagged_slices],
+            "data_start": self.data_start.isoformat() if self.data_start else None,
+            "data_end": self.data_end.isoformat() if self.data_end else None,
         }
 
 
@@ -516,6 +535,96 @@ def _realised_performance(
             result.change_at = pd.Timestamp(change_at).to_pydatetime()
 
 
+def _slice_monitoring(
+    settings: Settings,
+    meta: MetadataStore,
+    reg: Registry,
+    champ: _ChampionEvidence,
+    current: pd.DataFrame,
+    scored: _Scored,
+    result: MonitoringResult,
+) -> None:
+    """With realised metrics: the champion's metric per slice against the same slices at
+    training, or in its first monitoring run (:mod:`mlops_core.monitor.slices`), into
+    ``result``."""
+    if scored.preds is None or result.performance is None:
+        return
+    rows = current.loc[scored.labelled]
+    kinds = _kinds(settings, champ.reference)
+    cols = slice_columns(settings.gate.slice_columns, kinds, champ.importances, rows)
+    if not cols:
+        return
+    y, p = _labelled_pairs(current, scored, settings.data.target)
+    now = measure_slices(settings.task, rows, y, p, cols, scored.classes)
+    baselines = _slice_baselines(settings, meta, reg, champ, cols, result.metric)
+    checks = compare_slices(
+        result.metric,
+        now,
+        result.performance.get(result.metric),
+        baselines,
+        settings.gate.max_slice_regression,
+    )
+    result.slice_columns = cols
+    result.slice_measures = now
+    result.slices = [c.to_dict() for c in checks[:50]]
+
+
+def _slice_baselines(
+    settings: Settings,
+    meta: MetadataStore,
+    reg: Registry,
+    champ: _ChampionEvidence,
+    cols: list[str],
+    metric: str,
+) -> dict[str, tuple[Slices, float | None, str]]:
+    """Per column, the champion's slices and overall metric out of sample: its training run's
+    hold-out slices where they have the column (``gate.slice_columns``), else its first
+    monitoring run that measured the column (none yet: this run becomes the baseline)."""
+    try:
+        path = reg.run_file(champ.version, "evidence/comparison.json", _cache(settings))
+        comparison = json.loads(path.read_text())
+    except (MlopsError, OSError, ValueError):
+        comparison = {}
+    held = (comparison.get("slices") or {}).get("challenger") or {}
+    overall = (comparison.get("challenger") or {}).get(metric)
+    out = {c: (held, overall, "holdout") for c in cols if c in held and overall is not None}
+    missing = {c for c in cols if c not in out}
+    with meta.engine.connect() as conn:
+        runs = conn.execute(
+            sa.select(monitoring_runs.c.id, monitoring_runs.c.summary)
+            .where(
+                monitoring_runs.c.model == reg.name,
+                monitoring_runs.c.champion_version == champ.version,
+            )
+            .order_by(monitoring_runs.c.at)
+            .limit(100)
+        ).all() if missing else []  # fmt: skip
+    for run_id, text in runs:
+        summary = json.loads(text)
+        measured = summary.get("slice_measures") or {}
+        first = (summary.get("performance") or {}).get(metric)
+        found = missing & set(measured) if first is not None else set()
+        out |= {c: (measured, first, f"run {run_id}") for c in found}
+        missing -= found
+    return out
+
+
+def _data_span(
+    settings: Settings, recs: list[BatchRecord], current: pd.DataFrame
+) -> tuple[datetime | None, datetime | None]:
+    """The data time the run covers: its rows' time column, else its batches' time range
+    (None without either)."""
+    tcol = settings.data.time_column
+    if tcol and tcol in current.columns:
+        t = pd.to_datetime(current[tcol], errors="coerce", utc=True).dropna()
+        if len(t):
+            t = t.dt.tz_localize(None)
+            return t.min().to_pydatetime(), t.max().to_pydatetime()
+    starts = [r.start_time for r in recs if r.start_time is not None]
+    ends = [r.end_time for r in recs if r.end_time is not None]
+    return (min(starts) if starts else None, max(ends) if ends else None)
+
+
 def _decision(
     settings: Settings,
     meta: MetadataStore,
@@ -547,17 +656,23 @@ def _decision(
         new_labels=_new_labels(settings, meta, reg, store),
         window_rows=rows,
         change_at=result.change_at,
+        slice_regressions=[
+            (c["name"], c["regression"], max(c["noise"], c["tolerance"]))
+            for c in result.flagged_slices
+        ],
     )
     return decide(signals, state, settings.retraining, clock.now, clock.batch_period)
 
 
 def _wants_report(settings: Settings, drift: DriftSummary, report: bool | None) -> bool:
-    """``report`` if given, else as ``monitoring.report`` says; never without enough data."""
+    """``report`` if given, else as ``monitoring.report`` says (``on_drift``: any column
+    drifted, not only a drifted data set); never without enough data."""
     mcfg = settings.monitoring
+    drifted = drift.dataset_drift or bool(drift.drifted_columns)
     wanted = (
         report
         if report is not None
-        else (mcfg.report == "always" or (mcfg.report == "on_drift" and drift.dataset_drift))
+        else (mcfg.report == "always" or (mcfg.report == "on_drift" and drifted))
     )
     return bool(wanted) and drift.status != "not_enough_data"
 
@@ -624,6 +739,8 @@ def monitor(
     result.estimated = _label_free_estimate(settings, reg, champ.version, current, scored)
     result.labelled_rows = int(scored.labelled.sum())
     _realised_performance(settings, reg, champ.version, current, scored, result)
+    _slice_monitoring(settings, meta, reg, champ, current, scored, result)
+    result.data_start, result.data_end = _data_span(settings, recs, current)
     result.reconciled = reconcile_estimates(settings, meta, reg, store)
     result.decision = _decision(settings, meta, reg, store, result, champ.info)
     if _wants_report(settings, result.drift, report):

@@ -275,12 +275,70 @@ def _summaries(
     return [json.loads(x) for x in reversed(texts)]
 
 
+def _stamp(v: Any) -> pd.Timestamp | None:
+    """A naive UTC timestamp from an ISO text or a datetime (None when missing)."""
+    if v is None or v == "":
+        return None
+    t = pd.Timestamp(v)
+    if pd.isna(t):
+        return None
+    return t.tz_convert("UTC").tz_localize(None) if t.tzinfo is not None else t
+
+
+def data_times(
+    meta: MetadataStore, summaries: list[dict[str, Any]]
+) -> list[tuple[pd.Timestamp | None, pd.Timestamp | None]]:
+    """(data start, data end) of each run: what its summary recorded, else its batches' time
+    range in the batches table (runs recorded before the summary kept it); (None, None)
+    without a time column."""
+    missing = {b for s in summaries if not s.get("data_end") for b in (s.get("batch_ids") or [])}
+    spans: dict[str, tuple[Any, Any]] = {}
+    if missing:
+        with meta.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(batches.c.id, batches.c.start_time, batches.c.end_time).where(
+                    batches.c.id.in_(sorted(missing))
+                )
+            ).all()
+        spans = {r[0]: (r[1], r[2]) for r in rows}
+    out: list[tuple[pd.Timestamp | None, pd.Timestamp | None]] = []
+    for s in summaries:
+        if s.get("data_end"):
+            out.append((_stamp(s.get("data_start")), _stamp(s["data_end"])))
+            continue
+        found = [spans[b] for b in s.get("batch_ids") or [] if b in spans]
+        starts = [t for t, _ in found if t is not None]
+        ends = [t for _, t in found if t is not None]
+        out.append((_stamp(min(starts)) if starts else None, _stamp(max(ends)) if ends else None))
+    return out
+
+
 def _num(v: Any) -> float:
     try:
         f = float(v)
     except (TypeError, ValueError):
         return math.nan
     return f
+
+
+SERIES_COLUMNS = [
+    "at",
+    "run",
+    "champion_version",
+    "status",
+    "drift_share",
+    "rows",
+    "labelled_rows",
+    "metric",
+    "realised",
+    "estimated",
+    "estimated_low",
+    "estimated_high",
+    "baseline",
+    "data_start",
+    "data_end",
+    "flagged_slices",
+]
 
 
 def metric_series(
@@ -293,25 +351,13 @@ def metric_series(
 ) -> pd.DataFrame:
     """The champion's live metric over time, one row per monitoring run (oldest first): at,
     run, champion_version, status, drift_share, rows, labelled_rows, metric, realised,
-    estimated (label-free) with its interval, baseline (the champion's hold-out metric)."""
-    cols = [
-        "at",
-        "run",
-        "champion_version",
-        "status",
-        "drift_share",
-        "rows",
-        "labelled_rows",
-        "metric",
-        "realised",
-        "estimated",
-        "estimated_low",
-        "estimated_high",
-        "baseline",
-    ]
+    estimated (label-free) with its interval, baseline (the champion's hold-out metric),
+    data_start and data_end (the data time its rows cover; NaT without a time column) and
+    flagged_slices (the slices that fell behind, comma-separated)."""
     out = []
     default = primary_metric(settings)
-    for s in _summaries(settings, meta, start, end, limit):
+    summaries = _summaries(settings, meta, start, end, limit)
+    for s, (d0, d1) in zip(summaries, data_times(meta, summaries), strict=True):
         m = s.get("metric") or default
         est = (s.get("estimated") or {}).get(m) or {}
         out.append(
@@ -329,9 +375,15 @@ def metric_series(
                 _num(est.get("low")),
                 _num(est.get("high")),
                 _num((s.get("baseline") or {}).get(m)),
+                d0,
+                d1,
+                ", ".join(s.get("flagged_slices") or []),
             )
         )
-    return pd.DataFrame(out, columns=cols)
+    frame = pd.DataFrame(out, columns=SERIES_COLUMNS)
+    for c in ("data_start", "data_end"):
+        frame[c] = pd.to_datetime(frame[c])
+    return frame
 
 
 @dataclass(frozen=True)
@@ -344,6 +396,10 @@ class DriftStatus:
     message: str
     drifted_columns: list[str]
     champion_version: str | None
+    # slices that fell behind the rest beyond noise (monitor.slices.SliceCheck.to_dict)
+    flagged_slices: list[dict[str, Any]] = field(default_factory=list)
+    report: bool = False  # an Evidently report was written
+    data_end: datetime | None = None  # the data time the run reaches (None: no time column)
 
 
 def latest_drift(settings: Settings, meta: MetadataStore) -> DriftStatus | None:
@@ -351,7 +407,7 @@ def latest_drift(settings: Settings, meta: MetadataStore) -> DriftStatus | None:
     t = monitoring_runs
     with meta.engine.connect() as conn:
         row = conn.execute(
-            sa.select(t.c.summary)
+            sa.select(t.c.summary, t.c.report_path)
             .where(t.c.model == settings.project)
             .order_by(t.c.at.desc())
             .limit(1)
@@ -360,6 +416,7 @@ def latest_drift(settings: Settings, meta: MetadataStore) -> DriftStatus | None:
         return None
     s = json.loads(row[0])
     d = s.get("drift") or {}
+    [(_, data_end)] = data_times(meta, [s])
     return DriftStatus(
         run=s["id"],
         at=pd.Timestamp(s["at"]).to_pydatetime(),
@@ -369,6 +426,9 @@ def latest_drift(settings: Settings, meta: MetadataStore) -> DriftStatus | None:
         message=d.get("message", ""),
         drifted_columns=list(d.get("drifted_columns") or []),
         champion_version=s.get("champion_version"),
+        flagged_slices=[c for c in s.get("slices") or [] if c.get("flagged")],
+        report=bool(row[1]),
+        data_end=data_end.to_pydatetime() if data_end is not None else None,
     )
 
 
@@ -417,7 +477,9 @@ def drift_severity(column: dict[str, Any]) -> float:
 class DriftMatrix:
     """Per-column drift over monitoring runs: runs (rows, oldest first) × columns."""
 
-    runs: pd.DataFrame  # run, at, status, drift_share, champion_version
+    # run, at, status, drift_share, champion_version, data_start, data_end (NaT: no time
+    # column), flagged_slices (comma-separated)
+    runs: pd.DataFrame
     severity: pd.DataFrame  # index: run id; 1 = at the threshold, > 1 drifted
     score: pd.DataFrame  # the test's own score (p-value or distance)
     drifted: pd.DataFrame  # True / False / NaN (not tested)
@@ -442,7 +504,8 @@ def drift_matrix(
     score: dict[str, dict[str, float]] = {}
     drifted: dict[str, dict[str, Any]] = {}
     method: dict[str, str] = {}
-    for s in _summaries(settings, meta, start, end, limit):
+    summaries = _summaries(settings, meta, start, end, limit)
+    for s, (d0, d1) in zip(summaries, data_times(meta, summaries), strict=True):
         rid = s["id"]
         d = s.get("drift") or {}
         runs.append(
@@ -452,6 +515,9 @@ def drift_matrix(
                 s.get("status"),
                 d.get("drift_share"),
                 s.get("champion_version"),
+                d0,
+                d1,
+                ", ".join(s.get("flagged_slices") or []),
             )
         )
         sev[rid], score[rid], drifted[rid] = {}, {}, {}
@@ -463,7 +529,21 @@ def drift_matrix(
             if c.get("method"):
                 method[name] = c["method"]
     ids = [r[0] for r in runs]
-    frame = pd.DataFrame(runs, columns=["run", "at", "status", "drift_share", "champion_version"])
+    frame = pd.DataFrame(
+        runs,
+        columns=[
+            "run",
+            "at",
+            "status",
+            "drift_share",
+            "champion_version",
+            "data_start",
+            "data_end",
+            "flagged_slices",
+        ],
+    )
+    for c in ("data_start", "data_end"):
+        frame[c] = pd.to_datetime(frame[c])
 
     def matrix(values: dict[str, dict[str, Any]]) -> pd.DataFrame:
         m = pd.DataFrame.from_dict(values, orient="index")

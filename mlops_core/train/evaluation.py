@@ -108,6 +108,42 @@ def slice_metrics(
     return out
 
 
+# metrics bounded in [0, 1] whose error behaves like a proportion's
+_PROPORTIONS = frozenset({"accuracy", "f1", "f1_macro", "pr_auc"})
+
+
+def metric_standard_error(
+    metric: str, value: float, rows: float, positive_share: float | None = None
+) -> float:
+    """An approximate standard error of ``metric`` measured as ``value`` on ``rows`` rows: the
+    noise a difference between two such measurements must exceed to mean anything.
+
+    ROC AUC: Hanley & McNeil (1982), with the positives' share of the rows (a half when
+    unknown); accuracy, F1, PR AUC: a proportion's ``sqrt(v(1-v)/n)``; RMSE ``v/sqrt(2n)`` and
+    MAE ``0.76 v/sqrt(n)`` (normal errors); R² ``1/sqrt(n)``; any other metric ``v/sqrt(n)``.
+    Infinite without rows."""
+    n = float(rows)
+    if n < 2 or math.isnan(value):
+        return math.inf
+    v = float(value)
+    if metric == "roc_auc":
+        share = 0.5 if positive_share is None else min(max(positive_share, 1 / n), 1 - 1 / n)
+        n1 = max(n * share, 1.0)
+        n0 = max(n - n1, 1.0)
+        q1, q2 = v / (2 - v), 2 * v * v / (1 + v)
+        var = (v * (1 - v) + (n1 - 1) * (q1 - v * v) + (n0 - 1) * (q2 - v * v)) / (n1 * n0)
+        return math.sqrt(max(var, 1 / (n1 * n0)))
+    if metric in _PROPORTIONS:
+        return math.sqrt(max(v * (1 - v), 1 / n) / n)
+    if metric == "rmse":
+        return abs(v) / math.sqrt(2 * n)
+    if metric == "mae":
+        return 0.76 * abs(v) / math.sqrt(n)
+    if metric == "r2":
+        return 1 / math.sqrt(n)
+    return abs(v) / math.sqrt(n)
+
+
 @dataclass
 class GateResult:
     passed: bool
@@ -210,6 +246,17 @@ def _worst_slice(
     return worst
 
 
+def _against_champion(drop: float) -> str:
+    """A drop (positive = worse) in words, never a signed number after a verb: "worse by
+    0.0030 than the champion's", "better by ...", "as good as the champion's"."""
+    shown = round(drop, 4)
+    if shown > 0:
+        return f"worse by {shown:.4f} than the champion's"
+    if shown < 0:
+        return f"better by {-shown:.4f} than the champion's"
+    return "as good as the champion's"
+
+
 def _check_slices(
     res: GateResult,
     metric: str,
@@ -223,8 +270,8 @@ def _check_slices(
         _check(
             res,
             ok,
-            f"worst slice {worst[1]}: {metric} regresses by {worst[0]:.4f} "
-            f"(allowed {max_slice_regression:.4f})",
+            f"worst slice {worst[1]}: {metric} {_against_champion(worst[0])} "
+            f"(allowed: worse by {max_slice_regression:.4f})",
         )
     else:
         res.reasons.append(
