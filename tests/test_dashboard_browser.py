@@ -1,8 +1,9 @@
 """The dashboard in a real browser: ``streamlit run`` on 127.0.0.1 (``services.start_dashboard``),
 driven by Playwright on Debian's chromium (``.ci/run`` installs it with apt; never
 ``playwright install``). Sign in with a password as an approver, open every page (a full-page
-screenshot of each lands in ``test-artifacts/dashboard/``), approve the pending version with a
-comment on Approvals, and see the champion change in the registry and on Overview.
+screenshot of each lands in ``test-artifacts/dashboard/``, and one each of the Models comparison
+and of the pending version's approval card), approve the pending version with a comment on
+Approvals, and see the champion change in the registry and on Overview.
 
 Skipped when chromium is missing, except under ``CI``, where that fails.
 """
@@ -17,7 +18,6 @@ from typing import Any
 
 import pytest
 from registry_helpers import (
-    add_version,
     demo_frame,
     demo_settings,
     ingest_frame,
@@ -71,9 +71,14 @@ def chromium() -> str:
 @pytest.fixture
 def project(mlflow_server: ServiceInfo, tmp_path: Path) -> tuple[Settings, Path, str, str]:
     """A demo project with a champion, a monitoring run (and its report), a backtest result
-    and one version awaiting approval; password sign-in with an approver. Returns (settings,
-    mlops.yaml, champion, pending version)."""
-    s = demo_settings(tmp_path, mlflow_server.url, "dash-browser", gate={"smoke_test": False})
+    and one version retrained on the newer rows awaiting approval; password sign-in with an
+    approver. Returns (settings, mlops.yaml, champion, pending version)."""
+    s = demo_settings(
+        tmp_path,
+        mlflow_server.url,
+        "dash-browser",
+        gate={"smoke_test": False, "slice_columns": ["region"]},
+    )
     frame = demo_frame(8000, days=84)
     t0 = frame[TIME].min()
     ingest_frame(s, frame[frame[TIME] < t0 + (frame[TIME].max() - t0) * 0.75], tmp_path / "in")
@@ -95,7 +100,12 @@ def project(mlflow_server: ServiceInfo, tmp_path: Path) -> tuple[Settings, Path,
         history, target=TARGET, time_column=TIME, batch_period="7D", initial_batches=3, settings=s
     )
     write_json(run_backtest(replay, ["static", "periodic:4"]), backtests_dir(s) / "history.json")
-    pending = add_version(reg, reg, champion)
+    # retrained on every row (the gate made lenient: the card shows it, better or worse)
+    out = train_and_register(
+        with_changes(s, gate={"min_improvement": -1.0, "max_slice_regression": None})
+    )
+    assert out.status == "pending_approval", out.gate.reasons
+    pending = str(out.version)
     users = tmp_path / "users.yaml"
     add_user(users, USER, PASSWORD, "approver")
     config = write_config(
@@ -151,6 +161,33 @@ def _screenshot(page: Any, name: str) -> None:
         page.set_viewport_size(size)
 
 
+def _screenshot_of(page: Any, selector: str, name: str) -> None:
+    """One part of the page (an element), its charts drawn: the window grown to the content
+    first, as for :func:`_screenshot`."""
+    part = page.locator(selector).first
+    part.scroll_into_view_if_needed()
+    page.wait_for_function(
+        """([sel]) => [...document.querySelectorAll(sel + ' [data-testid="stPlotlyChart"]')]
+            .every(c => c.querySelector('.main-svg'))""",
+        arg=[selector],
+        timeout=TIMEOUT_MS,
+    )
+    size = page.viewport_size
+    box = part.bounding_box() or {"height": size["height"]}
+    page.set_viewport_size(
+        {
+            "width": size["width"],
+            "height": min(max(int(box["height"]) + 200, size["height"]), 20_000),
+        }
+    )
+    try:
+        part.scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        part.screenshot(path=str(SHOTS / f"{name}.png"))
+    finally:
+        page.set_viewport_size(size)
+
+
 def test_sign_in_browse_every_page_and_approve_in_a_browser(
     chromium: str, project: tuple[Settings, Path, str, str], dashboard: ServiceInfo
 ) -> None:
@@ -175,10 +212,17 @@ def test_sign_in_browse_every_page_and_approve_in_a_browser(
             for name in (*PAGES[1:], "overview"):
                 _open(page, name)
                 _screenshot(page, name)
+                if name == "models":  # the champion and the candidate, compared
+                    _screenshot_of(page, ".st-key-compare_view", "models-compare")
             champion_card = page.locator('[data-testid="stMetric"]', has_text="Champion")
             expect(champion_card).to_contain_text(f"v{champion}", timeout=TIMEOUT_MS)
 
             _open(page, "approvals")
+            card = page.locator(f".st-key-approval_card_{pending}")
+            expect(card.locator('[data-testid="stPlotlyChart"]')).to_have_count(4)  # the bars,
+            # both confusion matrices, the threshold view
+            expect(card.locator('a[href*="/runs/"]')).to_have_count(2)  # both MLflow runs
+            _screenshot_of(page, f".st-key-approval_card_{pending}", "approval-card")
             page.locator(f".st-key-approve_comment_{pending} textarea").fill(
                 "better on the recent weeks (browser test)"
             )
