@@ -1,5 +1,6 @@
-"""Pipeline: the services, Prefect deployments with their schedules and next runs, recent flow
-runs and their states, and a request to retrain now."""
+"""Pipeline: the services (their addresses as links), Prefect deployments with their schedules
+and next runs, the flow runs that ran (newest first) and, apart, those scheduled ahead, and a
+request to retrain now."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import streamlit as st
 
 from dashboard import common
 from mlops_core.ops import actions
+from mlops_core.read import pipeline as pipeline_read
 
 ctx = common.page_header("Pipeline")
 key = ctx.key
@@ -23,6 +25,21 @@ STATE_ICON = {
     "CANCELLING": "⚫",
     "PAUSED": "🟡",
 }
+RUN_COLUMNS = {  # the flow runs' tables: a state icon, times, a link to the run in Prefect's UI
+    "seconds": st.column_config.NumberColumn(format="%.1f"),
+    "link": st.column_config.LinkColumn("Prefect", display_text="open"),
+}
+
+
+@st.cache_data(ttl=15, show_spinner=False)
+def _pipeline(key: str) -> pipeline_read.PipelineRuns:
+    return pipeline_read.pipeline_runs(common.settings(key))
+
+
+def _runs_frame(rows: list[dict[str, object]], drop: tuple[str, ...] = ()) -> pd.DataFrame:
+    runs = pd.DataFrame(rows)
+    runs.insert(2, "", runs["state_type"].map(lambda s: STATE_ICON.get(str(s), "")))
+    return runs.drop(columns=["state_type", *drop])
 
 
 def _request_retrain() -> None:
@@ -45,27 +62,31 @@ def _request_retrain() -> None:
 # services --------------------------------------------------------------------------------------
 st.subheader("Services")
 health = common.service_health(key)
+services = pd.DataFrame(
+    [
+        {
+            "service": s.name,
+            "health": common.service_label(s),
+            "url": pipeline_read.service_link(s.url),
+            "pid": str(s.pid) if s.pid else common.MISSING,
+        }
+        for s in health
+    ]
+)
+stores = {s.name: s.url for s in health if s.url and not pipeline_read.service_link(s.url)}
+if stores:  # an address that is no web page (a store MLflow opens itself) is shown as text
+    services.insert(3, "store", services["service"].map(stores))
 common.table(
-    pd.DataFrame(
-        [
-            {
-                "service": s.name,
-                "health": common.service_label(s),
-                "url": s.url or common.MISSING,
-                "pid": str(s.pid) if s.pid else common.MISSING,
-            }
-            for s in health
-        ]
-    ),
+    services,
     key="pipeline_services",
-    column_config={"url": st.column_config.TextColumn(width="large")},
+    column_config={"url": st.column_config.LinkColumn(width="large")},
 )
 if not any(s.running for s in health):
     st.caption("Nothing runs: start the services with `mlops up`.")
 
 # Prefect ---------------------------------------------------------------------------------------
 st.subheader("Deployments")
-ps = common.pipeline_status(key)
+ps = _pipeline(key)
 if ps.api_url is None:
     st.warning(
         "The project's Prefect server is not running, so there are no schedules or flow "
@@ -96,16 +117,19 @@ else:
     )
     st.subheader("Recent flow runs")
     if not ps.runs:
-        st.info("No flow run yet.")
+        st.info("No flow run has started yet.")
     else:
-        runs = pd.DataFrame(ps.runs)
-        runs.insert(2, "", runs["state_type"].map(lambda s: STATE_ICON.get(str(s), "")))
-        common.table(
-            runs.drop(columns=["state_type"]),
-            key="pipeline_runs",
-            column_config={"seconds": st.column_config.NumberColumn(format="%.1f")},
-        )
-    st.caption(f"From {ps.api_url}.")
+        common.table(_runs_frame(ps.runs), key="pipeline_runs", column_config=RUN_COLUMNS)
+    with st.expander(f"Scheduled flow runs ({len(ps.scheduled)} next)", expanded=False):
+        if not ps.scheduled:
+            st.caption("No flow run is scheduled.")
+        else:
+            common.table(
+                _runs_frame(ps.scheduled, drop=("start", "end", "seconds")),
+                key="pipeline_scheduled",
+                column_config=RUN_COLUMNS,
+            )
+    st.caption(f"From [{ps.api_url}]({ps.api_url}); [open the Prefect UI]({ps.ui_url}).")
 
 # request a retrain -------------------------------------------------------------------------------
 st.subheader("Request retraining")

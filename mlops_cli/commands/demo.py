@@ -46,6 +46,14 @@ ReplayOpt = Annotated[
         "candidate awaiting approval (a few minutes). `make up` runs this.",
     ),
 ]
+BacktestOpt = Annotated[
+    bool,
+    typer.Option(
+        "--backtest/--no-backtest",
+        help="Backtest the policy against never retraining and retraining every batch on a "
+        "sample of the stream (a few seconds), for the dashboard's Backtests page.",
+    ),
+]
 PerStepOpt = Annotated[
     int, typer.Option(help="With --replay: weekly files landing per step.", min=1)
 ]
@@ -63,6 +71,7 @@ def demo(
     fresh: FreshOpt = False,
     train: TrainOpt = True,
     replay: ReplayOpt = False,
+    backtest: BacktestOpt = True,
     per_step: PerStepOpt = 6,
     initial: InitialOpt = 16,
     as_json: JsonOpt = False,
@@ -77,10 +86,49 @@ def demo(
     )
     if project.files is not None and not as_json:
         print_generated(project, rows, days)
+    if backtest:
+        _backtest(project, as_json)
     if replay:
         _replay(project.settings, project.config, directory, initial, per_step, as_json)
     else:
         _ingest_and_train(project.settings, project.config, train, as_json)
+
+
+def _backtest(project: Any, as_json: bool) -> None:
+    """The demo's quick backtest, once per project (a result already there is kept)."""
+    from mlops_core.backtest.engine import BacktestError
+    from mlops_core.demo.backtest import STRATEGIES, demo_backtest_path, write_demo_backtest
+
+    if demo_backtest_path(project.settings).exists():
+        return
+    if not as_json:
+        out.print(
+            f"\nBacktesting the retraining policy against {' and '.join(STRATEGIES[1:])} on a "
+            "sample of the stream, for the dashboard's Backtests page..."
+        )
+    try:
+        if as_json:
+            res = write_demo_backtest(project.settings, project.stream)
+        else:
+            with err.status("Backtesting...") as status:
+                res = write_demo_backtest(
+                    project.settings,
+                    project.stream,
+                    progress=lambda name, i, n: status.update(f"Backtesting {name}: {i}/{n}"),
+                )
+    except BacktestError as e:
+        if not as_json:
+            out.print(f"  no backtest: {escape(str(e))}")
+        return
+    if not as_json:
+        out.print(
+            f"  {res.batches} batches of {res.rows:,} rows, mean {res.metric}: "
+            + ", ".join(
+                f"{n} {'n/a' if m is None else f'{m:.3f}'} ({res.retrains[n]} retrains)"
+                for n, m in res.mean.items()
+            )
+            + f"; {res.seconds:.1f} s. Saved: {escape(str(res.path))}"
+        )
 
 
 def _ingest_and_train(settings: Any, cfg_path: Path, train: bool, as_json: bool) -> None:

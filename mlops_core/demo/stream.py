@@ -107,7 +107,8 @@ def generate_stream(
     season = np.sin(2 * np.pi * (doy - 15) / 365.25)  # peaks in spring, trough in autumn
     p = 1.0 / (1.0 + np.exp(-_default_logit(frame, season, t >= concept_change_at)))
     frame[TARGET] = (rng.uniform(size=n_rows) < p).astype(np.int64)
-    when = lambda x: (t0 + pd.Timedelta(seconds=x * span_s)).to_pydatetime()  # noqa: E731
+    # a drift point's time, to the microsecond (a datetime holds no nanoseconds)
+    when = lambda x: (t0 + pd.Timedelta(seconds=x * span_s)).floor("us").to_pydatetime()  # noqa: E731
     points = [
         DriftPoint(
             "covariate_shift",

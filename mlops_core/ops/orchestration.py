@@ -161,6 +161,14 @@ def wait_run(
     raise FlowRunError(f"flow run {run_id} did not end within {wait_s:.0f} s")
 
 
+# the order of recent_runs(scheduled=...): every run, those that ran, those still to run
+_RUN_SORT = {
+    None: "EXPECTED_START_TIME_DESC",
+    False: "START_TIME_DESC",
+    True: "EXPECTED_START_TIME_ASC",
+}
+
+
 def recent_runs(
     api_url: str,
     project: str | None = None,
@@ -169,31 +177,31 @@ def recent_runs(
     limit: int = 20,
     since: datetime | None = None,
     timeout: float = 10.0,
+    scheduled: bool | None = None,
 ) -> list[dict[str, Any]]:
     """The newest flow runs (of the project's deployments, or of one deployment id), newest
-    first: id, name, flow, deployment, state, start and end, whether a schedule made it."""
-    body: dict[str, Any] = {"sort": "EXPECTED_START_TIME_DESC", "limit": limit}
+    first: id, name, flow, deployment, state, start and end, whether a schedule made it.
+
+    ``scheduled``: None, every run (by expected start, so future scheduled runs come first);
+    False, the runs that started or ended (not the Scheduled ones), by start time, newest
+    first; True, only the Scheduled ones, soonest first. One request of at most ``limit``
+    runs, and one for their flows' names."""
+    body: dict[str, Any] = {"sort": _RUN_SORT[scheduled], "limit": limit}
+    runs_filter: dict[str, Any] = {}
+    if scheduled is not None:
+        key = "any_" if scheduled else "not_any_"
+        runs_filter["state"] = {"type": {key: ["SCHEDULED"]}}
+    if since is not None:
+        runs_filter["expected_start_time"] = {"after_": since.isoformat()}
+    if runs_filter:
+        body["flow_runs"] = runs_filter
+    if deployment:
+        body["deployments"] = {"id": {"any_": [deployment]}}
+    elif project:
+        body["deployments"] = {"name": {"any_": [project]}}
     with _client(api_url, timeout) as http:
-        if deployment:
-            body["deployments"] = {"id": {"any_": [deployment]}}
-        elif project:
-            body["deployments"] = {"name": {"any_": [project]}}
-        if since is not None:
-            body["flow_runs"] = {"expected_start_time": {"after_": since.isoformat()}}
         runs = _call(http, "POST", "/flow_runs/filter", body)
-        flows = (
-            {
-                f["id"]: f["name"]
-                for f in _call(
-                    http,
-                    "POST",
-                    "/flows/filter",
-                    {"flows": {"id": {"any_": list({r["flow_id"] for r in runs})}}},
-                )
-            }
-            if runs
-            else {}
-        )
+        flows = _flow_names(http, {r["flow_id"] for r in runs})
     return [
         {
             "id": r["id"],
@@ -211,6 +219,14 @@ def recent_runs(
         }
         for r in runs
     ]
+
+
+def _flow_names(http: httpx.Client, ids: set[str]) -> dict[str, str]:
+    """The names of these flows, by id (no request for none)."""
+    if not ids:
+        return {}
+    found = _call(http, "POST", "/flows/filter", {"flows": {"id": {"any_": sorted(ids)}}})
+    return {f["id"]: f["name"] for f in found}
 
 
 def task_seconds(api_url: str, run_id: str, prefix: str, timeout: float = 30.0) -> float:
