@@ -175,11 +175,6 @@ def serving_view(key: str) -> views.ServingView:
     return views.serving_view(settings(key))
 
 
-@st.cache_data(ttl=15, show_spinner=False)
-def pipeline_status(key: str) -> views.PipelineStatus:
-    return views.pipeline_status(settings(key))
-
-
 @st.cache_data(ttl=TTL, show_spinner=False)
 def monitoring_span(key: str) -> tuple[datetime | None, datetime | None]:
     return views.monitoring_span(settings(key), meta(key))
@@ -219,12 +214,6 @@ def quarantined(key: str, include_released: bool) -> list[Any]:
 @st.cache_data(ttl=TTL, show_spinner=False)
 def batch_counts(key: str) -> dict[str, int]:
     return views.batch_counts(meta(key))
-
-
-@st.cache_data(ttl=TTL, show_spinner=False)
-def gate_evidence(key: str, version: str) -> views.GateEvidence:
-    info = next(v for v in versions(key) if v.version == version)
-    return views.gate_evidence(settings(key), registry(key), meta(key), info, with_reports=False)
 
 
 @st.cache_data(ttl=SLOW_TTL, show_spinner=False)

@@ -231,11 +231,11 @@ def _recent(v: str, card: approval.ApprovalCard) -> None:
     _slices(rc.slices, card.metric, f"approval_recent_slices_{v}")
 
 
-def _card_view(v: str, ev: views.GateEvidence, *, newest: bool) -> None:
+def _card_view(v: str, card: approval.ApprovalCard, *, newest: bool) -> None:
     """The evidence of pending version ``v``: the gate's verdict and checks, links to both
     MLflow runs, champion against challenger on the hold-out (signed deltas, slices flagged),
     and on the newest labelled rows (confusion matrix and thresholds, or per-class metrics)."""
-    card = _approval_card(key, v, shown, RECENT_ROWS)
+    ev = card.evidence
     left, right = st.columns([2, 3])
     with left:
         verdict = {True: "passed", False: "failed", None: "unknown"}[ev.passed]
@@ -307,8 +307,9 @@ for info in common.paged_items(pending, "approvals_page", 5):
             f" · {info.tags.get('model_type', '')} · {info.tags.get('rows', '?')} rows · "
             f"data {info.tags.get('data_window', '-')}"
         )
-        ev = common.gate_evidence(key, v)
-        _card_view(v, ev, newest=newest)
+        card = _approval_card(key, v, shown, RECENT_ROWS)  # read once: the gate's evidence too
+        ev = card.evidence
+        _card_view(v, card, newest=newest)
         a, b = st.columns(2)
         if a.toggle(
             "Show the performance report (hold-out, champion as reference)",

@@ -1,7 +1,7 @@
 """Backtesting retraining strategies: replay a history batch by batch, compare when to retrain.
 
 The replay runs the production code in process: :func:`mlops_core.train.fit.fit_model` trains,
-:func:`mlops_core.monitor.reports.compute_drift` checks data drift, River's detectors watch the
+:func:`mlops_core.monitor.reports.configured_drift` checks data drift, River's detectors watch the
 error
 stream (:mod:`mlops_core.monitor.detectors`),
 :func:`mlops_core.train.evaluation.estimate_performance` estimates
@@ -53,7 +53,7 @@ from mlops_core.monitor.policy import (
     median_period,
     metric_drop,
 )
-from mlops_core.monitor.reports import compute_drift, sample_rows
+from mlops_core.monitor.reports import configured_drift, sample_rows
 from mlops_core.train.evaluation import (
     PRIMARY,
     Calibration,
@@ -751,18 +751,7 @@ class PolicyStrategy(Strategy):
         p, r, mcfg = self.policy, self.replay, self.replay.settings.monitoring
         if p.drift_share is None:
             return None, None
-        drift = compute_drift(
-            fitted.reference,
-            step.X,
-            r.kinds,
-            importances=fitted.importances if mcfg.weight_by_importance else None,
-            sample_size=mcfg.sample_rows,
-            min_rows=mcfg.min_rows,
-            method=mcfg.method,
-            threshold=mcfg.threshold,
-            drift_share=mcfg.drift_share,
-            seed=mcfg.seed,
-        )
+        drift = configured_drift(fitted.reference, step.X, r.kinds, fitted.importances, mcfg)
         share, wshare = drift.drift_share, drift.weighted_drift_share
         now_share = wshare if wshare is not None else share
         if (

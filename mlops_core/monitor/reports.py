@@ -14,6 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from mlops_core.config import MonitoringConfig
+
 log = logging.getLogger(__name__)
 
 
@@ -280,6 +282,29 @@ def compute_drift(
             )
     _summarise(summary, importances, drift_share)
     return summary
+
+
+def configured_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    kinds: dict[str, str],
+    importances: dict[str, float] | None,
+    config: MonitoringConfig,
+) -> DriftSummary:
+    """:func:`compute_drift` as the ``monitoring`` section sets it: the one call monitoring
+    and the backtester make, so the two judge drift alike."""
+    return compute_drift(
+        reference,
+        current,
+        kinds,
+        importances=importances if config.weight_by_importance else None,
+        sample_size=config.sample_rows,
+        min_rows=config.min_rows,
+        method=config.method,
+        threshold=config.threshold,
+        drift_share=config.drift_share,
+        seed=config.seed,
+    )
 
 
 def drift_report(

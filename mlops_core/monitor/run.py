@@ -37,7 +37,12 @@ from mlops_core.monitor.policy import (
     decide,
     median_period,
 )
-from mlops_core.monitor.reports import DriftSummary, compute_drift, drift_report, performance_report
+from mlops_core.monitor.reports import (
+    DriftSummary,
+    configured_drift,
+    drift_report,
+    performance_report,
+)
 from mlops_core.monitor.reports import sample_rows as _sample
 from mlops_core.monitor.slices import Slices, compare_slices, measure_slices, slice_columns
 from mlops_core.registry.registry import Registry, VersionInfo
@@ -440,19 +445,7 @@ def _champion_evidence(settings: Settings, reg: Registry) -> _ChampionEvidence:
 def _data_drift(
     settings: Settings, champ: _ChampionEvidence, current: pd.DataFrame, kinds: dict[str, str]
 ) -> DriftSummary:
-    mcfg = settings.monitoring
-    return compute_drift(
-        champ.reference,
-        current,
-        kinds,
-        importances=champ.importances if mcfg.weight_by_importance else None,
-        sample_size=mcfg.sample_rows,
-        min_rows=mcfg.min_rows,
-        method=mcfg.method,
-        threshold=mcfg.threshold,
-        drift_share=mcfg.drift_share,
-        seed=mcfg.seed,
-    )
+    return configured_drift(champ.reference, current, kinds, champ.importances, settings.monitoring)
 
 
 def _score(settings: Settings, reg: Registry, champion: str, current: pd.DataFrame) -> _Scored:

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from mlops_core.config import Settings
 from mlops_core.errors import AuthorizationError, InputError, MlopsError, NotFoundError, excerpt
 from mlops_core.ops.auth import Principal, authorize, current_principal
+from mlops_core.registry.audit import AuditStore
 from mlops_core.registry.registry import AuditRecord, DecisionResult, Registry, VersionInfo
 from mlops_core.store import BatchRecord, MetadataStore, audit_log, champion_state, utcnow
 
@@ -102,23 +103,9 @@ def _append(
 ) -> int | None:
     """Append one audit record (an insert, nothing else); None if its request id is taken."""
     try:
-        with meta.write() as conn:
-            key = conn.execute(
-                audit_log.insert().values(
-                    at=utcnow(),
-                    actor=actor,
-                    action=action,
-                    model=model,
-                    version=version,
-                    previous_champion=previous,
-                    outcome=outcome,
-                    reason=reason,
-                    evidence=evidence,
-                    request_id=request_id,
-                )
-            ).inserted_primary_key
-            assert key is not None
-            return int(key[0])
+        return AuditStore(meta, model).record(
+            actor, action, version, previous, outcome, reason, evidence, request_id
+        )
     except sa.exc.IntegrityError:
         return None
 

@@ -97,7 +97,8 @@ def is_healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (one of another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -113,7 +114,7 @@ def read_service(workspace: Path, name: str) -> ServiceInfo | None:
     if not path.exists():
         return None
     info = ServiceInfo(**json.loads(path.read_text()))
-    if not _alive(info.pid):
+    if not process_alive(info.pid):
         path.unlink(missing_ok=True)
         return None
     return info
@@ -192,7 +193,7 @@ def stop_service(workspace: Path, name: str, timeout_s: float = 15.0) -> bool:
         return False
     info = ServiceInfo(**json.loads(path.read_text()))
     path.unlink(missing_ok=True)
-    if not _alive(info.pid):
+    if not process_alive(info.pid):
         return False
     try:
         os.killpg(info.pid, signal.SIGTERM)
@@ -202,7 +203,7 @@ def stop_service(workspace: Path, name: str, timeout_s: float = 15.0) -> bool:
     while time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(info.pid, os.WNOHANG)  # reap it if it is our child
-        if not _alive(info.pid):
+        if not process_alive(info.pid):
             return True
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):

@@ -217,6 +217,7 @@ class ApprovalCard:
     holdout_slices: pd.DataFrame  # slice_deltas on the hold-out at training
     recent: RecentComparison | None  # None: no labelled batch, or nothing to compare with
     links: dict[str, str]  # version -> its MLflow run page
+    evidence: views.GateEvidence  # the gate's verdict, reasons and drift report at training
 
 
 def _classes(preds: pd.DataFrame) -> list[str]:
@@ -394,4 +395,5 @@ def approval_card(
         holdout_slices=slice_deltas(ev.slices, ev.metric),
         recent=recent,
         links=_links(reg, {info.version: info, **shown}),
+        evidence=ev,
     )

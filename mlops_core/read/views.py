@@ -1293,62 +1293,6 @@ def service_health(settings: Settings, timeout: float = 1.0) -> list[ServiceHeal
         return list(pool.map(check, SERVICES))
 
 
-@dataclass
-class PipelineStatus:
-    api_url: str | None  # None: the project's Prefect server is not running
-    reachable: bool
-    error: str | None
-    deployments: list[dict[str, Any]]
-    runs: list[dict[str, Any]]
-
-
-def pipeline_status(
-    settings: Settings, api_url: str | None = None, timeout: float = 3.0, runs: int = 20
-) -> PipelineStatus:
-    """Deployments (schedules, triggers, next runs) and recent flow runs from the project's
-    Prefect server (``api_url``, default: the one ``mlops up`` started), through
-    :mod:`mlops_core.ops.orchestration`. An unreachable server is a value (``reachable`` False and
-    the error), not an exception."""
-    import httpx
-
-    from mlops_core.ops.orchestration import deployments_status, recent_runs
-    from mlops_core.ops.services import prefect_api_url
-
-    api = api_url or prefect_api_url(settings.workspace)
-    if not api:
-        return PipelineStatus(None, False, None, [], [])
-    try:
-        deps = deployments_status(api, settings.project, timeout=timeout)
-        flow_runs = recent_runs(api, settings.project, limit=runs, timeout=timeout) if deps else []
-    except (httpx.HTTPError, ValueError) as e:
-        return PipelineStatus(api, False, f"{type(e).__name__}: {e}"[:300], [], [])
-    names = {d["id"]: d["name"] for d in deps}
-    rows = [
-        {
-            "flow run": r["name"],
-            "deployment": names.get(r.get("deployment_id") or "", r.get("flow", "")),
-            "state": r.get("state"),
-            "state_type": r.get("state_type"),
-            "expected start": _api_time(r.get("expected_start")),
-            "start": _api_time(r.get("start")),
-            "end": _api_time(r.get("end")),
-            "seconds": r.get("seconds"),
-            "scheduled": r.get("auto_scheduled"),
-            "parameters": json.dumps(r.get("parameters") or {}, default=str)[:300],
-        }
-        for r in flow_runs
-    ]
-    return PipelineStatus(api, True, None, deps, rows)
-
-
-def _api_time(iso: str | None) -> datetime | None:
-    """A Prefect API timestamp as naive UTC (our convention)."""
-    if not iso:
-        return None
-    t = pd.Timestamp(iso)
-    return (t.tz_convert("UTC").tz_localize(None) if t.tzinfo else t).to_pydatetime()
-
-
 def retrain_requests(settings: Settings, meta: MetadataStore, limit: int = 10) -> pd.DataFrame:
     """The newest retraining requests made by people (audit action ``request_retrain``)."""
     return audit_frame(settings, meta, actions=["request_retrain"], limit=limit)

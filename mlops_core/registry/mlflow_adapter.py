@@ -37,7 +37,7 @@ from mlops_core.errors import (
     RegistryUnavailable,
     ServiceUnavailable,
 )
-from mlops_core.ops.services import require_reachable
+from mlops_core.ops.services import process_alive, require_reachable
 from mlops_core.registry.records import RUN_HOST, RUN_PID, VersionInfo
 from mlops_core.store import file_sha256, package_sha256
 
@@ -186,7 +186,7 @@ class MlflowModels:
             tags = run.data.tags
             if tags.get(RUN_HOST) != host or not tags.get(RUN_PID, "").isdigit():
                 continue
-            if _alive(int(tags[RUN_PID])):
+            if process_alive(int(tags[RUN_PID])):
                 continue
             self.client.set_terminated(run.info.run_id, "KILLED")
             log.warning(
@@ -214,12 +214,13 @@ class MlflowModels:
         """Log a run with its model (not yet registered) and files. Returns (run_id, model_uri).
 
         ``files`` maps an artifact sub-folder to a local file or folder to upload."""
+        import mlflow
+
         signature = _signature(input_example, signature_output)
         experiment = self.experiment_id()
         # MLflow prints the run's URL on stdout when a run ends: keep stdout for the output of
         # our commands (`mlops train --json`)
         with (
-            scoped_uris(self.uri) as mlflow,
             contextlib.redirect_stdout(sys.stderr),
             mlflow.start_run(
                 experiment_id=experiment,
@@ -344,8 +345,9 @@ class MlflowModels:
     @translated
     def load(self, version: str) -> Any:
         """The packaged model (pyfunc) of ``version``."""
-        with scoped_uris(self.uri) as mlflow:
-            return mlflow.pyfunc.load_model(self.model_uri(version))
+        import mlflow.pyfunc
+
+        return mlflow.pyfunc.load_model(self.model_uri(version))
 
     def predict(self, version: str, frame: pd.DataFrame) -> pd.DataFrame:
         """Predictions of ``version`` for ``frame``, its columns first cast to the types in the
@@ -356,19 +358,19 @@ class MlflowModels:
     @translated
     def download_run_file(self, run_id: str, path: str, dst: Path) -> Path:
         """Download ``path`` of run ``run_id`` into folder ``dst``; the local file."""
-        with scoped_uris(self.uri) as mlflow:
-            return Path(
-                mlflow.artifacts.download_artifacts(
-                    run_id=run_id, artifact_path=path, dst_path=str(dst)
-                )
+        import mlflow.artifacts
+
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=path, dst_path=str(dst)
             )
+        )
 
     @translated
     def download(self, model_uri: str, dst: Path) -> Path:
-        with scoped_uris(self.uri) as mlflow:
-            return Path(
-                mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst))
-            )
+        import mlflow.artifacts
+
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
 
     def artifact_hash(self, version: str) -> str:
         """sha256 of the version's model file, as stored now."""
@@ -466,17 +468,6 @@ def conform_to_signature(frame: pd.DataFrame, schema: Any) -> pd.DataFrame:
                 else s
             )
     return pd.DataFrame(out, index=frame.index)
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this machine (one of another user counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _finite(v: Any) -> bool:
