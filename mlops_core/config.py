@@ -369,9 +369,13 @@ class SearchConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """How models are trained."""
+    """How models are trained. ``engine``: ``local`` trains in this process on pandas frames;
+    ``dask`` reads the window from the batch store as a ``dask.dataframe``, runs the search's
+    trials in parallel on the cluster's workers and fits XGBoost through ``xgboost.dask``
+    (see the ``dask`` section and docs/scale-out.md). Monitoring's drift check follows it."""
 
     type: Literal["xgboost", "linear", "forest"] = "xgboost"
+    engine: Literal["local", "dask"] = "local"
     window: WindowConfig = Field(default_factory=WindowConfig)
     holdout: float = Field(0.2, gt=0, lt=0.5)  # latest share of rows: hold-out for the gate
     validation: float = Field(0.2, gt=0, lt=0.5)  # share of the rest: early stopping, search
@@ -381,6 +385,30 @@ class ModelConfig(_Section):
     leak_threshold: float = Field(0.99, gt=0.5, le=1.0)  # single-feature score = a leak
     reference_rows: int = Field(5000, ge=100)  # training sample kept for drift monitoring
     seed: int = 42
+
+    @model_validator(mode="after")
+    def _dask_trains_xgboost(self) -> ModelConfig:
+        if self.engine == "dask" and self.type != "xgboost":
+            raise ValueError(
+                f"model.engine 'dask' trains XGBoost (through xgboost.dask); model.type is "
+                f"'{self.type}': set it to 'xgboost', or keep model.engine 'local'"
+            )
+        return self
+
+
+class DaskConfig(_Section):
+    """The Dask cluster ``model.engine: dask`` runs on. ``address``: an existing scheduler
+    (``tcp://scheduler:8786``); empty, a ``LocalCluster`` of ``n_workers`` processes on this
+    machine for the run. Workers elsewhere read the batch store at the same path (a shared
+    mount, docs/scale-out.md section 2). ``search_rows``: each trial of the search fits in one
+    worker on a time-ordered sample of at most this many training rows; the final model trains
+    on every row of the window across the workers."""
+
+    address: str | None = None
+    n_workers: int = Field(2, ge=1)  # LocalCluster only
+    threads_per_worker: int = Field(1, ge=1)  # LocalCluster only
+    memory_limit: str = "auto"  # per worker of the LocalCluster: "auto", "2GiB", "512MB"
+    search_rows: int = Field(200_000, ge=1_000)
 
 
 class GateConfig(_Section):
@@ -541,6 +569,7 @@ class Settings(_Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    dask: DaskConfig = Field(default_factory=DaskConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     retraining: RetrainingConfig = Field(default_factory=RetrainingConfig)

@@ -25,6 +25,9 @@ ADAPTERS = {
     "mlflow": {"registry/mlflow_adapter.py", "train/pyfunc/tabular_model.py"},
     "evidently": {"monitor/reports.py"},
     "river": {"monitor/detectors.py", "backtest/river_online.py", "demo/stream.py"},
+    # Dask: the cluster, the training window and fits on it, monitoring's sample on it
+    "dask": {"ops/cluster.py", "train/distributed.py", "monitor/distributed.py"},
+    "distributed": {"ops/cluster.py", "train/distributed.py", "monitor/distributed.py"},
 }
 MAX_LINES = 60
 

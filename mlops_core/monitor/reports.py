@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from mlops_core.config import MonitoringConfig
+from mlops_core.data.sampling import sample_rows
 
 log = logging.getLogger(__name__)
 
@@ -144,16 +145,6 @@ class DriftSummary:
         }
 
 
-def sample_rows(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """A seeded sample of ``n`` rows in their original order (all rows if fewer)."""
-    import numpy as np
-
-    if len(frame) <= n:
-        return frame
-    idx = np.sort(np.random.default_rng(seed).choice(len(frame), n, replace=False))
-    return frame.iloc[idx]
-
-
 def _clean(s: pd.Series, kind: str) -> pd.Series:
     """Values Evidently's tests can take: no NaN or ±inf, categories as text."""
     import numpy as np
@@ -246,6 +237,7 @@ def compute_drift(
     threshold: float | None = None,
     drift_share: float = 0.5,
     seed: int = 0,
+    rows_current: int | None = None,
 ) -> DriftSummary:
     """Per-column drift of ``current`` against ``reference`` with Evidently's own stattests
     (the same default test per column as ``DataDriftPreset``: it depends on the reference
@@ -254,13 +246,16 @@ def compute_drift(
     Columns all missing on either side, or holding one and the same value on both sides, are
     reported and left out of the share (a column constant on one side only, or at a new value,
     is tested: a stuck feature is drift); fewer than ``min_rows`` rows on either side give
-    ``not_enough_data`` and no verdict."""
+    ``not_enough_data`` and no verdict.
+
+    ``rows_current``: how many rows ``current`` stands for when it is already the sample (the
+    Dask path draws it on the cluster: :mod:`mlops_core.monitor.distributed`)."""
     ref = sample_rows(reference, sample_size, seed)
     cur = sample_rows(current, sample_size, seed + 1)
     summary = DriftSummary(
         status="ok",
         rows_reference=len(reference),
-        rows_current=len(current),
+        rows_current=len(current) if rows_current is None else rows_current,
         sampled_rows=max(len(ref), len(cur)),
         columns=[],
         drift_share=None,
@@ -290,6 +285,7 @@ def configured_drift(
     kinds: dict[str, str],
     importances: dict[str, float] | None,
     config: MonitoringConfig,
+    rows_current: int | None = None,
 ) -> DriftSummary:
     """:func:`compute_drift` as the ``monitoring`` section sets it: the one call monitoring
     and the backtester make, so the two judge drift alike."""
@@ -304,6 +300,7 @@ def configured_drift(
         threshold=config.threshold,
         drift_share=config.drift_share,
         seed=config.seed,
+        rows_current=rows_current,
     )
 
 

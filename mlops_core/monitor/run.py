@@ -196,16 +196,19 @@ def _current_data(
     champion: str,
     batch_ids: list[str] | None,
     store: BatchStore,
-) -> tuple[list[BatchRecord], pd.DataFrame, int]:
+) -> tuple[list[BatchRecord], pd.DataFrame, int, int]:
     """What a monitoring run measures (``monitoring.source``): the new batches, the rows
     serving answered since the last run (their labels from /feedback in the target column),
-    or both. Returns (batches, rows, rows from the prediction log)."""
+    or both. Returns (batches, rows, rows from the prediction log, rows measured: more than
+    the rows returned when a Dask run brought back a sample)."""
     source = settings.monitoring.source
     recs: list[BatchRecord] = []
     frames: list[pd.DataFrame] = []
+    rows = 0  # what the batches hold; a Dask run brings back only the sample of them
     if source in ("batches", "both") or batch_ids:
         recs = select_batches(meta, reg.name, batch_ids, _lineage(settings, reg, champion))
-        frames += [store.read(r) for r in recs]
+        batches, rows = _batch_rows(settings, store, recs)
+        frames.append(batches)
     served = 0
     if source in ("predictions", "both") and not batch_ids:
         rows = read_log(settings.workspace, since=_last_run_at(meta, reg.name))
@@ -234,7 +237,28 @@ def _current_data(
             )
     frames = [f for f in frames if len(f)]
     current = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return recs, current, served
+    return recs, current, served, rows + served
+
+
+def _batch_rows(
+    settings: Settings, store: BatchStore, recs: list[BatchRecord]
+) -> tuple[pd.DataFrame, int]:
+    """The rows of ``recs`` and how many they are. With ``model.engine: dask`` and the batches
+    alone to measure, the seeded sample drift statistics take of them, drawn on the cluster
+    (the same rows the local path's statistics take: the same verdicts); the run then scores
+    that sample, and never holds more than ``monitoring.sample_rows`` rows."""
+    if settings.model.engine == "dask" and settings.monitoring.source == "batches" and recs:
+        from mlops_core.monitor.distributed import sample_batches
+        from mlops_core.ops.cluster import dask_client
+
+        cfg = settings.monitoring
+        with dask_client(settings) as client:
+            # compute_drift samples the current side with seed + 1: the sample it would draw
+            paths = [store.root / r.path for r in recs]
+            return sample_batches(client, paths, cfg.sample_rows, cfg.seed + 1)
+    frames = [store.read(r) for r in recs]
+    current = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return current, len(current)
 
 
 @dataclass(frozen=True)
@@ -443,9 +467,15 @@ def _champion_evidence(settings: Settings, reg: Registry) -> _ChampionEvidence:
 
 
 def _data_drift(
-    settings: Settings, champ: _ChampionEvidence, current: pd.DataFrame, kinds: dict[str, str]
+    settings: Settings,
+    champ: _ChampionEvidence,
+    current: pd.DataFrame,
+    kinds: dict[str, str],
+    rows: int,
 ) -> DriftSummary:
-    return configured_drift(champ.reference, current, kinds, champ.importances, settings.monitoring)
+    return configured_drift(
+        champ.reference, current, kinds, champ.importances, settings.monitoring, rows
+    )
 
 
 def _score(settings: Settings, reg: Registry, champion: str, current: pd.DataFrame) -> _Scored:
@@ -712,7 +742,9 @@ def monitor(
     reg = registry or Registry(settings, meta)
     champ = _champion_evidence(settings, reg)
     store = BatchStore(settings.workspace)
-    recs, current, served_rows = _current_data(settings, meta, reg, champ.version, batch_ids, store)
+    recs, current, served_rows, rows = _current_data(
+        settings, meta, reg, champ.version, batch_ids, store
+    )
     kinds = _kinds(settings, champ.reference)
     result = MonitoringResult(
         id=f"m-{uuid.uuid4().hex[:12]}",
@@ -720,9 +752,9 @@ def monitor(
         model=reg.name,
         champion_version=champ.version,
         batch_ids=[r.id for r in recs],
-        rows=len(current),
+        rows=rows,
         labelled_rows=0,
-        drift=_data_drift(settings, champ, current, kinds),
+        drift=_data_drift(settings, champ, current, kinds, rows),
         performance=None,
         baseline=champ.info.metrics,
         metric=settings.gate.metric or PRIMARY[settings.task],

@@ -56,27 +56,44 @@ def load_training_data(
     with ``since`` (a change a detector located), only rows from then on, but never fewer than
     ``model.min_rows`` and ``model.window.min_rows`` (fewer would not make a hold-out worth
     trusting)."""
-    meta = meta or MetadataStore(settings.db_url)
     store = BatchStore(settings.workspace)
-    target = settings.data.target
-    if not target:
+    skipped: list[dict[str, str]] = []
+    picked = window_batches(settings, labelled_batches(settings, meta), store, skipped=skipped)
+    refuse_empty_window(picked, skipped)
+    chosen, frames = [r for r, _ in picked], [f for _, f in picked]
+    df, dropped = cut_window(settings, pd.concat(frames, ignore_index=True), since)
+    return window_data(settings, df, chosen, dropped, skipped)
+
+
+def labelled_batches(settings: Settings, meta: MetadataStore | None) -> list[BatchRecord]:
+    """The accepted batches with labels; none (or no target configured) is an error."""
+    meta = meta or MetadataStore(settings.db_url)
+    if not settings.data.target:
         raise TrainingInputError("data.target is not set in the configuration")
     recs = [r for r in meta.list_batches("accepted") if r.has_labels]
     if not recs:
         raise TrainingInputError(
             "no accepted batches with labels yet: ingest data first (`mlops ingest`)"
         )
-    window = settings.model.window
-    skipped: list[dict[str, str]] = []
-    picked = window_batches(settings, recs, store, skipped=skipped)
+    return recs
+
+
+def refuse_empty_window(picked: list[Any], skipped: list[dict[str, str]]) -> None:
     if not picked:
         raise TrainingInputError(
             "no usable labelled batch in the window: "
             + "; ".join(f"{s['id']}: {s['reason']}" for s in skipped)
         )
-    chosen, frames = [r for r, _ in picked], [f for _, f in picked]
-    df = pd.concat(frames, ignore_index=True)
-    tcol = settings.data.time_column
+
+
+def cut_window(
+    settings: Settings, df: pd.DataFrame, since: datetime | None
+) -> tuple[pd.DataFrame, int]:
+    """The window's labelled rows of the batches' rows ``df``, in time order: the period and
+    row limits of ``model.window`` applied, then ``since``. Returns (rows, unlabelled rows
+    dropped). Only the target and time columns are read, so the Dask path cuts the same rows
+    from those two columns alone."""
+    window, target, tcol = settings.model.window, settings.data.target, settings.data.time_column
     if tcol and tcol in df.columns:
         df = df.sort_values(tcol, kind="stable", ignore_index=True)
         if window.period:
@@ -93,6 +110,18 @@ def load_training_data(
             max(0, len(df) - max(settings.model.min_rows, settings.model.window.min_rows)),
         )
         df = df.iloc[first:].reset_index(drop=True)
+    return df, dropped
+
+
+def window_data(
+    settings: Settings,
+    df: pd.DataFrame,
+    chosen: list[BatchRecord],
+    dropped: int,
+    skipped: list[dict[str, str]],
+) -> TrainingData:
+    """The window ``df`` with its lineage (the batches it came from) and its time span."""
+    tcol = settings.data.time_column
     lineage = [
         {
             "id": r.id,
@@ -242,9 +271,9 @@ def _plain(v: Any) -> Any:
 def check_training_input(X: pd.DataFrame, y: pd.Series, task: str, min_rows: int) -> None:
     """Raise :class:`TrainingInputError` with every problem that makes training pointless."""
     problems = []
-    if len(X) < min_rows:
+    if len(y) < min_rows:  # X may be the features' empty frame (the Dask path), y never is
         problems.append(
-            f"too few rows: {len(X):,} labelled rows, need at least {min_rows:,} (model.min_rows)"
+            f"too few rows: {len(y):,} labelled rows, need at least {min_rows:,} (model.min_rows)"
         )
     nan = int(y.isna().sum())
     if nan:
@@ -403,7 +432,7 @@ class TrainedModel:
         return {c: v / total for c, v in imp.items()}
 
 
-def _encode_y(y: pd.Series, classes: list[Any] | None) -> np.ndarray:
+def encode_y(y: pd.Series, classes: list[Any] | None) -> np.ndarray:
     if classes is None:
         return y.to_numpy(dtype="float64")
     lookup = {c: i for i, c in enumerate(classes)}
@@ -470,9 +499,11 @@ def fit_model(
     X_val: pd.DataFrame | None,
     y_val: pd.Series | None,
     seed: int = 42,
+    n_jobs: int | None = None,
 ) -> TrainedModel:
     """Fit one model; XGBoost stops early on the (later) validation rows (without them, it
-    grows ``n_estimators`` trees: see :func:`refit`)."""
+    grows ``n_estimators`` trees: see :func:`refit`). ``n_jobs``: XGBoost's threads (None:
+    every core)."""
     classes = spec.get("classes")
     if classes is not None:
         seen = set(pd.unique(y_tr).tolist())
@@ -486,30 +517,16 @@ def fit_model(
     if kind == "xgboost":
         import xgboost as xgb
 
-        common = dict(
-            tree_method="hist",
-            enable_categorical=True,
-            max_cat_to_onehot=8,
-            n_estimators=params.get("n_estimators", 1000),
-            early_stopping_rounds=params.get("early_stopping_rounds", 50),
-            random_state=seed,
-            n_jobs=None,
-        )
-        hp = {k: v for k, v in params.items() if k not in ("n_estimators", "early_stopping_rounds")}
-        if task == "regression":
-            est = xgb.XGBRegressor(**common, **hp)
-        else:
-            est = xgb.XGBClassifier(
-                **common, **hp, eval_metric="logloss" if task == "binary" else "mlogloss"
-            )
+        make = xgb.XGBRegressor if task == "regression" else xgb.XGBClassifier
+        est = make(**xgboost_params(task, params, seed, n_jobs))
         Xt = prepare_features(X_tr, spec, for_xgboost=True)
         if X_val is None or y_val is None:
             est.set_params(early_stopping_rounds=None)
-            est.fit(Xt, _encode_y(y_tr, classes), verbose=False)
+            est.fit(Xt, encode_y(y_tr, classes), verbose=False)
             return TrainedModel(kind, task, spec, est, params, None)
         Xv = prepare_features(X_val, spec, for_xgboost=True)
         est.fit(
-            Xt, _encode_y(y_tr, classes), eval_set=[(Xv, _encode_y(y_val, classes))], verbose=False
+            Xt, encode_y(y_tr, classes), eval_set=[(Xv, encode_y(y_val, classes))], verbose=False
         )
         best = getattr(est, "best_iteration", None)
         return TrainedModel(kind, task, spec, est, params, best)
@@ -517,6 +534,26 @@ def fit_model(
     Xt = prepare_features(X_tr, spec, for_xgboost=False)
     pipe.fit(Xt, y_tr.to_numpy())
     return TrainedModel(kind, task, spec, pipe, params)
+
+
+def xgboost_params(
+    task: str, params: dict[str, Any], seed: int, n_jobs: int | None = None
+) -> dict[str, Any]:
+    """The keyword arguments of an XGBoost model (local or ``xgboost.dask``) for ``params``."""
+    hp = {k: v for k, v in params.items() if k not in ("n_estimators", "early_stopping_rounds")}
+    out: dict[str, Any] = dict(
+        tree_method="hist",
+        enable_categorical=True,
+        max_cat_to_onehot=8,
+        n_estimators=params.get("n_estimators", 1000),
+        early_stopping_rounds=params.get("early_stopping_rounds", 50),
+        random_state=seed,
+        n_jobs=n_jobs,
+        **hp,
+    )
+    if task != "regression":
+        out["eval_metric"] = "logloss" if task == "binary" else "mlogloss"
+    return out
 
 
 def refit(model: TrainedModel, X: pd.DataFrame, y: pd.Series, seed: int = 42) -> TrainedModel:
@@ -648,10 +685,7 @@ def search(
 
     def objective(trial: Any) -> float:
         params = suggest_params(trial, kind, task) | (fixed or {})
-        m = fit_model(kind, task, spec, params, X_tr, y_tr, X_val, y_val, seed)
-        score = compute_metrics(task, y_val, m.predict_frame(X_val), spec.get("classes"))[metric]
-        if math.isnan(score):
-            score = -math.inf if direction == "maximize" else math.inf
+        score, m = trial_fit(kind, task, spec, params, (X_tr, y_tr, X_val, y_val), seed)
         history.append({"trial": trial.number, "score": score, **params})
         better = not best or (
             score > best["score"] if direction == "maximize" else score < best["score"]
@@ -678,6 +712,26 @@ def search(
         time.perf_counter() - t0,
         history,
     )
+
+
+def trial_fit(
+    kind: str,
+    task: str,
+    spec: dict[str, Any],
+    params: dict[str, Any],
+    rows: tuple[pd.DataFrame, pd.Series, pd.DataFrame, pd.Series],
+    seed: int,
+    n_jobs: int | None = None,
+) -> tuple[float, TrainedModel]:
+    """One trial of the search: the model fitted on the training rows of ``rows`` (X, y,
+    X_val, y_val) and its score on the validation rows (a failed score is the worst one)."""
+    X_tr, y_tr, X_val, y_val = rows
+    m = fit_model(kind, task, spec, params, X_tr, y_tr, X_val, y_val, seed, n_jobs)
+    metric = PRIMARY[task]
+    score = compute_metrics(task, y_val, m.predict_frame(X_val), spec.get("classes"))[metric]
+    if math.isnan(score):
+        score = -math.inf if HIGHER_IS_BETTER[metric] else math.inf
+    return score, m
 
 
 def _tell(

@@ -411,6 +411,22 @@ class _Fit:
     metrics: dict[str, float]
     slices: dict[str, Any]
     log_until: datetime | None = None  # an online update: the prediction log learnt up to
+    # rows of the training, validation and hold-out parts, when ``df`` stands for a window it
+    # does not hold (a Dask training: a reference sample and the hold-out)
+    split_rows: tuple[int, int, int] | None = None
+
+    @property
+    def rows(self) -> int:
+        """Rows of the (chosen) window the model learnt from."""
+        return sum(self.split_rows) if self.split_rows else len(self.df)
+
+    @property
+    def parts(self) -> tuple[int, int, int]:
+        """Rows of the training, validation and hold-out parts."""
+        if self.split_rows:
+            return self.split_rows
+        tr, va, ho = self.tr, self.va, self.ho
+        return (tr.stop - tr.start, va.stop - va.start, ho.stop - ho.start)
 
     @property
     def X_ho(self) -> pd.DataFrame:
@@ -460,6 +476,20 @@ def _read_inputs(
     check_training_input(X, y, task, mcfg.min_rows)
     say("looking for features that leak the target")
     _refuse_leaks(detect_leaks(X, y, spec, task, mcfg.leak_threshold, seed=mcfg.seed))
+    fingerprint, config = _open_registry(settings, reg, data, since, base, say)
+    return _Inputs(data, spec, classes, base, fingerprint, config)
+
+
+def _open_registry(
+    settings: Settings,
+    reg: Registry,
+    data: TrainingData,
+    since: datetime | None,
+    base: _OnlineBase | None,
+    say: Progress,
+) -> tuple[str, str]:
+    """The registered model made sure of, dead runs ended, and a copy of the newest version
+    refused. Returns (data fingerprint, config hash)."""
     say("opening the registry (MLflow)")
     reg.ensure_registered_model()
     reg.end_dead_runs()  # runs of trainings killed before this one: never left RUNNING
@@ -467,7 +497,78 @@ def _read_inputs(
     if base is not None:
         fingerprint = f"{fingerprint[:24]}-online-v{base.version}"
     _refuse_copy(reg, fingerprint, config)
-    return _Inputs(data, spec, classes, base, fingerprint, config)
+    return fingerprint, config
+
+
+def _on_dask(
+    settings: Settings, meta: MetadataStore, reg: Registry, since: datetime | None, say: Progress
+) -> tuple[_Inputs, _Fit]:
+    """:func:`_read_inputs` and :func:`_fit` on the Dask cluster (``model.engine: dask``,
+    :mod:`mlops_core.train.distributed`): the same checks, then the search's trials in
+    parallel and XGBoost through ``xgboost.dask``. The window is the whole window (no choice
+    of its newest half or quarter)."""
+    from mlops_core.ops.cluster import dask_client
+    from mlops_core.train import distributed
+
+    with dask_client(settings) as client:
+        say("reading the training window (Dask)")
+        window = distributed.read_window(settings, client, meta, since)
+        inputs = _dask_inputs(settings, reg, client, window, since, say)
+        done = distributed.train(settings, client, window, inputs.spec, say)
+    df, ho = done.frame, done.holdout
+    X = df[inputs.spec["feature_order"]]
+    pred_ho = done.found.model.predict_frame(X.iloc[ho])
+    metrics, slices = _holdout_scores(settings, df, ho, pred_ho, inputs.classes)
+    chosen = WindowChoice(0, done.found.model, done.found.best_score, {})
+    return inputs, _Fit(
+        done.found,
+        chosen,
+        done.model,
+        df,
+        X,
+        replace(inputs.data, frame=df),
+        slice(0, 0),
+        slice(0, 0),
+        ho,
+        window.rows,
+        done.found.seconds,
+        pred_ho,
+        metrics,
+        slices,
+        split_rows=done.split_rows,
+    )
+
+
+def _dask_inputs(
+    settings: Settings,
+    reg: Registry,
+    client: Any,
+    window: Any,
+    since: datetime | None,
+    say: Progress,
+) -> _Inputs:
+    """:func:`_read_inputs`'s checks on a window on the cluster: the classes and the row
+    count from its target column, the categories computed per partition, the leak check on a
+    sample of 20,000 rows (the local check samples as many)."""
+    from mlops_core.train import distributed
+
+    mcfg, task, data = settings.model, settings.task, window.data
+    say(f"checking the window ({window.rows:,} rows from {len(data.lineage)} batches)")
+    y = data.frame[window.target]
+    classes = None if task == "regression" else sorted(pd.unique(y.dropna()).tolist())
+    spec = feature_spec(settings, window.meta, mcfg.type, classes)
+    spec["categories"] = distributed.categories(window, spec["kinds"])
+    feats = spec["feature_order"]
+    check_training_input(window.meta[feats], y, task, mcfg.min_rows)
+    say("looking for features that leak the target")
+    sample = window.sample(client, 20_000, mcfg.seed)
+    _refuse_leaks(
+        detect_leaks(
+            sample[feats], sample[window.target], spec, task, mcfg.leak_threshold, seed=mcfg.seed
+        )
+    )
+    fingerprint, config = _open_registry(settings, reg, data, since, None, say)
+    return _Inputs(data, spec, classes, None, fingerprint, config)
 
 
 def _refuse_leaks(leaks: list[tuple[str, float]]) -> None:
@@ -697,7 +798,7 @@ def _lineage(fit: _Fit) -> dict[str, Any]:
     data = fit.data
     return {
         "batches": data.lineage,
-        "rows": len(fit.df),
+        "rows": fit.rows,
         "start": str(data.start),
         "end": str(data.end),
         "dropped_unlabelled": data.dropped_unlabelled,
@@ -711,10 +812,11 @@ def _run_params(settings: Settings, trigger: str, kind: str, fit: _Fit) -> dict[
         "model_type": kind,
         "task": settings.task,
         "trigger": trigger,
-        "rows": len(fit.df),
-        "train_rows": fit.tr.stop - fit.tr.start,
-        "validation_rows": fit.va.stop - fit.va.start,
-        "holdout_rows": fit.ho.stop - fit.ho.start,
+        "rows": fit.rows,
+        "train_rows": fit.parts[0],
+        "validation_rows": fit.parts[1],
+        "holdout_rows": fit.parts[2],
+        "engine": settings.model.engine,
         "window_start": str(data.start),
         "window_end": str(data.end),
         "batches": len(data.lineage),
@@ -876,7 +978,7 @@ def _card(
         trigger=trigger,
         spec=inputs.spec,
         kind=logged.kind,
-        rows=len(fit.df),
+        rows=fit.rows,
         window=(str(fit.data.start), str(fit.data.end)),
         batches=len(fit.data.lineage),
         metrics=fit.metrics,
@@ -912,7 +1014,7 @@ def _version_tags(
         "gate_reasons": json.dumps(gate.reasons)[:5000],
         "metrics": json.dumps(fit.metrics),
         "model_type": logged.kind,
-        "rows": str(len(fit.df)),
+        "rows": str(fit.rows),
         "window_rows": str(fit.window_rows),
         "data_window": f"{data.start} → {data.end}",
     }
@@ -1006,8 +1108,11 @@ def _train_and_register(
 ) -> TrainingOutcome:
     meta = meta or MetadataStore(settings.db_url)
     reg = registry or Registry(settings, meta)
-    inputs = _read_inputs(settings, meta, reg, since, online, say)
-    fit = _fit(settings, inputs, say)
+    if settings.model.engine == "dask" and not online:
+        inputs, fit = _on_dask(settings, meta, reg, since, say)
+    else:
+        inputs = _read_inputs(settings, meta, reg, since, online, say)
+        fit = _fit(settings, inputs, say)
     cmp = _compare_with_champion(settings, reg, fit, inputs.classes, say)
     with tempfile.TemporaryDirectory(prefix="mlops-train-") as tmp:
         say("logging the run (MLflow)")
@@ -1028,7 +1133,7 @@ def _train_and_register(
         champion_version=cmp.champion,
         champion_metrics=cmp.metrics,
         run_id=logged.run_id,
-        rows=len(fit.df),
+        rows=fit.rows,
         window=(str(fit.data.start), str(fit.data.end)),
         batches=len(fit.data.lineage),
         best_params=fit.found.best_params,

@@ -1,0 +1,65 @@
+"""The Dask cluster a training or monitoring run uses when ``model.engine`` is ``dask``: the
+scheduler at ``dask.address``, or a ``LocalCluster`` started for the run and closed after it.
+
+One of the three modules that import Dask (with ``train/distributed.py`` and
+``monitor/distributed.py``); the rest of the library never sees a Dask object.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from mlops_core.config import Settings
+from mlops_core.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def dask_client(settings: Settings) -> Iterator[Any]:
+    """A ``distributed.Client`` for the run. With ``dask.address``, the existing scheduler
+    (an unreachable one is :class:`ServiceUnavailable`, which the flows retry); without it,
+    a ``LocalCluster`` of ``dask.n_workers`` worker processes, each held to
+    ``dask.memory_limit``, closed when the block ends."""
+    from distributed import Client, LocalCluster
+
+    cfg = settings.dask
+    # a shuffle (xgboost.dask finding the classes) is routine here, not worth a warning
+    logging.getLogger("distributed.shuffle._scheduler_plugin").setLevel(logging.ERROR)
+    if cfg.address:
+        try:
+            client = Client(cfg.address, timeout="20s")
+        except OSError as e:  # distributed raises OSError (and TimeoutError) when none answers
+            raise ServiceUnavailable(
+                f"the Dask scheduler at {cfg.address} (dask.address) does not answer: {e}"
+            ) from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    log.info(
+        "starting a LocalCluster: %d workers x %d thread(s), memory limit %s each",
+        cfg.n_workers,
+        cfg.threads_per_worker,
+        cfg.memory_limit,
+    )
+    with (
+        LocalCluster(
+            n_workers=cfg.n_workers,
+            threads_per_worker=cfg.threads_per_worker,
+            memory_limit=cfg.memory_limit,
+            processes=True,
+            dashboard_address=":0",  # a free port: several runs on one machine
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def worker_threads(client: Any) -> int:
+    """How many tasks the cluster runs at once (its workers' threads together)."""
+    return max(1, sum(client.nthreads().values()))

@@ -1,0 +1,403 @@
+"""Training on Dask (``model.engine: dask``): the window as a ``dask.dataframe`` over the Parquet
+batch store, the search's trials in parallel on the workers, XGBoost through ``xgboost.dask``.
+
+The driver (the process that trains: `mlops train`, or the train flow) reads only the target
+and time columns of the window's batches, so it cuts exactly the rows the local path cuts
+(:func:`~mlops_core.train.fit.cut_window`) and gives each row its position in the window.
+Each batch file is then a partition that a worker reads, keeps the window's rows of and tags
+with their positions; the train, validation and hold-out rows are position ranges, so they
+are the local path's rows too. Only samples come back to the driver (the search's, the
+reference's, the leak check's: chosen by position, :mod:`mlops_core.data.sampling`) and the
+hold-out, on which the gate compares the challenger with the champion as the local path does.
+
+The search's trials fit in one worker each, on a time-ordered sample of at most
+``dask.search_rows`` training rows, as many at once as the cluster has threads (Optuna asks and
+is told in the driver; TPE with the constant liar, so trials running together try different
+parameters). The chosen parameters then train on every training row across the workers, with
+early stopping on every validation row, and the served model is refit on the whole window
+with that number of trees: the local path's recipe, on data no worker holds whole.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from mlops_core.config import Settings
+from mlops_core.data.sampling import row_keys
+from mlops_core.store import BatchRecord, BatchStore, MetadataStore
+from mlops_core.train.evaluation import HIGHER_IS_BETTER, PRIMARY
+from mlops_core.train.fit import (
+    SearchResult,
+    TrainedModel,
+    TrainingData,
+    cut_window,
+    default_params,
+    encode_y,
+    labelled_batches,
+    refuse_empty_window,
+    suggest_params,
+    time_split,
+    trial_fit,
+    unusable,
+    window_batches,
+    window_data,
+    xgboost_params,
+)
+from mlops_core.train.pyfunc.tabular_model import prepare_features
+
+POS = "_window_position"
+_BATCH, _ROW = "_batch", "_row"
+
+
+@dataclass
+class DaskWindow:
+    """The training window on the cluster: where each batch's rows sit in it."""
+
+    paths: list[str]  # the batch files, oldest first
+    positions: list[np.ndarray]  # per batch, per stored row: its position in the window, or -1
+    columns: list[str]  # what the partitions read: features, target, time
+    meta: pd.DataFrame  # the partitions' empty frame
+    data: TrainingData  # lineage and time span (its frame: the target and time columns)
+    target: str
+
+    @property
+    def rows(self) -> int:
+        return len(self.data.frame)
+
+    def frame(self, start: int = 0, stop: int | None = None) -> Any:
+        """The window's rows at positions ``start`` up to ``stop`` as a ``dask.dataframe``
+        (one partition per batch that holds any of them, its rows in window order)."""
+        import dask.dataframe as dd
+
+        stop = self.rows if stop is None else stop
+        parts = [
+            (path, np.where((pos >= start) & (pos < stop), pos, -1))
+            for path, pos in zip(self.paths, self.positions, strict=True)
+            if ((pos >= start) & (pos < stop)).any()
+        ]
+        return dd.from_map(
+            _read_rows,
+            [p for p, _ in parts],
+            [m for _, m in parts],
+            args=(self.columns,),
+            meta=self.meta,
+            enforce_metadata=False,
+        )
+
+    def rows_at(self, client: Any, wanted: np.ndarray) -> pd.DataFrame:
+        """The rows at the window positions ``wanted`` (sorted), as one pandas frame."""
+        mask = np.zeros(self.rows, dtype=bool)
+        mask[wanted] = True
+        picked = [
+            (path, np.where((pos >= 0) & mask[np.maximum(pos, 0)], pos, -1))
+            for path, pos in zip(self.paths, self.positions, strict=True)
+        ]
+        futures = [
+            client.submit(_read_rows, path, pos, self.columns, pure=False)
+            for path, pos in picked
+            if (pos >= 0).any()
+        ]
+        frames = client.gather(futures)
+        if not frames:
+            return self.meta.copy()
+        out = pd.concat(frames, ignore_index=True).sort_values(POS, kind="stable")
+        return out.reset_index(drop=True)
+
+    def sample(
+        self, client: Any, n: int, seed: int, start: int = 0, stop: int | None = None
+    ) -> Any:
+        """A seeded sample of at most ``n`` of the rows at positions ``start`` to ``stop``, in
+        window order (:mod:`mlops_core.data.sampling`'s keys over the positions)."""
+        stop = self.rows if stop is None else stop
+        pos = np.arange(start, stop)
+        if len(pos) > n:
+            pos = np.sort(pos[np.argpartition(row_keys(pos, seed), n - 1)[:n]])
+        return self.rows_at(client, pos)
+
+
+def _read_rows(path: str, positions: np.ndarray, names: list[str]) -> pd.DataFrame:
+    """A partition: the rows of the batch file at ``path`` whose position is not -1, tagged
+    with it, in window order. (Not ``columns``: Dask would take the parameter for its own.)"""
+    df = pd.read_parquet(path, columns=names)
+    keep = positions >= 0
+    df = df[keep].assign(**{POS: positions[keep]})
+    return df.sort_values(POS, kind="stable").reset_index(drop=True)
+
+
+def _unusable_file(path: str, settings: Settings) -> str | None:
+    try:
+        return unusable(settings, pd.read_parquet(path))
+    except (OSError, ValueError) as e:
+        return f"its data cannot be read ({e})"
+
+
+def read_window(
+    settings: Settings, client: Any, meta: MetadataStore | None, since: datetime | None
+) -> DaskWindow:
+    """The training window of :func:`~mlops_core.train.fit.load_training_data`, its rows left
+    on the cluster: the driver reads the target and time columns only."""
+    store = BatchStore(settings.workspace)
+    target, tcol = settings.data.target or "", settings.data.time_column
+    narrow = [target] + ([tcol] if tcol else [])
+    skipped: list[dict[str, str]] = []
+    picked = window_batches(
+        settings, labelled_batches(settings, meta), store, narrow, skipped=skipped
+    )
+    picked = _usable(settings, client, store, picked, skipped)
+    refuse_empty_window(picked, skipped)
+    frames = [f.assign(**{_BATCH: i, _ROW: np.arange(len(f))}) for i, (_, f) in enumerate(picked)]
+    df, dropped = cut_window(settings, pd.concat(frames, ignore_index=True), since)
+    positions = [np.full(len(f), -1, dtype=np.int64) for f in frames]
+    for i, rows in df.groupby(_BATCH, sort=False).groups.items():
+        positions[int(i)][df.loc[rows, _ROW].to_numpy()] = np.asarray(rows, dtype=np.int64)
+    recs = [r for r, _ in picked]
+    paths = [str(store.root / r.path) for r in recs]
+    empty = pq.read_schema(paths[-1]).empty_table().to_pandas()  # the newest batch's columns
+    meta_frame = empty.assign(**{POS: pd.Series(dtype="int64")})
+    data = window_data(settings, df.drop(columns=[_BATCH, _ROW]), recs, dropped, skipped)
+    return DaskWindow(paths, positions, list(empty.columns), meta_frame, data, target)
+
+
+def _usable(
+    settings: Settings,
+    client: Any,
+    store: BatchStore,
+    picked: list[tuple[BatchRecord, pd.DataFrame]],
+    skipped: list[dict[str, str]],
+) -> list[tuple[BatchRecord, pd.DataFrame]]:
+    """``picked`` without the batches a model cannot train on, each checked whole in a worker
+    (the driver read two columns of it)."""
+    paths = [str(store.root / r.path) for r, _ in picked]
+    reasons = client.gather(client.map(_unusable_file, paths, settings=settings, pure=False))
+    for (r, _), why in zip(picked, reasons, strict=True):
+        if why is not None:
+            skipped.append({"id": r.id, "reason": why})
+    return [p for p, why in zip(picked, reasons, strict=True) if why is None]
+
+
+def categories(window: DaskWindow, spec_kinds: dict[str, str]) -> dict[str, list[str]]:
+    """The values of each categorical feature over the whole window: each partition's
+    distinct values, their union taken in the driver (no shuffle)."""
+    cats = [c for c, k in spec_kinds.items() if k == "categorical"]
+    if not cats:
+        return {}
+    meta = pd.DataFrame({"column": pd.Series(dtype=object), "value": pd.Series(dtype=object)})
+    found = window.frame().map_partitions(_distinct, cats, meta=meta).compute()
+    return {c: sorted(found.loc[found["column"] == c, "value"].unique().tolist()) for c in cats}
+
+
+def _distinct(df: pd.DataFrame, cats: list[str]) -> pd.DataFrame:
+    """A partition's distinct values of each of ``cats``, as text, in long form."""
+    parts = [
+        pd.DataFrame({"column": c, "value": pd.unique(df[c].dropna().astype(str))}) for c in cats
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+# search ------------------------------------------------------------------------------------
+def _trial(
+    kind: str,
+    task: str,
+    spec: dict[str, Any],
+    params: dict[str, Any],
+    rows: tuple[pd.DataFrame, pd.Series, pd.DataFrame, pd.Series],
+    seed: int,
+) -> float:
+    score, _ = trial_fit(kind, task, spec, params, rows, seed, n_jobs=1)
+    return score
+
+
+def parallel_search(
+    client: Any,
+    spec: dict[str, Any],
+    rows: tuple[pd.DataFrame, pd.Series, pd.DataFrame, pd.Series],
+    *,
+    trials: int,
+    timeout_s: float | None,
+    seed: int,
+    fixed: dict[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Any], float, list[dict[str, Any]]]:
+    """Optuna's TPE search (seeded, the defaults as its first trial, as the local search) with
+    as many trials at once as the cluster has threads, each fitting on the (sample) ``rows``
+    in one worker. Returns (best parameters, best score, history)."""
+    import optuna
+    from distributed import as_completed
+
+    from mlops_core.ops.cluster import worker_threads
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    task, metric = spec["task"], PRIMARY[spec["task"]]
+    higher = HIGHER_IS_BETTER[metric]
+    direction: Literal["maximize", "minimize"] = "maximize" if higher else "minimize"
+    sampler = optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=min(5, max(trials, 1)), constant_liar=True
+    )
+    study = optuna.create_study(direction=direction, sampler=sampler)
+    study.enqueue_trial(default_params("xgboost", task))
+    shared = client.scatter(rows, broadcast=True)
+    running: dict[Any, tuple[Any, dict[str, Any]]] = {}
+    done = as_completed()
+    t0 = time.perf_counter()
+
+    def submit() -> None:
+        trial = study.ask()
+        params = suggest_params(trial, "xgboost", task) | (fixed or {})
+        future = client.submit(_trial, "xgboost", task, spec, params, shared, seed, pure=False)
+        running[future] = (trial, params)
+        done.add(future)
+
+    for _ in range(min(trials, worker_threads(client))):
+        submit()
+    history: list[dict[str, Any]] = []
+    for future in done:
+        trial, params = running.pop(future)
+        score = future.result()
+        study.tell(trial, score)
+        history.append({"trial": trial.number, "score": score, **params})
+        if progress is not None:
+            progress(f"trial {len(history)}/{trials}, best {metric} {study.best_value:.4f}")
+        in_time = timeout_s is None or time.perf_counter() - t0 < timeout_s
+        if len(history) + len(running) < trials and in_time:
+            submit()
+    best = study.best_trial
+    params = next(h for h in history if h["trial"] == best.number)
+    return (
+        {k: v for k, v in params.items() if k not in ("trial", "score")},
+        float(study.best_value),
+        history,
+    )
+
+
+# xgboost.dask ------------------------------------------------------------------------------
+def dask_fit(
+    client: Any,
+    window: DaskWindow,
+    spec: dict[str, Any],
+    params: dict[str, Any],
+    seed: int,
+    *,
+    train: tuple[int, int],
+    validation: tuple[int, int] | None = None,
+) -> TrainedModel:
+    """XGBoost fitted through ``xgboost.dask`` on the window's rows at positions ``train``
+    (early-stopped on those at ``validation``), returned as the local model the rest of the
+    life cycle packages and serves: the same booster, saved and loaded."""
+    import xgboost as xgb
+    from xgboost import dask as dxgb
+
+    task, classes = spec["task"], spec.get("classes")
+    kw = xgboost_params(task, params, seed)
+    if validation is None:
+        kw["early_stopping_rounds"] = None
+    est = (dxgb.DaskXGBRegressor if task == "regression" else dxgb.DaskXGBClassifier)(**kw)
+    est.client = client
+    X, y = _xy(window, spec, classes, *train)
+    evals = None
+    if validation is not None:
+        evals = [_xy(window, spec, classes, *validation)]
+    est.fit(X, y, eval_set=evals, verbose=False)
+    best = getattr(est, "best_iteration", None) if validation is not None else None
+    local = (xgb.XGBRegressor if task == "regression" else xgb.XGBClassifier)()
+    with tempfile.TemporaryDirectory(prefix="mlops-dask-") as tmp:
+        est.save_model(Path(tmp) / "model.ubj")
+        local.load_model(Path(tmp) / "model.ubj")
+    return TrainedModel("xgboost", task, spec, local, params, best)
+
+
+def _xy(window: DaskWindow, spec: dict[str, Any], classes: Any, start: int, stop: int) -> Any:
+    frame = window.frame(start, stop)
+    meta_x = prepare_features(window.meta, spec, for_xgboost=True)
+    X = frame.map_partitions(prepare_features, spec, for_xgboost=True, meta=meta_x)
+    target = window.target
+    dtype = "float64" if classes is None else "int64"
+    y = frame[target].map_partitions(_encoded, classes, meta=(target, dtype))
+    return X, y
+
+
+def _encoded(y: pd.Series, classes: list[Any] | None) -> pd.Series:
+    return pd.Series(encode_y(y, classes), index=y.index, name=y.name)
+
+
+@dataclass
+class DaskTraining:
+    """What :func:`train` gives the pipeline: the search, the early-stopped model (its
+    hold-out predictions are the fair estimate), the model refit on the whole window, and a
+    small frame that stands for the window: a reference sample of the rows before the
+    hold-out, then the hold-out itself (``holdout`` of it)."""
+
+    found: SearchResult
+    model: TrainedModel
+    frame: pd.DataFrame
+    holdout: slice
+    split_rows: tuple[int, int, int]
+
+
+def train(
+    settings: Settings,
+    client: Any,
+    window: DaskWindow,
+    spec: dict[str, Any],
+    progress: Callable[[str], None],
+) -> DaskTraining:
+    """Search on a sample (:func:`parallel_search`), fit on every training row early-stopped
+    on every validation row, refit on the whole window (:func:`dask_fit`)."""
+    mcfg, target = settings.model, window.target
+    t0 = time.perf_counter()
+    tr, va, ho = time_split(window.rows, mcfg.holdout, mcfg.validation)
+    n = settings.dask.search_rows
+    progress(f"sampling {min(n, tr.stop):,} training rows for the search")
+    X_tr = window.sample(client, n, mcfg.seed, tr.start, tr.stop)
+    X_va = window.sample(client, n, mcfg.seed + 1, va.start, va.stop)
+    feats = spec["feature_order"]
+    rows = (X_tr[feats], X_tr[target], X_va[feats], X_va[target])
+    progress(f"searching hyper-parameters ({mcfg.search.trials} trials on the cluster)")
+    best, score, history = parallel_search(
+        client,
+        spec,
+        rows,
+        trials=mcfg.search.trials,
+        timeout_s=mcfg.search.timeout_s,
+        seed=mcfg.seed,
+        fixed=mcfg.params,
+        progress=lambda d: progress(f"searching hyper-parameters: {d}"),
+    )
+    progress(
+        f"training on {tr.stop:,} rows with xgboost.dask (early stopping on {va.stop - va.start:,})"
+    )
+    early = dask_fit(
+        client,
+        window,
+        spec,
+        best,
+        mcfg.seed,
+        train=(tr.start, tr.stop),
+        validation=(va.start, va.stop),
+    )
+    found = SearchResult(early, best, score, len(history), time.perf_counter() - t0, history)
+    trees = (
+        (early.best_iteration + 1)
+        if early.best_iteration is not None
+        else best.get("n_estimators", 1000)
+    )
+    progress(f"refitting on the whole window ({window.rows:,} rows, {trees} trees)")
+    final = dask_fit(
+        client, window, spec, best | {"n_estimators": trees}, mcfg.seed, train=(0, window.rows)
+    )
+    final.params = best | {"n_estimators": trees}
+    progress(f"reading the hold-out ({ho.stop - ho.start:,} rows) and a reference sample")
+    reference = window.sample(client, mcfg.reference_rows, mcfg.seed, 0, ho.start)
+    holdout = window.rows_at(client, np.arange(ho.start, ho.stop))
+    frame = pd.concat([reference, holdout], ignore_index=True).drop(columns=[POS])
+    sizes = (tr.stop - tr.start, va.stop - va.start, ho.stop - ho.start)
+    return DaskTraining(found, final, frame, slice(len(reference), len(frame)), sizes)
