@@ -688,9 +688,10 @@ def test_search_fits_on_training_rows_only(monkeypatch: pytest.MonkeyPatch) -> N
         X_val: pd.DataFrame,
         y_val: pd.Series,
         seed: int = 42,
+        n_jobs: int | None = None,
     ) -> Any:
         seen.append((X_tr.index, y_tr.index, X_val.index))
-        return real_fit(kind, task, spec, params, X_tr, y_tr, X_val, y_val, seed)
+        return real_fit(kind, task, spec, params, X_tr, y_tr, X_val, y_val, seed, n_jobs)
 
     monkeypatch.setattr(training, "fit_model", spy)
     res = search(

@@ -204,10 +204,10 @@ def _current_data(
     source = settings.monitoring.source
     recs: list[BatchRecord] = []
     frames: list[pd.DataFrame] = []
-    rows = 0  # what the batches hold; a Dask run brings back only the sample of them
+    measured = 0  # rows the batches hold; a Dask run brings back only the sample of them
     if source in ("batches", "both") or batch_ids:
         recs = select_batches(meta, reg.name, batch_ids, _lineage(settings, reg, champion))
-        batches, rows = _batch_rows(settings, store, recs)
+        batches, measured = _batch_rows(settings, store, recs)
         frames.append(batches)
     served = 0
     if source in ("predictions", "both") and not batch_ids:
@@ -237,7 +237,7 @@ def _current_data(
             )
     frames = [f for f in frames if len(f)]
     current = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return recs, current, served, rows + served
+    return recs, current, served, measured + served
 
 
 def _batch_rows(

@@ -150,6 +150,7 @@ storage:
 
 model:
   type: xgboost           # xgboost | linear | forest
+  engine: local           # local | dask: the window, the search and XGBoost on a Dask cluster
   window:                 # which labelled rows train a model (newest first)
     rows: 50000           #   the newest rows (null and no period: every labelled row)
     period: null          #   or those of a period, e.g. 180D
@@ -160,6 +161,11 @@ model:
     trials: {trials}             # hyper-parameter search budget: trials and/or seconds
     timeout_s: 300
   min_rows: 200
+
+dask:                     # with model.engine: dask (docs/scale-out.md, section 4)
+  address: null           # a scheduler, e.g. tcp://scheduler:8786; null: a LocalCluster here
+  n_workers: 2            #   the LocalCluster's worker processes
+  memory_limit: auto      #   and each one's memory limit, e.g. 4GiB
 
 gate:                     # every check must pass for a version to await approval
   metric: null            # default by task: roc_auc, f1_macro or rmse
