@@ -55,6 +55,11 @@ class ServiceUnavailable(MlopsError, ConnectionError):
     """A service the operation needs (the MLflow tracking server) does not answer."""
 
 
+class ClusterError(MlopsError, RuntimeError):
+    """The Dask cluster could not finish the work: a worker died (out of memory, most often)
+    or the scheduler went away. Nothing was registered."""
+
+
 class RegistryError(MlopsError, RuntimeError):
     """A registry operation failed or was refused: a wrong status, a failed gate, a package
     that no longer matches its hash, or an error MLflow answered. MLflow's own exceptions never

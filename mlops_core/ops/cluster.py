@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from mlops_core.config import Settings
-from mlops_core.errors import ServiceUnavailable
+from mlops_core.errors import ClusterError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ def dask_client(settings: Settings) -> Iterator[Any]:
                 f"the Dask scheduler at {cfg.address} (dask.address) does not answer: {e}"
             ) from None
         try:
-            yield client
+            with _translated(settings):
+                yield client
         finally:
             client.close()
         return
@@ -56,8 +57,32 @@ def dask_client(settings: Settings) -> Iterator[Any]:
             dashboard_address=":0",  # a free port: several runs on one machine
         ) as cluster,
         Client(cluster) as client,
+        _translated(settings),
     ):
         yield client
+
+
+@contextmanager
+def _translated(settings: Settings) -> Iterator[None]:
+    """Dask's failures as :class:`ClusterError`, naming the likely cause."""
+    from distributed import KilledWorker
+    from distributed.comm.core import CommClosedError
+
+    try:
+        yield
+    except KilledWorker as e:
+        more = (
+            "give its workers more memory"
+            if settings.dask.address
+            else f"raise dask.memory_limit (now {settings.dask.memory_limit}) or dask.n_workers"
+        )
+        raise ClusterError(
+            f"a Dask worker died while running {getattr(e, 'task', '?')!r}, and so did the "
+            f"workers that retried it: most often they ran out of memory; {more}, or ingest "
+            "smaller batches (a batch file is one partition)"
+        ) from None
+    except CommClosedError as e:
+        raise ClusterError(f"the Dask cluster went away during the run: {e}") from None
 
 
 def worker_threads(client: Any) -> int:
