@@ -40,6 +40,8 @@ from mlops_core.train.fit import (
     SearchResult,
     TrainedModel,
     TrainingData,
+    WindowChoice,
+    choose_window,
     cut_window,
     default_params,
     encode_y,
@@ -339,12 +341,13 @@ def _encoded(y: pd.Series, classes: list[Any] | None) -> pd.Series:
 @dataclass
 class DaskTraining:
     """What :func:`train` gives the pipeline: the search, the early-stopped model (its
-    hold-out predictions are the fair estimate), the model refit on the whole window, and a
-    small frame that stands for the window: a reference sample of the rows before the
-    hold-out, then the hold-out itself (``holdout`` of it)."""
+    hold-out predictions are the fair estimate), the model refit on the (chosen) window, the
+    window's choice, and a small frame that stands for the window: a reference sample of the
+    rows before the hold-out, then the hold-out itself (``holdout`` of it)."""
 
     found: SearchResult
     model: TrainedModel
+    choice: WindowChoice  # its start and scores in window positions
     frame: pd.DataFrame
     holdout: slice
     split_rows: tuple[int, int, int]
@@ -357,54 +360,110 @@ def train(
     spec: dict[str, Any],
     progress: Callable[[str], None],
 ) -> DaskTraining:
-    """Search on a sample (:func:`parallel_search`), fit on every training row early-stopped
-    on every validation row, refit on the whole window (:func:`dask_fit`)."""
-    mcfg, target = settings.model, window.target
+    """The window's choice and the search on samples (:func:`choose_start`,
+    :func:`parallel_search`), the fit on every training row early-stopped on every validation
+    row, the refit on the whole chosen window (:func:`dask_fit`)."""
+    mcfg, target, feats = settings.model, window.target, spec["feature_order"]
     t0 = time.perf_counter()
     tr, va, ho = time_split(window.rows, mcfg.holdout, mcfg.validation)
     n = settings.dask.search_rows
     progress(f"sampling {min(n, tr.stop):,} training rows for the search")
     X_tr = window.sample(client, n, mcfg.seed, tr.start, tr.stop)
     X_va = window.sample(client, n, mcfg.seed + 1, va.start, va.stop)
-    feats = spec["feature_order"]
-    rows = (X_tr[feats], X_tr[target], X_va[feats], X_va[target])
+    progress("choosing the training window")
+    choice = choose_start(settings, client, spec, X_tr, X_va, target)
+    start = choice.start
+    X_tr = X_tr[X_tr[POS] >= start]
     progress(f"searching hyper-parameters ({mcfg.search.trials} trials on the cluster)")
     best, score, history = parallel_search(
         client,
         spec,
-        rows,
+        (X_tr[feats], X_tr[target], X_va[feats], X_va[target]),
         trials=mcfg.search.trials,
         timeout_s=mcfg.search.timeout_s,
         seed=mcfg.seed,
         fixed=mcfg.params,
         progress=lambda d: progress(f"searching hyper-parameters: {d}"),
     )
-    progress(
-        f"training on {tr.stop:,} rows with xgboost.dask (early stopping on {va.stop - va.start:,})"
-    )
+    rows, stopping = tr.stop - start, va.stop - va.start
+    progress(f"training on {rows:,} rows with xgboost.dask (early stopping on {stopping:,})")
     early = dask_fit(
         client,
         window,
         spec,
         best,
         mcfg.seed,
-        train=(tr.start, tr.stop),
+        train=(start, tr.stop),
         validation=(va.start, va.stop),
     )
     found = SearchResult(early, best, score, len(history), time.perf_counter() - t0, history)
+    final = _refit(client, window, spec, early, best, mcfg.seed, start, progress)
+    progress(f"reading the hold-out ({ho.stop - ho.start:,} rows) and a reference sample")
+    reference = window.sample(client, mcfg.reference_rows, mcfg.seed, start, ho.start)
+    holdout = window.rows_at(client, np.arange(ho.start, ho.stop))
+    frame = pd.concat([reference, holdout], ignore_index=True).drop(columns=[POS])
+    sizes = (tr.stop - start, va.stop - va.start, ho.stop - ho.start)
+    return DaskTraining(found, final, choice, frame, slice(len(reference), len(frame)), sizes)
+
+
+def _refit(
+    client: Any,
+    window: DaskWindow,
+    spec: dict[str, Any],
+    early: TrainedModel,
+    best: dict[str, Any],
+    seed: int,
+    start: int,
+    progress: Callable[[str], None],
+) -> TrainedModel:
+    """The served model: ``best`` refit on the chosen window, hold-out included, with the
+    number of trees early stopping chose (:func:`~mlops_core.train.fit.refit`'s recipe)."""
     trees = (
         (early.best_iteration + 1)
         if early.best_iteration is not None
         else best.get("n_estimators", 1000)
     )
-    progress(f"refitting on the whole window ({window.rows:,} rows, {trees} trees)")
-    final = dask_fit(
-        client, window, spec, best | {"n_estimators": trees}, mcfg.seed, train=(0, window.rows)
+    progress(f"refitting on the whole window ({window.rows - start:,} rows, {trees} trees)")
+    params = best | {"n_estimators": trees}
+    final = dask_fit(client, window, spec, params, seed, train=(start, window.rows))
+    final.params = params
+    return final
+
+
+def choose_start(
+    settings: Settings,
+    client: Any,
+    spec: dict[str, Any],
+    X_tr: pd.DataFrame,
+    X_va: pd.DataFrame,
+    target: str,
+) -> WindowChoice:
+    """``model.window.choose`` on the search's samples, in a worker: the whole window, its
+    newest half or its newest quarter, whichever predicts the validation sample best
+    (:func:`~mlops_core.train.fit.choose_window`). Its start and scores are returned as window
+    positions."""
+    mcfg, feats = settings.model, spec["feature_order"]
+    params = default_params("xgboost", settings.task) | mcfg.params
+    future = client.submit(
+        choose_window,
+        "xgboost",
+        settings.task,
+        spec,
+        params,
+        X_tr[feats],
+        X_tr[target],
+        X_va[feats],
+        X_va[target],
+        min_rows=mcfg.window.min_rows,
+        choose=mcfg.window.choose,
+        seed=mcfg.seed,
+        pure=False,
     )
-    final.params = best | {"n_estimators": trees}
-    progress(f"reading the hold-out ({ho.stop - ho.start:,} rows) and a reference sample")
-    reference = window.sample(client, mcfg.reference_rows, mcfg.seed, 0, ho.start)
-    holdout = window.rows_at(client, np.arange(ho.start, ho.stop))
-    frame = pd.concat([reference, holdout], ignore_index=True).drop(columns=[POS])
-    sizes = (tr.stop - tr.start, va.stop - va.start, ho.stop - ho.start)
-    return DaskTraining(found, final, frame, slice(len(reference), len(frame)), sizes)
+    chosen = future.result()
+    position = X_tr[POS].to_numpy()
+    return WindowChoice(
+        int(position[chosen.start]) if chosen.start else 0,
+        chosen.model,
+        chosen.score,
+        {int(position[s]) if s else 0: v for s, v in chosen.scores.items()},
+    )

@@ -519,14 +519,18 @@ def _on_dask(
     X = df[inputs.spec["feature_order"]]
     pred_ho = done.found.model.predict_frame(X.iloc[ho])
     metrics, slices = _holdout_scores(settings, df, ho, pred_ho, inputs.classes)
-    chosen = WindowChoice(0, done.found.model, done.found.best_score, {})
+    data = replace(inputs.data, frame=df)
+    tcol = settings.data.time_column
+    if done.choice.start and tcol in window.data.frame:  # a window cut to its newest part
+        first = window.data.frame[tcol].iloc[done.choice.start]
+        data.start = first.floor("us").to_pydatetime()
     return inputs, _Fit(
         done.found,
-        chosen,
+        done.choice,
         done.model,
         df,
         X,
-        replace(inputs.data, frame=df),
+        data,
         slice(0, 0),
         slice(0, 0),
         ho,
