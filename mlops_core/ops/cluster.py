@@ -27,7 +27,9 @@ def dask_client(settings: Settings) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     cfg = settings.dask
+    # the cluster's comings and goings are Dask's business: its warnings and errors show;
     # a shuffle (xgboost.dask finding the classes) is routine here, not worth a warning
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     logging.getLogger("distributed.shuffle._scheduler_plugin").setLevel(logging.ERROR)
     if cfg.address:
         try:
