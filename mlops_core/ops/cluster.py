@@ -33,16 +33,16 @@ def dask_client(settings: Settings) -> Iterator[Any]:
     logging.getLogger("distributed.shuffle._scheduler_plugin").setLevel(logging.ERROR)
     if cfg.address:
         try:
+            _listening(cfg.address)
             client = Client(cfg.address, timeout="20s")
         except OSError as e:  # distributed raises OSError (and TimeoutError) when none answers
             raise ServiceUnavailable(
                 f"the Dask scheduler at {cfg.address} (dask.address) does not answer: {e}"
             ) from None
-        try:
-            with _translated(settings):
-                yield client
-        finally:
-            client.close()
+        # entered, it is the current client, which xgboost.dask (distributed.wait) and
+        # dask's .compute() use even where the caller entered another; closed after the block
+        with client, _translated(settings):
+            yield client
         return
     log.info(
         "starting a LocalCluster: %d workers x %d thread(s), memory limit %s each",
@@ -85,6 +85,19 @@ def _translated(settings: Settings) -> Iterator[None]:
         ) from None
     except CommClosedError as e:
         raise ClusterError(f"the Dask cluster went away during the run: {e}") from None
+
+
+def _listening(address: str) -> None:
+    """Raise ``OSError`` at once where nothing listens at a TCP scheduler address: distributed
+    retries a refused connection until its whole connect timeout has passed."""
+    import socket
+
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    scheme, location = parse_address(address)
+    if scheme in ("tcp", "tls"):
+        with socket.create_connection(parse_host_port(location), timeout=5):
+            pass
 
 
 def worker_threads(client: Any) -> int:

@@ -304,10 +304,10 @@ def dask_fit(
         kw["early_stopping_rounds"] = None
     est = (dxgb.DaskXGBRegressor if task == "regression" else dxgb.DaskXGBClassifier)(**kw)
     est.client = client
-    X, y = _xy(window, spec, classes, *train)
+    X, y = _xy(client, window, spec, classes, *train)
     evals = None
     if validation is not None:
-        evals = [_xy(window, spec, classes, *validation)]
+        evals = [_xy(client, window, spec, classes, *validation)]
     est.fit(X, y, eval_set=evals, verbose=False)
     best = getattr(est, "best_iteration", None) if validation is not None else None
     local = (xgb.XGBRegressor if task == "regression" else xgb.XGBClassifier)()
@@ -317,25 +317,46 @@ def dask_fit(
     return TrainedModel("xgboost", task, spec, local, params, best)
 
 
-def _xy(window: DaskWindow, spec: dict[str, Any], classes: Any, start: int, stop: int) -> Any:
-    frame = window.frame(start, stop)
-    X = frame.map_partitions(_features, spec, meta=_features(window.meta, spec))
+def _spread(client: Any, frame: Any) -> Any:
+    """``frame`` in at least one partition per worker, partition i held by worker i mod n.
+    With a categorical feature xgboost.dask refuses a worker without rows of the training or
+    of the validation part (it cannot infer the categories of an empty part): a part in fewer
+    batches than the cluster has workers, or placed on fewer of them, would fail."""
+    import dask.dataframe as dd
+
+    workers = sorted(client.scheduler_info()["workers"])
+    if frame.npartitions < len(workers):
+        frame = frame.repartition(npartitions=len(workers))
+    futures = [
+        client.compute(part, workers=[workers[i % len(workers)]])
+        for i, part in enumerate(frame.to_delayed())
+    ]
+    return dd.from_delayed(futures, meta=frame._meta, verify_meta=False)
+
+
+def _xy(
+    client: Any, window: DaskWindow, spec: dict[str, Any], classes: Any, start: int, stop: int
+) -> Any:
+    """The features and the encoded target of the rows at positions ``start`` to ``stop``,
+    prepared in the partitions (only these compact columns are held) and spread over the
+    workers (:func:`_spread`)."""
     target = window.target
-    dtype = "float64" if classes is None else "int64"
-    y = frame[target].map_partitions(_encoded, classes, meta=(target, dtype))
-    return X, y
+    meta = _prepared(window.meta, spec, target, classes)
+    frame = window.frame(start, stop).map_partitions(_prepared, spec, target, classes, meta=meta)
+    frame = _spread(client, frame)
+    return frame[spec["feature_order"]], frame[target]
 
 
-def _features(df: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
-    """The features as XGBoost reads them, numbers as float32: XGBoost stores float32 itself,
-    so this loses nothing and halves what the workers hold."""
+def _prepared(
+    df: pd.DataFrame, spec: dict[str, Any], target: str, classes: list[Any] | None
+) -> pd.DataFrame:
+    """The features as XGBoost reads them, numbers as float32 (XGBoost stores float32 itself:
+    nothing is lost, and the workers hold half), and the target encoded (a class's index)."""
     X = prepare_features(df, spec, for_xgboost=True)
     numeric = [c for c, k in spec["kinds"].items() if k != "categorical"]
-    return X.astype(dict.fromkeys(numeric, "float32"))
-
-
-def _encoded(y: pd.Series, classes: list[Any] | None) -> pd.Series:
-    return pd.Series(encode_y(y, classes), index=y.index, name=y.name)
+    X = X.astype(dict.fromkeys(numeric, "float32"))
+    X[target] = encode_y(df[target], classes)
+    return X
 
 
 @dataclass

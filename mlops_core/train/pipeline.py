@@ -560,7 +560,8 @@ def _dask_inputs(
     say(f"checking the window ({window.rows:,} rows from {len(data.lineage)} batches)")
     y = data.frame[window.target]
     classes = None if task == "regression" else sorted(pd.unique(y.dropna()).tolist())
-    spec = feature_spec(settings, window.meta, mcfg.type, classes)
+    # the features as the local path infers them: not the window-position column
+    spec = feature_spec(settings, window.meta.drop(columns=[distributed.POS]), mcfg.type, classes)
     spec["categories"] = distributed.categories(window, spec["kinds"])
     feats = spec["feature_order"]
     check_training_input(window.meta[feats], y, task, mcfg.min_rows)
