@@ -71,67 +71,100 @@ class DaskWindow:
     meta: pd.DataFrame  # the partitions' empty frame
     data: TrainingData  # lineage and time span (its frame: the target and time columns)
     target: str
+    client: Any = None  # the cluster the positions were sent to (once: :meth:`_placed`)
+    _shared: list[Any] | None = None
 
     @property
     def rows(self) -> int:
         return len(self.data.frame)
 
+    def _placed(self) -> list[Any]:
+        """The positions on the cluster, sent once (a window of 100 million rows has 800 MB
+        of them: never in every task graph)."""
+        if self._shared is None:
+            self._shared = self.client.scatter(self.positions, hash=False)
+        return self._shared
+
+    def _overlapping(self, start: int, stop: int) -> list[int]:
+        """The batches that hold any row at positions ``start`` to ``stop``."""
+        out = []
+        for i, pos in enumerate(self.positions):
+            kept = pos[pos >= 0]
+            if len(kept) and kept.min() < stop and kept.max() >= start:
+                out.append(i)
+        return out
+
     def frame(self, start: int = 0, stop: int | None = None) -> Any:
         """The window's rows at positions ``start`` up to ``stop`` as a ``dask.dataframe``
         (one partition per batch that holds any of them, its rows in window order)."""
         import dask.dataframe as dd
+        from dask import delayed
 
         stop = self.rows if stop is None else stop
+        shared = self._placed()
         parts = [
-            (path, np.where((pos >= start) & (pos < stop), pos, -1))
-            for path, pos in zip(self.paths, self.positions, strict=True)
-            if ((pos >= start) & (pos < stop)).any()
+            delayed(_read_rows)(self.paths[i], shared[i], self.columns, start, stop)
+            for i in self._overlapping(start, stop)
         ]
-        return dd.from_map(
-            _read_rows,
-            [p for p, _ in parts],
-            [m for _, m in parts],
-            args=(self.columns,),
-            meta=self.meta,
-            enforce_metadata=False,
-        )
+        return dd.from_delayed(parts, meta=self.meta, verify_meta=False)
 
-    def rows_at(self, client: Any, wanted: np.ndarray) -> pd.DataFrame:
-        """The rows at the window positions ``wanted`` (sorted), as one pandas frame."""
-        mask = np.zeros(self.rows, dtype=bool)
-        mask[wanted] = True
-        picked = [
-            (path, np.where((pos >= 0) & mask[np.maximum(pos, 0)], pos, -1))
-            for path, pos in zip(self.paths, self.positions, strict=True)
-        ]
-        futures = [
-            client.submit(_read_rows, path, pos, self.columns, pure=False)
-            for path, pos in picked
-            if (pos >= 0).any()
-        ]
-        frames = client.gather(futures)
+    def rows_in(self, start: int, stop: int, wanted: np.ndarray | None = None) -> pd.DataFrame:
+        """The rows at positions ``start`` to ``stop`` (only those in ``wanted``, sorted, if
+        given), as one pandas frame in window order."""
+        shared = self._placed()
+        futures = []
+        for i in self._overlapping(start, stop):
+            pick = None
+            if wanted is not None:
+                kept = self.positions[i][self.positions[i] >= 0]
+                lo, hi = np.searchsorted(wanted, [kept.min(), kept.max() + 1])
+                if lo == hi:
+                    continue
+                pick = wanted[lo:hi]
+            futures.append(
+                self.client.submit(
+                    _read_rows,
+                    self.paths[i],
+                    shared[i],
+                    self.columns,
+                    start,
+                    stop,
+                    pick,
+                    pure=False,
+                )
+            )
+        frames = self.client.gather(futures)
         if not frames:
             return self.meta.copy()
         out = pd.concat(frames, ignore_index=True).sort_values(POS, kind="stable")
         return out.reset_index(drop=True)
 
-    def sample(
-        self, client: Any, n: int, seed: int, start: int = 0, stop: int | None = None
-    ) -> Any:
+    def sample(self, n: int, seed: int, start: int = 0, stop: int | None = None) -> Any:
         """A seeded sample of at most ``n`` of the rows at positions ``start`` to ``stop``, in
         window order (:mod:`mlops_core.data.sampling`'s keys over the positions)."""
         stop = self.rows if stop is None else stop
         pos = np.arange(start, stop)
-        if len(pos) > n:
-            pos = np.sort(pos[np.argpartition(row_keys(pos, seed), n - 1)[:n]])
-        return self.rows_at(client, pos)
+        if len(pos) <= n:
+            return self.rows_in(start, stop)
+        pos = np.sort(pos[np.argpartition(row_keys(pos, seed), n - 1)[:n]])
+        return self.rows_in(start, stop, pos)
 
 
-def _read_rows(path: str, positions: np.ndarray, names: list[str]) -> pd.DataFrame:
-    """A partition: the rows of the batch file at ``path`` whose position is not -1, tagged
-    with it, in window order. (Not ``columns``: Dask would take the parameter for its own.)"""
+def _read_rows(
+    path: str,
+    positions: np.ndarray,
+    names: list[str],
+    start: int,
+    stop: int,
+    wanted: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """A partition: the rows of the batch file at ``path`` at window positions ``start`` to
+    ``stop`` (and in ``wanted``, if given), tagged with them, in window order. (Not
+    ``columns``: Dask would take the parameter for its own.)"""
     df = pd.read_parquet(path, columns=names)
-    keep = positions >= 0
+    keep = (positions >= start) & (positions < stop)
+    if wanted is not None:
+        keep &= np.isin(positions, wanted)
     df = df[keep].assign(**{POS: positions[keep]})
     return df.sort_values(POS, kind="stable").reset_index(drop=True)
 
@@ -167,7 +200,7 @@ def read_window(
     empty = pq.read_schema(paths[-1]).empty_table().to_pandas()  # the newest batch's columns
     meta_frame = empty.assign(**{POS: pd.Series(dtype="int64")})
     data = window_data(settings, df.drop(columns=[_BATCH, _ROW]), recs, dropped, skipped)
-    return DaskWindow(paths, positions, list(empty.columns), meta_frame, data, target)
+    return DaskWindow(paths, positions, list(empty.columns), meta_frame, data, target, client)
 
 
 def _usable(
@@ -247,7 +280,7 @@ def parallel_search(
     )
     study = optuna.create_study(direction=direction, sampler=sampler)
     study.enqueue_trial(default_params("xgboost", task))
-    shared = client.scatter(rows, broadcast=True)
+    shared = client.scatter(rows, broadcast=True, hash=False)
     running: dict[Any, tuple[Any, dict[str, Any]]] = {}
     done = as_completed()
     t0 = time.perf_counter()
@@ -389,8 +422,8 @@ def train(
     tr, va, ho = time_split(window.rows, mcfg.holdout, mcfg.validation)
     n = settings.dask.search_rows
     progress(f"sampling {min(n, tr.stop):,} training rows for the search")
-    X_tr = window.sample(client, n, mcfg.seed, tr.start, tr.stop)
-    X_va = window.sample(client, n, mcfg.seed + 1, va.start, va.stop)
+    X_tr = window.sample(n, mcfg.seed, tr.start, tr.stop)
+    X_va = window.sample(n, mcfg.seed + 1, va.start, va.stop)
     progress("choosing the training window")
     choice = choose_start(settings, client, spec, X_tr, X_va, target)
     start = choice.start
@@ -420,8 +453,8 @@ def train(
     found = SearchResult(early, best, score, len(history), time.perf_counter() - t0, history)
     final = _refit(client, window, spec, early, best, mcfg.seed, start, progress)
     progress(f"reading the hold-out ({ho.stop - ho.start:,} rows) and a reference sample")
-    reference = window.sample(client, mcfg.reference_rows, mcfg.seed, start, ho.start)
-    holdout = window.rows_at(client, np.arange(ho.start, ho.stop))
+    reference = window.sample(mcfg.reference_rows, mcfg.seed, start, ho.start)
+    holdout = window.rows_in(ho.start, ho.stop)
     frame = pd.concat([reference, holdout], ignore_index=True).drop(columns=[POS])
     sizes = (tr.stop - start, va.stop - va.start, ho.stop - ho.start)
     return DaskTraining(found, final, choice, frame, slice(len(reference), len(frame)), sizes)
@@ -465,16 +498,14 @@ def choose_start(
     positions."""
     mcfg, feats = settings.model, spec["feature_order"]
     params = default_params("xgboost", settings.task) | mcfg.params
+    rows = client.scatter([X_tr[feats], X_tr[target], X_va[feats], X_va[target]], hash=False)
     future = client.submit(
         choose_window,
         "xgboost",
         settings.task,
         spec,
         params,
-        X_tr[feats],
-        X_tr[target],
-        X_va[feats],
-        X_va[target],
+        *rows,
         min_rows=mcfg.window.min_rows,
         choose=mcfg.window.choose,
         seed=mcfg.seed,

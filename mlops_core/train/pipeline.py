@@ -513,7 +513,7 @@ def _on_dask(
     with dask_client(settings) as client:
         say("reading the training window (Dask)")
         window = distributed.read_window(settings, client, meta, since)
-        inputs = _dask_inputs(settings, reg, client, window, since, say)
+        inputs = _dask_inputs(settings, reg, window, since, say)
         done = distributed.train(settings, client, window, inputs.spec, say)
     df, ho = done.frame, done.holdout
     X = df[inputs.spec["feature_order"]]
@@ -546,7 +546,6 @@ def _on_dask(
 def _dask_inputs(
     settings: Settings,
     reg: Registry,
-    client: Any,
     window: Any,
     since: datetime | None,
     say: Progress,
@@ -566,7 +565,7 @@ def _dask_inputs(
     feats = spec["feature_order"]
     check_training_input(window.meta[feats], y, task, mcfg.min_rows)
     say("looking for features that leak the target")
-    sample = window.sample(client, 20_000, mcfg.seed)
+    sample = window.sample(20_000, mcfg.seed)
     _refuse_leaks(
         detect_leaks(
             sample[feats], sample[window.target], spec, task, mcfg.leak_threshold, seed=mcfg.seed
