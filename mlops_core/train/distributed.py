@@ -94,19 +94,22 @@ class DaskWindow:
                 out.append(i)
         return out
 
-    def frame(self, start: int = 0, stop: int | None = None) -> Any:
-        """The window's rows at positions ``start`` up to ``stop`` as a ``dask.dataframe``
-        (one partition per batch that holds any of them, its rows in window order)."""
+    def frame(self, start: int = 0, stop: int | None = None, names: list[str] | None = None) -> Any:
+        """The window's rows at positions ``start`` up to ``stop`` (columns ``names`` only, if
+        given) as a ``dask.dataframe``: one partition per batch that holds any of them, its
+        rows in window order."""
         import dask.dataframe as dd
         from dask import delayed
 
         stop = self.rows if stop is None else stop
+        names = self.columns if names is None else names
         shared = self._placed()
         parts = [
-            delayed(_read_rows)(self.paths[i], shared[i], self.columns, start, stop)
+            delayed(_read_rows)(self.paths[i], shared[i], names, start, stop)
             for i in self._overlapping(start, stop)
         ]
-        return dd.from_delayed(parts, meta=self.meta, verify_meta=False)
+        meta = self.meta[[*names, POS]]
+        return dd.from_delayed(parts, meta=meta, verify_meta=False)
 
     def rows_in(self, start: int, stop: int, wanted: np.ndarray | None = None) -> pd.DataFrame:
         """The rows at positions ``start`` to ``stop`` (only those in ``wanted``, sorted, if
@@ -190,7 +193,10 @@ def read_window(
     )
     picked = _usable(settings, client, store, picked, skipped)
     refuse_empty_window(picked, skipped)
-    frames = [f.assign(**{_BATCH: i, _ROW: np.arange(len(f))}) for i, (_, f) in enumerate(picked)]
+    frames = [
+        f.assign(**{_BATCH: np.int32(i), _ROW: np.arange(len(f), dtype=np.int32)})
+        for i, (_, f) in enumerate(picked)
+    ]
     df, dropped = cut_window(settings, pd.concat(frames, ignore_index=True), since)
     positions = [np.full(len(f), -1, dtype=np.int64) for f in frames]
     for i, rows in df.groupby(_BATCH, sort=False).groups.items():
@@ -227,7 +233,7 @@ def categories(window: DaskWindow, spec_kinds: dict[str, str]) -> dict[str, list
     if not cats:
         return {}
     meta = pd.DataFrame({"column": pd.Series(dtype=object), "value": pd.Series(dtype=object)})
-    found = window.frame().map_partitions(_distinct, cats, meta=meta).compute()
+    found = window.frame(names=cats).map_partitions(_distinct, cats, meta=meta).compute()
     return {c: sorted(found.loc[found["column"] == c, "value"].unique().tolist()) for c in cats}
 
 
@@ -375,7 +381,9 @@ def _xy(
     workers (:func:`_spread`)."""
     target = window.target
     meta = _prepared(window.meta, spec, target, classes)
-    frame = window.frame(start, stop).map_partitions(_prepared, spec, target, classes, meta=meta)
+    names = [*spec["feature_order"], target]
+    frame = window.frame(start, stop, names)
+    frame = frame.map_partitions(_prepared, spec, target, classes, meta=meta)
     frame = _spread(client, frame)
     return frame[spec["feature_order"]], frame[target]
 
