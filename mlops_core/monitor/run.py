@@ -555,7 +555,7 @@ def _realised_performance(
     if starts and tcol and tcol in current.columns:  # where the error rose, as a time
         change_at = current.loc[scored.labelled, tcol].iloc[min(starts)]
         if pd.notna(change_at):  # a served row may have sent no (readable) time
-            result.change_at = pd.Timestamp(change_at).to_pydatetime()
+            result.change_at = pd.Timestamp(change_at).floor("us").to_pydatetime()
 
 
 def _slice_monitoring(
@@ -642,7 +642,7 @@ def _data_span(
         t = pd.to_datetime(current[tcol], errors="coerce", utc=True).dropna()
         if len(t):
             t = t.dt.tz_localize(None)
-            return t.min().to_pydatetime(), t.max().to_pydatetime()
+            return t.min().floor("us").to_pydatetime(), t.max().floor("us").to_pydatetime()
     starts = [r.start_time for r in recs if r.start_time is not None]
     ends = [r.end_time for r in recs if r.end_time is not None]
     return (min(starts) if starts else None, max(ends) if ends else None)
