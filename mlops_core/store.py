@@ -406,6 +406,17 @@ def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
         raise
 
 
+def read_released(path: Path | str, columns: list[str] | None = None) -> pd.DataFrame:
+    """A Parquet file as pandas, Arrow's buffers handed back to the system after the copy: a
+    Dask worker that reads batch after batch otherwise keeps Arrow's high-water mark as
+    unmanaged memory, and Dask pauses a worker whose memory passes 80% of its limit."""
+    import pyarrow as pa
+
+    frame = pd.read_parquet(path, columns=columns)
+    pa.default_memory_pool().release_unused()
+    return frame
+
+
 class BatchStore:
     """Accepted batches as Parquet, quarantined ones kept whole with a reason file."""
 

@@ -14,12 +14,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from mlops_core.data.sampling import merge_picks, pick, without_keys
+from mlops_core.store import read_released
 
 FAN_IN = 8  # picks merged by one task
 
 
 def _pick_file(path: str, n: int, seed: int, offset: int) -> pd.DataFrame:
-    return pick(pd.read_parquet(path), n, seed, offset)
+    return pick(read_released(path), n, seed, offset)
 
 
 def sample_batches(

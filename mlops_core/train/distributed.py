@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from mlops_core.config import Settings
 from mlops_core.data.sampling import row_keys
-from mlops_core.store import BatchRecord, BatchStore, MetadataStore
+from mlops_core.store import BatchRecord, BatchStore, MetadataStore, read_released
 from mlops_core.train.evaluation import HIGHER_IS_BETTER, PRIMARY
 from mlops_core.train.fit import (
     SearchResult,
@@ -164,7 +164,7 @@ def _read_rows(
     """A partition: the rows of the batch file at ``path`` at window positions ``start`` to
     ``stop`` (and in ``wanted``, if given), tagged with them, in window order. (Not
     ``columns``: Dask would take the parameter for its own.)"""
-    df = pd.read_parquet(path, columns=names)
+    df = read_released(path, names)
     keep = (positions >= start) & (positions < stop)
     if wanted is not None:
         keep &= np.isin(positions, wanted)
@@ -174,7 +174,7 @@ def _read_rows(
 
 def _unusable_file(path: str, settings: Settings) -> str | None:
     try:
-        return unusable(settings, pd.read_parquet(path))
+        return unusable(settings, read_released(path))
     except (OSError, ValueError) as e:
         return f"its data cannot be read ({e})"
 
