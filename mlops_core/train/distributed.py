@@ -356,8 +356,9 @@ def dask_fit(
     return TrainedModel("xgboost", task, spec, local, params, best)
 
 
-def _spread(client: Any, frame: Any) -> Any:
-    """``frame`` in at least one partition per worker, partition i held by worker i mod n.
+def _spread(client: Any, frame: Any, features: list[str], target: str) -> tuple[Any, Any]:
+    """``frame``'s features and target, in at least one partition per worker, partition i
+    held by worker i mod n, each part held once (xgboost.dask takes them as they are).
     With a categorical feature xgboost.dask refuses a worker without rows of the training or
     of the validation part (it cannot infer the categories of an empty part): a part in fewer
     batches than the cluster has workers, or placed on fewer of them, would fail."""
@@ -366,11 +367,14 @@ def _spread(client: Any, frame: Any) -> Any:
     workers = sorted(client.scheduler_info()["workers"])
     if frame.npartitions < len(workers):
         frame = frame.repartition(npartitions=len(workers))
-    futures = [
-        client.compute(part, workers=[workers[i % len(workers)]])
-        for i, part in enumerate(frame.to_delayed())
-    ]
-    return dd.from_delayed(futures, meta=frame._meta, verify_meta=False)
+    xs, ys = [], []
+    for i, part in enumerate(frame.to_delayed()):
+        x, y = client.compute([part[features], part[target]], workers=[workers[i % len(workers)]])
+        xs.append(x)
+        ys.append(y)
+    meta = frame._meta
+    X = dd.from_delayed(xs, meta=meta[features], verify_meta=False)
+    return X, dd.from_delayed(ys, meta=meta[target], verify_meta=False)
 
 
 def _xy(
@@ -384,8 +388,7 @@ def _xy(
     names = [*spec["feature_order"], target]
     frame = window.frame(start, stop, names)
     frame = frame.map_partitions(_prepared, spec, target, classes, meta=meta)
-    frame = _spread(client, frame)
-    return frame[spec["feature_order"]], frame[target]
+    return _spread(client, frame, spec["feature_order"], target)
 
 
 def _prepared(
