@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from mlops_core.config import Settings
 from mlops_core.data.sampling import row_keys
 from mlops_core.store import BatchRecord, BatchStore, MetadataStore, read_released
-from mlops_core.train.evaluation import HIGHER_IS_BETTER, PRIMARY
+from mlops_core.train.evaluation import PRIMARY
 from mlops_core.train.fit import (
     SearchResult,
     TrainedModel,
@@ -46,6 +46,7 @@ from mlops_core.train.fit import (
     default_params,
     encode_y,
     labelled_batches,
+    new_study,
     refuse_empty_window,
     suggest_params,
     time_split,
@@ -272,20 +273,12 @@ def parallel_search(
     """Optuna's TPE search (seeded, the defaults as its first trial, as the local search) with
     as many trials at once as the cluster has threads, each fitting on the (sample) ``rows``
     in one worker. Returns (best parameters, best score, history)."""
-    import optuna
     from distributed import as_completed
 
     from mlops_core.ops.cluster import worker_threads
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     task, metric = spec["task"], PRIMARY[spec["task"]]
-    higher = HIGHER_IS_BETTER[metric]
-    direction: Literal["maximize", "minimize"] = "maximize" if higher else "minimize"
-    sampler = optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=min(5, max(trials, 1)), constant_liar=True
-    )
-    study = optuna.create_study(direction=direction, sampler=sampler)
-    study.enqueue_trial(default_params("xgboost", task))
+    study = new_study("xgboost", task, trials, seed, parallel=True)
     shared = client.scatter(rows, broadcast=True, hash=False)
     running: dict[Any, tuple[Any, dict[str, Any]]] = {}
     done = as_completed()

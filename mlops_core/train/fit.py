@@ -673,13 +673,8 @@ def search(
     """Optuna TPE search (seeded) within a budget of trials and seconds. Every trial trains on
     the earlier rows and is scored on the later validation rows: no future leaks into a fit.
     ``progress``: told "trial 7/20, best roc_auc 0.8123" after each trial."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     metric = PRIMARY[task]
-    direction: Literal["maximize", "minimize"] = (
-        "maximize" if HIGHER_IS_BETTER[metric] else "minimize"
-    )
+    higher = HIGHER_IS_BETTER[metric]
     best: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
 
@@ -687,18 +682,13 @@ def search(
         params = suggest_params(trial, kind, task) | (fixed or {})
         score, m = trial_fit(kind, task, spec, params, (X_tr, y_tr, X_val, y_val), seed)
         history.append({"trial": trial.number, "score": score, **params})
-        better = not best or (
-            score > best["score"] if direction == "maximize" else score < best["score"]
-        )
+        better = not best or (score > best["score"] if higher else score < best["score"])
         if better:
             best.update(score=score, model=m, params=params)
         return score
 
     told = [_tell(progress, trials, metric, history, best)] if progress else []
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, max(trials, 1)))
-    study = optuna.create_study(direction=direction, sampler=sampler)
-    # the first trial is a sensible default, so a budget of one trial still gives a good model
-    study.enqueue_trial(default_params(kind, task))
+    study = new_study(kind, task, trials, seed)
     t0 = time.perf_counter()
     study.optimize(objective, n_trials=1, callbacks=told)  # however small the time budget
     left = None if timeout_s is None else timeout_s - (time.perf_counter() - t0)
@@ -712,6 +702,24 @@ def search(
         time.perf_counter() - t0,
         history,
     )
+
+
+def new_study(kind: str, task: str, trials: int, seed: int, *, parallel: bool = False) -> Any:
+    """The search's Optuna study: TPE, seeded, in the direction of the task's metric, the
+    defaults enqueued as its first trial (so a budget of one trial still gives a good model).
+    ``parallel``: trials run at once (the constant liar keeps them apart)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    direction: Literal["maximize", "minimize"] = (
+        "maximize" if HIGHER_IS_BETTER[PRIMARY[task]] else "minimize"
+    )
+    sampler = optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=min(5, max(trials, 1)), constant_liar=parallel
+    )
+    study = optuna.create_study(direction=direction, sampler=sampler)
+    study.enqueue_trial(default_params(kind, task))
+    return study
 
 
 def trial_fit(
