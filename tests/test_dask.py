@@ -18,7 +18,9 @@ from __future__ import annotations
 import copy
 import json
 import socket
+import sys
 import time
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import pairwise
@@ -180,6 +182,20 @@ class Cluster:
     @property
     def address(self) -> str:
         return str(self.cluster.scheduler_address)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def plain_main() -> Iterator[None]:
+    """A plain ``__main__`` while this module runs: Dask spawns its worker processes, and a
+    spawned process runs the parent's ``__main__`` file again. Earlier in the suite,
+    Streamlit's AppTest leaves the dashboard script as ``__main__`` (the workers then ran the
+    dashboard and died: "Nanny failed to start")."""
+    real = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = real
 
 
 @pytest.fixture(scope="module")
