@@ -74,6 +74,7 @@ class DaskWindow:
     target: str
     client: Any = None  # the cluster the positions were sent to (once: :meth:`_placed`)
     _shared: list[Any] | None = None
+    _spans: list[tuple[int, int]] | None = None  # per batch: its first and last position
 
     @property
     def rows(self) -> int:
@@ -86,14 +87,20 @@ class DaskWindow:
             self._shared = self.client.scatter(self.positions, hash=False)
         return self._shared
 
+    def span(self, i: int) -> tuple[int, int]:
+        """The first and last window position batch ``i`` holds ((0, -1) for none), found
+        once: every frame and read asks, and a pass over the positions is a pass per row."""
+        if self._spans is None:
+            self._spans = [
+                (int(p[p >= 0].min()), int(p.max())) if (p >= 0).any() else (0, -1)
+                for p in self.positions
+            ]
+        return self._spans[i]
+
     def _overlapping(self, start: int, stop: int) -> list[int]:
         """The batches that hold any row at positions ``start`` to ``stop``."""
-        out = []
-        for i, pos in enumerate(self.positions):
-            kept = pos[pos >= 0]
-            if len(kept) and kept.min() < stop and kept.max() >= start:
-                out.append(i)
-        return out
+        spans = [self.span(i) for i in range(len(self.positions))]
+        return [i for i, (lo, hi) in enumerate(spans) if lo <= hi and lo < stop and hi >= start]
 
     def frame(self, start: int = 0, stop: int | None = None, names: list[str] | None = None) -> Any:
         """The window's rows at positions ``start`` up to ``stop`` (columns ``names`` only, if
@@ -120,8 +127,8 @@ class DaskWindow:
         for i in self._overlapping(start, stop):
             pick = None
             if wanted is not None:
-                kept = self.positions[i][self.positions[i] >= 0]
-                lo, hi = np.searchsorted(wanted, [kept.min(), kept.max() + 1])
+                first, last = self.span(i)
+                lo, hi = np.searchsorted(wanted, [first, last + 1])
                 if lo == hi:
                     continue
                 pick = wanted[lo:hi]
