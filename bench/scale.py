@@ -40,7 +40,9 @@ Measured, each phase's wall time around the library call (imports excluded):
   libraries and thread arenas: a harsher limit). Reported as ``failed`` (why, and in which step)
   or as its wall time.
 
-When the Dask training fails, the monitoring phases (both paths) run against the local path's
+The local monitoring's failure or timeout is reported, not a miss (the drift verdicts are then
+compared in the --quick run and in ``tests/test_dask.py``, on data it can monitor). When the
+Dask training fails, the monitoring phases (both paths) run against the local path's
 model (``monitor_champion=local``), so that monitoring is still measured. A Dask phase still
 running after ``--phase-timeout`` s has hung (``dask_train=hung``: e.g. workers paused at 80%
 of their limit by memory the process does not give back) and its cluster is killed (a fresh one
@@ -607,7 +609,7 @@ def dask_phase(
 class Cluster:
     """A LocalCluster in a child process of this script (its own process group), and this
     process's client of it: never the default client, which the library's own client
-    (``dask.address``) must be for xgboost.dask."""
+    (``dask.address``) must be (Dask's waits use the current client)."""
 
     def __init__(self, root: Path, workers: int, limit: int) -> None:
         self.root, self.workers, self.limit = root, workers, limit
@@ -997,7 +999,11 @@ def report(
     if not local_train["ok"]:
         problems.append(f"local training failed: {local_train['why']}")
     if not local_mon["ok"]:
-        problems.append(f"local monitoring failed: {local_mon['why']}")
+        # the local path's failure or time on the same data is a result; the verdicts are
+        # compared where it finishes (always at --quick's size, and in tests/test_dask.py)
+        print(f"local monitoring did not finish: {local_mon['why']}")
+        if args.quick:
+            problems.append(f"local monitoring failed: {local_mon['why']}")
     dask_auc = out.metrics.get("roc_auc") if out is not None else None
     local_auc = local_train.get("auc")
     auc_diff = None

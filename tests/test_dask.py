@@ -6,10 +6,12 @@ closes) its own ``LocalCluster``; the drift sample drawn on the cluster from bat
 the very verdicts the local path gives (car_loan drifted and stationary, employment_ma year
 against year, with and without sampling); a model trained on Dask scores as the local one does
 on the same window, choice and split (car_loan, employment_ma), and its registered version loads
-and predicts; monitoring on Dask reports the same drift and rows as monitoring locally.
+and predicts; monitoring on Dask reports the same drift and rows as monitoring locally; a training
+task that fails, or a worker lost while the workers train together, ends the training with
+that error or ``ClusterError`` instead of leaving the others waiting.
 
 Three tests pin faults this file found in the Dask path: its client must be the current one
-(else xgboost.dask waits on another and hangs), the window-position column is no feature when
+(else Dask's waits use another and hang), the window-position column is no feature when
 data.features is not declared, and a categorical window whose validation rows sit in one batch
 still trains (every worker gets rows of each part)."""
 
@@ -176,7 +178,7 @@ def test_an_unreachable_scheduler_is_service_unavailable(tmp_path: Path) -> None
 class Cluster:
     cluster: LocalCluster
     # the tests' own client, never the process's default: inside dask_client its client must
-    # be the current one (xgboost.dask waits on the current client)
+    # be the current one (distributed.wait uses the current client)
     client: Client
 
     @property
@@ -492,3 +494,69 @@ def test_monitoring_on_dask_reports_what_local_monitoring_does(
     # on Dask the run scores the sample it drew, and holds no more rows
     assert dask.labelled_rows == min(sample, rows)
     assert local.labelled_rows == rows
+
+
+# training across the workers: one task failed or one worker lost -------------------------
+def _fails() -> None:
+    raise ValueError("this worker's share could not be read")
+
+
+def _dies() -> None:
+    import os
+
+    os._exit(1)  # as the nanny kills a worker past its memory limit
+
+
+def _waits(event: str) -> int:
+    """A task that joined the training and waits for the others (until released)."""
+    from distributed import Event
+
+    Event(event).wait(120)
+    return 1
+
+
+def _training_tasks(client: Client, first: Any) -> tuple[list[Any], list[str], Any]:
+    from distributed import Event
+
+    workers = sorted(client.scheduler_info()["workers"])
+    release = Event(f"release-{time.time_ns()}", client=client)
+    futures = [
+        client.submit(first, workers=[workers[0]], allow_other_workers=False, pure=False),
+        client.submit(
+            _waits, release.name, workers=[workers[1]], allow_other_workers=False, pure=False
+        ),
+    ]
+    return futures, workers, release
+
+
+@pytest.mark.slow
+def test_a_failed_training_task_is_raised_and_the_others_cancelled(cluster: Cluster) -> None:
+    from mlops_core.train.distributed import _trained
+
+    futures, workers, release = _training_tasks(cluster.client, _fails)
+    try:
+        with pytest.raises(ValueError, match="share could not be read"):
+            _trained(cluster.client, futures, workers)
+        assert futures[1].status == "cancelled"
+    finally:
+        release.set()
+
+
+@pytest.mark.slow
+def test_a_worker_lost_while_training_is_a_cluster_error() -> None:
+    from distributed import Event
+
+    from mlops_core.errors import ClusterError
+    from mlops_core.train.distributed import _trained
+
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as lc,
+        Client(lc, set_as_default=False) as client,
+    ):
+        futures, workers, release = _training_tasks(client, _dies)
+        try:
+            with pytest.raises(ClusterError, match=r"ran out of memory.*dask\.memory_limit"):
+                _trained(client, futures, workers)
+            assert futures[1].status == "cancelled"
+        finally:
+            Event(release.name, client=client).set()

@@ -539,7 +539,7 @@ def fit_model(
 def xgboost_params(
     task: str, params: dict[str, Any], seed: int, n_jobs: int | None = None
 ) -> dict[str, Any]:
-    """The keyword arguments of an XGBoost model (local or ``xgboost.dask``) for ``params``."""
+    """The keyword arguments of an XGBoost model (local or on Dask) for ``params``."""
     hp = {k: v for k, v in params.items() if k not in ("n_estimators", "early_stopping_rounds")}
     out: dict[str, Any] = dict(
         tree_method="hist",

@@ -504,9 +504,8 @@ def _on_dask(
     settings: Settings, meta: MetadataStore, reg: Registry, since: datetime | None, say: Progress
 ) -> tuple[_Inputs, _Fit]:
     """:func:`_read_inputs` and :func:`_fit` on the Dask cluster (``model.engine: dask``,
-    :mod:`mlops_core.train.distributed`): the same checks, then the search's trials in
-    parallel and XGBoost through ``xgboost.dask``. The window is the whole window (no choice
-    of its newest half or quarter)."""
+    :mod:`mlops_core.train.distributed`): the same checks and window choice, then the
+    search's trials in parallel and XGBoost trained across the workers."""
     from mlops_core.ops.cluster import dask_client
     from mlops_core.train import distributed
 
