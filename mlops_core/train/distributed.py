@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import xgboost as xgb
 
@@ -63,6 +64,7 @@ from mlops_core.train.fit import (
 from mlops_core.train.pyfunc.tabular_model import prepare_features
 
 POS = "_window_position"
+CHUNK_ROWS = 65_536  # rows a training worker reads and prepares at a time
 _BATCH, _ROW = "_batch", "_row"
 
 
@@ -472,28 +474,39 @@ def _fit_share(
 
 
 class _Stream(xgb.DataIter):
-    """Batch files as XGBoost reads them: each ``next`` reads one file's rows in its position
-    range and hands over their prepared features and encoded target."""
+    """Batch files as XGBoost reads them: each ``next`` hands over the prepared features and
+    encoded target of the next :data:`CHUNK_ROWS` stored rows of a file that are in its
+    position range (a worker holds one such chunk as a frame, never a file or its share)."""
 
     def __init__(
         self, parts: list[tuple[str, np.ndarray, int, int]], spec: dict[str, Any], target: str
     ) -> None:
-        self._parts, self._spec, self._target, self._at = parts, spec, target, 0
+        self._parts, self._spec, self._target = parts, spec, target
+        self._chunks = self._read()
         super().__init__(release_data=True)
 
-    def next(self, input_data: Callable[..., None]) -> bool:
-        if self._at == len(self._parts):
-            return False
+    def _read(self) -> Iterator[pd.DataFrame]:
         spec, target = self._spec, self._target
-        path, positions, lo, hi = self._parts[self._at]
-        rows = _read_rows(path, positions, [*spec["feature_order"], target], lo, hi)
-        df = _prepared(rows, spec, target, spec.get("classes"))
-        input_data(data=df[spec["feature_order"]], label=df[target].to_numpy())
-        self._at += 1
+        names = [*spec["feature_order"], target]
+        for path, positions, lo, hi in self._parts:
+            at = 0
+            with pq.ParquetFile(path) as f:
+                for batch in f.iter_batches(batch_size=CHUNK_ROWS, columns=names):
+                    pos, at = positions[at : at + batch.num_rows], at + batch.num_rows
+                    keep = (pos >= lo) & (pos < hi)
+                    if keep.any():
+                        yield _prepared(batch.to_pandas()[keep], spec, target, spec.get("classes"))
+            pa.default_memory_pool().release_unused()
+
+    def next(self, input_data: Callable[..., None]) -> bool:
+        df = next(self._chunks, None)
+        if df is None:
+            return False
+        input_data(data=df[self._spec["feature_order"]], label=df[self._target].to_numpy())
         return True
 
     def reset(self) -> None:
-        self._at = 0
+        self._chunks = self._read()
 
 
 def _prepared(
