@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
@@ -178,12 +179,34 @@ def _read_rows(
     """A partition: the rows of the batch file at ``path`` at window positions ``start`` to
     ``stop`` (and in ``wanted``, if given), tagged with them, in window order. (Not
     ``columns``: Dask would take the parameter for its own.)"""
-    df = read_released(path, names)
-    keep = (positions >= start) & (positions < stop)
-    if wanted is not None:
-        keep &= np.isin(positions, wanted)
-    df = df[keep].assign(**{POS: positions[keep]})
+    with _lean():
+        parts = list(_chunks(path, positions, names, start, stop, wanted))
+    if not parts:
+        empty = pq.read_schema(path).empty_table().to_pandas()[names]
+        return empty.assign(**{POS: pd.Series(dtype="int64")})
+    df = pd.concat(parts, ignore_index=True)
     return df.sort_values(POS, kind="stable").reset_index(drop=True)
+
+
+def _chunks(
+    path: str,
+    positions: np.ndarray,
+    names: list[str],
+    start: int,
+    stop: int,
+    wanted: np.ndarray | None = None,
+) -> Iterator[pd.DataFrame]:
+    """The rows :func:`_read_rows` keeps, :data:`CHUNK_ROWS` stored rows read at a time (a
+    whole batch file read at once peaked at several times its size in a worker)."""
+    at = 0
+    with pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False) as f:
+        for batch in f.iter_batches(batch_size=CHUNK_ROWS, columns=names, use_threads=False):
+            pos, at = positions[at : at + batch.num_rows], at + batch.num_rows
+            keep = (pos >= start) & (pos < stop)
+            if wanted is not None:
+                keep &= np.isin(pos, wanted)
+            if keep.any():
+                yield batch.select(names).to_pandas()[keep].assign(**{POS: pos[keep]})
 
 
 def _unusable_file(path: str, settings: Settings) -> str | None:
@@ -455,7 +478,7 @@ def _fit_share(
     files = iter(zip(paths, positions, strict=True))
     parts = [[(*next(files), lo, hi) for lo, hi in part] for part in ranges]
     matrix_kw = dict(enable_categorical=True, max_bin=native.get("max_bin"), nthread=threads)
-    with CommunicatorContext(**collective):
+    with _lean(), CommunicatorContext(**collective):
         dtrain = xgb.QuantileDMatrix(_Stream(parts[0], spec, target), **matrix_kw)
         evals = [
             (xgb.QuantileDMatrix(_Stream(p, spec, target), ref=dtrain, **matrix_kw), "valid")
@@ -471,6 +494,30 @@ def _fit_share(
         )
         first = xgb.collective.get_rank() == 0
     return bytes(booster.save_raw("ubj")) if first else None
+
+
+@contextmanager
+def _lean() -> Iterator[None]:
+    """A worker's reading and training with its memory made room for them: what the C
+    allocator holds but no longer uses handed back before and after (Dask's own remedy for
+    unmanaged memory, ``malloc_trim``), and Arrow reading through the C allocator meanwhile
+    (its default pool keeps what a read freed). Without these, 12 workers of 512 MiB that
+    had trained the window died reading its hold-out (``bench/scale.py``)."""
+    pool = pa.default_memory_pool()
+    _trim()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(pool)
+        _trim()
+
+
+def _trim() -> None:
+    import ctypes
+
+    with suppress(OSError, AttributeError):  # glibc only
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class _Stream(xgb.DataIter):
@@ -489,14 +536,8 @@ class _Stream(xgb.DataIter):
         spec, target = self._spec, self._target
         names = [*spec["feature_order"], target]
         for path, positions, lo, hi in self._parts:
-            at = 0
-            with pq.ParquetFile(path) as f:
-                for batch in f.iter_batches(batch_size=CHUNK_ROWS, columns=names):
-                    pos, at = positions[at : at + batch.num_rows], at + batch.num_rows
-                    keep = (pos >= lo) & (pos < hi)
-                    if keep.any():
-                        yield _prepared(batch.to_pandas()[keep], spec, target, spec.get("classes"))
-            pa.default_memory_pool().release_unused()
+            for rows in _chunks(path, positions, names, lo, hi):
+                yield _prepared(rows, spec, target, spec.get("classes"))
 
     def next(self, input_data: Callable[..., None]) -> bool:
         df = next(self._chunks, None)
