@@ -151,7 +151,7 @@ class DaskWindow:
                     pure=False,
                 )
             )
-        frames = self.client.gather(futures)
+        frames = _collected(futures)
         if not frames:
             return self.meta.copy()
         out = pd.concat(frames, ignore_index=True).sort_values(POS, kind="stable")
@@ -166,6 +166,17 @@ class DaskWindow:
             return self.rows_in(start, stop)
         pos = np.sort(pos[np.argpartition(row_keys(pos, seed), n - 1)[:n]])
         return self.rows_in(start, stop, pos)
+
+
+def _collected(futures: list[Any]) -> list[pd.DataFrame]:
+    """The futures' frames, each fetched as it is ready and then released: a worker holds a
+    read's rows until the driver has them (gathered all at once, 12 workers of 512 MiB died
+    holding the hold-out of a 13.4-million-row window)."""
+    from distributed import as_completed
+
+    done = as_completed(futures, with_results=True)
+    futures.clear()
+    return [frame for _, frame in done]
 
 
 def _read_rows(
@@ -185,6 +196,9 @@ def _read_rows(
         empty = pq.read_schema(path).empty_table().to_pandas()[names]
         return empty.assign(**{POS: pd.Series(dtype="int64")})
     df = pd.concat(parts, ignore_index=True)
+    del parts
+    if df[POS].is_monotonic_increasing:  # as stored (a copy less)
+        return df
     return df.sort_values(POS, kind="stable").reset_index(drop=True)
 
 
@@ -515,7 +529,9 @@ def _lean() -> Iterator[None]:
 
 def _trim() -> None:
     import ctypes
+    import gc
 
+    gc.collect()
     with suppress(OSError, AttributeError):  # glibc only
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
