@@ -176,7 +176,12 @@ def _collected(futures: list[Any]) -> list[pd.DataFrame]:
 
     done = as_completed(futures, with_results=True)
     futures.clear()
-    return [frame for _, frame in done]
+    frames = []
+    for _, frame in done:
+        if isinstance(frame, BaseException):  # a cancelled read comes as its error
+            raise frame
+        frames.append(frame)
+    return frames
 
 
 def _read_rows(
@@ -625,6 +630,10 @@ def train(
         fixed=mcfg.params,
         progress=lambda d: progress(f"searching hyper-parameters: {d}"),
     )
+    # read before the workers train: after, they hold what training left them
+    progress(f"reading the hold-out ({ho.stop - ho.start:,} rows) and a reference sample")
+    reference = window.sample(mcfg.reference_rows, mcfg.seed, start, ho.start)
+    holdout = window.rows_in(ho.start, ho.stop)
     rows, stopping = tr.stop - start, va.stop - va.start
     progress(f"training on {rows:,} rows across the workers (early stopping on {stopping:,})")
     early = dask_fit(
@@ -638,9 +647,6 @@ def train(
     )
     found = SearchResult(early, best, score, len(history), time.perf_counter() - t0, history)
     final = _refit(client, window, spec, early, best, mcfg.seed, start, progress)
-    progress(f"reading the hold-out ({ho.stop - ho.start:,} rows) and a reference sample")
-    reference = window.sample(mcfg.reference_rows, mcfg.seed, start, ho.start)
-    holdout = window.rows_in(ho.start, ho.stop)
     frame = pd.concat([reference, holdout], ignore_index=True).drop(columns=[POS])
     sizes = (tr.stop - start, va.stop - va.start, ho.stop - ho.start)
     return DaskTraining(found, final, choice, frame, slice(len(reference), len(frame)), sizes)
