@@ -698,7 +698,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="512MiB",
         help="memory_limit of each LocalCluster worker (Dask's syntax: 512MiB, 1GB, bytes)",
     )
-    ap.add_argument("--workers", type=int, default=2, help="LocalCluster workers, 1 thread each")
+    ap.add_argument("--workers", type=int, default=12, help="LocalCluster workers, 1 thread each")
     ap.add_argument(
         "--trials",
         type=int,

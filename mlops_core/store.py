@@ -7,6 +7,7 @@ URL (Postgres) works unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -415,6 +416,49 @@ def read_released(path: Path | str, columns: list[str] | None = None) -> pd.Data
     frame = pd.read_parquet(path, columns=columns)
     pa.default_memory_pool().release_unused()
     return frame
+
+
+CHUNK_ROWS = 65_536  # rows a reader of a batch file holds at a time (read_chunks)
+
+
+def read_chunks(
+    path: Path | str, columns: list[str] | None = None, rows: int = CHUNK_ROWS
+) -> Iterator[Any]:
+    """A Parquet file ``rows`` stored rows at a time, as Arrow record batches (``columns`` in
+    that order): a reader holds a chunk, not a file. Read whole, a batch file peaked at
+    several times its size in a Dask worker, which then died of its memory limit."""
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False) as f:
+        for batch in f.iter_batches(batch_size=rows, columns=columns, use_threads=False):
+            yield batch.select(columns) if columns is not None else batch
+
+
+@contextmanager
+def lean_memory() -> Iterator[None]:
+    """Reading (or training) with the process's memory made room for it: what the C
+    allocator holds but no longer uses handed back before and after (Dask's own remedy for
+    a worker's unmanaged memory, ``malloc_trim``), and Arrow allocating through the C
+    allocator meanwhile (its default pool keeps what a read freed)."""
+    import pyarrow as pa
+
+    pool = pa.default_memory_pool()
+    _trim()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(pool)
+        _trim()
+
+
+def _trim() -> None:
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # glibc only
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class BatchStore:

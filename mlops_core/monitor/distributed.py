@@ -14,13 +14,21 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from mlops_core.data.sampling import merge_picks, pick, without_keys
-from mlops_core.store import read_released
+from mlops_core.store import lean_memory, read_chunks, read_released
 
 FAN_IN = 8  # picks merged by one task
 
 
 def _pick_file(path: str, n: int, seed: int, offset: int) -> pd.DataFrame:
-    return pick(read_released(path), n, seed, offset)
+    """The file's candidates, picked chunk by chunk (a worker holds a chunk and a pick, not
+    the file: the keys are by position, so this is the file's pick)."""
+    best: pd.DataFrame | None = None
+    with lean_memory():
+        for batch in read_chunks(path):
+            chunk = pick(batch.to_pandas(), n, seed, offset)
+            best = chunk if best is None else merge_picks([best, chunk], n)
+            offset += batch.num_rows
+    return best if best is not None else pick(read_released(path), n, seed, offset)
 
 
 def sample_batches(

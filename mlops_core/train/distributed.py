@@ -26,7 +26,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
@@ -34,13 +33,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import xgboost as xgb
 
 from mlops_core.config import Settings
 from mlops_core.data.sampling import row_keys
-from mlops_core.store import BatchRecord, BatchStore, MetadataStore, read_released
+from mlops_core.store import (
+    BatchRecord,
+    BatchStore,
+    MetadataStore,
+    lean_memory,
+    read_chunks,
+    read_released,
+)
 from mlops_core.train.evaluation import PRIMARY
 from mlops_core.train.fit import (
     SearchResult,
@@ -65,7 +70,6 @@ from mlops_core.train.fit import (
 from mlops_core.train.pyfunc.tabular_model import prepare_features
 
 POS = "_window_position"
-CHUNK_ROWS = 65_536  # rows a training worker reads and prepares at a time
 _BATCH, _ROW = "_batch", "_row"
 
 
@@ -195,7 +199,7 @@ def _read_rows(
     """A partition: the rows of the batch file at ``path`` at window positions ``start`` to
     ``stop`` (and in ``wanted``, if given), tagged with them, in window order. (Not
     ``columns``: Dask would take the parameter for its own.)"""
-    with _lean():
+    with lean_memory():
         parts = list(_chunks(path, positions, names, start, stop, wanted))
     if not parts:
         empty = pq.read_schema(path).empty_table().to_pandas()[names]
@@ -215,17 +219,16 @@ def _chunks(
     stop: int,
     wanted: np.ndarray | None = None,
 ) -> Iterator[pd.DataFrame]:
-    """The rows :func:`_read_rows` keeps, :data:`CHUNK_ROWS` stored rows read at a time (a
-    whole batch file read at once peaked at several times its size in a worker)."""
+    """The rows :func:`_read_rows` keeps, a chunk of the file at a time
+    (:func:`~mlops_core.store.read_chunks`)."""
     at = 0
-    with pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False) as f:
-        for batch in f.iter_batches(batch_size=CHUNK_ROWS, columns=names, use_threads=False):
-            pos, at = positions[at : at + batch.num_rows], at + batch.num_rows
-            keep = (pos >= start) & (pos < stop)
-            if wanted is not None:
-                keep &= np.isin(pos, wanted)
-            if keep.any():
-                yield batch.select(names).to_pandas()[keep].assign(**{POS: pos[keep]})
+    for batch in read_chunks(path, names):
+        pos, at = positions[at : at + batch.num_rows], at + batch.num_rows
+        keep = (pos >= start) & (pos < stop)
+        if wanted is not None:
+            keep &= np.isin(pos, wanted)
+        if keep.any():
+            yield batch.to_pandas()[keep].assign(**{POS: pos[keep]})
 
 
 def _unusable_file(path: str, settings: Settings) -> str | None:
@@ -497,7 +500,7 @@ def _fit_share(
     files = iter(zip(paths, positions, strict=True))
     parts = [[(*next(files), lo, hi) for lo, hi in part] for part in ranges]
     matrix_kw = dict(enable_categorical=True, max_bin=native.get("max_bin"), nthread=threads)
-    with _lean(), CommunicatorContext(**collective):
+    with lean_memory(), CommunicatorContext(**collective):
         dtrain = xgb.QuantileDMatrix(_Stream(parts[0], spec, target), **matrix_kw)
         evals = [
             (xgb.QuantileDMatrix(_Stream(p, spec, target), ref=dtrain, **matrix_kw), "valid")
@@ -515,36 +518,10 @@ def _fit_share(
     return bytes(booster.save_raw("ubj")) if first else None
 
 
-@contextmanager
-def _lean() -> Iterator[None]:
-    """A worker's reading and training with its memory made room for them: what the C
-    allocator holds but no longer uses handed back before and after (Dask's own remedy for
-    unmanaged memory, ``malloc_trim``), and Arrow reading through the C allocator meanwhile
-    (its default pool keeps what a read freed). Without these, 12 workers of 512 MiB that
-    had trained the window died reading its hold-out (``bench/scale.py``)."""
-    pool = pa.default_memory_pool()
-    _trim()
-    pa.set_memory_pool(pa.system_memory_pool())
-    try:
-        yield
-    finally:
-        pa.set_memory_pool(pool)
-        _trim()
-
-
-def _trim() -> None:
-    import ctypes
-    import gc
-
-    gc.collect()
-    with suppress(OSError, AttributeError):  # glibc only
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 class _Stream(xgb.DataIter):
     """Batch files as XGBoost reads them: each ``next`` hands over the prepared features and
-    encoded target of the next :data:`CHUNK_ROWS` stored rows of a file that are in its
-    position range (a worker holds one such chunk as a frame, never a file or its share)."""
+    encoded target of a chunk's rows in its position range (a worker holds a chunk as a
+    frame, never a file or its share: :func:`~mlops_core.store.read_chunks`)."""
 
     def __init__(
         self, parts: list[tuple[str, np.ndarray, int, int]], spec: dict[str, Any], target: str
