@@ -1,5 +1,6 @@
 """``model.engine: dask`` (issue 17) against the local engine, on a ``LocalCluster`` of two worker
-processes: the keyed sample is the same however the rows are split into partitions; the
+processes: the keyed sample is the same however the rows are split into partitions (and a batch
+file read in chunks is the file, its pick the file's pick); the
 configuration refuses Dask with a model other than XGBoost, and an unreachable ``dask.address``
 is ``ServiceUnavailable``; ``dask_client`` uses the scheduler at ``dask.address`` or starts (and
 closes) its own ``LocalCluster``; the drift sample drawn on the cluster from batch files gives
@@ -172,6 +173,26 @@ def test_an_unreachable_scheduler_is_service_unavailable(tmp_path: Path) -> None
 
     assert time.perf_counter() - t0 < 30
     assert address in str(err.value) and "dask.address" in str(err.value)
+
+
+def test_a_batch_read_in_chunks_is_the_batch_and_its_pick_the_files(tmp_path: Path) -> None:
+    from mlops_core.monitor.distributed import _pick_file
+    from mlops_core.store import read_chunks
+
+    frame = _frame(1_000, 3)
+    path = tmp_path / "batch.parquet"
+    frame.to_parquet(path, index=False, row_group_size=300)
+
+    chunks = list(read_chunks(path, ["label", "row"], rows=128))
+    assert [c.num_rows for c in chunks] == [128] * 7 + [104]  # a chunk at a time, not a file
+    back = pd.concat([c.to_pandas() for c in chunks], ignore_index=True)
+    pd.testing.assert_frame_equal(back, frame[["label", "row"]])  # order of the columns asked
+    assert sum(c.num_rows for c in read_chunks(path)) == 1_000
+
+    # the drift sample's candidates, picked chunk by chunk in a worker, are the file's pick
+    for n, offset in ((50, 0), (2_000, 7_000)):
+        expected = pick(frame, n, 11, offset)
+        pd.testing.assert_frame_equal(_pick_file(str(path), n, 11, offset), expected)
 
 
 @dataclass
