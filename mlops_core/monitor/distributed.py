@@ -1,6 +1,6 @@
 """Monitoring's current rows on Dask (``model.engine: dask``): each batch file is a partition,
 read and reduced in a worker to its candidates for the seeded sample (:mod:`mlops_core.data.
-sampling`), and the candidates merged in a tree of at most eight at a time. The result is the
+sampling`), and the candidates merged in a tree, two at a time. The result is the
 very sample the local path draws from the same batches, so Evidently's tests give the same
 verdicts on it; no process holds more than a partition and a few samples.
 """
@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from mlops_core.data.sampling import merge_picks, pick, without_keys
 from mlops_core.store import lean_memory, read_chunks, read_released
 
-FAN_IN = 8  # picks merged by one task
+FAN_IN = 2  # picks merged by one task (8 took a 512 MiB worker past its limit: 8 x 50,000 rows)
 
 
 def _pick_file(path: str, n: int, seed: int, offset: int) -> pd.DataFrame:
