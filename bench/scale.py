@@ -366,33 +366,25 @@ def run_child(
         proc.wait()
         follow()
     wall = time.perf_counter() - t0
+
+    def failed(why: str, peak_bytes: int, **more: Any) -> dict[str, Any]:
+        return {"ok": False, "wall": wall, "peak_mb": peak_bytes / 2**20, "why": why, **more}
+
     if late:
-        return {
-            "ok": False,
-            "wall": wall,
-            "peak_mb": peak / 2**20,
-            "why": f"no end after {timeout:.0f} s (killed), while '{said[-1]}'",
-            "late": True,
-        }
+        why = f"no end after {timeout:.0f} s (killed), while '{said[-1]}'"
+        return failed(why, peak, late=True)
     if killed_at is not None:
-        return {
-            "ok": False,
-            "wall": wall,
-            "peak_mb": killed_at / 2**20,
-            "why": f"killed at RSS {mib(killed_at)} MB > limit {mib(limit)} MB after "
-            f"{wall:.1f} s, while '{said[-1]}'",
-        }
+        why = (
+            f"killed at RSS {mib(killed_at)} MB > limit {mib(limit)} MB after {wall:.1f} s, "
+            f"while '{said[-1]}'"
+        )
+        return failed(why, killed_at)
     found = [ln for ln in out_path.read_text().splitlines() if ln.startswith(RESULT_TAG)]
     if proc.returncode != 0 or not found:
         lines = [ln for ln in err_path.read_text(errors="replace").splitlines() if ln.strip()]
         last = lines[-1] if lines else ""
-        return {
-            "ok": False,
-            "wall": wall,
-            "peak_mb": peak / 2**20,
-            "why": f"{last[:300]} (exit status {proc.returncode} after {wall:.1f} s, while "
-            f"'{said[-1]}')",
-        }
+        why = f"{last[:300]} (exit status {proc.returncode} after {wall:.1f} s, while '{said[-1]}')"
+        return failed(why, peak)
     result = json.loads(found[-1][len(RESULT_TAG) :])
     result["ok"] = True
     result["peak_mb"] = max(result["peak_mb"], peak / 2**20)
